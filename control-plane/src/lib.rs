@@ -1,0 +1,3 @@
+//! `kwk-control-plane`: apiserver, scheduler and controllers, one subcommand per component.
+//!
+//! Empty until the apiserver issue lands.
