@@ -11,6 +11,7 @@ pub mod oci;
 pub mod spec;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use oci::{Blob, sha256_digest};
 pub use spec::{Entry, EntryKind, FileSource, ImageSpec, RunConfig};
@@ -76,7 +77,9 @@ impl BuiltImage {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let unique = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp.{}.{unique}", std::process::id()));
         std::fs::write(&tmp, &self.archive).map_err(err)?;
         std::fs::rename(&tmp, path).map_err(err)
     }

@@ -1,0 +1,21 @@
+//! `kwk-tests`: the test harness and end-to-end tests.
+//!
+//! - [`TestContainerd`]: an isolated containerd per test (own directory, socket, runc root,
+//!   network namespace and cgroup parent), with the offline-built `pause` and busybox images
+//!   imported, torn down on drop even when the test fails.
+//! - [`images`]: builds those images (static pause via a nested cargo build, busybox from
+//!   Debian's `busybox-static`).
+//! - [`pods`]: CRI sandbox and container configurations for tests.
+//!
+//! Tests that need root fail without it, unless `KWK_SKIP_PRIVILEGED=1` says to skip them.
+
+pub mod cgroups;
+pub mod cleanup;
+pub mod config;
+pub mod containerd;
+pub mod images;
+pub mod netns;
+pub mod pods;
+
+pub use containerd::{TestContainerd, privileged_tests_enabled, wait_for};
+pub use netns::NetNs;
