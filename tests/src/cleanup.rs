@@ -27,7 +27,12 @@ fn wait_gone(pid: Pid, within: Duration) -> bool {
         // A zombie still "exists" for kill(0); look at its state instead.
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             Err(_) => return true,
-            Ok(stat) if stat.rsplit(')').next().is_some_and(|s| s.trim_start().starts_with('Z')) => {
+            Ok(stat)
+                if stat
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|s| s.trim_start().starts_with('Z')) =>
+            {
                 return true;
             }
             Ok(_) => pause(Duration::from_millis(20)),
@@ -40,12 +45,20 @@ fn wait_gone(pid: Pid, within: Duration) -> bool {
 /// its socket path in `-address`).
 pub fn kill_processes_mentioning(needle: &str) -> usize {
     let mut killed = 0;
-    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
         let cmdline = String::from_utf8_lossy(&cmdline);
         if pid != std::process::id() as i32 && cmdline.contains(needle) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -115,7 +128,11 @@ fn tree_pids(dir: &Path) -> Vec<i32> {
 fn subdirs(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .map(|entries| {
-            entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()).collect()
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect()
         })
         .unwrap_or_default()
 }
@@ -165,7 +182,10 @@ fn unescape_mount_path(raw: &str) -> PathBuf {
     let bytes = raw.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4].iter().all(u8::is_ascii_digit)
+        {
             let code = u8::from_str_radix(&raw[i + 1..i + 4], 8).unwrap_or(b'?');
             out.push(code as char);
             i += 4;
@@ -186,7 +206,10 @@ pub fn remove_dir(dir: &Path) -> Option<String> {
     }
 }
 
-#[allow(clippy::disallowed_methods, reason = "teardown runs on a plain thread, outside any runtime")]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "teardown runs on a plain thread, outside any runtime"
+)]
 fn pause(duration: Duration) {
     std::thread::sleep(duration);
 }
@@ -198,7 +221,10 @@ mod tests {
     #[test]
     fn mount_paths_are_unescaped() {
         assert_eq!(unescape_mount_path("/a\\040b"), PathBuf::from("/a b"));
-        assert_eq!(unescape_mount_path("/plain/path"), PathBuf::from("/plain/path"));
+        assert_eq!(
+            unescape_mount_path("/plain/path"),
+            PathBuf::from("/plain/path")
+        );
         assert_eq!(unescape_mount_path("/x\\134y"), PathBuf::from("/x\\y"));
     }
 }

@@ -181,9 +181,15 @@ mod tests {
         assert_eq!(parsed["version"].as_integer(), Some(2));
         assert_eq!(parsed["root"].as_str(), Some("/tmp/kwkt-1/root"));
         assert_eq!(parsed["state"].as_str(), Some("/tmp/kwkt-1/state"));
-        assert_eq!(parsed["grpc"]["address"].as_str(), Some("/tmp/kwkt-1/c.sock"));
+        assert_eq!(
+            parsed["grpc"]["address"].as_str(),
+            Some("/tmp/kwkt-1/c.sock")
+        );
         let plugins = &parsed["plugins"];
-        assert_eq!(plugins["io.containerd.internal.v1.opt"]["path"].as_str(), Some("/tmp/kwkt-1/opt"));
+        assert_eq!(
+            plugins["io.containerd.internal.v1.opt"]["path"].as_str(),
+            Some("/tmp/kwkt-1/opt")
+        );
         let cri = &plugins["io.containerd.grpc.v1.cri"];
         assert_eq!(cri["sandbox_image"].as_str(), Some("localhost/kwk/pause:1"));
         assert_eq!(cri["restrict_oom_score_adj"].as_bool(), Some(true));
@@ -192,7 +198,10 @@ mod tests {
         assert_eq!(runc["options"]["Root"].as_str(), Some("/tmp/kwkt-1/runc"));
         assert_eq!(runc["options"]["SystemdCgroup"].as_bool(), Some(false));
         assert_eq!(cri["cni"]["bin_dir"].as_str(), Some("/usr/lib/cni"));
-        assert_eq!(cri["cni"]["conf_dir"].as_str(), Some("/tmp/kwkt-1/cni/net.d"));
+        assert_eq!(
+            cri["cni"]["conf_dir"].as_str(),
+            Some("/tmp/kwkt-1/cni/net.d")
+        );
     }
 
     #[test]

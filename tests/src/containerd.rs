@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use kwk_cri::import::{CRI_NAMESPACE, ContainerdClient, ImportOptions, ImportedImage, import_archive};
+use kwk_cri::import::{
+    CRI_NAMESPACE, ContainerdClient, ImportOptions, ImportedImage, import_archive,
+};
 use kwk_cri::{ConnectOptions, CriClient, Timeouts};
 
 use crate::cleanup;
@@ -54,10 +56,22 @@ impl TestContainerd {
         let layout = Layout::new(&dir, &images.pause_reference);
         // From here on, dropping `instance` tears down whatever was started.
         let mut instance = Instance::spawn(layout, &id)?;
-        let (cri, native) = instance.connect().await.with_context(|| instance.diagnostics())?;
-        let this = Self { cri, native, images, instance };
-        this.import(&images.pause_archive).await.with_context(|| this.diagnostics())?;
-        this.import(&images.busybox_archive).await.with_context(|| this.diagnostics())?;
+        let (cri, native) = instance
+            .connect()
+            .await
+            .with_context(|| instance.diagnostics())?;
+        let this = Self {
+            cri,
+            native,
+            images,
+            instance,
+        };
+        this.import(&images.pause_archive)
+            .await
+            .with_context(|| this.diagnostics())?;
+        this.import(&images.busybox_archive)
+            .await
+            .with_context(|| this.diagnostics())?;
         Ok(this)
     }
 
@@ -66,9 +80,11 @@ impl TestContainerd {
     pub async fn import(&self, archive: &Path) -> anyhow::Result<Vec<ImportedImage>> {
         let imported = import_archive(&self.native, archive, &ImportOptions::default()).await?;
         for image in &imported {
-            wait_for(Duration::from_secs(10), "CRI to see the imported image", || async {
-                matches!(self.cri.image_status(&image.name).await, Ok(Some(_)))
-            })
+            wait_for(
+                Duration::from_secs(10),
+                "CRI to see the imported image",
+                || async { matches!(self.cri.image_status(&image.name).await, Ok(Some(_))) },
+            )
             .await?;
         }
         Ok(imported)
@@ -84,7 +100,10 @@ impl TestContainerd {
     }
 
     pub fn netns(&self) -> &NetNs {
-        self.instance.netns.as_ref().expect("the netns lives until drop")
+        self.instance
+            .netns
+            .as_ref()
+            .expect("the netns lives until drop")
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -118,11 +137,18 @@ impl Instance {
             cri: None,
         };
         let layout = &this.layout;
-        for dir in [layout.cni_conf_dir(), layout.cni_data_dir(), layout.pod_logs()] {
+        for dir in [
+            layout.cni_conf_dir(),
+            layout.cni_data_dir(),
+            layout.pod_logs(),
+        ] {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         std::fs::write(layout.config_file(), containerd_toml(layout))?;
-        std::fs::write(layout.cni_conf_dir().join("10-kwk-test.conflist"), cni_conflist(layout))?;
+        std::fs::write(
+            layout.cni_conf_dir().join("10-kwk-test.conflist"),
+            cni_conflist(layout),
+        )?;
         let netns = this.netns.insert(NetNs::create(&format!("kwkt-{id}"))?);
         let log = std::fs::File::create(layout.log_file())?;
         let config = layout.config_file();
@@ -135,7 +161,8 @@ impl Instance {
                 .stderr(log)
                 .spawn()
         })?;
-        this.child = Some(child.context("starting containerd (is the containerd package installed?)")?);
+        this.child =
+            Some(child.context("starting containerd (is the containerd package installed?)")?);
         Ok(this)
     }
 
@@ -160,12 +187,18 @@ impl Instance {
         let log = std::fs::read_to_string(self.layout.log_file()).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         let tail = &lines[lines.len().saturating_sub(40)..];
-        format!("containerd log ({}):\n{}", self.layout.log_file().display(), tail.join("\n"))
+        format!(
+            "containerd log ({}):\n{}",
+            self.layout.log_file().display(),
+            tail.join("\n")
+        )
     }
 
     /// Stops and removes every sandbox through CRI (so CNI DEL runs).
     async fn remove_all_sandboxes(cri: &CriClient) {
-        let Ok(sandboxes) = cri.list_pod_sandbox(None).await else { return };
+        let Ok(sandboxes) = cri.list_pod_sandbox(None).await else {
+            return;
+        };
         for sandbox in sandboxes {
             let _ = cri.stop_pod_sandbox(&sandbox.id).await;
             let _ = cri.remove_pod_sandbox(&sandbox.id).await;
@@ -177,11 +210,14 @@ impl Instance {
         if let Some(cri) = self.cri.take() {
             // Drop may run inside a runtime (a failing async test): use a thread of our own.
             let graceful = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
                 if let Ok(runtime) = runtime {
                     runtime.block_on(async {
                         let budget = Duration::from_secs(20);
-                        let _ = tokio::time::timeout(budget, Self::remove_all_sandboxes(&cri)).await;
+                        let _ =
+                            tokio::time::timeout(budget, Self::remove_all_sandboxes(&cri)).await;
                     });
                 }
             });
@@ -212,7 +248,11 @@ impl Drop for Instance {
 /// `<pid>-<n>`: unique per process and instance, short enough for socket paths.
 fn unique_id() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Polls `ready` every 20 ms until it holds or `within` passes.

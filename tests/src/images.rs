@@ -23,7 +23,10 @@ pub struct TestImages {
 
 /// The workspace root (this crate lives in `<root>/tests`).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_owned).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_default()
 }
 
 /// Builds the test images once per process.
@@ -71,7 +74,16 @@ pub fn build_static_pause() -> anyhow::Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&root)
-        .args(["build", "--quiet", "--profile", "pause", "-p", "kwk-pause", "--target", triple])
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            "pause",
+            "-p",
+            "kwk-pause",
+            "--target",
+            triple,
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")

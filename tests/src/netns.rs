@@ -21,7 +21,9 @@ impl NetNs {
     pub fn create(name: &str) -> anyhow::Result<Self> {
         let _ = quiet(Command::new("ip").args(["netns", "del", name]));
         run(Command::new("ip").args(["netns", "add", name]))?;
-        let netns = Self { name: name.to_owned() };
+        let netns = Self {
+            name: name.to_owned(),
+        };
         run(Command::new("ip").args(["-n", name, "link", "set", "lo", "up"]))?;
         Ok(netns)
     }
@@ -37,7 +39,8 @@ impl NetNs {
     /// Runs `f` on a fresh thread that has entered this namespace; processes it spawns start
     /// there too. The calling thread's namespace is untouched.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
-        let file = File::open(self.path()).with_context(|| format!("opening netns {}", self.name))?;
+        let file =
+            File::open(self.path()).with_context(|| format!("opening netns {}", self.name))?;
         std::thread::scope(|scope| {
             scope
                 .spawn(move || {
@@ -51,9 +54,17 @@ impl NetNs {
 
     /// `ip -n <ns> <args>`, for assertions and diagnostics.
     pub fn ip(&self, args: &[&str]) -> anyhow::Result<String> {
-        let output = Command::new("ip").arg("-n").arg(&self.name).args(args).output()?;
+        let output = Command::new("ip")
+            .arg("-n")
+            .arg(&self.name)
+            .args(args)
+            .output()?;
         if !output.status.success() {
-            bail!("ip {args:?} in {}: {}", self.name, String::from_utf8_lossy(&output.stderr));
+            bail!(
+                "ip {args:?} in {}: {}",
+                self.name,
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
@@ -68,13 +79,23 @@ impl Drop for NetNs {
 }
 
 pub(crate) fn run(command: &mut Command) -> anyhow::Result<()> {
-    let output = command.stdin(Stdio::null()).output().with_context(|| format!("running {command:?}"))?;
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
     if !output.status.success() {
-        bail!("{command:?} failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+        bail!(
+            "{command:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
     Ok(())
 }
 
 fn quiet(command: &mut Command) -> std::io::Result<std::process::ExitStatus> {
-    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status()
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
 }

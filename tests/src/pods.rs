@@ -19,8 +19,16 @@ pub struct SandboxOptions<'a> {
 }
 
 pub fn sandbox_config(options: &SandboxOptions<'_>) -> api::PodSandboxConfig {
-    let network = if options.host_network { api::NamespaceMode::Node } else { api::NamespaceMode::Pod };
-    let pid = if options.shared_pid { api::NamespaceMode::Pod } else { api::NamespaceMode::Container };
+    let network = if options.host_network {
+        api::NamespaceMode::Node
+    } else {
+        api::NamespaceMode::Pod
+    };
+    let pid = if options.shared_pid {
+        api::NamespaceMode::Pod
+    } else {
+        api::NamespaceMode::Container
+    };
     api::PodSandboxConfig {
         metadata: Some(api::PodSandboxMetadata {
             name: options.name.into(),
@@ -29,7 +37,11 @@ pub fn sandbox_config(options: &SandboxOptions<'_>) -> api::PodSandboxConfig {
             attempt: 0,
         }),
         // containerd requires an empty hostname for host-network sandboxes.
-        hostname: if options.host_network { String::new() } else { options.name.into() },
+        hostname: if options.host_network {
+            String::new()
+        } else {
+            options.name.into()
+        },
         log_directory: options.log_dir.to_string_lossy().into_owned(),
         linux: Some(api::LinuxPodSandboxConfig {
             cgroup_parent: format!("{}/pod-{}", options.cgroup_root, options.name),
@@ -51,7 +63,10 @@ pub fn sandbox_config(options: &SandboxOptions<'_>) -> api::PodSandboxConfig {
 /// A container running `command` from `image`, logging to `<name>.log` in the sandbox's log dir.
 pub fn container_config(name: &str, image: &str, command: &[&str]) -> api::ContainerConfig {
     api::ContainerConfig {
-        metadata: Some(api::ContainerMetadata { name: name.into(), attempt: 0 }),
+        metadata: Some(api::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
         image: Some(kwk_cri::image_spec(image)),
         command: command.iter().map(|s| (*s).to_owned()).collect(),
         log_path: format!("{name}.log"),
