@@ -167,10 +167,11 @@ pub fn unmount_below(dir: &Path) -> Vec<String> {
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     points.dedup();
     for point in points {
-        if let Err(err) = umount2(&point, MntFlags::MNT_DETACH) {
-            if err != nix::errno::Errno::EINVAL && err != nix::errno::Errno::ENOENT {
-                problems.push(format!("unmounting {}: {err}", point.display()));
-            }
+        if let Err(err) = umount2(&point, MntFlags::MNT_DETACH)
+            && err != nix::errno::Errno::EINVAL
+            && err != nix::errno::Errno::ENOENT
+        {
+            problems.push(format!("unmounting {}: {err}", point.display()));
         }
     }
     problems

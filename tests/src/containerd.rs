@@ -47,8 +47,14 @@ pub fn privileged_tests_enabled() -> bool {
 }
 
 impl TestContainerd {
-    /// Starts a fresh containerd and imports the test images.
+    /// Starts a fresh containerd and imports the test images (pause and busybox).
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_importing(true).await
+    }
+
+    /// Starts a fresh containerd with `pause` imported (it must be, for any sandbox to start)
+    /// and busybox only if `busybox`.
+    pub async fn start_importing(busybox: bool) -> anyhow::Result<Self> {
         let images = tokio::task::spawn_blocking(test_images).await??;
         let id = unique_id();
         let dir = PathBuf::from(format!("/tmp/kwkt-{id}"));
@@ -69,9 +75,11 @@ impl TestContainerd {
         this.import(&images.pause_archive)
             .await
             .with_context(|| this.diagnostics())?;
-        this.import(&images.busybox_archive)
-            .await
-            .with_context(|| this.diagnostics())?;
+        if busybox {
+            this.import(&images.busybox_archive)
+                .await
+                .with_context(|| this.diagnostics())?;
+        }
         Ok(this)
     }
 

@@ -13,6 +13,7 @@ pub mod cgroups;
 pub mod cleanup;
 pub mod config;
 pub mod containerd;
+pub mod http;
 pub mod images;
 pub mod netns;
 pub mod pods;

@@ -1,6 +1,11 @@
 //! Error paths of `kwk-cri` against a real containerd: the gRPC code survives, failures are
 //! clear, and a failed create leaves nothing behind.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed expectation aborts the test"
+)]
+
 use std::time::{Duration, Instant};
 
 use kwk_cri::{ConnectOptions, CriClient, CriError, Timeouts};

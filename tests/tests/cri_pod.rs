@@ -2,29 +2,21 @@
 //! limits, HTTP into the pod, exec, CRI log file, stats, stop and remove; pod network and host
 //! network.
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed expectation aborts the test"
+)]
+
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use kwk_cri::api;
 use kwk_tests::cgroups::{cgroups_path_from_info, read_limits};
 use kwk_tests::pods::{SandboxOptions, container_config, limits, sandbox_config};
-use kwk_tests::{NetNs, TestContainerd, privileged_tests_enabled, wait_for};
+use kwk_tests::{TestContainerd, privileged_tests_enabled, wait_for};
 
 const MEMORY_LIMIT: i64 = 64 << 20;
 const MILLI_CPU: i64 = 250;
-
-/// An HTTP GET from the node's network namespace; returns the response (status line first).
-fn http_get(netns: &NetNs, addr: SocketAddr) -> anyhow::Result<String> {
-    netns.run(|| -> anyhow::Result<String> {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        stream.write_all(b"GET /index.html HTTP/1.0\r\nHost: pod\r\n\r\n")?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        Ok(response)
-    })?
-}
 
 /// busybox httpd serving a page that names the pod, in the foreground.
 fn web_server(port: u16, page: &str) -> Vec<String> {
@@ -104,11 +96,15 @@ async fn pod_cycle(host_network: bool) -> anyhow::Result<()> {
     let mut response = String::new();
     let mut last_error = String::new();
     wait_for(Duration::from_secs(10), "the pod's web server", || {
-        match http_get(node.netns(), addr) {
+        match node
+            .netns()
+            .run(|| kwk_tests::http::get(addr, "/index.html"))
+            .and_then(|r| r)
+        {
             Ok(body) => response = body,
             Err(err) => last_error = format!("{err:#}"),
         }
-        std::future::ready(response.lines().next().is_some_and(|l| l.contains(" 200 ")))
+        std::future::ready(kwk_tests::http::is_ok(&response))
     })
     .await
     .map_err(|e| {

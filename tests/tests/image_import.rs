@@ -1,6 +1,11 @@
 //! Image import into a real containerd through its native API: a cold import makes CRI find
 //! and run the image; importing it again writes nothing.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed expectation aborts the test"
+)]
+
 use std::time::Duration;
 
 use kwk_cri::import::{ImportOptions, import_archive};

@@ -1,6 +1,11 @@
 //! Our pause image as PID 1 of a pod with a shared PID namespace: orphans that exit are reaped
 //! (no zombies accumulate), and the sandbox stops promptly because pause exits on SIGTERM.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed expectation aborts the test"
+)]
+
 use std::time::{Duration, Instant};
 
 use kwk_tests::pods::{SandboxOptions, container_config, sandbox_config};

@@ -153,7 +153,7 @@ impl OciArchive {
         if media_type != MEDIA_TYPE_INDEX && media_type != MEDIA_TYPE_DOCKER_LIST {
             return Ok(described.clone());
         }
-        let nested: ImageIndex = self.blob_document(&described.digest().to_string())?;
+        let nested: ImageIndex = self.blob_document(described.digest().as_ref())?;
         let arch = host_architecture();
         nested
             .manifests()

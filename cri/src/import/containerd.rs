@@ -325,7 +325,6 @@ impl ContainerdClient {
                     name: chain_id.to_owned(),
                     key: key.clone(),
                     labels: HashMap::new(),
-                    ..Default::default()
                 };
                 let request = self.request("snapshots.Commit", commit, Some(lease))?;
                 match unary("snapshots.Commit", self.timeout, snapshots.commit(request)).await {

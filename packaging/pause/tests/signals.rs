@@ -1,5 +1,14 @@
 //! The pause binary exits 0 on SIGTERM and SIGINT, and otherwise keeps running.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed expectation aborts the test"
+)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "synchronous test: no executor to block"
+)]
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
