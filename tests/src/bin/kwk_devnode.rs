@@ -76,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
         body.lines().last().unwrap_or_default()
     );
     println!(
-        "try:  ip netns exec {} wget -qO- http://{ip}/",
+        "try:  ip netns exec {} busybox wget -qO- http://{ip}/",
         node.netns().name()
     );
     println!(
