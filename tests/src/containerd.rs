@@ -16,12 +16,13 @@ use anyhow::{Context as _, bail};
 use kwk_cri::import::{
     CRI_NAMESPACE, ContainerdClient, ImportOptions, ImportedImage, import_archive,
 };
-use kwk_cri::{ConnectOptions, CriClient, Timeouts};
+use kwk_cri::{ConnectOptions, CriClient, Timeouts, api};
 
 use crate::cleanup;
 use crate::config::{Layout, cni_conflist, containerd_toml};
 use crate::images::{TestImages, test_images};
 use crate::netns::NetNs;
+use crate::pods::{PodShape, sandbox_config};
 
 /// A running, isolated containerd with the test images imported.
 #[derive(Debug)]
@@ -96,6 +97,24 @@ impl TestContainerd {
             .await?;
         }
         Ok(imported)
+    }
+
+    /// Where the containers of pod `name` log.
+    pub fn pod_log_dir(&self, name: &str) -> PathBuf {
+        self.instance.layout.pod_logs().join(name)
+    }
+
+    /// A sandbox configuration for pod `name` on this node (creating its log directory).
+    pub fn sandbox(&self, name: &str, shape: PodShape) -> anyhow::Result<api::PodSandboxConfig> {
+        let log_dir = self.pod_log_dir(name);
+        std::fs::create_dir_all(&log_dir)
+            .with_context(|| format!("creating {}", log_dir.display()))?;
+        Ok(sandbox_config(
+            name,
+            &self.instance.cgroup_root,
+            &log_dir,
+            shape,
+        ))
     }
 
     pub fn layout(&self) -> &Layout {

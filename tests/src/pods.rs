@@ -4,47 +4,49 @@ use std::path::Path;
 
 use kwk_cri::api;
 
-/// A sandbox for a test pod.
-#[derive(Debug, Clone)]
-pub struct SandboxOptions<'a> {
-    pub name: &'a str,
-    /// Parent cgroup under which the pod's cgroup is created (`<cgroup_root>/pod-<name>`).
-    pub cgroup_root: &'a str,
-    /// Directory where container logs go.
-    pub log_dir: &'a Path,
+/// How a test pod shares the node's namespaces.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PodShape {
     /// Share the node's network namespace instead of getting one from CNI.
     pub host_network: bool,
     /// Share one PID namespace among the pod's containers, with `pause` as PID 1.
     pub shared_pid: bool,
 }
 
-pub fn sandbox_config(options: &SandboxOptions<'_>) -> api::PodSandboxConfig {
-    let network = if options.host_network {
+/// A sandbox for pod `name`: its cgroup is `<cgroup_root>/pod-<name>`, its containers log to
+/// `log_dir`.
+pub fn sandbox_config(
+    name: &str,
+    cgroup_root: &str,
+    log_dir: &Path,
+    shape: PodShape,
+) -> api::PodSandboxConfig {
+    let network = if shape.host_network {
         api::NamespaceMode::Node
     } else {
         api::NamespaceMode::Pod
     };
-    let pid = if options.shared_pid {
+    let pid = if shape.shared_pid {
         api::NamespaceMode::Pod
     } else {
         api::NamespaceMode::Container
     };
     api::PodSandboxConfig {
         metadata: Some(api::PodSandboxMetadata {
-            name: options.name.into(),
-            uid: format!("uid-{}", options.name),
+            name: name.into(),
+            uid: format!("uid-{name}"),
             namespace: "default".into(),
             attempt: 0,
         }),
         // containerd requires an empty hostname for host-network sandboxes.
-        hostname: if options.host_network {
+        hostname: if shape.host_network {
             String::new()
         } else {
-            options.name.into()
+            name.into()
         },
-        log_directory: options.log_dir.to_string_lossy().into_owned(),
+        log_directory: log_dir.to_string_lossy().into_owned(),
         linux: Some(api::LinuxPodSandboxConfig {
-            cgroup_parent: format!("{}/pod-{}", options.cgroup_root, options.name),
+            cgroup_parent: format!("{cgroup_root}/pod-{name}"),
             security_context: Some(api::LinuxSandboxSecurityContext {
                 namespace_options: Some(api::NamespaceOption {
                     network: network as i32,

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use kwk_cri::{ConnectOptions, CriClient, CriError, Timeouts};
-use kwk_tests::pods::{SandboxOptions, container_config, sandbox_config};
+use kwk_tests::pods::{PodShape, container_config};
 use kwk_tests::{TestContainerd, privileged_tests_enabled};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,15 +91,13 @@ async fn container_with_missing_image_fails_and_leaves_nothing() -> anyhow::Resu
         return Ok(());
     }
     let node = TestContainerd::start().await?;
-    let log_dir = node.layout().pod_logs().join("noimage");
-    std::fs::create_dir_all(&log_dir)?;
-    let sandbox = sandbox_config(&SandboxOptions {
-        name: "noimage",
-        cgroup_root: node.cgroup_root(),
-        log_dir: &log_dir,
-        host_network: true,
-        shared_pid: false,
-    });
+    let sandbox = node.sandbox(
+        "noimage",
+        PodShape {
+            host_network: true,
+            shared_pid: false,
+        },
+    )?;
     let pod_id = node.cri.run_pod_sandbox(sandbox.clone(), "").await?;
     let config = container_config("app", "localhost/kwk/absent:1", &["/bin/true"]);
     let err = node

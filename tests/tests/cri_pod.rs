@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use kwk_cri::api;
 use kwk_tests::cgroups::{cgroups_path_from_info, read_limits};
-use kwk_tests::pods::{SandboxOptions, container_config, limits, sandbox_config};
+use kwk_tests::pods::{PodShape, container_config, limits};
 use kwk_tests::{TestContainerd, privileged_tests_enabled, wait_for};
 
 const MEMORY_LIMIT: i64 = 64 << 20;
@@ -30,15 +30,14 @@ async fn pod_cycle(host_network: bool) -> anyhow::Result<()> {
     let node = TestContainerd::start().await?;
     let cri = &node.cri;
     let name = if host_network { "web-host" } else { "web" };
-    let log_dir = node.layout().pod_logs().join(name);
-    std::fs::create_dir_all(&log_dir)?;
-    let sandbox = sandbox_config(&SandboxOptions {
+    let log_dir = node.pod_log_dir(name);
+    let sandbox = node.sandbox(
         name,
-        cgroup_root: node.cgroup_root(),
-        log_dir: &log_dir,
-        host_network,
-        shared_pid: false,
-    });
+        PodShape {
+            host_network,
+            shared_pid: false,
+        },
+    )?;
 
     let pod_id = cri.run_pod_sandbox(sandbox.clone(), "").await?;
     let status = cri.pod_sandbox_status(&pod_id, false).await?.status;

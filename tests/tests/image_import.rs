@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kwk_cri::import::{ImportOptions, import_archive};
 use kwk_image_builder::{Entry, FileSource, ImageSpec, RunConfig};
-use kwk_tests::pods::{SandboxOptions, container_config, sandbox_config};
+use kwk_tests::pods::{PodShape, container_config};
 use kwk_tests::{TestContainerd, privileged_tests_enabled};
 
 /// A one-layer image holding busybox and a file with `marker`, built into `dir`.
@@ -83,15 +83,13 @@ async fn cold_import_is_found_and_runs_and_warm_import_writes_nothing() -> anyho
     );
 
     // And it runs: the unpacked layer is the container's root filesystem.
-    let log_dir = node.layout().pod_logs().join("marker");
-    std::fs::create_dir_all(&log_dir)?;
-    let sandbox = sandbox_config(&SandboxOptions {
-        name: "marker",
-        cgroup_root: node.cgroup_root(),
-        log_dir: &log_dir,
-        host_network: true,
-        shared_pid: false,
-    });
+    let sandbox = node.sandbox(
+        "marker",
+        PodShape {
+            host_network: true,
+            shared_pid: false,
+        },
+    )?;
     let pod = node.cri.run_pod_sandbox(sandbox.clone(), "").await?;
     let container = node
         .cri

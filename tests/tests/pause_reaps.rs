@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use kwk_tests::pods::{SandboxOptions, container_config, sandbox_config};
+use kwk_tests::pods::{PodShape, container_config};
 use kwk_tests::{TestContainerd, privileged_tests_enabled};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,15 +17,13 @@ async fn pause_reaps_orphans_and_stops_on_sigterm() -> anyhow::Result<()> {
         return Ok(());
     }
     let node = TestContainerd::start().await?;
-    let log_dir = node.layout().pod_logs().join("reaper");
-    std::fs::create_dir_all(&log_dir)?;
-    let sandbox = sandbox_config(&SandboxOptions {
-        name: "reaper",
-        cgroup_root: node.cgroup_root(),
-        log_dir: &log_dir,
-        host_network: true,
-        shared_pid: true,
-    });
+    let sandbox = node.sandbox(
+        "reaper",
+        PodShape {
+            host_network: true,
+            shared_pid: true,
+        },
+    )?;
     let pod = node.cri.run_pod_sandbox(sandbox.clone(), "").await?;
     let config = container_config("app", &node.images.busybox_reference, &["sleep", "3600"]);
     let app = node.cri.create_container(&pod, config, sandbox).await?;

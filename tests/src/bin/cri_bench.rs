@@ -21,7 +21,7 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use kwk_cri::import::{ImportOptions, import_archive};
 use kwk_cri::{ConnectOptions, CriClient, connect::connect_unix, image_spec};
 use kwk_tests::TestContainerd;
-use kwk_tests::pods::{SandboxOptions, container_config, limits, sandbox_config};
+use kwk_tests::pods::{PodShape, container_config, limits};
 use tonic::transport::Channel;
 
 #[derive(Default)]
@@ -260,15 +260,13 @@ async fn bench_lifecycle(
     for rep in 0..reps * 2 {
         let kwk = rep % 2 == 0;
         let name = format!("cycle-{rep}");
-        let log_dir = node.layout().pod_logs().join(&name);
-        std::fs::create_dir_all(&log_dir)?;
-        let sandbox = sandbox_config(&SandboxOptions {
-            name: &name,
-            cgroup_root: node.cgroup_root(),
-            log_dir: &log_dir,
-            host_network: false,
-            shared_pid: false,
-        });
+        let sandbox = node.sandbox(
+            &name,
+            PodShape {
+                host_network: false,
+                shared_pid: false,
+            },
+        )?;
         let config = container_config("app", &node.images.busybox_reference, &["sleep", "3600"]);
         let mut rt = raw.runtime.clone();
         if kwk {
@@ -367,8 +365,7 @@ async fn bench_lifecycle(
 }
 
 async fn bench_import(reps: usize) -> anyhow::Result<()> {
-    let mut cold = Vec::new();
-    let mut warm = Vec::new();
+    let (mut cold, mut warm, mut ctr_cold, mut ctr_warm) = (vec![], vec![], vec![], vec![]);
     for _ in 0..reps.clamp(1, 5) {
         let node = TestContainerd::start_importing(false).await?;
         let archive = &node.images.busybox_archive;
@@ -392,23 +389,55 @@ async fn bench_import(reps: usize) -> anyhow::Result<()> {
             );
             warm.push(t);
         }
+        drop(node);
+        // The reference: `ctr images import` (which also unpacks) on a fresh containerd.
+        let node = TestContainerd::start_importing(false).await?;
+        ctr_cold.push(ctr_import(&node).await?);
+        for _ in 0..reps.min(10) {
+            ctr_warm.push(ctr_import(&node).await?);
+        }
     }
     let size = std::fs::metadata(&kwk_tests::images::test_images()?.busybox_archive)?.len();
     println!(
-        "\nimport of the busybox test image ({:.1} MiB archive)",
+        "\nimport of the busybox test image ({:.1} MiB archive), medians",
         size as f64 / (1 << 20) as f64
     );
+    println!("{:<28} {:>10} {:>10}", "", "cold ms", "warm ms");
     println!(
-        "  cold: median {:.1} ms over {} fresh containerds",
+        "{:<28} {:>10.1} {:>10.2}",
+        "kwk-cri (native API)",
         median_ms(&cold),
-        cold.len()
+        median_ms(&warm)
     );
     println!(
-        "  warm: median {:.2} ms over {} re-imports",
-        median_ms(&warm),
-        warm.len()
+        "{:<28} {:>10.1} {:>10.2}",
+        "ctr images import (process)",
+        median_ms(&ctr_cold),
+        median_ms(&ctr_warm)
+    );
+    println!(
+        "cold: {} fresh containerds each; warm: {} and {} re-imports",
+        cold.len(),
+        warm.len(),
+        ctr_warm.len()
     );
     Ok(())
+}
+
+/// Times `ctr images import` of the busybox archive, whole process included.
+async fn ctr_import(node: &TestContainerd) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let status = tokio::process::Command::new("ctr")
+        .arg("--address")
+        .arg(node.socket())
+        .args(["-n", "k8s.io", "images", "import"])
+        .arg(&node.images.busybox_archive)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .context("running ctr")?;
+    anyhow::ensure!(status.success(), "ctr images import failed: {status}");
+    Ok(started.elapsed())
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -431,15 +460,13 @@ async fn main() -> anyhow::Result<()> {
     };
 
     // One long-running pod for the read-only calls.
-    let log_dir = node.layout().pod_logs().join("bench");
-    std::fs::create_dir_all(&log_dir)?;
-    let sandbox = sandbox_config(&SandboxOptions {
-        name: "bench",
-        cgroup_root: node.cgroup_root(),
-        log_dir: &log_dir,
-        host_network: false,
-        shared_pid: false,
-    });
+    let sandbox = node.sandbox(
+        "bench",
+        PodShape {
+            host_network: false,
+            shared_pid: false,
+        },
+    )?;
     let pod = node.cri.run_pod_sandbox(sandbox.clone(), "").await?;
     let ctr = node
         .cri

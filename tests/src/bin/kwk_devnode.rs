@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use kwk_tests::pods::{SandboxOptions, container_config, limits, sandbox_config};
+use kwk_tests::pods::{PodShape, container_config, limits};
 use kwk_tests::{TestContainerd, wait_for};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -35,15 +35,13 @@ async fn main() -> anyhow::Result<()> {
         node.netns().name()
     );
 
-    let log_dir = node.layout().pod_logs().join("hello");
-    std::fs::create_dir_all(&log_dir)?;
-    let sandbox = sandbox_config(&SandboxOptions {
-        name: "hello",
-        cgroup_root: node.cgroup_root(),
-        log_dir: &log_dir,
-        host_network: false,
-        shared_pid: true,
-    });
+    let sandbox = node.sandbox(
+        "hello",
+        PodShape {
+            host_network: false,
+            shared_pid: true,
+        },
+    )?;
     let pod = node.cri.run_pod_sandbox(sandbox.clone(), "").await?;
     let script =
         "mkdir -p /www && echo 'hello from kwk' > /www/index.html && exec httpd -f -p 80 -h /www";
