@@ -1,4 +1,8 @@
 //! `kwk-agent`: the node agent (kubelet and kube-proxy in one daemon) and the `kwk` admin CLI.
 //!
-//! Empty until the static-pod issue lands: it will own configuration, pod sources, pod workers,
-//! PLEG, status, probes, volumes, cgroups, eviction, GC, node status and the kubelet API.
+//! Module map: `config` (KubeletConfiguration loading), `static_pods` (the manifest directory
+//! source), `cgroups` (QoS and pod cgroups), `runtime_spec` (pod spec → CRI configs, volumes),
+//! `pod` (pod manager, workers, plans, PLEG, status), `labels` and `quantity` (shared formats).
+
+pub mod labels;
+pub mod quantity;

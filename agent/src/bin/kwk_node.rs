@@ -1,0 +1,3 @@
+//! `kwk-node`: the node agent daemon.
+
+fn main() {}
