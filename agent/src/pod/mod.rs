@@ -1,0 +1,8 @@
+//! Pods on this node: the pod manager and one worker per pod, the pure per-pod planner, the
+//! runtime view (observed state, PLEG) and the pod status computed from it.
+
+pub mod backoff;
+pub mod fingerprint;
+pub mod observed;
+pub mod plan;
+pub mod spec;
