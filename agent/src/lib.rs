@@ -5,5 +5,5 @@
 //! `pod` (pod manager, workers, plans, PLEG, status), `labels` and `quantity` (shared formats).
 
 pub mod labels;
-pub mod quantity;
 pub mod pod;
+pub mod quantity;

@@ -3,6 +3,12 @@
 
 pub mod backoff;
 pub mod fingerprint;
+pub mod manager;
 pub mod observed;
 pub mod plan;
+pub mod pleg;
+pub mod runtime;
 pub mod spec;
+pub mod status;
+pub mod store;
+pub mod worker;

@@ -117,8 +117,11 @@ pub struct ObservedPod {
 
 impl ObservedPod {
     /// Builds the view from CRI objects; sorts newest first.
-    pub fn new(mut sandboxes: Vec<ObservedSandbox>, mut containers: Vec<ObservedContainer>) -> Self {
-        sandboxes.sort_by(|a, b| (b.attempt, b.created_at).cmp(&(a.attempt, a.created_at)));
+    pub fn new(
+        mut sandboxes: Vec<ObservedSandbox>,
+        mut containers: Vec<ObservedContainer>,
+    ) -> Self {
+        sandboxes.sort_by_key(|s| std::cmp::Reverse((s.attempt, s.created_at)));
         containers.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
         Self {
             sandboxes,
@@ -132,7 +135,10 @@ impl ObservedPod {
     }
 
     /// Instances of the named container, newest first, in any sandbox.
-    pub fn instances<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a ObservedContainer> + 'a {
+    pub fn instances<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a ObservedContainer> + 'a {
         self.containers.iter().filter(move |c| c.name == name)
     }
 
@@ -178,7 +184,10 @@ pub fn sandbox_identity(labels: &HashMap<String, String>) -> Option<SandboxIdent
     Some(SandboxIdentity {
         uid: labels.get(labels::POD_UID)?.clone(),
         name: labels.get(labels::POD_NAME).cloned().unwrap_or_default(),
-        namespace: labels.get(labels::POD_NAMESPACE).cloned().unwrap_or_default(),
+        namespace: labels
+            .get(labels::POD_NAMESPACE)
+            .cloned()
+            .unwrap_or_default(),
     })
 }
 
@@ -241,7 +250,11 @@ pub fn observed_container(
         state,
         created_at: status.created_at,
         started_at: status.started_at,
-        image: status.image.as_ref().map(|i| i.image.clone()).unwrap_or_default(),
+        image: status
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default(),
         image_ref: status.image_ref.clone(),
     })
 }

@@ -34,7 +34,9 @@ pub enum Action {
     /// with the pod's grace period, then stop the sandbox.
     KillPod,
     /// Create and start a new sandbox; the containers after it go into it.
-    CreateSandbox { attempt: u32 },
+    CreateSandbox {
+        attempt: u32,
+    },
     /// Create and start a new instance of a spec container in the current sandbox.
     StartContainer {
         name: String,
@@ -42,14 +44,21 @@ pub enum Action {
         restart_count: u32,
     },
     /// Start an instance that was created but never started (an agent crash between the two).
-    StartCreated { id: String, name: String },
+    StartCreated {
+        id: String,
+        name: String,
+    },
     KillContainer {
         id: String,
         name: String,
         reason: KillReason,
     },
-    RemoveContainer { id: String },
-    RemoveSandbox { id: String },
+    RemoveContainer {
+        id: String,
+    },
+    RemoveSandbox {
+        id: String,
+    },
 }
 
 /// Why a spec container is not running, for the pod status.
@@ -137,7 +146,10 @@ impl<'a> Planner<'a> {
     fn anything_running(&self) -> bool {
         let observed = self.input.observed;
         observed.running_containers().next().is_some()
-            || observed.containers.iter().any(|c| c.state == InstanceState::Created)
+            || observed
+                .containers
+                .iter()
+                .any(|c| c.state == InstanceState::Created)
             || observed.sandboxes.iter().any(|s| s.ready)
     }
 
@@ -234,7 +246,11 @@ impl<'a> Planner<'a> {
     }
 
     /// Whether the pod has finished for good, and if so whether it succeeded.
-    fn completed(&self, inits: &[DesiredContainer<'_>], apps: &[DesiredContainer<'_>]) -> Option<bool> {
+    fn completed(
+        &self,
+        inits: &[DesiredContainer<'_>],
+        apps: &[DesiredContainer<'_>],
+    ) -> Option<bool> {
         if self.policy == RestartPolicy::Always {
             return None;
         }
@@ -242,11 +258,14 @@ impl<'a> Planner<'a> {
         let sandbox = observed.current_sandbox()?;
         // A regular init container that failed under Never fails the pod.
         if self.policy == RestartPolicy::Never {
-            let init_failed = inits.iter().filter(|c| c.kind == ContainerKind::Init).any(|c| {
-                observed
-                    .latest_in(&sandbox.id, c.name)
-                    .is_some_and(|i| i.finished_at().is_some() && !i.succeeded())
-            });
+            let init_failed = inits
+                .iter()
+                .filter(|c| c.kind == ContainerKind::Init)
+                .any(|c| {
+                    observed
+                        .latest_in(&sandbox.id, c.name)
+                        .is_some_and(|i| i.finished_at().is_some() && !i.succeeded())
+                });
             if init_failed {
                 return Some(false);
             }
@@ -283,7 +302,8 @@ impl<'a> Planner<'a> {
         let observed = self.input.observed;
         // Once app containers exist in this sandbox, initialization happened: never rerun it.
         let initialized_before = current.is_some_and(|sandbox| {
-            apps.iter().any(|a| observed.latest_in(sandbox, a.name).is_some())
+            apps.iter()
+                .any(|a| observed.latest_in(sandbox, a.name).is_some())
         });
         for init in inits {
             match init.kind {
@@ -371,7 +391,11 @@ impl<'a> Planner<'a> {
     }
 
     /// Restarts an exited instance unless it is backing off; returns whether it starts now.
-    fn restart_with_backoff(&mut self, c: &DesiredContainer<'_>, exited: &ObservedContainer) -> bool {
+    fn restart_with_backoff(
+        &mut self,
+        c: &DesiredContainer<'_>,
+        exited: &ObservedContainer,
+    ) -> bool {
         let finished_at = exited.finished_at().unwrap_or(self.input.now);
         let entry = self.input.backoff.get(c.name);
         match backoff::decide(entry, exited.started_at, finished_at, self.input.now) {

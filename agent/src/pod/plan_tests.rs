@@ -44,7 +44,13 @@ fn sandbox(id: &str, attempt: u32, ready: bool) -> ObservedSandbox {
 }
 
 /// An instance of the named spec container, with the spec's fingerprint.
-fn instance(pod: &Pod, name: &str, id: &str, sandbox: &str, state: InstanceState) -> ObservedContainer {
+fn instance(
+    pod: &Pod,
+    name: &str,
+    id: &str,
+    sandbox: &str,
+    state: InstanceState,
+) -> ObservedContainer {
     let c = find_container(pod, name).expect("container in spec");
     ObservedContainer {
         id: id.into(),
@@ -179,7 +185,12 @@ fn restart_policy_decides_what_an_exit_means() {
         ("Always", 0, true, Outcome::Active),
         ("Always", 1, true, Outcome::Active),
         ("OnFailure", 1, true, Outcome::Active),
-        ("OnFailure", 0, false, Outcome::Completed { succeeded: true }),
+        (
+            "OnFailure",
+            0,
+            false,
+            Outcome::Completed { succeeded: true },
+        ),
         ("Never", 1, false, Outcome::Completed { succeeded: false }),
         ("Never", 0, false, Outcome::Completed { succeeded: true }),
     ];
@@ -351,7 +362,12 @@ fn never_does_not_recreate_a_dead_sandbox() {
         vec![instance(&p, "app", "c1", "s1", InstanceState::Running)],
     );
     let plan = run(&p, &observed);
-    assert!(!plan.actions.iter().any(|a| matches!(a, Action::CreateSandbox { .. })));
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::CreateSandbox { .. }))
+    );
 }
 
 #[test]

@@ -28,11 +28,7 @@ pub struct DesiredContainer<'a> {
 
 /// The pod's restart policy (`Always` when unset, as defaulted by the API).
 pub fn restart_policy(pod: &Pod) -> RestartPolicy {
-    match pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.as_deref())
-    {
+    match pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) {
         Some("Never") => RestartPolicy::Never,
         Some("OnFailure") => RestartPolicy::OnFailure,
         _ => RestartPolicy::Always,

@@ -1,0 +1,196 @@
+//! The pod manager: turns the desired pod set (from the pod sources) into one worker per pod
+//! UID, routes spec changes and deletions to them, relays PLEG events, and finds orphans — pods
+//! on the runtime that no source wants any more (e.g. a manifest deleted while kwk-node was
+//! down) — which it terminates. A static pod replaced by a new version (new UID, same name)
+//! starts only once the old one has terminated, so the two never hold the same ports.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::pleg::{self, PodRecord, Relist};
+use super::runtime::PodRuntime;
+use super::spec;
+use super::store::StatusStore;
+use super::worker::{self, Desired, Lifecycle, WorkerConfig, WorkerHandle};
+
+/// The pods every source together wants on this node, by UID.
+pub type DesiredPods = BTreeMap<String, Arc<Pod>>;
+
+/// Runs the pod manager until `cancel`; workers are left running pods untouched on shutdown.
+#[derive(Debug)]
+pub struct PodManager<R> {
+    runtime: R,
+    store: StatusStore,
+    config: WorkerConfig,
+    workers: HashMap<String, WorkerHandle>,
+    /// Desired pods waiting for an older pod of the same name to terminate.
+    deferred: BTreeMap<String, Arc<Pod>>,
+    tracker: TaskTracker,
+}
+
+impl<R: PodRuntime + Clone> PodManager<R> {
+    pub fn new(runtime: R, store: StatusStore, config: WorkerConfig) -> Self {
+        Self {
+            runtime,
+            store,
+            config,
+            workers: HashMap::new(),
+            deferred: BTreeMap::new(),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// Runs until `cancel`, then waits for workers to stop between actions.
+    pub async fn run(
+        mut self,
+        mut desired: watch::Receiver<DesiredPods>,
+        cancel: CancellationToken,
+    ) {
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        let mut last_relist = Relist::new();
+        let mut have_desired = false;
+        let mut ticker = tokio::time::interval(pleg::RELIST_PERIOD);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                changed = desired.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let pods = desired.borrow_and_update().clone();
+                    have_desired = true;
+                    self.reconcile(&pods, &cancel, &done_tx);
+                }
+                Some(uid) = done_rx.recv() => {
+                    self.workers.remove(&uid);
+                    let pods = desired.borrow().clone();
+                    self.reconcile(&pods, &cancel, &done_tx);
+                }
+                _ = ticker.tick() => {
+                    // Orphans can only be told apart once the sources have spoken.
+                    if !have_desired {
+                        continue;
+                    }
+                    match self.runtime.relist().await {
+                        Ok(relist) => {
+                            for uid in pleg::changed_pods(&last_relist, &relist) {
+                                if let Some(w) = self.workers.get(&uid) {
+                                    w.poke();
+                                } else if let Some(record) = relist.get(&uid) {
+                                    self.terminate_orphan(&uid, record, &cancel, &done_tx);
+                                }
+                            }
+                            last_relist = relist;
+                        }
+                        Err(err) => tracing::warn!(%err, "relist failed"),
+                    }
+                }
+            }
+        }
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    /// Starts, updates and terminates workers so they match the desired set.
+    fn reconcile(
+        &mut self,
+        pods: &DesiredPods,
+        cancel: &CancellationToken,
+        done: &mpsc::UnboundedSender<String>,
+    ) {
+        for (uid, handle) in &self.workers {
+            match pods.get(uid) {
+                Some(pod) if handle.lifecycle() == Lifecycle::Syncing => {
+                    if !Arc::ptr_eq(handle.desired().pod(), pod)
+                        && **handle.desired().pod() != **pod
+                    {
+                        handle.update(Desired::Run(pod.clone()));
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    if matches!(handle.desired(), Desired::Run(_)) {
+                        tracing::info!(%uid, "pod removed from its source; terminating");
+                        handle.update(Desired::Terminate(handle.desired().pod().clone()));
+                    }
+                }
+            }
+        }
+        // Names held by workers that are on their way out.
+        let busy: BTreeSet<(String, String)> = self
+            .workers
+            .values()
+            .filter(|w| matches!(w.desired(), Desired::Terminate(_)))
+            .map(|w| full_name(w.desired().pod()))
+            .collect();
+        self.deferred.clear();
+        for (uid, pod) in pods {
+            if self.workers.contains_key(uid) {
+                continue;
+            }
+            if busy.contains(&full_name(pod)) {
+                self.deferred.insert(uid.clone(), pod.clone());
+                continue;
+            }
+            tracing::info!(pod = %spec::name(pod), %uid, "starting pod worker");
+            let handle = self.spawn(Desired::Run(pod.clone()), cancel, done);
+            self.workers.insert(uid.clone(), handle);
+        }
+    }
+
+    fn terminate_orphan(
+        &mut self,
+        uid: &str,
+        record: &PodRecord,
+        cancel: &CancellationToken,
+        done: &mpsc::UnboundedSender<String>,
+    ) {
+        tracing::info!(pod = %record.name, %uid, "pod on the runtime that no source wants; terminating");
+        let pod = Arc::new(Pod {
+            metadata: ObjectMeta {
+                name: Some(record.name.clone()),
+                namespace: Some(record.namespace.clone()),
+                uid: Some(uid.to_string()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                termination_grace_period_seconds: record.grace_seconds,
+                ..Default::default()
+            }),
+            status: None,
+        });
+        let handle = self.spawn(Desired::Terminate(pod), cancel, done);
+        self.workers.insert(uid.to_string(), handle);
+    }
+
+    fn spawn(
+        &self,
+        desired: Desired,
+        cancel: &CancellationToken,
+        done: &mpsc::UnboundedSender<String>,
+    ) -> WorkerHandle {
+        worker::spawn(
+            desired,
+            self.runtime.clone(),
+            self.store.clone(),
+            self.config.clone(),
+            cancel.child_token(),
+            done.clone(),
+            &self.tracker,
+        )
+    }
+}
+
+fn full_name(pod: &Pod) -> (String, String) {
+    (
+        spec::namespace(pod).to_string(),
+        spec::name(pod).to_string(),
+    )
+}

@@ -1,0 +1,98 @@
+//! The boundary between pod workers and the machine: observe a pod, carry out one plan action,
+//! clean up after a pod. The real implementation drives CRI, cgroups and volumes
+//! (`cri_runtime`); tests use a recording fake.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+
+use super::observed::{ObservedPod, UnixNanos};
+use super::plan::Action;
+use super::pleg::Relist;
+
+/// The sandbox the actions of one plan go into, updated as `CreateSandbox` runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecState {
+    /// (sandbox ID, attempt) of the current ready sandbox.
+    pub sandbox: Option<(String, u32)>,
+    /// Pod IPs of that sandbox.
+    pub ips: Vec<String>,
+}
+
+impl ExecState {
+    /// Starts from the observed state: the newest sandbox if it is ready.
+    pub fn from_observed(observed: &ObservedPod) -> Self {
+        match observed.current_sandbox().filter(|s| s.ready) {
+            Some(s) => Self {
+                sandbox: Some((s.id.clone(), s.attempt)),
+                ips: s.ips.clone(),
+            },
+            None => Self::default(),
+        }
+    }
+}
+
+/// A failed runtime operation, with enough context to log and report.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation}: {message}")]
+pub struct RuntimeError {
+    /// What was being done (`RunPodSandbox`, `CreateContainer web`, ...).
+    pub operation: String,
+    pub message: String,
+    /// The reason shown in the container's waiting state, when the failure is a container's.
+    pub waiting_reason: Option<&'static str>,
+}
+
+/// What pod workers need from the node.
+pub trait PodRuntime: Send + Sync + 'static {
+    /// Everything the runtime holds for the pod UID.
+    fn observe(&self, uid: &str) -> impl Future<Output = Result<ObservedPod, RuntimeError>> + Send;
+
+    /// Carries out one action of a plan for `pod`, given what was observed before the plan.
+    fn execute(
+        &self,
+        pod: &Pod,
+        observed: &ObservedPod,
+        state: &mut ExecState,
+        action: &Action,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Removes what the node holds for a pod beyond the runtime (cgroup, volumes, logs) once all
+    /// its containers and sandboxes are gone.
+    fn cleanup(&self, pod: &Pod) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Lists every pod kwk-node created on the runtime (for the PLEG and orphan discovery).
+    fn relist(&self) -> impl Future<Output = Result<Relist, RuntimeError>> + Send;
+
+    /// The clock (nanoseconds since the epoch), injectable for tests.
+    fn now(&self) -> UnixNanos;
+}
+
+impl<R: PodRuntime> PodRuntime for Arc<R> {
+    fn observe(&self, uid: &str) -> impl Future<Output = Result<ObservedPod, RuntimeError>> + Send {
+        (**self).observe(uid)
+    }
+
+    fn execute(
+        &self,
+        pod: &Pod,
+        observed: &ObservedPod,
+        state: &mut ExecState,
+        action: &Action,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        (**self).execute(pod, observed, state, action)
+    }
+
+    fn cleanup(&self, pod: &Pod) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        (**self).cleanup(pod)
+    }
+
+    fn relist(&self) -> impl Future<Output = Result<Relist, RuntimeError>> + Send {
+        (**self).relist()
+    }
+
+    fn now(&self) -> UnixNanos {
+        (**self).now()
+    }
+}
