@@ -2,6 +2,7 @@
 //! runtime view (observed state, PLEG) and the pod status computed from it.
 
 pub mod backoff;
+pub mod cri_runtime;
 pub mod fingerprint;
 pub mod manager;
 pub mod observed;

@@ -1,0 +1,376 @@
+//! The real `PodRuntime`: observes pods and carries out plan actions through CRI. What a pod
+//! needs from the host around the runtime calls — its cgroup, volumes, the CRI configs built
+//! from the spec — comes from a `PodSetup`, so this file only knows the CRI call sequence.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::Pod;
+use kwk_cri::{CriClient, CriError, api};
+
+use super::observed::{
+    ContainerKind, InstanceState, ObservedContainer, ObservedPod, UnixNanos, observed_container,
+    observed_sandbox,
+};
+use super::plan::Action;
+use super::pleg::{self, Relist};
+use super::runtime::{ExecState, PodRuntime, RuntimeError};
+use super::spec;
+use crate::labels;
+
+/// The host-side preparation of a pod, around the CRI calls.
+pub trait PodSetup: Send + Sync + 'static {
+    /// Prepares the pod's cgroup and directories and builds its sandbox config.
+    fn sandbox_config(
+        &self,
+        pod: &Pod,
+        attempt: u32,
+    ) -> impl Future<Output = Result<api::PodSandboxConfig, RuntimeError>> + Send;
+
+    /// Prepares the container's volumes and builds its config.
+    fn container_config(
+        &self,
+        pod: &Pod,
+        start: &ContainerStart<'_>,
+    ) -> impl Future<Output = Result<api::ContainerConfig, RuntimeError>> + Send;
+
+    /// The termination message a container instance left, if any.
+    fn termination_message(&self, pod_uid: &str, container: &ObservedContainer) -> Option<String>;
+
+    /// Removes the pod's cgroup, volumes and (after a retention) logs.
+    fn cleanup(&self, pod: &Pod) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+}
+
+/// What is known about a container instance about to be created.
+#[derive(Clone, Debug)]
+pub struct ContainerStart<'a> {
+    pub name: &'a str,
+    pub kind: ContainerKind,
+    pub restart_count: u32,
+    pub fingerprint: String,
+    pub pod_ips: &'a [String],
+}
+
+/// CRI-backed pod runtime.
+#[derive(Debug)]
+pub struct CriPodRuntime<S> {
+    cri: CriClient,
+    setup: S,
+}
+
+impl<S: PodSetup> CriPodRuntime<S> {
+    pub fn new(cri: CriClient, setup: S) -> Self {
+        Self { cri, setup }
+    }
+
+    async fn create_sandbox(
+        &self,
+        pod: &Pod,
+        attempt: u32,
+        state: &mut ExecState,
+    ) -> Result<(), RuntimeError> {
+        let config = self.setup.sandbox_config(pod, attempt).await?;
+        let id = self
+            .cri
+            .run_pod_sandbox(config, "")
+            .await
+            .map_err(|e| cri_error("RunPodSandbox", &e, None))?;
+        let status = self
+            .cri
+            .pod_sandbox_status(&id, false)
+            .await
+            .map_err(|e| cri_error("PodSandboxStatus", &e, None))?;
+        state.ips = sandbox_ips(&status.status);
+        state.sandbox = Some((id, attempt));
+        Ok(())
+    }
+
+    async fn start_container(
+        &self,
+        pod: &Pod,
+        state: &ExecState,
+        name: &str,
+        kind: ContainerKind,
+        restart_count: u32,
+    ) -> Result<(), RuntimeError> {
+        let Some((sandbox_id, attempt)) = state.sandbox.clone() else {
+            return Err(RuntimeError {
+                operation: format!("CreateContainer {name}"),
+                message: "the pod has no ready sandbox".into(),
+                waiting_reason: None,
+            });
+        };
+        let desired = spec::find_container(pod, name).ok_or_else(|| RuntimeError {
+            operation: format!("CreateContainer {name}"),
+            message: "no such container in the pod spec".into(),
+            waiting_reason: None,
+        })?;
+        let start = ContainerStart {
+            name,
+            kind,
+            restart_count,
+            fingerprint: desired.fingerprint.clone(),
+            pod_ips: &state.ips,
+        };
+        let image = desired.spec.image.clone().unwrap_or_default();
+        self.ensure_image(name, &image).await?;
+        let sandbox_config = self.setup.sandbox_config(pod, attempt).await?;
+        let config = self.setup.container_config(pod, &start).await?;
+        let id = self
+            .cri
+            .create_container(&sandbox_id, config, sandbox_config)
+            .await
+            .map_err(|e| {
+                cri_error(
+                    &format!("CreateContainer {name}"),
+                    &e,
+                    Some("CreateContainerError"),
+                )
+            })?;
+        self.cri.start_container(&id).await.map_err(|e| {
+            cri_error(
+                &format!("StartContainer {name}"),
+                &e,
+                Some("RunContainerError"),
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Images are expected to be present (imported from archives); a missing one is pulled.
+    async fn ensure_image(&self, name: &str, image: &str) -> Result<(), RuntimeError> {
+        let spec = kwk_cri::image_spec(image);
+        let present = self
+            .cri
+            .image_status(image)
+            .await
+            .map_err(|e| cri_error(&format!("ImageStatus {image}"), &e, None))?
+            .is_some();
+        if present {
+            return Ok(());
+        }
+        self.cri.pull_image(spec, None, None).await.map_err(|e| {
+            cri_error(
+                &format!("PullImage {image} for {name}"),
+                &e,
+                Some("ErrImagePull"),
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Stops app containers together, then sidecars in reverse start order, then the rest,
+    /// then every ready sandbox.
+    async fn kill_pod(&self, pod: &Pod, observed: &ObservedPod) -> Result<(), RuntimeError> {
+        let grace = Duration::from_secs(u64::try_from(spec::grace_seconds(pod)).unwrap_or(0));
+        let live: Vec<&ObservedContainer> = observed
+            .containers
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c.state,
+                    InstanceState::Running | InstanceState::Unknown | InstanceState::Created
+                )
+            })
+            .collect();
+        let apps: Vec<&ObservedContainer> = live
+            .iter()
+            .copied()
+            .filter(|c| c.kind == ContainerKind::App)
+            .collect();
+        let results = join_all(apps.iter().map(|c| self.stop_container(&c.id, grace))).await;
+        results.into_iter().collect::<Result<Vec<()>, _>>()?;
+        // Sidecars: newest first is reverse start order.
+        let mut rest: Vec<&ObservedContainer> = live
+            .iter()
+            .copied()
+            .filter(|c| c.kind != ContainerKind::App)
+            .collect();
+        rest.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+        for c in rest {
+            self.stop_container(&c.id, grace).await?;
+        }
+        for s in observed.sandboxes.iter().filter(|s| s.ready) {
+            self.cri
+                .stop_pod_sandbox(&s.id)
+                .await
+                .map_err(|e| cri_error("StopPodSandbox", &e, None))?;
+        }
+        Ok(())
+    }
+
+    async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        match self.cri.stop_container(id, grace).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(cri_error("StopContainer", &e, None)),
+        }
+    }
+}
+
+impl<S: PodSetup> PodRuntime for CriPodRuntime<S> {
+    async fn observe(&self, uid: &str) -> Result<ObservedPod, RuntimeError> {
+        let selector = HashMap::from([
+            (labels::POD_UID.to_string(), uid.to_string()),
+            (labels::MANAGED.to_string(), "true".to_string()),
+        ]);
+        let sandboxes = self
+            .cri
+            .list_pod_sandbox(Some(api::PodSandboxFilter {
+                label_selector: selector.clone(),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| cri_error("ListPodSandbox", &e, None))?;
+        let containers = self
+            .cri
+            .list_containers(Some(api::ContainerFilter {
+                label_selector: selector,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| cri_error("ListContainers", &e, None))?;
+
+        let mut observed_sandboxes = Vec::with_capacity(sandboxes.len());
+        for s in &sandboxes {
+            let ready = s.state == api::PodSandboxState::SandboxReady as i32;
+            let ips = if ready {
+                match self.cri.pod_sandbox_status(&s.id, false).await {
+                    Ok(v) => sandbox_ips(&v.status),
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(cri_error("PodSandboxStatus", &e, None)),
+                }
+            } else {
+                Vec::new()
+            };
+            observed_sandboxes.push(observed_sandbox(s, ips));
+        }
+        let statuses = join_all(
+            containers
+                .iter()
+                .map(|c| self.cri.container_status(&c.id, false)),
+        )
+        .await;
+        let mut observed_containers = Vec::with_capacity(containers.len());
+        for (c, status) in containers.iter().zip(statuses) {
+            let status = match status {
+                Ok(v) => v.status,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(cri_error("ContainerStatus", &e, None)),
+            };
+            if let Some(mut oc) = observed_container(&c.pod_sandbox_id, &status) {
+                let from_file = match &oc.state {
+                    InstanceState::Exited { .. } => self.setup.termination_message(uid, &oc),
+                    _ => None,
+                };
+                if let (InstanceState::Exited { message, .. }, Some(m)) = (&mut oc.state, from_file)
+                {
+                    *message = m;
+                }
+                observed_containers.push(oc);
+            }
+        }
+        Ok(ObservedPod::new(observed_sandboxes, observed_containers))
+    }
+
+    async fn execute(
+        &self,
+        pod: &Pod,
+        observed: &ObservedPod,
+        state: &mut ExecState,
+        action: &Action,
+    ) -> Result<(), RuntimeError> {
+        match action {
+            Action::KillPod => {
+                self.kill_pod(pod, observed).await?;
+                state.sandbox = None;
+                Ok(())
+            }
+            Action::CreateSandbox { attempt } => self.create_sandbox(pod, *attempt, state).await,
+            Action::StartContainer {
+                name,
+                kind,
+                restart_count,
+            } => {
+                self.start_container(pod, state, name, *kind, *restart_count)
+                    .await
+            }
+            Action::StartCreated { id, name } => self.cri.start_container(id).await.map_err(|e| {
+                cri_error(
+                    &format!("StartContainer {name}"),
+                    &e,
+                    Some("RunContainerError"),
+                )
+            }),
+            Action::KillContainer { id, .. } => {
+                let grace =
+                    Duration::from_secs(u64::try_from(spec::grace_seconds(pod)).unwrap_or(0));
+                self.stop_container(id, grace).await
+            }
+            Action::RemoveContainer { id } => match self.cri.remove_container(id).await {
+                Err(e) if !e.is_not_found() => Err(cri_error("RemoveContainer", &e, None)),
+                _ => Ok(()),
+            },
+            Action::RemoveSandbox { id } => match self.cri.remove_pod_sandbox(id).await {
+                Err(e) if !e.is_not_found() => Err(cri_error("RemovePodSandbox", &e, None)),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    async fn cleanup(&self, pod: &Pod) -> Result<(), RuntimeError> {
+        self.setup.cleanup(pod).await
+    }
+
+    async fn relist(&self) -> Result<Relist, RuntimeError> {
+        let managed = HashMap::from([(labels::MANAGED.to_string(), "true".to_string())]);
+        let sandboxes = self
+            .cri
+            .list_pod_sandbox(Some(api::PodSandboxFilter {
+                label_selector: managed.clone(),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| cri_error("ListPodSandbox", &e, None))?;
+        let containers = self
+            .cri
+            .list_containers(Some(api::ContainerFilter {
+                label_selector: managed,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| cri_error("ListContainers", &e, None))?;
+        Ok(pleg::relist(&sandboxes, &containers))
+    }
+
+    fn now(&self) -> UnixNanos {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+fn sandbox_ips(status: &api::PodSandboxStatus) -> Vec<String> {
+    let Some(net) = status.network.as_ref() else {
+        return Vec::new();
+    };
+    std::iter::once(net.ip.clone())
+        .chain(net.additional_ips.iter().map(|ip| ip.ip.clone()))
+        .filter(|ip| !ip.is_empty())
+        .collect()
+}
+
+fn cri_error(
+    operation: &str,
+    err: &CriError,
+    waiting_reason: Option<&'static str>,
+) -> RuntimeError {
+    RuntimeError {
+        operation: operation.to_string(),
+        message: err.to_string(),
+        waiting_reason,
+    }
+}
