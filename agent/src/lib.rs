@@ -5,5 +5,6 @@
 //! `pod` (pod manager, workers, plans, PLEG, status), `labels` and `quantity` (shared formats).
 
 pub mod labels;
+pub mod local_api;
 pub mod pod;
 pub mod quantity;
