@@ -4,7 +4,9 @@
 //! source), `cgroups` (QoS and pod cgroups), `runtime_spec` (pod spec → CRI configs, volumes),
 //! `pod` (pod manager, workers, plans, PLEG, status), `labels` and `quantity` (shared formats).
 
+pub mod clock;
 pub mod labels;
 pub mod local_api;
+pub mod logs;
 pub mod pod;
 pub mod quantity;

@@ -16,6 +16,7 @@ pub mod containerd;
 pub mod http;
 pub mod images;
 pub mod netns;
+pub mod node;
 pub mod pods;
 
 pub use containerd::{TestContainerd, privileged_tests_enabled, wait_for};

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::Pod;
@@ -346,10 +346,7 @@ impl<S: PodSetup> PodRuntime for CriPodRuntime<S> {
     }
 
     fn now(&self) -> UnixNanos {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-            .unwrap_or(0)
+        crate::clock::unix_nanos_now()
     }
 }
 

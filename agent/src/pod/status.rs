@@ -8,7 +8,6 @@ use k8s_openapi::api::core::v1::{
     ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 
 use super::observed::{ContainerKind, InstanceState, ObservedContainer, ObservedPod, UnixNanos};
 use super::plan::{Outcome, Waiting};
@@ -257,7 +256,7 @@ fn terminated(i: &ObservedContainer) -> Option<ContainerState> {
 }
 
 fn time(nanos: UnixNanos) -> Time {
-    Time(Timestamp::from_nanosecond(i128::from(nanos)).unwrap_or(Timestamp::UNIX_EPOCH))
+    Time(crate::clock::timestamp(nanos))
 }
 
 #[cfg(test)]
