@@ -15,16 +15,17 @@ pub const MAX: Duration = Duration::from_secs(300);
 pub const RESET_AFTER_RUNNING: Duration = Duration::from_secs(600);
 
 /// Back-off state of one container name in one pod.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Entry {
     /// The delay that applies to the next restart after an exit (zero: restart at once).
     pub delay: Duration,
-    /// The exit (finishedAt) the delay was last advanced for, so one exit counts once.
-    pub counted_exit: UnixNanos,
+    /// The exited instance (container ID) the delay was last advanced for, so one exit counts
+    /// once.
+    pub counted_exit: String,
 }
 
 /// What to do with an exited container that should restart.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// Start now; store `entry`.
     Start { entry: Entry },
@@ -32,9 +33,11 @@ pub enum Decision {
     Wait { until: UnixNanos, delay: Duration },
 }
 
-/// Decides for a container that exited at `finished_at` after starting at `started_at`.
+/// Decides for the instance `exited_id` that exited at `finished_at` after starting at
+/// `started_at`.
 pub fn decide(
-    entry: Entry,
+    entry: &Entry,
+    exited_id: &str,
     started_at: UnixNanos,
     finished_at: UnixNanos,
     now: UnixNanos,
@@ -43,10 +46,10 @@ pub fn decide(
     let entry = if started_at > 0 && ran >= RESET_AFTER_RUNNING {
         Entry::default()
     } else {
-        entry
+        entry.clone()
     };
     // This exit was already allowed to restart (the start may have failed): allow it again.
-    if entry.counted_exit == finished_at && finished_at != 0 {
+    if entry.counted_exit == exited_id {
         return Decision::Start { entry };
     }
     let until = finished_at.saturating_add(nanos(entry.delay));
@@ -64,7 +67,7 @@ pub fn decide(
     Decision::Start {
         entry: Entry {
             delay: next,
-            counted_exit: finished_at,
+            counted_exit: exited_id.to_string(),
         },
     }
 }
@@ -81,7 +84,7 @@ pub struct PodBackoff {
 
 impl PodBackoff {
     pub fn get(&self, container: &str) -> Entry {
-        self.entries.get(container).copied().unwrap_or_default()
+        self.entries.get(container).cloned().unwrap_or_default()
     }
 
     pub fn set(&mut self, container: &str, entry: Entry) {
@@ -101,12 +104,13 @@ mod tests {
         let mut entry = Entry::default();
         let mut now = 100 * S;
         let mut waits = Vec::new();
-        for _ in 0..exits {
+        for i in 0..exits {
+            let id = format!("c{i}");
             let started = now;
             let finished = started + S;
             now = finished;
             let entry_next = loop {
-                match decide(entry, started, finished, now) {
+                match decide(&entry, &id, started, finished, now) {
                     Decision::Start { entry } => break entry,
                     Decision::Wait { until, .. } => now = until,
                 }
@@ -124,35 +128,45 @@ mod tests {
 
     #[test]
     fn an_exit_is_counted_once_however_often_we_ask() {
-        let first = decide(Entry::default(), S, 2 * S, 2 * S);
+        let first = decide(&Entry::default(), "c1", S, 2 * S, 2 * S);
         let Decision::Start { entry } = first else {
             panic!("expected start, got {first:?}")
         };
         // Asked again about the same exit (e.g. the start failed): same delay, no doubling.
-        assert_eq!(decide(entry, S, 2 * S, 2 * S), Decision::Start { entry });
+        assert_eq!(
+            decide(&entry, "c1", S, 2 * S, 2 * S),
+            Decision::Start {
+                entry: entry.clone()
+            }
+        );
+        // Another instance that exited at the very same time does count.
+        assert!(matches!(
+            decide(&entry, "c2", S, 2 * S, 2 * S),
+            Decision::Wait { .. }
+        ));
     }
 
     #[test]
     fn a_long_run_resets() {
         let entry = Entry {
             delay: MAX,
-            counted_exit: 5 * S,
+            counted_exit: "c0".into(),
         };
         let started = 10 * S;
         let finished = started + 601 * S;
         assert_eq!(
-            decide(entry, started, finished, finished),
+            decide(&entry, "c1", started, finished, finished),
             Decision::Start {
                 entry: Entry {
                     delay: INITIAL,
-                    counted_exit: finished
+                    counted_exit: "c1".into()
                 }
             }
         );
         // A short run does not.
         let finished = started + 5 * S;
         assert!(matches!(
-            decide(entry, started, finished, finished),
+            decide(&entry, "c1", started, finished, finished),
             Decision::Wait { delay: MAX, .. }
         ));
     }

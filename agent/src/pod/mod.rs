@@ -13,3 +13,8 @@ pub mod spec;
 pub mod status;
 pub mod store;
 pub mod worker;
+
+#[cfg(test)]
+mod fake_runtime;
+#[cfg(test)]
+mod manager_tests;

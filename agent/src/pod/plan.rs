@@ -398,7 +398,13 @@ impl<'a> Planner<'a> {
     ) -> bool {
         let finished_at = exited.finished_at().unwrap_or(self.input.now);
         let entry = self.input.backoff.get(c.name);
-        match backoff::decide(entry, exited.started_at, finished_at, self.input.now) {
+        match backoff::decide(
+            &entry,
+            &exited.id,
+            exited.started_at,
+            finished_at,
+            self.input.now,
+        ) {
             backoff::Decision::Start { entry } => {
                 self.plan.backoff_updates.push((c.name.to_string(), entry));
                 self.start(c);

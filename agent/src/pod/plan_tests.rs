@@ -224,7 +224,7 @@ fn repeated_crashes_back_off_and_report_it() {
         "app",
         Entry {
             delay: Duration::from_secs(10),
-            counted_exit: NOW - 20 * S,
+            counted_exit: "c0".into(),
         },
     );
     let plan = plan_with(&p, &observed, &backoff, false);

@@ -253,7 +253,7 @@ impl<R: PodRuntime> Worker<R> {
         if let Action::StartContainer { name, .. } = action {
             for (n, entry) in updates {
                 if n == name {
-                    self.backoff.set(n, *entry);
+                    self.backoff.set(n, entry.clone());
                 }
             }
         }

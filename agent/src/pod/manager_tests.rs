@@ -1,0 +1,197 @@
+//! Pod manager and worker behaviour against the recording fake runtime, in paused time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::fake_runtime::FakeRuntime;
+use super::manager::{DesiredPods, PodManager};
+use super::observed::ContainerKind;
+use super::plan::Action;
+use super::store::StatusStore;
+use super::worker::WorkerConfig;
+
+fn pod(uid: &str, name: &str, command: &str) -> Arc<Pod> {
+    Arc::new(
+        serde_saphyr::from_str(&format!(
+            "metadata: {{name: {name}, uid: {uid}, namespace: default}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - {{name: app, image: busybox, command: [{command}]}}"
+        ))
+        .expect("test pod parses"),
+    )
+}
+
+struct Harness {
+    runtime: FakeRuntime,
+    store: StatusStore,
+    desired: watch::Sender<DesiredPods>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start(runtime: FakeRuntime) -> Harness {
+    let store = StatusStore::default();
+    let (desired, rx) = watch::channel(DesiredPods::new());
+    let cancel = CancellationToken::new();
+    let manager = PodManager::new(
+        runtime.clone(),
+        store.clone(),
+        WorkerConfig {
+            sync_frequency: Duration::from_secs(60),
+            retry_after: Duration::from_secs(1),
+            host_ip: None,
+        },
+    );
+    let task = tokio::spawn(manager.run(rx, cancel.clone()));
+    Harness {
+        runtime,
+        store,
+        desired,
+        cancel,
+        task,
+    }
+}
+
+impl Harness {
+    fn set(&self, pods: &[&Arc<Pod>]) {
+        let map: BTreeMap<String, Arc<Pod>> = pods
+            .iter()
+            .map(|p| (p.metadata.uid.clone().unwrap_or_default(), Arc::clone(p)))
+            .collect();
+        self.desired.send_replace(map);
+    }
+
+    fn phase(&self, name: &str) -> Option<String> {
+        self.store
+            .snapshot()
+            .into_iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name))
+            .and_then(|p| p.status.and_then(|s| s.phase))
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.task.await.expect("manager task");
+    }
+}
+
+async fn settle(seconds: u64) {
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_runs_and_is_removed_when_its_source_drops_it() {
+    let h = start(FakeRuntime::new());
+    let web = pod("u1", "web", "sleep");
+    h.set(&[&web]);
+    settle(3).await;
+    assert_eq!(
+        h.runtime.actions("u1"),
+        vec![
+            Action::CreateSandbox { attempt: 0 },
+            Action::StartContainer {
+                name: "app".into(),
+                kind: ContainerKind::App,
+                restart_count: 0
+            }
+        ]
+    );
+    assert_eq!(h.phase("web").as_deref(), Some("Running"));
+
+    h.set(&[]);
+    settle(3).await;
+    assert!(
+        h.runtime.observed("u1").is_empty(),
+        "pod left on the runtime"
+    );
+    assert_eq!(h.runtime.cleaned(), vec!["u1".to_string()]);
+    assert_eq!(h.phase("web"), None);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crashing_container_restarts_with_growing_back_off() {
+    let h = start(FakeRuntime::new());
+    let crash = pod("u2", "crash", "crash");
+    h.set(&[&crash]);
+    // Starts at ~0 s, restarts at once, then after 10 s and 20 s more: 3 restarts by 35 s.
+    settle(35).await;
+    let starts = h
+        .runtime
+        .actions("u2")
+        .into_iter()
+        .filter(|a| matches!(a, Action::StartContainer { .. }))
+        .count();
+    assert_eq!(starts, 4, "{:?}", h.runtime.actions("u2"));
+    let pods = h.store.snapshot();
+    let status = pods[0].status.as_ref().expect("status");
+    let c = &status.container_statuses.as_ref().expect("statuses")[0];
+    assert_eq!(c.restart_count, 3);
+    let waiting = c
+        .state
+        .as_ref()
+        .and_then(|s| s.waiting.as_ref())
+        .expect("waiting");
+    assert_eq!(waiting.reason.as_deref(), Some("CrashLoopBackOff"));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_node_adopts_running_pods_and_terminates_orphans() {
+    // A first manager starts two pods, then "dies" (is cancelled) without touching them.
+    let runtime = FakeRuntime::new();
+    let h = start(runtime.clone());
+    let keep = pod("k1", "keep", "sleep");
+    let gone = pod("g1", "gone", "sleep");
+    h.set(&[&keep, &gone]);
+    settle(3).await;
+    h.stop().await;
+    let before = runtime.all_actions().len();
+
+    // The second manager only wants `keep`.
+    let h = start(runtime.clone());
+    h.set(&[&keep]);
+    settle(5).await;
+    let after: Vec<(String, Action)> = runtime.all_actions().split_off(before);
+    assert!(
+        after.iter().all(|(uid, _)| uid == "g1"),
+        "the adopted pod was touched: {after:?}"
+    );
+    assert!(
+        runtime.observed("g1").is_empty(),
+        "the orphan is still there"
+    );
+    assert!(!runtime.observed("k1").is_empty());
+    assert_eq!(h.phase("keep").as_deref(), Some("Running"));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replaced_static_pod_starts_after_the_old_one_is_gone() {
+    let h = start(FakeRuntime::new());
+    let v1 = pod("v1", "api", "sleep");
+    h.set(&[&v1]);
+    settle(3).await;
+    let v2 = pod("v2", "api", "serve");
+    h.set(&[&v2]);
+    settle(5).await;
+    let all = h.runtime.all_actions();
+    let old_killed = all
+        .iter()
+        .position(|(uid, a)| uid == "v1" && *a == Action::KillPod)
+        .expect("old pod killed");
+    let new_started = all
+        .iter()
+        .position(|(uid, a)| uid == "v2" && matches!(a, Action::CreateSandbox { .. }))
+        .expect("new pod started");
+    assert!(old_killed < new_started, "{all:?}");
+    assert_eq!(h.phase("api").as_deref(), Some("Running"));
+    h.stop().await;
+}
