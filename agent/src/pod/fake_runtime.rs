@@ -74,22 +74,6 @@ impl FakeRuntime {
     pub(crate) fn cleaned(&self) -> Vec<String> {
         self.with(|s| s.cleaned.clone())
     }
-
-    /// Puts a running pod on the "runtime" as if an earlier kwk-node had started it.
-    pub(crate) fn preload(&self, uid: &str, name: &str, observed: ObservedPod) {
-        self.with(|s| {
-            s.pods.insert(
-                uid.to_string(),
-                (
-                    PodRecordMeta {
-                        name: name.to_string(),
-                        namespace: "default".into(),
-                    },
-                    observed,
-                ),
-            );
-        });
-    }
 }
 
 impl PodRuntime for FakeRuntime {
