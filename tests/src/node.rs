@@ -211,6 +211,11 @@ clusterDomain: cluster.local
         self.wait_ready().await
     }
 
+    /// kwk-node's whole log.
+    pub fn log_tail_all(&self) -> String {
+        std::fs::read_to_string(self.dir.join("kwk-node.log")).unwrap_or_default()
+    }
+
     /// The last lines of kwk-node's log, for failure messages.
     pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.dir.join("kwk-node.log")).unwrap_or_default();

@@ -65,7 +65,22 @@ impl<R: PodRuntime + Clone> PodManager<R> {
                         break;
                     }
                     let pods = desired.borrow_and_update().clone();
-                    have_desired = true;
+                    if !have_desired {
+                        // First word from the sources: terminate orphans before starting
+                        // anything, so a new version of a static pod waits for the old one.
+                        have_desired = true;
+                        match self.runtime.relist().await {
+                            Ok(relist) => {
+                                for (uid, record) in &relist {
+                                    if !pods.contains_key(uid) {
+                                        self.terminate_orphan(uid, record, &cancel, &done_tx);
+                                    }
+                                }
+                                last_relist = relist;
+                            }
+                            Err(err) => tracing::warn!(%err, "initial relist failed"),
+                        }
+                    }
                     self.reconcile(&pods, &cancel, &done_tx);
                 }
                 Some(uid) = done_rx.recv() => {

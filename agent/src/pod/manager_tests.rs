@@ -195,3 +195,31 @@ async fn a_replaced_static_pod_starts_after_the_old_one_is_gone() {
     assert_eq!(h.phase("api").as_deref(), Some("Running"));
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn after_a_restart_a_new_version_waits_for_the_old_orphan() {
+    // The node ran v1 of a static pod, then went down; meanwhile the manifest became v2.
+    let runtime = FakeRuntime::new();
+    let h = start(runtime.clone());
+    let v1 = pod("v1", "api", "sleep");
+    h.set(&[&v1]);
+    settle(3).await;
+    h.stop().await;
+
+    let h = start(runtime.clone());
+    let v2 = pod("v2", "api", "serve");
+    h.set(&[&v2]);
+    settle(5).await;
+    let all = runtime.all_actions();
+    let old_killed = all
+        .iter()
+        .position(|(uid, a)| uid == "v1" && *a == Action::KillPod)
+        .expect("old pod killed");
+    let new_started = all
+        .iter()
+        .position(|(uid, a)| uid == "v2" && matches!(a, Action::CreateSandbox { .. }))
+        .expect("new pod started");
+    assert!(old_killed < new_started, "{all:?}");
+    assert!(runtime.observed("v1").is_empty());
+    h.stop().await;
+}

@@ -1,0 +1,209 @@
+//! kwk-node end to end against a real containerd: static pods appear, answer HTTP, are replaced
+//! on edit and removed without leftovers; bad manifests are reported and harm nothing else.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed expectation aborts the test"
+)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use kwk_cri::api;
+use kwk_tests::node::TestNode;
+use kwk_tests::{TestContainerd, privileged_tests_enabled, wait_for};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kwk-node");
+const WAIT: Duration = Duration::from_secs(30);
+
+fn web_manifest(name: &str, page: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: httpd
+    image: localhost/kwk/busybox:1
+    command: ["/bin/sh", "-c", "mkdir -p /www && echo $PAGE > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    env:
+    - {{name: PAGE, value: "{page}"}}
+    ports:
+    - {{containerPort: 8080}}
+    resources:
+      limits: {{memory: 64Mi, cpu: 250m}}
+"#
+    )
+}
+
+fn is_running(pod: &Value) -> bool {
+    pod["status"]["phase"] == "Running"
+        && pod["status"]["containerStatuses"][0]["ready"] == true
+        && pod["status"]["podIP"].is_string()
+}
+
+/// The page the pod serves, fetched from inside the test network namespace.
+async fn page(node: &TestContainerd, pod: &Value) -> anyhow::Result<String> {
+    let ip = pod["status"]["podIP"].as_str().unwrap_or_default();
+    let addr: SocketAddr = format!("{ip}:8080").parse()?;
+    let mut body = String::new();
+    wait_for(Duration::from_secs(10), "the pod's web server", || {
+        if let Ok(Ok(r)) = node
+            .netns()
+            .run(|| kwk_tests::http::get(addr, "/index.html"))
+        {
+            body = r;
+        }
+        std::future::ready(kwk_tests::http::is_ok(&body))
+    })
+    .await?;
+    Ok(body)
+}
+
+fn container_id(pod: &Value) -> String {
+    pod["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn sandboxes(node: &TestContainerd) -> Vec<api::PodSandbox> {
+    node.cri.list_pod_sandbox(None).await.unwrap()
+}
+
+/// Every pod cgroup directory under the test's cgroup root, in the memory hierarchy (v1) or
+/// the unified one (v2).
+fn pod_cgroups(cgroup_root: &str) -> Vec<String> {
+    let base = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        format!("/sys/fs/cgroup{cgroup_root}")
+    } else {
+        format!("/sys/fs/cgroup/memory{cgroup_root}")
+    };
+    let mut found = Vec::new();
+    let mut stack = vec![std::path::PathBuf::from(base)];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if name.starts_with("pod") || name.contains("-pod") {
+                    found.push(entry.path().display().to_string());
+                }
+                stack.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_pod_runs_is_replaced_on_edit_and_leaves_nothing_when_deleted()
+-> anyhow::Result<()> {
+    if !privileged_tests_enabled() {
+        return Ok(());
+    }
+    let containerd = TestContainerd::start().await?;
+    let node = TestNode::start(&containerd, Path::new(BIN)).await?;
+    let name = format!("web-{}", node.node_name);
+
+    node.write_manifest("web.yaml", &web_manifest("web", "one"))?;
+    let first = node
+        .wait_pod(&name, WAIT, "the static pod to run", is_running)
+        .await?;
+    assert_eq!(page(&containerd, &first).await?.trim(), "one");
+    assert_eq!(
+        first["metadata"]["annotations"]["kubernetes.io/config.source"],
+        "file"
+    );
+    let first_uid = first["metadata"]["uid"].as_str().unwrap().to_string();
+
+    // An edit anywhere in the spec (here an env value) replaces the pod.
+    node.write_manifest("web.yaml", &web_manifest("web", "two"))?;
+    let second = node
+        .wait_pod(&name, WAIT, "the edited pod to run", |p| {
+            p["metadata"]["uid"] != first_uid.as_str() && is_running(p)
+        })
+        .await?;
+    assert_eq!(page(&containerd, &second).await?.trim(), "two");
+    assert_ne!(container_id(&first), container_id(&second));
+    wait_for(WAIT, "the old sandbox to be removed", || async {
+        sandboxes(&containerd).await.len() == 1
+    })
+    .await?;
+
+    // Delete: the pod, its sandbox and its cgroup go.
+    node.remove_manifest("web.yaml")?;
+    wait_for(WAIT, "the pod to disappear", || async {
+        node.pods().is_ok_and(|p| p.is_empty()) && sandboxes(&containerd).await.is_empty()
+    })
+    .await
+    .map_err(|e| e.context(node.log_tail()))?;
+    wait_for(Duration::from_secs(5), "pod cgroups to be removed", || {
+        std::future::ready(pod_cgroups(containerd.cgroup_root()).is_empty())
+    })
+    .await
+    .map_err(|e| e.context(format!("{:?}", pod_cgroups(containerd.cgroup_root()))))?;
+    let containers = containerd.cri.list_containers(None).await?;
+    assert!(containers.is_empty(), "{containers:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_manifests_are_reported_and_harm_no_other_pod() -> anyhow::Result<()> {
+    if !privileged_tests_enabled() {
+        return Ok(());
+    }
+    let containerd = TestContainerd::start().await?;
+    let node = TestNode::start(&containerd, Path::new(BIN)).await?;
+    node.write_manifest("good.yaml", &web_manifest("good", "ok"))?;
+    let bad: HashMap<&str, String> = HashMap::from([
+        (
+            "broken.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: [oops\n".to_string(),
+        ),
+        (
+            "service.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: svc}\n".to_string(),
+        ),
+        (
+            "empty.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: empty}\nspec:\n  containers: []\n"
+                .to_string(),
+        ),
+        (
+            "huge.yaml",
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: huge\n  annotations: {{a: \"{}\"}}\n",
+                "x".repeat(2 << 20)
+            ),
+        ),
+    ]);
+    for (file, content) in &bad {
+        node.write_manifest(file, content)?;
+    }
+    let good = format!("good-{}", node.node_name);
+    node.wait_pod(&good, WAIT, "the good pod to run", is_running)
+        .await?;
+    // Each bad file is named in the log with what is wrong.
+    wait_for(
+        Duration::from_secs(10),
+        "errors for every bad manifest",
+        || {
+            let log = node.log_tail_all();
+            std::future::ready(
+                bad.keys().all(|f| log.contains(f))
+                    && log.contains("spec.containers")
+                    && log.contains("Service"),
+            )
+        },
+    )
+    .await
+    .map_err(|e| e.context(node.log_tail()))?;
+    assert_eq!(node.pods()?.len(), 1, "only the good pod runs");
+    Ok(())
+}
