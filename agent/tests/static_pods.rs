@@ -194,7 +194,7 @@ async fn bad_manifests_are_reported_and_harm_no_other_pod() -> anyhow::Result<()
         Duration::from_secs(10),
         "errors for every bad manifest",
         || {
-            let log = node.log_tail_all();
+            let log = node.log();
             std::future::ready(
                 bad.keys().all(|f| log.contains(f))
                     && log.contains("spec.containers")

@@ -212,8 +212,12 @@ clusterDomain: cluster.local
     }
 
     /// kwk-node's whole log.
-    pub fn log_tail_all(&self) -> String {
-        std::fs::read_to_string(self.dir.join("kwk-node.log")).unwrap_or_default()
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_file()).unwrap_or_default()
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.join("kwk-node.log")
     }
 
     /// The last lines of kwk-node's log, for failure messages.

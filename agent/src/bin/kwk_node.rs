@@ -1,3 +1,131 @@
-//! `kwk-node`: the node agent daemon.
+//! `kwk-node`: the node agent daemon (`kwk-node --config /etc/kwk/kubelet.yaml`), and
+//! `kwk-node pods`, which prints the pods a running kwk-node reports on its local socket.
 
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use kwk_agent::node::{self, NodeOptions};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(name = "kwk-node", version, about = "kwk node agent: kubelet and kube-proxy in one daemon")]
+struct Cli {
+    /// The KubeletConfiguration file; drop-ins are read from `<config>.d/`.
+    #[arg(long, default_value = "/etc/kwk/kubelet.yaml", global = true)]
+    config: PathBuf,
+    /// Agent state directory (pod volumes, per-pod files).
+    #[arg(long, default_value = "/var/lib/kwk")]
+    root_dir: PathBuf,
+    /// The node name (default: the host name).
+    #[arg(long)]
+    hostname_override: Option<String>,
+    /// The local read-only API socket.
+    #[arg(long, default_value = "/run/kwk/node.sock", global = true)]
+    local_api_socket: PathBuf,
+    /// OCI image archives (`*.tar`) imported into the runtime at start.
+    #[arg(long, default_value = "/usr/lib/kwk/images")]
+    image_dir: PathBuf,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the pods the running kwk-node reports.
+    Pods {
+        /// Print the full JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Pods { json }) = &cli.command {
+        return report(kwk_agent::local_api::print_pods(&cli.local_api_socket, *json));
+    }
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => return report(Err(err.into())),
+    };
+    report(runtime.block_on(serve(cli)))
+}
+
+async fn serve(cli: Cli) -> anyhow::Result<()> {
+    let node_name = match cli.hostname_override {
+        Some(name) => name,
+        None => nix::unistd::gethostname()
+            .context("reading the host name")?
+            .to_string_lossy()
+            .to_lowercase(),
+    };
+    let options = NodeOptions {
+        config: cli.config,
+        root_dir: cli.root_dir,
+        node_name,
+        local_api_socket: cli.local_api_socket,
+        image_dir: cli.image_dir,
+    };
+    let cancel = CancellationToken::new();
+    tokio::spawn(shutdown_on_signals(cancel.clone()));
+    node::run(options, cancel).await?;
+    Ok(())
+}
+
+/// First SIGTERM/SIGINT: stop gracefully, leaving pods running. Second: exit at once.
+async fn shutdown_on_signals(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down; pods keep running");
+    cancel.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::warn!("second signal: exiting now");
+    std::process::exit(130);
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("kwk-node: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

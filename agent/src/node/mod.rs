@@ -1,0 +1,169 @@
+//! The `kwk-node` daemon wiring: load the config, connect to the runtime, import shipped
+//! images, set up the node's cgroups, and run the pod sources, pod manager, log rotation and
+//! local API until shutdown. Shutdown stops kwk-node only; pods keep running and are adopted by
+//! the next start.
+
+mod images;
+mod setup;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kwk_cri::{ConnectOptions, CriClient, CriError, Timeouts};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::cgroups::{CgroupConfig, CgroupError, PodCgroups};
+use crate::config::{self, ConfigError, KubeletConfig};
+use crate::local_api::{self, LocalApiError};
+use crate::logs::{self, LogLimits};
+use crate::pod::cri_runtime::CriPodRuntime;
+use crate::pod::manager::{DesiredPods, PodManager};
+use crate::pod::store::StatusStore;
+use crate::pod::worker::WorkerConfig;
+use crate::static_pods::{StaticPodSnapshot, StaticPodSource};
+
+pub use setup::NodeSetup;
+
+/// What the command line decides.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub config: PathBuf,
+    pub root_dir: PathBuf,
+    pub node_name: String,
+    pub local_api_socket: PathBuf,
+    pub image_dir: PathBuf,
+}
+
+/// Why kwk-node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("container runtime at {endpoint}: {source}")]
+    Runtime {
+        endpoint: String,
+        #[source]
+        source: CriError,
+    },
+    #[error("pod cgroups: {0}")]
+    Cgroups(#[from] CgroupError),
+    #[error(transparent)]
+    LocalApi(#[from] LocalApiError),
+    #[error("cannot create {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs kwk-node until `cancel`.
+pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), NodeError> {
+    let loaded = config::load(&options.config)?;
+    loaded.log_ignored();
+    let config = loaded.config;
+    tracing::info!(
+        node = %options.node_name,
+        config = %options.config.display(),
+        "kwk-node starting"
+    );
+    std::fs::create_dir_all(&options.root_dir).map_err(|source| NodeError::StateDir {
+        path: options.root_dir.clone(),
+        source,
+    })?;
+
+    let socket = config.runtime_socket();
+    let runtime_err = |source| NodeError::Runtime {
+        endpoint: socket.display().to_string(),
+        source,
+    };
+    let timeouts = Timeouts {
+        default: config.runtime_request_timeout,
+        ..Timeouts::default()
+    };
+    let cri = CriClient::connect(&socket, &ConnectOptions::default(), timeouts)
+        .await
+        .map_err(runtime_err)?;
+    let version = cri.version().await.map_err(runtime_err)?;
+    tracing::info!(
+        runtime = %version.runtime_name,
+        version = %version.runtime_version,
+        "connected to the container runtime"
+    );
+    images::import_all(&socket, &options.image_dir, &cri).await;
+
+    let cgroups = PodCgroups::new(cgroup_config(&config))?;
+    cgroups.ensure_node_hierarchy(None)?;
+
+    let store = StatusStore::default();
+    let setup = NodeSetup::new(&config, &options, cgroups);
+    let runtime = Arc::new(CriPodRuntime::new(cri.clone(), setup));
+    let manager = PodManager::new(
+        runtime,
+        store.clone(),
+        WorkerConfig {
+            sync_frequency: config.sync_frequency,
+            retry_after: Duration::from_secs(1),
+            host_ip: None,
+        },
+    );
+
+    let desired = static_pod_source(&config, &options, &cancel);
+    let tasks = tokio_util::task::TaskTracker::new();
+    tasks.spawn(manager.run(desired, cancel.clone()));
+    tasks.spawn(logs::run(
+        cri,
+        LogLimits {
+            max_size: config.container_log_max_size,
+            max_files: usize::try_from(config.container_log_max_files).unwrap_or(5),
+        },
+        cancel.clone(),
+    ));
+    tasks.close();
+    let served = local_api::serve(&options.local_api_socket, store, cancel.clone()).await;
+    cancel.cancel();
+    tasks.wait().await;
+    tracing::info!("kwk-node stopped");
+    Ok(served?)
+}
+
+/// The desired pods from the static pod directory. The first value is a completed scan (never
+/// an empty placeholder), so the manager can tell orphans from pods still being read.
+fn static_pod_source(
+    config: &KubeletConfig,
+    options: &NodeOptions,
+    cancel: &CancellationToken,
+) -> watch::Receiver<DesiredPods> {
+    let Some(dir) = config.static_pod_path.clone() else {
+        let (tx, rx) = watch::channel(DesiredPods::new());
+        tx.send_replace(DesiredPods::new());
+        tokio::spawn(async move { tx.closed().await });
+        return rx;
+    };
+    let mut source = StaticPodSource::new(dir, options.node_name.clone(), config.file_check_frequency);
+    let first = source.scan_once();
+    let (snap_tx, mut snap_rx) = watch::channel(first.clone());
+    let (tx, rx) = watch::channel(BTreeMap::new());
+    tx.send_replace(first.pods);
+    tokio::spawn(source.run(snap_tx, cancel.clone()));
+    tokio::spawn(async move {
+        while snap_rx.changed().await.is_ok() {
+            let snapshot: StaticPodSnapshot = snap_rx.borrow_and_update().clone();
+            tx.send_replace(snapshot.pods);
+        }
+    });
+    rx
+}
+
+fn cgroup_config(config: &KubeletConfig) -> CgroupConfig {
+    CgroupConfig {
+        mount_root: PathBuf::from("/sys/fs/cgroup"),
+        driver: config.cgroup_driver.into(),
+        cgroup_root: config.cgroup_root.clone(),
+        per_qos: config.cgroups_per_qos,
+        pod_pids_limit: config.pod_pids_limit,
+    }
+}
