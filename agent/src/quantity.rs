@@ -130,12 +130,18 @@ pub fn parse(input: &str) -> Result<Quantity, QuantityError> {
 
     // numerator / denominator, both positive.
     let mut numerator = mantissa.checked_mul(1000).ok_or_else(range)?;
-    let mut denominator: i128 = 10i128.checked_pow(frac_len.unsigned_abs()).ok_or_else(range)?;
+    let mut denominator: i128 = 10i128
+        .checked_pow(frac_len.unsigned_abs())
+        .ok_or_else(range)?;
     if exponent >= 0 {
-        let factor = base.checked_pow(exponent.unsigned_abs()).ok_or_else(range)?;
+        let factor = base
+            .checked_pow(exponent.unsigned_abs())
+            .ok_or_else(range)?;
         numerator = numerator.checked_mul(factor).ok_or_else(range)?;
     } else {
-        let factor = base.checked_pow(exponent.unsigned_abs()).ok_or_else(range)?;
+        let factor = base
+            .checked_pow(exponent.unsigned_abs())
+            .ok_or_else(range)?;
         denominator = denominator.checked_mul(factor).ok_or_else(range)?;
     }
     let milli = numerator / denominator + i128::from(numerator % denominator != 0);
