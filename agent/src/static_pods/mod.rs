@@ -14,6 +14,8 @@ mod manifest;
 mod manifest_tests;
 mod scan;
 mod source;
+#[cfg(test)]
+mod source_tests;
 mod validation;
 mod watch;
 

@@ -80,6 +80,8 @@ pub(crate) struct Scanner {
     files: BTreeMap<PathBuf, FileState>,
     last: StaticPodSnapshot,
     now: fn() -> SystemTime,
+    /// How many files were read and parsed (the cache's misses), for tests and debugging.
+    reads: u64,
 }
 
 impl Scanner {
@@ -90,11 +92,17 @@ impl Scanner {
             files: BTreeMap::new(),
             last: StaticPodSnapshot::default(),
             now: SystemTime::now,
+            reads: 0,
         }
     }
 
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    #[cfg(test)]
+    pub(crate) fn reads(&self) -> u64 {
+        self.reads
     }
 
     #[cfg(test)]
@@ -175,7 +183,7 @@ impl Scanner {
     }
 
     /// `Ok(None)` when the file vanished before it could be read.
-    fn read_and_parse(&self, path: &Path, size: u64) -> Result<Option<Pod>, String> {
+    fn read_and_parse(&mut self, path: &Path, size: u64) -> Result<Option<Pod>, String> {
         if size > MAX_MANIFEST_BYTES as u64 {
             return Err(format!(
                 "{}: file is {size} bytes, more than the {MAX_MANIFEST_BYTES} bytes a manifest \
@@ -183,6 +191,7 @@ impl Scanner {
                 path.display()
             ));
         }
+        self.reads += 1;
         let mut bytes = Vec::new();
         let read = fs::File::open(path).and_then(|f| {
             // One byte more than allowed, so a file that grew since the stat is still caught.
