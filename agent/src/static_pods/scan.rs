@@ -349,10 +349,8 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 /// Logs what changed between two snapshots: each new or changed error once, each fix once,
 /// each pod added or removed.
 fn log_changes(before: &StaticPodSnapshot, after: &StaticPodSnapshot) {
-    for (path, message) in &after.errors {
-        if before.errors.get(path) != Some(message) {
-            tracing::error!(file = %path.display(), "static pod manifest: {message}");
-        }
+    for (path, message) in new_errors(before, after) {
+        tracing::error!(file = %path.display(), "static pod manifest: {message}");
     }
     for path in before.errors.keys() {
         if !after.errors.contains_key(path) {
@@ -373,6 +371,19 @@ fn log_changes(before: &StaticPodSnapshot, after: &StaticPodSnapshot) {
             tracing::info!(pod = %pod_ref(pod), uid = %uid, "static pod removed");
         }
     }
+}
+
+/// The errors of `after` that `before` did not have (new files, or a changed message).
+pub(crate) fn new_errors<'a>(
+    before: &StaticPodSnapshot,
+    after: &'a StaticPodSnapshot,
+) -> Vec<(&'a Path, &'a str)> {
+    after
+        .errors
+        .iter()
+        .filter(|(path, message)| before.errors.get(*path) != Some(*message))
+        .map(|(path, message)| (path.as_path(), message.as_str()))
+        .collect()
 }
 
 fn pod_ref(pod: &Pod) -> String {

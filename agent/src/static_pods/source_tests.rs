@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::scan::format_rfc3339;
+use super::scan::{format_rfc3339, new_errors};
 use super::{StaticPodSnapshot, StaticPodSource};
 use crate::labels;
 
@@ -142,6 +142,27 @@ fn invalid_edit_keeps_last_good_and_other_pods() {
     let gone = src.scan_once();
     assert_eq!(pods(&gone), vec![named("b", "img:2")]);
     assert!(gone.errors.is_empty());
+}
+
+#[test]
+fn errors_are_reported_once_per_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.yaml");
+    fs::write(&a, "kind: Pod\n").unwrap();
+    let mut src = source(dir.path());
+    let empty = StaticPodSnapshot::default();
+    let first = src.scan_once();
+    assert_eq!(new_errors(&empty, &first).len(), 1);
+    let again = src.scan_once();
+    assert!(
+        new_errors(&first, &again).is_empty(),
+        "unchanged error must not be reported again"
+    );
+    fs::write(&a, "kind: Pod\napiVersion: v2\n").unwrap();
+    let changed = src.scan_once();
+    let reported = new_errors(&again, &changed);
+    assert_eq!(reported.len(), 1);
+    assert!(reported[0].1.contains("\"v2\""), "{}", reported[0].1);
 }
 
 #[test]
