@@ -10,3 +10,4 @@ pub mod local_api;
 pub mod logs;
 pub mod pod;
 pub mod quantity;
+pub mod static_pods;
