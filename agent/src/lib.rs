@@ -4,10 +4,12 @@
 //! source), `cgroups` (QoS and pod cgroups), `runtime_spec` (pod spec → CRI configs, volumes),
 //! `pod` (pod manager, workers, plans, PLEG, status), `labels` and `quantity` (shared formats).
 
+pub mod canonical;
 pub mod clock;
 pub mod labels;
 pub mod local_api;
 pub mod logs;
+
 pub mod pod;
 pub mod quantity;
 pub mod static_pods;

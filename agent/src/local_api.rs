@@ -64,13 +64,16 @@ async fn pods(State(store): State<StatusStore>) -> axum::Json<List<Pod>> {
 
 /// `kwk-node pods`: fetches `/pods` from the socket and prints a table (or the JSON).
 pub fn print_pods(socket: &Path, json: bool) -> Result<(), ClientError> {
-    let body = get(socket, "/pods")?;
+    let body = http_get(socket, "/pods")?;
     if json {
         println!("{body}");
         return Ok(());
     }
     let list: List<Pod> = serde_json::from_str(&body).map_err(ClientError::Decode)?;
-    println!("{:<40} {:<6} {:<18} {:<9} {}", "NAME", "READY", "STATUS", "RESTARTS", "IP");
+    println!(
+        "{:<40} {:<6} {:<18} {:<9} {}",
+        "NAME", "READY", "STATUS", "RESTARTS", "IP"
+    );
     for pod in list.items {
         let status = pod.status.unwrap_or_default();
         let containers = status.container_statuses.unwrap_or_default();
@@ -108,21 +111,27 @@ pub enum ClientError {
 }
 
 /// A minimal HTTP/1.1 GET over the unix socket (blocking; for the CLI).
-fn get(socket: &Path, path: &str) -> Result<String, ClientError> {
+fn http_get(socket: &Path, path: &str) -> Result<String, ClientError> {
     use std::io::{Read as _, Write as _};
     let connect = |source| ClientError::Connect {
         path: socket.to_path_buf(),
         source,
     };
     let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(connect)?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: kwk-node\r\nConnection: close\r\n\r\n").map_err(connect)?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: kwk-node\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(connect)?;
     let mut response = String::new();
     stream.read_to_string(&mut response).map_err(connect)?;
     let (head, body) = response
         .split_once("\r\n\r\n")
         .ok_or_else(|| ClientError::Response("no HTTP header".into()))?;
     if !head.starts_with("HTTP/1.1 200") {
-        return Err(ClientError::Response(head.lines().next().unwrap_or_default().to_string()));
+        return Err(ClientError::Response(
+            head.lines().next().unwrap_or_default().to_string(),
+        ));
     }
     Ok(body.to_string())
 }

@@ -10,7 +10,11 @@ use kwk_agent::node::{self, NodeOptions};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
-#[command(name = "kwk-node", version, about = "kwk node agent: kubelet and kube-proxy in one daemon")]
+#[command(
+    name = "kwk-node",
+    version,
+    about = "kwk node agent: kubelet and kube-proxy in one daemon"
+)]
 struct Cli {
     /// The KubeletConfiguration file; drop-ins are read from `<config>.d/`.
     #[arg(long, default_value = "/etc/kwk/kubelet.yaml", global = true)]
@@ -53,7 +57,10 @@ enum LogFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Pods { json }) = &cli.command {
-        return report(kwk_agent::local_api::print_pods(&cli.local_api_socket, *json));
+        return report(kwk_agent::local_api::print_pods(
+            &cli.local_api_socket,
+            *json,
+        ));
     }
     init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -91,8 +98,10 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
 /// First SIGTERM/SIGINT: stop gracefully, leaving pods running. Second: exit at once.
 async fn shutdown_on_signals(cancel: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
@@ -113,7 +122,9 @@ async fn shutdown_on_signals(cancel: CancellationToken) {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

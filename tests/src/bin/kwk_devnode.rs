@@ -65,7 +65,10 @@ async fn main() -> anyhow::Result<()> {
             p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string()
         })
         .await?;
-    let ip = pod["status"]["podIP"].as_str().unwrap_or_default().to_string();
+    let ip = pod["status"]["podIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let addr: SocketAddr = format!("{ip}:80").parse().context("pod IP")?;
     let mut body = String::new();
     wait_for(Duration::from_secs(10), "the pod to answer HTTP", || {
@@ -75,14 +78,23 @@ async fn main() -> anyhow::Result<()> {
         std::future::ready(body.contains("hello from kwk"))
     })
     .await?;
-    println!("static pod {name} at {ip} answers: {}", body.lines().last().unwrap_or_default());
-    println!("try:  ip netns exec {} busybox wget -qO- http://{ip}/", containerd.netns().name());
+    println!(
+        "static pod {name} at {ip} answers: {}",
+        body.lines().last().unwrap_or_default()
+    );
+    println!(
+        "try:  ip netns exec {} busybox wget -qO- http://{ip}/",
+        containerd.netns().name()
+    );
     println!(
         "      {} pods --local-api-socket {}",
         binary.display(),
         node.socket().display()
     );
-    println!("      add pods by writing manifests into {}", node.manifests().display());
+    println!(
+        "      add pods by writing manifests into {}",
+        node.manifests().display()
+    );
     println!("      kwk-node log: {}", node.log_file().display());
 
     if !once {
