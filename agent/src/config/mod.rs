@@ -2,10 +2,12 @@
 //! `kubelet.config.k8s.io/v1beta1` `KubeletConfiguration` in YAML or JSON, plus drop-ins from
 //! `<config>.d/`, merged the way upstream kubelet merges its `--config-dir`.
 //!
-//! Loading goes: read and parse each file into a JSON value ([`load`]), check `apiVersion`/`kind`
-//! and find unknown fields per file ([`fields`]), convert each file alone so a bad value is
-//! blamed on the file that holds it ([`convert`]), merge ([`merge`]), convert the merged document
-//! and check the rules that span fields. Fields upstream has but kwk does not implement yet are
+//! Loading goes: read and parse each file into a JSON value (`load.rs`), check
+//! `apiVersion`/`kind` and find unknown fields per file against the upstream schema table
+//! (`fields.rs`), convert each file alone so a bad value is blamed on the file that holds it
+//! (`convert.rs`), merge (`merge.rs`), convert the merged document and check the rules that span
+//! fields. Error values say which file and field; I/O and YAML/JSON syntax errors keep their
+//! detail as the error's source, so print the whole chain. Fields upstream has but kwk does not implement yet are
 //! accepted and listed in [`LoadedConfig::ignored_fields`].
 //!
 //! Zero values follow upstream's defaulting: a field left out, `null`, or set to its Go zero
