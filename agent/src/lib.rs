@@ -2,14 +2,16 @@
 //!
 //! Module map: `config` (KubeletConfiguration loading), `static_pods` (the manifest directory
 //! source), `cgroups` (QoS and pod cgroups), `runtime_spec` (pod spec → CRI configs, volumes),
-//! `pod` (pod manager, workers, plans, PLEG, status), `labels` and `quantity` (shared formats).
+//! `pod` (pod manager, workers, plans, PLEG, status), `node` (the daemon wiring), `local_api`
+//! (the read-only socket), `logs` (rotation), and shared formats (`labels`, `quantity`,
+//! `canonical`, `clock`).
 
 pub mod canonical;
 pub mod clock;
+pub mod config;
 pub mod labels;
 pub mod local_api;
 pub mod logs;
-
 pub mod pod;
 pub mod quantity;
 pub mod static_pods;

@@ -1,0 +1,505 @@
+//! Turning a (merged or single-file) configuration document into a [`KubeletConfig`]: each
+//! honoured field is read with upstream's defaulting and checked, and a bad value becomes a
+//! [`FieldIssue`] naming the field path and the reason. Pure: no I/O.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Map, Number, Value};
+
+use crate::config::duration::parse_go_duration;
+use crate::config::error::{FieldError, FieldIssue};
+use crate::config::{
+    CgroupDriver, KubeletConfig, NodeAllocatableEnforcement, ReservedResource, RuntimeEndpoint,
+};
+use crate::quantity::{self, Quantity};
+
+/// The top-level fields [`convert`] reads; every other upstream field is ignored.
+pub(crate) const HONOURED_FIELDS: &[&str] = &[
+    "staticPodPath",
+    "fileCheckFrequency",
+    "syncFrequency",
+    "containerRuntimeEndpoint",
+    "cgroupDriver",
+    "cgroupRoot",
+    "cgroupsPerQOS",
+    "podPidsLimit",
+    "maxPods",
+    "runtimeRequestTimeout",
+    "containerLogMaxSize",
+    "containerLogMaxFiles",
+    "clusterDNS",
+    "clusterDomain",
+    "resolvConf",
+    "kubeReserved",
+    "systemReserved",
+    "address",
+    "port",
+    "enforceNodeAllocatable",
+];
+
+type Result<T> = std::result::Result<T, FieldIssue>;
+
+/// Reads every honoured field of `document`, defaulting what is unset. Checks each field on its
+/// own; rules that span fields are in [`check_cross_field_rules`].
+pub(crate) fn convert(document: &Map<String, Value>) -> Result<KubeletConfig> {
+    let defaults = KubeletConfig::default();
+    let get = |name: &str| document.get(name).filter(|v| !v.is_null());
+
+    let static_pod_path = match get("staticPodPath") {
+        Some(v) => Some(string(v, "staticPodPath")?)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from),
+        None => None,
+    };
+    let duration_or = |name: &str, default: Duration| -> Result<Duration> {
+        Ok(match get(name) {
+            Some(v) => nonzero_duration(v, name)?.unwrap_or(default),
+            None => default,
+        })
+    };
+    let container_runtime_endpoint = match get("containerRuntimeEndpoint") {
+        Some(v) => runtime_endpoint(v, "containerRuntimeEndpoint")?,
+        None => None,
+    };
+    let cgroup_driver = match get("cgroupDriver") {
+        Some(v) => match string(v, "cgroupDriver")?.as_str() {
+            "" => None,
+            name => Some(CgroupDriver::from_name(name).ok_or_else(|| {
+                FieldIssue::new(
+                    "cgroupDriver",
+                    FieldError::UnknownValue {
+                        got: name.to_string(),
+                        allowed: CgroupDriver::NAMES,
+                    },
+                )
+            })?),
+        },
+        None => None,
+    };
+    let cgroup_root = match get("cgroupRoot") {
+        Some(v) => Some(string(v, "cgroupRoot")?).filter(|s| !s.is_empty()),
+        None => None,
+    };
+    let pod_pids_limit = match get("podPidsLimit") {
+        Some(v) => {
+            let limit = integer(v, "podPidsLimit")?;
+            if limit < -1 {
+                return Err(out_of_range(
+                    "podPidsLimit",
+                    "-1 (unlimited) or at least 0",
+                    &limit,
+                ));
+            }
+            Some(limit)
+        }
+        None => None,
+    };
+    let max_pods = match get("maxPods") {
+        Some(v) => match int32(v, "maxPods")? {
+            0 => None,
+            n => Some(u32::try_from(n).map_err(|_| out_of_range("maxPods", "greater than 0", &n))?),
+        },
+        None => None,
+    };
+    let container_log_max_size = match get("containerLogMaxSize") {
+        Some(v) => container_log_max_size(v, "containerLogMaxSize")?,
+        None => None,
+    };
+    let container_log_max_files = match get("containerLogMaxFiles") {
+        Some(v) => {
+            let files = int32(v, "containerLogMaxFiles")?;
+            Some(
+                u32::try_from(files)
+                    .ok()
+                    .filter(|&n| n >= 2)
+                    .ok_or_else(|| out_of_range("containerLogMaxFiles", "at least 2", &files))?,
+            )
+        }
+        None => None,
+    };
+    let cluster_dns = match get("clusterDNS") {
+        Some(v) => list(v, "clusterDNS")?
+            .iter()
+            .enumerate()
+            .map(|(index, item)| ip_address(item, &format!("clusterDNS[{index}]")))
+            .collect::<Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
+    let cluster_domain = match get("clusterDomain") {
+        Some(v) => string(v, "clusterDomain")?,
+        None => String::new(),
+    };
+    let resolv_conf = match get("resolvConf") {
+        Some(v) => Some(string(v, "resolvConf")?)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from),
+        None => defaults.resolv_conf.clone(),
+    };
+    let address = match get("address") {
+        Some(v) if string(v, "address")?.is_empty() => None,
+        Some(v) => Some(ip_address(v, "address")?),
+        None => None,
+    };
+    let port = match get("port") {
+        Some(v) => match int32(v, "port")? {
+            0 => None,
+            n => Some(
+                u16::try_from(n).map_err(|_| out_of_range("port", "between 1 and 65535", &n))?,
+            ),
+        },
+        None => None,
+    };
+    let enforce_node_allocatable = match get("enforceNodeAllocatable") {
+        Some(v) => Some(enforcements(v, "enforceNodeAllocatable")?),
+        None => None,
+    };
+
+    Ok(KubeletConfig {
+        static_pod_path,
+        file_check_frequency: duration_or("fileCheckFrequency", defaults.file_check_frequency)?,
+        sync_frequency: duration_or("syncFrequency", defaults.sync_frequency)?,
+        container_runtime_endpoint: container_runtime_endpoint
+            .unwrap_or(defaults.container_runtime_endpoint),
+        cgroup_driver: cgroup_driver.unwrap_or(defaults.cgroup_driver),
+        cgroup_root: cgroup_root.unwrap_or(defaults.cgroup_root),
+        cgroups_per_qos: match get("cgroupsPerQOS") {
+            Some(v) => boolean(v, "cgroupsPerQOS")?,
+            None => defaults.cgroups_per_qos,
+        },
+        pod_pids_limit: pod_pids_limit.unwrap_or(defaults.pod_pids_limit),
+        max_pods: max_pods.unwrap_or(defaults.max_pods),
+        runtime_request_timeout: duration_or(
+            "runtimeRequestTimeout",
+            defaults.runtime_request_timeout,
+        )?,
+        container_log_max_size: container_log_max_size.unwrap_or(defaults.container_log_max_size),
+        container_log_max_files: container_log_max_files
+            .unwrap_or(defaults.container_log_max_files),
+        cluster_dns,
+        cluster_domain,
+        resolv_conf,
+        kube_reserved: match get("kubeReserved") {
+            Some(v) => reserved(v, "kubeReserved")?,
+            None => BTreeMap::new(),
+        },
+        system_reserved: match get("systemReserved") {
+            Some(v) => reserved(v, "systemReserved")?,
+            None => BTreeMap::new(),
+        },
+        address: address.unwrap_or(defaults.address),
+        port: port.unwrap_or(defaults.port),
+        enforce_node_allocatable: enforce_node_allocatable
+            .unwrap_or(defaults.enforce_node_allocatable),
+    })
+}
+
+/// The rules upstream checks across fields, on the merged document and its conversion. Each
+/// issue names the field that is set to the offending value.
+pub(crate) fn check_cross_field_rules(
+    document: &Map<String, Value>,
+    config: &KubeletConfig,
+) -> Result<()> {
+    const FIELD: &str = "enforceNodeAllocatable";
+    let enforced = &config.enforce_node_allocatable;
+    if !config.cgroups_per_qos && !enforced.is_empty() {
+        // Blame the field the user wrote: the list if set, else cgroupsPerQOS against the default.
+        return Err(if document.get(FIELD).is_some_and(|v| !v.is_null()) {
+            FieldIssue::new(FIELD, FieldError::RequiresCgroupsPerQos)
+        } else {
+            FieldIssue::new("cgroupsPerQOS", FieldError::CgroupsPerQosOffEnforcesPods)
+        });
+    }
+    let has_cgroup = |name: &str| {
+        document
+            .get(name)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+    };
+    for (value, cgroup_field) in [
+        (
+            NodeAllocatableEnforcement::SystemReserved,
+            "systemReservedCgroup",
+        ),
+        (
+            NodeAllocatableEnforcement::SystemReservedCompressible,
+            "systemReservedCgroup",
+        ),
+        (
+            NodeAllocatableEnforcement::KubeReserved,
+            "kubeReservedCgroup",
+        ),
+        (
+            NodeAllocatableEnforcement::KubeReservedCompressible,
+            "kubeReservedCgroup",
+        ),
+    ] {
+        if enforced.contains(&value) && !has_cgroup(cgroup_field) {
+            return Err(FieldIssue::new(
+                FIELD,
+                FieldError::Requires {
+                    value: value.name(),
+                    field: cgroup_field,
+                },
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The JSON type of a value, for messages.
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a map",
+    }
+}
+
+fn wrong_type(path: &str, expected: &'static str, value: &Value) -> FieldIssue {
+    FieldIssue::new(
+        path,
+        FieldError::WrongType {
+            expected,
+            found: type_name(value),
+        },
+    )
+}
+
+fn out_of_range(path: &str, expected: &'static str, got: &dyn std::fmt::Display) -> FieldIssue {
+    FieldIssue::new(
+        path,
+        FieldError::OutOfRange {
+            expected,
+            got: got.to_string(),
+        },
+    )
+}
+
+/// A string; a YAML number written where upstream expects a string reads as its digits, as
+/// upstream's YAML-to-JSON conversion does.
+fn string(value: &Value, path: &str) -> Result<String> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        other => Err(wrong_type(path, "a string", other)),
+    }
+}
+
+fn boolean(value: &Value, path: &str) -> Result<bool> {
+    value
+        .as_bool()
+        .ok_or_else(|| wrong_type(path, "a boolean (true or false)", value))
+}
+
+fn list<'v>(value: &'v Value, path: &str) -> Result<&'v Vec<Value>> {
+    value
+        .as_array()
+        .ok_or_else(|| wrong_type(path, "a list", value))
+}
+
+/// An integer; a float with no fraction (`110.0`) counts, as it does upstream.
+fn integer(value: &Value, path: &str) -> Result<i64> {
+    let Value::Number(number) = value else {
+        return Err(wrong_type(path, "an integer", value));
+    };
+    integer_of(number).ok_or_else(|| match number.as_f64() {
+        Some(f) if f.fract() != 0.0 || !f.is_finite() => FieldIssue::new(
+            path,
+            FieldError::NotAnInteger {
+                got: number.to_string(),
+            },
+        ),
+        _ => out_of_range(path, "a 64-bit integer", number),
+    })
+}
+
+fn integer_of(number: &Number) -> Option<i64> {
+    if let Some(i) = number.as_i64() {
+        return Some(i);
+    }
+    if number.is_f64() {
+        let f = number.as_f64()?;
+        // i64::MAX as f64 rounds up to 2^63, which is out of range, hence the strict bound.
+        if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 {
+            return Some(f as i64);
+        }
+    }
+    None
+}
+
+/// An integer that fits upstream's `int32` fields.
+fn int32(value: &Value, path: &str) -> Result<i64> {
+    let n = integer(value, path)?;
+    if i32::try_from(n).is_err() {
+        return Err(out_of_range(path, "a 32-bit integer", &n));
+    }
+    Ok(n)
+}
+
+/// A non-negative duration; `None` for zero, which upstream replaces with the default.
+fn nonzero_duration(value: &Value, path: &str) -> Result<Option<Duration>> {
+    let text = string(value, path)?;
+    let parsed =
+        parse_go_duration(&text).map_err(|e| FieldIssue::new(path, FieldError::Duration(e)))?;
+    let duration = parsed
+        .to_std()
+        .ok_or_else(|| FieldIssue::new(path, FieldError::NegativeDuration { got: text }))?;
+    Ok(Some(duration).filter(|d| !d.is_zero()))
+}
+
+fn parse_quantity(value: &Value, path: &str) -> Result<(String, Quantity)> {
+    let text = string(value, path)?;
+    let parsed =
+        quantity::parse(&text).map_err(|e| FieldIssue::new(path, FieldError::Quantity(e)))?;
+    Ok((text, parsed))
+}
+
+/// `containerLogMaxSize` in bytes; `None` for `""` (the default).
+fn container_log_max_size(value: &Value, path: &str) -> Result<Option<u64>> {
+    if value.as_str() == Some("") {
+        return Ok(None);
+    }
+    let (text, parsed) = parse_quantity(value, path)?;
+    u64::try_from(parsed.value())
+        .ok()
+        .filter(|&bytes| bytes > 0)
+        .map(Some)
+        .ok_or_else(|| {
+            FieldIssue::new(
+                path,
+                FieldError::QuantityOutOfRange {
+                    expected: "greater than 0",
+                    got: text,
+                },
+            )
+        })
+}
+
+fn ip_address(value: &Value, path: &str) -> Result<IpAddr> {
+    let text = string(value, path)?;
+    text.parse()
+        .map_err(|_| FieldIssue::new(path, FieldError::IpAddress { got: text.clone() }))
+}
+
+/// `containerRuntimeEndpoint`: `unix:///path` or a bare absolute path; `None` for `""`.
+fn runtime_endpoint(value: &Value, path: &str) -> Result<Option<RuntimeEndpoint>> {
+    let text = string(value, path)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let socket = match text.split_once("://") {
+        Some(("unix", socket)) => socket,
+        Some(_) => {
+            return Err(FieldIssue::new(
+                path,
+                FieldError::UnsupportedEndpoint { got: text },
+            ));
+        }
+        None => text.as_str(),
+    };
+    if !socket.starts_with('/') {
+        return Err(FieldIssue::new(
+            path,
+            FieldError::RelativeSocketPath { got: text },
+        ));
+    }
+    Ok(Some(RuntimeEndpoint::from_socket_path(PathBuf::from(
+        socket,
+    ))))
+}
+
+/// `kubeReserved` / `systemReserved`: resource name to non-negative quantity.
+fn reserved(value: &Value, path: &str) -> Result<BTreeMap<ReservedResource, Quantity>> {
+    let Value::Object(entries) = value else {
+        return Err(wrong_type(
+            path,
+            "a map of resource name to quantity",
+            value,
+        ));
+    };
+    let mut reserved = BTreeMap::new();
+    for (name, amount) in entries {
+        let entry_path = format!("{path}.{name}");
+        let resource = ReservedResource::from_name(name).ok_or_else(|| {
+            FieldIssue::new(
+                &entry_path,
+                FieldError::UnknownValue {
+                    got: name.clone(),
+                    allowed: ReservedResource::NAMES,
+                },
+            )
+        })?;
+        if amount.is_null() {
+            continue;
+        }
+        let (text, parsed) = parse_quantity(amount, &entry_path)?;
+        if parsed.is_negative() {
+            return Err(FieldIssue::new(
+                entry_path,
+                FieldError::QuantityOutOfRange {
+                    expected: "non-negative",
+                    got: text,
+                },
+            ));
+        }
+        reserved.insert(resource, parsed);
+    }
+    Ok(reserved)
+}
+
+/// `enforceNodeAllocatable`: known values, `none` only alone, a compressible value not with its
+/// plain form; duplicates are dropped and `none` becomes the empty list.
+fn enforcements(value: &Value, path: &str) -> Result<Vec<NodeAllocatableEnforcement>> {
+    use NodeAllocatableEnforcement as E;
+    let items = list(value, path)?;
+    let mut enforced = Vec::new();
+    let mut saw_none = false;
+    for (index, item) in items.iter().enumerate() {
+        let item_path = format!("{path}[{index}]");
+        let name = string(item, &item_path)?;
+        match E::from_name(&name) {
+            Ok(Some(value)) if !enforced.contains(&value) => enforced.push(value),
+            Ok(Some(_)) => {}
+            Ok(None) => saw_none = true,
+            Err(()) => {
+                return Err(FieldIssue::new(
+                    item_path,
+                    FieldError::UnknownValue {
+                        got: name,
+                        allowed: E::NAMES,
+                    },
+                ));
+            }
+        }
+    }
+    if saw_none && let Some(other) = enforced.first() {
+        return Err(FieldIssue::new(
+            path,
+            FieldError::Conflict {
+                first: "none",
+                second: other.name(),
+            },
+        ));
+    }
+    for (plain, compressible) in [
+        (E::SystemReserved, E::SystemReservedCompressible),
+        (E::KubeReserved, E::KubeReservedCompressible),
+    ] {
+        if enforced.contains(&plain) && enforced.contains(&compressible) {
+            return Err(FieldIssue::new(
+                path,
+                FieldError::Conflict {
+                    first: plain.name(),
+                    second: compressible.name(),
+                },
+            ));
+        }
+    }
+    Ok(enforced)
+}

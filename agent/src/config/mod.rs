@@ -1,0 +1,310 @@
+//! The kubelet configuration file (`kwk-node --config /etc/kwk/kubelet.yaml`): an upstream
+//! `kubelet.config.k8s.io/v1beta1` `KubeletConfiguration` in YAML or JSON, plus drop-ins from
+//! `<config>.d/`, merged the way upstream kubelet merges its `--config-dir`.
+//!
+//! Loading goes: read and parse each file into a JSON value (`load.rs`), check
+//! `apiVersion`/`kind` and find unknown fields per file against the upstream schema table
+//! (`fields.rs`), convert each file alone so a bad value is blamed on the file that holds it
+//! (`convert.rs`), merge (`merge.rs`), convert the merged document and check the rules that span
+//! fields. Error values say which file and field; I/O and YAML/JSON syntax errors keep their
+//! detail as the error's source, so print the whole chain. Fields upstream has but kwk does not implement yet are
+//! accepted and listed in [`LoadedConfig::ignored_fields`].
+//!
+//! Zero values follow upstream's defaulting: a field left out, `null`, or set to its Go zero
+//! value (`0`, `""`, `"0s"`) takes the default, except the fields upstream keeps as pointers
+//! (`cgroupsPerQOS`, `podPidsLimit`, `containerLogMaxFiles`, `resolvConf`,
+//! `enforceNodeAllocatable`), where an explicit value is kept as written.
+
+mod allocatable;
+mod convert;
+mod duration;
+mod error;
+mod fields;
+mod load;
+mod merge;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::quantity::Quantity;
+
+pub use allocatable::{MachineResources, NodeResources, allocatable, capacity};
+pub use duration::{DurationError, GoDuration, parse_go_duration};
+pub use error::{ConfigError, FieldError};
+pub use load::{MAX_FILE_BYTES, drop_in_dir, load, parse_document};
+
+/// The `apiVersion` every file must carry.
+pub const API_VERSION: &str = "kubelet.config.k8s.io/v1beta1";
+/// The `kind` every file must carry.
+pub const KIND: &str = "KubeletConfiguration";
+
+/// The kubelet settings kwk honours, with upstream's defaults (see [`KubeletConfig::default`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeletConfig {
+    /// `staticPodPath`: directory (or single file) of static pod manifests. Default: none.
+    pub static_pod_path: Option<PathBuf>,
+    /// `fileCheckFrequency`: how often the static pod path is re-read. Default: 20s.
+    pub file_check_frequency: Duration,
+    /// `syncFrequency`: the longest time between two syncs of running pods. Default: 1m.
+    pub sync_frequency: Duration,
+    /// `containerRuntimeEndpoint`: the CRI socket.
+    /// Default: `unix:///run/containerd/containerd.sock`.
+    pub container_runtime_endpoint: RuntimeEndpoint,
+    /// `cgroupDriver`: how cgroups are named and managed. Default: cgroupfs.
+    pub cgroup_driver: CgroupDriver,
+    /// `cgroupRoot`: the cgroup under which pod cgroups live. Default: `/`.
+    pub cgroup_root: String,
+    /// `cgroupsPerQOS`: whether pods are grouped in per-QoS-class cgroups. Default: true.
+    pub cgroups_per_qos: bool,
+    /// `podPidsLimit`: the most processes a pod may run; -1 (or 0) is unlimited. Default: -1.
+    pub pod_pids_limit: i64,
+    /// `maxPods`: the most pods this node runs. Default: 110.
+    pub max_pods: u32,
+    /// `runtimeRequestTimeout`: timeout of CRI calls other than pull, logs, exec and attach.
+    /// Default: 2m.
+    pub runtime_request_timeout: Duration,
+    /// `containerLogMaxSize`: a container log file's size before rotation, in bytes.
+    /// Default: 10Mi.
+    pub container_log_max_size: u64,
+    /// `containerLogMaxFiles`: how many log files a container keeps (at least 2). Default: 5.
+    pub container_log_max_files: u32,
+    /// `clusterDNS`: nameservers given to pods with the ClusterFirst DNS policy. Default: none.
+    pub cluster_dns: Vec<IpAddr>,
+    /// `clusterDomain`: the cluster's DNS domain, searched by pods. Default: empty (none).
+    pub cluster_domain: String,
+    /// `resolvConf`: the host resolver file pods' DNS config starts from; `""` in the file means
+    /// none. Default: `/etc/resolv.conf`.
+    pub resolv_conf: Option<PathBuf>,
+    /// `kubeReserved`: resources set aside for Kubernetes daemons. Default: none.
+    pub kube_reserved: BTreeMap<ReservedResource, Quantity>,
+    /// `systemReserved`: resources set aside for the operating system. Default: none.
+    pub system_reserved: BTreeMap<ReservedResource, Quantity>,
+    /// `address`: the IP the kubelet API serves on. Default: 0.0.0.0.
+    pub address: IpAddr,
+    /// `port`: the kubelet API port. Default: 10250.
+    pub port: u16,
+    /// `enforceNodeAllocatable`: which allocatable limits are enforced with cgroups; `["none"]`
+    /// and `[]` both mean nothing. Default: `["pods"]`.
+    pub enforce_node_allocatable: Vec<NodeAllocatableEnforcement>,
+}
+
+impl Default for KubeletConfig {
+    /// Upstream kubelet's v1beta1 defaults.
+    fn default() -> Self {
+        Self {
+            static_pod_path: None,
+            file_check_frequency: Duration::from_secs(20),
+            sync_frequency: Duration::from_secs(60),
+            container_runtime_endpoint: RuntimeEndpoint::default(),
+            cgroup_driver: CgroupDriver::Cgroupfs,
+            cgroup_root: "/".to_string(),
+            cgroups_per_qos: true,
+            pod_pids_limit: -1,
+            max_pods: 110,
+            runtime_request_timeout: Duration::from_secs(120),
+            container_log_max_size: 10 * 1024 * 1024,
+            container_log_max_files: 5,
+            cluster_dns: Vec::new(),
+            cluster_domain: String::new(),
+            resolv_conf: Some(PathBuf::from("/etc/resolv.conf")),
+            kube_reserved: BTreeMap::new(),
+            system_reserved: BTreeMap::new(),
+            address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 10250,
+            enforce_node_allocatable: vec![NodeAllocatableEnforcement::Pods],
+        }
+    }
+}
+
+impl KubeletConfig {
+    /// The `pids.max` for pod cgroups: `None` when unlimited (`podPidsLimit` of -1 or 0).
+    pub fn pod_pids_max(&self) -> Option<u64> {
+        u64::try_from(self.pod_pids_limit).ok().filter(|&n| n > 0)
+    }
+}
+
+/// The container runtime's CRI endpoint: a unix socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeEndpoint {
+    socket_path: PathBuf,
+}
+
+/// containerd's default socket, upstream's default endpoint.
+const DEFAULT_RUNTIME_SOCKET: &str = "/run/containerd/containerd.sock";
+
+impl RuntimeEndpoint {
+    /// The path of the unix socket.
+    pub fn socket_path(&self) -> &Path {
+        &self.socket_path
+    }
+
+    pub(crate) fn from_socket_path(socket_path: PathBuf) -> Self {
+        Self { socket_path }
+    }
+}
+
+impl Default for RuntimeEndpoint {
+    fn default() -> Self {
+        Self {
+            socket_path: PathBuf::from(DEFAULT_RUNTIME_SOCKET),
+        }
+    }
+}
+
+impl fmt::Display for RuntimeEndpoint {
+    /// The endpoint as a `unix://` URL.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unix://{}", self.socket_path.display())
+    }
+}
+
+/// `cgroupDriver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CgroupDriver {
+    /// Cgroups are directories the kubelet manages itself.
+    #[default]
+    Cgroupfs,
+    /// Cgroups are systemd slices and scopes.
+    Systemd,
+}
+
+impl CgroupDriver {
+    pub(crate) const NAMES: &'static [&'static str] = &["cgroupfs", "systemd"];
+
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "cgroupfs" => Some(Self::Cgroupfs),
+            "systemd" => Some(Self::Systemd),
+            _ => None,
+        }
+    }
+}
+
+/// A resource that `kubeReserved` and `systemReserved` may set aside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ReservedResource {
+    /// `cpu`, in cores (`500m` is half a core).
+    Cpu,
+    /// `memory`, in bytes.
+    Memory,
+    /// `ephemeral-storage`, in bytes.
+    EphemeralStorage,
+    /// `pid`, a number of processes.
+    Pid,
+}
+
+impl ReservedResource {
+    pub(crate) const NAMES: &'static [&'static str] =
+        &["cpu", "memory", "ephemeral-storage", "pid"];
+
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "cpu" => Some(Self::Cpu),
+            "memory" => Some(Self::Memory),
+            "ephemeral-storage" => Some(Self::EphemeralStorage),
+            "pid" => Some(Self::Pid),
+            _ => None,
+        }
+    }
+
+    /// The resource's name in the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Memory => "memory",
+            Self::EphemeralStorage => "ephemeral-storage",
+            Self::Pid => "pid",
+        }
+    }
+}
+
+/// One value of `enforceNodeAllocatable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeAllocatableEnforcement {
+    /// `pods`: limit all pods together to the node's allocatable resources.
+    Pods,
+    /// `system-reserved`: limit the `systemReservedCgroup` to `systemReserved`.
+    SystemReserved,
+    /// `system-reserved-compressible`: as `system-reserved`, for CPU only.
+    SystemReservedCompressible,
+    /// `kube-reserved`: limit the `kubeReservedCgroup` to `kubeReserved`.
+    KubeReserved,
+    /// `kube-reserved-compressible`: as `kube-reserved`, for CPU only.
+    KubeReservedCompressible,
+}
+
+impl NodeAllocatableEnforcement {
+    pub(crate) const NAMES: &'static [&'static str] = &[
+        "none",
+        "pods",
+        "system-reserved",
+        "system-reserved-compressible",
+        "kube-reserved",
+        "kube-reserved-compressible",
+    ];
+
+    /// The value's spelling in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pods => "pods",
+            Self::SystemReserved => "system-reserved",
+            Self::SystemReservedCompressible => "system-reserved-compressible",
+            Self::KubeReserved => "kube-reserved",
+            Self::KubeReservedCompressible => "kube-reserved-compressible",
+        }
+    }
+
+    /// The value spelled `name`; `Ok(None)` for `none`.
+    pub(crate) fn from_name(name: &str) -> Result<Option<Self>, ()> {
+        Ok(Some(match name {
+            "none" => return Ok(None),
+            "pods" => Self::Pods,
+            "system-reserved" => Self::SystemReserved,
+            "system-reserved-compressible" => Self::SystemReservedCompressible,
+            "kube-reserved" => Self::KubeReserved,
+            "kube-reserved-compressible" => Self::KubeReservedCompressible,
+            _ => return Err(()),
+        }))
+    }
+}
+
+/// A loaded configuration and what the loader noticed on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedConfig {
+    /// The merged, converted configuration.
+    pub config: KubeletConfig,
+    /// Upstream fields that are set but that kwk does not implement yet, sorted, each once.
+    pub ignored_fields: Vec<String>,
+    /// Fields upstream's schema does not have, with the file that holds them.
+    pub unknown_fields: Vec<(PathBuf, String)>,
+    /// The files read, main file first, then drop-ins in merge order.
+    pub files: Vec<PathBuf>,
+}
+
+impl LoadedConfig {
+    /// Logs the ignored fields as one line (nothing when there are none).
+    pub fn log_ignored(&self) {
+        if !self.ignored_fields.is_empty() {
+            tracing::info!(
+                fields = %self.ignored_fields.join(", "),
+                "kubelet configuration fields accepted but not implemented by kwk; they have no effect"
+            );
+        }
+    }
+
+    /// Logs a warning for each unknown field, naming its file.
+    pub fn log_unknown(&self) {
+        for (path, field) in &self.unknown_fields {
+            tracing::warn!(
+                file = %path.display(),
+                field = %field,
+                "unknown kubelet configuration field (not in kubelet.config.k8s.io/v1beta1); ignored"
+            );
+        }
+    }
+}
