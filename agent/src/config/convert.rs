@@ -38,6 +38,7 @@ pub(crate) const HONOURED_FIELDS: &[&str] = &[
     "address",
     "port",
     "enforceNodeAllocatable",
+    "podLogsDir",
 ];
 
 type Result<T> = std::result::Result<T, FieldIssue>;
@@ -138,6 +139,22 @@ pub(crate) fn convert(document: &Map<String, Value>) -> Result<KubeletConfig> {
             .map(PathBuf::from),
         None => defaults.resolv_conf.clone(),
     };
+    let pod_logs_dir = match get("podLogsDir") {
+        Some(v) => {
+            let dir = string(v, "podLogsDir")?;
+            if dir.is_empty() {
+                defaults.pod_logs_dir.clone()
+            } else if !dir.starts_with('/') {
+                return Err(FieldIssue::new(
+                    "podLogsDir",
+                    FieldError::RelativePath { got: dir },
+                ));
+            } else {
+                PathBuf::from(dir)
+            }
+        }
+        None => defaults.pod_logs_dir.clone(),
+    };
     let address = match get("address") {
         Some(v) if string(v, "address")?.is_empty() => None,
         Some(v) => Some(ip_address(v, "address")?),
@@ -181,6 +198,7 @@ pub(crate) fn convert(document: &Map<String, Value>) -> Result<KubeletConfig> {
         cluster_dns,
         cluster_domain,
         resolv_conf,
+        pod_logs_dir,
         kube_reserved: match get("kubeReserved") {
             Some(v) => reserved(v, "kubeReserved")?,
             None => BTreeMap::new(),

@@ -92,6 +92,8 @@ pub enum FieldError {
     UnsupportedEndpoint { got: String },
     #[error("socket path {got:?} is not absolute")]
     RelativeSocketPath { got: String },
+    #[error("path {got:?} is not absolute")]
+    RelativePath { got: String },
     #[error("{first:?} and {second:?} cannot be combined")]
     Conflict {
         first: &'static str,

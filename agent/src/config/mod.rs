@@ -80,6 +80,9 @@ pub struct KubeletConfig {
     /// `resolvConf`: the host resolver file pods' DNS config starts from; `""` in the file means
     /// none. Default: `/etc/resolv.conf`.
     pub resolv_conf: Option<PathBuf>,
+    /// `podLogsDir`: where container logs are written, one directory per pod. Default:
+    /// `/var/log/pods`.
+    pub pod_logs_dir: PathBuf,
     /// `kubeReserved`: resources set aside for Kubernetes daemons. Default: none.
     pub kube_reserved: BTreeMap<ReservedResource, Quantity>,
     /// `systemReserved`: resources set aside for the operating system. Default: none.
@@ -112,6 +115,7 @@ impl Default for KubeletConfig {
             cluster_dns: Vec::new(),
             cluster_domain: String::new(),
             resolv_conf: Some(PathBuf::from("/etc/resolv.conf")),
+            pod_logs_dir: PathBuf::from("/var/log/pods"),
             kube_reserved: BTreeMap::new(),
             system_reserved: BTreeMap::new(),
             address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),

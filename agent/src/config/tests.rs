@@ -144,6 +144,7 @@ fn each_honoured_field_is_read() {
             c.resolv_conf = Some("/run/systemd/resolve/resolv.conf".into());
         }),
         ("resolvConf: ''", |c| c.resolv_conf = None),
+        ("podLogsDir: /srv/logs", |c| c.pod_logs_dir = "/srv/logs".into()),
         (
             "kubeReserved: {cpu: 100m, memory: 256Mi, ephemeral-storage: 1Gi, pid: 1000}",
             |c| {
@@ -295,6 +296,10 @@ fn invalid_values_name_file_field_and_reason() {
         (
             "containerRuntimeEndpoint: tcp://127.0.0.1:2375",
             "field containerRuntimeEndpoint: unsupported endpoint \"tcp://127.0.0.1:2375\": only unix sockets (unix:///path or /path) are supported",
+        ),
+        (
+            "podLogsDir: logs",
+            "field podLogsDir: path \"logs\" is not absolute",
         ),
         (
             "containerRuntimeEndpoint: run/containerd.sock",
