@@ -64,6 +64,7 @@ pub enum NodeError {
 pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), NodeError> {
     let loaded = config::load(&options.config)?;
     loaded.log_ignored();
+    loaded.log_unknown();
     let config = loaded.config;
     tracing::info!(
         node = %options.node_name,
@@ -75,7 +76,7 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
         source,
     })?;
 
-    let socket = config.runtime_socket();
+    let socket = config.container_runtime_endpoint.socket_path().to_path_buf();
     let runtime_err = |source| NodeError::Runtime {
         endpoint: socket.display().to_string(),
         source,
