@@ -4,5 +4,6 @@
 //! source), `cgroups` (QoS and pod cgroups), `runtime_spec` (pod spec → CRI configs, volumes),
 //! `pod` (pod manager, workers, plans, PLEG, status), `labels` and `quantity` (shared formats).
 
+pub mod cgroups;
 pub mod labels;
 pub mod quantity;
