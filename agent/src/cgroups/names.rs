@@ -17,7 +17,8 @@ const SLICE_SUFFIX: &str = ".slice";
 /// A cgroup name or pod UID that cannot be used as a path component.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
-    /// A `cgroupRoot` component is `.`, `..` or contains `_` (which the systemd driver reserves).
+    /// A `cgroupRoot` component is `.` or `..`, or contains `_` with the systemd driver (which
+    /// escapes `-` as `_`).
     #[error("cgroupRoot {root:?}: component {component:?} is not allowed")]
     Root { root: String, component: String },
     /// A pod UID with characters other than ASCII letters, digits and `-`.
@@ -46,7 +47,9 @@ impl CgroupNamer {
             .map(str::to_string)
             .collect();
         for component in &root {
-            let bad = component == "." || component == ".." || component.contains('_');
+            let bad = component == "."
+                || component == ".."
+                || (driver == CgroupDriver::Systemd && component.contains('_'));
             if bad {
                 return Err(NameError::Root {
                     root: cgroup_root.to_string(),
@@ -326,5 +329,6 @@ mod tests {
         }
         assert!(CgroupNamer::new(CgroupDriver::Cgroupfs, "/a/../b", true).is_err());
         assert!(CgroupNamer::new(CgroupDriver::Systemd, "/a_b", true).is_err());
+        assert!(CgroupNamer::new(CgroupDriver::Cgroupfs, "/a_b", true).is_ok());
     }
 }

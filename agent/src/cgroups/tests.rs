@@ -73,6 +73,10 @@ fn v1_cgroupfs_node_hierarchy_pods_list_and_remove() {
         ),
         "256"
     );
+    // Ensuring again is idempotent and puts drifted values back.
+    std::fs::write(cpu.join("pod1111-aaaa/cpu.shares"), "9").unwrap();
+    assert_eq!(cgroups.ensure_pod(&guaranteed).unwrap(), g);
+    assert_eq!(read(cpu.join("pod1111-aaaa/cpu.shares")), "1024");
 
     let b = cgroups.ensure_pod(&burstable).unwrap();
     assert_eq!(b.cri_parent, "/kwkt-abc/kubepods/burstable/pod2222-bbbb");

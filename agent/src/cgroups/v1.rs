@@ -76,16 +76,20 @@ impl V1 {
             .collect()
     }
 
-    /// Creates the cgroup and its missing ancestors in every hierarchy. In cpuset, each new level
-    /// gets its parent's CPUs and memory nodes (an empty cpuset admits no process).
+    /// Creates the cgroup and its missing ancestors in every hierarchy. In cpuset, each level
+    /// gets its parent's CPUs and memory nodes if it has none (an empty cpuset admits no process).
     pub(crate) fn create(&self, cgroup: &str) -> Result<(), CgroupError> {
         for hierarchy in &self.hierarchies {
+            let is_cpuset = hierarchy.has("cpuset");
+            if !is_cpuset && hierarchy.path.join(cgroup).is_dir() {
+                continue;
+            }
             let mut dir = hierarchy.path.clone();
             for component in cgroup.split('/').filter(|c| !c.is_empty()) {
                 let parent = dir.clone();
                 dir.push(component);
                 fs::create_dir(&dir)?;
-                if hierarchy.has("cpuset") {
+                if is_cpuset {
                     inherit_cpuset(&parent, &dir)?;
                 }
             }
