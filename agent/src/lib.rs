@@ -7,6 +7,7 @@
 //! `canonical`, `clock`).
 
 pub mod canonical;
+pub mod cgroups;
 pub mod clock;
 pub mod config;
 pub mod labels;
