@@ -144,7 +144,9 @@ fn each_honoured_field_is_read() {
             c.resolv_conf = Some("/run/systemd/resolve/resolv.conf".into());
         }),
         ("resolvConf: ''", |c| c.resolv_conf = None),
-        ("podLogsDir: /srv/logs", |c| c.pod_logs_dir = "/srv/logs".into()),
+        ("podLogsDir: /srv/logs", |c| {
+            c.pod_logs_dir = "/srv/logs".into()
+        }),
         (
             "kubeReserved: {cpu: 100m, memory: 256Mi, ephemeral-storage: 1Gi, pid: 1000}",
             |c| {
