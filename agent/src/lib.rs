@@ -6,3 +6,4 @@
 
 pub mod labels;
 pub mod quantity;
+pub mod runtime_spec;
