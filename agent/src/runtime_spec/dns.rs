@@ -333,6 +333,16 @@ spec:
     }
 
     #[test]
+    fn none_policy_never_gets_the_localhost_fallback() {
+        let mut c = ctx();
+        c.host_resolv_conf = None;
+        let none = pod("metadata: {name: a}\nspec: {dnsPolicy: None, containers: []}\n");
+        assert_eq!(pod_dns_config(&none, &c), DnsConfig::default());
+        let default = pod("metadata: {name: a}\nspec: {dnsPolicy: Default, containers: []}\n");
+        assert_eq!(pod_dns_config(&default, &c).servers, s(&["127.0.0.1"]));
+    }
+
+    #[test]
     fn limits_are_applied() {
         let servers: Vec<String> = (1..=5).map(|i| format!("10.0.0.{i}")).collect();
         let searches: Vec<String> = (0..40).map(|i| format!("d{i}.example")).collect();

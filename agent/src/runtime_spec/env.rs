@@ -7,8 +7,6 @@
 //! and its last value. Service environment variables are not injected yet, and API-backed
 //! sources (configMapKeyRef, secretKeyRef, envFrom) are refused as unsupported.
 
-use std::collections::HashMap;
-
 use k8s_openapi::api::core::v1::{Container, ObjectFieldSelector, Pod, ResourceFieldSelector};
 
 use super::{SpecError, podx};
@@ -370,15 +368,11 @@ fn div_ceil(amount: i64, divisor: i64) -> i64 {
     }
 }
 
-/// Builds a name → value map (for callers that need one).
-pub fn env_map(env: &EnvVars) -> HashMap<&str, &str> {
-    env.iter().collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::runtime_spec::testpod::pod;
+    use std::collections::HashMap;
 
     #[test]
     fn expansion_table() {
