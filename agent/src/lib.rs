@@ -15,4 +15,5 @@ pub mod local_api;
 pub mod logs;
 pub mod pod;
 pub mod quantity;
+pub mod runtime_spec;
 pub mod static_pods;

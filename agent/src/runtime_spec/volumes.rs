@@ -1,0 +1,657 @@
+//! The volume plan of one container instance (pure): which pod volumes to set up on the host
+//! (`hostPath` with its type check, disk `emptyDir`), the container's mounts with their
+//! validated subPaths, the managed `/etc/hosts` and the termination-message file. The
+//! `volumes_fs` module carries the plan out.
+//!
+//! Mount order follows upstream: volumeMounts, then `/etc/hosts`, then the termination file.
+
+use std::path::{Component, Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Container, Pod, Volume, VolumeMount};
+use kwk_cri::api::MountPropagation;
+
+use super::env::EnvVars;
+use super::hosts::{alias_entries, managed_hosts_content};
+use super::sandbox::pod_hostname_and_domain;
+use super::{SpecError, container_field_path, podx};
+
+/// Where the hosts file is mounted in containers.
+pub const ETC_HOSTS: &str = "/etc/hosts";
+/// The managed hosts file, relative to the pod directory.
+pub const POD_HOSTS_FILE: &str = "etc-hosts";
+/// emptyDir volumes live under `<pod dir>/volumes/kubernetes.io~empty-dir/<name>`.
+pub const EMPTY_DIR_PLUGIN_DIR: &str = "volumes/kubernetes.io~empty-dir";
+/// Termination-message files live under `<pod dir>/containers/<container>/<id>`.
+pub const CONTAINERS_DIR: &str = "containers";
+
+/// What the plan needs besides the pod and the container.
+#[derive(Debug, Clone)]
+pub struct VolumeContext<'a> {
+    /// The container's resolved environment (for `subPathExpr`).
+    pub env: &'a EnvVars,
+    /// The pod IPs (node IPs for host-network pods). Empty: no `/etc/hosts` is mounted, as
+    /// upstream does while the IPs are not known.
+    pub pod_ips: Vec<String>,
+    pub cluster_domain: String,
+    /// The node's hosts file, copied for host-network pods (normally `/etc/hosts`).
+    pub node_hosts_file: PathBuf,
+    /// A name for this instance's termination-message file, unique within the container
+    /// (see [`new_termination_file_id`]).
+    pub termination_file_id: String,
+}
+
+/// The kind check of a `hostPath` volume (`hostPath.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostPathType {
+    /// `""`: no check.
+    Unchecked,
+    DirectoryOrCreate,
+    Directory,
+    FileOrCreate,
+    File,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+/// Host-side setup of one pod volume (idempotent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeSetup {
+    HostPath {
+        volume: String,
+        field: String,
+        path: PathBuf,
+        kind: HostPathType,
+    },
+    /// A directory (relative to the pod directory), mode 0777, group-owned by `fs_group`
+    /// (with setgid) when the pod sets one.
+    EmptyDir {
+        volume: String,
+        field: String,
+        dir: PathBuf,
+        fs_group: Option<u32>,
+    },
+}
+
+/// Where a mount's source lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountSource {
+    /// An absolute host path.
+    Host(PathBuf),
+    /// A path relative to the pod directory.
+    PodDir(PathBuf),
+}
+
+/// One planned bind mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedMount {
+    /// The volumeMount's field path, for errors.
+    pub field: String,
+    pub volume: String,
+    pub source: MountSource,
+    /// A relative path inside the volume, checked to have no `..` and not be absolute.
+    pub sub_path: Option<PathBuf>,
+    pub container_path: String,
+    pub readonly: bool,
+    pub propagation: MountPropagation,
+}
+
+/// The `/etc/hosts` to write into the pod directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostsFile {
+    /// Pod network: the whole contents.
+    Managed { content: String },
+    /// Host network: the node's hosts file, then `suffix` (the hostAliases).
+    FromNode { node_hosts: PathBuf, suffix: String },
+}
+
+/// The termination-message file of one container instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TerminationFile {
+    pub container: String,
+    pub id: String,
+    pub container_path: String,
+}
+
+/// Everything `apply_volume_plan` does for one container instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumePlan {
+    pub volumes: Vec<VolumeSetup>,
+    pub mounts: Vec<PlannedMount>,
+    pub hosts_file: Option<HostsFile>,
+    pub termination_file: Option<TerminationFile>,
+}
+
+/// A fresh id for a termination-message file: 8 hex digits, random (upstream uses a random
+/// 32-bit number too; std's per-process random hash keys are the source).
+pub fn new_termination_file_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{:08x}", hasher.finish() as u32)
+}
+
+/// Plans the volumes and mounts of `container`.
+pub fn plan_volumes(
+    pod: &Pod,
+    container: &Container,
+    ctx: &VolumeContext<'_>,
+) -> Result<VolumePlan, SpecError> {
+    let field = container_field_path(pod, container);
+    let pod_volumes = podx::spec(pod)
+        .and_then(|s| s.volumes.as_deref())
+        .unwrap_or_default();
+    let fs_group = podx::spec(pod)
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|s| s.fs_group)
+        .map(|g| {
+            u32::try_from(g)
+                .map_err(|_| SpecError::invalid("spec.securityContext.fsGroup", "out of range"))
+        })
+        .transpose()?;
+    let volumes = pod_volumes
+        .iter()
+        .enumerate()
+        .map(|(index, volume)| plan_volume(volume, &format!("spec.volumes[{index}]"), fs_group))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let privileged = container
+        .security_context
+        .as_ref()
+        .and_then(|s| s.privileged)
+        .unwrap_or(false);
+    let mut mounts = Vec::new();
+    for (index, mount) in container.volume_mounts.iter().flatten().enumerate() {
+        let mount_field = format!("{field}.volumeMounts[{index}]");
+        let setup = pod_volumes
+            .iter()
+            .position(|v| v.name == mount.name)
+            .and_then(|i| volumes.get(i))
+            .ok_or_else(|| SpecError::MissingVolume {
+                field: format!("{mount_field}.name"),
+                volume: mount.name.clone(),
+            })?;
+        mounts.push(plan_mount(mount, &mount_field, setup, privileged, ctx.env)?);
+    }
+
+    let mounts_etc_hosts = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| m.mount_path == ETC_HOSTS);
+    let hosts_file = if ctx.pod_ips.is_empty() || mounts_etc_hosts {
+        None
+    } else {
+        let aliases = podx::spec(pod)
+            .and_then(|s| s.host_aliases.as_deref())
+            .unwrap_or_default();
+        Some(if podx::host_network(pod) {
+            HostsFile::FromNode {
+                node_hosts: ctx.node_hosts_file.clone(),
+                suffix: alias_entries(aliases),
+            }
+        } else {
+            let (hostname, domain) = pod_hostname_and_domain(pod, &ctx.cluster_domain)?;
+            HostsFile::Managed {
+                content: managed_hosts_content(&ctx.pod_ips, &hostname, &domain, aliases),
+            }
+        })
+    };
+
+    let termination_file = match container
+        .termination_message_path
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    {
+        None => None,
+        Some(path) => {
+            check_path_component(&format!("{field}.name"), &container.name)?;
+            check_path_component("termination file id", &ctx.termination_file_id)?;
+            Some(TerminationFile {
+                container: container.name.clone(),
+                id: ctx.termination_file_id.clone(),
+                container_path: absolute(path),
+            })
+        }
+    };
+    Ok(VolumePlan {
+        volumes,
+        mounts,
+        hosts_file,
+        termination_file,
+    })
+}
+
+fn plan_volume(
+    volume: &Volume,
+    field: &str,
+    fs_group: Option<u32>,
+) -> Result<VolumeSetup, SpecError> {
+    if let Some(host) = volume.host_path.as_ref() {
+        let kind = match host.type_.as_deref().unwrap_or_default() {
+            "" => HostPathType::Unchecked,
+            "DirectoryOrCreate" => HostPathType::DirectoryOrCreate,
+            "Directory" => HostPathType::Directory,
+            "FileOrCreate" => HostPathType::FileOrCreate,
+            "File" => HostPathType::File,
+            "Socket" => HostPathType::Socket,
+            "CharDevice" => HostPathType::CharDevice,
+            "BlockDevice" => HostPathType::BlockDevice,
+            other => {
+                return Err(SpecError::invalid(
+                    format!("{field}.hostPath.type"),
+                    format!("{other:?} is not a hostPath type"),
+                ));
+            }
+        };
+        if !Path::new(&host.path).is_absolute() {
+            return Err(SpecError::invalid(
+                format!("{field}.hostPath.path"),
+                "must be an absolute path",
+            ));
+        }
+        return Ok(VolumeSetup::HostPath {
+            volume: volume.name.clone(),
+            field: format!("{field}.hostPath"),
+            path: PathBuf::from(&host.path),
+            kind,
+        });
+    }
+    if let Some(empty) = volume.empty_dir.as_ref() {
+        match empty.medium.as_deref().unwrap_or_default() {
+            "" => {}
+            medium => {
+                return Err(SpecError::unsupported(
+                    format!("{field}.emptyDir.medium"),
+                    format!("emptyDir medium {medium:?}"),
+                ));
+            }
+        }
+        check_path_component(&format!("{field}.name"), &volume.name)?;
+        return Ok(VolumeSetup::EmptyDir {
+            volume: volume.name.clone(),
+            field: format!("{field}.emptyDir"),
+            dir: Path::new(EMPTY_DIR_PLUGIN_DIR).join(&volume.name),
+            fs_group,
+        });
+    }
+    Err(SpecError::unsupported(
+        field,
+        format!(
+            "volume {:?}: only hostPath and emptyDir volumes",
+            volume.name
+        ),
+    ))
+}
+
+fn plan_mount(
+    mount: &VolumeMount,
+    field: &str,
+    setup: &VolumeSetup,
+    privileged: bool,
+    env: &EnvVars,
+) -> Result<PlannedMount, SpecError> {
+    let propagation = match mount.mount_propagation.as_deref() {
+        None | Some("None") => MountPropagation::PropagationPrivate,
+        Some("HostToContainer") => MountPropagation::PropagationHostToContainer,
+        Some("Bidirectional") if privileged => MountPropagation::PropagationBidirectional,
+        Some("Bidirectional") => {
+            return Err(SpecError::invalid(
+                format!("{field}.mountPropagation"),
+                "Bidirectional mount propagation is available only to privileged containers",
+            ));
+        }
+        Some(other) => {
+            return Err(SpecError::invalid(
+                format!("{field}.mountPropagation"),
+                format!("invalid mode {other:?}"),
+            ));
+        }
+    };
+    let readonly = mount.read_only.unwrap_or(false);
+    match mount.recursive_read_only.as_deref() {
+        None | Some("Disabled") | Some("IfPossible") => {}
+        Some("Enabled") if !readonly => {
+            return Err(SpecError::invalid(
+                format!("{field}.recursiveReadOnly"),
+                "recursive read-only mount needs readOnly",
+            ));
+        }
+        Some("Enabled") => {
+            return Err(SpecError::unsupported(
+                format!("{field}.recursiveReadOnly"),
+                "recursive read-only mounts (containerd 1.6 lacks them)",
+            ));
+        }
+        Some(other) => {
+            return Err(SpecError::invalid(
+                format!("{field}.recursiveReadOnly"),
+                format!("invalid mode {other:?}"),
+            ));
+        }
+    }
+    let sub_path = sub_path(mount, field, env)?;
+    let (volume, source) = match setup {
+        VolumeSetup::HostPath { volume, path, .. } => (volume, MountSource::Host(path.clone())),
+        VolumeSetup::EmptyDir { volume, dir, .. } => (volume, MountSource::PodDir(dir.clone())),
+    };
+    Ok(PlannedMount {
+        field: field.to_string(),
+        volume: volume.clone(),
+        source,
+        sub_path,
+        container_path: absolute(&mount.mount_path),
+        readonly,
+        propagation,
+    })
+}
+
+/// The mount's subPath (or expanded subPathExpr), checked: relative, no `..` component.
+fn sub_path(mount: &VolumeMount, field: &str, env: &EnvVars) -> Result<Option<PathBuf>, SpecError> {
+    let (raw, field) = match (mount.sub_path.as_deref(), mount.sub_path_expr.as_deref()) {
+        (Some(p), Some(e)) if !p.is_empty() && !e.is_empty() => {
+            return Err(SpecError::invalid(
+                format!("{field}.subPathExpr"),
+                "subPath and subPathExpr are mutually exclusive",
+            ));
+        }
+        (_, Some(expr)) if !expr.is_empty() => {
+            let mut missing = Vec::new();
+            let expanded = super::env::expand(expr, |name| match env.get(name) {
+                Some(value) if !value.is_empty() => Some(value.to_string()),
+                _ => {
+                    missing.push(name.to_string());
+                    Some(String::new())
+                }
+            });
+            if !missing.is_empty() {
+                missing.sort();
+                missing.dedup();
+                return Err(SpecError::invalid(
+                    format!("{field}.subPathExpr"),
+                    format!("missing value for {}", missing.join(", ")),
+                ));
+            }
+            (expanded, format!("{field}.subPathExpr"))
+        }
+        (Some(p), _) if !p.is_empty() => (p.to_string(), format!("{field}.subPath")),
+        _ => return Ok(None),
+    };
+    let path = Path::new(&raw);
+    if path.is_absolute() {
+        return Err(SpecError::invalid(
+            field,
+            format!("{raw:?} must not be an absolute path"),
+        ));
+    }
+    if raw.split('/').any(|part| part == "..") {
+        return Err(SpecError::invalid(
+            field,
+            format!("{raw:?} must not contain '..'"),
+        ));
+    }
+    let clean: PathBuf = path
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
+    Ok(if clean.as_os_str().is_empty() {
+        None
+    } else {
+        Some(clean)
+    })
+}
+
+fn check_path_component(field: &str, name: &str) -> Result<(), SpecError> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(SpecError::invalid(
+            field,
+            format!("{name:?} cannot be used as a file name"),
+        ));
+    }
+    Ok(())
+}
+
+fn absolute(path: &str) -> String {
+    if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime_spec::testpod::pod;
+
+    const POD: &str = r#"
+metadata: {name: web, namespace: prod, uid: u1}
+spec:
+  hostname: h
+  subdomain: sub
+  hostAliases: [{ip: 10.9.9.9, hostnames: [foo]}]
+  securityContext: {fsGroup: 2000}
+  volumes:
+  - {name: data, hostPath: {path: /srv/data, type: DirectoryOrCreate}}
+  - {name: sock, hostPath: {path: /run/x.sock, type: Socket}}
+  - {name: scratch, emptyDir: {}}
+  containers:
+  - name: app
+    terminationMessagePath: /dev/termination-log
+    env: [{name: SUB, value: logs}]
+    volumeMounts:
+    - {name: data, mountPath: /data, readOnly: true, mountPropagation: HostToContainer}
+    - {name: scratch, mountPath: cache, subPathExpr: "$(SUB)/./x"}
+    - {name: sock, mountPath: /run/x.sock, mountPropagation: None}
+"#;
+
+    fn env_of(p: &Pod) -> EnvVars {
+        let c = &p.spec.as_ref().unwrap().containers[0];
+        super::super::env::resolve_env(p, c, "spec.containers[0]", &Default::default()).unwrap()
+    }
+
+    fn plan(p: &Pod, pod_ips: &[&str]) -> Result<VolumePlan, SpecError> {
+        let env = env_of(p);
+        let ctx = VolumeContext {
+            env: &env,
+            pod_ips: pod_ips.iter().map(|s| s.to_string()).collect(),
+            cluster_domain: "cluster.local".into(),
+            node_hosts_file: "/etc/hosts".into(),
+            termination_file_id: "0000abcd".into(),
+        };
+        plan_volumes(p, &p.spec.as_ref().unwrap().containers[0], &ctx)
+    }
+
+    #[test]
+    fn plans_volumes_mounts_hosts_and_termination_file() {
+        let p = pod(POD);
+        let plan = plan(&p, &["10.1.0.5"]).unwrap();
+        assert_eq!(
+            plan.volumes,
+            vec![
+                VolumeSetup::HostPath {
+                    volume: "data".into(),
+                    field: "spec.volumes[0].hostPath".into(),
+                    path: "/srv/data".into(),
+                    kind: HostPathType::DirectoryOrCreate
+                },
+                VolumeSetup::HostPath {
+                    volume: "sock".into(),
+                    field: "spec.volumes[1].hostPath".into(),
+                    path: "/run/x.sock".into(),
+                    kind: HostPathType::Socket
+                },
+                VolumeSetup::EmptyDir {
+                    volume: "scratch".into(),
+                    field: "spec.volumes[2].emptyDir".into(),
+                    dir: "volumes/kubernetes.io~empty-dir/scratch".into(),
+                    fs_group: Some(2000)
+                },
+            ]
+        );
+        let m: Vec<_> = plan
+            .mounts
+            .iter()
+            .map(|m| {
+                (
+                    m.source.clone(),
+                    m.sub_path.clone(),
+                    m.container_path.as_str(),
+                    m.readonly,
+                    m.propagation,
+                )
+            })
+            .collect();
+        assert_eq!(
+            m,
+            vec![
+                (
+                    MountSource::Host("/srv/data".into()),
+                    None,
+                    "/data",
+                    true,
+                    MountPropagation::PropagationHostToContainer
+                ),
+                (
+                    MountSource::PodDir("volumes/kubernetes.io~empty-dir/scratch".into()),
+                    Some(PathBuf::from("logs/x")),
+                    "/cache",
+                    false,
+                    MountPropagation::PropagationPrivate
+                ),
+                (
+                    MountSource::Host("/run/x.sock".into()),
+                    None,
+                    "/run/x.sock",
+                    false,
+                    MountPropagation::PropagationPrivate
+                ),
+            ]
+        );
+        match plan.hosts_file {
+            Some(HostsFile::Managed { content }) => {
+                assert!(
+                    content.contains("10.1.0.5\th.sub.prod.svc.cluster.local\th\n"),
+                    "{content}"
+                );
+                assert!(content.ends_with("10.9.9.9\tfoo\n"), "{content}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(
+            plan.termination_file,
+            Some(TerminationFile {
+                container: "app".into(),
+                id: "0000abcd".into(),
+                container_path: "/dev/termination-log".into()
+            })
+        );
+    }
+
+    #[test]
+    fn hosts_file_rules() {
+        // No pod IPs yet: no hosts file.
+        assert_eq!(plan(&pod(POD), &[]).unwrap().hosts_file, None);
+        // The container mounts its own /etc/hosts.
+        let own = POD.replace("mountPath: /data,", "mountPath: /etc/hosts,");
+        assert_eq!(plan(&pod(&own), &["10.1.0.5"]).unwrap().hosts_file, None);
+        // Host network: the node's file plus aliases.
+        let host = POD.replace("  hostname: h\n", "  hostname: h\n  hostNetwork: true\n");
+        assert_eq!(
+            plan(&pod(&host), &["192.168.1.10"]).unwrap().hosts_file,
+            Some(HostsFile::FromNode {
+                node_hosts: "/etc/hosts".into(),
+                suffix: "\n# Entries added by HostAliases.\n10.9.9.9\tfoo\n".into()
+            })
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let cases = [
+            (
+                POD.replace("subPathExpr: \"$(SUB)/./x\"", "subPath: /abs"),
+                "spec.containers[0].volumeMounts[1].subPath",
+            ),
+            (
+                POD.replace("subPathExpr: \"$(SUB)/./x\"", "subPath: a/../../b"),
+                "spec.containers[0].volumeMounts[1].subPath",
+            ),
+            (
+                POD.replace("subPathExpr: \"$(SUB)/./x\"", "subPathExpr: \"$(NOPE)/x\""),
+                "spec.containers[0].volumeMounts[1].subPathExpr",
+            ),
+            (
+                POD.replace("subPathExpr: \"$(SUB)/./x\"", "subPathExpr: \"$(SUB)/..\""),
+                "spec.containers[0].volumeMounts[1].subPathExpr",
+            ),
+            (
+                POD.replace(
+                    "mountPropagation: HostToContainer",
+                    "mountPropagation: Bidirectional",
+                ),
+                "spec.containers[0].volumeMounts[0].mountPropagation",
+            ),
+            (
+                POD.replace("{name: data, mountPath", "{name: nope, mountPath"),
+                "spec.containers[0].volumeMounts[0].name",
+            ),
+            (
+                POD.replace("emptyDir: {}", "emptyDir: {medium: Memory}"),
+                "spec.volumes[2].emptyDir.medium",
+            ),
+            (
+                POD.replace("type: Socket", "type: Pipe"),
+                "spec.volumes[1].hostPath.type",
+            ),
+            (
+                POD.replace("emptyDir: {}", "configMap: {name: cm}"),
+                "spec.volumes[2]",
+            ),
+            (
+                POD.replace(
+                    "readOnly: true,",
+                    "readOnly: true, recursiveReadOnly: Enabled,",
+                ),
+                "spec.containers[0].volumeMounts[0].recursiveReadOnly",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let err = plan(&pod(&yaml), &["10.1.0.5"]).unwrap_err();
+            let field = match &err {
+                SpecError::Invalid { field, .. }
+                | SpecError::Unsupported { field, .. }
+                | SpecError::MissingVolume { field, .. } => field.clone(),
+                other => panic!("unexpected {other:?}"),
+            };
+            assert_eq!(field, want, "{err}");
+        }
+        // Bidirectional is fine for a privileged container.
+        let privileged = POD
+            .replace(
+                "mountPropagation: HostToContainer",
+                "mountPropagation: Bidirectional",
+            )
+            .replace(
+                "    terminationMessagePath",
+                "    securityContext: {privileged: true}\n    terminationMessagePath",
+            );
+        let plan = plan(&pod(&privileged), &[]).unwrap();
+        assert_eq!(
+            plan.mounts[0].propagation,
+            MountPropagation::PropagationBidirectional
+        );
+    }
+
+    #[test]
+    fn termination_file_ids_differ() {
+        let a = new_termination_file_id();
+        assert_eq!(a.len(), 8);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, new_termination_file_id());
+    }
+}

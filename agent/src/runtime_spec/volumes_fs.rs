@@ -1,0 +1,447 @@
+//! Carries out a [`VolumePlan`] on the host: hostPath type checks and creation, emptyDir
+//! directories, subPaths opened component by component without following symlinks, the
+//! managed hosts file and the termination-message file; and removes a pod directory without
+//! following symlinks or crossing into other filesystems.
+//!
+//! Known gap: upstream bind-mounts a checked subPath onto a private path (through
+//! `/proc/self/fd`) so it cannot be swapped for a symlink before the runtime mounts it. Here the
+//! subPath is checked and created, and the runtime mounts its path; a container that shares the
+//! volume could race that. Symlinks anywhere in a subPath are refused outright.
+
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use kwk_cri::api::Mount;
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
+
+use super::volumes::{
+    CONTAINERS_DIR, HostPathType, HostsFile, MountSource, POD_HOSTS_FILE, PlannedMount, VolumePlan,
+    VolumeSetup,
+};
+
+/// Why the host side of a volume plan failed. Each names the volume or field and the path.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("{field}: hostPath {path}: {reason}")]
+    HostPathType {
+        field: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("{field}: {path}: {source}")]
+    Io {
+        field: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{field}: subPath {path} goes through a symlink ({component}); refused")]
+    SubPathSymlink {
+        field: String,
+        path: PathBuf,
+        component: String,
+    },
+    #[error("{field}: subPath {path}: {component} is not a directory")]
+    SubPathNotDirectory {
+        field: String,
+        path: PathBuf,
+        component: String,
+    },
+    #[error("cleanup of {path}: {reason}; left in place")]
+    Cleanup { path: PathBuf, reason: String },
+}
+
+/// What `apply_volume_plan` produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppliedVolumes {
+    /// The CRI mounts, in order, for `ContainerContext::mounts`.
+    pub mounts: Vec<Mount>,
+    /// The host file the container's termination message lands in.
+    pub termination_message_path: Option<PathBuf>,
+}
+
+const EMPTY_DIR_MODE: u32 = 0o777;
+const HOSTPATH_DIR_MODE: u32 = 0o755;
+const HOSTPATH_FILE_MODE: u32 = 0o644;
+const HOSTS_FILE_MODE: u32 = 0o644;
+const TERMINATION_FILE_MODE: u32 = 0o666;
+const POD_DIR_MODE: u32 = 0o750;
+
+/// Does the host work of `plan` under `pod_dir` (`<root dir>/pods/<uid>`) and returns the mounts.
+pub fn apply_volume_plan(plan: &VolumePlan, pod_dir: &Path) -> Result<AppliedVolumes, VolumeError> {
+    create_dir_with_mode(pod_dir, POD_DIR_MODE, "pod directory")?;
+    for setup in &plan.volumes {
+        setup_volume(setup, pod_dir)?;
+    }
+    let mut mounts = Vec::with_capacity(plan.mounts.len() + 2);
+    for planned in &plan.mounts {
+        mounts.push(Mount {
+            container_path: planned.container_path.clone(),
+            host_path: mount_host_path(planned, pod_dir)?
+                .to_string_lossy()
+                .into_owned(),
+            readonly: planned.readonly,
+            propagation: planned.propagation as i32,
+            ..Default::default()
+        });
+    }
+    if let Some(hosts) = &plan.hosts_file {
+        let path = pod_dir.join(POD_HOSTS_FILE);
+        let content = match hosts {
+            HostsFile::Managed { content } => content.clone().into_bytes(),
+            HostsFile::FromNode { node_hosts, suffix } => {
+                let node = fs::read(node_hosts)
+                    .map_err(|source| io_err("node hosts file", node_hosts, source))?;
+                let mut content = super::hosts::MANAGED_HEADER_HOST_NETWORK
+                    .as_bytes()
+                    .to_vec();
+                content.extend_from_slice(&node);
+                content.extend_from_slice(suffix.as_bytes());
+                content
+            }
+        };
+        fs::write(&path, content).map_err(|source| io_err("/etc/hosts", &path, source))?;
+        set_mode(&path, HOSTS_FILE_MODE, "/etc/hosts")?;
+        mounts.push(Mount {
+            container_path: super::volumes::ETC_HOSTS.into(),
+            host_path: path.to_string_lossy().into_owned(),
+            ..Default::default()
+        });
+    }
+    let mut termination_message_path = None;
+    if let Some(term) = &plan.termination_file {
+        let dir = pod_dir.join(CONTAINERS_DIR).join(&term.container);
+        create_dir_with_mode(
+            &pod_dir.join(CONTAINERS_DIR),
+            POD_DIR_MODE,
+            "terminationMessagePath",
+        )?;
+        create_dir_with_mode(&dir, POD_DIR_MODE, "terminationMessagePath")?;
+        let path = dir.join(&term.id);
+        fs::File::create(&path)
+            .map_err(|source| io_err("terminationMessagePath", &path, source))?;
+        set_mode(&path, TERMINATION_FILE_MODE, "terminationMessagePath")?;
+        mounts.push(Mount {
+            container_path: term.container_path.clone(),
+            host_path: path.to_string_lossy().into_owned(),
+            ..Default::default()
+        });
+        termination_message_path = Some(path);
+    }
+    Ok(AppliedVolumes {
+        mounts,
+        termination_message_path,
+    })
+}
+
+fn io_err(field: &str, path: &Path, source: io::Error) -> VolumeError {
+    VolumeError::Io {
+        field: field.to_string(),
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn nix_err(field: &str, path: &Path, errno: Errno) -> VolumeError {
+    io_err(field, path, io::Error::from(errno))
+}
+
+fn set_mode(path: &Path, mode: u32, field: &str) -> Result<(), VolumeError> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|source| io_err(field, path, source))
+}
+
+/// Creates `dir` (and missing parents) and gives `dir` exactly `mode` if this call created it.
+fn create_dir_with_mode(dir: &Path, mode: u32, field: &str) -> Result<(), VolumeError> {
+    match fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(io_err(
+            field,
+            dir,
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "exists and is not a directory",
+            ),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir).map_err(|source| io_err(field, dir, source))?;
+            set_mode(dir, mode, field)
+        }
+        Err(source) => Err(io_err(field, dir, source)),
+    }
+}
+
+fn setup_volume(setup: &VolumeSetup, pod_dir: &Path) -> Result<(), VolumeError> {
+    match setup {
+        VolumeSetup::HostPath {
+            field, path, kind, ..
+        } => check_host_path(field, path, *kind),
+        VolumeSetup::EmptyDir {
+            field,
+            dir,
+            fs_group,
+            ..
+        } => {
+            let dir = pod_dir.join(dir);
+            match fs::symlink_metadata(&dir) {
+                Ok(meta) if meta.is_dir() => return Ok(()),
+                Ok(_) => {
+                    return Err(io_err(
+                        field,
+                        &dir,
+                        io::Error::new(
+                            io::ErrorKind::AlreadyExists,
+                            "exists and is not a directory",
+                        ),
+                    ));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(io_err(field, &dir, source)),
+            }
+            fs::create_dir_all(&dir).map_err(|source| io_err(field, &dir, source))?;
+            let mut mode = EMPTY_DIR_MODE;
+            if let Some(gid) = fs_group {
+                std::os::unix::fs::lchown(&dir, None, Some(*gid))
+                    .map_err(|source| io_err(field, &dir, source))?;
+                mode |= 0o2000;
+            }
+            set_mode(&dir, mode, field)
+        }
+    }
+}
+
+/// The hostPath type check, as upstream `checkTypeInternal`: the *OrCreate kinds create what is
+/// missing (a directory with parents, 0755; an empty 0644 file whose parent must exist), the
+/// others require an existing path of that kind (symlinks followed, as on the host).
+fn check_host_path(field: &str, path: &Path, kind: HostPathType) -> Result<(), VolumeError> {
+    let type_err = |reason: &str| VolumeError::HostPathType {
+        field: field.into(),
+        path: path.into(),
+        reason: reason.into(),
+    };
+    let meta = match fs::metadata(path) {
+        Ok(meta) => Some(meta),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(source) => return Err(io_err(field, path, source)),
+    };
+    let want = |ok: bool, what: &str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(type_err(&format!("is not a {what}")))
+        }
+    };
+    match (kind, meta) {
+        (HostPathType::Unchecked, _) => Ok(()),
+        (HostPathType::DirectoryOrCreate, None) => {
+            fs::create_dir_all(path).map_err(|source| io_err(field, path, source))?;
+            set_mode(path, HOSTPATH_DIR_MODE, field)
+        }
+        (HostPathType::FileOrCreate, None) => {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .map_err(|source| io_err(field, path, source))?;
+            set_mode(path, HOSTPATH_FILE_MODE, field)
+        }
+        (_, None) => Err(type_err("does not exist")),
+        (HostPathType::DirectoryOrCreate | HostPathType::Directory, Some(m)) => {
+            want(m.is_dir(), "directory")
+        }
+        (HostPathType::FileOrCreate | HostPathType::File, Some(m)) => want(m.is_file(), "file"),
+        (HostPathType::Socket, Some(m)) => want(m.file_type().is_socket(), "socket"),
+        (HostPathType::CharDevice, Some(m)) => {
+            want(m.file_type().is_char_device(), "character device")
+        }
+        (HostPathType::BlockDevice, Some(m)) => {
+            want(m.file_type().is_block_device(), "block device")
+        }
+    }
+}
+
+/// The host path of a mount: the volume root, or the checked (and if missing, created) subPath.
+fn mount_host_path(planned: &PlannedMount, pod_dir: &Path) -> Result<PathBuf, VolumeError> {
+    let root = match &planned.source {
+        MountSource::Host(path) => path.clone(),
+        MountSource::PodDir(rel) => pod_dir.join(rel),
+    };
+    let Some(sub) = planned.sub_path.as_ref() else {
+        return Ok(root);
+    };
+    let field = format!("{}.subPath", planned.field);
+    open_sub_path(&root, sub, &field)?;
+    Ok(root.join(sub))
+}
+
+/// Walks `sub` inside `root` one component at a time with `openat(O_NOFOLLOW)`, refusing
+/// symlinks and `..`, creating missing directories with the mode of the volume root (as
+/// upstream `SafeMakeDir`). The last component may be any non-symlink file.
+fn open_sub_path(root: &Path, sub: &Path, field: &str) -> Result<(), VolumeError> {
+    let full = root.join(sub);
+    let root_fd = nix::fcntl::open(
+        root,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| nix_err(field, root, e))?;
+    let root_mode = fstat(&root_fd)
+        .map_err(|e| nix_err(field, root, e))?
+        .st_mode
+        & 0o7777;
+    let parts: Vec<&OsStr> = sub
+        .components()
+        .map(|c| match c {
+            Component::Normal(part) => Ok(part),
+            _ => Err(VolumeError::SubPathNotDirectory {
+                field: field.into(),
+                path: full.clone(),
+                component: format!("{c:?}"),
+            }),
+        })
+        .collect::<Result<_, _>>()?;
+    let mut dir: OwnedFd = root_fd;
+    for (index, part) in parts.iter().enumerate() {
+        let last = index + 1 == parts.len();
+        let shown = || part.to_string_lossy().into_owned();
+        let stat = match fstatat(&dir, *part, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(stat) => Some(stat),
+            Err(Errno::ENOENT) => None,
+            Err(e) => return Err(nix_err(field, &full, e)),
+        };
+        match stat {
+            Some(stat) if is_kind(&stat, SFlag::S_IFLNK) => {
+                return Err(VolumeError::SubPathSymlink {
+                    field: field.into(),
+                    path: full.clone(),
+                    component: shown(),
+                });
+            }
+            Some(stat) if !is_kind(&stat, SFlag::S_IFDIR) => {
+                if last {
+                    return Ok(());
+                }
+                return Err(VolumeError::SubPathNotDirectory {
+                    field: field.into(),
+                    path: full.clone(),
+                    component: shown(),
+                });
+            }
+            Some(_) => {}
+            None => match mkdirat(&dir, *part, Mode::from_bits_truncate(root_mode)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(nix_err(field, &full, e)),
+            },
+        }
+        let next = openat(
+            &dir,
+            *part,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            Errno::ELOOP => VolumeError::SubPathSymlink {
+                field: field.into(),
+                path: full.clone(),
+                component: shown(),
+            },
+            Errno::ENOTDIR => VolumeError::SubPathNotDirectory {
+                field: field.into(),
+                path: full.clone(),
+                component: shown(),
+            },
+            e => nix_err(field, &full, e),
+        })?;
+        if stat.is_none() {
+            fchmod(&next, Mode::from_bits_truncate(root_mode))
+                .map_err(|e| nix_err(field, &full, e))?;
+        }
+        dir = next;
+    }
+    Ok(())
+}
+
+fn is_kind(stat: &FileStat, kind: SFlag) -> bool {
+    SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) == kind
+}
+
+/// Removes a pod directory and everything in it (emptyDirs, hosts file, termination files)
+/// without following symlinks (a link is removed, never its target) and without descending
+/// into another filesystem: a directory on a different device (a mount point) stops the
+/// cleanup with an error, leaving it in place. A missing directory is fine.
+pub fn cleanup_pod_dir(pod_dir: &Path) -> Result<(), VolumeError> {
+    let cleanup = |reason: String| VolumeError::Cleanup {
+        path: pod_dir.into(),
+        reason,
+    };
+    match fs::symlink_metadata(pod_dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(cleanup(e.to_string())),
+        Ok(meta) if !meta.is_dir() => return Err(cleanup("not a directory".into())),
+        Ok(_) => {}
+    }
+    let fd = nix::fcntl::open(
+        pod_dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| cleanup(e.to_string()))?;
+    let dev = fstat(&fd).map_err(|e| cleanup(e.to_string()))?.st_dev;
+    remove_contents(fd, dev, pod_dir)?;
+    fs::remove_dir(pod_dir).map_err(|e| cleanup(e.to_string()))
+}
+
+fn remove_contents(dir_fd: OwnedFd, dev: u64, path: &Path) -> Result<(), VolumeError> {
+    let cleanup = |at: &Path, reason: String| VolumeError::Cleanup {
+        path: at.into(),
+        reason,
+    };
+    let mut dir = nix::dir::Dir::from_fd(dir_fd).map_err(|e| cleanup(path, e.to_string()))?;
+    let mut names: Vec<CString> = Vec::new();
+    for entry in dir.iter() {
+        let entry = entry.map_err(|e| cleanup(path, e.to_string()))?;
+        let name = entry.file_name();
+        if name.to_bytes() != b"." && name.to_bytes() != b".." {
+            names.push(name.to_owned());
+        }
+    }
+    for name in names {
+        let child = path.join(OsStr::from_bytes(name.to_bytes()));
+        let stat = fstatat(
+            dir.as_fd(),
+            name.as_c_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| cleanup(&child, e.to_string()))?;
+        if is_kind(&stat, SFlag::S_IFDIR) {
+            if stat.st_dev != dev {
+                return Err(cleanup(&child, "a mount point (another filesystem)".into()));
+            }
+            let child_fd = openat(
+                dir.as_fd(),
+                name.as_c_str(),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| cleanup(&child, e.to_string()))?;
+            remove_contents(child_fd, dev, &child)?;
+            unlinkat(dir.as_fd(), name.as_c_str(), UnlinkatFlags::RemoveDir)
+                .map_err(|e| cleanup(&child, e.to_string()))?;
+        } else {
+            unlinkat(dir.as_fd(), name.as_c_str(), UnlinkatFlags::NoRemoveDir)
+                .map_err(|e| cleanup(&child, e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,381 @@
+//! Effect-layer tests against a temp dir: hostPath kinds, emptyDir, subPath escapes, the hosts
+//! and termination files, and a cleanup that must not follow symlinks.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::net::UnixListener;
+
+use super::*;
+use crate::runtime_spec::volumes::{HostPathType, TerminationFile};
+use kwk_cri::api::MountPropagation;
+
+fn mode(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn host(field: &str, path: &Path, kind: HostPathType) -> VolumeSetup {
+    VolumeSetup::HostPath {
+        volume: field.into(),
+        field: field.into(),
+        path: path.into(),
+        kind,
+    }
+}
+
+fn plan_with(volumes: Vec<VolumeSetup>, mounts: Vec<PlannedMount>) -> VolumePlan {
+    VolumePlan {
+        volumes,
+        mounts,
+        hosts_file: None,
+        termination_file: None,
+    }
+}
+
+fn mount(source: MountSource, sub: Option<&str>) -> PlannedMount {
+    PlannedMount {
+        field: "spec.containers[0].volumeMounts[0]".into(),
+        volume: "v".into(),
+        source,
+        sub_path: sub.map(PathBuf::from),
+        container_path: "/mnt".into(),
+        readonly: false,
+        propagation: MountPropagation::PropagationPrivate,
+    }
+}
+
+#[test]
+fn host_path_kinds_are_checked_and_created() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let pod_dir = t.join("pods/u1");
+    fs::create_dir(t.join("dir")).unwrap();
+    fs::write(t.join("file"), "x").unwrap();
+    let _listener = UnixListener::bind(t.join("sock")).unwrap();
+
+    let ok = [
+        ("dir", HostPathType::Directory),
+        ("file", HostPathType::File),
+        ("sock", HostPathType::Socket),
+        ("missing-unchecked", HostPathType::Unchecked),
+        ("dir", HostPathType::DirectoryOrCreate),
+        ("file", HostPathType::FileOrCreate),
+    ];
+    for (name, kind) in ok {
+        let plan = plan_with(vec![host("f", &t.join(name), kind)], vec![]);
+        apply_volume_plan(&plan, &pod_dir).unwrap_or_else(|e| panic!("{name} {kind:?}: {e}"));
+    }
+    assert_eq!(
+        fs::read_to_string(t.join("file")).unwrap(),
+        "x",
+        "FileOrCreate must not truncate"
+    );
+
+    let bad = [
+        ("missing", HostPathType::Directory, "does not exist"),
+        ("missing", HostPathType::Socket, "does not exist"),
+        ("file", HostPathType::Directory, "is not a directory"),
+        ("dir", HostPathType::File, "is not a file"),
+        ("file", HostPathType::Socket, "is not a socket"),
+        ("dir", HostPathType::CharDevice, "is not a character device"),
+        ("file", HostPathType::BlockDevice, "is not a block device"),
+    ];
+    for (name, kind, reason) in bad {
+        let plan = plan_with(
+            vec![host("spec.volumes[3].hostPath", &t.join(name), kind)],
+            vec![],
+        );
+        let err = apply_volume_plan(&plan, &pod_dir).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("spec.volumes[3].hostPath")
+                && text.contains(name)
+                && text.contains(reason),
+            "{name} {kind:?}: {text}"
+        );
+    }
+    // /dev/null is a character device.
+    apply_volume_plan(
+        &plan_with(
+            vec![host("f", Path::new("/dev/null"), HostPathType::CharDevice)],
+            vec![],
+        ),
+        &pod_dir,
+    )
+    .unwrap();
+
+    // The *OrCreate kinds create: a directory tree 0755, an empty file 0644 (parent must exist).
+    let new_dir = t.join("a/b/c");
+    let new_file = t.join("dir/new.conf");
+    let plan = plan_with(
+        vec![
+            host("d", &new_dir, HostPathType::DirectoryOrCreate),
+            host("f", &new_file, HostPathType::FileOrCreate),
+        ],
+        vec![],
+    );
+    apply_volume_plan(&plan, &pod_dir).unwrap();
+    assert!(new_dir.is_dir());
+    assert_eq!(mode(&new_dir), 0o755);
+    assert_eq!(fs::read(&new_file).unwrap(), b"");
+    assert_eq!(mode(&new_file), 0o644);
+    let orphan = plan_with(
+        vec![host("f", &t.join("nope/x"), HostPathType::FileOrCreate)],
+        vec![],
+    );
+    assert!(matches!(
+        apply_volume_plan(&orphan, &pod_dir),
+        Err(VolumeError::Io { .. })
+    ));
+}
+
+#[test]
+fn empty_dir_is_created_world_writable_and_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pod_dir = tmp.path().join("pods/u1");
+    let rel = PathBuf::from("volumes/kubernetes.io~empty-dir/cache");
+    let setup = VolumeSetup::EmptyDir {
+        volume: "cache".into(),
+        field: "spec.volumes[0].emptyDir".into(),
+        dir: rel.clone(),
+        fs_group: None,
+    };
+    let plan = plan_with(
+        vec![setup],
+        vec![mount(MountSource::PodDir(rel.clone()), None)],
+    );
+    let applied = apply_volume_plan(&plan, &pod_dir).unwrap();
+    let dir = pod_dir.join(&rel);
+    assert!(dir.is_dir());
+    assert_eq!(mode(&dir), 0o777);
+    assert_eq!(mode(&pod_dir), 0o750);
+    assert_eq!(applied.mounts[0].host_path, dir.to_string_lossy());
+    assert_eq!(applied.mounts[0].container_path, "/mnt");
+    // A second apply (container restart) keeps the contents.
+    fs::write(dir.join("state"), "1").unwrap();
+    apply_volume_plan(&plan, &pod_dir).unwrap();
+    assert_eq!(fs::read_to_string(dir.join("state")).unwrap(), "1");
+}
+
+#[test]
+fn empty_dir_with_fs_group_is_group_owned_and_setgid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pod_dir = tmp.path().join("pods/u1");
+    let gid = fs::metadata(tmp.path()).unwrap().gid(); // a group we may chown to
+    let rel = PathBuf::from("volumes/kubernetes.io~empty-dir/shared");
+    let setup = VolumeSetup::EmptyDir {
+        volume: "shared".into(),
+        field: "f".into(),
+        dir: rel.clone(),
+        fs_group: Some(gid),
+    };
+    apply_volume_plan(&plan_with(vec![setup], vec![]), &pod_dir).unwrap();
+    let meta = fs::metadata(pod_dir.join(&rel)).unwrap();
+    assert_eq!(
+        (meta.gid(), meta.permissions().mode() & 0o7777),
+        (gid, 0o2777)
+    );
+}
+
+#[test]
+fn sub_path_is_created_with_the_volume_mode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vol = tmp.path().join("vol");
+    fs::create_dir(&vol).unwrap();
+    fs::set_permissions(&vol, fs::Permissions::from_mode(0o750)).unwrap();
+    fs::create_dir(vol.join("existing")).unwrap();
+    fs::write(vol.join("existing/file"), "f").unwrap();
+    let pod_dir = tmp.path().join("pods/u1");
+
+    let plan = plan_with(
+        vec![],
+        vec![mount(MountSource::Host(vol.clone()), Some("a/b"))],
+    );
+    let applied = apply_volume_plan(&plan, &pod_dir).unwrap();
+    assert_eq!(
+        applied.mounts[0].host_path,
+        vol.join("a/b").to_string_lossy()
+    );
+    assert!(vol.join("a/b").is_dir());
+    assert_eq!(
+        (mode(&vol.join("a")), mode(&vol.join("a/b"))),
+        (0o750, 0o750)
+    );
+
+    // An existing file as the last component is fine.
+    let plan = plan_with(
+        vec![],
+        vec![mount(MountSource::Host(vol.clone()), Some("existing/file"))],
+    );
+    assert_eq!(
+        apply_volume_plan(&plan, &pod_dir).unwrap().mounts[0].host_path,
+        vol.join("existing/file").to_string_lossy()
+    );
+    // A file in the middle is not.
+    let plan = plan_with(
+        vec![],
+        vec![mount(MountSource::Host(vol), Some("existing/file/x"))],
+    );
+    assert!(matches!(
+        apply_volume_plan(&plan, &pod_dir),
+        Err(VolumeError::SubPathNotDirectory { .. })
+    ));
+}
+
+#[test]
+fn sub_path_escapes_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vol = tmp.path().join("vol");
+    let outside = tmp.path().join("outside");
+    fs::create_dir_all(&vol).unwrap();
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("secret"), "s").unwrap();
+    fs::create_dir(vol.join("inner")).unwrap();
+    symlink(&outside, vol.join("escape")).unwrap();
+    symlink("../outside/secret", vol.join("inner/link")).unwrap();
+    symlink("inner", vol.join("local")).unwrap(); // even a link inside the volume is refused
+    let pod_dir = tmp.path().join("pods/u1");
+
+    for sub in [
+        "escape",
+        "escape/secret",
+        "escape/new/dir",
+        "inner/link",
+        "local/x",
+    ] {
+        let plan = plan_with(
+            vec![],
+            vec![mount(MountSource::Host(vol.clone()), Some(sub))],
+        );
+        let err = apply_volume_plan(&plan, &pod_dir).unwrap_err();
+        assert!(
+            matches!(err, VolumeError::SubPathSymlink { .. }),
+            "{sub}: {err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("spec.containers[0].volumeMounts[0].subPath"),
+            "{err}"
+        );
+    }
+    assert!(
+        !outside.join("new").exists(),
+        "nothing may be created through the link"
+    );
+    // `..` never reaches the walk (the planner refuses it), and the walk refuses it too.
+    let plan = plan_with(
+        vec![],
+        vec![mount(MountSource::Host(vol), Some("inner/../../outside"))],
+    );
+    assert!(apply_volume_plan(&plan, &pod_dir).is_err());
+    assert!(!tmp.path().join("outside/inner").exists());
+}
+
+#[test]
+fn hosts_and_termination_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pod_dir = tmp.path().join("pods/u1");
+    let node_hosts = tmp.path().join("node-hosts");
+    fs::write(&node_hosts, "127.0.0.1 localhost\n").unwrap();
+    let mut plan = plan_with(vec![], vec![]);
+    plan.hosts_file = Some(HostsFile::FromNode {
+        node_hosts,
+        suffix: "\n# x\n".into(),
+    });
+    plan.termination_file = Some(TerminationFile {
+        container: "app".into(),
+        id: "0000beef".into(),
+        container_path: "/dev/termination-log".into(),
+    });
+    let applied = apply_volume_plan(&plan, &pod_dir).unwrap();
+
+    let hosts = pod_dir.join("etc-hosts");
+    assert_eq!(
+        fs::read_to_string(&hosts).unwrap(),
+        "# Kubernetes-managed hosts file (host network).\n127.0.0.1 localhost\n\n# x\n"
+    );
+    assert_eq!(mode(&hosts), 0o644);
+    let term = pod_dir.join("containers/app/0000beef");
+    assert_eq!(
+        applied.termination_message_path.as_deref(),
+        Some(term.as_path())
+    );
+    assert_eq!(mode(&term), 0o666);
+    assert_eq!(fs::read(&term).unwrap(), b"");
+    let paths: Vec<(&str, String)> = applied
+        .mounts
+        .iter()
+        .map(|m| (m.container_path.as_str(), m.host_path.clone()))
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            ("/etc/hosts", hosts.to_string_lossy().into_owned()),
+            ("/dev/termination-log", term.to_string_lossy().into_owned())
+        ]
+    );
+    assert!(applied.mounts.iter().all(|m| !m.readonly));
+
+    plan.hosts_file = Some(HostsFile::Managed {
+        content: "managed\n".into(),
+    });
+    apply_volume_plan(&plan, &pod_dir).unwrap();
+    assert_eq!(fs::read_to_string(&hosts).unwrap(), "managed\n");
+
+    plan.hosts_file = Some(HostsFile::FromNode {
+        node_hosts: tmp.path().join("absent"),
+        suffix: String::new(),
+    });
+    let err = apply_volume_plan(&plan, &pod_dir).unwrap_err();
+    assert!(err.to_string().contains("absent"), "{err}");
+}
+
+#[test]
+fn cleanup_removes_everything_but_never_follows_symlinks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tmp.path().join("outside");
+    fs::create_dir_all(outside.join("sub")).unwrap();
+    fs::write(outside.join("keep"), "k").unwrap();
+    fs::write(outside.join("sub/keep"), "k").unwrap();
+
+    let pod_dir = tmp.path().join("pods/u1");
+    let empty = pod_dir.join("volumes/kubernetes.io~empty-dir/cache");
+    fs::create_dir_all(empty.join("deep/er")).unwrap();
+    fs::write(empty.join("deep/er/f"), "x").unwrap();
+    symlink(&outside, empty.join("to-outside")).unwrap();
+    symlink(outside.join("keep"), pod_dir.join("file-link")).unwrap();
+    symlink("/nonexistent", pod_dir.join("dangling")).unwrap();
+    fs::write(pod_dir.join("etc-hosts"), "h").unwrap();
+
+    cleanup_pod_dir(&pod_dir).unwrap();
+    assert!(!pod_dir.exists());
+    assert_eq!(fs::read_to_string(outside.join("keep")).unwrap(), "k");
+    assert_eq!(fs::read_to_string(outside.join("sub/keep")).unwrap(), "k");
+    // Missing is fine; a symlink as the pod dir itself is refused and left alone.
+    cleanup_pod_dir(&pod_dir).unwrap();
+    symlink(&outside, &pod_dir).unwrap();
+    assert!(matches!(
+        cleanup_pod_dir(&pod_dir),
+        Err(VolumeError::Cleanup { .. })
+    ));
+    assert!(outside.join("keep").exists());
+}
+
+#[test]
+fn cleanup_stops_at_another_filesystem() {
+    // Mounting needs privileges, so pretend: walk the pod dir with /proc's device as the
+    // expected one; then its own subdirectories look like another filesystem.
+    let tmp = tempfile::tempdir().unwrap();
+    let pod_dir = tmp.path().join("pods/u1");
+    fs::create_dir_all(&pod_dir).unwrap();
+    let fd = nix::fcntl::open(
+        &pod_dir,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        Mode::empty(),
+    )
+    .unwrap();
+    let proc_dev = fs::metadata("/proc").unwrap().dev();
+    assert_ne!(fstat(&fd).unwrap().st_dev, proc_dev);
+    fs::create_dir(pod_dir.join("child")).unwrap();
+    let err = remove_contents(fd, proc_dev, &pod_dir).unwrap_err();
+    assert!(err.to_string().contains("mount point"), "{err}");
+    assert!(pod_dir.join("child").exists());
+}
