@@ -13,6 +13,7 @@ pub mod config;
 pub mod labels;
 pub mod local_api;
 pub mod logs;
+pub mod node;
 pub mod pod;
 pub mod quantity;
 pub mod runtime_spec;

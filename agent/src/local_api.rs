@@ -71,8 +71,8 @@ pub fn print_pods(socket: &Path, json: bool) -> Result<(), ClientError> {
     }
     let list: List<Pod> = serde_json::from_str(&body).map_err(ClientError::Decode)?;
     println!(
-        "{:<40} {:<6} {:<18} {:<9} {}",
-        "NAME", "READY", "STATUS", "RESTARTS", "IP"
+        "{:<40} {:<6} {:<18} {:<9} IP",
+        "NAME", "READY", "STATUS", "RESTARTS"
     );
     for pod in list.items {
         let status = pod.status.unwrap_or_default();

@@ -57,10 +57,8 @@ enum LogFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Pods { json }) = &cli.command {
-        return report(kwk_agent::local_api::print_pods(
-            &cli.local_api_socket,
-            *json,
-        ));
+        let printed = kwk_agent::local_api::print_pods(&cli.local_api_socket, *json);
+        return report(printed.map_err(anyhow::Error::from));
     }
     init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -22,13 +22,14 @@ pub(super) async fn import_all(socket: &Path, dir: &Path, cri: &CriClient) {
         return;
     }
     archives.sort();
-    let client = match ContainerdClient::connect(socket, &ConnectOptions::default(), CRI_NAMESPACE).await {
-        Ok(c) => c,
-        Err(err) => {
-            tracing::warn!(%err, "cannot reach containerd to import images");
-            return;
-        }
-    };
+    let client =
+        match ContainerdClient::connect(socket, &ConnectOptions::default(), CRI_NAMESPACE).await {
+            Ok(c) => c,
+            Err(err) => {
+                tracing::warn!(%err, "cannot reach containerd to import images");
+                return;
+            }
+        };
     for archive in archives {
         match import_archive(&client, &archive, &ImportOptions::default()).await {
             Ok(images) => {

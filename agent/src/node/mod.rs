@@ -15,7 +15,7 @@ use kwk_cri::{ConnectOptions, CriClient, CriError, Timeouts};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::cgroups::{CgroupConfig, CgroupError, PodCgroups};
+use crate::cgroups::{CgroupConfig, CgroupDriver, CgroupError, PodCgroups};
 use crate::config::{self, ConfigError, KubeletConfig};
 use crate::local_api::{self, LocalApiError};
 use crate::logs::{self, LogLimits};
@@ -76,7 +76,10 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
         source,
     })?;
 
-    let socket = config.container_runtime_endpoint.socket_path().to_path_buf();
+    let socket = config
+        .container_runtime_endpoint
+        .socket_path()
+        .to_path_buf();
     let runtime_err = |source| NodeError::Runtime {
         endpoint: socket.display().to_string(),
         source,
@@ -144,7 +147,8 @@ fn static_pod_source(
         tokio::spawn(async move { tx.closed().await });
         return rx;
     };
-    let mut source = StaticPodSource::new(dir, options.node_name.clone(), config.file_check_frequency);
+    let mut source =
+        StaticPodSource::new(dir, options.node_name.clone(), config.file_check_frequency);
     let first = source.scan_once();
     let (snap_tx, mut snap_rx) = watch::channel(first.clone());
     let (tx, rx) = watch::channel(BTreeMap::new());
@@ -162,7 +166,10 @@ fn static_pod_source(
 fn cgroup_config(config: &KubeletConfig) -> CgroupConfig {
     CgroupConfig {
         mount_root: PathBuf::from("/sys/fs/cgroup"),
-        driver: config.cgroup_driver.into(),
+        driver: match config.cgroup_driver {
+            config::CgroupDriver::Cgroupfs => CgroupDriver::Cgroupfs,
+            config::CgroupDriver::Systemd => CgroupDriver::Systemd,
+        },
         cgroup_root: config.cgroup_root.clone(),
         per_qos: config.cgroups_per_qos,
         pod_pids_limit: config.pod_pids_limit,

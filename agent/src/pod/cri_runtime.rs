@@ -37,7 +37,7 @@ pub trait PodSetup: Send + Sync + 'static {
     ) -> impl Future<Output = Result<api::ContainerConfig, RuntimeError>> + Send;
 
     /// The termination message a container instance left, if any.
-    fn termination_message(&self, pod_uid: &str, container: &ObservedContainer) -> Option<String>;
+    fn termination_message(&self, container: &ObservedContainer) -> Option<String>;
 
     /// Removes the pod's cgroup, volumes and (after a retention) logs.
     fn cleanup(&self, pod: &Pod) -> impl Future<Output = Result<(), RuntimeError>> + Send;
@@ -262,7 +262,7 @@ impl<S: PodSetup> PodRuntime for CriPodRuntime<S> {
             };
             if let Some(mut oc) = observed_container(&c.pod_sandbox_id, &status) {
                 let from_file = match &oc.state {
-                    InstanceState::Exited { .. } => self.setup.termination_message(uid, &oc),
+                    InstanceState::Exited { .. } => self.setup.termination_message(&oc),
                     _ => None,
                 };
                 if let (InstanceState::Exited { message, .. }, Some(m)) = (&mut oc.state, from_file)

@@ -160,6 +160,7 @@ impl PodRuntime for FakeRuntime {
                             started_at: now,
                             image: String::new(),
                             image_ref: String::new(),
+                            termination_message_file: None,
                         },
                     );
                 }

@@ -31,6 +31,23 @@ impl ContainerKind {
         }
     }
 
+    /// The kind of `container` in `pod` (by name).
+    pub fn of(
+        pod: &k8s_openapi::api::core::v1::Pod,
+        container: &k8s_openapi::api::core::v1::Container,
+    ) -> Self {
+        let is_init = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.init_containers.as_ref())
+            .is_some_and(|list| list.iter().any(|c| c.name == container.name));
+        match (is_init, container.restart_policy.as_deref()) {
+            (true, Some("Always")) => Self::Sidecar,
+            (true, _) => Self::Init,
+            (false, _) => Self::App,
+        }
+    }
+
     fn parse(value: &str) -> Option<Self> {
         match value {
             "init" => Some(Self::Init),
@@ -75,6 +92,8 @@ pub struct ObservedContainer {
     pub started_at: UnixNanos,
     pub image: String,
     pub image_ref: String,
+    /// The host file mounted at the container's `terminationMessagePath`.
+    pub termination_message_file: Option<std::path::PathBuf>,
 }
 
 impl ObservedContainer {
@@ -256,6 +275,11 @@ pub fn observed_container(
             .map(|i| i.image.clone())
             .unwrap_or_default(),
         image_ref: status.image_ref.clone(),
+        termination_message_file: status
+            .annotations
+            .get(labels::TERMINATION_MESSAGE_PATH)
+            .and_then(|path| status.mounts.iter().find(|m| &m.container_path == path))
+            .map(|m| std::path::PathBuf::from(&m.host_path)),
     })
 }
 
@@ -323,6 +347,7 @@ mod tests {
             started_at: 0,
             image: String::new(),
             image_ref: String::new(),
+            termination_message_file: None,
         };
         let pod = ObservedPod::new(vec![], vec![inst("a", 1, 0), inst("b", 2, 1)]);
         assert_eq!(pod.containers[0].id, "b");

@@ -64,6 +64,7 @@ fn instance(
         started_at: NOW - 99 * S,
         image: "busybox".into(),
         image_ref: "sha256:1".into(),
+        termination_message_file: None,
     }
 }
 

@@ -39,6 +39,7 @@ fn app(id: &str, state: InstanceState, restart_count: u32, created_at: i64) -> O
         started_at: created_at + S,
         image: "busybox".into(),
         image_ref: "sha256:abc".into(),
+        termination_message_file: None,
     }
 }
 

@@ -17,39 +17,7 @@ use super::security::{SecurityDefaults, container_security_context};
 use super::{SpecError, container_field_path, podx};
 use crate::labels;
 
-/// Which list a container comes from, and how it runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ContainerKind {
-    /// An init container that runs to completion.
-    Init,
-    /// An init container with `restartPolicy: Always`.
-    Sidecar,
-    /// A regular container.
-    App,
-}
-
-impl ContainerKind {
-    /// The `CONTAINER_KIND` label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Init => "init",
-            Self::Sidecar => "sidecar",
-            Self::App => "app",
-        }
-    }
-
-    /// The kind of `container` in `pod` (by name).
-    pub fn of(pod: &Pod, container: &Container) -> Self {
-        let is_init = podx::spec(pod)
-            .and_then(|s| s.init_containers.as_ref())
-            .is_some_and(|list| list.iter().any(|c| c.name == container.name));
-        match (is_init, container.restart_policy.as_deref()) {
-            (true, Some("Always")) => Self::Sidecar,
-            (true, _) => Self::Init,
-            (false, _) => Self::App,
-        }
-    }
-}
+pub use crate::pod::observed::ContainerKind;
 
 /// Node-wide settings the container config depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,7 +150,7 @@ fn container_labels(
         (labels::POD_UID.into(), podx::uid(pod).into()),
         (labels::CONTAINER_NAME.into(), container.name.clone()),
         (labels::MANAGED.into(), "true".into()),
-        (labels::CONTAINER_KIND.into(), kind.label().into()),
+        (labels::CONTAINER_KIND.into(), kind.as_str().into()),
     ])
 }
 
@@ -384,7 +352,7 @@ spec:
         // The image runs as root and nothing sets a user: run_as_user 0 comes from the image.
         let sc = cfg.linux.unwrap().security_context.unwrap();
         assert_eq!(sc.run_as_user.map(|v| v.value), Some(0));
-        assert_eq!(ContainerKind::Init.label(), "init");
+        assert_eq!(ContainerKind::Init.as_str(), "init");
     }
 
     #[test]

@@ -6,59 +6,19 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use kwk_cri::api::LinuxContainerResources;
 
 use super::{SpecError, podx};
+pub use crate::cgroups::qos::QosClass;
+use crate::cgroups::values::{Limit, milli_cpu_to_quota, milli_cpu_to_shares};
 use crate::labels;
 use crate::quantity;
 
-/// Smallest and largest `cpu.shares` the kernel accepts.
-const MIN_SHARES: i64 = 2;
-const MAX_SHARES: i64 = 262_144;
-const SHARES_PER_CPU: i64 = 1024;
 /// The CFS period the kubelet uses by default, in microseconds.
 pub const CFS_PERIOD_US: i64 = 100_000;
-/// Smallest CFS quota the kernel accepts, in microseconds.
-const MIN_CFS_QUOTA_US: i64 = 1_000;
 const GUARANTEED_OOM_SCORE_ADJ: i64 = -997;
 const BEST_EFFORT_OOM_SCORE_ADJ: i64 = 1000;
 /// Priority class of pods that must be the last to be OOM-killed.
 const SYSTEM_NODE_CRITICAL: &str = "system-node-critical";
 /// Priority from which a pod is critical (`scheduling.SystemCriticalPriority`).
 const SYSTEM_CRITICAL_PRIORITY: i32 = 2_000_000_000;
-
-/// A pod's QoS class (computed by the cgroups module; taken as input here).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum QosClass {
-    Guaranteed,
-    Burstable,
-    BestEffort,
-}
-
-impl QosClass {
-    /// Reads the API's spelling (`Guaranteed`, `Burstable`, `BestEffort`).
-    pub fn from_api(value: &str) -> Option<Self> {
-        match value {
-            "Guaranteed" => Some(Self::Guaranteed),
-            "Burstable" => Some(Self::Burstable),
-            "BestEffort" => Some(Self::BestEffort),
-            _ => None,
-        }
-    }
-}
-
-/// `cpu.shares` for a CPU request in millicores (0 → the minimum, 2).
-pub fn milli_cpu_to_shares(milli: i64) -> i64 {
-    if milli == 0 {
-        return MIN_SHARES;
-    }
-    (milli.saturating_mul(SHARES_PER_CPU) / 1000).clamp(MIN_SHARES, MAX_SHARES)
-}
-
-/// CFS quota for a CPU limit in millicores over `period` (0 → no quota).
-pub fn milli_cpu_to_quota(milli: i64, period: i64) -> i64 {
-    if milli == 0 {
-        return 0;
-    }
-    (milli.saturating_mul(period) / 1000).max(MIN_CFS_QUOTA_US)
-}
 
 /// A container resource amount (`limits`/`requests` → `cpu`/`memory`), parsed.
 pub(crate) fn container_amount(
@@ -99,10 +59,15 @@ pub fn linux_resources(
         None if cpu_limit != 0 => milli_cpu_to_shares(cpu_limit),
         request => milli_cpu_to_shares(request.map_or(0, |q| q.milli())),
     };
+    // CRI: a quota of 0 means none.
+    let quota = match milli_cpu_to_quota(cpu_limit, CFS_PERIOD_US.unsigned_abs()) {
+        Limit::Value(q) => q,
+        Limit::Max => 0,
+    };
     let mut resources = LinuxContainerResources {
         cpu_period: CFS_PERIOD_US,
-        cpu_quota: milli_cpu_to_quota(cpu_limit, CFS_PERIOD_US),
-        cpu_shares: shares,
+        cpu_quota: quota,
+        cpu_shares: i64::try_from(shares).unwrap_or(i64::MAX),
         memory_limit_in_bytes: memory_limit,
         ..Default::default()
     };
@@ -185,29 +150,6 @@ fn is_node_critical(pod: &Pod) -> bool {
 mod tests {
     use super::*;
     use crate::runtime_spec::testpod::pod;
-
-    #[test]
-    fn shares_and_quota_table() {
-        for (milli, shares) in [
-            (0, 2),
-            (1, 2),
-            (100, 102),
-            (250, 256),
-            (1000, 1024),
-            (500_000, 262_144),
-        ] {
-            assert_eq!(milli_cpu_to_shares(milli), shares, "{milli}m");
-        }
-        for (milli, quota) in [
-            (0, 0),
-            (1, 1000),
-            (10, 1000),
-            (250, 25_000),
-            (1500, 150_000),
-        ] {
-            assert_eq!(milli_cpu_to_quota(milli, CFS_PERIOD_US), quota, "{milli}m");
-        }
-    }
 
     fn resources(res: &str) -> LinuxContainerResources {
         let p = pod(&format!(
