@@ -63,7 +63,10 @@ async fn page(node: &TestContainerd, pod: &Value) -> anyhow::Result<String> {
         std::future::ready(kwk_tests::http::is_ok(&body))
     })
     .await?;
-    Ok(body)
+    Ok(body
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
 }
 
 fn container_id(pod: &Value) -> String {
