@@ -104,6 +104,22 @@ fn pod_cgroups(cgroup_root: &str) -> Vec<String> {
     found
 }
 
+/// File names below `dir`, recursively.
+fn walk_files(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            } else {
+                names.push(entry.file_name().to_string_lossy().to_string());
+            }
+        }
+    }
+    names
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_static_pod_runs_is_replaced_on_edit_and_leaves_nothing_when_deleted()
 -> anyhow::Result<()> {
@@ -153,6 +169,12 @@ async fn a_static_pod_runs_is_replaced_on_edit_and_leaves_nothing_when_deleted()
     .map_err(|e| e.context(format!("{:?}", pod_cgroups(containerd.cgroup_root()))))?;
     let containers = containerd.cri.list_containers(None).await?;
     assert!(containers.is_empty(), "{containers:?}");
+    // No pod IP is still allocated (host-local keeps one file per IP).
+    let allocated: Vec<String> = walk_files(&containerd.layout().cni_data_dir())
+        .into_iter()
+        .filter(|f| f.parse::<std::net::IpAddr>().is_ok())
+        .collect();
+    assert!(allocated.is_empty(), "IPs still allocated: {allocated:?}");
     Ok(())
 }
 
