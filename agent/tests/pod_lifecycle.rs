@@ -133,10 +133,8 @@ async fn a_crash_looping_container_backs_off_as_the_status_shows() -> anyhow::Re
             if seen.last().is_none_or(|(c, _)| *c != count) {
                 seen.push((count, started.elapsed()));
             }
-            if let Some(m) = status["state"]["waiting"]["message"].as_str() {
-                if count == 2 {
-                    backoff_message = m.to_string();
-                }
+            if let (Some(m), 2) = (status["state"]["waiting"]["message"].as_str(), count) {
+                backoff_message = m.to_string();
             }
             if count >= 3 {
                 break;
