@@ -71,7 +71,11 @@ async fn wait_all_running(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    anyhow::bail!("not all pods running: {:?}\n{}", node.pods(), node.log_tail())
+    anyhow::bail!(
+        "not all pods running: {:?}\n{}",
+        node.pods(),
+        node.log_tail()
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +102,10 @@ async fn kill_9_at_random_moments_restarts_no_container() -> anyhow::Result<()> 
     }
     let last = wait_all_running(&node).await?;
     assert_eq!(first, last, "containers were restarted or replaced");
-    assert!(last.values().all(|(_, restarts, _)| *restarts == 0), "{last:?}");
+    assert!(
+        last.values().all(|(_, restarts, _)| *restarts == 0),
+        "{last:?}"
+    );
 
     // And the runtime holds exactly one container per pod: nothing was created twice.
     let containers = containerd.cri.list_containers(None).await?;
@@ -123,7 +130,10 @@ async fn sigterm_stops_kwk_node_and_leaves_pods_running() -> anyhow::Result<()> 
         node.write_manifest(&format!("p{i}.yaml"), &manifest(i))?;
     }
     let before = wait_all_running(&node).await?;
-    assert!(node.terminate()?, "kwk-node did not exit cleanly on SIGTERM");
+    assert!(
+        node.terminate()?,
+        "kwk-node did not exit cleanly on SIGTERM"
+    );
     let running_containers = containerd
         .cri
         .list_containers(None)

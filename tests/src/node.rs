@@ -185,6 +185,11 @@ clusterDomain: cluster.local
         }
     }
 
+    /// The kwk-node process ID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `kill -9` of the kwk-node process (pods keep running).
     pub fn kill9(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {
