@@ -15,6 +15,7 @@ use kwk_cri::{ConnectOptions, CriClient, CriError, Timeouts};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::cgroups::values::NodeAllocatable;
 use crate::cgroups::{CgroupConfig, CgroupDriver, CgroupError, PodCgroups};
 use crate::config::{self, ConfigError, KubeletConfig};
 use crate::local_api::{self, LocalApiError};
@@ -99,8 +100,22 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
     );
     images::import_all(&socket, &options.image_dir, &cri).await;
 
+    let machine = setup::machine_resources();
+    let allocatable = config::allocatable(&machine, &config);
+    tracing::info!(
+        cpu_millis = allocatable.cpu_millis,
+        memory_bytes = allocatable.memory_bytes,
+        pods = allocatable.pods,
+        "node allocatable"
+    );
     let cgroups = PodCgroups::new(cgroup_config(&config))?;
-    cgroups.ensure_node_hierarchy(None)?;
+    let enforce = config
+        .enforce_node_allocatable
+        .contains(&config::NodeAllocatableEnforcement::Pods);
+    cgroups.ensure_node_hierarchy(enforce.then(|| NodeAllocatable {
+        cpu_milli: i64::try_from(allocatable.cpu_millis).unwrap_or(i64::MAX),
+        memory_bytes: i64::try_from(allocatable.memory_bytes).unwrap_or(i64::MAX),
+    }))?;
 
     let store = StatusStore::default();
     let setup = NodeSetup::new(&config, &options, cgroups);
@@ -113,6 +128,7 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
             retry_after: Duration::from_secs(1),
             host_ip: None,
         },
+        usize::try_from(config.max_pods).unwrap_or(usize::MAX),
     );
 
     let desired = static_pod_source(&config, &options, &cancel);

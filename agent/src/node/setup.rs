@@ -12,7 +12,7 @@ use kwk_cri::api;
 use super::NodeOptions;
 use crate::cgroups::PodCgroups;
 use crate::cgroups::qos::pod_qos;
-use crate::config::KubeletConfig;
+use crate::config::{KubeletConfig, MachineResources};
 use crate::pod::cri_runtime::{ContainerStart, PodSetup};
 use crate::pod::observed::ObservedContainer;
 use crate::pod::runtime::RuntimeError;
@@ -199,6 +199,17 @@ fn remove_log_dir(dir: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,
+    }
+}
+
+/// The machine's CPUs and memory.
+pub(super) fn machine_resources() -> MachineResources {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    MachineResources {
+        cpu_millis: u64::try_from(cpus).unwrap_or(1).saturating_mul(1000),
+        memory_bytes: memory_capacity()
+            .and_then(|m| u64::try_from(m).ok())
+            .unwrap_or(0),
     }
 }
 

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -31,17 +31,24 @@ pub struct PodManager<R> {
     workers: HashMap<String, WorkerHandle>,
     /// Desired pods waiting for an older pod of the same name to terminate.
     deferred: BTreeMap<String, Arc<Pod>>,
+    /// Desired pods refused because the node is full (`maxPods`).
+    rejected: BTreeSet<String>,
+    max_pods: usize,
     tracker: TaskTracker,
 }
 
 impl<R: PodRuntime + Clone> PodManager<R> {
-    pub fn new(runtime: R, store: StatusStore, config: WorkerConfig) -> Self {
+    /// A manager that runs at most `max_pods` pods (`maxPods`); more are rejected with
+    /// `OutOfpods`, as the kubelet's admission does.
+    pub fn new(runtime: R, store: StatusStore, config: WorkerConfig, max_pods: usize) -> Self {
         Self {
             runtime,
             store,
             config,
             workers: HashMap::new(),
             deferred: BTreeMap::new(),
+            rejected: BTreeSet::new(),
+            max_pods,
             tracker: TaskTracker::new(),
         }
     }
@@ -146,6 +153,7 @@ impl<R: PodRuntime + Clone> PodManager<R> {
             .map(|w| full_name(w.desired().pod()))
             .collect();
         self.deferred.clear();
+        self.rejected.retain(|uid| pods.contains_key(uid));
         for (uid, pod) in pods {
             if self.workers.contains_key(uid) {
                 continue;
@@ -153,6 +161,21 @@ impl<R: PodRuntime + Clone> PodManager<R> {
             if busy.contains(&full_name(pod)) {
                 self.deferred.insert(uid.clone(), pod.clone());
                 continue;
+            }
+            let active = self
+                .workers
+                .values()
+                .filter(|w| matches!(w.desired(), Desired::Run(_)))
+                .count();
+            if active >= self.max_pods {
+                if self.rejected.insert(uid.clone()) {
+                    tracing::warn!(pod = %spec::name(pod), %uid, max_pods = self.max_pods, "node is full; pod rejected");
+                    self.store.set(pod, out_of_pods(active, self.max_pods));
+                }
+                continue;
+            }
+            if self.rejected.remove(uid) {
+                self.store.remove(uid);
             }
             tracing::info!(pod = %spec::name(pod), %uid, "starting pod worker");
             let handle = self.spawn(Desired::Run(pod.clone()), cancel, done);
@@ -200,6 +223,18 @@ impl<R: PodRuntime + Clone> PodManager<R> {
             done.clone(),
             &self.tracker,
         )
+    }
+}
+
+/// The status of a pod refused for lack of room, as the kubelet words it.
+fn out_of_pods(used: usize, capacity: usize) -> PodStatus {
+    PodStatus {
+        phase: Some("Failed".into()),
+        reason: Some("OutOfpods".into()),
+        message: Some(format!(
+            "Node didn't have enough resource: pods, requested: 1, used: {used}, capacity: {capacity}"
+        )),
+        ..Default::default()
     }
 }
 

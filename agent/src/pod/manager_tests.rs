@@ -37,6 +37,10 @@ struct Harness {
 }
 
 fn start(runtime: FakeRuntime) -> Harness {
+    start_with(runtime, 110)
+}
+
+fn start_with(runtime: FakeRuntime, max_pods: usize) -> Harness {
     let store = StatusStore::default();
     let (desired, rx) = watch::channel(DesiredPods::new());
     let cancel = CancellationToken::new();
@@ -48,6 +52,7 @@ fn start(runtime: FakeRuntime) -> Harness {
             retry_after: Duration::from_secs(1),
             host_ip: None,
         },
+        max_pods,
     );
     let task = tokio::spawn(manager.run(rx, cancel.clone()));
     Harness {
@@ -221,5 +226,38 @@ async fn after_a_restart_a_new_version_waits_for_the_old_orphan() {
         .expect("new pod started");
     assert!(old_killed < new_started, "{all:?}");
     assert!(runtime.observed("v1").is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn pods_beyond_max_pods_are_rejected_until_there_is_room() {
+    let h = start_with(FakeRuntime::new(), 2);
+    let (a, b, c) = (
+        pod("a", "a", "sleep"),
+        pod("b", "b", "sleep"),
+        pod("c", "c", "sleep"),
+    );
+    h.set(&[&a, &b, &c]);
+    settle(3).await;
+    assert_eq!(h.phase("a").as_deref(), Some("Running"));
+    assert_eq!(h.phase("b").as_deref(), Some("Running"));
+    assert_eq!(h.phase("c").as_deref(), Some("Failed"));
+    assert!(
+        h.runtime.actions("c").is_empty(),
+        "a rejected pod was started"
+    );
+    let status = h
+        .store
+        .snapshot()
+        .into_iter()
+        .find(|p| p.metadata.name.as_deref() == Some("c"))
+        .and_then(|p| p.status)
+        .expect("status of c");
+    assert_eq!(status.reason.as_deref(), Some("OutOfpods"));
+
+    // Room frees up: the rejected pod is admitted.
+    h.set(&[&b, &c]);
+    settle(5).await;
+    assert_eq!(h.phase("c").as_deref(), Some("Running"));
     h.stop().await;
 }

@@ -230,7 +230,9 @@ impl<R: PodRuntime> Worker<R> {
             let ctx = StatusContext {
                 host_ip: self.config.host_ip.clone(),
                 start_time: self.start_time,
-                qos_class: None,
+                qos_class: crate::cgroups::qos::pod_qos(&pod)
+                    .ok()
+                    .map(|q| q.as_str().to_string()),
             };
             // The status reflects the state before this round's actions; a round that changed
             // something is followed by another that observes the result.
