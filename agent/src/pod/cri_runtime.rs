@@ -201,21 +201,15 @@ impl<S: PodSetup> CriPodRuntime<S> {
         Ok(())
     }
 
-    async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
-        match self.cri.stop_container(id, grace).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(cri_error("StopContainer", &e, None)),
-        }
-    }
-}
-
-impl<S: PodSetup> PodRuntime for CriPodRuntime<S> {
-    async fn observe(&self, uid: &str) -> Result<ObservedPod, RuntimeError> {
-        let selector = HashMap::from([
-            (labels::POD_UID.to_string(), uid.to_string()),
-            (labels::MANAGED.to_string(), "true".to_string()),
-        ]);
+    /// Sandboxes and containers carrying all the given labels.
+    async fn list_labelled(
+        &self,
+        labels: &[(&str, &str)],
+    ) -> Result<(Vec<api::PodSandbox>, Vec<api::Container>), RuntimeError> {
+        let selector: HashMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let sandboxes = self
             .cri
             .list_pod_sandbox(Some(api::PodSandboxFilter {
@@ -232,6 +226,23 @@ impl<S: PodSetup> PodRuntime for CriPodRuntime<S> {
             }))
             .await
             .map_err(|e| cri_error("ListContainers", &e, None))?;
+        Ok((sandboxes, containers))
+    }
+
+    async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        match self.cri.stop_container(id, grace).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(cri_error("StopContainer", &e, None)),
+        }
+    }
+}
+
+impl<S: PodSetup> PodRuntime for CriPodRuntime<S> {
+    async fn observe(&self, uid: &str) -> Result<ObservedPod, RuntimeError> {
+        let (sandboxes, containers) = self
+            .list_labelled(&[(labels::POD_UID, uid), (labels::MANAGED, "true")])
+            .await?;
 
         let mut observed_sandboxes = Vec::with_capacity(sandboxes.len());
         for s in &sandboxes {
@@ -325,23 +336,7 @@ impl<S: PodSetup> PodRuntime for CriPodRuntime<S> {
     }
 
     async fn relist(&self) -> Result<Relist, RuntimeError> {
-        let managed = HashMap::from([(labels::MANAGED.to_string(), "true".to_string())]);
-        let sandboxes = self
-            .cri
-            .list_pod_sandbox(Some(api::PodSandboxFilter {
-                label_selector: managed.clone(),
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| cri_error("ListPodSandbox", &e, None))?;
-        let containers = self
-            .cri
-            .list_containers(Some(api::ContainerFilter {
-                label_selector: managed,
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| cri_error("ListContainers", &e, None))?;
+        let (sandboxes, containers) = self.list_labelled(&[(labels::MANAGED, "true")]).await?;
         Ok(pleg::relist(&sandboxes, &containers))
     }
 
