@@ -293,3 +293,59 @@ async fn a_container_over_its_memory_limit_is_oom_killed() -> anyhow::Result<()>
     assert_eq!(terminated["exitCode"], 137);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_logs_are_rotated_by_size_and_count() -> anyhow::Result<()> {
+    if !privileged_tests_enabled() {
+        return Ok(());
+    }
+    let containerd = TestContainerd::start().await?;
+    let node = TestNode::start_with(
+        &containerd,
+        Path::new(BIN),
+        "containerLogMaxSize: 4Ki\ncontainerLogMaxFiles: 2\n",
+    )
+    .await?;
+    // About 1 KiB of log a second, for ever.
+    let script = "while true; do head -c 1000 /dev/zero | tr '\\0' x; echo; sleep 1; done";
+    node.write_manifest("chatty.yaml", &shell_pod("chatty", "Always", script, ""))?;
+    let pod = node
+        .wait_pod(
+            &format!("chatty-{}", node.node_name),
+            WAIT,
+            "the pod to run",
+            |p| phase(p) == "Running",
+        )
+        .await?;
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
+    let dir = node
+        .pod_logs()
+        .join(format!("default_chatty-{}_{uid}", node.node_name))
+        .join("main");
+    // The checker runs every 10 s: within ~25 s the live file was rotated at least once.
+    wait_for(Duration::from_secs(40), "a rotated log file", || {
+        let rotated = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("0.log."))
+                    .count()
+            })
+            .unwrap_or(0);
+        std::future::ready(rotated >= 1)
+    })
+    .await
+    .map_err(|e| e.context(node.log_tail()))?;
+    // The container keeps logging into a fresh live file, and at most 2 files exist.
+    wait_for(
+        Duration::from_secs(10),
+        "the reopened live log to grow",
+        || std::future::ready(std::fs::metadata(dir.join("0.log")).is_ok_and(|m| m.len() > 0)),
+    )
+    .await?;
+    let files = std::fs::read_dir(&dir)?.count();
+    assert!(
+        files <= 2,
+        "{files} log files kept with containerLogMaxFiles: 2"
+    );
+    Ok(())
+}

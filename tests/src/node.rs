@@ -29,6 +29,16 @@ pub struct TestNode {
 impl TestNode {
     /// Writes the config for `containerd` and starts `binary` (the `kwk-node` executable).
     pub async fn start(containerd: &TestContainerd, binary: &Path) -> anyhow::Result<Self> {
+        Self::start_with(containerd, binary, "").await
+    }
+
+    /// As [`TestNode::start`], with `extra` (KubeletConfiguration YAML lines) appended to the
+    /// config file.
+    pub async fn start_with(
+        containerd: &TestContainerd,
+        binary: &Path,
+        extra: &str,
+    ) -> anyhow::Result<Self> {
         let dir = containerd.layout().dir.join("node");
         for sub in ["manifests", "root", "pod-logs", "images"] {
             std::fs::create_dir_all(dir.join(sub))
@@ -51,7 +61,8 @@ clusterDomain: cluster.local
             cgroup_root = containerd.cgroup_root(),
             logs = dir.join("pod-logs").display(),
         );
-        std::fs::write(dir.join("kubelet.yaml"), config).context("writing the kubelet config")?;
+        std::fs::write(dir.join("kubelet.yaml"), format!("{config}{extra}"))
+            .context("writing the kubelet config")?;
         let mut node = Self {
             binary: binary.to_path_buf(),
             dir,
