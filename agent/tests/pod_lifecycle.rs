@@ -349,3 +349,45 @@ async fn container_logs_are_rotated_by_size_and_count() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_context_and_downward_env_reach_the_container() -> anyhow::Result<()> {
+    let Some((_containerd, node)) = start().await? else {
+        return Ok(());
+    };
+    // Reports its uid, whether / is writable and the downward API values, through the
+    // termination message.
+    let script = "{ id -u; touch /probe 2>/dev/null && echo rw || echo ro; \
+        chown 0 /dev/termination-log 2>/dev/null && echo chown || echo nochown; \
+        echo $POD_NAME $POD_NS $NODE; [ -n \"$POD_IP\" ] && echo ip; } > /dev/termination-log";
+    let extra = "    securityContext: {runAsUser: 1234, readOnlyRootFilesystem: true}
+    env:
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: POD_NS, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+    - {name: NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
+    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+";
+    node.write_manifest("sec.yaml", &shell_pod("sec", "Never", script, extra))?;
+    let n = node.node_name.clone();
+    let pod = node
+        .wait_pod(&format!("sec-{n}"), WAIT, "the pod to finish", |p| {
+            phase(p) == "Succeeded"
+        })
+        .await?;
+    let message = main_status(&pod)["state"]["terminated"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        message.lines().collect::<Vec<_>>(),
+        vec![
+            "1234",
+            "ro",
+            "nochown",
+            &format!("sec-{n} default {n}"),
+            "ip"
+        ],
+        "{pod}"
+    );
+    Ok(())
+}
