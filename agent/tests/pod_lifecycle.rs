@@ -355,38 +355,52 @@ async fn security_context_and_downward_env_reach_the_container() -> anyhow::Resu
     let Some((_containerd, node)) = start().await? else {
         return Ok(());
     };
-    // Reports its uid, whether / is writable and the downward API values, through the
-    // termination message.
-    let script = "{ id -u; touch /probe 2>/dev/null && echo rw || echo ro; \
-        chown 0 /dev/termination-log 2>/dev/null && echo chown || echo nochown; \
-        echo $POD_NAME $POD_NS $NODE; [ -n \"$POD_IP\" ] && echo ip; } > /dev/termination-log";
-    let extra = "    securityContext: {runAsUser: 1234, readOnlyRootFilesystem: true}
+    // Each container reports through its termination message: `user` its uid and the downward
+    // API values, `rootfs` (root, so only the read-only mount can stop it) whether / is writable.
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: sec}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: user
+    image: {IMAGE}
+    securityContext: {{runAsUser: 1234}}
+    command: ["/bin/sh", "-c", "{{ id -u; echo $POD_NAME $POD_NS $NODE; [ -n \"$POD_IP\" ] && echo ip; }} > /dev/termination-log"]
     env:
-    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
-    - {name: POD_NS, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
-    - {name: NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
-    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
-";
-    node.write_manifest("sec.yaml", &shell_pod("sec", "Never", script, extra))?;
+    - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+    - {{name: POD_NS, valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}}}
+    - {{name: NODE, valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}}}
+    - {{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}
+  - name: rootfs
+    image: {IMAGE}
+    securityContext: {{readOnlyRootFilesystem: true}}
+    command: ["/bin/sh", "-c", "{{ id -u; touch /probe 2>/dev/null && echo rw || echo ro; }} > /dev/termination-log"]
+"#
+    );
+    node.write_manifest("sec.yaml", &manifest)?;
     let n = node.node_name.clone();
     let pod = node
         .wait_pod(&format!("sec-{n}"), WAIT, "the pod to finish", |p| {
             phase(p) == "Succeeded"
         })
         .await?;
-    let message = main_status(&pod)["state"]["terminated"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let message = |i: usize| {
+        pod["status"]["containerStatuses"][i]["state"]["terminated"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let user = message(0);
     assert_eq!(
-        message.lines().collect::<Vec<_>>(),
-        vec![
-            "1234",
-            "ro",
-            "nochown",
-            &format!("sec-{n} default {n}"),
-            "ip"
-        ],
+        user.lines().collect::<Vec<_>>(),
+        vec!["1234", &format!("sec-{n} default {n}"), "ip"],
+        "{pod}"
+    );
+    assert_eq!(
+        message(1).lines().collect::<Vec<_>>(),
+        vec!["0", "ro"],
         "{pod}"
     );
     Ok(())
