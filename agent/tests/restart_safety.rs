@@ -78,18 +78,25 @@ async fn wait_all_running(
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_at_random_moments_restarts_no_container() -> anyhow::Result<()> {
+/// A containerd and a kwk-node whose manifest directory has just received the 10 pods.
+async fn node_with_pods() -> anyhow::Result<Option<(TestContainerd, TestNode)>> {
     if !privileged_tests_enabled() {
-        return Ok(());
+        return Ok(None);
     }
     let containerd = TestContainerd::start().await?;
-    let mut node = TestNode::start(&containerd, Path::new(BIN)).await?;
-
-    // Round 1: kill while the pods are being created.
+    let node = TestNode::start(&containerd, Path::new(BIN)).await?;
     for i in 0..PODS {
         node.write_manifest(&format!("p{i}.yaml"), &manifest(i))?;
     }
+    Ok(Some((containerd, node)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_restarts_no_container() -> anyhow::Result<()> {
+    let Some((containerd, mut node)) = node_with_pods().await? else {
+        return Ok(());
+    };
+    // Round 1: kill while the pods are being created.
     tokio::time::sleep(random_delay(400)).await;
     node.kill9()?;
     node.restart().await?;
@@ -121,14 +128,9 @@ async fn kill_9_at_random_moments_restarts_no_container() -> anyhow::Result<()> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_kwk_node_and_leaves_pods_running() -> anyhow::Result<()> {
-    if !privileged_tests_enabled() {
+    let Some((containerd, mut node)) = node_with_pods().await? else {
         return Ok(());
-    }
-    let containerd = TestContainerd::start().await?;
-    let mut node = TestNode::start(&containerd, Path::new(BIN)).await?;
-    for i in 0..PODS {
-        node.write_manifest(&format!("p{i}.yaml"), &manifest(i))?;
-    }
+    };
     let before = wait_all_running(&node).await?;
     assert!(
         node.terminate()?,

@@ -74,7 +74,7 @@ impl<S: PodSetup> CriPodRuntime<S> {
         let config = self.setup.sandbox_config(pod, attempt).await?;
         let id = self
             .cri
-            .run_pod_sandbox(config, "")
+            .run_pod_sandbox(config.clone(), "")
             .await
             .map_err(|e| cri_error("RunPodSandbox", &e, None))?;
         let status = self
@@ -84,13 +84,14 @@ impl<S: PodSetup> CriPodRuntime<S> {
             .map_err(|e| cri_error("PodSandboxStatus", &e, None))?;
         state.ips = sandbox_ips(&status.status);
         state.sandbox = Some((id, attempt));
+        state.sandbox_config = Some(config);
         Ok(())
     }
 
     async fn start_container(
         &self,
         pod: &Pod,
-        state: &ExecState,
+        state: &mut ExecState,
         name: &str,
         kind: ContainerKind,
         restart_count: u32,
@@ -116,7 +117,15 @@ impl<S: PodSetup> CriPodRuntime<S> {
         };
         let image = desired.spec.image.clone().unwrap_or_default();
         self.ensure_image(name, &image).await?;
-        let sandbox_config = self.setup.sandbox_config(pod, attempt).await?;
+        // Built (cgroup, log directory, DNS) once per plan, not once per container.
+        let sandbox_config = match &state.sandbox_config {
+            Some(c) => c.clone(),
+            None => {
+                let c = self.setup.sandbox_config(pod, attempt).await?;
+                state.sandbox_config = Some(c.clone());
+                c
+            }
+        };
         let config = self.setup.container_config(pod, &start).await?;
         let id = self
             .cri
@@ -297,6 +306,7 @@ impl<S: PodSetup> PodRuntime for CriPodRuntime<S> {
             Action::KillPod => {
                 self.kill_pod(pod, observed).await?;
                 state.sandbox = None;
+                state.sandbox_config = None;
                 Ok(())
             }
             Action::CreateSandbox { attempt } => self.create_sandbox(pod, *attempt, state).await,

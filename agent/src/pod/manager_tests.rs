@@ -87,6 +87,20 @@ impl Harness {
     }
 }
 
+/// The pod `old` was killed before the sandbox of `new` was created.
+fn assert_killed_before_started(runtime: &FakeRuntime, old: &str, new: &str) {
+    let all = runtime.all_actions();
+    let old_killed = all
+        .iter()
+        .position(|(uid, a)| uid == old && *a == Action::KillPod)
+        .expect("old pod killed");
+    let new_started = all
+        .iter()
+        .position(|(uid, a)| uid == new && matches!(a, Action::CreateSandbox { .. }))
+        .expect("new pod started");
+    assert!(old_killed < new_started, "{all:?}");
+}
+
 async fn settle(seconds: u64) {
     tokio::time::sleep(Duration::from_secs(seconds)).await;
 }
@@ -187,16 +201,7 @@ async fn a_replaced_static_pod_starts_after_the_old_one_is_gone() {
     let v2 = pod("v2", "api", "serve");
     h.set(&[&v2]);
     settle(5).await;
-    let all = h.runtime.all_actions();
-    let old_killed = all
-        .iter()
-        .position(|(uid, a)| uid == "v1" && *a == Action::KillPod)
-        .expect("old pod killed");
-    let new_started = all
-        .iter()
-        .position(|(uid, a)| uid == "v2" && matches!(a, Action::CreateSandbox { .. }))
-        .expect("new pod started");
-    assert!(old_killed < new_started, "{all:?}");
+    assert_killed_before_started(&h.runtime, "v1", "v2");
     assert_eq!(h.phase("api").as_deref(), Some("Running"));
     h.stop().await;
 }
@@ -215,16 +220,7 @@ async fn after_a_restart_a_new_version_waits_for_the_old_orphan() {
     let v2 = pod("v2", "api", "serve");
     h.set(&[&v2]);
     settle(5).await;
-    let all = runtime.all_actions();
-    let old_killed = all
-        .iter()
-        .position(|(uid, a)| uid == "v1" && *a == Action::KillPod)
-        .expect("old pod killed");
-    let new_started = all
-        .iter()
-        .position(|(uid, a)| uid == "v2" && matches!(a, Action::CreateSandbox { .. }))
-        .expect("new pod started");
-    assert!(old_killed < new_started, "{all:?}");
+    assert_killed_before_started(&runtime, "v1", "v2");
     assert!(runtime.observed("v1").is_empty());
     h.stop().await;
 }

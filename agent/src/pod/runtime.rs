@@ -12,12 +12,14 @@ use super::plan::Action;
 use super::pleg::Relist;
 
 /// The sandbox the actions of one plan go into, updated as `CreateSandbox` runs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ExecState {
     /// (sandbox ID, attempt) of the current ready sandbox.
     pub sandbox: Option<(String, u32)>,
     /// Pod IPs of that sandbox.
     pub ips: Vec<String>,
+    /// The sandbox's CRI config once built in this plan (every CreateContainer needs it).
+    pub sandbox_config: Option<kwk_cri::api::PodSandboxConfig>,
 }
 
 impl ExecState {
@@ -27,6 +29,7 @@ impl ExecState {
             Some(s) => Self {
                 sandbox: Some((s.id.clone(), s.attempt)),
                 ips: s.ips.clone(),
+                sandbox_config: None,
             },
             None => Self::default(),
         }
