@@ -1,3 +1,5 @@
 //! `kwk-control-plane`: apiserver, scheduler and controllers, one subcommand per component.
 //!
-//! Empty until the apiserver issue lands.
+//! - [`storage`]: the storage contract ([`storage::Store`]) and its backends (embedded, etcd).
+
+pub mod storage;
