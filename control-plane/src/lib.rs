@@ -1,5 +1,7 @@
 //! `kwk-control-plane`: apiserver, scheduler and controllers, one subcommand per component.
 //!
 //! - [`storage`]: the storage contract ([`storage::Store`]) and its backends (embedded, etcd).
+//! - [`apiserver`]: the Kubernetes REST API over a store.
 
+pub mod apiserver;
 pub mod storage;
