@@ -7,7 +7,10 @@
 //! names can be anything; the hash is a fixed-length, collision-free name), holding the format
 //! version, the manifest path (checked against the record's name on load), the node name and
 //! the defaulted pod with its UID. Records are written atomically (temp file, fsync, rename,
-//! fsync of the directory), mode 0600 (pods may carry secrets in their env).
+//! fsync of the directory), mode 0600 (pods may carry secrets in their env). Records of files
+//! no longer in the manifest directory (deleted, or `staticPodPath` changed) are removed by the
+//! scanner; records it cannot read (corrupt, another format version) are logged, never
+//! offered, and left in place for inspection until a save for the same file replaces them.
 //!
 //! The saved pod is not re-hashed on load: if a kwk-node upgrade changed how UIDs are computed,
 //! the saved UID is still the one the running pod has, which is what matters here.
