@@ -1,5 +1,6 @@
 //! kwk-node end to end against a real containerd: static pods appear, answer HTTP, are replaced
-//! on edit and removed without leftovers; bad manifests are reported and harm nothing else.
+//! on edit and removed without leftovers; bad manifests are reported and harm nothing else, and
+//! a manifest broken across a kwk-node restart does not stop its pod.
 
 #![allow(
     clippy::unwrap_used,
@@ -230,5 +231,115 @@ async fn bad_manifests_are_reported_and_harm_no_other_pod() -> anyhow::Result<()
     .await
     .map_err(|e| e.context(node.log_tail()))?;
     assert_eq!(node.pods()?.len(), 1, "only the good pod runs");
+    Ok(())
+}
+
+/// (UID, container ID, restart count) of a running pod.
+fn identity(pod: &Value) -> (String, String, i64) {
+    (
+        pod["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        container_id(pod),
+        pod["status"]["containerStatuses"][0]["restartCount"]
+            .as_i64()
+            .unwrap_or(-1),
+    )
+}
+
+/// The saved last good pods (`<root-dir>/static-pods/*.json`).
+fn saved_records(node: &TestNode) -> Vec<String> {
+    std::fs::read_dir(node.root_dir().join("static-pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".json"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_broken_across_a_restart_keeps_its_pod_running() -> anyhow::Result<()> {
+    if !privileged_tests_enabled() {
+        return Ok(());
+    }
+    let containerd = TestContainerd::start().await?;
+    let mut node = TestNode::start(&containerd, Path::new(BIN)).await?;
+    let name = format!("web-{}", node.node_name);
+    node.write_manifest("web.yaml", &web_manifest("web", "one"))?;
+    let first = node
+        .wait_pod(&name, WAIT, "the static pod to run", is_running)
+        .await?;
+    let before = identity(&first);
+    assert_eq!(before.2, 0);
+    assert_eq!(saved_records(&node).len(), 1, "the last good pod is saved");
+
+    // Break it: the pod keeps running.
+    node.write_manifest(
+        "web.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: [oops\n",
+    )?;
+    wait_for(Duration::from_secs(10), "the manifest error", || {
+        std::future::ready(node.log().contains("keeping the last valid version"))
+    })
+    .await
+    .map_err(|e| e.context(node.log_tail()))?;
+    let pod = node.pod(&name)?.unwrap();
+    assert_eq!(identity(&pod), before);
+
+    // kill -9 and start again while the manifest is broken.
+    let log_before = node.log().len();
+    node.kill9()?;
+    node.restart().await?;
+    let restarted = node
+        .wait_pod(&name, WAIT, "the pod to be adopted", is_running)
+        .await?;
+    assert_eq!(identity(&restarted), before);
+    // Longer than orphan cleanup takes (at once on the first scan, then a relist every 1 s).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let later = node
+        .pod(&name)?
+        .ok_or_else(|| anyhow::anyhow!("pod gone after the restart\n{}", node.log_tail()))?;
+    assert!(is_running(&later), "{later}\n{}", node.log_tail());
+    assert_eq!(identity(&later), before, "{}", node.log_tail());
+    let containers = containerd.cri.list_containers(None).await?;
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    assert_eq!(sandboxes(&containerd).await.len(), 1);
+    assert_eq!(page(&containerd, &later).await?.trim(), "one");
+    // The new kwk-node still reports the broken file.
+    let new_log = node.log()[log_before..].to_string();
+    assert!(
+        new_log.contains("web.yaml") && new_log.contains("invalid YAML"),
+        "{new_log}"
+    );
+
+    // Fixed with new content: the new version replaces the old one.
+    node.write_manifest("web.yaml", &web_manifest("web", "two"))?;
+    let fixed = node
+        .wait_pod(&name, WAIT, "the fixed pod to run", |p| {
+            p["metadata"]["uid"] != before.0.as_str() && is_running(p)
+        })
+        .await?;
+    assert_eq!(page(&containerd, &fixed).await?.trim(), "two");
+    wait_for(WAIT, "the old sandbox to be removed", || async {
+        sandboxes(&containerd).await.len() == 1
+    })
+    .await?;
+
+    // Deleted while kwk-node is down: the next kwk-node stops the pod and drops the record.
+    node.kill9()?;
+    node.remove_manifest("web.yaml")?;
+    node.restart().await?;
+    wait_for(WAIT, "the pod to disappear", || async {
+        node.pods().is_ok_and(|p| p.is_empty()) && sandboxes(&containerd).await.is_empty()
+    })
+    .await
+    .map_err(|e| e.context(node.log_tail()))?;
+    assert!(
+        saved_records(&node).is_empty(),
+        "{:?}",
+        saved_records(&node)
+    );
     Ok(())
 }

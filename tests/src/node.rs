@@ -84,7 +84,7 @@ clusterDomain: cluster.local
             .arg("--config")
             .arg(self.dir.join("kubelet.yaml"))
             .arg("--root-dir")
-            .arg(self.dir.join("root"))
+            .arg(self.root_dir())
             .arg("--hostname-override")
             .arg(&self.node_name)
             .arg("--local-api-socket")
@@ -124,6 +124,11 @@ clusterDomain: cluster.local
 
     pub fn manifests(&self) -> PathBuf {
         self.dir.join("manifests")
+    }
+
+    /// kwk-node's `--root-dir` (its state).
+    pub fn root_dir(&self) -> PathBuf {
+        self.dir.join("root")
     }
 
     pub fn pod_logs(&self) -> PathBuf {

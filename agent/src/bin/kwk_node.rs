@@ -19,7 +19,7 @@ struct Cli {
     /// The KubeletConfiguration file; drop-ins are read from `<config>.d/`.
     #[arg(long, default_value = "/etc/kwk/kubelet.yaml", global = true)]
     config: PathBuf,
-    /// Agent state directory (pod volumes, per-pod files).
+    /// Agent state directory (pod volumes, per-pod files, last valid static pods).
     #[arg(long, default_value = "/var/lib/kwk")]
     root_dir: PathBuf,
     /// The node name (default: the host name).

@@ -28,6 +28,10 @@ use crate::static_pods::{StaticPodSnapshot, StaticPodSource};
 
 pub use setup::NodeSetup;
 
+/// Under the root dir: the last valid version of each static pod manifest, so a manifest that
+/// is invalid when kwk-node starts does not stop its running pod.
+pub const STATIC_POD_STATE_DIR: &str = "static-pods";
+
 /// What the command line decides.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
@@ -164,7 +168,8 @@ fn static_pod_source(
         return rx;
     };
     let mut source =
-        StaticPodSource::new(dir, options.node_name.clone(), config.file_check_frequency);
+        StaticPodSource::new(dir, options.node_name.clone(), config.file_check_frequency)
+            .with_state_dir(options.root_dir.join(STATIC_POD_STATE_DIR));
     let first = source.scan_once();
     let (snap_tx, mut snap_rx) = watch::channel(first.clone());
     let (tx, rx) = watch::channel(BTreeMap::new());

@@ -2,13 +2,21 @@
 //! watched with inotify and rescanned periodically, turned into validated, defaulted pods.
 //! The control plane boots from these.
 //!
+//! A file that turns invalid keeps serving the pod of its last valid version (a typo must not
+//! take the control plane down); with a state directory (`<root-dir>/static-pods/`) that last
+//! good pod is saved on disk, so this also holds across a kwk-node restart.
+//!
 //! Pure parts: `manifest` (bytes → pod), `validation`, `defaults`, `hash` (the UID), `field`
-//! (error messages). Effect parts: `scan` (read the directory, keep last good pods, build a
-//! snapshot) and `source` (inotify + timer loop publishing snapshots on a watch channel).
+//! (error messages), the record format in `last_good`. Effect parts: `scan` (read the
+//! directory, keep last good pods, build a snapshot), `last_good`'s store (save and load last
+//! good pods) and `source` (inotify + timer loop publishing snapshots on a watch channel).
 
 mod defaults;
 mod field;
 mod hash;
+mod last_good;
+#[cfg(test)]
+mod last_good_tests;
 mod manifest;
 #[cfg(test)]
 mod manifest_tests;

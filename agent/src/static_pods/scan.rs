@@ -2,6 +2,14 @@
 //! (a file is re-read only when its (size, mtime, ctime, inode) changes), the last good pod of
 //! each file, the `config.seen` times, and error logging (once per change of a file's error).
 //!
+//! Last good pods: while a file is invalid (or unreadable) the pod of its last valid version
+//! stays in the snapshot, so a botched edit does not kill a running pod; deleting the file
+//! removes it. With a state directory, each file's last good pod is also saved on disk
+//! ([`super::last_good`]) whenever it changes and its record removed with the file, and the
+//! first scan after a start offers the saved pod for a file found invalid, so the running pod
+//! is adopted rather than killed. Without one (unit tests), nothing but the manifest directory
+//! is touched.
+//!
 //! Which names are manifests: every regular file (symlinks followed) except editor and tool
 //! droppings: names starting with `.` (as upstream; also vim's `.x.swp`, atomic-write temp
 //! files like `.x.tmp`) or `#` (emacs autosave), ending in `~` (backups), `.swp`, `.swx`,
@@ -18,6 +26,7 @@ use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1::Pod;
 
+use super::last_good::LastGoodStore;
 use super::manifest::{MAX_MANIFEST_BYTES, parse_manifest};
 use crate::labels;
 
@@ -82,10 +91,19 @@ pub(crate) struct Scanner {
     now: fn() -> SystemTime,
     /// How many files were read and parsed (the cache's misses), for tests and debugging.
     reads: u64,
+    /// Where last good pods are saved, if anywhere.
+    store: Option<LastGoodStore>,
+    /// The UID of each saved record, by manifest path: what is on disk.
+    saved: BTreeMap<PathBuf, String>,
+    /// Saved pods not yet claimed: offered for files the first scan finds invalid.
+    restored: BTreeMap<PathBuf, Arc<Pod>>,
+    /// Whether the first scan (which loads the saved records) has run.
+    started: bool,
 }
 
 impl Scanner {
-    pub(crate) fn new(dir: PathBuf, node_name: String) -> Self {
+    /// A scanner for `dir`; last good pods are saved in `state_dir` when given.
+    pub(crate) fn new(dir: PathBuf, node_name: String, state_dir: Option<PathBuf>) -> Self {
         Self {
             dir,
             node_name,
@@ -93,6 +111,10 @@ impl Scanner {
             last: StaticPodSnapshot::default(),
             now: SystemTime::now,
             reads: 0,
+            store: state_dir.map(LastGoodStore::new),
+            saved: BTreeMap::new(),
+            restored: BTreeMap::new(),
+            started: false,
         }
     }
 
@@ -105,6 +127,12 @@ impl Scanner {
         self.reads
     }
 
+    /// Records written to the state directory so far.
+    #[cfg(test)]
+    pub(crate) fn writes(&self) -> u64 {
+        self.store.as_ref().map_or(0, LastGoodStore::writes)
+    }
+
     #[cfg(test)]
     pub(crate) fn set_clock(&mut self, now: fn() -> SystemTime) {
         self.now = now;
@@ -112,11 +140,19 @@ impl Scanner {
 
     /// Reads the directory (only changed files), and returns the new snapshot.
     pub(crate) fn scan(&mut self) -> StaticPodSnapshot {
+        if !self.started {
+            self.started = true;
+            self.load_saved();
+        }
         let mut dir_error = None;
         match list_dir(&self.dir) {
-            Ok(Some(names)) => self.refresh_files(&names),
+            Ok(Some(names)) => {
+                self.refresh_files(&names);
+                self.save_changes();
+            }
             Ok(None) => {
                 self.files.clear();
+                self.save_changes();
                 dir_error = Some(format!(
                     "{}: manifest directory does not exist (waiting for it)",
                     self.dir.display()
@@ -124,12 +160,22 @@ impl Scanner {
             }
             Err(e) => {
                 // Keep every file's state: an unreadable directory must not stop running pods.
-                dir_error = Some(format!(
+                // Right after a start that state is empty: take the saved pods instead.
+                let message = format!(
                     "{}: cannot list manifest directory: {e}",
                     self.dir.display()
-                ));
+                );
+                for (path, pod) in std::mem::take(&mut self.restored) {
+                    let error = format!("{}: not read: {message}", path.display());
+                    self.files
+                        .entry(path)
+                        .or_insert_with(|| failed(Some(pod), None, error));
+                }
+                dir_error = Some(message);
             }
         }
+        // Saved pods are offered by the first scan only; later, memory is the truth.
+        self.restored.clear();
         let mut next = self.assemble();
         if let Some(message) = dir_error {
             next.errors.insert(self.dir.clone(), message);
@@ -150,8 +196,8 @@ impl Scanner {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => {
                     let error = format!("{}: cannot stat: {e}", path.display());
-                    let state = self.files.remove(&path);
-                    present.insert(path, failed(state, None, error));
+                    let last_good = self.last_good_of(&path);
+                    present.insert(path, failed(last_good, None, error));
                     continue;
                 }
             };
@@ -175,11 +221,110 @@ impl Scanner {
                 }
                 Ok(None) => {}
                 Err(error) => {
-                    present.insert(path, failed(state, Some(fingerprint), error));
+                    let last_good = match state {
+                        Some(state) => state.last_good,
+                        None => self.restore(&path),
+                    };
+                    present.insert(path, failed(last_good, Some(fingerprint), error));
                 }
             }
         }
         self.files = present;
+    }
+
+    /// The last good pod of `path`, taking its state out of `self.files`: from memory, or
+    /// (first scan) as saved before the start.
+    fn last_good_of(&mut self, path: &Path) -> Option<Arc<Pod>> {
+        match self.files.remove(path) {
+            Some(state) => state.last_good,
+            None => self.restore(path),
+        }
+    }
+
+    /// The saved pod of `path` (first scan only), logged as restored.
+    fn restore(&mut self, path: &Path) -> Option<Arc<Pod>> {
+        let pod = self.restored.remove(path)?;
+        tracing::info!(
+            file = %path.display(),
+            uid = %pod.metadata.uid.as_deref().unwrap_or_default(),
+            "static pod manifest is not valid; offering its last valid version saved before the restart"
+        );
+        Some(pod)
+    }
+
+    /// Reads the saved records (first scan): all are remembered as on disk, those of this
+    /// node's files in the manifest directory can be restored. Unreadable records are logged
+    /// and left alone.
+    fn load_saved(&mut self) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        let loaded = store.load();
+        for error in &loaded.errors {
+            tracing::warn!(error = %error, "ignoring a saved last valid static pod");
+        }
+        for record in loaded.records {
+            self.saved
+                .insert(record.manifest.clone(), record.uid().to_string());
+            if record.node_name != self.node_name {
+                tracing::warn!(
+                    file = %record.manifest.display(),
+                    saved_for = %record.node_name,
+                    node = %self.node_name,
+                    "ignoring the last valid static pod saved for another node name"
+                );
+                continue;
+            }
+            if record.manifest.parent() == Some(self.dir.as_path()) {
+                self.restored.insert(record.manifest, Arc::new(record.pod));
+            }
+        }
+    }
+
+    /// Brings the saved records in line with the files just scanned: a record for each file
+    /// whose last good pod changed, none for files that are gone. Failures are logged and
+    /// retried by the next scan.
+    fn save_changes(&mut self) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        for (path, state) in &self.files {
+            let Some(pod) = &state.last_good else {
+                continue;
+            };
+            let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+            if self.saved.get(path).map(String::as_str) == Some(uid) {
+                continue;
+            }
+            match store.save(path, &self.node_name, pod) {
+                Ok(()) => {
+                    self.saved.insert(path.clone(), uid.to_string());
+                }
+                Err(error) => tracing::warn!(
+                    file = %path.display(),
+                    error = %error,
+                    "cannot save the last valid static pod; a restart while the file is invalid would stop the pod"
+                ),
+            }
+        }
+        let gone: Vec<PathBuf> = self
+            .saved
+            .keys()
+            .filter(|path| !self.files.contains_key(*path))
+            .cloned()
+            .collect();
+        for path in gone {
+            match store.remove(&path) {
+                Ok(()) => {
+                    self.saved.remove(&path);
+                }
+                Err(error) => tracing::warn!(
+                    file = %path.display(),
+                    error = %error,
+                    "cannot remove the saved last valid static pod of a deleted manifest"
+                ),
+            }
+        }
     }
 
     /// `Ok(None)` when the file vanished before it could be read.
@@ -263,14 +408,14 @@ impl Scanner {
 }
 
 fn failed(
-    previous: Option<FileState>,
+    last_good: Option<Arc<Pod>>,
     fingerprint: Option<Fingerprint>,
     error: String,
 ) -> FileState {
     FileState {
         fingerprint,
         current: Err(error),
-        last_good: previous.and_then(|s| s.last_good),
+        last_good,
     }
 }
 

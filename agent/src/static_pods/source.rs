@@ -29,16 +29,32 @@ pub struct StaticPodSource {
     scanner: Scanner,
     node_name: String,
     rescan: Duration,
+    state_dir: Option<PathBuf>,
 }
 
 impl StaticPodSource {
     /// A source for `dir` (which need not exist yet, and is never created) on node
     /// `node_name`, rescanning at least every `rescan` (the kubelet's `fileCheckFrequency`).
+    /// Last good pods are kept in memory only; see [`StaticPodSource::with_state_dir`].
     pub fn new(dir: PathBuf, node_name: String, rescan: Duration) -> Self {
         Self {
-            scanner: Scanner::new(dir, node_name.clone()),
+            scanner: Scanner::new(dir, node_name.clone(), None),
             node_name,
             rescan: rescan.max(Duration::from_millis(100)),
+            state_dir: None,
+        }
+    }
+
+    /// Saves each manifest's last good pod in `state_dir` (created when first needed), so that
+    /// a manifest that is invalid when kwk-node starts still gives the pod it gave before.
+    /// Call before the first scan.
+    #[must_use]
+    pub fn with_state_dir(self, state_dir: PathBuf) -> Self {
+        let dir = self.scanner.dir().to_path_buf();
+        Self {
+            scanner: Scanner::new(dir, self.node_name.clone(), Some(state_dir.clone())),
+            state_dir: Some(state_dir),
+            ..self
         }
     }
 
@@ -58,6 +74,7 @@ impl StaticPodSource {
             mut scanner,
             node_name,
             rescan,
+            state_dir,
         } = self;
         // Watch first, then scan: a change made between the two is seen by the scan or
         // reported by inotify, never lost.
@@ -73,10 +90,11 @@ impl StaticPodSource {
             let (next, snapshot) = match scan_off_thread(scanner).await {
                 Ok(done) => done,
                 Err(e) => {
-                    // A panic in a scan is a bug; keep serving with a fresh scanner (losing
-                    // last-good pods of invalid files) rather than stopping the source.
+                    // A panic in a scan is a bug; keep serving with a fresh scanner rather than
+                    // stopping the source. It restores last good pods of invalid files from the
+                    // state directory if there is one, and loses them otherwise.
                     tracing::error!(dir = %dir.display(), error = %e, "static pod scan panicked");
-                    let mut fresh = Scanner::new(dir, node_name.clone());
+                    let mut fresh = Scanner::new(dir, node_name.clone(), state_dir.clone());
                     let snapshot = fresh.scan();
                     (fresh, snapshot)
                 }
