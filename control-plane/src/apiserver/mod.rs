@@ -5,5 +5,6 @@ pub mod authn;
 pub mod authz;
 pub mod catalog;
 pub mod errors;
+pub mod kinds;
 pub mod pki;
 pub mod request;
