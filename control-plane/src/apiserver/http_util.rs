@@ -87,6 +87,15 @@ where
     B: hyper::body::Body,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
+    if body
+        .size_hint()
+        .exact()
+        .or(body.size_hint().upper())
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+        || body.size_hint().lower() > MAX_BODY_BYTES as u64
+    {
+        return Err(ApiError::too_large(MAX_BODY_BYTES));
+    }
     match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
