@@ -122,10 +122,8 @@ async fn run(mut cmd: Command, stdin: Option<&str>) -> Output {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         let mut child = cmd.spawn().expect("spawn");
-        if let Some(mut pipe) = child.stdin.take() {
-            if let Some(text) = stdin {
-                let _ = pipe.write_all(text.as_bytes());
-            }
+        if let (Some(mut pipe), Some(text)) = (child.stdin.take(), stdin) {
+            let _ = pipe.write_all(text.as_bytes());
         }
         child.wait_with_output().expect("wait")
     })
