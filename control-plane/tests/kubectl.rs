@@ -256,3 +256,51 @@ async fn hostile_bodies_get_4xx_and_store_nothing() {
         "server still up"
     );
 }
+
+const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: web\n        image: busybox\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_bumps_generation_and_stale_replace_conflicts() {
+    let api = TestApiServer::start().await;
+    let out = api
+        .kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(DEPLOYMENT))
+        .await;
+    assert_eq!(
+        stdout(&out),
+        "deployment.apps/web created\n",
+        "{}",
+        stderr(&out)
+    );
+    let before = api
+        .kubectl_ok(&["get", "deploy", "web", "-o", "yaml"])
+        .await;
+    assert_eq!(
+        api.kubectl_ok(&["scale", "deploy", "web", "--replicas=4"])
+            .await,
+        "deployment.apps/web scaled\n"
+    );
+    let after = api
+        .kubectl_ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas} {.metadata.generation}",
+        ])
+        .await;
+    assert_eq!(after, "4 2");
+    // The object read before the scale carries a stale resourceVersion: replace must conflict.
+    let stale = api
+        .kubectl_stdin(&["replace", "--validate=false", "-f", "-"], Some(&before))
+        .await;
+    assert!(!stale.status.success());
+    assert!(
+        stderr(&stale).contains("the object has been modified"),
+        "{}",
+        stderr(&stale)
+    );
+    let replicas = api
+        .kubectl_ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])
+        .await;
+    assert_eq!(replicas, "4", "the conflicting replace changed nothing");
+}

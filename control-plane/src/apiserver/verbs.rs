@@ -60,6 +60,18 @@ where
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(String::from);
+    if target.subresource.as_deref() == Some("scale") {
+        return scale(
+            handler,
+            &request,
+            &target,
+            content_type.as_deref(),
+            body,
+            &query,
+        )
+        .await
+        .unwrap_or_else(|e| error_response(&e));
+    }
     let result = match request.verb {
         Verb::Get => handler
             .registry
@@ -401,4 +413,59 @@ async fn delete_collection(
     let mut out = list;
     out["items"] = Value::Array(deleted);
     Ok(json_response(StatusCode::OK, &out))
+}
+
+/// The `scale` subresource.
+async fn scale<B>(
+    handler: &ApiHandler,
+    request: &ResourceRequest,
+    target: &Target,
+    content_type: Option<&str>,
+    body: B,
+    query: &Query,
+) -> Result<Response<Body>, ApiError>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let params = write_params(query)?;
+    let result = match request.verb {
+        Verb::Get => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &handler.registry.get_scale(target).await?,
+            ));
+        }
+        Verb::Update => {
+            let wanted = decode_body(content_type, &read_body(body).await?)?;
+            handler
+                .registry
+                .update_scale(target, |_| Ok(wanted.clone()), &params)
+                .await?
+        }
+        Verb::Patch => {
+            let bytes = read_body(body).await?;
+            let patch = match media_type(content_type).as_str() {
+                "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                    Patch::Merge(decode_json(&bytes)?)
+                }
+                other => return Err(ApiError::unsupported_media_type(other)),
+            };
+            handler
+                .registry
+                .update_scale(
+                    target,
+                    |current| super::rest::scale::patch_scale(current, &patch),
+                    &params,
+                )
+                .await?
+        }
+        _ => {
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
+        }
+    };
+    Ok(json_response(StatusCode::OK, &result.object))
 }

@@ -11,6 +11,7 @@ use crate::storage::{Store, StoreError};
 pub mod delete;
 pub mod object;
 pub mod read;
+pub mod scale;
 pub mod watch;
 pub mod write;
 

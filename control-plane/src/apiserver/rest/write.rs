@@ -515,7 +515,7 @@ fn finish(def: &ResourceDef, object: &mut Value, old: Option<&Value>) -> Result<
 }
 
 /// RFC 7386 JSON merge patch.
-fn merge_patch(target: &mut Value, patch: &Value) {
+pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
     let Value::Object(patch_map) = patch else {
         *target = patch.clone();
         return;
