@@ -304,3 +304,47 @@ async fn scale_bumps_generation_and_stale_replace_conflicts() {
         .await;
     assert_eq!(replicas, "4", "the conflicting replace changed nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_list_sends_initial_events_then_the_end_bookmark() {
+    let api = TestApiServer::start_with(
+        std::sync::Arc::new(kwk_control_plane::storage::memory::MemoryStore::new()),
+        "t,admin,1,system:masters\n",
+    )
+    .await;
+    api.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(CONFIGMAP))
+        .await;
+    let base = format!(
+        "{}/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=1",
+        api.url()
+    );
+    let url = format!(
+        "{base}&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true"
+    );
+    let out = api.curl(&["-H", "Authorization: Bearer t", &url]).await;
+    let events: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event json"))
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0]["type"], "ADDED");
+    assert_eq!(events[0]["object"]["metadata"]["name"], "demo");
+    assert_eq!(events[1]["type"], "BOOKMARK");
+    assert_eq!(
+        events[1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+    // Without bookmarks the watch-list request is refused (clients fall back to list+watch).
+    let refused = api
+        .curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Authorization: Bearer t",
+            &format!("{base}&sendInitialEvents=true&resourceVersionMatch=NotOlderThan"),
+        ])
+        .await;
+    assert_eq!(stdout(&refused), "422");
+}
