@@ -348,3 +348,38 @@ async fn watch_list_sends_initial_events_then_the_end_bookmark() {
         .await;
     assert_eq!(stdout(&refused), "422");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_side_apply_with_default_validation_updates_in_place() {
+    let api = TestApiServer::start().await;
+    let first = api
+        .kubectl_stdin(&["apply", "-f", "-"], Some(DEPLOYMENT))
+        .await;
+    assert_eq!(
+        stdout(&first),
+        "deployment.apps/web created\n",
+        "{}",
+        stderr(&first)
+    );
+    let uid = api
+        .kubectl_ok(&["get", "deploy", "web", "-o", "jsonpath={.metadata.uid}"])
+        .await;
+    let changed = DEPLOYMENT
+        .replace("replicas: 2", "replicas: 3")
+        .replace("image: busybox", "image: busybox:1.36");
+    let second = api
+        .kubectl_stdin(&["apply", "-f", "-"], Some(&changed))
+        .await;
+    assert_eq!(
+        stdout(&second),
+        "deployment.apps/web configured\n",
+        "{}",
+        stderr(&second)
+    );
+    let after = api
+        .kubectl_ok(&["get", "deploy", "web", "-o", "jsonpath={.metadata.uid} {.spec.replicas} {.spec.template.spec.containers[0].image} {.metadata.generation}"])
+        .await;
+    assert_eq!(after, format!("{uid} 3 busybox:1.36 2"));
+    let index = api.kubectl_ok(&["get", "--raw", "/openapi/v3"]).await;
+    assert!(index.contains("\"apis/apps/v1\""), "{index}");
+}

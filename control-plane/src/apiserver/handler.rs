@@ -146,6 +146,27 @@ impl ApiHandler {
     fn non_resource(&self, path: &str) -> Response<Body> {
         match path {
             "/version" => json_response(StatusCode::OK, &version_info()),
+            "/openapi/v3" => {
+                let docs = super::openapi::documents(&self.registry.catalog());
+                json_response(StatusCode::OK, &super::openapi::index(&docs))
+            }
+            p if p.starts_with("/openapi/v3/") => {
+                let docs = super::openapi::documents(&self.registry.catalog());
+                match docs.get(&p["/openapi/v3/".len()..]) {
+                    Some((doc, hash)) => {
+                        let mut response = json_response(StatusCode::OK, doc);
+                        if let Ok(v) = http::HeaderValue::from_str(&format!("\"{hash}\"")) {
+                            response.headers_mut().insert(header::ETAG, v);
+                        }
+                        response.headers_mut().insert(
+                            header::CACHE_CONTROL,
+                            http::HeaderValue::from_static("public, immutable"),
+                        );
+                        response
+                    }
+                    None => text_response(StatusCode::NOT_FOUND, "404 page not found\n"),
+                }
+            }
             "/healthz" | "/livez" | "/readyz" => text_response(StatusCode::OK, "ok"),
             p if p.starts_with("/healthz/")
                 || p.starts_with("/livez/")

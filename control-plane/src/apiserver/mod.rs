@@ -171,3 +171,4 @@ async fn bootstrap(registry: &rest::Registry) -> Result<(), StartError> {
     }
     Ok(())
 }
+pub mod openapi;

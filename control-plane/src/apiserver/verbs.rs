@@ -327,7 +327,10 @@ async fn patch(
     let params = write_params(query)?;
     let patch = match media_type(content_type).as_str() {
         "application/merge-patch+json" => Patch::Merge(decode_json(bytes)?),
-        "application/strategic-merge-patch+json" => Patch::Merge(decode_json(bytes)?),
+        // Until the strategic merge engine lands: a merge patch without the SMP directives.
+        "application/strategic-merge-patch+json" => {
+            Patch::Merge(strip_directives(decode_json(bytes)?))
+        }
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     let result = handler.registry.patch(target, patch, &params).await?;
@@ -468,4 +471,25 @@ where
         }
     };
     Ok(json_response(StatusCode::OK, &result.object))
+}
+
+/// Drops strategic-merge directives (`$setElementOrder/…`, `$retainKeys`, `$patch` elements
+/// …) so an SMP can be applied as a merge patch.
+fn strip_directives(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(k, _)| !k.starts_with('$'))
+                .map(|(k, v)| (k, strip_directives(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .filter(|item| item.get("$patch").is_none())
+                .map(strip_directives)
+                .collect(),
+        ),
+        other => other,
+    }
 }
