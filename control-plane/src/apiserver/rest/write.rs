@@ -139,22 +139,12 @@ impl Registry {
         let main_has_status = def.has_subresource("status");
         let mut result = self
             .guaranteed_update(target, precondition, params.dry_run, |current| {
-                let mut next = body.clone();
-                if status_only {
-                    let mut merged = current.clone();
-                    merged["status"] = body.get("status").cloned().unwrap_or(Value::Null);
-                    next = merged;
-                } else if main_has_status {
-                    match current.get("status") {
-                        Some(status) => next["status"] = status.clone(),
-                        None => {
-                            if let Some(map) = next.as_object_mut() {
-                                map.remove("status");
-                            }
-                        }
-                    }
-                }
-                Ok(next)
+                Ok(separate_status(
+                    current,
+                    body.clone(),
+                    status_only,
+                    main_has_status,
+                ))
             })
             .await?;
         result.warnings = warnings;
@@ -192,25 +182,16 @@ impl Registry {
                         value
                     }
                 };
-                let (mut patched, unknown) = admit_body(target, patched, validation)?;
+                let (patched, unknown) = admit_body(target, patched, validation)?;
                 if let Ok(mut w) = warnings.lock() {
                     *w = unknown;
                 }
-                if status_only {
-                    let mut merged = current.clone();
-                    merged["status"] = patched.get("status").cloned().unwrap_or(Value::Null);
-                    patched = merged;
-                } else if def.has_subresource("status") {
-                    match current.get("status") {
-                        Some(status) => patched["status"] = status.clone(),
-                        None => {
-                            if let Some(map) = patched.as_object_mut() {
-                                map.remove("status");
-                            }
-                        }
-                    }
-                }
-                Ok(patched)
+                Ok(separate_status(
+                    current,
+                    patched,
+                    status_only,
+                    def.has_subresource("status"),
+                ))
             })
             .await?;
         result.warnings = warnings.into_inner().unwrap_or_default();
@@ -335,6 +316,28 @@ fn meta_str_map<'a>(meta: &'a serde_json::Map<String, Value>, field: &str) -> Op
     meta.get(field)
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
+}
+
+/// Spec/status separation of a write: through the `status` subresource only the status
+/// changes; through the main resource of a kind with a status subresource the status is
+/// kept as stored.
+fn separate_status(current: &Value, mut next: Value, status_only: bool, has_status: bool) -> Value {
+    if status_only {
+        let mut merged = current.clone();
+        merged["status"] = next.get("status").cloned().unwrap_or(Value::Null);
+        return merged;
+    }
+    if has_status {
+        match current.get("status") {
+            Some(status) => next["status"] = status.clone(),
+            None => {
+                if let Some(map) = next.as_object_mut() {
+                    map.remove("status");
+                }
+            }
+        }
+    }
+    next
 }
 
 /// Checks and normalises a request body: `apiVersion`/`kind` (filled from the URL when
