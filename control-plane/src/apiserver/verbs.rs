@@ -72,6 +72,14 @@ where
         .await
         .unwrap_or_else(|e| error_response(&e));
     }
+    let ct = content_type.as_deref();
+    let bytes = match request.verb {
+        Verb::Get | Verb::List | Verb::Watch => bytes::Bytes::new(),
+        _ => match read_body(body).await {
+            Ok(bytes) => bytes,
+            Err(e) => return error_response(&e),
+        },
+    };
     let result = match request.verb {
         Verb::Get => handler
             .registry
@@ -89,78 +97,22 @@ where
         Verb::Watch => {
             return super::watch_http::serve_watch(handler, &target, &query, accept).await;
         }
-        Verb::Create => match read_body(body).await {
-            Ok(bytes) => {
-                if super::reviews::is_review(&target) {
-                    super::reviews::create_review(
-                        handler,
-                        user,
-                        &target,
-                        content_type.as_deref(),
-                        &bytes,
-                    )
-                    .map(|object| json_response(StatusCode::CREATED, &object))
-                } else {
-                    create(
-                        handler,
-                        &target,
-                        content_type.as_deref(),
-                        &bytes,
-                        &query,
-                        accept,
-                    )
-                    .await
-                }
-            }
-            Err(e) => Err(e),
-        },
-        Verb::Update => match read_body(body).await {
-            Ok(bytes) => {
-                update(
-                    handler,
-                    &target,
-                    content_type.as_deref(),
-                    &bytes,
-                    &query,
-                    accept,
-                )
+        Verb::Create if super::reviews::is_review(&target) => {
+            super::reviews::create_review(handler, user, &target, ct, &bytes)
+                .map(|object| json_response(StatusCode::CREATED, &object))
+        }
+        Verb::Create => create(handler, &target, ct, &bytes, &query, accept).await,
+        Verb::Update => update(handler, &target, ct, &bytes, &query, accept).await,
+        Verb::Patch => patch(handler, &target, ct, &bytes, &query, accept).await,
+        Verb::Delete => match delete_options(ct, &bytes, &query) {
+            Ok(options) => handler
+                .registry
+                .delete(&target, &options)
                 .await
-            }
+                .map(|object| respond_object(&target, object, accept, &query, StatusCode::OK, &[])),
             Err(e) => Err(e),
         },
-        Verb::Patch => match read_body(body).await {
-            Ok(bytes) => {
-                patch(
-                    handler,
-                    &target,
-                    content_type.as_deref(),
-                    &bytes,
-                    &query,
-                    accept,
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        },
-        Verb::Delete => match read_body(body).await {
-            Ok(bytes) => match delete_options(content_type.as_deref(), &bytes, &query) {
-                Ok(options) => handler
-                    .registry
-                    .delete(&target, &options)
-                    .await
-                    .map(|object| {
-                        respond_object(&target, object, accept, &query, StatusCode::OK, &[])
-                    }),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        },
-        Verb::DeleteCollection => match read_body(body).await {
-            Ok(bytes) => {
-                delete_collection(handler, &target, content_type.as_deref(), &bytes, &query).await
-            }
-            Err(e) => Err(e),
-        },
+        Verb::DeleteCollection => delete_collection(handler, &target, ct, &bytes, &query).await,
     };
     result.unwrap_or_else(|e| error_response(&e))
 }
