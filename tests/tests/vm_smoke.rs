@@ -1,0 +1,183 @@
+//! The VM tier works end to end: the guest boots to `running` under systemd with cgroup v2 and
+//! can load `ip_vs`; files travel in (content and mode) and out; containerd starts under
+//! systemd and answers. Each test is one boot (~25–35 s idle; the first also builds the image).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use kwk_tests::vm::{Vm, vm_tests_enabled};
+
+/// `key=value` lines of the script's stdout.
+fn facts(stdout: &str) -> BTreeMap<String, String> {
+    stdout
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+#[test]
+fn guest_boots_systemd_with_cgroup_v2_and_loads_ip_vs() -> anyhow::Result<()> {
+    if !vm_tests_enabled() {
+        return Ok(());
+    }
+    let out = Vm::builder()
+        .script(
+            r#"
+echo "pid1=$(cat /proc/1/comm)"
+echo "state=$(systemctl is-system-running)"
+echo "cgroup_fs=$(stat -f -c %T /sys/fs/cgroup)"
+echo "controllers=$(cat /sys/fs/cgroup/cgroup.controllers)"
+echo "kernel=$(uname -r)"
+echo "machine_id=$(cat /etc/machine-id)"
+modprobe ip_vs
+echo "ip_vs_loaded=$(grep -c '^ip_vs ' /proc/modules)"
+ipvsadm -A -t 10.96.0.1:80 -s rr
+ipvsadm -a -t 10.96.0.1:80 -r 10.0.0.2:8080 -m
+echo "ipvs_services=$(ipvsadm -Ln | grep -c '^TCP')"
+"#,
+        )
+        .timeout(Duration::from_secs(300))
+        .run()?
+        .success()?;
+    eprintln!("boot to poweroff: {:.1} s", out.wall_time.as_secs_f64());
+    let facts = facts(&out.stdout);
+    let diagnostics = || out.diagnostics();
+    assert_eq!(
+        out.system_state,
+        "running",
+        "boot did not settle cleanly:\n{}",
+        diagnostics()
+    );
+    assert_eq!(facts["pid1"], "systemd", "{}", diagnostics());
+    assert_eq!(facts["state"], "running", "{}", diagnostics());
+    assert_eq!(facts["cgroup_fs"], "cgroup2fs", "{}", diagnostics());
+    for controller in ["cpu", "memory", "pids", "io"] {
+        assert!(
+            facts["controllers"].split(' ').any(|c| c == controller),
+            "controller {controller} missing from {:?}",
+            facts["controllers"]
+        );
+    }
+    assert_eq!(facts["machine_id"], out.machine_id, "per-run machine ID");
+    assert_eq!(facts["ip_vs_loaded"], "1", "{}", diagnostics());
+    assert_eq!(facts["ipvs_services"], "1", "{}", diagnostics());
+    Ok(())
+}
+
+#[test]
+fn files_go_in_with_their_mode_and_come_back_out() -> anyhow::Result<()> {
+    if !vm_tests_enabled() {
+        return Ok(());
+    }
+    let host_dir = std::env::temp_dir().join(format!("kwk-vm-files-{}", std::process::id()));
+    std::fs::create_dir_all(&host_dir)?;
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let host_file = host_dir.join("payload.bin");
+    std::fs::write(&host_file, &payload)?;
+
+    let result = Vm::builder()
+        .file(&host_file, "/opt/kwk/payload.bin")
+        .file_contents(
+            "/usr/local/bin/kwk-hello",
+            "#!/bin/sh\necho \"hello from $(hostname)\"\n",
+            0o755,
+        )
+        .script(
+            r#"
+mkdir -p /var/tmp/results/nested
+sha256sum /opt/kwk/payload.bin | cut -d' ' -f1 > /var/tmp/results/payload.sha256
+kwk-hello > /var/tmp/results/nested/hello.txt
+stat -c %a /usr/local/bin/kwk-hello > /var/tmp/results/mode
+cp /opt/kwk/payload.bin /var/tmp/results/payload.copy
+echo "to stderr" >&2
+"#,
+        )
+        .fetch("/var/tmp/results")
+        .fetch("/etc/hostname")
+        .fetch("/does/not/exist")
+        .run();
+    std::fs::remove_dir_all(&host_dir)?;
+    let out = result?.success()?;
+
+    let text = |path: &str| -> anyhow::Result<String> {
+        let bytes = out.file(path).with_context(|| {
+            format!(
+                "{path} not fetched; got {:?}",
+                out.fetched().collect::<Vec<_>>()
+            )
+        })?;
+        Ok(String::from_utf8_lossy(bytes).trim().to_owned())
+    };
+    let expected_hash = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(&payload))
+    };
+    assert_eq!(text("/var/tmp/results/payload.sha256")?, expected_hash);
+    assert_eq!(
+        out.file("/var/tmp/results/payload.copy"),
+        Some(payload.as_slice())
+    );
+    assert_eq!(
+        text("/var/tmp/results/nested/hello.txt")?,
+        "hello from kwk-vm"
+    );
+    assert_eq!(text("/var/tmp/results/mode")?, "755");
+    assert_eq!(text("/etc/hostname")?, "kwk-vm");
+    assert_eq!(out.missing, ["/does/not/exist"]);
+    assert_eq!(out.stderr.trim(), "to stderr");
+    Ok(())
+}
+
+#[test]
+fn containerd_runs_under_systemd_and_a_failing_script_reports_its_exit_code() -> anyhow::Result<()>
+{
+    if !vm_tests_enabled() {
+        return Ok(());
+    }
+    let out = Vm::builder()
+        .script(
+            r#"
+systemctl start containerd
+echo "active=$(systemctl is-active containerd)"
+echo "cgroup=$(cat /proc/$(systemctl show -p MainPID --value containerd)/cgroup)"
+ctr version | sed -n 's/^ *Version: *\(.*\)/version=\1/p' | tail -1
+ctr namespaces create kwk-smoke
+echo "namespaces=$(ctr namespaces ls -q | tr '\n' ' ')"
+echo "before the failure"
+false
+echo "not reached"
+"#,
+        )
+        .run()?;
+    let facts = facts(&out.stdout);
+    assert_eq!(out.exit_code, 1, "{}", out.diagnostics());
+    assert!(
+        out.stdout.contains("before the failure"),
+        "{}",
+        out.diagnostics()
+    );
+    assert!(
+        !out.stdout.contains("not reached"),
+        "bash -e stops at the failure"
+    );
+    let err = out.clone().success().unwrap_err().to_string();
+    assert!(err.contains("exited 1"), "{err}");
+    assert_eq!(facts["active"], "active", "{}", out.diagnostics());
+    assert_eq!(
+        facts["cgroup"], "0::/system.slice/containerd.service",
+        "containerd runs in its systemd unit's cgroup (v2)"
+    );
+    assert!(
+        facts["version"].starts_with("1.6"),
+        "{:?}",
+        facts["version"]
+    );
+    assert!(
+        facts["namespaces"].contains("kwk-smoke"),
+        "{}",
+        out.diagnostics()
+    );
+    Ok(())
+}
