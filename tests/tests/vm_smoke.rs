@@ -1,6 +1,7 @@
 //! The VM tier works end to end: the guest boots to `running` under systemd with cgroup v2 and
 //! can load `ip_vs`; files travel in (content and mode) and out; containerd starts under
-//! systemd and answers. Each test is one boot (~25–35 s idle; the first also builds the image).
+//! systemd and answers; a run past its timeout is killed. Each test is one boot (~10 s idle; the
+//! first also builds the image, ~90 s).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -178,6 +179,36 @@ echo "not reached"
         facts["namespaces"].contains("kwk-smoke"),
         "{}",
         out.diagnostics()
+    );
+    Ok(())
+}
+
+#[test]
+fn a_run_past_its_timeout_is_killed_and_reports_the_serial_console() -> anyhow::Result<()> {
+    if !vm_tests_enabled() {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let err = Vm::builder()
+        .script("sleep 600")
+        .timeout(Duration::from_secs(6))
+        .run()
+        .expect_err("a 6 s run cannot boot, let alone sleep 10 minutes");
+    let message = format!("{err:#}");
+    assert!(message.contains("did not power off within 6s"), "{message}");
+    // The whole serial log is kept, and the kernel prints its banner first thing.
+    let kept = message
+        .split("whole log: ")
+        .nth(1)
+        .and_then(|rest| rest.split_once("):"))
+        .map(|(path, _)| path.to_owned())
+        .with_context(|| format!("no kept serial log named in: {message}"))?;
+    let serial = std::fs::read_to_string(&kept).with_context(|| format!("reading {kept}"))?;
+    assert!(serial.contains("Linux version"), "{serial}");
+    std::fs::remove_file(&kept)?;
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the timeout is enforced"
     );
     Ok(())
 }

@@ -20,14 +20,15 @@
 //! ```
 //!
 //! # How a run works
-//! The first run of a process gets the cached image ([`image`]: debootstrap, ~1.5–3 min once
+//! The first run of a process gets the cached image ([`image`]: debootstrap, ~1.5 min once
 //! per recipe), takes the machine-wide VM lock (one VM at a time, across test binaries), boots
 //! the stock kernel as an uncompressed `vmlinux` with a small initrd, root on a throwaway qcow2
 //! overlay and a second "io" disk carrying the script and files. A boot-time runner unit
 //! (`Type=simple`) waits for `systemctl is-system-running --wait`, copies the files into place,
 //! runs the script with `bash -eu -o pipefail` in `/root/work`, copies the fetched paths, the
 //! script's output and the journal back to the io disk and powers off; the host reads them out
-//! with `debugfs`. Boot to poweroff takes ~25–35 s on an idle 2-core machine.
+//! with `debugfs`. Boot to poweroff takes ~10 s on an idle 2-core machine (more when cargo is
+//! compiling beside it); building the image ~90 s.
 //!
 //! # Adding a VM test
 //! - Put it in `tests/tests/vm_*.rs`, start with `if !vm_tests_enabled() { return Ok(()) }`,
@@ -38,7 +39,9 @@
 //!   run; CI runs every VM test in `cargo test --workspace`.
 //! - Something missing in the guest (a package, a masked unit)? Change [`guest`]; the recipe
 //!   hash changes and the image is rebuilt on the next run.
-//! - `KWK_VM_KEEP=1` keeps each run's directory (overlay, io disk, serial log) for a look;
+//! - `KWK_VM_KEEP=1` keeps each run's directory (overlay, io disk, serial log, the `results/`
+//!   read back) under `<vm dir>/kept/` for a look; a failed run's serial log is always kept
+//!   under `<vm dir>/logs/`;
 //!   `KWK_VM_DIR` moves the cache (default `<workspace>/target/kwk-vm`); `KWK_SKIP_VM=1` skips
 //!   the tier on a developer machine (refused when `CI=true`).
 //!

@@ -110,11 +110,7 @@ impl VmBuilder {
         let _one_vm = lock_exclusive(&root.join("run.lock"))?;
         kill_stale_qemu(&root.join("qemu.pid"));
         let run = RunDir::create(&root)?;
-        let result = self.run_in(image, &run, &root);
-        if result.is_err() {
-            run.keep_serial_log(&root.join("logs"));
-        }
-        result
+        self.run_in(image, &run, &root)
     }
 
     fn run_in(&self, image: &GuestImage, run: &RunDir, root: &Path) -> anyhow::Result<VmOutput> {
@@ -143,7 +139,7 @@ impl VmBuilder {
             bail!(
                 "the VM did not power off within {:?}{}",
                 self.timeout,
-                failure_context(&serial, &qemu_log, run)
+                failure_context(&serial, &qemu_log, run, root)
             );
         }
         disk::read_out(&run.path("io.img"), "/out", &run.path("results"))?;
@@ -153,7 +149,7 @@ impl VmBuilder {
                 "the VM powered off without running the test script to its end \
                  (system state {:?}){}",
                 outputs.system_state,
-                failure_context(&serial, &qemu_log, run)
+                failure_context(&serial, &qemu_log, run, root)
             );
         };
         Ok(VmOutput {
@@ -279,7 +275,7 @@ impl VmOutput {
             tools::tail(&self.stdout, 40),
             tools::tail(&self.stderr, 40),
             tools::tail(&self.journal, 40),
-            tools::tail(&self.serial, 30),
+            tools::tail(&plain_text(&self.serial), 30),
         )
     }
 }
@@ -348,15 +344,22 @@ struct RunDir {
 }
 
 impl RunDir {
+    /// Creates this run's directory. Called with the VM lock held, so any other run directory
+    /// is a leftover of a test process that died: those are removed first.
     fn create(root: &Path) -> anyhow::Result<Self> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
+        let runs = root.join("runs");
+        for entry in std::fs::read_dir(&runs).into_iter().flatten().flatten() {
+            if let Some(problem) = cleanup::remove_dir(&entry.path()) {
+                eprintln!("warning: kwk vm: {problem}");
+            }
+        }
         let id = format!(
             "{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let dir = root.join("runs").join(id);
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = runs.join(id);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(Self { dir })
     }
@@ -365,21 +368,30 @@ impl RunDir {
         self.dir.join(name)
     }
 
-    fn keep_serial_log(&self, logs: &Path) {
+    /// Copies the serial log to `logs/<run id>.serial.log` (it outlives the run directory).
+    fn kept_serial_log(&self, logs: &Path) -> PathBuf {
         let name = self.dir.file_name().unwrap_or_default().to_string_lossy();
+        let kept = logs.join(format!("{name}.serial.log"));
         let _ = std::fs::create_dir_all(logs);
-        let _ = std::fs::copy(
-            self.path("serial.log"),
-            logs.join(format!("{name}.serial.log")),
-        );
+        let _ = std::fs::copy(self.path("serial.log"), &kept);
+        kept
     }
 }
 
 impl Drop for RunDir {
     fn drop(&mut self) {
         if std::env::var_os("KWK_VM_KEEP").is_some() {
-            eprintln!("kwk vm: KWK_VM_KEEP is set, keeping {}", self.dir.display());
-            return;
+            let kept = self.dir.parent().and_then(Path::parent).map(|root| {
+                root.join("kept")
+                    .join(self.dir.file_name().unwrap_or_default())
+            });
+            if let Some(kept) = kept
+                && std::fs::create_dir_all(kept.parent().unwrap_or(&kept)).is_ok()
+                && std::fs::rename(&self.dir, &kept).is_ok()
+            {
+                eprintln!("kwk vm: KWK_VM_KEEP is set, run kept in {}", kept.display());
+                return;
+            }
         }
         if let Some(problem) = cleanup::remove_dir(&self.dir) {
             eprintln!("warning: kwk vm: {problem}");
@@ -388,16 +400,36 @@ impl Drop for RunDir {
 }
 
 /// Serial and qemu log tails for an error message, and where the whole serial log is kept.
-fn failure_context(serial: &str, qemu_log: &str, run: &RunDir) -> String {
-    let name = run.dir.file_name().unwrap_or_default().to_string_lossy();
+fn failure_context(serial: &str, qemu_log: &str, run: &RunDir, root: &Path) -> String {
     let mut text = format!(
-        "\n--- serial console (tail; whole log kept as <vm dir>/logs/{name}.serial.log):\n{}",
-        tools::tail(serial, 60)
+        "\n--- serial console (tail; whole log: {}):\n{}",
+        run.kept_serial_log(&root.join("logs")).display(),
+        tools::tail(&plain_text(serial), 60)
     );
     if !qemu_log.trim().is_empty() {
         text.push_str(&format!("\n--- qemu:\n{}", tools::tail(qemu_log, 20)));
     }
     text
+}
+
+/// Console text without colour escapes (`ESC [ ... m`) and carriage returns.
+fn plain_text(console: &str) -> String {
+    let mut out = String::with_capacity(console.len());
+    let mut chars = console.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' if chars.peek() == Some(&'[') => {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// qemu option values separate on commas; a literal comma is written twice.
@@ -438,6 +470,12 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn console_colours_and_carriage_returns_are_dropped() {
+        let console = "[\u{1b}[0;32m  OK  \u{1b}[0m] Started \u{1b}[0;1;39mfoo\u{1b}[0m.\r\n";
+        assert_eq!(plain_text(console), "[  OK  ] Started foo.\n");
     }
 
     #[test]
