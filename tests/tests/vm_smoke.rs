@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use kwk_tests::images::test_images;
 use kwk_tests::vm::{Vm, vm_tests_enabled};
 
 /// `key=value` lines of the script's stdout.
@@ -68,7 +69,8 @@ echo "ipvs_services=$(ipvsadm -Ln | grep -c '^TCP')"
 }
 
 #[test]
-fn files_go_in_with_their_mode_and_come_back_out() -> anyhow::Result<()> {
+fn files_go_in_with_their_mode_and_come_back_out_even_when_the_script_fails() -> anyhow::Result<()>
+{
     if !vm_tests_enabled() {
         return Ok(());
     }
@@ -93,6 +95,9 @@ kwk-hello > /var/tmp/results/nested/hello.txt
 stat -c %a /usr/local/bin/kwk-hello > /var/tmp/results/mode
 cp /opt/kwk/payload.bin /var/tmp/results/payload.copy
 echo "to stderr" >&2
+echo "before the failure"
+false
+echo "not reached"
 "#,
         )
         .fetch("/var/tmp/results")
@@ -100,14 +105,24 @@ echo "to stderr" >&2
         .fetch("/does/not/exist")
         .run();
     std::fs::remove_dir_all(&host_dir)?;
-    let out = result?.success()?;
+    let out = result?;
+
+    assert_eq!(out.exit_code, 1, "{}", out.diagnostics());
+    assert_eq!(
+        out.stdout, "before the failure\n",
+        "bash -e stops at `false`"
+    );
+    assert_eq!(out.stderr.trim(), "to stderr");
+    let err = out.clone().success().unwrap_err().to_string();
+    assert!(
+        err.contains("exited 1") && err.contains("to stderr"),
+        "{err}"
+    );
 
     let text = |path: &str| -> anyhow::Result<String> {
         let bytes = out.file(path).with_context(|| {
-            format!(
-                "{path} not fetched; got {:?}",
-                out.fetched().collect::<Vec<_>>()
-            )
+            let fetched: Vec<&str> = out.fetched().collect();
+            format!("{path} not fetched; got {fetched:?}")
         })?;
         Ok(String::from_utf8_lossy(bytes).trim().to_owned())
     };
@@ -127,58 +142,65 @@ echo "to stderr" >&2
     assert_eq!(text("/var/tmp/results/mode")?, "755");
     assert_eq!(text("/etc/hostname")?, "kwk-vm");
     assert_eq!(out.missing, ["/does/not/exist"]);
-    assert_eq!(out.stderr.trim(), "to stderr");
     Ok(())
 }
 
+/// containerd as the systemd cgroup driver needs it: a systemd unit of its own, and with
+/// `SystemdCgroup = true` containers in systemd scopes, here with our offline-built images.
 #[test]
-fn containerd_runs_under_systemd_and_a_failing_script_reports_its_exit_code() -> anyhow::Result<()>
-{
+fn containerd_runs_our_image_with_the_systemd_cgroup_driver() -> anyhow::Result<()> {
     if !vm_tests_enabled() {
         return Ok(());
     }
+    let images = test_images()?;
     let out = Vm::builder()
-        .script(
+        .file(&images.pause_archive, "/var/lib/kwk-images/pause.tar")
+        .file(&images.busybox_archive, "/var/lib/kwk-images/busybox.tar")
+        .script(&format!(
             r#"
+mkdir -p /etc/containerd
+containerd config default > /etc/containerd/config.toml
+sed -i 's/SystemdCgroup = false/SystemdCgroup = true/' /etc/containerd/config.toml
+echo "systemd_cgroup_lines=$(grep -c 'SystemdCgroup = true' /etc/containerd/config.toml)"
 systemctl start containerd
 echo "active=$(systemctl is-active containerd)"
-echo "cgroup=$(cat /proc/$(systemctl show -p MainPID --value containerd)/cgroup)"
-ctr version | sed -n 's/^ *Version: *\(.*\)/version=\1/p' | tail -1
-ctr namespaces create kwk-smoke
-echo "namespaces=$(ctr namespaces ls -q | tr '\n' ' ')"
-echo "before the failure"
-false
-echo "not reached"
+echo "containerd_cgroup=$(cat /proc/$(systemctl show -p MainPID --value containerd)/cgroup)"
+echo "version=$(ctr version | sed -n 's/^ *Version: *//p' | tail -n 1)"
+for archive in /var/lib/kwk-images/*.tar; do ctr -n k8s.io images import "$archive" >/dev/null; done
+echo "images=$(ctr -n k8s.io images ls -q | grep -v '^sha256:' | sort | tr '\n' ' ')"
+echo "container_cgroup=$(ctr -n k8s.io run --rm --runc-systemd-cgroup \
+  --cgroup system.slice:kwk:probe {busybox} probe cat /proc/self/cgroup)"
 "#,
-        )
-        .run()?;
+            busybox = images.busybox_reference,
+        ))
+        .run()?
+        .success()?;
     let facts = facts(&out.stdout);
-    assert_eq!(out.exit_code, 1, "{}", out.diagnostics());
-    assert!(
-        out.stdout.contains("before the failure"),
-        "{}",
-        out.diagnostics()
-    );
-    assert!(
-        !out.stdout.contains("not reached"),
-        "bash -e stops at the failure"
-    );
-    let err = out.clone().success().unwrap_err().to_string();
-    assert!(err.contains("exited 1"), "{err}");
-    assert_eq!(facts["active"], "active", "{}", out.diagnostics());
+    let diagnostics = || out.diagnostics();
+    assert_eq!(facts["systemd_cgroup_lines"], "1", "{}", diagnostics());
+    assert_eq!(facts["active"], "active", "{}", diagnostics());
     assert_eq!(
-        facts["cgroup"], "0::/system.slice/containerd.service",
-        "containerd runs in its systemd unit's cgroup (v2)"
+        facts["containerd_cgroup"], "0::/system.slice/containerd.service",
+        "containerd runs in its unit's cgroup (v2)"
     );
     assert!(
-        facts["version"].starts_with("1.6"),
-        "{:?}",
-        facts["version"]
+        facts["version"].contains("1.6"),
+        "{:?}\n{}",
+        facts["version"],
+        diagnostics()
     );
-    assert!(
-        facts["namespaces"].contains("kwk-smoke"),
-        "{}",
-        out.diagnostics()
+    for reference in [&images.pause_reference, &images.busybox_reference] {
+        assert!(
+            facts["images"].split(' ').any(|i| i == reference.as_str()),
+            "{reference} not imported: {:?}",
+            facts["images"]
+        );
+    }
+    assert_eq!(
+        facts["container_cgroup"],
+        "0::/system.slice/kwk-probe.scope",
+        "the container is in a systemd scope:\n{}",
+        diagnostics()
     );
     Ok(())
 }

@@ -46,19 +46,24 @@
 //!   the tier on a developer machine (refused when `CI=true`).
 //!
 //! # Running kwk-node in the guest (what a follow-up test needs)
-//! - The binary: the host is Debian 12 like the guest, so the workspace's debug `kwk-node`
-//!   (glibc-linked) runs there as is; send it with `.file(path, "/usr/local/bin/kwk-node")`
-//!   (resolve the path from `CARGO_BIN_EXE_kwk-node` or the target directory). A static build
-//!   (`-C target-feature=+crt-static --target x86_64-unknown-linux-gnu`) works too.
+//! - Where: in `agent/tests/vm_*.rs` (the agent's tests already use kwk-tests), so
+//!   `env!("CARGO_BIN_EXE_kwk-node")` names the binary cargo built for the test.
+//! - The binary: the host is Debian 12 like the guest, so the debug `kwk-node` (glibc-linked,
+//!   ~120 MB) runs there as is (checked: sent with `.file(bin, "/usr/local/bin/kwk-node")`, it
+//!   ran in a 17 s run). A static build (`-C target-feature=+crt-static --target
+//!   x86_64-unknown-linux-gnu`) works too.
 //! - Images: the guest cannot pull. Build the archives on the host with
 //!   [`crate::images::test_images`] (`pause.tar`, `busybox.tar`), send them, and in the script
-//!   import them with `ctr -n k8s.io images import --base-name localhost/NAME` after
-//!   `systemctl start containerd` (`sandbox_image` must name the imported pause image).
-//! - containerd is installed but not started at boot, so a test can first write
-//!   `/etc/containerd/config.toml` (with `restrict_oom_score_adj` as on the host if needed) and,
-//!   for the systemd cgroup driver, `SystemdCgroup = true` under
-//!   `plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options`; then
-//!   `cgroupDriver: systemd` in the KubeletConfiguration.
+//!   `ctr -n k8s.io images import` each after `systemctl start containerd`; they keep their
+//!   references (`pause_reference`, `busybox_reference`), and `sandbox_image` must name the
+//!   pause one. `containerd_runs_our_image_with_the_systemd_cgroup_driver` in
+//!   `tests/tests/vm_smoke.rs` does exactly this.
+//! - containerd is installed but not started at boot, so a test first writes
+//!   `/etc/containerd/config.toml`: `containerd config default` with `SystemdCgroup = true` (the
+//!   runc options of the CRI plugin) for the systemd cgroup driver, `sandbox_image` set, and
+//!   `restrict_oom_score_adj` as the host tests need it; then `cgroupDriver: systemd` in the
+//!   KubeletConfiguration. A container then lands in a systemd scope under `system.slice` (or
+//!   the slice kwk-node asks for).
 //! - For the package test: send the `.deb`, `dpkg -i` it, `systemctl enable --now kwk-node`,
 //!   and fetch `journalctl -u kwk-node` output along with the node's state.
 
