@@ -185,6 +185,8 @@ pub(crate) fn kernel_cmdline(machine_id: &str) -> String {
 }
 
 /// Everything that determines the image's contents, as text: its hash names the cache entry.
+/// Bump the version on its first line when `image.rs`, `initrd.rs` or `kernel.rs` change what
+/// they produce from the same inputs.
 pub(crate) fn recipe() -> String {
     let mut recipe = format!(
         "kwk vm image v1\nsuite {SUITE}\nvariant minbase\npackages {}\ninitrd {}\nmasked {}\nnot started {}\n",

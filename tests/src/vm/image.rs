@@ -135,11 +135,14 @@ fn clear(dir: &Path) {
     }
 }
 
-/// Builds everything into `work`; returns the kernel version.
+/// Builds everything into `work`; returns the kernel version. Prints how long each step took.
 fn build(work: &Path) -> anyhow::Result<String> {
     std::fs::create_dir_all(work)?;
     let rootfs = work.join("rootfs");
+    let step = Instant::now();
     debootstrap(&rootfs, &work.join("debootstrap.log"))?;
+    eprintln!("kwk vm: debootstrap took {} s", step.elapsed().as_secs());
+    let step = Instant::now();
     configure(&rootfs)?;
     let version = kernel_version(&rootfs)?;
     kernel::extract_vmlinux(
@@ -154,6 +157,10 @@ fn build(work: &Path) -> anyhow::Result<String> {
     };
     disk::mkfs_ext4(&rootfs, &work.join("root.img"), spec)?;
     clear(&rootfs); // ~900 MB, no longer needed
+    eprintln!(
+        "kwk vm: kernel {version}, initrd and root disk took {} s",
+        step.elapsed().as_secs()
+    );
     Ok(version)
 }
 
