@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -131,25 +131,27 @@ impl VmBuilder {
             self.qemu_command(image, run, &machine_id)?,
             &root.join("qemu.pid"),
         )?;
-        let finished = qemu.wait(self.timeout)?;
+        let status = qemu.wait(self.timeout)?;
         let wall_time = started.elapsed();
         let serial = std::fs::read_to_string(run.path("serial.log")).unwrap_or_default();
         let qemu_log = std::fs::read_to_string(run.path("qemu.log")).unwrap_or_default();
-        if !finished {
+        let context = || failure_context(&serial, &qemu_log, run, root);
+        let Some(status) = status else {
             bail!(
                 "the VM did not power off within {:?}{}",
                 self.timeout,
-                failure_context(&serial, &qemu_log, run, root)
+                context()
             );
-        }
-        disk::read_out(&run.path("io.img"), "/out", &run.path("results"))?;
+        };
+        disk::read_out(&run.path("io.img"), "/out", &run.path("results"))
+            .with_context(|| format!("qemu exited ({status}){}", context()))?;
         let outputs = io::collect(&run.path("results/out"))?;
         let Some(exit_code) = outputs.exit_code else {
             bail!(
-                "the VM powered off without running the test script to its end \
+                "the VM stopped (qemu {status}) without running the test script to its end \
                  (system state {:?}){}",
                 outputs.system_state,
-                failure_context(&serial, &qemu_log, run, root)
+                context()
             );
         };
         Ok(VmOutput {
@@ -296,17 +298,17 @@ impl Qemu {
         })
     }
 
-    /// Waits for qemu to exit; `false` if `timeout` passed first (qemu is then killed).
-    fn wait(&mut self, timeout: Duration) -> anyhow::Result<bool> {
+    /// Waits for qemu to exit; `None` if `timeout` passed first (qemu is then killed).
+    fn wait(&mut self, timeout: Duration) -> anyhow::Result<Option<ExitStatus>> {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.child.try_wait()?.is_some() {
-                return Ok(true);
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
             }
             if Instant::now() >= deadline {
                 self.child.kill()?;
                 self.child.wait()?;
-                return Ok(false);
+                return Ok(None);
             }
             pause(Duration::from_millis(100));
         }
@@ -401,10 +403,16 @@ impl Drop for RunDir {
 
 /// Serial and qemu log tails for an error message, and where the whole serial log is kept.
 fn failure_context(serial: &str, qemu_log: &str, run: &RunDir, root: &Path) -> String {
-    let mut text = format!(
-        "\n--- serial console (tail; whole log: {}):\n{}",
-        run.kept_serial_log(&root.join("logs")).display(),
+    let tail = if serial.trim().is_empty() {
+        "(empty: the kernel never printed, so it did not start; too little memory for the \
+         vmlinux and initrd, or a broken image)"
+            .to_owned()
+    } else {
         tools::tail(&plain_text(serial), 60)
+    };
+    let mut text = format!(
+        "\n--- serial console (tail; whole log: {}):\n{tail}",
+        run.kept_serial_log(&root.join("logs")).display(),
     );
     if !qemu_log.trim().is_empty() {
         text.push_str(&format!("\n--- qemu:\n{}", tools::tail(qemu_log, 20)));
