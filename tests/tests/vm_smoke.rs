@@ -38,6 +38,7 @@ echo "ip_vs_loaded=$(grep -c '^ip_vs ' /proc/modules)"
 ipvsadm -A -t 10.96.0.1:80 -s rr
 ipvsadm -a -t 10.96.0.1:80 -r 10.0.0.2:8080 -m
 echo "ipvs_services=$(ipvsadm -Ln | grep -c '^TCP')"
+echo "cni_bridge=$(test -x /usr/lib/cni/bridge && echo yes)"
 "#,
         )
         .timeout(Duration::from_secs(300))
@@ -65,6 +66,10 @@ echo "ipvs_services=$(ipvsadm -Ln | grep -c '^TCP')"
     assert_eq!(facts["machine_id"], out.machine_id, "per-run machine ID");
     assert_eq!(facts["ip_vs_loaded"], "1", "{}", diagnostics());
     assert_eq!(facts["ipvs_services"], "1", "{}", diagnostics());
+    assert_eq!(
+        facts["cni_bridge"], "yes",
+        "the reference CNI plugins are installed"
+    );
     Ok(())
 }
 

@@ -6,8 +6,9 @@
 /// Debian release of the guest (the host's too).
 pub(crate) const SUITE: &str = "bookworm";
 
-/// Packages on top of debootstrap's `minbase` variant: init, the runtime and dataplane tools,
-/// the stock kernel, and the busybox that the initrd runs.
+/// Packages on top of debootstrap's `minbase` variant: init, the runtime (with the reference CNI
+/// plugins in `/usr/lib/cni`, as on the host) and dataplane tools, the stock kernel, and the
+/// busybox that the initrd runs.
 pub(crate) const PACKAGES: &[&str] = &[
     "systemd",
     "systemd-sysv",
@@ -18,6 +19,7 @@ pub(crate) const PACKAGES: &[&str] = &[
     "linux-image-amd64",
     "containerd",
     "runc",
+    "containernetworking-plugins",
     "iproute2",
     "nftables",
     "iptables",
