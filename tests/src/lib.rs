@@ -6,6 +6,8 @@
 //! - [`images`]: builds those images (static pause via a nested cargo build, busybox from
 //!   Debian's `busybox-static`).
 //! - [`pods`]: CRI sandbox and container configurations for tests.
+//! - [`vm`]: the VM tier: a cached Debian 12 guest (systemd PID 1, cgroup v2, stock kernel)
+//!   booted under qemu to run a script with files sent in and fetched back.
 //!
 //! Tests that need root fail without it, unless `KWK_SKIP_PRIVILEGED=1` says to skip them.
 
@@ -18,6 +20,7 @@ pub mod images;
 pub mod netns;
 pub mod node;
 pub mod pods;
+pub mod vm;
 
 pub use containerd::{TestContainerd, privileged_tests_enabled, wait_for};
 pub use netns::NetNs;
