@@ -35,6 +35,8 @@ mod v2;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_systemd;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -161,11 +161,12 @@ impl DbusSystemd {
             .map_err(|_| SystemdError::Client {
                 reason: "cannot start its thread",
             })?;
-        let (version, endpoint) = ready_rx
-            .recv_timeout(reply_timeout)
-            .map_err(|_| SystemdError::Client {
-                reason: "no answer from its thread while connecting",
-            })??;
+        let (version, endpoint) =
+            ready_rx
+                .recv_timeout(reply_timeout)
+                .map_err(|_| SystemdError::Client {
+                    reason: "no answer from its thread while connecting",
+                })??;
         Ok(Self {
             requests,
             version,
@@ -206,7 +207,7 @@ fn unexpected_reply(method: &'static str, unit: &str) -> SystemdError {
     SystemdError::Transport {
         method,
         unit: unit.to_string(),
-        source: zbus::Error::InvalidReply,
+        source: Box::new(zbus::Error::InvalidReply),
     }
 }
 
@@ -382,11 +383,10 @@ impl Worker {
     async fn handle(&mut self, op: &Op) -> Result<Reply, SystemdError> {
         let conn = self.connection().await?;
         match self.run(&conn, op).await {
-            Err(SystemdError::Transport {
-                source: zbus::Error::InputOutput(e),
-                ..
-            }) => {
-                tracing::warn!(error = %e, method = op.method(), unit = op.unit(), "lost the connection to systemd; retrying");
+            Err(SystemdError::Transport { source, .. })
+                if matches!(*source, zbus::Error::InputOutput(_)) =>
+            {
+                tracing::warn!(error = %source, method = op.method(), unit = op.unit(), "lost the connection to systemd; retrying");
                 self.conn = None;
                 let conn = self.connection().await?;
                 self.run(&conn, op).await
@@ -431,7 +431,7 @@ impl Worker {
             Ok(Err(source)) => Err(SystemdError::Transport {
                 method,
                 unit: unit.to_string(),
-                source,
+                source: Box::new(source),
             }),
             Err(_) => Err(SystemdError::Timeout {
                 method,
@@ -451,7 +451,7 @@ impl Worker {
         let transport = |source| SystemdError::Transport {
             method,
             unit: unit.to_string(),
-            source,
+            source: Box::new(source),
         };
         let rule = MatchRule::builder()
             .msg_type(MessageType::Signal)
@@ -472,14 +472,18 @@ impl Worker {
         }
     }
 
-    fn job_of(reply: &Message, method: &'static str, unit: &str) -> Result<OwnedObjectPath, SystemdError> {
+    fn job_of(
+        reply: &Message,
+        method: &'static str,
+        unit: &str,
+    ) -> Result<OwnedObjectPath, SystemdError> {
         reply
             .body()
             .deserialize::<OwnedObjectPath>()
             .map_err(|source| SystemdError::Transport {
                 method,
                 unit: unit.to_string(),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -494,7 +498,7 @@ impl Worker {
         let transport = |source| SystemdError::Transport {
             method,
             unit: unit.to_string(),
-            source,
+            source: Box::new(source),
         };
         let wait = async {
             while let Some(signal) = signals.next().await {

@@ -80,7 +80,8 @@ impl FakeManager {
                 state.silent,
             )
         };
-        let path = OwnedObjectPath::try_from(format!("/org/freedesktop/systemd1/job/{id}")).unwrap();
+        let path =
+            OwnedObjectPath::try_from(format!("/org/freedesktop/systemd1/job/{id}")).unwrap();
         if silent {
             return path;
         }
@@ -140,9 +141,7 @@ impl FakeManager {
             let mut state = self.state.lock().unwrap();
             state.calls.push(format!("StopUnit {name} {mode}"));
             if state.units.remove(&name).is_none() {
-                return Err(ManagerError::NoSuchUnit(format!(
-                    "Unit {name} not loaded."
-                )));
+                return Err(ManagerError::NoSuchUnit(format!("Unit {name} not loaded.")));
             }
         }
         Ok(self.job(&name, &emitter).await)
@@ -163,9 +162,7 @@ impl FakeManager {
                 props.extend(rendered(&properties));
                 Ok(())
             }
-            None => Err(ManagerError::NoSuchUnit(format!(
-                "Unit {name} not loaded."
-            ))),
+            None => Err(ManagerError::NoSuchUnit(format!("Unit {name} not loaded."))),
         }
     }
 
@@ -313,10 +310,7 @@ impl Drop for FakeSystemd {
 fn slice_properties() -> Vec<UnitProperty> {
     vec![
         UnitProperty::new("Description", PropertyValue::Str("kwk-node pods".into())),
-        UnitProperty::new(
-            "Wants",
-            PropertyValue::StrList(vec!["-.slice".to_string()]),
-        ),
+        UnitProperty::new("Wants", PropertyValue::StrList(vec!["-.slice".to_string()])),
         UnitProperty::new("DefaultDependencies", PropertyValue::Bool(false)),
         UnitProperty::new("CPUWeight", PropertyValue::U64(20)),
         UnitProperty::new("MemoryMax", PropertyValue::U64(INFINITY)),

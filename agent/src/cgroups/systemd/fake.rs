@@ -6,7 +6,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::{Started, Stopped, SystemdApi, SystemdError, UnitProperty, error_names};
+use super::{PropertyValue, Started, Stopped, SystemdApi, SystemdError, UnitProperty, error_names};
+
+/// Properties as `Name=value` (`infinity` for `u64::MAX`), for assertions.
+pub(crate) fn show(properties: &[UnitProperty]) -> Vec<String> {
+    properties
+        .iter()
+        .map(|p| match &p.value {
+            PropertyValue::Bool(b) => format!("{}={b}", p.name),
+            PropertyValue::U64(u64::MAX) => format!("{}=infinity", p.name),
+            PropertyValue::U64(v) => format!("{}={v}", p.name),
+            PropertyValue::Str(s) => format!("{}={s:?}", p.name),
+            PropertyValue::StrList(l) => format!("{}={l:?}", p.name),
+        })
+        .collect()
+}
 
 /// One recorded call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,7 +136,10 @@ impl RecordingSystemd {
         if *unified {
             vec![root.join(path)]
         } else {
-            V1_MANAGED.iter().map(|h| root.join(h).join(&path)).collect()
+            V1_MANAGED
+                .iter()
+                .map(|h| root.join(h).join(&path))
+                .collect()
         }
     }
 

@@ -139,7 +139,7 @@ pub enum SystemdError {
         method: &'static str,
         unit: String,
         #[source]
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
     /// The thread that talks to systemd could not be started or has stopped.
     #[error("systemd D-Bus client: {reason}")]

@@ -167,9 +167,9 @@ pub fn update(config: &ResourceConfig, target: Target) -> Vec<UnitProperty> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::PropertyValue::{Bool, Str, StrList, U64};
+    use super::super::fake::show;
     use super::*;
-    use crate::cgroups::values::{besteffort_config, node_config, NodeAllocatable};
+    use crate::cgroups::values::{NodeAllocatable, besteffort_config, node_config};
 
     const V2: Target = Target {
         unified: true,
@@ -179,19 +179,6 @@ mod tests {
         unified: false,
         systemd_version: 252,
     };
-
-    fn show(props: &[UnitProperty]) -> Vec<String> {
-        props
-            .iter()
-            .map(|p| match &p.value {
-                Bool(b) => format!("{}={b}", p.name),
-                U64(u64::MAX) => format!("{}=infinity", p.name),
-                U64(v) => format!("{}={v}", p.name),
-                Str(s) => format!("{}={s:?}", p.name),
-                StrList(l) => format!("{}={l:?}", p.name),
-            })
-            .collect()
-    }
 
     #[test]
     fn quota_per_second_table() {
@@ -327,7 +314,12 @@ mod tests {
                 ],
             ),
             ("nothing to set", ResourceConfig::default(), V2, &[]),
-            ("besteffort QoS slice", besteffort_config(), V2, &["CPUWeight=1"]),
+            (
+                "besteffort QoS slice",
+                besteffort_config(),
+                V2,
+                &["CPUWeight=1"],
+            ),
         ];
         for (name, config, target, want) in cases {
             assert_eq!(show(&resources(&config, target)), want, "{name}");
