@@ -13,12 +13,19 @@
 //! mount root, so tests run against a temp-dir tree. Every call is synchronous and cheap (a few
 //! mkdir/write/rmdir calls; removal may sleep up to ~150 ms while killed processes exit).
 //!
-//! Limitation: the systemd driver only *names* cgroups the systemd way
-//! (`kubepods.slice/kubepods-burstable.slice/...`); the slices are created directly in the
-//! filesystem, not through systemd over D-Bus (these machines have no systemd as PID 1). On a
-//! host where systemd manages the tree, it does not know these slices.
+//! With the systemd driver the cgroups are slice units that systemd owns, as with the upstream
+//! kubelet: `kubepods.slice`, `kubepods-burstable.slice`, `kubepods-besteffort.slice` and
+//! `kubepods[-<qos>]-pod<uid>.slice` (and a slice for a non-root `cgroupRoot`) are started as
+//! transient units over D-Bus with their limits as unit properties ([`systemd::properties`]),
+//! an already loaded slice (a restart of kwk-node) is adopted and updated with
+//! `SetUnitProperties`, and a pod's slice is stopped on removal (whatever systemd leaves behind,
+//! such as cgroups a runtime made without telling systemd, is then removed from the
+//! filesystem). Nothing is written to cgroupfs by us; it is still read (`list_pods`, existence).
+//! Start-up fails if systemd cannot be reached. The calls block for a D-Bus round trip and,
+//! for start and stop, until systemd's job is done (milliseconds; at most 30 s).
 
 pub mod qos;
+pub mod systemd;
 pub mod values;
 
 mod fs;
@@ -28,8 +35,11 @@ mod v2;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_systemd;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -38,15 +48,19 @@ pub use qos::{QosClass, ResourceError};
 pub use values::NodeAllocatable;
 
 use names::CgroupNamer;
+use systemd::dbus::{ClientOptions, DbusSystemd};
+use systemd::properties::{self, Target};
+use systemd::{Started, SystemdApi, SystemdError};
 use values::ResourceConfig;
 
-/// How cgroups are named (`cgroupDriver`).
+/// How cgroups are named and who makes them (`cgroupDriver`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum CgroupDriver {
-    /// Plain paths: `kubepods/burstable/pod<uid>`.
+    /// Plain paths: `kubepods/burstable/pod<uid>`, made by kwk-node in cgroupfs.
     #[default]
     Cgroupfs,
-    /// Nested slices: `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice`.
+    /// Nested slices: `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice`,
+    /// transient units made by systemd on kwk-node's request.
     Systemd,
 }
 
@@ -125,6 +139,8 @@ pub enum CgroupError {
     MissingUid { pod: String },
     #[error(transparent)]
     Name(#[from] NameError),
+    #[error(transparent)]
+    Systemd(#[from] SystemdError),
 }
 
 /// A pod's cgroup as made by [`PodCgroups::ensure_pod`].
@@ -187,6 +203,8 @@ pub struct PodCgroups {
     config: CgroupConfig,
     namer: CgroupNamer,
     backend: Backend,
+    /// With the systemd driver: systemd, which makes, updates and removes the slices.
+    systemd: Option<Arc<dyn SystemdApi>>,
 }
 
 fn pod_label(pod: &Pod) -> String {
@@ -196,8 +214,29 @@ fn pod_label(pod: &Pod) -> String {
 }
 
 impl PodCgroups {
-    /// Detects the cgroup version under the mount root and validates the names.
+    /// Detects the cgroup version under the mount root and validates the names; with the
+    /// systemd driver, connects to systemd over D-Bus and fails if it does not answer.
     pub fn new(config: CgroupConfig) -> Result<Self, CgroupError> {
+        let mut cgroups = Self::open(config)?;
+        if cgroups.config.driver == CgroupDriver::Systemd {
+            let client = DbusSystemd::connect(ClientOptions::default())?;
+            cgroups.systemd = Some(Arc::new(client));
+        }
+        Ok(cgroups)
+    }
+
+    /// The systemd driver talking to `systemd` (whatever `config.driver` says).
+    pub fn with_systemd(
+        mut config: CgroupConfig,
+        systemd: Arc<dyn SystemdApi>,
+    ) -> Result<Self, CgroupError> {
+        config.driver = CgroupDriver::Systemd;
+        let mut cgroups = Self::open(config)?;
+        cgroups.systemd = Some(systemd);
+        Ok(cgroups)
+    }
+
+    fn open(config: CgroupConfig) -> Result<Self, CgroupError> {
         let namer = CgroupNamer::new(config.driver, &config.cgroup_root, config.per_qos)?;
         let backend = match fs::detect_version(&config.mount_root) {
             fs::Version::V2 => Backend::V2(v2::V2::open(&config.mount_root)?),
@@ -207,7 +246,75 @@ impl PodCgroups {
             config,
             namer,
             backend,
+            systemd: None,
         })
+    }
+
+    fn target(&self, systemd: &dyn SystemdApi) -> Target {
+        Target {
+            unified: self.is_v2(),
+            systemd_version: systemd.version(),
+        }
+    }
+
+    /// Makes sure the cgroup exists with `config` applied: cgroupfs creates it (and missing
+    /// ancestors) and writes the files; systemd starts the slice, or adopts and updates one
+    /// already loaded.
+    fn ensure(
+        &self,
+        path: &str,
+        config: &ResourceConfig,
+        description: &str,
+    ) -> Result<(), CgroupError> {
+        let Some(systemd) = &self.systemd else {
+            self.backend.create(path)?;
+            return self.backend.apply(path, config);
+        };
+        let (unit, parent) = names::slice_unit(path);
+        let target = self.target(systemd.as_ref());
+        let properties = properties::new_slice(description, &parent, config, target);
+        match systemd.start_transient_unit(&unit, &properties)? {
+            Started::Created => {
+                tracing::debug!(%unit, "started slice");
+                Ok(())
+            }
+            Started::AlreadyLoaded => {
+                systemd.set_unit_properties(&unit, &properties::update(config, target))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Applies `config` to a cgroup that should exist; one that does not is made.
+    fn update(
+        &self,
+        path: &str,
+        config: &ResourceConfig,
+        description: &str,
+    ) -> Result<(), CgroupError> {
+        let Some(systemd) = &self.systemd else {
+            return self.ensure(path, config, description);
+        };
+        let (unit, _) = names::slice_unit(path);
+        let update = properties::update(config, self.target(systemd.as_ref()));
+        match systemd.set_unit_properties(&unit, &update) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_no_such_unit() => self.ensure(path, config, description),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes a cgroup: systemd stops the slice first; then whatever is left in the
+    /// filesystem is killed and removed.
+    fn remove(&self, path: &str) -> Result<(), CgroupError> {
+        if let Some(systemd) = &self.systemd {
+            let (unit, _) = names::slice_unit(path);
+            systemd.stop_unit(&unit)?;
+        }
+        if self.backend.exists(path) {
+            self.backend.remove(path)?;
+        }
+        Ok(())
     }
 
     /// Whether the host runs the unified (v2) hierarchy.
@@ -228,21 +335,23 @@ impl PodCgroups {
     ) -> Result<(), CgroupError> {
         let root = self.namer.root_path();
         if !root.is_empty() {
-            self.backend.create(&root)?;
+            self.ensure(&root, &ResourceConfig::default(), "kwk-node cgroup root")?;
         }
         let Some(node) = self.namer.node_path() else {
             return Ok(());
         };
-        self.backend.create(&node)?;
-        self.backend
-            .apply(&node, &values::node_config(allocatable))?;
-        for qos in [QosClass::Burstable, QosClass::BestEffort] {
+        self.ensure(
+            &node,
+            &values::node_config(allocatable),
+            "kwk-node pods (node allocatable)",
+        )?;
+        for (qos, config) in [
+            (QosClass::Burstable, ResourceConfig::default()),
+            (QosClass::BestEffort, values::besteffort_config()),
+        ] {
             if let Some(path) = self.namer.qos_path(qos) {
-                self.backend.create(&path)?;
+                self.ensure(&path, &config, &format!("kwk-node QoS class {qos}"))?;
             }
-        }
-        if let Some(path) = self.namer.qos_path(QosClass::BestEffort) {
-            self.backend.apply(&path, &values::besteffort_config())?;
         }
         Ok(())
     }
@@ -263,9 +372,9 @@ impl PodCgroups {
         })?;
         let path = self.namer.pod_path(resources.qos, &uid)?;
         if let Some(path) = &path {
-            self.backend.create(path)?;
             let config = values::pod_config(&resources, self.config.pod_pids_limit);
-            self.backend.apply(path, &config)?;
+            let description = format!("kwk-node pod {} ({uid})", pod_label(pod));
+            self.ensure(path, &config, &description)?;
         }
         Ok(PodCgroup {
             cri_parent: self.namer.cri_parent(resources.qos, &uid)?,
@@ -276,13 +385,12 @@ impl PodCgroups {
     }
 
     /// Kills whatever still runs in the pod's cgroup and removes it, under whichever QoS class it
-    /// is found. A pod without a cgroup is fine.
+    /// is found (with systemd: stops the pod's slice of each class, then removes what is left).
+    /// A pod without a cgroup is fine.
     pub fn remove_pod(&self, uid: &str) -> Result<(), CgroupError> {
         for qos in QosClass::ALL {
-            if let Some(path) = self.namer.pod_path(qos, uid)?
-                && self.backend.exists(&path)
-            {
-                self.backend.remove(&path)?;
+            if let Some(path) = self.namer.pod_path(qos, uid)? {
+                self.remove(&path)?;
             }
         }
         Ok(())
@@ -323,20 +431,20 @@ impl PodCgroups {
             (QosClass::BestEffort, besteffort),
         ] {
             if let Some(path) = self.namer.qos_path(qos) {
-                self.backend.create(&path)?;
-                self.backend.apply(&path, &config)?;
+                self.update(&path, &config, &format!("kwk-node QoS class {qos}"))?;
             }
         }
         Ok(())
     }
 
-    /// Removes the whole configured root (kill, then rmdir), for tests and `kwk reset`.
-    /// Refuses to remove the hierarchy roots themselves (`cgroupRoot` of `/`).
+    /// Removes the whole configured root (with systemd: stops its slice; then kill and rmdir
+    /// what is left), for tests and `kwk reset`. Refuses to remove the hierarchy roots
+    /// themselves (`cgroupRoot` of `/`).
     pub fn remove_root(&self) -> Result<(), CgroupError> {
         let root = self.namer.root_path();
         if root.is_empty() {
             return Ok(());
         }
-        self.backend.remove(&root)
+        self.remove(&root)
     }
 }

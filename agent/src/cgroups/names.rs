@@ -169,6 +169,16 @@ impl CgroupNamer {
     }
 }
 
+/// The slice unit of a systemd-driver cgroup path and its parent slice (`-.slice` at the
+/// top): `kubepods.slice/kubepods-burstable.slice` → (`kubepods-burstable.slice`,
+/// `kubepods.slice`).
+pub(crate) fn slice_unit(path: &str) -> (String, String) {
+    let mut parts = path.rsplit('/').filter(|c| !c.is_empty());
+    let unit = parts.next().unwrap_or("-.slice");
+    let parent = parts.next().unwrap_or("-.slice");
+    (unit.to_string(), parent.to_string())
+}
+
 /// Pod UIDs become path components: letters, digits and `-` only.
 pub(crate) fn validate_uid(uid: &str) -> Result<(), NameError> {
     let ok = !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
@@ -318,6 +328,27 @@ mod tests {
         assert_eq!(
             sd.parse_pod_dir(QosClass::Burstable, "kubepods-burstable-podab.scope"),
             None
+        );
+    }
+
+    #[test]
+    fn slice_units_and_parents() {
+        let sd = namer(CgroupDriver::Systemd, "/kwkt-abc");
+        let pod = sd.pod_path(QosClass::Burstable, UID).unwrap().unwrap();
+        assert_eq!(
+            slice_unit(&pod),
+            (
+                "kwkt_abc-kubepods-burstable-pod1234_abcd_5678.slice".to_string(),
+                "kwkt_abc-kubepods-burstable.slice".to_string()
+            )
+        );
+        assert_eq!(
+            slice_unit(&sd.root_path()),
+            ("kwkt_abc.slice".to_string(), "-.slice".to_string())
+        );
+        assert_eq!(
+            slice_unit("/kubepods.slice"),
+            ("kubepods.slice".to_string(), "-.slice".to_string())
         );
     }
 

@@ -1,5 +1,6 @@
-//! `PodCgroups` end to end: against fake v1 and v2 trees in temp dirs, and (privileged) against
-//! the real cgroup hierarchy of this host under a root of its own.
+//! `PodCgroups` end to end with the cgroupfs driver: against fake v1 trees in temp dirs, and
+//! (privileged) against the real cgroup hierarchy of this host under a root of its own. The
+//! systemd driver's tests are in `tests_systemd`.
 
 use std::path::{Path, PathBuf};
 
@@ -141,42 +142,28 @@ fn v1_cgroupfs_node_hierarchy_pods_list_and_remove() {
 }
 
 #[test]
-fn v2_systemd_pods_list_and_remove() {
+fn v2_cgroupfs_pods_list_and_remove() {
     let tmp = tempfile::tempdir().unwrap();
     v2::fake::tree(tmp.path(), "cpuset cpu io memory pids");
-    let cgroups = PodCgroups::new(config(tmp.path(), CgroupDriver::Systemd, "/")).unwrap();
+    let cgroups = PodCgroups::new(config(tmp.path(), CgroupDriver::Cgroupfs, "/")).unwrap();
     assert!(cgroups.is_v2());
     cgroups.ensure_node_hierarchy(None).unwrap();
-    let kubepods = tmp.path().join("kubepods.slice");
+    let kubepods = tmp.path().join("kubepods");
     assert!(
         !kubepods.join("cpu.weight").exists(),
         "no allocatable, no node limits"
     );
-    assert_eq!(
-        read(kubepods.join("kubepods-besteffort.slice/cpu.weight")),
-        "1"
-    );
+    assert_eq!(read(kubepods.join("besteffort/cpu.weight")), "1");
 
     let [guaranteed, burstable, besteffort] = three_pods();
     let b = cgroups.ensure_pod(&burstable).unwrap();
-    assert_eq!(
-        b.cri_parent,
-        "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod2222_bbbb.slice"
-    );
-    assert_eq!(
-        cgroups.parse_pod_cgroup(&b.cri_parent),
-        Some((QosClass::Burstable, BURSTABLE_UID.to_string()))
-    );
+    assert_eq!(b.cri_parent, "/kubepods/burstable/pod2222-bbbb");
     let dir = tmp.path().join(b.cri_parent.trim_start_matches('/'));
     assert_eq!(read(dir.join("cpu.weight")), "10");
     assert_eq!(read(dir.join("cpu.max")), "max 100000");
     assert_eq!(read(dir.join("memory.max")), "67108864");
     assert_eq!(read(dir.join("pids.max")), "256");
-    for ancestor in [
-        "",
-        "kubepods.slice",
-        "kubepods.slice/kubepods-burstable.slice",
-    ] {
+    for ancestor in ["", "kubepods", "kubepods/burstable"] {
         assert_eq!(
             read(tmp.path().join(ancestor).join("cgroup.subtree_control")),
             "+cpu +memory +pids"

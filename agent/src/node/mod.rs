@@ -53,7 +53,8 @@ pub enum NodeError {
         #[source]
         source: CriError,
     },
-    #[error("pod cgroups: {0}")]
+    /// Printed with its source chain (`{:#}`), which carries the detail.
+    #[error("pod cgroups")]
     Cgroups(#[from] CgroupError),
     #[error(transparent)]
     LocalApi(#[from] LocalApiError),
@@ -80,6 +81,10 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
         path: options.root_dir.clone(),
         source,
     })?;
+
+    // First, so that a cgroupDriver of systemd without a reachable systemd stops start-up
+    // before anything else is touched.
+    let cgroups = PodCgroups::new(cgroup_config(&config))?;
 
     let socket = config
         .container_runtime_endpoint
@@ -112,7 +117,6 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
         pods = allocatable.pods,
         "node allocatable"
     );
-    let cgroups = PodCgroups::new(cgroup_config(&config))?;
     let enforce = config
         .enforce_node_allocatable
         .contains(&config::NodeAllocatableEnforcement::Pods);
