@@ -6,6 +6,7 @@
 //! - [`images`]: builds those images (static pause via a nested cargo build, busybox from
 //!   Debian's `busybox-static`).
 //! - [`pods`]: CRI sandbox and container configurations for tests.
+//! - [`etcd::TestEtcd`]: a real etcd per test on free loopback ports (plain or TLS).
 //!
 //! Tests that need root fail without it, unless `KWK_SKIP_PRIVILEGED=1` says to skip them.
 
@@ -13,6 +14,7 @@ pub mod cgroups;
 pub mod cleanup;
 pub mod config;
 pub mod containerd;
+pub mod etcd;
 pub mod http;
 pub mod images;
 pub mod netns;

@@ -34,7 +34,8 @@ macro_rules! store_conformance_tests {
     ($setup:path) => {
         $crate::store_conformance_tests!(@cases $setup;
             crud, errors_and_cas, list_paging_at_a_fixed_revision, list_at_an_old_revision,
-            future_revisions, watch_delivers_every_kind_in_order,
+            list_larger_than_a_grpc_message, future_revisions,
+            watch_delivers_every_kind_in_order,
             watch_resumes_from_any_retained_revision, compaction, prefix_isolation,
             concurrent_writers_get_distinct_increasing_revisions,
             watch_under_concurrent_writes_sees_every_event_once_in_order,
@@ -319,6 +320,21 @@ pub async fn list_at_an_old_revision(store: Arc<dyn Store>) {
     );
     assert_eq!(now.items[0].value, b"a2");
     assert_eq!(now.items[1].value, b"c2");
+}
+
+/// A list answer bigger than gRPC's default 4 MiB message limit (a LIST of many pods is one
+/// message from etcd).
+pub async fn list_larger_than_a_grpc_message(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    let prefix = "/registry/configmaps/big/";
+    for i in 0..24 {
+        s.create(&format!("{prefix}c{i:02}"), vec![b'b'; 256 << 10])
+            .await
+            .unwrap();
+    }
+    let all = s.list(&list(prefix)).await.unwrap();
+    assert_eq!(all.items.len(), 24);
+    assert!(all.items.iter().all(|kv| kv.value.len() == 256 << 10));
 }
 
 /// Reads and watches past the current revision are refused.

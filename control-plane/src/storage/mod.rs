@@ -14,12 +14,13 @@
 //!
 //! An acknowledged write is durable: it survives `kill -9` of the process.
 //!
-//! Backends: [`embedded::EmbeddedStore`] (redb, the default) and `etcd::EtcdStore` (next). The
+//! Backends: [`embedded::EmbeddedStore`] (redb, the default) and [`etcd::EtcdStore`]. The
 //! shared test suite is [`conformance`] (feature `conformance`).
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod embedded;
+pub mod etcd;
 
 use std::fmt;
 use std::pin::Pin;
