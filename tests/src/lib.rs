@@ -8,6 +8,7 @@
 //! - [`pods`]: CRI sandbox and container configurations for tests.
 //! - [`vm`]: the VM tier: a cached Debian 12 guest (systemd PID 1, cgroup v2, stock kernel)
 //!   booted under qemu to run a script with files sent in and fetched back.
+//! - [`etcd::TestEtcd`]: a real etcd per test on free loopback ports (plain or TLS).
 //!
 //! Tests that need root fail without it, unless `KWK_SKIP_PRIVILEGED=1` says to skip them.
 
@@ -15,6 +16,7 @@ pub mod cgroups;
 pub mod cleanup;
 pub mod config;
 pub mod containerd;
+pub mod etcd;
 pub mod http;
 pub mod images;
 pub mod netns;

@@ -13,6 +13,14 @@
 //!   order, until history older than the **compacted** revision is gone (→ `410 Gone`).
 //!
 //! An acknowledged write is durable: it survives `kill -9` of the process.
+//!
+//! Backends: [`embedded::EmbeddedStore`] (redb, the default) and [`etcd::EtcdStore`]. The
+//! shared test suite is [`conformance`] (feature `conformance`).
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod embedded;
+pub mod etcd;
 
 use std::fmt;
 use std::pin::Pin;
@@ -158,8 +166,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue, StoreError>;
 
     /// Every change under `prefix` with a revision greater than `after`, then live changes.
-    /// `after` older than the compacted revision → `Compacted`; newer than the current
-    /// revision → `FutureRevision`.
+    /// The first revision delivered, `after + 1`, older than the compacted revision →
+    /// `Compacted` (as etcd's `start_revision`: after compacting at C, a watch from C − 1 still
+    /// works, like a list at C); `after` newer than the current revision → `FutureRevision`.
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError>;
 
     /// The current revision (of the last write; 1 for a store never written, see [`Revision`]).
