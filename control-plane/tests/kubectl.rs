@@ -383,3 +383,67 @@ async fn client_side_apply_with_default_validation_updates_in_place() {
     let index = api.kubectl_ok(&["get", "--raw", "/openapi/v3"]).await;
     assert!(index.contains("\"apis/apps/v1\""), "{index}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_and_revisions_survive_an_apiserver_restart() {
+    let api = TestApiServer::start().await;
+    let out = api
+        .kubectl_stdin(&["apply", "-f", "-"], Some(CONFIGMAP))
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    api.kubectl_ok(&["label", "cm", "demo", "tier=web"]).await;
+    let before = api
+        .kubectl_ok(&[
+            "get",
+            "cm",
+            "demo",
+            "-o",
+            "jsonpath={.metadata.uid} {.metadata.resourceVersion} {.metadata.labels.tier}",
+        ])
+        .await;
+    let list_rv_before: u64 = api
+        .kubectl_ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps"])
+        .await
+        .parse::<serde_json::Value>()
+        .expect("list json")["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("list resourceVersion")
+        .parse()
+        .expect("numeric resourceVersion");
+
+    let api = api.restart().await;
+    let after = api
+        .kubectl_ok(&[
+            "get",
+            "cm",
+            "demo",
+            "-o",
+            "jsonpath={.metadata.uid} {.metadata.resourceVersion} {.metadata.labels.tier}",
+        ])
+        .await;
+    assert_eq!(
+        after, before,
+        "the same object, same uid and resourceVersion"
+    );
+    // Revisions continue after the restart: a new write gets a higher one.
+    api.kubectl_ok(&["annotate", "cm", "demo", "note=after"])
+        .await;
+    let rv_after: u64 = api
+        .kubectl_ok(&[
+            "get",
+            "cm",
+            "demo",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ])
+        .await
+        .parse()
+        .expect("numeric resourceVersion");
+    assert!(rv_after > list_rv_before, "{rv_after} > {list_rv_before}");
+    let namespaces = api.kubectl_ok(&["get", "ns", "-o", "name"]).await;
+    assert_eq!(
+        namespaces.lines().count(),
+        4,
+        "bootstrap namespaces are not duplicated: {namespaces}"
+    );
+}

@@ -8,6 +8,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use kwk_control_plane::apiserver::{self, ApiServerOptions};
 use kwk_control_plane::storage::Store;
+use kwk_control_plane::storage::embedded::{EmbeddedOptions, EmbeddedStore};
+use kwk_control_plane::storage::etcd::{EtcdStore, EtcdTls};
+use kwk_control_plane::storage::memory::MemoryStore;
 
 #[derive(Parser, Debug)]
 #[command(name = "kwk-control-plane", version, about = "The kwk control plane")]
@@ -25,10 +28,128 @@ enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum StorageBackend {
+    /// The embedded store in `--data-dir` (one file, no extra process).
+    Embedded,
+    /// An external etcd cluster (`--etcd-servers`).
+    #[value(alias = "etcd3")]
+    Etcd,
     /// In memory: nothing survives a restart (development only).
     Memory,
+}
+
+/// Where each storage backend keeps its data.
+#[derive(clap::Args, Debug)]
+struct StorageFlags {
+    /// Directory of the embedded store (`--storage-backend embedded`).
+    #[arg(long, default_value = "/var/lib/kwk/db")]
+    data_dir: PathBuf,
+    /// etcd endpoints, comma separated (`--storage-backend etcd`).
+    #[arg(long, value_delimiter = ',')]
+    etcd_servers: Vec<String>,
+    /// CA bundle that signed etcd's serving certificate (turns on TLS).
+    #[arg(long)]
+    etcd_cafile: Option<PathBuf>,
+    /// Client certificate for etcd.
+    #[arg(long, requires = "etcd_keyfile")]
+    etcd_certfile: Option<PathBuf>,
+    /// Client key for etcd.
+    #[arg(long, requires = "etcd_certfile")]
+    etcd_keyfile: Option<PathBuf>,
+    /// Extra prefix in front of every etcd key (keys already start with `/registry/`).
+    #[arg(long, default_value = "")]
+    etcd_prefix: String,
+}
+
+/// The opened store, kept typed where shutting down needs more than dropping it.
+enum OpenedStore {
+    Embedded(Arc<EmbeddedStore>),
+    Other(Arc<dyn Store>),
+}
+
+impl OpenedStore {
+    fn shared(&self) -> Arc<dyn Store> {
+        match self {
+            OpenedStore::Embedded(store) => store.clone(),
+            OpenedStore::Other(store) => store.clone(),
+        }
+    }
+
+    /// Closes the embedded store once nothing else holds it (its last commit is durable
+    /// either way; closing only finishes background work cleanly).
+    async fn close(self) {
+        if let OpenedStore::Embedded(store) = self {
+            match Arc::try_unwrap(store) {
+                Ok(store) => {
+                    if let Err(err) = store.close().await {
+                        tracing::warn!("closing the embedded store: {err}");
+                    }
+                }
+                Err(_) => tracing::warn!("embedded store still in use at shutdown; not closed"),
+            }
+        }
+    }
+}
+
+async fn open_store(backend: StorageBackend, flags: StorageFlags) -> anyhow::Result<OpenedStore> {
+    if backend != StorageBackend::Etcd && !flags.etcd_servers.is_empty() {
+        anyhow::bail!("--etcd-servers is set but --storage-backend is not etcd");
+    }
+    match backend {
+        StorageBackend::Embedded => {
+            let store = EmbeddedStore::open(&flags.data_dir, EmbeddedOptions::default())
+                .await
+                .with_context(|| {
+                    format!(
+                        "opening the embedded store in --data-dir {}",
+                        flags.data_dir.display()
+                    )
+                })?;
+            tracing::info!(data_dir = %flags.data_dir.display(), "storage backend is embedded");
+            Ok(OpenedStore::Embedded(Arc::new(store)))
+        }
+        StorageBackend::Etcd => {
+            if flags.etcd_servers.is_empty() {
+                anyhow::bail!("--storage-backend etcd needs --etcd-servers");
+            }
+            let read = |flag: &str, path: &Option<PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+                path.as_ref()
+                    .map(|p| {
+                        std::fs::read(p).with_context(|| format!("reading {flag} {}", p.display()))
+                    })
+                    .transpose()
+            };
+            let client_cert_pem = read("--etcd-certfile", &flags.etcd_certfile)?;
+            let client_key_pem = read("--etcd-keyfile", &flags.etcd_keyfile)?;
+            let tls = match read("--etcd-cafile", &flags.etcd_cafile)? {
+                Some(ca_pem) => Some(EtcdTls {
+                    ca_pem,
+                    client_cert_pem,
+                    client_key_pem,
+                    server_name: None,
+                }),
+                None if client_cert_pem.is_some() => {
+                    anyhow::bail!("--etcd-certfile needs --etcd-cafile")
+                }
+                None => None,
+            };
+            let store = EtcdStore::connect(&flags.etcd_servers, tls, &flags.etcd_prefix)
+                .await
+                .with_context(|| {
+                    format!(
+                        "connecting to etcd at --etcd-servers {}",
+                        flags.etcd_servers.join(",")
+                    )
+                })?;
+            tracing::info!(servers = %flags.etcd_servers.join(","), "storage backend is etcd");
+            Ok(OpenedStore::Other(Arc::new(store)))
+        }
+        StorageBackend::Memory => {
+            tracing::warn!("storage backend is memory: nothing survives a restart");
+            Ok(OpenedStore::Other(Arc::new(MemoryStore::new())))
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -54,8 +175,10 @@ enum Command {
         #[arg(long)]
         token_auth_file: Option<PathBuf>,
         /// Where objects are stored.
-        #[arg(long, value_enum, default_value_t = StorageBackend::Memory)]
+        #[arg(long, value_enum, default_value_t = StorageBackend::Embedded)]
         storage_backend: StorageBackend,
+        #[command(flatten)]
+        storage: StorageFlags,
     },
 }
 
@@ -80,13 +203,10 @@ async fn main() -> anyhow::Result<()> {
             tls_san,
             token_auth_file,
             storage_backend,
+            storage,
         } => {
-            let store: Arc<dyn Store> = match storage_backend {
-                StorageBackend::Memory => {
-                    tracing::warn!("storage backend is memory: nothing survives a restart");
-                    Arc::new(kwk_control_plane::storage::memory::MemoryStore::new())
-                }
-            };
+            let opened = open_store(storage_backend, storage).await?;
+            let store = opened.shared();
             let server = apiserver::start(ApiServerOptions {
                 bind: SocketAddr::new(bind_address, secure_port),
                 pki_dir,
@@ -105,6 +225,7 @@ async fn main() -> anyhow::Result<()> {
                 _ = term.recv() => {}
             }
             server.shutdown().await;
+            opened.close().await;
             Ok(())
         }
     }

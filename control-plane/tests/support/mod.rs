@@ -10,12 +10,15 @@ use std::sync::Arc;
 
 use kwk_control_plane::apiserver::{self, ApiServerOptions, RunningApiServer};
 use kwk_control_plane::storage::Store;
+use kwk_control_plane::storage::embedded::{EmbeddedOptions, EmbeddedStore};
 
 /// A running apiserver for one test.
 pub struct TestApiServer {
     pub dir: tempfile::TempDir,
     pub server: Option<RunningApiServer>,
     pub addr: SocketAddr,
+    /// The embedded store in `dir/db`, when the server runs on one (see [`Self::restart`]).
+    embedded: Option<Arc<EmbeddedStore>>,
 }
 
 /// The kubectl binary: `$KUBECTL`, else `.ci/bin/kubectl` of this checkout.
@@ -36,10 +39,27 @@ impl TestApiServer {
     /// Starts an apiserver on the given store, with a token file holding `tokens` lines.
     pub async fn start_with(store: Arc<dyn Store>, tokens: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(
+            dir,
+            store,
+            None,
+            tokens,
+            "127.0.0.1:0".parse().expect("addr"),
+        )
+        .await
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        store: Arc<dyn Store>,
+        embedded: Option<Arc<EmbeddedStore>>,
+        tokens: &str,
+        bind: SocketAddr,
+    ) -> Self {
         let token_file = dir.path().join("tokens.csv");
         std::fs::write(&token_file, tokens).expect("write tokens");
         let server = apiserver::start(ApiServerOptions {
-            bind: "127.0.0.1:0".parse().expect("addr"),
+            bind,
             pki_dir: dir.path().join("pki"),
             generate_pki: true,
             serving_hosts: Vec::new(),
@@ -53,15 +73,43 @@ impl TestApiServer {
             dir,
             server: Some(server),
             addr,
+            embedded,
         }
     }
 
+    /// An apiserver on the embedded store (what `kwk-control-plane apiserver` runs by default).
     pub async fn start() -> Self {
-        Self::start_with(
-            Arc::new(kwk_control_plane::storage::memory::MemoryStore::new()),
-            "",
-        )
-        .await
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(
+            EmbeddedStore::open(&dir.path().join("db"), EmbeddedOptions::default())
+                .await
+                .expect("open the embedded store"),
+        );
+        let bind = "127.0.0.1:0".parse().expect("addr");
+        Self::start_in(dir, store.clone(), Some(store), "", bind).await
+    }
+
+    /// Stops the server, closes its embedded store and starts both again on the same
+    /// directory and address: what a restart of the apiserver process does.
+    pub async fn restart(mut self) -> Self {
+        let server = self.server.take().expect("server running");
+        server.shutdown().await;
+        let store = self
+            .embedded
+            .take()
+            .expect("restart needs the embedded store");
+        Arc::try_unwrap(store)
+            .unwrap_or_else(|_| panic!("the embedded store is still in use after shutdown"))
+            .close()
+            .await
+            .expect("close the embedded store");
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        let store = Arc::new(
+            EmbeddedStore::open(&dir.path().join("db"), EmbeddedOptions::default())
+                .await
+                .expect("reopen the embedded store"),
+        );
+        Self::start_in(dir, store.clone(), Some(store), "", self.addr).await
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
