@@ -50,9 +50,11 @@ const MACHINERY_PACKAGES: &[&str] = &[
     "pkg/runtime",
 ];
 
-/// Messages the converter handles by hand: their JSON form is not a JSON object of their fields.
 /// `(message, special name, expected fields as (number, proto type))`.
-const SPECIALS: &[(&str, &str, &[(u32, &str)])] = &[
+type SpecialEntry = (&'static str, &'static str, &'static [(u32, &'static str)]);
+
+/// Messages the converter handles by hand: their JSON form is not a JSON object of their fields.
+const SPECIALS: &[SpecialEntry] = &[
     (
         "pkg.apis.meta.v1.Time",
         "time",
@@ -379,7 +381,9 @@ fn parse_proto(text: &str, short: &str, out: &mut BTreeMap<String, Vec<ProtoFiel
         } else if let Some(msg) = &current {
             let field = parse_proto_field(line, short)
                 .ok_or_else(|| format!("cannot parse field `{line}` in {msg}"))?;
-            out.get_mut(msg).map(|v| v.push(field));
+            if let Some(fields) = out.get_mut(msg) {
+                fields.push(field);
+            }
         } else if !(line.starts_with("syntax")
             || line.starts_with("import")
             || line.starts_with("option"))
@@ -476,10 +480,10 @@ fn parse_go(
                     current = None;
                     continue;
                 }
-                if depth == 1 {
-                    if let Some((number, field)) = parse_go_field(line) {
-                        out.entry(name.clone()).or_default().insert(number, field);
-                    }
+                if depth == 1
+                    && let Some((number, field)) = parse_go_field(line)
+                {
+                    out.entry(name.clone()).or_default().insert(number, field);
                 }
             }
         }

@@ -2,10 +2,10 @@
 //!
 //! One pass per message collects the fields by number (last wins for scalars; occurrences of a
 //! singular message are concatenated, which is protobuf's merge); a second pass walks the schema's
-//! fields in order and applies Go's rules: a pointer is written iff present, a value field with
-//! `omitempty` is dropped when zero, a value field without it is always written (its zero when
-//! absent: `""`, `0`, `false`, `null` for slices and maps, the type's zero for structs), and
-//! `,inline` fields are merged into the parent.
+//! fields in order and applies Go's rules: a present pointer is written even when zero, a nil one
+//! is dropped with `omitempty` and `null` without; a value field with `omitempty` is dropped when
+//! zero, one without it is always written (its zero when absent: `""`, `0`, `false`, `null` for
+//! slices and maps, the type's zero for structs); `,inline` fields are merged into the parent.
 
 use std::borrow::Cow;
 
@@ -332,7 +332,8 @@ impl<'l> Converter<'l> {
         Ok(())
     }
 
-    /// A `map<string, T>` entry `{key = 1; value = 2}`; a missing value is the type's zero.
+    /// A `map<string, T>` entry `{key = 1; value = 2}`; a missing value is the type's zero (for
+    /// bytes an empty, non-nil slice, as gogo decodes it: `""`).
     fn map_entry(
         &mut self,
         field: &Field,
@@ -370,7 +371,6 @@ impl<'l> Converter<'l> {
                 got: other.wire_type(),
                 expected: 2,
             })),
-            (Type::Scalar(Scalar::Bytes), None) => Ok(Value::Null),
             (Type::Scalar(s), None) => Ok(zero(s)),
             (Type::Scalar(s), Some(w)) if w.wire_type() == s.wire_type() => Ok(scalar(s, w)),
             (Type::Scalar(s), Some(other)) => Err(malformed(Problem::WrongWireType {
@@ -400,10 +400,11 @@ impl<'l> Converter<'l> {
                 v
             }
             (Slot::Empty, Type::Scalar(s)) if field.card == Card::One => {
-                if field.pointer || field.omitempty {
+                if field.omitempty {
                     return Ok(());
                 }
-                if s == Scalar::Bytes {
+                // A nil pointer or nil []byte without omitempty is written as null.
+                if field.pointer || s == Scalar::Bytes {
                     Value::Null
                 } else {
                     zero(s)
@@ -417,17 +418,21 @@ impl<'l> Converter<'l> {
                 v
             }
             (Slot::Empty, Type::Message(id)) if field.card == Card::One => {
-                if field.pointer || (field.omitempty && self.is_slice(id)) {
+                if field.omitempty && (field.pointer || self.is_slice(id)) {
                     return Ok(());
                 }
-                // A Go value struct is always written; absent means its zero value.
-                self.message(id, &[], depth + 1)?
+                if field.pointer {
+                    Value::Null
+                } else {
+                    // A Go value struct is always written; absent means its zero value.
+                    self.message(id, &[], depth + 1)?
+                }
             }
             (Slot::List(items), _) if !items.is_empty() => Value::Array(items),
             (Slot::Map(map), _) if !map.is_empty() => Value::Object(map),
             // An absent or empty slice or map: nil in Go.
             _ => {
-                if field.omitempty || field.pointer {
+                if field.omitempty {
                     return Ok(());
                 }
                 Value::Null
