@@ -220,3 +220,6 @@ pub fn decode_body(body: &[u8]) -> Result<Value, PbError> {
 pub fn supports(api_version: &str, kind: &str) -> bool {
     schema::SCHEMA.kind(api_version, kind).is_some()
 }
+
+#[cfg(test)]
+mod coverage_tests;
