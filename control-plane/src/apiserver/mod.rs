@@ -10,6 +10,7 @@ pub mod handler;
 pub mod http_util;
 pub mod kinds;
 pub mod pki;
+pub mod protobuf;
 pub mod protobuf_body;
 pub mod request;
 pub mod rest;
