@@ -1,0 +1,3 @@
+//! The apiserver: REST handlers and the pure engines behind them.
+
+pub mod patch;

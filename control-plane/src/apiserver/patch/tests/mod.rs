@@ -1,0 +1,3 @@
+//! Tests of the patch engines and their schema metadata.
+
+mod builtin_tests;
