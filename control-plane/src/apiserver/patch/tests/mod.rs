@@ -2,7 +2,9 @@
 //! kubectl and helm send, plus hostile input.
 
 mod builtin_tests;
+mod hostile_tests;
 mod json_patch_tests;
+mod kubectl_tests;
 mod merge_patch_tests;
 mod strategic_tests;
 
