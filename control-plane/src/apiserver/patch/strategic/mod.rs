@@ -130,6 +130,12 @@ fn lookup<'s>(
     ))
 }
 
+/// The schema of a list field's elements. Like upstream, a list field whose schema is not an
+/// array (a Go pointer to a list) uses the field's schema for its elements.
+fn element_schema(node: Option<SchemaNode<'_>>) -> Option<SchemaNode<'_>> {
+    node.map(|n| n.items().unwrap_or(n))
+}
+
 /// `key` without `prefix` and its `/` (`$setElementOrder/containers` → `containers`).
 fn directive_target<'k>(key: &'k str, prefix: &str) -> Option<&'k str> {
     key.strip_prefix(prefix)?.strip_prefix('/')
@@ -190,7 +196,7 @@ fn merge_map(
             }
             (Value::Array(cur), Value::Array(p)) => {
                 let (strategy, merge_key, node) = lookup(schema, &key, &field_path)?;
-                let items = node.and_then(|n| n.items());
+                let items = element_schema(node);
                 let list = std::mem::take(cur);
                 *cur = if strategy.merge || delete_list {
                     merge_list(list, p, merge_key, items, delete_list, &field_path)?
@@ -308,21 +314,19 @@ fn set_element_orders(
             &field_path,
         )?;
         let keyed = merge_key.filter(|_| kind == Some(ElementKind::Object));
-        let server_order = match &server {
+        let mut server_order = match &server {
             Some(s) if kind.is_some() => order::identities(s, keyed, &field_path)?,
             _ => Vec::new(),
         };
+        if let (Some(key), Some(p), true) = (keyed, &patch_list, strategy.merge) {
+            server_order = order::aliased_server_order(server_order, p, key);
+        }
         let merged = match (server, patch_list) {
             (Some(s), None) => s,
             (None, Some(p)) => clean_list(p),
-            (Some(s), Some(p)) if strategy.merge => merge_list(
-                s,
-                p,
-                merge_key,
-                node.and_then(|n| n.items()),
-                false,
-                &field_path,
-            )?,
+            (Some(s), Some(p)) if strategy.merge => {
+                merge_list(s, p, merge_key, element_schema(node), false, &field_path)?
+            }
             (Some(_), Some(p)) => clean_list(p),
             (None, None) => continue,
         };

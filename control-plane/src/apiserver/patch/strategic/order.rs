@@ -275,6 +275,54 @@ pub(super) fn validate_against_order(
     Ok(())
 }
 
+/// The server order upstream actually uses for `$setElementOrder` when the list also merges a
+/// patch list of objects. Upstream keeps the server list's Go slice while the merge deletes
+/// (`$patch: delete` moves the later elements left, in place) and appends (new elements land in
+/// the slice's spare room) through the same backing array, then reads the order from that array
+/// at the server list's length. Its tests pin the outcome (server `[1,2,4]`, order `[2,3]`,
+/// patch `[3, {$patch: delete, name: 1}]` gives `[2,4,3]`, not `[2,3,4]`), so we rebuild what it
+/// reads: the surviving server elements, then as many new patch elements as fit in the server
+/// list's length. (The stale slots after those are never the first occurrence of anything looked
+/// up, and the slice's capacity does not matter: writes past its length are never read.)
+pub(super) fn aliased_server_order(server: Vec<String>, patch: &[Value], key: &str) -> Vec<String> {
+    let n = server.len();
+    let mut deleted = HashSet::new();
+    let mut replace = false;
+    for element in patch {
+        let Some(directive) = element.get("$patch") else {
+            continue;
+        };
+        match (directive.as_str(), element.get(key)) {
+            (Some("delete"), Some(id)) => {
+                deleted.insert(canonical(id));
+            }
+            (Some("replace"), _) => replace = true,
+            // The merge itself fails on these.
+            _ => return server,
+        }
+    }
+    let mut view: Vec<String> = server
+        .into_iter()
+        .filter(|id| !deleted.contains(id))
+        .collect();
+    if replace {
+        return view;
+    }
+    let mut present: HashSet<String> = view.iter().cloned().collect();
+    for element in patch.iter().filter(|e| e.get("$patch").is_none()) {
+        if view.len() >= n {
+            break;
+        }
+        let Some(id) = element.get(key).map(canonical) else {
+            break;
+        };
+        if present.insert(id.clone()) {
+            view.push(id);
+        }
+    }
+    view
+}
+
 /// The distinct elements of a list of primitives, first occurrences first.
 pub(super) fn dedupe(list: Vec<Value>) -> Vec<Value> {
     let mut seen = HashSet::new();

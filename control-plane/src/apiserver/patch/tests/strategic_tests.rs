@@ -8,8 +8,9 @@ use crate::apiserver::patch::{
 };
 
 /// `item` has: a merging list of items keyed by `name`, a non-merging one, merging and
-/// non-merging int lists, a plain map, a `replace` map, a `retainKeys` map and a
-/// `merge,retainKeys` list.
+/// non-merging int lists, a plain map, a `replace` map, a `retainKeys` map, a
+/// `merge,retainKeys` list, a merging list whose schema is the item itself (a Go pointer to a
+/// list) and a field with an invalid strategy.
 const SCHEMA: &str = r##"{
   "item": {"type": "object", "properties": {
     "name": {"type": "string"}, "value": {"type": "string"}, "other": {"type": "string"},
@@ -23,6 +24,8 @@ const SCHEMA: &str = r##"{
     "retainKeysMap": {"allOf": [{"$ref": "#/components/schemas/item"}], "x-kubernetes-patch-strategy": "retainKeys"},
     "retainKeysMergingList": {"type": "array", "items": {"$ref": "#/components/schemas/item"},
       "x-kubernetes-patch-strategy": "merge,retainKeys", "x-kubernetes-patch-merge-key": "name"},
+    "pointerList": {"allOf": [{"$ref": "#/components/schemas/item"}],
+      "x-kubernetes-patch-strategy": "merge", "x-kubernetes-patch-merge-key": "name"},
     "badStrategyList": {"type": "array", "items": {"type": "string"}, "x-kubernetes-patch-strategy": "merge,replace"}
   }}
 }"##;
@@ -200,6 +203,26 @@ const OK: &[(&str, &str, &str, &str)] = &[
         r#"{"mergingList":[{"name":"1"},{"name":"2"},{"name":"3"}]}"#,
         r#"{"$setElementOrder/mergingList":[{"name":"3"},{"name":"1"}],"mergingList":[{"name":"2","$patch":"delete"}]}"#,
         r#"{"mergingList":[{"name":"3"},{"name":"1"}]}"#,
+    ),
+    (
+        "$setElementOrder with deletion and addition: upstream's order (server-only d stays before c)",
+        r#"{"mergingList":[{"name":"a"},{"name":"b","value":"1"},{"name":"d","value":"2"}]}"#,
+        r#"{"$setElementOrder/mergingList":[{"name":"b"},{"name":"c"}],"mergingList":[{"name":"c"},{"name":"a","$patch":"delete"}]}"#,
+        r#"{"mergingList":[{"name":"b","value":"1"},{"name":"d","value":"2"},{"name":"c"}]}"#,
+    ),
+    (
+        "$setElementOrder with more additions than deletions",
+        r#"{"mergingList":[{"name":"a"},{"name":"b"},{"name":"d"}]}"#,
+        r#"{"$setElementOrder/mergingList":[{"name":"b"},{"name":"x"},{"name":"y"}],
+            "mergingList":[{"name":"x"},{"name":"y"},{"name":"a","$patch":"delete"}]}"#,
+        r#"{"mergingList":[{"name":"b"},{"name":"d"},{"name":"x"},{"name":"y"}]}"#,
+    ),
+    (
+        "a list field whose schema is its element's (pointer to a list)",
+        r#"{"pointerList":[{"name":"1","pointerList":[{"name":"a"},{"name":"b","value":"2"}]},{"name":"2"}]}"#,
+        r#"{"$setElementOrder/pointerList":[{"name":"1"},{"name":"2"}],"pointerList":[{"name":"1",
+            "$setElementOrder/pointerList":[{"name":"a"},{"name":"b"}],"pointerList":[{"name":"a","value":"1"}]}]}"#,
+        r#"{"pointerList":[{"name":"1","pointerList":[{"name":"a","value":"1"},{"name":"b","value":"2"}]},{"name":"2"}]}"#,
     ),
     (
         "$setElementOrder of an int list",
