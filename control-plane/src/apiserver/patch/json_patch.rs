@@ -10,7 +10,7 @@
 //!
 //! Where upstream is sloppier we return an error instead: a pointer that does not start with `/`
 //! (upstream silently drops its first token), a `test` without `value` (upstream panics).
-//! Scalars compare as JSON values (`"\u0041" == "A"`), where upstream compares their raw bytes.
+//! A `null` body is an empty patch, as upstream decodes it. Scalars compare as JSON values (`"\u0041" == "A"`), where upstream compares their raw bytes.
 //! Operations apply in order to a copy; the first failure aborts the whole patch.
 
 use serde_json::{Map, Value};
@@ -26,6 +26,12 @@ type Failure = JsonPatchFailure;
 pub fn apply_json_patch(original: &Value, body: &[u8]) -> Result<Value, PatchError> {
     let patch = parse(body)?;
     check_patch_depth(&patch)?;
+    // Upstream decodes `null` as an empty patch.
+    let patch = if patch.is_null() {
+        Value::Array(Vec::new())
+    } else {
+        patch
+    };
     let ops: Vec<Map<String, Value>> = serde_json::from_value(patch).map_err(PatchError::Decode)?;
     if ops.len() > MAX_JSON_PATCH_OPERATIONS {
         return Err(PatchError::TooManyOperations {

@@ -41,16 +41,20 @@ const DELETE_FROM_PRIMITIVE_LIST: &str = "$deleteFromPrimitiveList";
 
 /// Applies the strategic merge patch `patch` to `original`, whose schema is `schema` (e.g.
 /// [`super::builtin_schema`]). `patch` must be a JSON object nested at most
-/// [`super::MAX_DEPTH`] deep.
+/// [`super::MAX_DEPTH`] deep, or `null` (an empty patch, as upstream decodes it).
 pub fn apply_strategic_merge_patch(
     original: &Value,
     patch: &Value,
     schema: SchemaNode<'_>,
 ) -> Result<Value, PatchError> {
-    let Value::Object(patch) = patch else {
-        return Err(PatchError::NotAnObject {
-            found: json_type(patch),
-        });
+    let patch = match patch {
+        Value::Object(patch) => patch.clone(),
+        Value::Null => Map::new(),
+        other => {
+            return Err(PatchError::NotAnObject {
+                found: json_type(other),
+            });
+        }
     };
     check_patch_depth(&Value::Object(patch.clone()))?;
     let original = match original {
@@ -66,7 +70,7 @@ pub fn apply_strategic_merge_patch(
             ));
         }
     };
-    let merged = merge_map(original, patch.clone(), Some(schema), &Path::Root)?;
+    let merged = merge_map(original, patch, Some(schema), &Path::Root)?;
     check_result_depth(Value::Object(merged))
 }
 

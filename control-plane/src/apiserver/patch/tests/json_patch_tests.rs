@@ -310,12 +310,20 @@ fn undecodable_patches_are_400() {
         r#"{"op":"add"}"#,
         "[1]",
         r#"[{"op":"add"},"x"]"#,
-        "null",
+        "3",
     ] {
         let err = apply_json_patch(&json(DOC), patch.as_bytes()).expect_err(patch);
         assert!(matches!(err, PatchError::Decode(_)), "{patch}: {err:?}");
         assert_eq!(err.status_code(), 400, "{patch}");
     }
+}
+
+#[test]
+fn a_null_patch_is_empty_as_upstream_decodes_it() {
+    assert_eq!(
+        apply_json_patch(&json(DOC), b"null").expect("no-op"),
+        json(DOC)
+    );
 }
 
 #[test]

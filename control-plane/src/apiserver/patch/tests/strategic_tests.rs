@@ -446,8 +446,15 @@ fn errors_say_where() {
 }
 
 #[test]
+fn a_null_patch_is_empty_as_upstream_decodes_it() {
+    let original = json(r#"{"name":"1"}"#);
+    let got = apply_strategic_merge_patch(&original, &json("null"), schema()).expect("no-op");
+    assert_eq!(got, original);
+}
+
+#[test]
 fn non_object_patches_are_400() {
-    for patch in ["null", "[]", "\"x\"", "1"] {
+    for patch in ["[]", "\"x\"", "1"] {
         let err =
             apply_strategic_merge_patch(&json("{}"), &json(patch), schema()).expect_err(patch);
         assert!(
