@@ -25,7 +25,7 @@
 
 mod order;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
@@ -47,6 +47,7 @@ pub fn apply_strategic_merge_patch(
     patch: &Value,
     schema: SchemaNode<'_>,
 ) -> Result<Value, PatchError> {
+    check_patch_depth(patch)?;
     let patch = match patch {
         Value::Object(patch) => patch.clone(),
         Value::Null => Map::new(),
@@ -56,7 +57,6 @@ pub fn apply_strategic_merge_patch(
             });
         }
     };
-    check_patch_depth(&Value::Object(patch.clone()))?;
     let original = match original {
         Value::Object(map) => map.clone(),
         Value::Null => Map::new(),
@@ -243,16 +243,16 @@ fn retain_keys(
     let Value::Array(list) = retain else {
         return Err(StrategicFailure::BadPatchFormatForRetainKeys);
     };
-    let keep: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
+    let keep: HashSet<&str> = list.iter().filter_map(Value::as_str).collect();
     for (k, v) in patch.iter() {
         let exempt = v.is_null()
             || k.starts_with(DELETE_FROM_PRIMITIVE_LIST)
             || k.starts_with(SET_ELEMENT_ORDER);
-        if !exempt && !keep.contains(&k.as_str()) {
+        if !exempt && !keep.contains(k.as_str()) {
             return Err(StrategicFailure::BadPatchFormatForRetainKeys);
         }
     }
-    original.retain(|k, _| keep.contains(&k.as_str()));
+    original.retain(|k, _| keep.contains(k.as_str()));
     Ok(())
 }
 
@@ -432,6 +432,7 @@ fn special_elements(
     path: &Path<'_>,
 ) -> Result<(Vec<Value>, Vec<Value>), PatchError> {
     let mut plain = Vec::with_capacity(patch.len());
+    let mut deleted = HashSet::new();
     let mut replace = false;
     for element in patch {
         let Some(directive) = element.get(DIRECTIVE) else {
@@ -440,8 +441,7 @@ fn special_elements(
         };
         match directive.as_str() {
             Some("delete") => {
-                let value = order::key_value(&element, key, path)?;
-                server.retain(|e| e.get(key) != Some(value));
+                deleted.insert(order::canonical(order::key_value(&element, key, path)?));
             }
             Some("replace") => replace = true,
             Some("merge") => return Err(fail(path, StrategicFailure::MergeDirectiveInList)),
@@ -455,6 +455,12 @@ fn special_elements(
                 ));
             }
         }
+    }
+    if !deleted.is_empty() {
+        server.retain(|e| {
+            e.get(key)
+                .is_none_or(|v| !deleted.contains(&order::canonical(v)))
+        });
     }
     if replace {
         return Ok((clean_list(plain), Vec::new()));

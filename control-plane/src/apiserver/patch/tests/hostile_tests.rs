@@ -100,6 +100,28 @@ fn strategic_merge_of_huge_lists_is_fast() {
     assert_eq!(env[1], json!({"name": format!("V{}", n - 2), "value": "y"}));
     assert!(took < Duration::from_secs(5), "took {took:?}: quadratic?");
 
+    // Thousands of `$patch: delete` elements and a `$retainKeys` listing thousands of keys.
+    let deletes: Vec<Value> = (0..n)
+        .step_by(3)
+        .map(|i| json!({"name": format!("V{i}"), "$patch": "delete"}))
+        .collect();
+    let mut retain: Vec<Value> = (0..n).map(|i| json!(format!("k{i}"))).collect();
+    retain.push(json!("env"));
+    retain.push(json!("name"));
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{
+        "name": "nginx", "env": deletes, "$retainKeys": retain}]}}}});
+    let started = Instant::now();
+    let got = apply_strategic_merge_patch(&deploy, &patch, schema).expect("applies");
+    let env = got["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("env");
+    assert_eq!(env.len(), n - n.div_ceil(3));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+
     let ints: Vec<Value> = (0..n).map(|i| json!(format!("f{i}"))).collect();
     let mut p = pod();
     p["metadata"]["finalizers"] = Value::Array(ints.clone());
