@@ -4,7 +4,7 @@
 //! | `Content-Type` | engine | semantics |
 //! |---|---|---|
 //! | `application/json-patch+json` | [`apply_json_patch`] | RFC 6902 as upstream applies it (evanphx/json-patch v4, see [`json_patch`]) |
-//! | `application/merge-patch+json` | [`apply_merge_patch`] / [`merge_patch`] | RFC 7386 (see [`merge_patch`]) |
+//! | `application/merge-patch+json` | [`apply_merge_patch`] / [`merge_patch()`] | RFC 7386 (see [`mod@merge_patch`]) |
 //! | `application/strategic-merge-patch+json` | [`apply_strategic_merge_patch`] | upstream `strategicpatch` (see [`strategic`]), driven by [`schema`] metadata |
 //!
 //! [`apply_patch`] dispatches on [`PatchType`]. Server-side apply

@@ -14,7 +14,8 @@
 //!   yet be specified");
 //! - `$retainKeys: [..]` clears the map's keys it does not list (and every key the patch sets
 //!   must be listed);
-//! - `$setElementOrder/<list>: [..]` fixes the order of the elements it names (see [`order`]);
+//! - `$setElementOrder/<list>: [..]` fixes the order of the elements it names (rules in
+//!   the private `order` module);
 //! - `$deleteFromPrimitiveList/<list>: [..]` removes those primitives from the list.
 //!
 //! Fields the schema does not know (and everything below them) merge like JSON merge patch:
