@@ -447,3 +447,152 @@ async fn objects_and_revisions_survive_an_apiserver_restart() {
         "bootstrap namespaces are not duplicated: {namespaces}"
     );
 }
+
+const TWO_CONTAINER_DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: a
+        image: busybox:1
+      - name: b
+        image: nginx:1
+        env:
+        - {name: X, value: \"1\"}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strategic_json_and_merge_patches_as_kubectl_sends_them() {
+    let api = TestApiServer::start().await;
+    let out = api
+        .kubectl_stdin(&["apply", "-f", "-"], Some(TWO_CONTAINER_DEPLOYMENT))
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let containers =
+        "jsonpath={range .spec.template.spec.containers[*]}{.name}={.image}{\" \"}{end}";
+
+    // Strategic merge (kubectl's default): the list merges by name, `b` keeps its env.
+    let patched = api
+        .kubectl_ok(&[
+            "patch",
+            "deploy",
+            "web",
+            "-p",
+            r#"{"spec":{"template":{"spec":{"containers":[{"name":"b","image":"nginx:2"}]}}}}"#,
+        ])
+        .await;
+    assert_eq!(patched, "deployment.apps/web patched\n");
+    assert_eq!(
+        api.kubectl_ok(&["get", "deploy", "web", "-o", containers])
+            .await,
+        "a=busybox:1 b=nginx:2 "
+    );
+    let env = api
+        .kubectl_ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[1].env[0].value}",
+        ])
+        .await;
+    assert_eq!(env, "1");
+    // `kubectl set image` sends a strategic merge patch too.
+    api.kubectl_ok(&["set", "image", "deploy/web", "a=busybox:2"])
+        .await;
+    // `$patch: delete` removes one element by its merge key.
+    api.kubectl_ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"b","$patch":"delete"}]}}}}"#,
+    ])
+    .await;
+    assert_eq!(
+        api.kubectl_ok(&["get", "deploy", "web", "-o", containers])
+            .await,
+        "a=busybox:2 "
+    );
+
+    // JSON patch, with a failing `test` operation leaving the object alone.
+    api.kubectl_ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/replicas","value":3}]"#,
+    ])
+    .await;
+    let failed = api
+        .kubectl(&[
+            "patch",
+            "deploy",
+            "web",
+            "--type=json",
+            "-p",
+            r#"[{"op":"test","path":"/spec/replicas","value":5},{"op":"replace","path":"/spec/replicas","value":9}]"#,
+        ])
+        .await;
+    assert!(!failed.status.success());
+    assert!(
+        stderr(&failed).contains("Invalid") || stderr(&failed).contains("test"),
+        "{}",
+        stderr(&failed)
+    );
+    assert_eq!(
+        api.kubectl_ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])
+            .await,
+        "3"
+    );
+
+    // Merge patch replaces lists whole.
+    api.kubectl_ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"c","image":"redis:7"}]}}}}"#,
+    ])
+    .await;
+    assert_eq!(
+        api.kubectl_ok(&["get", "deploy", "web", "-o", containers])
+            .await,
+        "c=redis:7 "
+    );
+
+    // A resourceVersion in the patch is a precondition.
+    let stale = api
+        .kubectl(&[
+            "patch",
+            "deploy",
+            "web",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"resourceVersion":"1"},"spec":{"replicas":7}}"#,
+        ])
+        .await;
+    assert!(
+        stderr(&stale).contains("the object has been modified"),
+        "{}",
+        stderr(&stale)
+    );
+    // Strategic merge patch on the scale subresource.
+    api.kubectl_ok(&["scale", "deploy", "web", "--replicas=4"])
+        .await;
+    assert_eq!(
+        api.kubectl_ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])
+            .await,
+        "4"
+    );
+}

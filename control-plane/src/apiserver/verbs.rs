@@ -11,9 +11,9 @@ use super::authn::UserInfo;
 use super::errors::ApiError;
 use super::handler::ApiHandler;
 use super::http_util::{
-    Body, add_warnings, decode_json, decode_object, error_response, json_response, media_type,
-    read_body,
+    Body, add_warnings, decode_object, error_response, json_response, media_type, read_body,
 };
+use super::patch::PatchType;
 use super::request::{Query, ResourceRequest, Verb};
 use super::rest::Target;
 use super::rest::delete::DeleteOptions;
@@ -277,14 +277,7 @@ async fn patch(
     accept: &str,
 ) -> Result<Response<Body>, ApiError> {
     let params = write_params(query)?;
-    let patch = match media_type(content_type).as_str() {
-        "application/merge-patch+json" => Patch::Merge(decode_json(bytes)?),
-        // Until the strategic merge engine lands: a merge patch without the SMP directives.
-        "application/strategic-merge-patch+json" => {
-            Patch::Merge(strip_directives(decode_json(bytes)?))
-        }
-        other => return Err(ApiError::unsupported_media_type(other)),
-    };
+    let patch = patch_body(content_type, bytes)?;
     let result = handler.registry.patch(target, patch, &params).await?;
     let status = if result.created {
         StatusCode::CREATED
@@ -401,17 +394,14 @@ where
         }
         Verb::Patch => {
             let bytes = read_body(body).await?;
-            let patch = match media_type(content_type).as_str() {
-                "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-                    Patch::Merge(decode_json(&bytes)?)
-                }
-                other => return Err(ApiError::unsupported_media_type(other)),
-            };
+            let patch = patch_body(content_type, &bytes)?;
+            let conflict =
+                || ApiError::modified(&target.def.group, &target.def.plural, target.name());
             handler
                 .registry
                 .update_scale(
                     target,
-                    |current| super::rest::scale::patch_scale(current, &patch),
+                    |current| super::rest::scale::patch_scale(current, &patch, conflict),
                     &params,
                 )
                 .await?
@@ -425,23 +415,15 @@ where
     Ok(json_response(StatusCode::OK, &result.object))
 }
 
-/// Drops strategic-merge directives (`$setElementOrder/…`, `$retainKeys`, `$patch` elements
-/// …) so an SMP can be applied as a merge patch.
-fn strip_directives(value: Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .filter(|(k, _)| !k.starts_with('$'))
-                .map(|(k, v)| (k, strip_directives(v)))
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(
-            items
-                .into_iter()
-                .filter(|item| item.get("$patch").is_none())
-                .map(strip_directives)
-                .collect(),
-        ),
-        other => other,
+/// A PATCH body by its `Content-Type`: JSON, merge and strategic merge patches; server-side
+/// apply (`application/apply-patch+yaml`) is not served yet and gets 415 like any other type.
+fn patch_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Patch, ApiError> {
+    let media = media_type(content_type);
+    match PatchType::from_content_type(&media) {
+        Some(patch_type) if patch_type != PatchType::Apply => Ok(Patch {
+            patch_type,
+            body: bytes.to_vec(),
+        }),
+        _ => Err(ApiError::unsupported_media_type(&media)),
     }
 }

@@ -132,15 +132,13 @@ impl Registry {
     }
 }
 
-/// Applies a merge patch to a Scale.
-pub fn patch_scale(scale: &Value, patch: &Patch) -> Result<Value, ApiError> {
-    let Patch::Merge(p) = patch;
-    if !p.is_object() {
-        return Err(ApiError::bad_request("a merge patch must be a JSON object"));
-    }
-    let mut next = scale.clone();
-    super::write::merge_patch(&mut next, p);
-    Ok(next)
+/// Applies a patch to a Scale (`autoscaling/v1`).
+pub fn patch_scale(
+    scale: &Value,
+    patch: &Patch,
+    conflict: impl Fn() -> ApiError,
+) -> Result<Value, ApiError> {
+    patch.apply_to(scale, "autoscaling/v1", "Scale", conflict)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use super::{Registry, Target, parse_revision, store_error};
 use crate::apiserver::catalog::ResourceDef;
 use crate::apiserver::errors::{ApiError, Cause};
 use crate::apiserver::kinds::strategy_for;
+use crate::apiserver::patch::{PatchError, PatchType, apply_patch, builtin_schema};
 use crate::storage::StoreError;
 
 /// How many times a write without a precondition retries after a concurrent change.
@@ -47,11 +48,43 @@ pub struct WriteResult {
     pub created: bool,
 }
 
-/// A patch body by type.
+/// A PATCH body and its media type.
 #[derive(Debug, Clone)]
-pub enum Patch {
-    /// `application/merge-patch+json`.
-    Merge(Value),
+pub struct Patch {
+    pub patch_type: PatchType,
+    pub body: Vec<u8>,
+}
+
+impl Patch {
+    /// Applies the patch to `current`, an object of `api_version`/`kind` (built-in kinds carry
+    /// the merge metadata strategic merge patch needs; anything else has none → 415). A
+    /// `metadata.resourceVersion` the patch sets that is not `current`'s is a 409, as upstream
+    /// treats it as a precondition.
+    pub fn apply_to(
+        &self,
+        current: &Value,
+        api_version: &str,
+        kind: &str,
+        conflict: impl Fn() -> ApiError,
+    ) -> Result<Value, ApiError> {
+        let schema = builtin_schema(api_version, kind);
+        let patched = apply_patch(self.patch_type, current, &self.body, schema)
+            .map_err(|e| patch_error(&e))?;
+        let wanted = patched.pointer("/metadata/resourceVersion");
+        if wanted.is_some_and(|rv| Some(rv) != current.pointer("/metadata/resourceVersion")) {
+            return Err(conflict());
+        }
+        Ok(patched)
+    }
+}
+
+/// A patch engine's error as the API answers it. Strategic merge failures upstream reports as
+/// 500 are the client's patch not fitting the object's schema: 422, message kept.
+fn patch_error(err: &PatchError) -> ApiError {
+    match err.status_code() {
+        500 => ApiError::new(422, "Invalid", err.to_string()),
+        code => ApiError::new(code, err.reason(), err.to_string()),
+    }
 }
 
 impl Registry {
@@ -160,28 +193,14 @@ impl Registry {
     ) -> Result<WriteResult, ApiError> {
         let def = target.def.clone();
         let status_only = target.subresource.as_deref() == Some("status");
-        let precondition = match &patch {
-            Patch::Merge(p) => parse_revision(
-                p.pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str),
-            )?,
-        };
         let validation = params.field_validation;
         let warnings = std::sync::Mutex::new(Vec::new());
+        let api_version = def.api_version();
         let mut result = self
-            .guaranteed_update(target, precondition, params.dry_run, |current| {
-                let patched = match &patch {
-                    Patch::Merge(p) => {
-                        if !p.is_object() {
-                            return Err(ApiError::bad_request(
-                                "a merge patch must be a JSON object",
-                            ));
-                        }
-                        let mut value = current.clone();
-                        merge_patch(&mut value, p);
-                        value
-                    }
-                };
+            .guaranteed_update(target, None, params.dry_run, |current| {
+                let patched = patch.apply_to(current, &api_version, &def.kind, || {
+                    ApiError::modified(&def.group, &def.plural, target.name())
+                })?;
                 let (patched, unknown) = admit_body(target, patched, validation)?;
                 if let Ok(mut w) = warnings.lock() {
                     *w = unknown;
@@ -514,24 +533,5 @@ fn finish(def: &ResourceDef, object: &mut Value, old: Option<&Value>) -> Result<
     } else {
         let name = meta_str(object, "name").unwrap_or_default().to_string();
         Err(ApiError::invalid(&def.group, &def.kind, &name, causes))
-    }
-}
-
-/// RFC 7386 JSON merge patch.
-pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(patch_map) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = json!({});
-    }
-    let map = target.as_object_mut().expect("object");
-    for (key, value) in patch_map {
-        if value.is_null() {
-            map.remove(key);
-        } else {
-            merge_patch(map.entry(key.clone()).or_insert(Value::Null), value);
-        }
     }
 }
