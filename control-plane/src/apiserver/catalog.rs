@@ -171,7 +171,7 @@ impl Catalog {
             }
         }
         for (_, versions) in &mut groups {
-            versions.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+            versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
         }
         groups
     }
@@ -452,7 +452,7 @@ mod tests {
     #[test]
     fn version_ordering() {
         let mut versions = vec!["v1beta1", "v1", "v2alpha1", "v2", "v1beta2"];
-        versions.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+        versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
         assert_eq!(versions, ["v2", "v1", "v1beta2", "v1beta1", "v2alpha1"]);
     }
 }

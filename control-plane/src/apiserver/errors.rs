@@ -90,6 +90,13 @@ pub struct ApiError {
     /// Upstream's `StatusReason` (`NotFound`, `Conflict` ...); empty for a generic failure.
     pub reason: &'static str,
     pub message: String,
+    /// `Status.details` (boxed: errors travel through every `Result`).
+    pub details: Box<Details>,
+}
+
+/// The `details` of a Status.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Details {
     pub name: Option<String>,
     pub group: Option<String>,
     /// For most errors the resource (plural); for `Invalid`, the kind (as upstream).
@@ -113,18 +120,14 @@ impl ApiError {
             code,
             reason,
             message: message.into(),
-            name: None,
-            group: None,
-            kind: None,
-            causes: Vec::new(),
-            retry_after_seconds: None,
+            details: Box::default(),
         }
     }
 
     fn about(mut self, group: &str, kind: &str, name: &str) -> Self {
-        self.name = Some(name.to_string()).filter(|n| !n.is_empty());
-        self.group = Some(group.to_string()).filter(|g| !g.is_empty());
-        self.kind = Some(kind.to_string());
+        self.details.name = Some(name.to_string()).filter(|n| !n.is_empty());
+        self.details.group = Some(group.to_string()).filter(|g| !g.is_empty());
+        self.details.kind = Some(kind.to_string());
         self
     }
 
@@ -182,7 +185,7 @@ impl ApiError {
             format!("{kind} \"{name}\" is invalid: {list}"),
         )
         .about(group, kind, name);
-        error.causes = causes;
+        error.details.causes = causes;
         error
     }
 
@@ -231,7 +234,7 @@ impl ApiError {
 
     pub fn too_many_requests(message: impl Into<String>, retry_after: u32) -> Self {
         let mut error = Self::new(429, "TooManyRequests", message);
-        error.retry_after_seconds = Some(retry_after);
+        error.details.retry_after_seconds = Some(retry_after);
         error
     }
 
@@ -265,24 +268,25 @@ impl ApiError {
             status["reason"] = json!(self.reason);
         }
         let mut details = serde_json::Map::new();
-        if let Some(name) = &self.name {
+        let d = &self.details;
+        if let Some(name) = &d.name {
             details.insert("name".into(), json!(name));
         }
-        if let Some(group) = &self.group {
+        if let Some(group) = &d.group {
             details.insert("group".into(), json!(group));
         }
-        if let Some(kind) = &self.kind {
+        if let Some(kind) = &d.kind {
             details.insert("kind".into(), json!(kind));
         }
-        if !self.causes.is_empty() {
-            let causes: Vec<Value> = self
+        if !d.causes.is_empty() {
+            let causes: Vec<Value> = d
                 .causes
                 .iter()
                 .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
                 .collect();
             details.insert("causes".into(), Value::Array(causes));
         }
-        if let Some(retry) = self.retry_after_seconds {
+        if let Some(retry) = d.retry_after_seconds {
             details.insert("retryAfterSeconds".into(), json!(retry));
         }
         if !details.is_empty() {

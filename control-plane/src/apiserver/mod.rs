@@ -4,7 +4,171 @@
 pub mod authn;
 pub mod authz;
 pub mod catalog;
+pub mod discovery;
 pub mod errors;
+pub mod handler;
+pub mod http_util;
 pub mod kinds;
 pub mod pki;
+pub mod protobuf_body;
 pub mod request;
+pub mod rest;
+pub mod reviews;
+pub mod selectors;
+pub mod server;
+pub mod table;
+pub mod verbs;
+pub mod watch_http;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::storage::Store;
+
+/// How to run the apiserver.
+#[derive(Debug)]
+pub struct ApiServerOptions {
+    /// Address to listen on (port 0: any free port).
+    pub bind: SocketAddr,
+    pub pki_dir: PathBuf,
+    /// Generate missing PKI files (CA, serving cert, admin kubeconfig).
+    pub generate_pki: bool,
+    /// Extra names/IPs for the serving certificate.
+    pub serving_hosts: Vec<String>,
+    /// The static token file (`--token-auth-file`).
+    pub token_file: Option<PathBuf>,
+    pub store: Arc<dyn Store>,
+}
+
+/// Why the apiserver could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("PKI: {0}")]
+    Pki(#[from] pki::PkiError),
+    #[error("TLS: {0}")]
+    Tls(#[from] server::TlsError),
+    #[error("token file: {0}")]
+    Tokens(#[from] authn::TokenFileError),
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("bootstrapping: {0}")]
+    Bootstrap(String),
+}
+
+/// A running apiserver.
+#[derive(Debug)]
+pub struct RunningApiServer {
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningApiServer {
+    /// Stops accepting, lets open requests finish briefly, and returns.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Resolves when the server stops.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// The namespaces every cluster has.
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Starts the apiserver.
+pub async fn start(options: ApiServerOptions) -> Result<RunningApiServer, StartError> {
+    let listener = tokio::net::TcpListener::bind(options.bind)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: options.bind,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: options.bind,
+        source,
+    })?;
+    let paths = pki::PkiPaths::new(&options.pki_dir);
+    if options.generate_pki {
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            addr.ip().to_string()
+        };
+        pki::ensure_pki(
+            &paths,
+            &pki::PkiRequest {
+                serving_hosts: options.serving_hosts.clone(),
+                server_url: format!("https://{host}:{}", addr.port()),
+            },
+        )?;
+    }
+    let serving = pki::load_pair(&paths.serving_cert(), &paths.serving_key())?;
+    let ca = pki::load_pair(&paths.ca_cert(), &paths.ca_key()).or_else(|_| {
+        std::fs::read_to_string(paths.ca_cert())
+            .map(|cert_pem| pki::CertAndKey {
+                cert_pem,
+                key_pem: String::new(),
+            })
+            .map_err(|source| pki::PkiError::Io {
+                path: paths.ca_cert(),
+                source,
+            })
+    })?;
+    let tls = server::tls_config(&serving.cert_pem, &serving.key_pem, &ca.cert_pem)?;
+    let tokens = match &options.token_file {
+        Some(path) => authn::TokenFile::load(path)?,
+        None => authn::TokenFile::default(),
+    };
+    let registry = rest::Registry::new(options.store.clone(), catalog::Catalog::builtin());
+    bootstrap(&registry).await?;
+    let handler = Arc::new(handler::ApiHandler {
+        registry,
+        authenticator: authn::Authenticator::new(tokens),
+        authorizer: Arc::new(authz::AlwaysAllow),
+        server_address: addr.to_string(),
+    });
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(server::serve(listener, tls, handler, stop.clone()));
+    tracing::info!(%addr, "apiserver listening");
+    Ok(RunningApiServer { addr, stop, task })
+}
+
+/// Creates the system namespaces if they are missing.
+async fn bootstrap(registry: &rest::Registry) -> Result<(), StartError> {
+    let catalog = registry.catalog();
+    let def = catalog
+        .lookup("", "v1", "namespaces")
+        .cloned()
+        .ok_or_else(|| StartError::Bootstrap("namespaces are not served".into()))?;
+    for name in SYSTEM_NAMESPACES {
+        let target = rest::Target {
+            def: def.clone(),
+            namespace: None,
+            name: None,
+            subresource: None,
+        };
+        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        match registry
+            .create(&target, body, &rest::write::WriteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.code == 409 => {}
+            Err(e) => return Err(StartError::Bootstrap(format!("namespace {name}: {e}"))),
+        }
+    }
+    Ok(())
+}
+pub mod openapi;

@@ -19,6 +19,8 @@ use std::pin::Pin;
 
 use futures::Stream;
 
+pub mod memory;
+
 /// A store revision (etcd's `revision`; the apiserver's `resourceVersion`). Starts at 1 for an
 /// empty store; 0 means "none".
 pub type Revision = i64;

@@ -1,0 +1,124 @@
+//! OpenAPI v3 (`/openapi/v3` index and one document per group version), generated from the
+//! catalogue. For now each document lists, per resource, the item path with a PATCH
+//! operation carrying `x-kubernetes-group-version-kind` and the `fieldValidation` parameter:
+//! what kubectl and helm look for before they let the server validate (`apply`, `create -f`,
+//! `edit`, `helm install`). Full schemas (for `kubectl explain`) come later.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha512};
+
+use super::catalog::{Catalog, ResourceDef};
+
+/// The URL path segment of a group version: `api/v1` or `apis/apps/v1`.
+pub fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+/// All documents by group-version path, each with its content hash.
+pub fn documents(catalog: &Catalog) -> BTreeMap<String, (Value, String)> {
+    let mut docs = BTreeMap::new();
+    for (group, versions) in catalog.groups() {
+        for version in versions {
+            let doc = document(catalog, &group, &version);
+            let hash = hash(&doc);
+            docs.insert(gv_path(&group, &version), (doc, hash));
+        }
+    }
+    docs
+}
+
+/// The `/openapi/v3` index.
+pub fn index(docs: &BTreeMap<String, (Value, String)>) -> Value {
+    let paths: serde_json::Map<String, Value> = docs
+        .iter()
+        .map(|(path, (_, hash))| {
+            (
+                path.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}),
+            )
+        })
+        .collect();
+    json!({"paths": paths})
+}
+
+fn hash(doc: &Value) -> String {
+    let digest = Sha512::digest(doc.to_string().as_bytes());
+    hex::encode_upper(digest)
+}
+
+fn document(catalog: &Catalog, group: &str, version: &str) -> Value {
+    let mut paths = serde_json::Map::new();
+    for def in catalog.resources_of(group, version) {
+        if !def.supports("patch") {
+            continue;
+        }
+        paths.insert(item_path(def), json!({"patch": patch_operation(def)}));
+    }
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.33.0"},
+        "paths": paths,
+        "components": {"schemas": {}},
+    })
+}
+
+fn item_path(def: &ResourceDef) -> String {
+    let base = gv_path(&def.group, &def.version);
+    if def.namespaced {
+        format!("/{base}/namespaces/{{namespace}}/{}/{{name}}", def.plural)
+    } else {
+        format!("/{base}/{}/{{name}}", def.plural)
+    }
+}
+
+fn patch_operation(def: &ResourceDef) -> Value {
+    let query = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string"}, "uniqueItems": true});
+    json!({
+        "operationId": format!("patch{}", def.kind),
+        "x-kubernetes-group-version-kind": {"group": def.group, "version": def.version, "kind": def.kind},
+        "x-kubernetes-action": "patch",
+        "parameters": [query("dryRun"), query("fieldManager"), query("fieldValidation"), {"name": "force", "in": "query", "schema": {"type": "boolean"}, "uniqueItems": true}],
+        "requestBody": {"content": {
+            "application/apply-patch+yaml": {},
+            "application/json-patch+json": {},
+            "application/merge-patch+json": {},
+            "application/strategic-merge-patch+json": {},
+        }},
+        "responses": {"200": {"description": "OK"}, "201": {"description": "Created"}},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_patchable_kind_has_a_patch_operation_with_field_validation() {
+        let catalog = Catalog::builtin();
+        let docs = documents(&catalog);
+        let (apps, hash) = docs.get("apis/apps/v1").expect("apps/v1");
+        let op = &apps["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+        assert_eq!(op["x-kubernetes-group-version-kind"]["kind"], "Deployment");
+        assert!(
+            op["parameters"]
+                .as_array()
+                .expect("params")
+                .iter()
+                .any(|p| p["name"] == "fieldValidation")
+        );
+        assert_eq!(hash.len(), 128);
+        let idx = index(&docs);
+        assert!(
+            idx["paths"]["api/v1"]["serverRelativeURL"]
+                .as_str()
+                .expect("url")
+                .starts_with("/openapi/v3/api/v1?hash=")
+        );
+    }
+}

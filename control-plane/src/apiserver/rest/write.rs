@@ -1,0 +1,534 @@
+//! CREATE, UPDATE (PUT) and PATCH: body admission (type, namespace, typed decode, unknown
+//! fields), system metadata, defaulting and validation, spec/status separation, generation,
+//! and optimistic concurrency — a PUT with a stale `resourceVersion` is a 409, a write without
+//! one retries on a concurrent change (upstream's `GuaranteedUpdate`). No-op updates write
+//! nothing and keep the `resourceVersion`.
+
+use serde_json::{Value, json};
+
+use super::object::{
+    FieldValidation, decode_stored, encode_for_store, finalizers, meta_mut, meta_str, new_uid,
+    now_rfc3339, random_suffix, typed_decode, validate_metadata,
+};
+use super::{Registry, Target, parse_revision, store_error};
+use crate::apiserver::catalog::ResourceDef;
+use crate::apiserver::errors::{ApiError, Cause};
+use crate::apiserver::kinds::strategy_for;
+use crate::storage::StoreError;
+
+/// How many times a write without a precondition retries after a concurrent change.
+const MAX_RETRIES: usize = 16;
+
+/// Options of a write.
+#[derive(Debug, Clone)]
+pub struct WriteParams {
+    pub dry_run: bool,
+    pub field_manager: Option<String>,
+    pub field_validation: FieldValidation,
+}
+
+impl Default for WriteParams {
+    fn default() -> Self {
+        Self {
+            dry_run: false,
+            field_manager: None,
+            field_validation: FieldValidation::Warn,
+        }
+    }
+}
+
+/// The outcome of a write.
+#[derive(Debug, Clone)]
+pub struct WriteResult {
+    pub object: Value,
+    /// `Warning` headers for the client (e.g. unknown fields with `fieldValidation=Warn`).
+    pub warnings: Vec<String>,
+    /// Whether the object was created (201) rather than updated (200).
+    pub created: bool,
+}
+
+/// A patch body by type.
+#[derive(Debug, Clone)]
+pub enum Patch {
+    /// `application/merge-patch+json`.
+    Merge(Value),
+}
+
+impl Registry {
+    /// POST: creates the object.
+    pub async fn create(
+        &self,
+        target: &Target,
+        body: Value,
+        params: &WriteParams,
+    ) -> Result<WriteResult, ApiError> {
+        let def = &target.def;
+        let (mut object, warnings) = admit_body(target, body, params.field_validation)?;
+        let meta = meta_mut(&mut object);
+        if meta_str_map(meta, "name").is_none() {
+            match meta_str_map(meta, "generateName") {
+                Some(prefix) => {
+                    let name = format!("{prefix}{}", random_suffix(5));
+                    meta.insert("name".into(), json!(name));
+                }
+                None => {
+                    return Err(ApiError::invalid(
+                        &def.group,
+                        &def.kind,
+                        "",
+                        vec![Cause {
+                            reason: "FieldValueRequired",
+                            message: "Required value: name or generateName is required".into(),
+                            field: "metadata.name".into(),
+                        }],
+                    ));
+                }
+            }
+        }
+        let target = Target {
+            name: meta_str(&object, "name").map(String::from),
+            ..target.clone()
+        };
+        self.check_namespace_open(&target).await?;
+        prepare_for_create(def, &mut object);
+        finish(def, &mut object, None)?;
+        if params.dry_run {
+            return Ok(WriteResult {
+                object,
+                warnings,
+                created: true,
+            });
+        }
+        let kv = self
+            .store()
+            .create(&target.key(), encode_for_store(&object))
+            .await
+            .map_err(|e| store_error(&target, e))?;
+        Ok(WriteResult {
+            object: decode_stored(&kv)?,
+            warnings,
+            created: true,
+        })
+    }
+
+    /// PUT: replaces the object (or its status with `subresource = status`).
+    pub async fn update(
+        &self,
+        target: &Target,
+        body: Value,
+        params: &WriteParams,
+    ) -> Result<WriteResult, ApiError> {
+        let def = &target.def;
+        let (body, warnings) = admit_body(target, body, params.field_validation)?;
+        match meta_str(&body, "name") {
+            Some(name) if name == target.name() => {}
+            Some(name) => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({name}) does not match the name on the URL ({})",
+                    target.name()
+                )));
+            }
+            None => {
+                return Err(ApiError::bad_request(
+                    "name is required in the body of an update",
+                ));
+            }
+        }
+        let precondition = parse_revision(meta_str(&body, "resourceVersion"))?;
+        let status_only = target.subresource.as_deref() == Some("status");
+        let main_has_status = def.has_subresource("status");
+        let mut result = self
+            .guaranteed_update(target, precondition, params.dry_run, |current| {
+                let mut next = body.clone();
+                if status_only {
+                    let mut merged = current.clone();
+                    merged["status"] = body.get("status").cloned().unwrap_or(Value::Null);
+                    next = merged;
+                } else if main_has_status {
+                    match current.get("status") {
+                        Some(status) => next["status"] = status.clone(),
+                        None => {
+                            if let Some(map) = next.as_object_mut() {
+                                map.remove("status");
+                            }
+                        }
+                    }
+                }
+                Ok(next)
+            })
+            .await?;
+        result.warnings = warnings;
+        Ok(result)
+    }
+
+    /// PATCH: applies the patch to the current object and writes the result.
+    pub async fn patch(
+        &self,
+        target: &Target,
+        patch: Patch,
+        params: &WriteParams,
+    ) -> Result<WriteResult, ApiError> {
+        let def = target.def.clone();
+        let status_only = target.subresource.as_deref() == Some("status");
+        let precondition = match &patch {
+            Patch::Merge(p) => parse_revision(
+                p.pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str),
+            )?,
+        };
+        let validation = params.field_validation;
+        let warnings = std::sync::Mutex::new(Vec::new());
+        let mut result = self
+            .guaranteed_update(target, precondition, params.dry_run, |current| {
+                let patched = match &patch {
+                    Patch::Merge(p) => {
+                        if !p.is_object() {
+                            return Err(ApiError::bad_request(
+                                "a merge patch must be a JSON object",
+                            ));
+                        }
+                        let mut value = current.clone();
+                        merge_patch(&mut value, p);
+                        value
+                    }
+                };
+                let (mut patched, unknown) = admit_body(target, patched, validation)?;
+                if let Ok(mut w) = warnings.lock() {
+                    *w = unknown;
+                }
+                if status_only {
+                    let mut merged = current.clone();
+                    merged["status"] = patched.get("status").cloned().unwrap_or(Value::Null);
+                    patched = merged;
+                } else if def.has_subresource("status") {
+                    match current.get("status") {
+                        Some(status) => patched["status"] = status.clone(),
+                        None => {
+                            if let Some(map) = patched.as_object_mut() {
+                                map.remove("status");
+                            }
+                        }
+                    }
+                }
+                Ok(patched)
+            })
+            .await?;
+        result.warnings = warnings.into_inner().unwrap_or_default();
+        Ok(result)
+    }
+
+    /// Read-modify-write with compare-and-swap. `mutate` gets the current object and returns
+    /// the desired one; system fields are then restored, generation bumped, defaults and
+    /// validation applied. A `precondition` revision that is not current is a 409.
+    pub async fn guaranteed_update(
+        &self,
+        target: &Target,
+        precondition: Option<i64>,
+        dry_run: bool,
+        mutate: impl Fn(&Value) -> Result<Value, ApiError>,
+    ) -> Result<WriteResult, ApiError> {
+        let def = &target.def;
+        let key = target.key();
+        for _ in 0..MAX_RETRIES {
+            let kv = self
+                .store()
+                .get(&key)
+                .await
+                .map_err(|e| store_error(target, e))?
+                .ok_or_else(|| target.not_found())?;
+            if precondition.is_some_and(|p| p != kv.mod_revision) {
+                return Err(ApiError::modified(&def.group, &def.plural, target.name()));
+            }
+            let current = decode_stored(&kv)?;
+            let mut next = mutate(&current)?;
+            carry_system_fields(def, &current, &mut next);
+            finish(def, &mut next, Some(&current))?;
+            if same_object(&current, &next) {
+                return Ok(WriteResult {
+                    object: current,
+                    warnings: Vec::new(),
+                    created: false,
+                });
+            }
+            if dry_run {
+                return Ok(WriteResult {
+                    object: next,
+                    warnings: Vec::new(),
+                    created: false,
+                });
+            }
+            // Removing the last finalizer of an object being deleted deletes it.
+            let deleting = next.pointer("/metadata/deletionTimestamp").is_some();
+            let outcome = if deleting && finalizers(&next).is_empty() {
+                self.store()
+                    .delete(&key, Some(kv.mod_revision))
+                    .await
+                    .map(|deleted| {
+                        let mut object = next.clone();
+                        super::object::set_resource_version(&mut object, deleted.mod_revision);
+                        object
+                    })
+            } else {
+                match self
+                    .store()
+                    .update(&key, encode_for_store(&next), kv.mod_revision)
+                    .await
+                {
+                    Ok(stored) => {
+                        decode_stored(&stored).map_err(|e| StoreError::Backend(e.message))
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            match outcome {
+                Ok(object) => {
+                    return Ok(WriteResult {
+                        object,
+                        warnings: Vec::new(),
+                        created: false,
+                    });
+                }
+                Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
+                Err(e) => return Err(store_error(target, e)),
+            }
+        }
+        Err(ApiError::conflict(
+            &def.group,
+            &def.plural,
+            target.name(),
+            "too many concurrent updates, please retry",
+        ))
+    }
+
+    /// Namespaced creates need an existing namespace that is not being deleted (upstream's
+    /// NamespaceLifecycle admission).
+    async fn check_namespace_open(&self, target: &Target) -> Result<(), ApiError> {
+        let Some(namespace) = target
+            .namespace
+            .as_deref()
+            .filter(|_| target.def.namespaced)
+        else {
+            return Ok(());
+        };
+        let key = format!("/registry/namespaces/{namespace}");
+        let kv = self
+            .store()
+            .get(&key)
+            .await
+            .map_err(|e| store_error(target, e))?
+            .ok_or_else(|| ApiError::not_found("", "namespaces", namespace))?;
+        let ns = decode_stored(&kv)?;
+        if ns.pointer("/metadata/deletionTimestamp").is_some()
+            || ns.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
+        {
+            return Err(ApiError::forbidden(format!(
+                "{} \"{}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                crate::apiserver::errors::qualified(&target.def.group, &target.def.plural),
+                target.name()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn meta_str_map<'a>(meta: &'a serde_json::Map<String, Value>, field: &str) -> Option<&'a str> {
+    meta.get(field)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+/// Checks and normalises a request body: `apiVersion`/`kind` (filled from the URL when
+/// absent), the namespace, the typed decode and unknown fields per `validation`.
+pub fn admit_body(
+    target: &Target,
+    mut body: Value,
+    validation: FieldValidation,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let def = &target.def;
+    let Some(map) = body.as_object_mut() else {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    };
+    let expected_version = def.api_version();
+    match map.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => {
+            map.insert("apiVersion".into(), json!(expected_version));
+        }
+        Some(v) if v == expected_version => {}
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({expected_version})"
+            )));
+        }
+    }
+    match map.get("kind").and_then(Value::as_str) {
+        None | Some("") => {
+            map.insert("kind".into(), json!(def.kind));
+        }
+        Some(k) if k == def.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                def.kind
+            )));
+        }
+    }
+    let meta = meta_mut(&mut body);
+    if def.namespaced {
+        let url_ns = target.namespace.as_deref().unwrap_or_default();
+        match meta.get("namespace").and_then(Value::as_str) {
+            None | Some("") => {
+                meta.insert("namespace".into(), json!(url_ns));
+            }
+            Some(ns) if ns == url_ns => {}
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+        }
+    } else {
+        meta.remove("namespace");
+    }
+    let (decoded, unknown) = typed_decode(def, body)?;
+    let unknown: Vec<String> = unknown
+        .into_iter()
+        .filter(|f| f != "metadata.resourceVersion")
+        .collect();
+    let warnings = match validation {
+        FieldValidation::Strict if !unknown.is_empty() => {
+            let list: Vec<String> = unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "strict decoding error: {}",
+                list.join(", ")
+            )));
+        }
+        FieldValidation::Ignore => Vec::new(),
+        _ => unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect(),
+    };
+    Ok((decoded, warnings))
+}
+
+/// System fields of a new object: uid, creation time, generation; status reset for kinds
+/// whose status is a subresource.
+fn prepare_for_create(def: &ResourceDef, object: &mut Value) {
+    if def.has_subresource("status")
+        && let Some(map) = object.as_object_mut()
+    {
+        map.remove("status");
+    }
+    let meta = meta_mut(object);
+    for field in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+    ] {
+        meta.remove(field);
+    }
+    meta.insert("uid".into(), json!(new_uid()));
+    meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
+    meta.insert("generation".into(), json!(1));
+}
+
+/// Restores what a client cannot change on update, and bumps `generation` when anything
+/// outside metadata and status changed.
+fn carry_system_fields(def: &ResourceDef, current: &Value, next: &mut Value) {
+    let kept: Vec<(&str, Option<Value>)> = [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ]
+    .iter()
+    .map(|f| (*f, current.pointer(&format!("/metadata/{f}")).cloned()))
+    .collect();
+    let meta = meta_mut(next);
+    for (field, value) in kept {
+        match value {
+            Some(v) => {
+                meta.insert(field.into(), v);
+            }
+            None => {
+                meta.remove(field);
+            }
+        }
+    }
+    meta.remove("resourceVersion");
+    if let Some(map) = next.as_object_mut() {
+        map.insert("apiVersion".into(), json!(def.api_version()));
+        map.insert("kind".into(), json!(def.kind));
+    }
+    if spec_changed(current, next) {
+        let generation = current
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        meta_mut(next).insert("generation".into(), json!(generation + 1));
+    }
+}
+
+/// Whether anything outside `metadata` and `status` differs.
+fn spec_changed(a: &Value, b: &Value) -> bool {
+    let strip = |v: &Value| -> Value {
+        let mut v = v.clone();
+        if let Some(map) = v.as_object_mut() {
+            map.remove("metadata");
+            map.remove("status");
+        }
+        v
+    };
+    strip(a) != strip(b)
+}
+
+/// Equal but for `resourceVersion`.
+fn same_object(current: &Value, next: &Value) -> bool {
+    let mut a = current.clone();
+    let mut b = next.clone();
+    meta_mut(&mut a).remove("resourceVersion");
+    meta_mut(&mut b).remove("resourceVersion");
+    a == b
+}
+
+/// Defaults, then generic and kind validation.
+fn finish(def: &ResourceDef, object: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+    let strategy = strategy_for(&def.group, &def.kind);
+    strategy.default(object);
+    let mut causes = validate_metadata(def, object);
+    causes.extend(strategy.validate(object, old));
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        let name = meta_str(object, "name").unwrap_or_default().to_string();
+        Err(ApiError::invalid(&def.group, &def.kind, &name, causes))
+    }
+}
+
+/// RFC 7386 JSON merge patch.
+pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch_map) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let map = target.as_object_mut().expect("object");
+    for (key, value) in patch_map {
+        if value.is_null() {
+            map.remove(key);
+        } else {
+            merge_patch(map.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! Resource verbs over HTTP: decodes the request (query parameters, body by Content-Type),
+//! calls the [`Registry`](super::rest::Registry), and encodes the answer (JSON, or a Table
+//! when asked). Virtual review resources go to [`super::reviews`], watches to
+//! [`super::watch_http`].
+
+use http::request::Parts;
+use http::{Response, StatusCode, header};
+use serde_json::{Value, json};
+
+use super::authn::UserInfo;
+use super::errors::ApiError;
+use super::handler::ApiHandler;
+use super::http_util::{
+    Body, add_warnings, decode_json, decode_object, error_response, json_response, media_type,
+    read_body,
+};
+use super::request::{Query, ResourceRequest, Verb};
+use super::rest::Target;
+use super::rest::delete::DeleteOptions;
+use super::rest::object::{FieldValidation, unix_now};
+use super::rest::read::ListParams;
+use super::rest::write::{Patch, WriteParams};
+use super::selectors::{FieldSelector, LabelSelector};
+use super::table::{IncludeObject, table, wants_table};
+
+/// Serves a resource request.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve<B>(
+    handler: &ApiHandler,
+    user: &UserInfo,
+    request: ResourceRequest,
+    target: Target,
+    parts: Parts,
+    body: B,
+    query: Query,
+    accept: &str,
+) -> Response<Body>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let verb_name = request.verb.as_str();
+    let allowed = match &target.subresource {
+        Some(sub) => target
+            .def
+            .subresources
+            .iter()
+            .find(|s| &s.name == sub)
+            .is_some_and(|s| s.verbs.iter().any(|v| v == verb_name)),
+        None => target.def.supports(verb_name),
+    };
+    if !allowed {
+        return error_response(&ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        ));
+    }
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    if target.subresource.as_deref() == Some("scale") {
+        return scale(
+            handler,
+            &request,
+            &target,
+            content_type.as_deref(),
+            body,
+            &query,
+        )
+        .await
+        .unwrap_or_else(|e| error_response(&e));
+    }
+    let result = match request.verb {
+        Verb::Get => handler
+            .registry
+            .get(&target)
+            .await
+            .map(|object| respond_object(&target, object, accept, &query, StatusCode::OK, &[])),
+        Verb::List => match list_params(&query) {
+            Ok(params) => handler
+                .registry
+                .list(&target, &params)
+                .await
+                .map(|list| respond_list(&target, &list, accept, &query)),
+            Err(e) => Err(e),
+        },
+        Verb::Watch => {
+            return super::watch_http::serve_watch(handler, &target, &query, accept).await;
+        }
+        Verb::Create => match read_body(body).await {
+            Ok(bytes) => {
+                if super::reviews::is_review(&target) {
+                    super::reviews::create_review(
+                        handler,
+                        user,
+                        &target,
+                        content_type.as_deref(),
+                        &bytes,
+                    )
+                    .map(|object| json_response(StatusCode::CREATED, &object))
+                } else {
+                    create(
+                        handler,
+                        &target,
+                        content_type.as_deref(),
+                        &bytes,
+                        &query,
+                        accept,
+                    )
+                    .await
+                }
+            }
+            Err(e) => Err(e),
+        },
+        Verb::Update => match read_body(body).await {
+            Ok(bytes) => {
+                update(
+                    handler,
+                    &target,
+                    content_type.as_deref(),
+                    &bytes,
+                    &query,
+                    accept,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        },
+        Verb::Patch => match read_body(body).await {
+            Ok(bytes) => {
+                patch(
+                    handler,
+                    &target,
+                    content_type.as_deref(),
+                    &bytes,
+                    &query,
+                    accept,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        },
+        Verb::Delete => match read_body(body).await {
+            Ok(bytes) => match delete_options(content_type.as_deref(), &bytes, &query) {
+                Ok(options) => handler
+                    .registry
+                    .delete(&target, &options)
+                    .await
+                    .map(|object| {
+                        respond_object(&target, object, accept, &query, StatusCode::OK, &[])
+                    }),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
+        Verb::DeleteCollection => match read_body(body).await {
+            Ok(bytes) => {
+                delete_collection(handler, &target, content_type.as_deref(), &bytes, &query).await
+            }
+            Err(e) => Err(e),
+        },
+    };
+    result.unwrap_or_else(|e| error_response(&e))
+}
+
+/// An object answer, as JSON or as a one-row Table.
+fn respond_object(
+    target: &Target,
+    object: Value,
+    accept: &str,
+    query: &Query,
+    status: StatusCode,
+    warnings: &[String],
+) -> Response<Body> {
+    let mut response = if wants_table(accept) && target.subresource.is_none() {
+        let metadata = json!({"resourceVersion": object.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null)});
+        json_response(
+            status,
+            &table(
+                &target.def,
+                &[object],
+                &metadata,
+                IncludeObject::parse(query.get("includeObject")),
+                unix_now(),
+            ),
+        )
+    } else {
+        json_response(status, &object)
+    };
+    add_warnings(&mut response, warnings);
+    response
+}
+
+fn respond_list(target: &Target, list: &Value, accept: &str, query: &Query) -> Response<Body> {
+    if wants_table(accept) {
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        json_response(
+            StatusCode::OK,
+            &table(
+                &target.def,
+                &items,
+                &list["metadata"],
+                IncludeObject::parse(query.get("includeObject")),
+                unix_now(),
+            ),
+        )
+    } else {
+        json_response(StatusCode::OK, list)
+    }
+}
+
+/// LIST / WATCH query parameters.
+pub fn list_params(query: &Query) -> Result<ListParams, ApiError> {
+    let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or_default())
+        .map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or_default())
+        .map_err(ApiError::bad_request)?;
+    let limit = match query.get("limit") {
+        None | Some("") => None,
+        Some(text) => match text.parse::<i64>() {
+            Ok(n) if n > 0 => Some(n as usize),
+            Ok(_) => None,
+            Err(_) => return Err(ApiError::bad_request(format!("invalid limit: {text:?}"))),
+        },
+    };
+    Ok(ListParams {
+        labels,
+        fields,
+        limit,
+        continue_token: query
+            .get("continue")
+            .filter(|c| !c.is_empty())
+            .map(String::from),
+        resource_version: query.get("resourceVersion").map(String::from),
+        resource_version_match: query.get("resourceVersionMatch").map(String::from),
+    })
+}
+
+fn write_params(query: &Query) -> Result<WriteParams, ApiError> {
+    let dry_run = match query.all("dryRun") {
+        [] => false,
+        values if values.iter().all(|v| v == "All") => true,
+        values => {
+            return Err(ApiError::bad_request(format!(
+                "invalid dryRun value {values:?}: only \"All\" is supported"
+            )));
+        }
+    };
+    Ok(WriteParams {
+        dry_run,
+        field_manager: query.get("fieldManager").map(String::from),
+        field_validation: FieldValidation::parse(query.get("fieldValidation"))?,
+    })
+}
+
+/// Decodes a create/update body: JSON, YAML, or protobuf.
+fn decode_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Value, ApiError> {
+    let media = media_type(content_type);
+    if media == "application/vnd.kubernetes.protobuf" {
+        return super::protobuf_body::decode(bytes);
+    }
+    decode_object(&media, bytes)
+}
+
+async fn create(
+    handler: &ApiHandler,
+    target: &Target,
+    content_type: Option<&str>,
+    bytes: &[u8],
+    query: &Query,
+    accept: &str,
+) -> Result<Response<Body>, ApiError> {
+    let body = decode_body(content_type, bytes)?;
+    let params = write_params(query)?;
+    if target.name.is_some() && target.subresource.is_none() {
+        return Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        ));
+    }
+    let result = handler.registry.create(target, body, &params).await?;
+    Ok(respond_object(
+        target,
+        result.object,
+        accept,
+        query,
+        StatusCode::CREATED,
+        &result.warnings,
+    ))
+}
+
+async fn update(
+    handler: &ApiHandler,
+    target: &Target,
+    content_type: Option<&str>,
+    bytes: &[u8],
+    query: &Query,
+    accept: &str,
+) -> Result<Response<Body>, ApiError> {
+    let body = decode_body(content_type, bytes)?;
+    let params = write_params(query)?;
+    let result = handler.registry.update(target, body, &params).await?;
+    let status = if result.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(respond_object(
+        target,
+        result.object,
+        accept,
+        query,
+        status,
+        &result.warnings,
+    ))
+}
+
+async fn patch(
+    handler: &ApiHandler,
+    target: &Target,
+    content_type: Option<&str>,
+    bytes: &[u8],
+    query: &Query,
+    accept: &str,
+) -> Result<Response<Body>, ApiError> {
+    let params = write_params(query)?;
+    let patch = match media_type(content_type).as_str() {
+        "application/merge-patch+json" => Patch::Merge(decode_json(bytes)?),
+        // Until the strategic merge engine lands: a merge patch without the SMP directives.
+        "application/strategic-merge-patch+json" => {
+            Patch::Merge(strip_directives(decode_json(bytes)?))
+        }
+        other => return Err(ApiError::unsupported_media_type(other)),
+    };
+    let result = handler.registry.patch(target, patch, &params).await?;
+    let status = if result.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(respond_object(
+        target,
+        result.object,
+        accept,
+        query,
+        status,
+        &result.warnings,
+    ))
+}
+
+/// DeleteOptions from the body (JSON or protobuf) and the query (query wins, as upstream).
+fn delete_options(
+    content_type: Option<&str>,
+    bytes: &[u8],
+    query: &Query,
+) -> Result<DeleteOptions, ApiError> {
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        decode_body(content_type, bytes)?
+    };
+    let mut options = DeleteOptions::from_json(&body)?;
+    if let Some(grace) = query.get("gracePeriodSeconds") {
+        options.grace_period_seconds = Some(grace.parse().map_err(|_| {
+            ApiError::bad_request(format!("invalid gracePeriodSeconds: {grace:?}"))
+        })?);
+    }
+    if let Some(policy) = query.get("propagationPolicy") {
+        options = DeleteOptions {
+            propagation_policy: Some(policy.to_string()),
+            ..options
+        };
+        DeleteOptions::from_json(&json!({"propagationPolicy": policy}))?;
+    }
+    if query.all("dryRun").iter().any(|v| v == "All") {
+        options.dry_run = true;
+    }
+    Ok(options)
+}
+
+async fn delete_collection(
+    handler: &ApiHandler,
+    target: &Target,
+    content_type: Option<&str>,
+    bytes: &[u8],
+    query: &Query,
+) -> Result<Response<Body>, ApiError> {
+    let options = delete_options(content_type, bytes, query)?;
+    let params = ListParams {
+        limit: None,
+        continue_token: None,
+        ..list_params(query)?
+    };
+    let list = handler.registry.list(target, &params).await?;
+    let mut deleted = Vec::new();
+    for item in list["items"].as_array().cloned().unwrap_or_default() {
+        let one = Target {
+            name: item
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .map(String::from),
+            namespace: item
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(String::from)
+                .or_else(|| target.namespace.clone()),
+            ..target.clone()
+        };
+        match handler.registry.delete(&one, &options).await {
+            Ok(object) => deleted.push(object),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut out = list;
+    out["items"] = Value::Array(deleted);
+    Ok(json_response(StatusCode::OK, &out))
+}
+
+/// The `scale` subresource.
+async fn scale<B>(
+    handler: &ApiHandler,
+    request: &ResourceRequest,
+    target: &Target,
+    content_type: Option<&str>,
+    body: B,
+    query: &Query,
+) -> Result<Response<Body>, ApiError>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let params = write_params(query)?;
+    let result = match request.verb {
+        Verb::Get => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &handler.registry.get_scale(target).await?,
+            ));
+        }
+        Verb::Update => {
+            let wanted = decode_body(content_type, &read_body(body).await?)?;
+            handler
+                .registry
+                .update_scale(target, |_| Ok(wanted.clone()), &params)
+                .await?
+        }
+        Verb::Patch => {
+            let bytes = read_body(body).await?;
+            let patch = match media_type(content_type).as_str() {
+                "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                    Patch::Merge(decode_json(&bytes)?)
+                }
+                other => return Err(ApiError::unsupported_media_type(other)),
+            };
+            handler
+                .registry
+                .update_scale(
+                    target,
+                    |current| super::rest::scale::patch_scale(current, &patch),
+                    &params,
+                )
+                .await?
+        }
+        _ => {
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
+        }
+    };
+    Ok(json_response(StatusCode::OK, &result.object))
+}
+
+/// Drops strategic-merge directives (`$setElementOrder/…`, `$retainKeys`, `$patch` elements
+/// …) so an SMP can be applied as a merge patch.
+fn strip_directives(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(k, _)| !k.starts_with('$'))
+                .map(|(k, v)| (k, strip_directives(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .filter(|item| item.get("$patch").is_none())
+                .map(strip_directives)
+                .collect(),
+        ),
+        other => other,
+    }
+}

@@ -1,0 +1,140 @@
+//! Test harness: an in-process apiserver on a free loopback port with generated PKI, and the
+//! real kubectl (from `.ci/bin`, installed by `.ci/install-deps`) and curl pointed at it.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use kwk_control_plane::apiserver::{self, ApiServerOptions, RunningApiServer};
+use kwk_control_plane::storage::Store;
+
+/// A running apiserver for one test.
+pub struct TestApiServer {
+    pub dir: tempfile::TempDir,
+    pub server: Option<RunningApiServer>,
+    pub addr: SocketAddr,
+}
+
+/// The kubectl binary: `$KUBECTL`, else `.ci/bin/kubectl` of this checkout.
+pub fn kubectl_path() -> PathBuf {
+    if let Ok(path) = std::env::var("KUBECTL") {
+        return PathBuf::from(path);
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/bin/kubectl");
+    assert!(
+        path.exists(),
+        "{} is missing: run `sudo .ci/install-deps` (it installs kubectl 1.33 into .ci/bin)",
+        path.display()
+    );
+    path
+}
+
+impl TestApiServer {
+    /// Starts an apiserver on the given store, with a token file holding `tokens` lines.
+    pub async fn start_with(store: Arc<dyn Store>, tokens: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token_file = dir.path().join("tokens.csv");
+        std::fs::write(&token_file, tokens).expect("write tokens");
+        let server = apiserver::start(ApiServerOptions {
+            bind: "127.0.0.1:0".parse().expect("addr"),
+            pki_dir: dir.path().join("pki"),
+            generate_pki: true,
+            serving_hosts: Vec::new(),
+            token_file: Some(token_file),
+            store,
+        })
+        .await
+        .expect("start apiserver");
+        let addr = server.addr;
+        Self {
+            dir,
+            server: Some(server),
+            addr,
+        }
+    }
+
+    pub async fn start() -> Self {
+        Self::start_with(
+            Arc::new(kwk_control_plane::storage::memory::MemoryStore::new()),
+            "",
+        )
+        .await
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("pki/admin.kubeconfig")
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("pki/ca.crt")
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.addr.port())
+    }
+
+    /// Runs kubectl (blocking, off the runtime thread) with the admin kubeconfig and an
+    /// isolated cache dir.
+    pub async fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_stdin(args, None).await
+    }
+
+    pub async fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(kubectl_path());
+        cmd.arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kube-cache"))
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .env("HOME", self.dir.path());
+        run(cmd, stdin).await
+    }
+
+    /// Runs kubectl and returns stdout, panicking with stderr on failure.
+    pub async fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args).await;
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// curl with the CA and extra arguments (e.g. `-H`, `--data-binary`).
+    pub async fn curl(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("curl");
+        cmd.arg("-sS").arg("--cacert").arg(self.ca()).args(args);
+        run(cmd, None).await
+    }
+}
+
+async fn run(mut cmd: Command, stdin: Option<&str>) -> Output {
+    let stdin = stdin.map(String::from);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn");
+        if let (Some(mut pipe), Some(text)) = (child.stdin.take(), stdin) {
+            let _ = pipe.write_all(text.as_bytes());
+        }
+        child.wait_with_output().expect("wait")
+    })
+    .await
+    .expect("join")
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
