@@ -1,9 +1,12 @@
 //! Pod semantics: [`defaults`] (upstream's API defaults for pods and templates), validation
 //! of a spec, template or pod on create ([`validate_pod_spec`], [`validate_pod_template`],
-//! [`validate_pod`]) and of an update ([`validate_pod_update`]).
+//! [`validate_pod`]) and of an update ([`validate_pod_update`]), the QoS class and effective
+//! resources ([`qos`]), and pod builders for tests ([`testing`]).
 
 mod container;
 pub mod defaults;
+pub mod qos;
+pub mod testing;
 mod update;
 mod validation;
 mod volumes;
