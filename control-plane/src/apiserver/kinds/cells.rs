@@ -39,7 +39,11 @@ pub const fn wide(name: &'static str, kind: &'static str, description: &'static 
     }
 }
 
-pub const CONTAINERS: Column = wide("Containers", "string", "Container names of the pod template.");
+pub const CONTAINERS: Column = wide(
+    "Containers",
+    "string",
+    "Container names of the pod template.",
+);
 pub const IMAGES: Column = wide("Images", "string", "Container images of the pod template.");
 pub const SELECTOR: Column = wide("Selector", "string", "Label selector of the managed pods.");
 
@@ -97,10 +101,11 @@ pub fn created_at_columns() -> Vec<Column> {
 /// The cells of [`created_at_columns`].
 pub fn created_at_row(object: &Value) -> Vec<Value> {
     let created = s(object, "/metadata/creationTimestamp");
-    let cell = match seconds(created).and_then(|t| k8s_openapi::jiff::Timestamp::from_second(t).ok()) {
-        Some(t) => t.to_string(),
-        None => "0001-01-01T00:00:00Z".to_string(),
-    };
+    let cell =
+        match seconds(created).and_then(|t| k8s_openapi::jiff::Timestamp::from_second(t).ok()) {
+            Some(t) => t.to_string(),
+            None => "0001-01-01T00:00:00Z".to_string(),
+        };
     vec![
         Value::String(super::name_of(object).to_string()),
         Value::String(cell),
@@ -140,7 +145,9 @@ mod tests {
         );
         assert_eq!(list_with_more(&[], 0, 3), "<unset>");
         assert_eq!(
-            created_at_row(&json!({"metadata": {"name": "r", "creationTimestamp": "2025-01-02T03:04:05Z"}})),
+            created_at_row(
+                &json!({"metadata": {"name": "r", "creationTimestamp": "2025-01-02T03:04:05Z"}})
+            ),
             [json!("r"), json!("2025-01-02T03:04:05Z")]
         );
     }
