@@ -55,11 +55,7 @@ pub fn default_deployment(d: &mut Deployment) {
     }
 }
 
-fn validate_deployment(
-    new: &Deployment,
-    old: Option<&Deployment>,
-    has_selector: bool,
-) -> Vec<FieldError> {
+fn validate_deployment(new: &Deployment, old: Option<&Deployment>) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let Some(spec) = &new.spec else {
         errs.push(required("spec", ""));
@@ -67,7 +63,7 @@ fn validate_deployment(
     };
     check_non_negative("spec.replicas", spec.replicas.map(i64::from), &mut errs);
     validate_selector_and_template(
-        has_selector.then_some(&spec.selector),
+        Some(&spec.selector),
         Some(&spec.template),
         TemplateRules {
             base: "spec",
@@ -151,10 +147,7 @@ impl KindStrategy for DeploymentStrategy {
     }
 
     fn validate(&self, object: &Value, old: Option<&Value>) -> Vec<Cause> {
-        let has_selector = object.pointer("/spec/selector").is_some();
-        validate_typed(object, old, |new, old| {
-            validate_deployment(new, old, has_selector)
-        })
+        validate_typed(object, old, validate_deployment)
     }
 
     fn columns(&self) -> Vec<Column> {
@@ -211,11 +204,7 @@ pub fn default_replica_set(rs: &mut ReplicaSet) {
     }
 }
 
-fn validate_replica_set(
-    new: &ReplicaSet,
-    old: Option<&ReplicaSet>,
-    has_selector: bool,
-) -> Vec<FieldError> {
+fn validate_replica_set(new: &ReplicaSet, old: Option<&ReplicaSet>) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let Some(spec) = &new.spec else {
         errs.push(required("spec", ""));
@@ -228,7 +217,7 @@ fn validate_replica_set(
         &mut errs,
     );
     validate_selector_and_template(
-        has_selector.then_some(&spec.selector),
+        Some(&spec.selector),
         spec.template.as_ref(),
         TemplateRules {
             base: "spec",
@@ -250,10 +239,7 @@ impl KindStrategy for ReplicaSetStrategy {
     }
 
     fn validate(&self, object: &Value, old: Option<&Value>) -> Vec<Cause> {
-        let has_selector = object.pointer("/spec/selector").is_some();
-        validate_typed(object, old, |new, old| {
-            validate_replica_set(new, old, has_selector)
-        })
+        validate_typed(object, old, validate_replica_set)
     }
 
     fn columns(&self) -> Vec<Column> {
@@ -311,18 +297,14 @@ pub fn default_daemon_set(ds: &mut DaemonSet) {
     }
 }
 
-fn validate_daemon_set(
-    new: &DaemonSet,
-    old: Option<&DaemonSet>,
-    has_selector: bool,
-) -> Vec<FieldError> {
+fn validate_daemon_set(new: &DaemonSet, old: Option<&DaemonSet>) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let Some(spec) = &new.spec else {
         errs.push(required("spec", ""));
         return errs;
     };
     validate_selector_and_template(
-        has_selector.then_some(&spec.selector),
+        Some(&spec.selector),
         Some(&spec.template),
         TemplateRules {
             base: "spec",
@@ -385,10 +367,7 @@ impl KindStrategy for DaemonSetStrategy {
     }
 
     fn validate(&self, object: &Value, old: Option<&Value>) -> Vec<Cause> {
-        let has_selector = object.pointer("/spec/selector").is_some();
-        validate_typed(object, old, |new, old| {
-            validate_daemon_set(new, old, has_selector)
-        })
+        validate_typed(object, old, validate_daemon_set)
     }
 
     fn columns(&self) -> Vec<Column> {

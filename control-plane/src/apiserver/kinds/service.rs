@@ -107,9 +107,6 @@ pub fn default_service(svc: &mut Service) {
     if ty == "LoadBalancer" {
         spec.allocate_load_balancer_node_ports.get_or_insert(true);
     }
-    if ty == "ExternalName" {
-        return;
-    }
     let first = spec
         .cluster_ips
         .as_ref()
@@ -119,6 +116,9 @@ pub fn default_service(svc: &mut Service) {
         ("", Some(ip)) => spec.cluster_ip = Some(ip),
         (ip, None) if !ip.is_empty() => spec.cluster_ips = Some(vec![ip.to_string()]),
         _ => {}
+    }
+    if ty == "ExternalName" {
+        return;
     }
     if spec.ip_family_policy.is_none() {
         spec.ip_family_policy = Some("SingleStack".to_string());

@@ -69,11 +69,7 @@ const UPDATE_FORBIDDEN: &str = "updates to statefulset spec for fields other tha
 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', \
 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden";
 
-fn validate_stateful_set(
-    new: &StatefulSet,
-    old: Option<&StatefulSet>,
-    has_selector: bool,
-) -> Vec<FieldError> {
+fn validate_stateful_set(new: &StatefulSet, old: Option<&StatefulSet>) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let Some(spec) = &new.spec else {
         errs.push(required("spec", ""));
@@ -139,7 +135,7 @@ fn validate_stateful_set(
         check_non_negative("spec.ordinals.start", Some(i64::from(start)), &mut errs);
     }
     validate_selector_and_template(
-        has_selector.then_some(&spec.selector),
+        Some(&spec.selector),
         Some(&spec.template),
         TemplateRules {
             base: "spec",
@@ -172,10 +168,7 @@ impl KindStrategy for StatefulSetStrategy {
     }
 
     fn validate(&self, object: &Value, old: Option<&Value>) -> Vec<Cause> {
-        let has_selector = object.pointer("/spec/selector").is_some();
-        validate_typed(object, old, |new, old| {
-            validate_stateful_set(new, old, has_selector)
-        })
+        validate_typed(object, old, validate_stateful_set)
     }
 
     fn columns(&self) -> Vec<Column> {

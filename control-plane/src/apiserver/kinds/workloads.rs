@@ -14,7 +14,8 @@ use kwk_api::{meta, pod};
 pub struct TemplateRules {
     /// Where the selector and template live (`spec`, `spec.jobTemplate.spec`).
     pub base: &'static str,
-    /// The kind named in "empty selector is invalid for <kind>" (jobs: none, no such check).
+    /// The kind (`deployment` ...) when an empty selector is refused as missing; `None`
+    /// (jobs): an empty selector is acceptable here.
     pub kind: Option<&'static str>,
     /// Restart policies the controller runs pods with.
     pub restart_policies: &'static [&'static str],
@@ -30,23 +31,15 @@ pub fn validate_selector_and_template(
     errs: &mut Vec<FieldError>,
 ) {
     let base = rules.base;
+    // A missing selector reaches us as an empty one (the typed decode fills required
+    // fields), so an empty selector of a kind that needs one reads as missing.
+    let selector = selector.filter(|sel| rules.kind.is_none() || !meta::selector_is_empty(sel));
     match selector {
         None => errs.push(required(&format!("{base}.selector"), "")),
-        Some(sel) => {
-            errs.extend(meta::validate_label_selector(
-                sel,
-                &format!("{base}.selector"),
-            ));
-            if let Some(kind) = rules.kind
-                && meta::selector_is_empty(sel)
-            {
-                errs.push(invalid(
-                    &format!("{base}.selector"),
-                    meta::show_selector(Some(sel)),
-                    &format!("empty selector is invalid for {kind}"),
-                ));
-            }
-        }
+        Some(sel) => errs.extend(meta::validate_label_selector(
+            sel,
+            &format!("{base}.selector"),
+        )),
     }
     let Some(template) = template else {
         errs.push(required(&format!("{base}.template"), ""));

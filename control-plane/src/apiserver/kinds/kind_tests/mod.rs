@@ -71,4 +71,14 @@ pub(crate) fn meta(name: &str, age_seconds: i64) -> Value {
     json!({"name": name, "namespace": "default", "creationTimestamp": ago(age_seconds)})
 }
 
+mod apps;
+mod batch;
+mod cluster;
+mod config;
+mod crd;
+mod network;
 mod pod;
+mod policy;
+mod rbac;
+mod service;
+mod storage;
