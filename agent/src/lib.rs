@@ -4,7 +4,8 @@
 //! source), `cgroups` (QoS and pod cgroups), `runtime_spec` (pod spec → CRI configs, volumes),
 //! `pod` (pod manager, workers, plans, PLEG, status), `node` (the daemon wiring), `local_api`
 //! (the read-only socket), `logs` (rotation), and shared formats (`labels`, `quantity`,
-//! `canonical`, `clock`).
+//! `canonical`, `clock`). Quantities and the API defaulting and validation of pods come from
+//! `kwk-api`, shared with the control plane.
 
 pub mod canonical;
 pub mod cgroups;
@@ -15,6 +16,6 @@ pub mod local_api;
 pub mod logs;
 pub mod node;
 pub mod pod;
-pub mod quantity;
+pub use kwk_api::quantity;
 pub mod runtime_spec;
 pub mod static_pods;

@@ -8,8 +8,8 @@
 //! <cgroupRoot>/kubepods/<qos>/pod<uid>  the pod; the runtime puts its containers below
 //! ```
 //!
-//! Layers: [`qos`] (QoS class, effective requests and limits) and [`values`] (what to write) and
-//! `names` (where) are pure; `v1`, `v2` and `fs` do the file operations under a configurable
+//! Layers: [`qos`] (QoS class, effective requests and limits; from `kwk-api`), [`values`] (what
+//! to write) and `names` (where) are pure; `v1`, `v2` and `fs` do the file operations under a configurable
 //! mount root, so tests run against a temp-dir tree. Every call is synchronous and cheap (a few
 //! mkdir/write/rmdir calls; removal may sleep up to ~150 ms while killed processes exit).
 //!
@@ -24,7 +24,7 @@
 //! Start-up fails if systemd cannot be reached. The calls block for a D-Bus round trip and,
 //! for start and stop, until systemd's job is done (milliseconds; at most 30 s).
 
-pub mod qos;
+pub use kwk_api::pod::qos;
 pub mod systemd;
 pub mod values;
 

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::qos::test_pods::*;
 use super::*;
+use kwk_api::pod::testing::*;
 
 const GUARANTEED_UID: &str = "1111-aaaa";
 const BURSTABLE_UID: &str = "2222-bbbb";

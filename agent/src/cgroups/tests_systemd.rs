@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::qos::test_pods::*;
+use kwk_api::pod::testing::*;
 use super::systemd::fake::{Call, Failure, RecordingSystemd, show};
 use super::*;
 

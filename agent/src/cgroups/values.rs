@@ -293,8 +293,8 @@ pub fn v2_writes(config: &ResourceConfig) -> Vec<FileWrite> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::qos::test_pods::*;
     use super::*;
+    use kwk_api::pod::testing::*;
 
     #[test]
     fn shares_quota_weight_table() {

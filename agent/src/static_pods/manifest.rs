@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
 
-use super::field::FieldError;
 use super::{defaults, hash, validation};
 use crate::labels;
+use kwk_api::field::FieldError;
 
 /// Largest manifest accepted, checked before parsing (upstream's limit for manifest files).
 pub const MAX_MANIFEST_BYTES: usize = 1024 * 1024;

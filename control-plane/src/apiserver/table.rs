@@ -61,6 +61,10 @@ pub fn table(
         .iter()
         .map(|object| {
             let mut row = json!({"cells": strategy.row(object, now)});
+            let conditions = strategy.row_conditions(object);
+            if !conditions.is_empty() {
+                row["conditions"] = Value::Array(conditions);
+            }
             match include {
                 IncludeObject::None => {}
                 IncludeObject::Object => row["object"] = object.clone(),
@@ -103,7 +107,9 @@ mod tests {
             1_767_225_600 + 90,
         );
         assert_eq!(t["rows"][0]["cells"][0], "a");
-        assert_eq!(t["rows"][0]["cells"][1], "90s");
+        // NAME, DATA, AGE (the ConfigMap printer).
+        assert_eq!(t["rows"][0]["cells"][1], 0);
+        assert_eq!(t["rows"][0]["cells"][2], "90s");
         assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
         assert!(wants_table(
             "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"

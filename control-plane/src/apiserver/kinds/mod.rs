@@ -4,11 +4,47 @@
 //! kinds without one get [`Generic`].
 //!
 //! Strategies are pure functions over the object's JSON (already decoded through its typed
-//! `k8s-openapi` form, so types are right and unknown fields are gone).
+//! `k8s-openapi` form, so types are right and unknown fields are gone). Defaulting and
+//! validation of pods come from `kwk-api` (shared with kwk-node); `names` offers the
+//! metadata name rules per kind; `service_alloc` the pure parts of ClusterIP/NodePort
+//! allocation.
+//!
+//! Per group: `pod` (+ `pod_table`), `apps`, `statefulset` (+ `workloads`, shared), `batch`
+//! (+ `cron`), `service`, `network` (Endpoints, EndpointSlices, Ingresses, IngressClasses,
+//! NetworkPolicies), `config` (ConfigMaps, Secrets, ServiceAccounts), `cluster` (Namespaces,
+//! Nodes, Events, Leases), `storage`, `policy` (PodDisruptionBudgets, PriorityClasses,
+//! LimitRanges, ResourceQuotas), `rbac`, `certificates`, `crd`.
 
 use serde_json::Value;
 
 use super::errors::Cause;
+
+pub mod apps;
+pub mod batch;
+pub mod cells;
+pub mod certificates;
+pub mod cluster;
+pub mod config;
+pub mod crd;
+pub mod cron;
+pub mod names;
+pub mod network;
+pub mod pod;
+pub mod pod_table;
+pub mod policy;
+pub mod rbac;
+pub mod service;
+pub mod service_alloc;
+pub mod statefulset;
+pub mod storage;
+pub mod util;
+pub mod workloads;
+
+#[cfg(test)]
+mod kind_tests;
+
+pub use batch::{CONTROLLER_UID_LABEL, JOB_NAME_LABEL};
+pub use pod::SYSTEM_PRIORITY_CLASSES;
 
 /// One column of a `meta.k8s.io/v1` Table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,9 +60,24 @@ pub struct Column {
 }
 
 /// Kind-specific behaviour. Every method has the generic default.
+///
+/// Order on create: `default`, then (after the generic handler has set name, uid and
+/// creation time) `prepare_for_create`, `default` again (idempotent), `validate`. On update:
+/// `prepare_for_update`, `default`, `validate` with the stored object.
 pub trait KindStrategy: Send + Sync + std::fmt::Debug {
     /// Fills defaults, as upstream's defaulting functions (idempotent).
     fn default(&self, _object: &mut Value) {}
+
+    /// Upstream's `PrepareForCreate` beyond the generic status reset: what a kind sets on a
+    /// new object once its name and uid are known (a pod's `Pending` status and QoS class, a
+    /// Job's generated selector, a Namespace's `kubernetes` finalizer, a CRD's stored
+    /// versions ...).
+    fn prepare_for_create(&self, _object: &mut Value) {}
+
+    /// Upstream's `PrepareForUpdate` beyond keeping the stored status: what an update may
+    /// omit and keep from `old` (a Service's allocated cluster IP and node ports, a
+    /// Namespace's finalizers).
+    fn prepare_for_update(&self, _object: &mut Value, _old: &Value) {}
 
     /// Validation of a new object (`old` = `None`) or of an update (`old` = the stored object;
     /// immutable fields are checked here). Metadata (name syntax, labels, annotations) is
@@ -40,13 +91,20 @@ pub trait KindStrategy: Send + Sync + std::fmt::Debug {
         generic_columns()
     }
 
-    /// The cells of one object's row, matching [`KindStrategy::columns`]. `now` is the
-    /// server's current time in seconds since the epoch (for AGE columns).
+    /// The cells of one object's row, matching [`KindStrategy::columns`] (wide cells
+    /// included: the apiserver always sends them). `now` is the server's current time in
+    /// seconds since the epoch (for AGE columns).
     fn row(&self, object: &Value, now: i64) -> Vec<Value> {
         vec![
             Value::String(name_of(object).to_string()),
             Value::String(age(object, now)),
         ]
+    }
+
+    /// The row's `conditions` (`[{"type": "Completed", ...}]` for finished pods), empty for
+    /// most kinds.
+    fn row_conditions(&self, _object: &Value) -> Vec<Value> {
+        Vec::new()
     }
 
     /// The value of a field selector label for `object` (`metadata.name` and
@@ -84,9 +142,68 @@ pub struct Generic;
 
 impl KindStrategy for Generic {}
 
-/// The strategy for a built-in kind.
-pub fn strategy_for(_group: &str, _kind: &str) -> &'static dyn KindStrategy {
-    &Generic
+/// The strategy of built-in kinds upstream has no printer for (NAME, CREATED AT).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CreatedAt;
+
+impl KindStrategy for CreatedAt {
+    fn columns(&self) -> Vec<Column> {
+        cells::created_at_columns()
+    }
+
+    fn row(&self, object: &Value, _now: i64) -> Vec<Value> {
+        cells::created_at_row(object)
+    }
+}
+
+/// The strategy for a built-in kind (custom resources and kinds without one get
+/// [`Generic`]).
+pub fn strategy_for(group: &str, kind: &str) -> &'static dyn KindStrategy {
+    match (group, kind) {
+        ("", "Pod") => &pod::PodStrategy,
+        ("", "Service") => &service::ServiceStrategy,
+        ("", "Endpoints") => &network::EndpointsStrategy,
+        ("", "ConfigMap") => &config::ConfigMapStrategy,
+        ("", "Secret") => &config::SecretStrategy,
+        ("", "ServiceAccount") => &config::ServiceAccountStrategy,
+        ("", "Namespace") => &cluster::NamespaceStrategy,
+        ("", "Node") => &cluster::NodeStrategy,
+        ("", "Event") | ("events.k8s.io", "Event") => &cluster::EventStrategy,
+        ("", "PersistentVolume") => &storage::PersistentVolumeStrategy,
+        ("", "PersistentVolumeClaim") => &storage::PersistentVolumeClaimStrategy,
+        ("", "LimitRange") => &policy::LimitRangeStrategy,
+        ("", "ResourceQuota") => &policy::ResourceQuotaStrategy,
+        ("apps", "Deployment") => &apps::DeploymentStrategy,
+        ("apps", "ReplicaSet") => &apps::ReplicaSetStrategy,
+        ("apps", "DaemonSet") => &apps::DaemonSetStrategy,
+        ("apps", "StatefulSet") => &statefulset::StatefulSetStrategy,
+        ("apps", "ControllerRevision") => &apps::ControllerRevisionStrategy,
+        ("batch", "Job") => &batch::JobStrategy,
+        ("batch", "CronJob") => &batch::CronJobStrategy,
+        ("discovery.k8s.io", "EndpointSlice") => &network::EndpointSliceStrategy,
+        ("coordination.k8s.io", "Lease") => &cluster::LeaseStrategy,
+        ("policy", "PodDisruptionBudget") => &policy::PodDisruptionBudgetStrategy,
+        ("scheduling.k8s.io", "PriorityClass") => &policy::PriorityClassStrategy,
+        ("storage.k8s.io", "StorageClass") => &storage::StorageClassStrategy,
+        ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => &rbac::RoleStrategy,
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
+            &rbac::RoleBindingStrategy
+        }
+        ("networking.k8s.io", "Ingress") => &network::IngressStrategy,
+        ("networking.k8s.io", "IngressClass") => &network::IngressClassStrategy,
+        ("networking.k8s.io", "NetworkPolicy") => &network::NetworkPolicyStrategy,
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            &certificates::CertificateSigningRequestStrategy
+        }
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            &crd::CustomResourceDefinitionStrategy
+        }
+        ("", "PodTemplate") => &pod::PodTemplateStrategy,
+        ("storage.k8s.io", "CSIDriver") => &storage::CsiDriverStrategy,
+        ("storage.k8s.io", "CSINode") => &storage::CsiNodeStrategy,
+        ("storage.k8s.io", "VolumeAttachment") => &storage::VolumeAttachmentStrategy,
+        _ => &Generic,
+    }
 }
 
 /// `metadata.name` (empty if absent).

@@ -439,7 +439,7 @@ pub fn admit_body(
 }
 
 /// System fields of a new object: uid, creation time, generation; status reset for kinds
-/// whose status is a subresource.
+/// whose status is a subresource; then the kind strategy's `prepare_for_create`.
 fn prepare_for_create(def: &ResourceDef, object: &mut Value) {
     if def.has_subresource("status")
         && let Some(map) = object.as_object_mut()
@@ -458,6 +458,8 @@ fn prepare_for_create(def: &ResourceDef, object: &mut Value) {
     meta.insert("uid".into(), json!(new_uid()));
     meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
     meta.insert("generation".into(), json!(1));
+    // The kind's part (a pod's Pending status, a Job's selector, a Namespace's finalizer ...).
+    strategy_for(&def.group, &def.kind).prepare_for_create(object);
 }
 
 /// Restores what a client cannot change on update, and bumps `generation` when anything

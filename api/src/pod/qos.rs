@@ -1,5 +1,5 @@
-//! A pod's QoS class and its effective requests and limits, computed the way the API and the
-//! upstream kubelet do (pure; no I/O).
+//! A pod's QoS class (`status.qosClass`, set by the apiserver on create) and its effective
+//! requests and limits, computed the way the API and the upstream kubelet do (pure; no I/O).
 //!
 //! Pods from the manifest directory are not defaulted by an API server, so every computation here
 //! first applies the one API default that matters: a resource with a limit and no request is
@@ -295,85 +295,8 @@ pub fn memory_bytes(list: &ResourceList) -> i64 {
 }
 
 #[cfg(test)]
-pub(crate) mod test_pods {
-    //! Pod builders shared by the cgroup tests.
-
-    use super::*;
-    use k8s_openapi::api::core::v1::PodSpec;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-    /// `(name, requests, limits)` with lists like `"cpu=100m,memory=64Mi"` ("" for none).
-    pub(crate) type Spec<'a> = (&'a str, &'a str, &'a str);
-
-    fn list(text: &str) -> Option<BTreeMap<String, ApiQuantity>> {
-        if text.is_empty() {
-            return None;
-        }
-        Some(
-            text.split(',')
-                .map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap();
-                    (k.to_string(), ApiQuantity(v.to_string()))
-                })
-                .collect(),
-        )
-    }
-
-    pub(crate) fn container(name: &str, requests: &str, limits: &str) -> Container {
-        Container {
-            name: name.to_string(),
-            resources: Some(ResourceRequirements {
-                requests: list(requests),
-                limits: list(limits),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    pub(crate) fn sidecar(name: &str, requests: &str, limits: &str) -> Container {
-        Container {
-            restart_policy: Some("Always".to_string()),
-            ..container(name, requests, limits)
-        }
-    }
-
-    pub(crate) fn pod_with(
-        uid: &str,
-        apps: Vec<Container>,
-        inits: Vec<Container>,
-        overhead: &str,
-    ) -> Pod {
-        Pod {
-            metadata: ObjectMeta {
-                name: Some(format!("pod-{uid}")),
-                uid: Some(uid.to_string()),
-                ..Default::default()
-            },
-            spec: Some(PodSpec {
-                containers: apps,
-                init_containers: if inits.is_empty() { None } else { Some(inits) },
-                overhead: list(overhead),
-                ..Default::default()
-            }),
-            status: None,
-        }
-    }
-
-    /// A pod of app containers only.
-    pub(crate) fn pod(uid: &str, apps: &[Spec<'_>]) -> Pod {
-        pod_with(
-            uid,
-            apps.iter().map(|(n, r, l)| container(n, r, l)).collect(),
-            Vec::new(),
-            "",
-        )
-    }
-}
-
-#[cfg(test)]
 mod tests {
-    use super::test_pods::*;
+    use super::super::testing::*;
     use super::*;
 
     fn show(list: &ResourceList) -> String {
