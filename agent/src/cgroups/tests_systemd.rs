@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use kwk_api::pod::testing::*;
 use super::systemd::fake::{Call, Failure, RecordingSystemd, show};
 use super::*;
+use kwk_api::pod::testing::*;
 
 const GUARANTEED_UID: &str = "1111-aaaa";
 const BURSTABLE_UID: &str = "2222-bbbb";

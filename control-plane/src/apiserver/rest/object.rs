@@ -5,7 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::apiserver::catalog::ResourceDef;
-use crate::apiserver::errors::{ApiError, Cause};
+use crate::apiserver::errors::ApiError;
 use crate::storage::KeyValue;
 
 /// The JSON object of a stored key, with `metadata.resourceVersion` set.
@@ -206,92 +206,6 @@ fn dropped_fields(before: &Value, after: &Value, path: &str, out: &mut Vec<Strin
     }
 }
 
-/// Whether `name` is a DNS-1123 subdomain (the default rule for object names).
-pub fn is_dns1123_subdomain(name: &str) -> bool {
-    name.len() <= 253
-        && !name.is_empty()
-        && name.split('.').all(|label| {
-            let b = label.as_bytes();
-            !b.is_empty()
-                && b[0].is_ascii_alphanumeric()
-                && b[b.len() - 1].is_ascii_alphanumeric()
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        })
-}
-
-/// Whether `name` is a DNS-1123 label (namespaces, services).
-pub fn is_dns1123_label(name: &str) -> bool {
-    name.len() <= 63 && !name.contains('.') && is_dns1123_subdomain(name)
-}
-
-/// Generic metadata validation: name syntax, label syntax, annotation size.
-pub fn validate_metadata(def: &ResourceDef, object: &Value) -> Vec<Cause> {
-    let mut causes = Vec::new();
-    let name = meta_str(object, "name").unwrap_or_default();
-    let label_names = matches!(
-        (def.group.as_str(), def.plural.as_str()),
-        ("", "namespaces") | ("", "services")
-    );
-    let valid = if label_names {
-        is_dns1123_label(name)
-    } else if def.group.is_empty() && matches!(def.plural.as_str(), "nodes" | "events") {
-        !name.is_empty() && !name.contains('/') && name != "." && name != ".."
-    } else if def.typed.is_none() || name.contains(':') {
-        // Custom resources, RBAC names ("system:node") : path segment names.
-        !name.is_empty()
-            && !name.contains('/')
-            && !name.contains('%')
-            && name != "."
-            && name != ".."
-    } else {
-        is_dns1123_subdomain(name)
-    };
-    if !valid {
-        let rule = if label_names {
-            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
-        } else {
-            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
-        };
-        causes.push(Cause::invalid("metadata.name", &json!(name), rule));
-    }
-    if let Some(labels) = object
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
-    {
-        for (key, value) in labels {
-            if let Err(e) = crate::apiserver::selectors::check_key(key) {
-                causes.push(Cause::invalid("metadata.labels", &json!(key), e));
-            }
-            if let Err(e) = crate::apiserver::selectors::check_value(value.as_str().unwrap_or("")) {
-                causes.push(Cause::invalid("metadata.labels", value, e));
-            }
-        }
-    }
-    if let Some(annotations) = object
-        .pointer("/metadata/annotations")
-        .and_then(Value::as_object)
-    {
-        let total: usize = annotations
-            .iter()
-            .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
-            .sum();
-        if total > 256 * 1024 {
-            causes.push(Cause {
-                reason: "FieldValueTooLong",
-                message: format!("Too long: may not be more than 262144 bytes (got {total})"),
-                field: "metadata.annotations".into(),
-            });
-        }
-        for key in annotations.keys() {
-            if let Err(e) = crate::apiserver::selectors::check_key(key) {
-                causes.push(Cause::invalid("metadata.annotations", &json!(key), e));
-            }
-        }
-    }
-    causes
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,9 +232,6 @@ mod tests {
         assert_eq!(&uid[14..15], "4");
         assert_ne!(new_uid(), uid);
         assert_eq!(random_suffix(5).len(), 5);
-        assert!(is_dns1123_subdomain("a.b-c"));
-        assert!(!is_dns1123_subdomain("A"));
-        assert!(!is_dns1123_label("a.b"));
     }
 
     #[test]

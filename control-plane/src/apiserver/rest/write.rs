@@ -8,12 +8,12 @@ use serde_json::{Value, json};
 
 use super::object::{
     FieldValidation, decode_stored, encode_for_store, finalizers, meta_mut, meta_str, new_uid,
-    now_rfc3339, random_suffix, typed_decode, validate_metadata,
+    now_rfc3339, random_suffix, typed_decode,
 };
 use super::{Registry, Target, parse_revision, store_error};
 use crate::apiserver::catalog::ResourceDef;
 use crate::apiserver::errors::{ApiError, Cause};
-use crate::apiserver::kinds::strategy_for;
+use crate::apiserver::kinds::{names, strategy_for};
 use crate::apiserver::patch::{PatchError, PatchType, apply_patch, builtin_schema};
 use crate::storage::StoreError;
 
@@ -242,6 +242,11 @@ impl Registry {
             let current = decode_stored(&kv)?;
             let mut next = mutate(&current)?;
             carry_system_fields(def, &current, &mut next);
+            if target.subresource.is_none() {
+                // What an update of the object itself may omit and keep (a Service's cluster
+                // IP and node ports ...); status and finalize writes keep the spec anyway.
+                strategy_for(&def.group, &def.kind).prepare_for_update(&mut next, &current);
+            }
             finish(def, &mut next, Some(&current))?;
             if same_object(&current, &next) {
                 return Ok(WriteResult {
@@ -524,11 +529,15 @@ fn same_object(current: &Value, next: &Value) -> bool {
     a == b
 }
 
-/// Defaults, then generic and kind validation.
+/// Defaults, then generic metadata and kind validation.
 fn finish(def: &ResourceDef, object: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
     let strategy = strategy_for(&def.group, &def.kind);
     strategy.default(object);
-    let mut causes = validate_metadata(def, object);
+    let rule = names::name_rule(&def.group, &def.kind);
+    let mut causes = names::validate_object_meta(object, rule, def.namespaced);
+    if let Some(old) = old {
+        causes.extend(names::validate_object_meta_update(object, old));
+    }
     causes.extend(strategy.validate(object, old));
     if causes.is_empty() {
         Ok(())
