@@ -61,6 +61,8 @@ pub struct ResourceDef {
     pub storage_prefix: String,
     /// For built-in kinds, the typed round trip.
     pub typed: Option<TypedRoundTrip>,
+    /// For custom resources, what their CRD version defines (schema, columns, scale).
+    pub custom: Option<Arc<crate::apiserver::crd::CustomResource>>,
 }
 
 impl ResourceDef {
@@ -71,6 +73,14 @@ impl ResourceDef {
 
     pub fn has_subresource(&self, name: &str) -> bool {
         self.subresources.iter().any(|s| s.name == name)
+    }
+
+    /// The kind's strategy: the built-in one, or the custom resource's.
+    pub fn strategy(&self) -> &dyn crate::apiserver::kinds::KindStrategy {
+        match &self.custom {
+            Some(custom) => custom.as_ref(),
+            None => crate::apiserver::kinds::strategy_for(&self.group, &self.kind),
+        }
     }
 
     pub fn supports(&self, verb: &str) -> bool {
@@ -395,6 +405,7 @@ fn builtin_resources() -> Vec<ResourceDef> {
                     .collect(),
                 storage_prefix: format!("/registry/{}", row.storage.unwrap_or(row.plural)),
                 typed: Some(row.typed),
+                custom: None,
             }
         })
         .collect()

@@ -4,6 +4,7 @@
 pub mod authn;
 pub mod authz;
 pub mod catalog;
+pub mod crd;
 pub mod discovery;
 pub mod errors;
 pub mod handler;
@@ -135,6 +136,10 @@ pub async fn start(options: ApiServerOptions) -> Result<RunningApiServer, StartE
     };
     let registry = rest::Registry::new(options.store.clone(), catalog::Catalog::builtin());
     bootstrap(&registry).await?;
+    // Serve the custom resources of stored CRDs from the first request on.
+    crd::controller::reconcile(&registry)
+        .await
+        .map_err(|e| StartError::Bootstrap(format!("custom resources: {e}")))?;
     let handler = Arc::new(handler::ApiHandler {
         registry,
         authenticator: authn::Authenticator::new(tokens),
@@ -142,6 +147,7 @@ pub async fn start(options: ApiServerOptions) -> Result<RunningApiServer, StartE
         server_address: addr.to_string(),
     });
     let stop = CancellationToken::new();
+    tokio::spawn(crd::controller::run(handler.clone(), stop.clone()));
     let task = tokio::spawn(server::serve(listener, tls, handler, stop.clone()));
     tracing::info!(%addr, "apiserver listening");
     Ok(RunningApiServer { addr, stop, task })

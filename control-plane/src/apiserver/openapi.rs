@@ -25,7 +25,8 @@ pub fn documents(catalog: &Catalog) -> BTreeMap<String, (Value, String)> {
     let mut docs = BTreeMap::new();
     for (group, versions) in catalog.groups() {
         for version in versions {
-            let doc = document(catalog, &group, &version);
+            let mut doc = document(catalog, &group, &version);
+            super::crd::openapi::add_schemas(catalog.resources_of(&group, &version), &mut doc);
             let hash = hash(&doc);
             docs.insert(gv_path(&group, &version), (doc, hash));
         }

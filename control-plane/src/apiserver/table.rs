@@ -6,7 +6,6 @@
 use serde_json::{Value, json};
 
 use super::catalog::ResourceDef;
-use super::kinds::strategy_for;
 
 /// What each row carries (`?includeObject=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -43,20 +42,23 @@ pub fn table(
     include: IncludeObject,
     now: i64,
 ) -> Value {
-    let strategy = strategy_for(&def.group, &def.kind);
-    let columns: Vec<Value> = strategy
-        .columns()
-        .iter()
-        .map(|c| {
-            json!({
-                "name": c.name,
-                "type": c.kind,
-                "format": c.format,
-                "description": c.description,
-                "priority": c.priority,
+    let strategy = def.strategy();
+    let columns: Vec<Value> = match &def.custom {
+        Some(custom) => custom.column_definitions(),
+        None => strategy
+            .columns()
+            .iter()
+            .map(|c| {
+                json!({
+                    "name": c.name,
+                    "type": c.kind,
+                    "format": c.format,
+                    "description": c.description,
+                    "priority": c.priority,
+                })
             })
-        })
-        .collect();
+            .collect(),
+    };
     let rows: Vec<Value> = objects
         .iter()
         .map(|object| {

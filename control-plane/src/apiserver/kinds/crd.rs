@@ -49,8 +49,16 @@ pub fn default_crd(crd: &mut CustomResourceDefinition) {
     });
 }
 
-/// On create: the storage version is the first stored version.
+/// On create: the storage version is the first stored version; the cleanup finalizer makes
+/// a deletion wait until the custom resources are removed.
 pub fn prepare_crd(crd: &mut CustomResourceDefinition) {
+    let finalizers = crd.metadata.finalizers.get_or_insert_with(Vec::new);
+    if !finalizers
+        .iter()
+        .any(|f| f == crate::apiserver::crd::CLEANUP_FINALIZER)
+    {
+        finalizers.push(crate::apiserver::crd::CLEANUP_FINALIZER.to_string());
+    }
     let storage = crd
         .spec
         .versions

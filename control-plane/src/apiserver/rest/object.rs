@@ -165,6 +165,11 @@ impl FieldValidation {
 /// Decodes `object` through the resource's typed form. Returns the normalised object and
 /// the unknown fields that were dropped (paths like `spec.foo`).
 pub fn typed_decode(def: &ResourceDef, object: Value) -> Result<(Value, Vec<String>), ApiError> {
+    if let Some(custom) = &def.custom {
+        let mut object = object;
+        let pruned = custom.prune(&mut object);
+        return Ok((object, pruned));
+    }
     let Some(round_trip) = def.typed else {
         return Ok((object, Vec::new()));
     };

@@ -7,7 +7,6 @@ use serde_json::{Value, json};
 use super::object::{decode_stored, labels};
 use super::{Registry, Target, parse_revision, store_error};
 use crate::apiserver::errors::ApiError;
-use crate::apiserver::kinds::strategy_for;
 use crate::apiserver::selectors::{FieldSelector, LabelSelector};
 use crate::storage::ListOptions;
 
@@ -34,7 +33,7 @@ pub fn matches(target: &Target, params: &ListParams, object: &Value) -> Result<b
     if params.fields.is_empty() {
         return Ok(true);
     }
-    let strategy = strategy_for(&target.def.group, &target.def.kind);
+    let strategy = target.def.strategy();
     params
         .fields
         .matches(|field| match field {
@@ -97,7 +96,7 @@ impl Registry {
             .await
             .map_err(|e| store_error(target, e))?
             .ok_or_else(|| target.not_found())?;
-        decode_stored(&kv)
+        decode_stored(&kv).map(|o| with_type(o, &target.def))
     }
 
     /// LIST: the `<Kind>List` object.
@@ -190,6 +189,9 @@ pub fn with_type(mut object: Value, def: &crate::apiserver::catalog::ResourceDef
         map.entry("apiVersion")
             .or_insert_with(|| json!(def.api_version()));
         map.entry("kind").or_insert_with(|| json!(def.kind));
+    }
+    if let Some(custom) = &def.custom {
+        custom.on_read(&mut object, &def.api_version());
     }
     object
 }

@@ -35,6 +35,14 @@ pub fn scale_of(parent: &Value) -> Value {
     })
 }
 
+/// The Scale view of a built-in parent or of a custom resource (by its CRD's scale paths).
+pub fn scale_view(def: &crate::apiserver::catalog::ResourceDef, parent: &Value) -> Value {
+    match def.custom.as_ref().and_then(|c| c.scale.as_ref()) {
+        Some(paths) => crate::apiserver::crd::scale_of_custom(paths, parent),
+        None => scale_of(parent),
+    }
+}
+
 /// A label selector object as the string form (`a=b,c in (d)`).
 fn selector_string(selector: Option<&Value>) -> String {
     let Some(selector) = selector else {
@@ -71,7 +79,10 @@ fn selector_string(selector: Option<&Value>) -> String {
 impl Registry {
     /// GET …/scale.
     pub async fn get_scale(&self, target: &Target) -> Result<Value, ApiError> {
-        Ok(scale_of(&self.get(&self.parent(target)).await?))
+        Ok(scale_view(
+            &target.def,
+            &self.get(&self.parent(target)).await?,
+        ))
     }
 
     /// PUT or PATCH …/scale: `desired` turns the current Scale into the wanted one.
@@ -114,12 +125,19 @@ impl Registry {
         let result = self
             .guaranteed_update(&parent, precondition, params.dry_run, |object| {
                 let mut next = object.clone();
-                next["spec"]["replicas"] = json!(replicas);
+                match target.def.custom.as_ref().and_then(|c| c.scale.as_ref()) {
+                    Some(paths) => crate::apiserver::crd::set_path(
+                        &mut next,
+                        &paths.spec_replicas,
+                        json!(replicas),
+                    ),
+                    None => next["spec"]["replicas"] = json!(replicas),
+                }
                 Ok(next)
             })
             .await?;
         Ok(WriteResult {
-            object: scale_of(&result.object),
+            object: scale_view(&target.def, &result.object),
             ..result
         })
     }

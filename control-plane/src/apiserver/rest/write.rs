@@ -13,7 +13,7 @@ use super::object::{
 use super::{Registry, Target, parse_revision, store_error};
 use crate::apiserver::catalog::ResourceDef;
 use crate::apiserver::errors::{ApiError, Cause};
-use crate::apiserver::kinds::{names, strategy_for};
+use crate::apiserver::kinds::names;
 use crate::apiserver::patch::{PatchError, PatchType, apply_patch, builtin_schema};
 use crate::storage::StoreError;
 
@@ -134,11 +134,11 @@ impl Registry {
         }
         let kv = self
             .store()
-            .create(&target.key(), encode_for_store(&object))
+            .create(&target.key(), encode_for_store(&stored_form(def, &object)))
             .await
             .map_err(|e| store_error(&target, e))?;
         Ok(WriteResult {
-            object: decode_stored(&kv)?,
+            object: super::read::with_type(decode_stored(&kv)?, def),
             warnings,
             created: true,
         })
@@ -239,13 +239,13 @@ impl Registry {
             if precondition.is_some_and(|p| p != kv.mod_revision) {
                 return Err(ApiError::modified(&def.group, &def.plural, target.name()));
             }
-            let current = decode_stored(&kv)?;
+            let current = super::read::with_type(decode_stored(&kv)?, def);
             let mut next = mutate(&current)?;
             carry_system_fields(def, &current, &mut next);
             if target.subresource.is_none() {
                 // What an update of the object itself may omit and keep (a Service's cluster
                 // IP and node ports ...); status and finalize writes keep the spec anyway.
-                strategy_for(&def.group, &def.kind).prepare_for_update(&mut next, &current);
+                def.strategy().prepare_for_update(&mut next, &current);
             }
             finish(def, &mut next, Some(&current))?;
             if same_object(&current, &next) {
@@ -276,12 +276,16 @@ impl Registry {
             } else {
                 match self
                     .store()
-                    .update(&key, encode_for_store(&next), kv.mod_revision)
+                    .update(
+                        &key,
+                        encode_for_store(&stored_form(def, &next)),
+                        kv.mod_revision,
+                    )
                     .await
                 {
-                    Ok(stored) => {
-                        decode_stored(&stored).map_err(|e| StoreError::Backend(e.message))
-                    }
+                    Ok(stored) => decode_stored(&stored)
+                        .map(|o| super::read::with_type(o, def))
+                        .map_err(|e| StoreError::Backend(e.message)),
                     Err(e) => Err(e),
                 }
             };
@@ -464,7 +468,7 @@ fn prepare_for_create(def: &ResourceDef, object: &mut Value) {
     meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
     meta.insert("generation".into(), json!(1));
     // The kind's part (a pod's Pending status, a Job's selector, a Namespace's finalizer ...).
-    strategy_for(&def.group, &def.kind).prepare_for_create(object);
+    def.strategy().prepare_for_create(object);
 }
 
 /// Restores what a client cannot change on update, and bumps `generation` when anything
@@ -520,6 +524,15 @@ fn spec_changed(a: &Value, b: &Value) -> bool {
     strip(a) != strip(b)
 }
 
+/// The object as stored: custom resources at their CRD's storage version.
+fn stored_form(def: &ResourceDef, object: &Value) -> Value {
+    let mut object = object.clone();
+    if let Some(custom) = &def.custom {
+        object["apiVersion"] = json!(custom.storage_api_version);
+    }
+    object
+}
+
 /// Equal but for `resourceVersion`.
 fn same_object(current: &Value, next: &Value) -> bool {
     let mut a = current.clone();
@@ -531,7 +544,7 @@ fn same_object(current: &Value, next: &Value) -> bool {
 
 /// Defaults, then generic metadata and kind validation.
 fn finish(def: &ResourceDef, object: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
-    let strategy = strategy_for(&def.group, &def.kind);
+    let strategy = def.strategy();
     strategy.default(object);
     let rule = names::name_rule(&def.group, &def.kind);
     let mut causes = names::validate_object_meta(object, rule, def.namespaced);

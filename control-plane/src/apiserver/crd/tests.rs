@@ -1,0 +1,1 @@
+//! Table tests of custom resource schemas, pruning, defaulting and printer columns.
