@@ -147,8 +147,13 @@ pub async fn start(options: ApiServerOptions) -> Result<RunningApiServer, StartE
         server_address: addr.to_string(),
     });
     let stop = CancellationToken::new();
-    tokio::spawn(crd::controller::run(handler.clone(), stop.clone()));
-    let task = tokio::spawn(server::serve(listener, tls, handler, stop.clone()));
+    let controller = tokio::spawn(crd::controller::run(handler.clone(), stop.clone()));
+    let serving = server::serve(listener, tls, handler, stop.clone());
+    let task = tokio::spawn(async move {
+        serving.await;
+        // The CRD controller stops with the server (it holds the store).
+        let _ = controller.await;
+    });
     tracing::info!(%addr, "apiserver listening");
     Ok(RunningApiServer { addr, stop, task })
 }

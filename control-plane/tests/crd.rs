@@ -1,0 +1,383 @@
+//! CustomResourceDefinitions and custom resources end to end with the real kubectl: CRD
+//! establishment, discovery (short names, categories, `api-resources`), printer columns,
+//! schema defaulting and validation, field validation of unknown fields, merge patch,
+//! status and scale subresources, multiple versions, `explain`, a restart, and CRD deletion
+//! removing its custom resources.
+
+mod support;
+
+use support::{TestApiServer, stderr, stdout};
+
+const VERSION_SCHEMA: &str = r#"
+    schema:
+      openAPIV3Schema:
+        type: object
+        description: CronTab runs a command on a schedule.
+        properties:
+          spec:
+            type: object
+            description: The desired schedule.
+            required: [cronSpec]
+            properties:
+              cronSpec:
+                type: string
+                description: The cron schedule.
+                pattern: '^(\d+|\*)(/\d+)?(\s+(\d+|\*)(/\d+)?){4}$'
+              image:
+                type: string
+              replicas:
+                type: integer
+                minimum: 1
+                maximum: 10
+                default: 1
+          status:
+            type: object
+            properties:
+              replicas:
+                type: integer
+              labelSelector:
+                type: string"#;
+
+fn crd_yaml() -> String {
+    format!(
+        r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: crontabs.stable.example.com
+spec:
+  group: stable.example.com
+  scope: Namespaced
+  names:
+    plural: crontabs
+    singular: crontab
+    kind: CronTab
+    shortNames: [ct]
+    categories: [all]
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources:
+      status: {{}}
+      scale:
+        specReplicasPath: .spec.replicas
+        statusReplicasPath: .status.replicas
+        labelSelectorPath: .status.labelSelector
+    additionalPrinterColumns:
+    - name: Spec
+      type: string
+      jsonPath: .spec.cronSpec
+    - name: Replicas
+      type: integer
+      jsonPath: .spec.replicas
+    - name: Image
+      type: string
+      priority: 1
+      jsonPath: .spec.image
+    - name: Age
+      type: date
+      jsonPath: .metadata.creationTimestamp{VERSION_SCHEMA}
+  - name: v1beta1
+    served: true
+    storage: false{VERSION_SCHEMA}
+"#
+    )
+}
+
+const CRONTAB: &str = r#"apiVersion: stable.example.com/v1
+kind: CronTab
+metadata:
+  name: my-cron
+spec:
+  cronSpec: "* * * * */5"
+  image: my-image
+"#;
+
+async fn establish(api: &TestApiServer) {
+    let out = api
+        .kubectl_stdin(&["apply", "-f", "-"], Some(&crd_yaml()))
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    api.kubectl_ok(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "crd/crontabs.stable.example.com",
+        "--timeout=30s",
+    ])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crontab_crd_serves_custom_resources() {
+    let api = TestApiServer::start().await;
+    establish(&api).await;
+    let crd = api
+        .kubectl_ok(&[
+            "get",
+            "crd",
+            "crontabs.stable.example.com",
+            "-o",
+            "jsonpath={.status.acceptedNames.kind} {.status.storedVersions} {.metadata.finalizers}",
+        ])
+        .await;
+    assert_eq!(
+        crd,
+        r#"CronTab ["v1"] ["customresourcecleanup.apiextensions.k8s.io"]"#
+    );
+    let resources = api
+        .kubectl_ok(&["api-resources", "--api-group=stable.example.com"])
+        .await;
+    assert!(
+        resources.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f == ["crontabs", "ct", "stable.example.com/v1", "true", "CronTab"]
+        }),
+        "{resources}"
+    );
+
+    // Create; the schema's default fills spec.replicas.
+    let out = api
+        .kubectl_stdin(&["apply", "-f", "-"], Some(CRONTAB))
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "crontab.stable.example.com/my-cron created"
+    );
+    let table = api.kubectl_ok(&["get", "ct"]).await;
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0], ["NAME", "SPEC", "REPLICAS", "AGE"], "{table}");
+    assert_eq!(
+        &lines[1][..7],
+        ["my-cron", "*", "*", "*", "*", "*/5", "1"],
+        "{table}"
+    );
+    let wide = api.kubectl_ok(&["get", "crontabs", "-o", "wide"]).await;
+    assert!(
+        wide.lines().next().unwrap_or_default().contains("IMAGE"),
+        "{wide}"
+    );
+    assert!(wide.contains("my-image"), "{wide}");
+
+    // Merge patch changes the spec and bumps the generation; label and selectors.
+    api.kubectl_ok(&[
+        "patch",
+        "ct",
+        "my-cron",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":3}}"#,
+    ])
+    .await;
+    api.kubectl_ok(&["label", "ct", "my-cron", "tier=web"])
+        .await;
+    let got = api
+        .kubectl_ok(&[
+            "get",
+            "ct",
+            "-l",
+            "tier=web",
+            "-o",
+            "jsonpath={.items[*].metadata.name} {.items[0].spec.replicas} {.items[0].metadata.generation}",
+        ])
+        .await;
+    assert_eq!(got, "my-cron 3 2");
+    assert!(
+        api.kubectl_ok(&["get", "ct", "-l", "tier=db"])
+            .await
+            .is_empty()
+    );
+
+    // Status subresource: status changes, the generation does not; the main resource
+    // ignores status.
+    api.kubectl_ok(&[
+        "patch",
+        "ct",
+        "my-cron",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":2,"labelSelector":"app=cron"}}"#,
+    ])
+    .await;
+    api.kubectl_ok(&[
+        "patch",
+        "ct",
+        "my-cron",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":9}}"#,
+    ])
+    .await;
+    let got = api
+        .kubectl_ok(&[
+            "get",
+            "ct",
+            "my-cron",
+            "-o",
+            "jsonpath={.status.replicas} {.metadata.generation}",
+        ])
+        .await;
+    assert_eq!(got, "2 2");
+
+    // Scale subresource.
+    let out = api
+        .kubectl_ok(&["scale", "ct", "my-cron", "--replicas=5"])
+        .await;
+    assert_eq!(out.trim(), "crontab.stable.example.com/my-cron scaled");
+    let scale = api
+        .kubectl_ok(&[
+            "get",
+            "--raw",
+            "/apis/stable.example.com/v1/namespaces/default/crontabs/my-cron/scale",
+        ])
+        .await;
+    let scale: serde_json::Value = serde_json::from_str(&scale).expect("scale json");
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["spec"]["replicas"], 5);
+    assert_eq!(scale["status"]["replicas"], 2);
+    assert_eq!(scale["status"]["selector"], "app=cron");
+
+    // Another served version: same object, its apiVersion.
+    let got = api
+        .kubectl_ok(&[
+            "get",
+            "crontabs.v1beta1.stable.example.com",
+            "my-cron",
+            "-o",
+            "jsonpath={.apiVersion} {.spec.replicas}",
+        ])
+        .await;
+    assert_eq!(got, "stable.example.com/v1beta1 5");
+
+    // `kubectl get all` includes custom resources in the `all` category.
+    let all = api.kubectl_ok(&["get", "all"]).await;
+    assert!(all.contains("crontab.stable.example.com/my-cron"), "{all}");
+
+    // Strategic merge patch is not supported for custom resources: 415.
+    let out = api
+        .kubectl(&[
+            "patch",
+            "ct",
+            "my-cron",
+            "--type=strategic",
+            "-p",
+            r#"{"spec":{"replicas":2}}"#,
+        ])
+        .await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "application/strategic-merge-patch+json is not supported by stable.example.com/v1, Kind=CronTab"
+        ),
+        "{}",
+        stderr(&out)
+    );
+
+    // `kubectl explain` from the OpenAPI v3 document.
+    let explain = api.kubectl_ok(&["explain", "crontab.spec"]).await;
+    assert!(explain.contains("cronSpec"), "{explain}");
+    assert!(explain.contains("The desired schedule."), "{explain}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_and_unknown_fields_of_custom_resources() {
+    let api = TestApiServer::start().await;
+    establish(&api).await;
+    // Schema violations: 422 naming the fields.
+    let bad = CRONTAB.replace("image: my-image", "image: my-image\n  replicas: 20");
+    let out = api.kubectl_stdin(&["apply", "-f", "-"], Some(&bad)).await;
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(r#"The CronTab "my-cron" is invalid: spec.replicas: Invalid value: 20: spec.replicas in body should be less than or equal to 10"#),
+        "{err}"
+    );
+    let bad = CRONTAB.replace("  cronSpec: \"* * * * */5\"\n", "");
+    let out = api.kubectl_stdin(&["create", "-f", "-"], Some(&bad)).await;
+    assert!(
+        stderr(&out).contains("spec.cronSpec: Required value"),
+        "{}",
+        stderr(&out)
+    );
+    let bad = CRONTAB.replace("image: my-image", "image: 7");
+    let out = api.kubectl_stdin(&["create", "-f", "-"], Some(&bad)).await;
+    assert!(
+        stderr(&out).contains(r#"spec.image: Invalid value: "integer": spec.image in body must be of type string: "integer""#),
+        "{}",
+        stderr(&out)
+    );
+
+    // Unknown fields: Strict (kubectl's default) → 400; Warn → a warning; Ignore → pruned.
+    let unknown = CRONTAB.replace("image: my-image", "image: my-image\n  bogus: 1");
+    let out = api
+        .kubectl_stdin(&["create", "-f", "-"], Some(&unknown))
+        .await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(r#"unknown field "spec.bogus""#),
+        "{}",
+        stderr(&out)
+    );
+    let out = api
+        .kubectl_stdin(&["create", "--validate=warn", "-f", "-"], Some(&unknown))
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(r#"unknown field "spec.bogus""#),
+        "{}",
+        stderr(&out)
+    );
+    api.kubectl_ok(&["delete", "ct", "my-cron"]).await;
+    let out = api
+        .kubectl_stdin(&["create", "--validate=false", "-f", "-"], Some(&unknown))
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("bogus"), "{}", stderr(&out));
+    let got = api
+        .kubectl_ok(&["get", "ct", "my-cron", "-o", "json"])
+        .await;
+    assert!(!got.contains("bogus"), "pruned: {got}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_resources_survive_a_restart_and_go_with_their_crd() {
+    let api = TestApiServer::start().await;
+    establish(&api).await;
+    let out = api
+        .kubectl_stdin(&["apply", "-f", "-"], Some(CRONTAB))
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let api = api.restart().await;
+    let got = api
+        .kubectl_ok(&["get", "ct", "my-cron", "-o", "jsonpath={.spec.cronSpec}"])
+        .await;
+    assert_eq!(got, "* * * * */5");
+
+    let out = api
+        .kubectl_ok(&["delete", "crd", "crontabs.stable.example.com"])
+        .await;
+    assert!(out.contains("deleted"), "{out}");
+    let out = api
+        .kubectl(&[
+            "get",
+            "--raw",
+            "/apis/stable.example.com/v1/namespaces/default/crontabs",
+        ])
+        .await;
+    assert!(!out.status.success(), "no longer served");
+    // Recreated, the CRD starts empty: its custom resources went with it.
+    establish(&api).await;
+    let out = api.kubectl(&["get", "ct"]).await;
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("No resources found"),
+        "{}",
+        stderr(&out)
+    );
+}
