@@ -171,6 +171,38 @@ pub fn aggregated(catalog: &Catalog, legacy: bool) -> Value {
     })
 }
 
+/// The ETag of an aggregated discovery document: a hash of its content, so it changes
+/// whenever the served resources do (CRDs added or removed).
+pub fn aggregated_etag(doc: &Value) -> String {
+    use sha2::{Digest, Sha512};
+    format!(
+        "\"{}\"",
+        hex::encode_upper(Sha512::digest(doc.to_string().as_bytes()))
+    )
+}
+
+/// The aggregated discovery response with its ETag; `304 Not Modified` when the client's
+/// `If-None-Match` is the current ETag (as upstream).
+pub fn aggregated_response(
+    doc: &Value,
+    if_none_match: Option<&str>,
+) -> http::Response<super::http_util::Body> {
+    let etag = aggregated_etag(doc);
+    let mut response = if if_none_match
+        .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag))
+    {
+        let mut r = http::Response::new(super::http_util::full(Vec::new()));
+        *r.status_mut() = http::StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        super::http_util::json_response_typed(http::StatusCode::OK, doc, AGGREGATED_CONTENT_TYPE)
+    };
+    if let Ok(v) = http::HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(http::header::ETAG, v);
+    }
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

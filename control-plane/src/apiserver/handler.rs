@@ -11,7 +11,7 @@ use super::authn::{Authenticator, Credentials, UserInfo};
 use super::authz::{Attributes, Authorizer, Decision};
 use super::discovery;
 use super::errors::ApiError;
-use super::http_util::{Body, error_response, json_response, json_response_typed, text_response};
+use super::http_util::{Body, error_response, json_response, text_response};
 use super::request::{self, Query, RequestInfo, ResourceRequest};
 use super::rest::{Registry, Target};
 
@@ -102,10 +102,9 @@ impl ApiHandler {
             RequestInfo::RootDiscovery { legacy } => {
                 let catalog = self.registry.catalog();
                 if discovery::wants_aggregated(&accept) {
-                    json_response_typed(
-                        StatusCode::OK,
+                    discovery::aggregated_response(
                         &discovery::aggregated(&catalog, legacy),
-                        discovery::AGGREGATED_CONTENT_TYPE,
+                        header_str(request.headers(), header::IF_NONE_MATCH).as_deref(),
                     )
                 } else if legacy {
                     json_response(
