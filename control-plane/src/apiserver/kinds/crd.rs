@@ -9,8 +9,11 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, CustomResourceDefinitionStatus, JSONSchemaProps,
+    JSONSchemaPropsOrBool,
 };
-use kwk_api::field::{FIELD_IMMUTABLE, FieldError, Shown, invalid, not_supported, required};
+use kwk_api::field::{
+    FIELD_IMMUTABLE, FieldError, Shown, forbidden, invalid, not_supported, required,
+};
 use kwk_api::names;
 use serde_json::Value;
 
@@ -121,8 +124,29 @@ fn check_schema(schema: &JSONSchemaProps, path: &str, root: bool, errs: &mut Vec
             "must not be empty for specified object fields",
         ));
     }
+    check_extensions(schema, path, ty, errs);
     for (name, child) in schema.properties.iter().flatten() {
-        check_schema(child, &format!("{path}.properties[{name}]"), false, errs);
+        let child_path = format!("{path}.properties[{name}]");
+        if root && name == "metadata" && !metadata_schema_allowed(child) {
+            errs.push(forbidden(
+                &child_path,
+                "must not specify anything other than name and generateName, but metadata is implicitly specified",
+            ));
+            continue;
+        }
+        check_schema(child, &child_path, false, errs);
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(extra)) = &schema.additional_properties {
+        if schema.properties.as_ref().is_some_and(|p| !p.is_empty()) {
+            errs.push(forbidden(
+                &format!("{path}.additionalProperties"),
+                "additionalProperties and properties are mutual exclusive",
+            ));
+        }
+        check_schema(extra, &format!("{path}.additionalProperties"), false, errs);
+    }
+    if ty == "array" && schema.items.is_none() {
+        errs.push(required(&format!("{path}.items"), "must be specified"));
     }
     if let Some(items) = &schema.items
         && let Ok(item) = serde_json::from_value::<JSONSchemaProps>(
@@ -131,6 +155,66 @@ fn check_schema(schema: &JSONSchemaProps, path: &str, root: bool, errs: &mut Vec
     {
         check_schema(&item, &format!("{path}.items"), false, errs);
     }
+}
+
+/// The `x-kubernetes-*` rules of a structural schema node.
+fn check_extensions(schema: &JSONSchemaProps, path: &str, ty: &str, errs: &mut Vec<FieldError>) {
+    if schema.x_kubernetes_preserve_unknown_fields == Some(false) {
+        errs.push(invalid(
+            &format!("{path}.x-kubernetes-preserve-unknown-fields"),
+            Shown::Raw("false".into()),
+            "must be true or undefined",
+        ));
+    }
+    if schema.x_kubernetes_int_or_string == Some(true) && !ty.is_empty() {
+        errs.push(invalid(
+            &format!("{path}.type"),
+            ty,
+            "must be empty if x-kubernetes-int-or-string is true",
+        ));
+    }
+    if schema.x_kubernetes_embedded_resource == Some(true) && ty != "object" {
+        let field = format!("{path}.type");
+        let detail = "must be object if x-kubernetes-embedded-resource is true";
+        errs.push(if ty.is_empty() {
+            required(&field, detail)
+        } else {
+            invalid(&field, ty, detail)
+        });
+    }
+    if let Some(list_type) = schema.x_kubernetes_list_type.as_deref() {
+        let field = format!("{path}.x-kubernetes-list-type");
+        if !["atomic", "set", "map"].contains(&list_type) {
+            errs.push(not_supported(&field, list_type, &["atomic", "set", "map"]));
+        } else if ty != "array" {
+            errs.push(invalid(
+                &field,
+                list_type,
+                "must only be used if type is array",
+            ));
+        } else if list_type == "map"
+            && schema
+                .x_kubernetes_list_map_keys
+                .as_ref()
+                .is_none_or(|k| k.is_empty())
+        {
+            errs.push(required(
+                &format!("{path}.x-kubernetes-list-map-keys"),
+                "must not be empty if x-kubernetes-list-type is map",
+            ));
+        }
+    }
+}
+
+/// At the root, `metadata` may only constrain `name` and `generateName`.
+fn metadata_schema_allowed(schema: &JSONSchemaProps) -> bool {
+    let ty_ok = matches!(schema.type_.as_deref(), None | Some("") | Some("object"));
+    let props_ok = schema
+        .properties
+        .iter()
+        .flatten()
+        .all(|(name, _)| name == "name" || name == "generateName");
+    ty_ok && props_ok && schema.additional_properties.is_none() && schema.required.is_none()
 }
 
 fn validate_crd(

@@ -97,3 +97,77 @@ fn causes_of_bad_definitions() {
         "spec.names.plural: Invalid value: \"gizmos\": field is immutable",
     );
 }
+
+#[test]
+fn structural_schema_rules() {
+    let with_spec = |spec: Value| {
+        let mut c = crd();
+        c["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"] = spec;
+        causes(G, "CustomResourceDefinition", c, None)
+    };
+    let root = "spec.versions[0].schema.openAPIV3Schema.properties[spec]";
+    for (spec, want) in [
+        (
+            json!({"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": {"type": "string"}}),
+            format!(
+                "{root}.additionalProperties: Forbidden: additionalProperties and properties are mutual exclusive"
+            ),
+        ),
+        (
+            json!({"type": "object", "additionalProperties": {"description": "no type"}}),
+            format!(
+                "{root}.additionalProperties.type: Required value: must not be empty for specified object fields"
+            ),
+        ),
+        (
+            json!({"type": "array"}),
+            format!("{root}.items: Required value: must be specified"),
+        ),
+        (
+            json!({"type": "string", "x-kubernetes-int-or-string": true}),
+            format!(
+                "{root}.type: Invalid value: \"string\": must be empty if x-kubernetes-int-or-string is true"
+            ),
+        ),
+        (
+            json!({"type": "string", "x-kubernetes-embedded-resource": true}),
+            format!(
+                "{root}.type: Invalid value: \"string\": must be object if x-kubernetes-embedded-resource is true"
+            ),
+        ),
+        (
+            json!({"type": "object", "x-kubernetes-preserve-unknown-fields": false}),
+            format!(
+                "{root}.x-kubernetes-preserve-unknown-fields: Invalid value: false: must be true or undefined"
+            ),
+        ),
+        (
+            json!({"type": "array", "items": {"type": "object"}, "x-kubernetes-list-type": "map"}),
+            format!(
+                "{root}.x-kubernetes-list-map-keys: Required value: must not be empty if x-kubernetes-list-type is map"
+            ),
+        ),
+        (
+            json!({"type": "string", "x-kubernetes-list-type": "set"}),
+            format!(
+                "{root}.x-kubernetes-list-type: Invalid value: \"set\": must only be used if type is array"
+            ),
+        ),
+    ] {
+        assert_cause(&with_spec(spec), &want);
+    }
+    let mut c = crd();
+    c["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["metadata"] =
+        json!({"type": "object", "properties": {"labels": {"type": "object"}}});
+    assert_cause(
+        &causes(G, "CustomResourceDefinition", c, None),
+        "spec.versions[0].schema.openAPIV3Schema.properties[metadata]: Forbidden: must not specify anything other than name and generateName, but metadata is implicitly specified",
+    );
+    let mut c = crd();
+    c["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["metadata"] = json!({
+        "type": "object", "properties": {"name": {"type": "string", "maxLength": 20}}});
+    assert_eq!(
+        causes(G, "CustomResourceDefinition", c, None),
+        Vec::<String>::new()
+    );
+}
