@@ -381,3 +381,77 @@ async fn custom_resources_survive_a_restart_and_go_with_their_crd() {
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_and_deletecollection_of_custom_resources() {
+    let api = TestApiServer::start().await;
+    establish(&api).await;
+    let out = api
+        .kubectl_stdin(&["apply", "-f", "-"], Some(CRONTAB))
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let watcher = {
+        let args = [
+            "get",
+            "ct",
+            "-w",
+            "--output-watch-events",
+            "--request-timeout=6s",
+        ];
+        let api_ref = &api;
+        async move { api_ref.kubectl(&args).await }
+    };
+    let changer = async {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        api.kubectl_ok(&[
+            "patch",
+            "ct",
+            "my-cron",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/replicas","value":4}]"#,
+        ])
+        .await;
+        api.kubectl_ok(&["delete", "ct", "my-cron"]).await;
+    };
+    let (out, ()) = tokio::join!(watcher, changer);
+    let text = stdout(&out);
+    let events: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| {
+            w.first()
+                .is_some_and(|e| ["ADDED", "MODIFIED", "DELETED"].contains(e))
+        })
+        .collect();
+    assert_eq!(events.len(), 3, "{text}");
+    assert_eq!(events[0][..2], ["ADDED", "my-cron"], "{text}");
+    assert_eq!(events[1][0], "MODIFIED", "{text}");
+    assert_eq!(
+        events[1][7], "4",
+        "the printer columns of the new object: {text}"
+    );
+    assert_eq!(events[2][0], "DELETED", "{text}");
+
+    // DELETE on the collection removes what the selector matches.
+    for (name, tier) in [("a", "web"), ("b", "web"), ("c", "db")] {
+        let object = CRONTAB.replace(
+            "name: my-cron",
+            &format!("name: {name}\n  labels:\n    tier: {tier}"),
+        );
+        let out = api
+            .kubectl_stdin(&["create", "-f", "-"], Some(&object))
+            .await;
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    api.kubectl_ok(&[
+        "delete",
+        "--raw",
+        "/apis/stable.example.com/v1/namespaces/default/crontabs?labelSelector=tier%3Dweb",
+    ])
+    .await;
+    let left = api
+        .kubectl_ok(&["get", "ct", "-o", "jsonpath={.items[*].metadata.name}"])
+        .await;
+    assert_eq!(left, "c");
+}

@@ -19,7 +19,7 @@ fn messages(schema: &Value, object: &Value) -> Vec<String> {
         .collect()
 }
 
-fn spec_schema(props: Value) -> Value {
+fn spec_schema(props: &Value) -> Value {
     json!({"type": "object", "properties": {"spec": {"type": "object", "properties": props}}})
 }
 
@@ -155,7 +155,7 @@ fn validation_messages_name_the_fields_as_upstream() {
         ),
     ];
     for (props, spec, want) in cases {
-        let schema = spec_schema(props.clone());
+        let schema = spec_schema(&props);
         let got = messages(
             &schema,
             &json!({"apiVersion": "x/v1", "kind": "X", "spec": spec}),
