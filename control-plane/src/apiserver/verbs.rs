@@ -101,6 +101,9 @@ where
             super::reviews::create_review(handler, user, &target, ct, &bytes)
                 .map(|object| json_response(StatusCode::CREATED, &object))
         }
+        Verb::Create if super::pod_http::handles(&target) => {
+            super::pod_http::create(handler, &target, ct, &bytes, &query).await
+        }
         Verb::Create => create(handler, &target, ct, &bytes, &query, accept).await,
         Verb::Update => update(handler, &target, ct, &bytes, &query, accept).await,
         Verb::Patch => patch(handler, &target, ct, &bytes, &query, accept).await,
@@ -208,7 +211,7 @@ fn write_params(query: &Query) -> Result<WriteParams, ApiError> {
 }
 
 /// Decodes a create/update body: JSON, YAML, or protobuf.
-fn decode_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Value, ApiError> {
+pub(super) fn decode_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Value, ApiError> {
     let media = media_type(content_type);
     if media == "application/vnd.kubernetes.protobuf" {
         return super::protobuf_body::decode(bytes);

@@ -8,7 +8,11 @@ use crate::apiserver::catalog::{Catalog, ResourceDef};
 use crate::apiserver::errors::ApiError;
 use crate::storage::{Store, StoreError};
 
+pub mod binding;
+pub mod convert;
 pub mod delete;
+pub mod delete_plan;
+pub mod eviction;
 pub mod object;
 pub mod read;
 pub mod scale;

@@ -97,7 +97,7 @@ impl Registry {
             .await
             .map_err(|e| store_error(target, e))?
             .ok_or_else(|| target.not_found())?;
-        decode_stored(&kv)
+        Ok(super::convert::served(&target.def, decode_stored(&kv)?))
     }
 
     /// LIST: the `<Kind>List` object.
@@ -147,7 +147,7 @@ impl Registry {
                     break;
                 }
                 last_key = Some(kv.key.clone());
-                let object = decode_stored(kv)?;
+                let object = super::convert::served(def, decode_stored(kv)?);
                 if matches(target, params, &object)? {
                     items.push(with_type(object, def));
                 }

@@ -66,7 +66,7 @@ impl Registry {
                     .await
                     .map_err(|e| store_error(&list_target, e))?;
                 for kv in &page.items {
-                    let object = decode_stored(kv)?;
+                    let object = super::convert::served(&def, decode_stored(kv)?);
                     if matches(&list_target, &list_params, &object)? {
                         initial.push(WatchItem::Event {
                             kind: "ADDED",
@@ -113,8 +113,9 @@ fn translate(
     event: &crate::storage::WatchEvent,
 ) -> Option<WatchItem> {
     let revision = event.kv.mod_revision;
-    let decoded =
-        |kv: &crate::storage::KeyValue| decode_stored(kv).map(|o| with_type(o, &target.def));
+    let decoded = |kv: &crate::storage::KeyValue| {
+        decode_stored(kv).map(|o| with_type(super::convert::served(&target.def, o), &target.def))
+    };
     let result = (|| -> Result<Option<WatchItem>, ApiError> {
         match event.kind {
             EventKind::Delete => {

@@ -134,11 +134,14 @@ impl Registry {
         }
         let kv = self
             .store()
-            .create(&target.key(), encode_for_store(&object))
+            .create(
+                &target.key(),
+                encode_for_store(&super::convert::stored(def, object)),
+            )
             .await
             .map_err(|e| store_error(&target, e))?;
         Ok(WriteResult {
-            object: decode_stored(&kv)?,
+            object: super::convert::served(def, decode_stored(&kv)?),
             warnings,
             created: true,
         })
@@ -239,7 +242,7 @@ impl Registry {
             if precondition.is_some_and(|p| p != kv.mod_revision) {
                 return Err(ApiError::modified(&def.group, &def.plural, target.name()));
             }
-            let current = decode_stored(&kv)?;
+            let current = super::convert::served(def, decode_stored(&kv)?);
             let mut next = mutate(&current)?;
             carry_system_fields(def, &current, &mut next);
             if target.subresource.is_none() {
@@ -276,12 +279,16 @@ impl Registry {
             } else {
                 match self
                     .store()
-                    .update(&key, encode_for_store(&next), kv.mod_revision)
+                    .update(
+                        &key,
+                        encode_for_store(&super::convert::stored(def, next.clone())),
+                        kv.mod_revision,
+                    )
                     .await
                 {
-                    Ok(stored) => {
-                        decode_stored(&stored).map_err(|e| StoreError::Backend(e.message))
-                    }
+                    Ok(stored) => decode_stored(&stored)
+                        .map(|o| super::convert::served(def, o))
+                        .map_err(|e| StoreError::Backend(e.message)),
                     Err(e) => Err(e),
                 }
             };
