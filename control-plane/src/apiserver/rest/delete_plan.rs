@@ -135,14 +135,13 @@ fn mark_as_deleting(object: &mut Value, now: i64) {
         .get("deletionTimestamp")
         .and_then(Value::as_str)
         .map(String::from);
-    if stamp.is_none() {
-        if let Some(generation) = meta
+    if stamp.is_none()
+        && let Some(generation) = meta
             .get("generation")
             .and_then(Value::as_i64)
             .filter(|g| *g > 0)
-        {
-            meta.insert("generation".into(), json!(generation + 1));
-        }
+    {
+        meta.insert("generation".into(), json!(generation + 1));
     }
     if stamp
         .as_deref()
@@ -286,7 +285,8 @@ mod tests {
 
     #[test]
     fn pod_grace_periods() {
-        let cases: &[(&str, &str, Option<i64>, Option<i64>, i64)] = &[
+        type GraceCase<'a> = (&'a str, &'a str, Option<i64>, Option<i64>, i64);
+        let cases: &[GraceCase<'_>] = &[
             // node, phase, terminationGracePeriodSeconds, requested → period
             ("n1", "Running", Some(45), None, 45),
             ("n1", "Running", None, None, 30),
@@ -368,7 +368,7 @@ mod tests {
                 &["orphan"],
             ),
             (
-                cm.clone(),
+                cm,
                 Graceful::No,
                 opts(None, None, Some(false)),
                 "delete",
@@ -377,7 +377,7 @@ mod tests {
                 &[],
             ),
             (
-                with_fin.clone(),
+                with_fin,
                 Graceful::No,
                 opts(None, None, None),
                 "linger",
@@ -489,7 +489,7 @@ mod tests {
             ),
             // A foreground pod deletion lingers even with grace 0.
             (
-                running.clone(),
+                running,
                 Graceful::Pod,
                 opts(Some(0), Some("Foreground"), None),
                 "linger",
@@ -555,7 +555,7 @@ mod tests {
             plan_namespace_delete(&first, &opts(None, None, None), NOW),
             Plan::Unchanged
         );
-        let mut finalized = first.clone();
+        let mut finalized = first;
         finalized["spec"]["finalizers"] = json!([]);
         assert_eq!(
             plan_namespace_delete(&finalized, &opts(None, None, None), NOW),
