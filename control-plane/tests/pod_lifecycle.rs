@@ -282,7 +282,8 @@ async fn eviction_honours_pod_disruption_budgets() {
         "{}",
         stderr(&gone)
     );
-    // Two budgets selecting one pod: 500, as upstream.
+    // Two budgets selecting one pod: a Failure Status with code 500 as the create's result
+    // (upstream writes it with HTTP 201; client-go reports the 500).
     apply(&api, &PDB.replace("name: web\n", "name: web-too\n")).await;
     set_budget(&api, "web", 1).await;
     let (code, status) = admin(
@@ -292,7 +293,16 @@ async fn eviction_honours_pod_disruption_budgets() {
         Some(&eviction("web-2", "policy/v1")),
     )
     .await;
-    assert_eq!(code, 500, "{status}");
+    assert_eq!(
+        (code, &status["status"], &status["code"]),
+        (201, &json!("Failure"), &json!(500)),
+        "{status}"
+    );
+    assert!(
+        get_json(&api, &["pod", "web-2"]).await["metadata"]
+            .get("deletionTimestamp")
+            .is_none()
+    );
     assert_eq!(
         status["message"],
         "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
@@ -499,5 +509,53 @@ async fn deleted_namespaces_terminate_and_refuse_new_content() {
             .contains("namespaces \"kube-system\" is forbidden: this namespace may not be deleted"),
         "{}",
         stderr(&immortal)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_drain_evicts_within_the_budget() {
+    let api = TestApiServer::start().await;
+    apply(
+        &api,
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: node-1\n",
+    )
+    .await;
+    for name in ["web-1", "web-2"] {
+        apply(&api, &pod_yaml(name, "node-1", "app: web")).await;
+        set_pod_status(&api, name, "Running", true).await;
+    }
+    apply(&api, PDB).await;
+    set_budget(&api, "web", 1).await;
+    // drain cordons the node, evicts through policy/v1 Eviction and retries the 429 of the
+    // second pod until its timeout.
+    let out = api
+        .kubectl(&[
+            "drain",
+            "node-1",
+            "--force",
+            "--grace-period=0",
+            "--timeout=3s",
+        ])
+        .await;
+    let (out_text, err_text) = (stdout(&out), stderr(&out));
+    assert!(!out.status.success(), "{out_text}{err_text}");
+    assert!(
+        out_text.contains("node/node-1 cordoned"),
+        "{out_text}{err_text}"
+    );
+    assert!(
+        err_text.contains("Cannot evict pod as it would violate the pod's disruption budget."),
+        "{out_text}{err_text}"
+    );
+    let pods = api.kubectl_ok(&["get", "pods", "-o", "name"]).await;
+    assert_eq!(
+        pods.lines().count(),
+        1,
+        "one pod evicted: {pods}\n{out_text}{err_text}"
+    );
+    assert!(out_text.contains("evicted"), "{out_text}{err_text}");
+    assert_eq!(
+        get_json(&api, &["node", "node-1"]).await["spec"]["unschedulable"],
+        true
     );
 }

@@ -286,8 +286,10 @@ impl Registry {
         let namespace = pod_target.namespace.clone().unwrap_or_default();
         let pdbs = self.budgets_selecting(&pod, &namespace).await?;
         if pdbs.len() > 1 {
+            // Upstream answers this Status as the create's result: HTTP 201 with a Failure
+            // body carrying code 500 (client-go turns it into a 500 error).
             return Ok((
-                500,
+                201,
                 json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                     "message": "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
                     "code": 500}),
