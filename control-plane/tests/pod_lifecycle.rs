@@ -498,9 +498,37 @@ async fn deleted_namespaces_terminate_and_refuse_new_content() {
         stderr(&refused).trim(),
         "error: failed to create configmap: configmaps \"new\" is forbidden: unable to create new content in namespace doomed because it is being terminated"
     );
+    let (code, status) = admin(
+        &api,
+        "POST",
+        "/api/v1/namespaces/doomed/configmaps",
+        Some(&json!({"metadata": {"name": "raw"}})),
+    )
+    .await;
+    assert_eq!(code, 403);
+    assert_eq!(status["reason"], "Forbidden");
+    assert_eq!(
+        status["details"]["causes"][0]["reason"],
+        "NamespaceTerminating"
+    );
+    assert_eq!(
+        status["details"]["causes"][0]["field"],
+        "metadata.namespace"
+    );
     // Existing content can still be read and deleted.
     api.kubectl_ok(&["delete", "configmap", "old", "-n", "doomed"])
         .await;
+    // Other writes keep it while `spec.finalizers` holds `kubernetes`; the namespace
+    // controller's finalize (emptying it) removes the namespace.
+    api.kubectl_ok(&["label", "namespace", "doomed", "x=y"])
+        .await;
+    let mut ns = get_json(&api, &["namespace", "doomed"]).await;
+    assert_eq!(ns["metadata"]["labels"]["x"], "y");
+    ns["spec"]["finalizers"] = json!([]);
+    let (code, status) = admin(&api, "PUT", "/api/v1/namespaces/doomed/finalize", Some(&ns)).await;
+    assert_eq!(code, 200, "{status}");
+    let gone = api.kubectl(&["get", "namespace", "doomed"]).await;
+    assert!(stderr(&gone).contains("not found"), "{}", stderr(&gone));
     let immortal = api
         .kubectl(&["delete", "namespace", "kube-system", "--wait=false"])
         .await;

@@ -265,9 +265,16 @@ impl Registry {
                     created: false,
                 });
             }
-            // Removing the last finalizer of an object being deleted deletes it.
+            // Removing the last finalizer of an object being deleted deletes it (a Namespace
+            // also needs its `spec.finalizers` empty, as upstream's namespace store).
             let deleting = next.pointer("/metadata/deletionTimestamp").is_some();
-            let outcome = if deleting && finalizers(&next).is_empty() {
+            let spec_finalizers = def.group.is_empty()
+                && def.kind == "Namespace"
+                && next
+                    .pointer("/spec/finalizers")
+                    .and_then(Value::as_array)
+                    .is_some_and(|f| !f.is_empty());
+            let outcome = if deleting && finalizers(&next).is_empty() && !spec_finalizers {
                 self.store()
                     .delete(&key, Some(kv.mod_revision))
                     .await
@@ -333,11 +340,17 @@ impl Registry {
         if ns.pointer("/metadata/deletionTimestamp").is_some()
             || ns.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
         {
-            return Err(ApiError::forbidden(format!(
+            let mut error = ApiError::forbidden(format!(
                 "{} \"{}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
                 crate::apiserver::errors::qualified(&target.def.group, &target.def.plural),
                 target.name()
-            )));
+            ));
+            error.details.causes.push(Cause {
+                reason: "NamespaceTerminating",
+                message: format!("namespace {namespace} is being terminated"),
+                field: "metadata.namespace".into(),
+            });
+            return Err(error);
         }
         Ok(())
     }
