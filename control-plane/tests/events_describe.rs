@@ -26,6 +26,7 @@ kind: Event
 metadata:
   name: web.pulled
 involvedObject:
+  apiVersion: v1
   kind: Pod
   name: web
   namespace: default
@@ -48,6 +49,7 @@ kind: Event
 metadata:
   name: web.backoff
 regarding:
+  apiVersion: v1
   kind: Pod
   name: web
   namespace: default
@@ -146,6 +148,15 @@ async fn events_are_one_set_served_in_both_versions() {
         ])
         .await;
     assert_eq!(selected, "event.events.k8s.io/db.pulled\n");
+    // `kubectl events --for` selects by involvedObject kind, apiVersion and name.
+    let for_pod = api.kubectl_ok(&["events", "--for", "pod/web"]).await;
+    let rows: Vec<&str> = for_pod.lines().collect();
+    assert_eq!(rows.len(), 3, "{for_pod}");
+    assert!(rows[0].starts_with("LAST SEEN"), "{for_pod}");
+    assert!(
+        for_pod.contains("Pulled") && for_pod.contains("BackOff") && !for_pod.contains("pod/db"),
+        "{for_pod}"
+    );
     // The table: reason, object and message.
     let table = api
         .kubectl_ok(&["get", "events", "--field-selector", "reason=BackOff"])

@@ -95,6 +95,8 @@ async fn binding_assigns_a_pod_to_a_node_once() {
         .kubectl_stdin(&["create", "--validate=false", "-f", "-"], Some(binding))
         .await;
     assert!(out.status.success(), "{}", stderr(&out));
+    // The answer is upstream's Success Status, which kubectl prints as such.
+    assert!(stdout(&out).ends_with(" created\n"), "{}", stdout(&out));
     let pod = get_json(&api, &["pod", "web"]).await;
     assert_eq!(pod["spec"]["nodeName"], "node-1");
     assert_eq!(
@@ -420,6 +422,16 @@ async fn propagation_policies_and_preconditions() {
         get_json(&api, &["cm", "bg"]).await["metadata"]["finalizers"],
         json!(["orphan"])
     );
+    let (code, _) = admin(
+        &api,
+        "DELETE",
+        "/api/v1/namespaces/default/configmaps/bg?orphanDependents=false",
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let gone = api.kubectl(&["get", "cm", "bg"]).await;
+    assert!(stderr(&gone).contains("not found"), "{}", stderr(&gone));
     // Both set: 422.
     let (code, status) = admin(
         &api,

@@ -321,6 +321,12 @@ fn delete_options(
         };
         DeleteOptions::from_json(&json!({"propagationPolicy": policy}))?;
     }
+    if let Some(orphan) = query.get("orphanDependents") {
+        options.orphan_dependents =
+            Some(orphan.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid orphanDependents: {orphan:?}"))
+            })?);
+    }
     if query.all("dryRun").iter().any(|v| v == "All") {
         options.dry_run = true;
     }
