@@ -339,6 +339,33 @@ async fn eviction_honours_pod_disruption_budgets() {
     )
     .await;
     assert_eq!(code, 404);
+    // An unready pod under a budget with `unhealthyPodEvictionPolicy: AlwaysAllow` goes
+    // without using the budget.
+    apply(&api, &pod_yaml("sick", "node-1", "app: sick")).await;
+    set_pod_status(&api, "sick", "Running", false).await;
+    apply(
+        &api,
+        &PDB.replace("name: web\n", "name: sick\n")
+            .replace("app: web", "app: sick")
+            .replace(
+                "spec:\n",
+                "spec:\n  unhealthyPodEvictionPolicy: AlwaysAllow\n",
+            ),
+    )
+    .await;
+    set_budget(&api, "sick", 0).await;
+    let (code, status) = admin(
+        &api,
+        "POST",
+        &path("sick"),
+        Some(&eviction("sick", "policy/v1")),
+    )
+    .await;
+    assert_eq!(code, 201, "{status}");
+    assert!(get_json(&api, &["pod", "sick"]).await["metadata"]["deletionTimestamp"].is_string());
+    let pdb = get_json(&api, &["pdb", "sick"]).await;
+    assert_eq!(pdb["status"]["disruptionsAllowed"], 0);
+    assert!(pdb["status"].get("disruptedPods").is_none(), "{pdb}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
