@@ -8,6 +8,7 @@ use crate::apiserver::catalog::{Catalog, ResourceDef};
 use crate::apiserver::errors::ApiError;
 use crate::storage::{Store, StoreError};
 
+pub mod apply;
 pub mod delete;
 pub mod object;
 pub mod read;
