@@ -493,3 +493,41 @@ fn managers_from_user_agents() {
     }
     assert_eq!(manager_from_user_agent(&"x".repeat(300)).len(), 128);
 }
+
+#[test]
+fn kubectl_takes_over_what_it_client_side_applied_with_unchanged_values() {
+    let last = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"}, "spec": {"replicas": 2, "paused": true}});
+    let mut live = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "annotations": {
+            last_applied::ANNOTATION: last.to_string()}},
+        "spec": {"replicas": 2, "paused": false}});
+    live["metadata"]["managedFields"] = json!([{"manager": "kubectl-client-side-apply",
+        "operation": "Update", "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:metadata": {"f:annotations": {".": {}, "f:kubectl.kubernetes.io/last-applied-configuration": {}}},
+            "f:spec": {"f:paused": {}, "f:replicas": {}}}}]);
+    let replicas = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"}, "spec": {"replicas": 5}});
+    // Another manager conflicts; kubectl may take replicas (live = last applied) ...
+    assert_eq!(
+        apply_as(Some(&live), &replicas, "other", false)
+            .unwrap_err()
+            .code,
+        409
+    );
+    let taken = apply_as(Some(&live), &replicas, "kubectl", false).expect("kubectl takes over");
+    assert_eq!(taken["spec"]["replicas"], 5);
+    // ... and refreshes the annotation to what it applied.
+    let annotation = taken["metadata"]["annotations"][last_applied::ANNOTATION]
+        .as_str()
+        .expect("annotation");
+    assert_eq!(serde_json::from_str::<Value>(annotation).unwrap(), replicas);
+    // paused drifted from the last applied value: still a conflict.
+    let paused = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"}, "spec": {"paused": true}});
+    let err = apply_as(Some(&live), &paused, "kubectl", false).expect_err("conflict");
+    assert_eq!(
+        err.message,
+        "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using apps/v1: .spec.paused"
+    );
+}
