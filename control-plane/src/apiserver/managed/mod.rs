@@ -173,7 +173,7 @@ impl Scope<'_> {
             .recursive_difference(&self.ignored(object))
     }
 
-    fn filter_comparison(&self, cmp: Comparison, object: &Value) -> Comparison {
+    fn filter_comparison(&self, cmp: &Comparison, object: &Value) -> Comparison {
         Comparison {
             added: self.filter(&cmp.added, object),
             modified: self.filter(&cmp.modified, object),
@@ -290,7 +290,7 @@ pub fn track_update(
         Some(live) => without_managed_fields(live),
         None => baseline(&plain, shape),
     };
-    let cmp = scope.filter_comparison(compare(&old, &plain, shape), &plain);
+    let cmp = scope.filter_comparison(&compare(&old, &plain, shape), &plain);
     let mut me = scope.entry(Operation::Update);
     // Updates always win: nothing conflicts.
     let _ = settle(&mut entries, &me, &cmp, true);
@@ -390,7 +390,7 @@ fn apply_once(
             remove_paths(&mut merged, &gone, shape);
         }
     }
-    let cmp = scope.filter_comparison(compare(&old, &merged, shape), &merged);
+    let cmp = scope.filter_comparison(&compare(&old, &merged, shape), &merged);
     settle(&mut entries, &me, &cmp, force)?;
     if merged != old {
         me.time = Some(now.to_string());

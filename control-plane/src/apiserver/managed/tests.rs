@@ -12,8 +12,8 @@ fn deployment_shape<R>(f: impl FnOnce(Shape<'_>) -> R) -> R {
     with_shape("apps/v1", "Deployment", f)
 }
 
-fn fields(v: Value) -> FieldSet {
-    FieldSet::from_fields_v1(&v).expect("valid fieldsV1")
+fn fields(v: &Value) -> FieldSet {
+    FieldSet::from_fields_v1(v).expect("valid fieldsV1")
 }
 
 #[test]
@@ -26,10 +26,10 @@ fn fields_v1_round_trips_every_element_kind() {
         json!({"f:args": {"i:0": {}, "i:12": {}}}),
     ];
     for case in cases {
-        assert_eq!(fields(case.clone()).to_fields_v1(), case);
+        assert_eq!(fields(&case).to_fields_v1(), case);
     }
     // Keys are re-encoded canonically (sorted, compact).
-    let set = fields(json!({"k:{\"protocol\": \"TCP\", \"containerPort\": 80}": {}}));
+    let set = fields(&json!({"k:{\"protocol\": \"TCP\", \"containerPort\": 80}": {}}));
     assert_eq!(
         set.to_fields_v1(),
         json!({"k:{\"containerPort\":80,\"protocol\":\"TCP\"}": {}})
@@ -47,7 +47,7 @@ fn fields_v1_round_trips_every_element_kind() {
 
 #[test]
 fn paths_print_like_upstream() {
-    let set = fields(json!({"f:spec": {"f:containers": {
+    let set = fields(&json!({"f:spec": {"f:containers": {
         "k:{\"name\":\"a\"}": {"f:ports": {"k:{\"containerPort\":80,\"protocol\":\"TCP\"}": {}}}},
         "f:finalizers": {"v:\"x\"": {}}, "f:args": {"i:2": {}}}}));
     let printed: Vec<String> = set.paths().iter().map(|p| path_string(p)).collect();
@@ -63,21 +63,21 @@ fn paths_print_like_upstream() {
 
 #[test]
 fn set_algebra() {
-    let a = fields(json!({"f:a": {}, "f:b": {"f:c": {}, "f:d": {}}}));
-    let b = fields(json!({"f:b": {"f:c": {}}, "f:e": {}}));
+    let a = fields(&json!({"f:a": {}, "f:b": {"f:c": {}, "f:d": {}}}));
+    let b = fields(&json!({"f:b": {"f:c": {}}, "f:e": {}}));
     assert_eq!(
         a.union(&b),
-        fields(json!({"f:a": {}, "f:b": {"f:c": {}, "f:d": {}}, "f:e": {}}))
+        fields(&json!({"f:a": {}, "f:b": {"f:c": {}, "f:d": {}}, "f:e": {}}))
     );
     assert_eq!(
         a.difference(&b),
-        fields(json!({"f:a": {}, "f:b": {"f:d": {}}}))
+        fields(&json!({"f:a": {}, "f:b": {"f:d": {}}}))
     );
-    assert_eq!(a.intersection(&b), fields(json!({"f:b": {"f:c": {}}})));
+    assert_eq!(a.intersection(&b), fields(&json!({"f:b": {"f:c": {}}})));
     // Recursive difference drops whole subtrees under members of the other set.
-    let status = fields(json!({"f:b": {}}));
+    let status = fields(&json!({"f:b": {}}));
     assert_eq!(a.difference(&status), a);
-    assert_eq!(a.recursive_difference(&status), fields(json!({"f:a": {}})));
+    assert_eq!(a.recursive_difference(&status), fields(&json!({"f:a": {}})));
     assert!(a.difference(&a).is_empty());
 }
 
@@ -136,11 +136,11 @@ fn comparison_marks_added_subtrees_modified_leaves_and_removed_subtrees() {
         "strategy": {"rollingUpdate": {"maxSurge": 1}},
         "template": {"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}}}});
     let cmp = deployment_shape(|shape| compare(&old, &new, shape));
-    assert_eq!(cmp.modified, fields(json!({"f:spec": {"f:replicas": {}}})));
-    assert_eq!(cmp.removed, fields(json!({"f:spec": {"f:paused": {}}})));
+    assert_eq!(cmp.modified, fields(&json!({"f:spec": {"f:replicas": {}}})));
+    assert_eq!(cmp.removed, fields(&json!({"f:spec": {"f:paused": {}}})));
     assert_eq!(
         cmp.added,
-        fields(json!({"f:spec": {
+        fields(&json!({"f:spec": {
             "f:strategy": {".": {}, "f:rollingUpdate": {".": {}, "f:maxSurge": {}}},
             "f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"b\"}": {
                 ".": {}, "f:image": {}, "f:name": {}}}}},
@@ -215,7 +215,7 @@ fn merge_follows_list_and_map_types() {
 fn removing_paths_drops_emptied_parents() {
     let mut object = json!({"metadata": {"labels": {"a": "1"}, "name": "x"},
         "spec": {"template": {"spec": {"containers": [{"name": "a"}, {"name": "b", "image": "i"}]}}}});
-    let gone = fields(json!({"f:metadata": {"f:labels": {"f:a": {}}},
+    let gone = fields(&json!({"f:metadata": {"f:labels": {"f:a": {}}},
         "f:spec": {"f:template": {"f:spec": {"f:containers": {
             "k:{\"name\":\"a\"}": {}, "k:{\"name\":\"b\"}": {"f:image": {}}}}}}}));
     deployment_shape(|shape| remove_paths(&mut object, &gone, shape));
