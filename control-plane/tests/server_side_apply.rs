@@ -283,6 +283,33 @@ async fn kubectl_verbs_record_update_entries() {
         patch["fieldsV1"],
         serde_json::json!({"f:spec": {"f:minReadySeconds": {}}})
     );
+    // kubectl edit, with a scripted editor.
+    let mut command = std::process::Command::new(support::kubectl_path());
+    command
+        .arg("--kubeconfig")
+        .arg(api.kubeconfig())
+        .args(["edit", "deploy", "web"])
+        .env(
+            "KUBE_EDITOR",
+            "sed -i 's/minReadySeconds: 7$/minReadySeconds: 9/'",
+        )
+        .env_remove("KUBECONFIG");
+    let edit = tokio::task::spawn_blocking(move || command.output().expect("kubectl edit"))
+        .await
+        .expect("join");
+    assert!(edit.status.success(), "{}{}", stdout(&edit), stderr(&edit));
+    let object = get_json(&api, &["deploy", "web"]).await;
+    assert_eq!(object["spec"]["minReadySeconds"], 9);
+    let edited = entry(&object, "kubectl-edit", "Update").expect("kubectl-edit entry");
+    assert_eq!(
+        edited["fieldsV1"],
+        serde_json::json!({"f:spec": {"f:minReadySeconds": {}}})
+    );
+    assert!(
+        entry(&object, "kubectl-patch", "Update").is_none(),
+        "the edit took the patch's only field: {}",
+        object["metadata"]["managedFields"]
+    );
     // Without --show-managed-fields kubectl hides them.
     let plain: Value = serde_json::from_str(
         &api.kubectl_ok(&["get", "deploy", "web", "-o", "json"])
