@@ -71,27 +71,19 @@ impl PathElement {
     }
 }
 
-/// Values as upstream prints them in paths: strings quoted, everything else as JSON.
-fn show_value(json: &str) -> String {
-    json.to_string()
-}
-
 impl fmt::Display for PathElement {
-    /// Upstream's path notation: `.name`, `[name="web"]`, `[="a"]`, `[3]`.
+    /// Upstream's path notation: `.name`, `[name="web"]`, `[="a"]`, `[3]` (values as JSON).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PathElement::Field(name) => write!(f, ".{name}"),
             PathElement::Key(json) => {
                 let parts: Vec<String> = match serde_json::from_str::<Value>(json) {
-                    Ok(Value::Object(map)) => map
-                        .iter()
-                        .map(|(k, v)| format!("{k}={}", show_value(&v.to_string())))
-                        .collect(),
+                    Ok(Value::Object(map)) => map.iter().map(|(k, v)| format!("{k}={v}")).collect(),
                     _ => vec![json.clone()],
                 };
                 write!(f, "[{}]", parts.join(","))
             }
-            PathElement::Value(json) => write!(f, "[={}]", show_value(json)),
+            PathElement::Value(json) => write!(f, "[={json}]"),
             PathElement::Index(i) => write!(f, "[{i}]"),
         }
     }
