@@ -390,6 +390,23 @@ async fn raw_apply_requests_are_checked_like_upstream() {
     );
     let (code, body) = send(format!("{base}/default/configmaps/c?fieldManager=m"), yaml).await;
     assert_eq!(code, "200", "{body}");
+    // Through the status subresource only the status is applied and owned.
+    let apps = format!("{}/apis/apps/v1/namespaces/default/deployments", api.url());
+    let deploy = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"},"spec":{"replicas":1,"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b"}},"spec":{"containers":[{"name":"c","image":"i"}]}}}}"#;
+    let (code, body) = send(format!("{apps}/d?fieldManager=m"), deploy).await;
+    assert_eq!(code, "201", "{body}");
+    let status = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"},"spec":{"replicas":9},"status":{"replicas":1}}"#;
+    let (code, body) = send(format!("{apps}/d/status?fieldManager=ctl"), status).await;
+    assert_eq!(code, "200", "{body}");
+    let updated: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(updated["spec"]["replicas"], 1);
+    assert_eq!(updated["status"]["replicas"], 1);
+    let ctl = entry(&updated, "ctl", "Apply").expect("ctl entry");
+    assert_eq!(ctl["subresource"], "status");
+    assert_eq!(
+        ctl["fieldsV1"],
+        serde_json::json!({"f:status": {"f:replicas": {}}})
+    );
     // A non-apply patch may not carry force.
     let out = api
         .curl(&[

@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 
-use super::object::{meta_str, now_rfc3339};
+use super::object::{meta_mut, meta_str, now_rfc3339};
 use super::write::{WriteParams, WriteResult, admit_body, separate_status};
 use super::{Registry, Target, store_error};
 use crate::apiserver::catalog::ResourceDef;
@@ -253,12 +253,20 @@ impl Registry {
                     if let Ok(mut w) = warnings.lock() {
                         *w = unknown;
                     }
-                    Ok(separate_status(
+                    let managed = admitted.pointer("/metadata/managedFields").cloned();
+                    let mut next = separate_status(
                         current,
                         admitted,
                         status_only,
                         def.has_subresource("status"),
-                    ))
+                    );
+                    // A status write keeps the stored metadata, but not its managedFields.
+                    let meta = meta_mut(&mut next);
+                    match managed {
+                        Some(managed) => meta.insert("managedFields".into(), managed),
+                        None => meta.remove("managedFields"),
+                    };
+                    Ok(next)
                 })
                 .await;
             match result {
