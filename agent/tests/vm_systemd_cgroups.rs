@@ -5,7 +5,8 @@
 //! cgroup files:
 //!
 //! - the node and QoS slices (`kubepods.slice` limited to node allocatable, the burstable and
-//!   besteffort slices) are transient, without default dependencies, nested as named;
+//!   besteffort slices) are transient, without default dependencies, nested as named; the
+//!   burstable slice weighted by its pods' CPU requests (and back to the minimum once they go);
 //! - each pod slice sits where upstream's naming puts it, with the CPU weight, CFS quota (per
 //!   second, rounded up to 10 ms for systemd), memory and pids limits of the pod, and holds the
 //!   runtime's container scopes;
@@ -401,8 +402,9 @@ impl PodCase {
     }
 }
 
-/// The node and QoS slices in `phase`; `kubepods.slice` limited to allocatable memory.
-fn check_node_slices(c: &mut Checks, phase: &str, allocatable_memory: u64) {
+/// The node and QoS slices in `phase`; `kubepods.slice` limited to allocatable memory, the
+/// burstable slice weighted by its pods' CPU requests (`burstable_weight`).
+fn check_node_slices(c: &mut Checks, phase: &str, allocatable_memory: u64, burstable_weight: &str) {
     c.slice(phase, "kubepods.slice", "-.slice", "/kubepods.slice");
     // 2 CPUs less 500m reserved: 1536 shares, weight 59.
     c.eq(phase, "kubepods.slice", "CPUWeight", "59");
@@ -417,8 +419,18 @@ fn check_node_slices(c: &mut Checks, phase: &str, allocatable_memory: u64) {
         let cgroup = format!("/kubepods.slice/{unit}");
         c.slice(phase, &unit, "kubepods.slice", &cgroup);
     }
-    // Not checked: the burstable slice's weight. Upstream sets it to the burstable pods'
-    // requests; kwk-node never calls `PodCgroups::update_qos_shares` yet, so it stays unset.
+    c.eq(
+        phase,
+        "kubepods-burstable.slice",
+        "CPUWeight",
+        burstable_weight,
+    );
+    c.eq(
+        phase,
+        "kubepods-burstable.slice",
+        "cpu.weight",
+        burstable_weight,
+    );
     c.eq(phase, "kubepods-besteffort.slice", "CPUWeight", "1");
     c.eq(phase, "kubepods-besteffort.slice", "cpu.weight", "1");
 }
@@ -560,7 +572,8 @@ fn kwk_node_drives_real_systemd_slices_across_restart_reload_and_deletion() -> a
     }
 
     // 1. All pods running.
-    check_node_slices(&mut c, "run", memtotal - RESERVED_BEFORE_MIB * MIB);
+    // The burstable pod requests 250m: 256 shares, weight 10. Without it: 2 shares, weight 1.
+    check_node_slices(&mut c, "run", memtotal - RESERVED_BEFORE_MIB * MIB, "10");
     for case in &PODS {
         check_pod(&mut c, "run", case, false);
     }
@@ -576,7 +589,12 @@ fn kwk_node_drives_real_systemd_slices_across_restart_reload_and_deletion() -> a
 
     // 2. After the restart: the same units (never restarted) and containers; the node slice
     // is updated in place to the new allocatable memory.
-    check_node_slices(&mut c, "restarted", memtotal - RESERVED_AFTER_MIB * MIB);
+    check_node_slices(
+        &mut c,
+        "restarted",
+        memtotal - RESERVED_AFTER_MIB * MIB,
+        "10",
+    );
     for case in &PODS {
         check_pod(&mut c, "restarted", case, false);
     }
@@ -588,7 +606,7 @@ fn kwk_node_drives_real_systemd_slices_across_restart_reload_and_deletion() -> a
 
     // 3. After daemon-reload and the burstable manifest's removal: its slice and scopes are
     // gone; the other pods keep their units and limits.
-    check_node_slices(&mut c, "deleted", memtotal - RESERVED_AFTER_MIB * MIB);
+    check_node_slices(&mut c, "deleted", memtotal - RESERVED_AFTER_MIB * MIB, "1");
     for case in &PODS[1..] {
         check_pod(&mut c, "deleted", case, true);
     }
