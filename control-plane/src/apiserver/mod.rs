@@ -195,3 +195,4 @@ async fn bootstrap(registry: &rest::Registry) -> Result<(), StartError> {
     Ok(())
 }
 pub mod openapi;
+pub mod openapi_schemas;
