@@ -97,10 +97,14 @@ fn document(
 ) -> Value {
     let mut paths = serde_json::Map::new();
     for def in catalog.resources_of(group, version) {
-        if !def.supports("patch") {
-            continue;
+        if def.supports("patch") {
+            paths.insert(item_path(def), json!({"patch": patch_operation(def)}));
+        } else if def.supports("create") {
+            // Create-only kinds (reviews, token requests): a POST names the kind for
+            // `kubectl explain`.
+            let path = item_path(def).trim_end_matches("/{name}").to_string();
+            paths.insert(path, json!({"post": post_operation(def)}));
         }
-        paths.insert(item_path(def), json!({"patch": patch_operation(def)}));
     }
     json!({
         "openapi": "3.0.0",
@@ -117,6 +121,15 @@ fn item_path(def: &ResourceDef) -> String {
     } else {
         format!("/{base}/{}/{{name}}", def.plural)
     }
+}
+
+fn post_operation(def: &ResourceDef) -> Value {
+    json!({
+        "operationId": format!("create{}", def.kind),
+        "x-kubernetes-group-version-kind": {"group": def.group, "version": def.version, "kind": def.kind},
+        "x-kubernetes-action": "post",
+        "responses": {"201": {"description": "Created"}},
+    })
 }
 
 fn patch_operation(def: &ResourceDef) -> Value {
