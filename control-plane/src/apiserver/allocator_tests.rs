@@ -158,7 +158,30 @@ async fn updates_allocate_what_is_new_and_release_what_is_dropped() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_for_one_address_get_it_once() {
+    let a = allocator("10.96.0.0/12", (30000, 30010));
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let a = a.clone();
+            tokio::spawn(async move {
+                let mut s = svc(
+                    &format!("s{i}"),
+                    json!({"type": "NodePort", "clusterIP": "10.96.0.10",
+                        "ports": [{"port": 80, "nodePort": 30001}]}),
+                );
+                a.allocate(&mut s, None, false).await.is_ok()
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_allocations_are_distinct_and_a_full_range_says_so() {
     let a = allocator("10.0.0.0/26", (30000, 30099));
     let tasks: Vec<_> = (0..50)
