@@ -72,7 +72,10 @@ async fn kubectl_explain_reads_the_schemas() {
     assert!(out.contains("The port that will be exposed by this service."));
 
     let out = api.kubectl_ok(&["explain", "pods", "--recursive"]).await;
-    assert!(out.starts_with("KIND:       Pod\nVERSION:    v1\n"), "{out}");
+    assert!(
+        out.starts_with("KIND:       Pod\nVERSION:    v1\n"),
+        "{out}"
+    );
     for line in [
         "  metadata\t<ObjectMeta>\n",
         "    labels\t<map[string]string>\n",
@@ -87,8 +90,16 @@ async fn kubectl_explain_reads_the_schemas() {
     }
     let out = api.kubectl(&["explain", "deployment.spec.nope"]).await;
     assert_eq!(stderr(&out).trim(), "error: field \"nope\" does not exist");
-    let out = api.kubectl_ok(&["explain", "cronjobs.spec.jobTemplate.spec.template.spec.restartPolicy"]).await;
-    assert!(out.starts_with("GROUP:      batch\nKIND:       CronJob\n"), "{out}");
+    let out = api
+        .kubectl_ok(&[
+            "explain",
+            "cronjobs.spec.jobTemplate.spec.template.spec.restartPolicy",
+        ])
+        .await;
+    assert!(
+        out.starts_with("GROUP:      batch\nKIND:       CronJob\n"),
+        "{out}"
+    );
     assert!(out.contains("FIELD: restartPolicy <string>"), "{out}");
 }
 
@@ -111,7 +122,12 @@ async fn client_side_apply_merges_containers_by_name() {
     let out = api
         .kubectl_stdin(&["apply", "-f", "-"], Some(&changed))
         .await;
-    assert_eq!(stdout(&out), "deployment.apps/two configured\n", "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "deployment.apps/two configured\n",
+        "{}",
+        stderr(&out)
+    );
     let images = api
         .kubectl_ok(&[
             "get",

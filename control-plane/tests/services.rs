@@ -85,7 +85,14 @@ async fn create_expose_specific_values_release_and_reuse() {
         )
     );
     let out = api
-        .kubectl(&["create", "service", "clusterip", "far", "--tcp=80", "--clusterip=10.0.0.1"])
+        .kubectl(&[
+            "create",
+            "service",
+            "clusterip",
+            "far",
+            "--tcp=80",
+            "--clusterip=10.0.0.1",
+        ])
         .await;
     assert!(
         stderr(&out).contains("failed to allocate IP 10.0.0.1: the provided IP (10.0.0.1) is not in the valid range. The range of valid IPs is 10.96.0.0/12"),
@@ -93,18 +100,42 @@ async fn create_expose_specific_values_release_and_reuse() {
         stderr(&out)
     );
     // Node ports: a specific one, then the same again.
-    api.kubectl_ok(&["create", "service", "nodeport", "np", "--tcp=80:8080", "--node-port=30080"])
-        .await;
-    assert_eq!(field(&api, "svc/np", ".spec.ports[0].nodePort").await, "30080");
+    api.kubectl_ok(&[
+        "create",
+        "service",
+        "nodeport",
+        "np",
+        "--tcp=80:8080",
+        "--node-port=30080",
+    ])
+    .await;
+    assert_eq!(
+        field(&api, "svc/np", ".spec.ports[0].nodePort").await,
+        "30080"
+    );
     let out = api
-        .kubectl(&["create", "service", "nodeport", "np2", "--tcp=80", "--node-port=30080"])
+        .kubectl(&[
+            "create",
+            "service",
+            "nodeport",
+            "np2",
+            "--tcp=80",
+            "--node-port=30080",
+        ])
         .await;
     assert_eq!(
         stderr(&out).trim(),
         "error: failed to create NodePort service: Service \"np2\" is invalid: spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated"
     );
     let out = api
-        .kubectl(&["create", "service", "nodeport", "np3", "--tcp=80", "--node-port=40000"])
+        .kubectl(&[
+            "create",
+            "service",
+            "nodeport",
+            "np3",
+            "--tcp=80",
+            "--node-port=40000",
+        ])
         .await;
     assert!(
         stderr(&out).contains("spec.ports[0].nodePort: Invalid value: 40000: provided port is not in the valid range. The range of valid ports is 30000-32767"),
@@ -112,17 +143,42 @@ async fn create_expose_specific_values_release_and_reuse() {
         stderr(&out)
     );
     // Headless and ExternalName get nothing.
-    api.kubectl_ok(&["create", "service", "clusterip", "headless", "--clusterip=None"])
-        .await;
+    api.kubectl_ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "headless",
+        "--clusterip=None",
+    ])
+    .await;
     assert_eq!(field(&api, "svc/headless", ".spec.clusterIP").await, "None");
-    api.kubectl_ok(&["create", "service", "externalname", "ext", "--external-name=example.com"])
-        .await;
+    api.kubectl_ok(&[
+        "create",
+        "service",
+        "externalname",
+        "ext",
+        "--external-name=example.com",
+    ])
+    .await;
     assert_eq!(field(&api, "svc/ext", ".spec.clusterIP").await, "");
     // expose
-    api.kubectl_ok(&["create", "deployment", "app", "--image=nginx", "--port=8080"])
-        .await;
-    api.kubectl_ok(&["expose", "deployment", "app", "--port=80", "--target-port=8080", "--type=NodePort"])
-        .await;
+    api.kubectl_ok(&[
+        "create",
+        "deployment",
+        "app",
+        "--image=nginx",
+        "--port=8080",
+    ])
+    .await;
+    api.kubectl_ok(&[
+        "expose",
+        "deployment",
+        "app",
+        "--port=80",
+        "--target-port=8080",
+        "--type=NodePort",
+    ])
+    .await;
     let exposed_port: i32 = field(&api, "svc/app", ".spec.ports[0].nodePort")
         .await
         .parse()
@@ -131,12 +187,25 @@ async fn create_expose_specific_values_release_and_reuse() {
     assert_eq!(field(&api, "svc/app", ".spec.selector.app").await, "app");
     // NodePort → ClusterIP drops (and releases) the node port; the address stays.
     let np_ip = field(&api, "svc/np", ".spec.clusterIP").await;
-    api.kubectl_ok(&["patch", "svc", "np", "-p", r#"{"spec":{"type":"ClusterIP"}}"#])
-        .await;
+    api.kubectl_ok(&[
+        "patch",
+        "svc",
+        "np",
+        "-p",
+        r#"{"spec":{"type":"ClusterIP"}}"#,
+    ])
+    .await;
     assert_eq!(field(&api, "svc/np", ".spec.ports[0].nodePort").await, "");
     assert_eq!(field(&api, "svc/np", ".spec.clusterIP").await, np_ip);
-    api.kubectl_ok(&["create", "service", "nodeport", "np2", "--tcp=80", "--node-port=30080"])
-        .await;
+    api.kubectl_ok(&[
+        "create",
+        "service",
+        "nodeport",
+        "np2",
+        "--tcp=80",
+        "--node-port=30080",
+    ])
+    .await;
     // ClusterIP → ExternalName releases the address.
     api.kubectl_ok(&[
         "patch",
@@ -147,12 +216,26 @@ async fn create_expose_specific_values_release_and_reuse() {
     ])
     .await;
     assert_eq!(field(&api, "svc/np", ".spec.clusterIP").await, "");
-    api.kubectl_ok(&["create", "service", "clusterip", "np-ip", "--tcp=80", &format!("--clusterip={np_ip}")])
-        .await;
+    api.kubectl_ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "np-ip",
+        "--tcp=80",
+        &format!("--clusterip={np_ip}"),
+    ])
+    .await;
     // Delete, then the address is free for another Service.
     api.kubectl_ok(&["delete", "svc", "web"]).await;
-    api.kubectl_ok(&["create", "service", "clusterip", "copy", "--tcp=80", &format!("--clusterip={web_ip}")])
-        .await;
+    api.kubectl_ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "copy",
+        "--tcp=80",
+        &format!("--clusterip={web_ip}"),
+    ])
+    .await;
     assert_eq!(field(&api, "svc/copy", ".spec.clusterIP").await, web_ip);
 }
 
@@ -190,7 +273,14 @@ async fn concurrent_creates_get_distinct_values_that_survive_a_restart() {
     let api = api.restart().await;
     assert_eq!(field(&api, "svc/s0", ".spec.clusterIP").await, held_ip);
     let out = api
-        .kubectl(&["create", "service", "clusterip", "late", "--tcp=80", &format!("--clusterip={held_ip}")])
+        .kubectl(&[
+            "create",
+            "service",
+            "clusterip",
+            "late",
+            "--tcp=80",
+            &format!("--clusterip={held_ip}"),
+        ])
         .await;
     assert!(
         stderr(&out).contains("provided IP is already allocated"),
@@ -198,7 +288,14 @@ async fn concurrent_creates_get_distinct_values_that_survive_a_restart() {
         stderr(&out)
     );
     let out = api
-        .kubectl(&["create", "service", "nodeport", "late", "--tcp=80", &format!("--node-port={held_port}")])
+        .kubectl(&[
+            "create",
+            "service",
+            "nodeport",
+            "late",
+            "--tcp=80",
+            &format!("--node-port={held_port}"),
+        ])
         .await;
     assert!(
         stderr(&out).contains("provided port is already allocated"),
@@ -208,7 +305,10 @@ async fn concurrent_creates_get_distinct_values_that_survive_a_restart() {
     api.kubectl_ok(&["create", "service", "nodeport", "late", "--tcp=80"])
         .await;
     let late_ip = field(&api, "svc/late", ".spec.clusterIP").await;
-    assert!(!ips.contains(late_ip.as_str()) && late_ip != "10.96.0.1", "{late_ip}");
+    assert!(
+        !ips.contains(late_ip.as_str()) && late_ip != "10.96.0.1",
+        "{late_ip}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,8 +324,14 @@ async fn a_tiny_range_runs_out_with_upstreams_error() {
     );
     // .0 is the network, .7 the broadcast address, .1 the kubernetes Service: five left.
     for i in 0..5 {
-        api.kubectl_ok(&["create", "service", "clusterip", &format!("s{i}"), "--tcp=80"])
-            .await;
+        api.kubectl_ok(&[
+            "create",
+            "service",
+            "clusterip",
+            &format!("s{i}"),
+            "--tcp=80",
+        ])
+        .await;
     }
     let out = api
         .kubectl(&["create", "service", "clusterip", "full", "--tcp=80"])

@@ -144,12 +144,12 @@ fn random_u64() -> u64 {
     u64::from_str_radix(&uid[..16], 16).unwrap_or_default()
 }
 
-fn internal(message: String) -> ApiError {
+fn internal(message: &str) -> ApiError {
     ApiError::internal(format!("Internal error occurred: {message}"))
 }
 
-fn backend(e: StoreError) -> ApiError {
-    internal(format!("storage error: {e}"))
+fn backend(e: &StoreError) -> ApiError {
+    internal(&format!("storage error: {e}"))
 }
 
 fn ip_error(svc: &Value, ip: &str, detail: &str) -> ApiError {
@@ -266,7 +266,7 @@ impl ServiceAllocator {
         let mut used: BTreeSet<IpAddr> = self
             .used_keys(IP_PREFIX)
             .await
-            .map_err(backend)?
+            .map_err(|e| backend(&e))?
             .iter()
             .filter_map(|ip| ip.parse().ok())
             .collect();
@@ -295,10 +295,10 @@ impl ServiceAllocator {
                 Err(Refusal::Allocated) => {
                     used.insert(ip);
                 }
-                Err(Refusal::Store(e)) => return Err(backend(e)),
+                Err(Refusal::Store(e)) => return Err(backend(&e)),
             }
         }
-        Err(internal("failed to allocate a serviceIP: range is full".into()))
+        Err(internal("failed to allocate a serviceIP: range is full"))
     }
 
     async fn any_port(&self, owner: &Owner, dry_run: bool) -> Result<i32, String> {
@@ -421,7 +421,7 @@ impl ServiceAllocator {
                             false
                         }
                         Err(Refusal::Allocated) => true,
-                        Err(Refusal::Store(e)) => return Err(backend(e)),
+                        Err(Refusal::Store(e)) => return Err(backend(&e)),
                     }
                 };
                 if taken {
@@ -434,9 +434,10 @@ impl ServiceAllocator {
         for (index, request) in node_port_requests(svc) {
             match request {
                 None => {
-                    let port = self.any_port(&owner, dry_run).await.map_err(|e| {
-                        internal(format!("failed to allocate a nodePort: {e}"))
-                    })?;
+                    let port = self
+                        .any_port(&owner, dry_run)
+                        .await
+                        .map_err(|e| internal(&format!("failed to allocate a nodePort: {e}")))?;
                     if !dry_run {
                         reserved.ports.push(port);
                     }
@@ -460,7 +461,7 @@ impl ServiceAllocator {
             .unwrap_or(0);
         if needs_health_check_node_port(svc) {
             let port = self.any_port(&owner, dry_run).await.map_err(|e| {
-                internal(format!("failed to allocate a HealthCheck NodePort 0: {e}"))
+                internal(&format!("failed to allocate a HealthCheck NodePort 0: {e}"))
             })?;
             if !dry_run {
                 reserved.ports.push(port);
@@ -470,7 +471,7 @@ impl ServiceAllocator {
             self.specific_port(hc, &owner, dry_run, reserved)
                 .await
                 .map_err(|e| {
-                    internal(format!(
+                    internal(&format!(
                         "failed to allocate requested HealthCheck NodePort {hc}: {e}"
                     ))
                 })?;
@@ -551,7 +552,11 @@ impl ServiceAllocator {
             let record: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
             if !held_ips.contains_key(ip)
                 && record_age(&record, now) >= grace
-                && self.store.delete(&kv.key, Some(kv.mod_revision)).await.is_ok()
+                && self
+                    .store
+                    .delete(&kv.key, Some(kv.mod_revision))
+                    .await
+                    .is_ok()
             {
                 report.released_ips.push(ip.to_string());
             }
@@ -563,7 +568,11 @@ impl ServiceAllocator {
             let record: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
             if !held_ports.contains_key(&port)
                 && record_age(&record, now) >= grace
-                && self.store.delete(&kv.key, Some(kv.mod_revision)).await.is_ok()
+                && self
+                    .store
+                    .delete(&kv.key, Some(kv.mod_revision))
+                    .await
+                    .is_ok()
             {
                 report.released_ports.push(port);
             }

@@ -20,7 +20,9 @@ fn allocator(cidr: &str, ports: (i32, i32)) -> Arc<ServiceAllocator> {
 }
 
 fn svc(name: &str, spec: Value) -> Value {
-    json!({"metadata": {"namespace": "default", "name": name}, "spec": spec})
+    let mut svc = json!({"metadata": {"namespace": "default", "name": name}});
+    svc["spec"] = spec;
+    svc
 }
 
 fn node_port(name: &str) -> Value {
@@ -90,7 +92,10 @@ async fn specific_values_are_honoured_once() {
         "e",
         json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 40000}]}),
     );
-    let err = a.allocate(&mut port_outside, None, false).await.unwrap_err();
+    let err = a
+        .allocate(&mut port_outside, None, false)
+        .await
+        .unwrap_err();
     assert!(
         err.message.ends_with("Invalid value: 40000: provided port is not in the valid range. The range of valid ports is 30000-30010"),
         "{}",
@@ -205,7 +210,10 @@ async fn concurrent_allocations_are_distinct_and_a_full_range_says_so() {
     let tiny = allocator("10.0.0.0/30", (30000, 30001));
     let mut one = svc("one", json!({"type": "ClusterIP", "ports": [{"port": 80}]}));
     let mut two = svc("two", json!({"type": "ClusterIP", "ports": [{"port": 80}]}));
-    let mut three = svc("three", json!({"type": "ClusterIP", "ports": [{"port": 80}]}));
+    let mut three = svc(
+        "three",
+        json!({"type": "ClusterIP", "ports": [{"port": 80}]}),
+    );
     tiny.allocate(&mut one, None, false).await.unwrap();
     tiny.allocate(&mut two, None, false).await.unwrap();
     let err = tiny.allocate(&mut three, None, false).await.unwrap_err();

@@ -30,9 +30,7 @@ pub fn advertise_address(explicit: Option<IpAddr>, bind: IpAddr) -> IpAddr {
 /// The source address the kernel picks for a public destination (no packet is sent).
 fn host_ipv4() -> Option<IpAddr> {
     let socket = UdpSocket::bind("0.0.0.0:0").ok()?;
-    socket
-        .connect(SocketAddr::from(([192, 0, 2, 1], 9)))
-        .ok()?;
+    socket.connect(SocketAddr::from(([192, 0, 2, 1], 9))).ok()?;
     let ip = socket.local_addr().ok()?.ip();
     (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }

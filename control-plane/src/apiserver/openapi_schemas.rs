@@ -189,7 +189,10 @@ mod tests {
         let mut refs = Vec::new();
         collect_refs(&schemas, &mut refs);
         for name in refs {
-            assert!(schemas.get(&name).is_some(), "{name} is referenced but missing");
+            assert!(
+                schemas.get(&name).is_some(),
+                "{name} is referenced but missing"
+            );
         }
         // Nothing of other group versions' kinds.
         assert_eq!(schemas.get("io.k8s.api.batch.v1.Job"), None);

@@ -141,7 +141,10 @@ pub fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
             || !arr(v, "/spec/externalIPs").is_empty()
     };
     let node_ports = |v: &Value| -> Vec<i64> {
-        arr(v, "/spec/ports").iter().map(|p| int(p, "/nodePort")).collect()
+        arr(v, "/spec/ports")
+            .iter()
+            .map(|p| int(p, "/nodePort"))
+            .collect()
     };
     let mut drop = Vec::new();
     if needs_ip(old) && !needs_ip(new) {
@@ -168,7 +171,9 @@ pub fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
     }
     let clear_ports = needs_ports(old)
         && !needs_ports(new)
-        && node_ports(new).iter().all(|p| *p == 0 || node_ports(old).contains(p));
+        && node_ports(new)
+            .iter()
+            .all(|p| *p == 0 || node_ports(old).contains(p));
     let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else {
         return;
     };

@@ -308,12 +308,17 @@ impl Registry {
             };
             if service {
                 match &outcome {
-                    Ok(object) if object.pointer("/metadata/deletionTimestamp").is_some()
-                        && finalizers(object).is_empty() =>
+                    Ok(object)
+                        if object.pointer("/metadata/deletionTimestamp").is_some()
+                            && finalizers(object).is_empty() =>
                     {
                         self.services().release_dropped(&current, None).await;
                     }
-                    Ok(object) => self.services().release_dropped(&current, Some(object)).await,
+                    Ok(object) => {
+                        self.services()
+                            .release_dropped(&current, Some(object))
+                            .await
+                    }
                     Err(_) => {
                         let owner = crate::apiserver::allocator::Owner::of(&next);
                         self.services().release_reserved(&reserved, &owner).await;
