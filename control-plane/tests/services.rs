@@ -237,6 +237,54 @@ async fn create_expose_specific_values_release_and_reuse() {
     ])
     .await;
     assert_eq!(field(&api, "svc/copy", ".spec.clusterIP").await, web_ip);
+    // ExternalName → ClusterIP allocates an address.
+    api.kubectl_ok(&[
+        "patch",
+        "svc",
+        "ext",
+        "-p",
+        r#"{"spec":{"type":"ClusterIP","externalName":null,"ports":[{"port":80}]}}"#,
+    ])
+    .await;
+    let ext_ip = field(&api, "svc/ext", ".spec.clusterIP").await;
+    assert!(cidr.contains(ext_ip.parse().expect("ip")), "{ext_ip:?}");
+    // LoadBalancer with externalTrafficPolicy Local gets a health check node port, released
+    // when the policy goes back to Cluster.
+    api.kubectl_ok(&["create", "service", "loadbalancer", "lb", "--tcp=80"])
+        .await;
+    assert_eq!(field(&api, "svc/lb", ".spec.healthCheckNodePort").await, "");
+    api.kubectl_ok(&[
+        "patch",
+        "svc",
+        "lb",
+        "-p",
+        r#"{"spec":{"externalTrafficPolicy":"Local"}}"#,
+    ])
+    .await;
+    let hc = field(&api, "svc/lb", ".spec.healthCheckNodePort").await;
+    assert!(
+        hc.parse::<i32>()
+            .is_ok_and(|p| (30000..=32767).contains(&p)),
+        "{hc:?}"
+    );
+    api.kubectl_ok(&[
+        "patch",
+        "svc",
+        "lb",
+        "-p",
+        r#"{"spec":{"externalTrafficPolicy":"Cluster"}}"#,
+    ])
+    .await;
+    assert_eq!(field(&api, "svc/lb", ".spec.healthCheckNodePort").await, "");
+    api.kubectl_ok(&[
+        "create",
+        "service",
+        "nodeport",
+        "on-hc",
+        "--tcp=80",
+        &format!("--node-port={hc}"),
+    ])
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

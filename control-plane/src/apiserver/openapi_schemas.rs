@@ -223,6 +223,31 @@ mod tests {
     }
 
     #[test]
+    fn every_served_built_in_kind_has_a_schema_in_its_document() {
+        let catalog = crate::apiserver::catalog::Catalog::builtin();
+        let docs = crate::apiserver::openapi::documents(&catalog);
+        let mut missing = Vec::new();
+        for (group, versions) in catalog.groups() {
+            for version in versions {
+                let path = crate::apiserver::openapi::gv_path(&group, &version);
+                let schemas = &docs[&path].0["components"]["schemas"];
+                for def in catalog.resources_of(&group, &version) {
+                    let gvk = json!({"group": group, "kind": def.kind, "version": version});
+                    let found = schemas.as_object().into_iter().flatten().any(|(_, s)| {
+                        s["x-kubernetes-group-version-kind"]
+                            .as_array()
+                            .is_some_and(|l| l.contains(&gvk))
+                    });
+                    if !found {
+                        missing.push(format!("{path} {}", def.kind));
+                    }
+                }
+            }
+        }
+        assert_eq!(missing, Vec::<String>::new());
+    }
+
+    #[test]
     fn the_cache_builds_once_per_fingerprint() {
         let cache = DocumentCache::default();
         let built = std::cell::Cell::new(0);
