@@ -154,6 +154,9 @@ impl Registry {
                 }
                 match self.store().delete(&key, Some(kv.mod_revision)).await {
                     Ok(deleted) => {
+                        if super::is_service(def) {
+                            self.services().release_dropped(&current, None).await;
+                        }
                         let mut object = current;
                         set_resource_version(&mut object, deleted.mod_revision);
                         return Ok(object);

@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, RwLock};
 
+use crate::apiserver::allocator::{ServiceAllocator, ServiceRanges};
 use crate::apiserver::catalog::{Catalog, ResourceDef};
 use crate::apiserver::errors::ApiError;
 use crate::storage::{Store, StoreError};
@@ -45,14 +46,31 @@ impl Target {
 pub struct Registry {
     store: Arc<dyn Store>,
     catalog: RwLock<Catalog>,
+    /// Service ClusterIP and NodePort reservations (over the same store).
+    services: Arc<ServiceAllocator>,
 }
 
 impl Registry {
     pub fn new(store: Arc<dyn Store>, catalog: Catalog) -> Self {
+        let services = Arc::new(ServiceAllocator::new(
+            store.clone(),
+            ServiceRanges::default(),
+        ));
         Self {
             store,
             catalog: RwLock::new(catalog),
+            services,
         }
+    }
+
+    /// The same registry allocating Service addresses and node ports from `ranges`.
+    pub fn with_service_ranges(mut self, ranges: ServiceRanges) -> Self {
+        self.services = Arc::new(ServiceAllocator::new(self.store.clone(), ranges));
+        self
+    }
+
+    pub fn services(&self) -> &Arc<ServiceAllocator> {
+        &self.services
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -72,6 +90,11 @@ impl Registry {
         let mut catalog = self.catalog.write().unwrap_or_else(|e| e.into_inner());
         change(&mut catalog);
     }
+}
+
+/// Whether `def` is core/v1 Services (whose writes allocate cluster IPs and node ports).
+pub fn is_service(def: &ResourceDef) -> bool {
+    def.group.is_empty() && def.plural == "services"
 }
 
 /// Maps a store error about `target` to the API error clients expect.

@@ -148,6 +148,15 @@ impl Registry {
         if let Some(tracking) = &tracking {
             tracking.record(def, None, &mut object);
         }
+        let reserved = if super::is_service(def) {
+            Some(
+                self.services()
+                    .allocate(&mut object, None, params.dry_run)
+                    .await?,
+            )
+        } else {
+            None
+        };
         if params.dry_run {
             return Ok(WriteResult {
                 object,
@@ -155,11 +164,15 @@ impl Registry {
                 created: true,
             });
         }
-        let kv = self
+        let created = self
             .store()
             .create(&target.key(), encode_for_store(&object))
-            .await
-            .map_err(|e| store_error(&target, e))?;
+            .await;
+        if let (Err(_), Some(reserved)) = (&created, &reserved) {
+            let owner = crate::apiserver::allocator::Owner::of(&object);
+            self.services().release_reserved(reserved, &owner).await;
+        }
+        let kv = created.map_err(|e| store_error(&target, e))?;
         Ok(WriteResult {
             object: decode_stored(&kv)?,
             warnings,
@@ -311,6 +324,14 @@ impl Registry {
             }
             // Removing the last finalizer of an object being deleted deletes it.
             let deleting = next.pointer("/metadata/deletionTimestamp").is_some();
+            let service = super::is_service(def);
+            let reserved = if service && !(deleting && finalizers(&next).is_empty()) {
+                self.services()
+                    .allocate(&mut next, Some(&current), false)
+                    .await?
+            } else {
+                Default::default()
+            };
             let outcome = if deleting && finalizers(&next).is_empty() {
                 self.store()
                     .delete(&key, Some(kv.mod_revision))
@@ -332,6 +353,25 @@ impl Registry {
                     Err(e) => Err(e),
                 }
             };
+            if service {
+                match &outcome {
+                    Ok(object)
+                        if object.pointer("/metadata/deletionTimestamp").is_some()
+                            && finalizers(object).is_empty() =>
+                    {
+                        self.services().release_dropped(&current, None).await;
+                    }
+                    Ok(object) => {
+                        self.services()
+                            .release_dropped(&current, Some(object))
+                            .await
+                    }
+                    Err(_) => {
+                        let owner = crate::apiserver::allocator::Owner::of(&next);
+                        self.services().release_reserved(&reserved, &owner).await;
+                    }
+                }
+            }
             match outcome {
                 Ok(object) => {
                     return Ok(WriteResult {
