@@ -9,6 +9,7 @@ pub mod errors;
 pub mod handler;
 pub mod http_util;
 pub mod kinds;
+pub mod list_http;
 pub mod patch;
 pub mod pki;
 pub mod protobuf;

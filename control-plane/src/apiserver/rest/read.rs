@@ -1,15 +1,16 @@
 //! GET and LIST: one object, or a filtered, paged list read at one store revision
-//! (`limit`/`continue` tokens carry the revision so every page is consistent, as upstream).
+//! (`limit`/`continue` tokens carry the revision so every page is consistent, as upstream;
+//! `resourceVersion`/`resourceVersionMatch` as [`list_semantics`] plans them).
 
-use base64::Engine;
 use serde_json::{Value, json};
 
+use super::list_semantics::{self, ContinueToken, FRESHNESS_WAIT};
 use super::object::{decode_stored, labels};
-use super::{Registry, Target, parse_revision, store_error};
+use super::{Registry, Target, store_error};
 use crate::apiserver::errors::ApiError;
 use crate::apiserver::kinds::strategy_for;
 use crate::apiserver::selectors::{FieldSelector, LabelSelector};
-use crate::storage::ListOptions;
+use crate::storage::{KeyValue, ListOptions, StoreError};
 
 /// How many keys a filtered list reads per store page.
 const SCAN_PAGE: usize = 500;
@@ -57,35 +58,13 @@ pub fn matches(target: &Target, params: &ListParams, object: &Value) -> Result<b
         .map_err(ApiError::bad_request)
 }
 
-/// The continue token: the revision of the first page and the last key returned.
-#[derive(Debug, PartialEq, Eq)]
-struct ContinueToken {
-    revision: i64,
-    start_after: String,
-}
-
-fn encode_token(token: &ContinueToken) -> String {
-    let json = json!({"v": "meta.k8s.io/v1", "rv": token.revision, "start": token.start_after});
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string())
-}
-
-fn decode_token(text: &str) -> Result<ContinueToken, ApiError> {
-    let bad = || {
-        ApiError::bad_request(
-            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
-        )
-    };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(text)
-        .map_err(|_| bad())?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    if value["v"] != "meta.k8s.io/v1" {
-        return Err(bad());
-    }
-    Ok(ContinueToken {
-        revision: value["rv"].as_i64().filter(|r| *r > 0).ok_or_else(bad)?,
-        start_after: value["start"].as_str().ok_or_else(bad)?.to_string(),
-    })
+/// A LIST as read from the store: the matching stored objects, undecoded, and the list's
+/// `metadata` (`resourceVersion`, `continue`, `remainingItemCount`). [`crate::apiserver::list_http`]
+/// encodes it without holding every object decoded at once.
+#[derive(Debug)]
+pub struct RawList {
+    pub metadata: Value,
+    pub items: Vec<KeyValue>,
 }
 
 impl Registry {
@@ -102,26 +81,67 @@ impl Registry {
 
     /// LIST: the `<Kind>List` object.
     pub async fn list(&self, target: &Target, params: &ListParams) -> Result<Value, ApiError> {
+        let raw = self.list_raw(target, params).await?;
+        let items = raw
+            .items
+            .iter()
+            .map(|kv| decode_stored(kv).map(|o| with_type(o, &target.def)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(json!({
+            "kind": format!("{}List", target.def.kind),
+            "apiVersion": target.def.api_version(),
+            "metadata": raw.metadata,
+            "items": items,
+        }))
+    }
+
+    /// Waits (up to [`FRESHNESS_WAIT`]) until the store has reached `revision`; then 504
+    /// `Too large resource version`, as upstream.
+    pub async fn wait_fresh(&self, target: &Target, revision: i64) -> Result<(), ApiError> {
+        let deadline = tokio::time::Instant::now() + FRESHNESS_WAIT;
+        loop {
+            let current = self
+                .store()
+                .current_revision()
+                .await
+                .map_err(|e| store_error(target, e))?;
+            if current >= revision {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(list_semantics::too_large(revision, current));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// LIST: the stored objects that match, read at one revision (see [`list_semantics`]).
+    pub async fn list_raw(
+        &self,
+        target: &Target,
+        params: &ListParams,
+    ) -> Result<RawList, ApiError> {
         let def = &target.def;
         let prefix = def.list_prefix(target.namespace.as_deref());
-        let (mut revision, mut start_after) = match &params.continue_token {
-            Some(token) => {
-                let token = decode_token(token)?;
-                (
-                    Some(token.revision),
-                    Some(format!("{prefix}{}", token.start_after)),
-                )
-            }
-            None => (None, None),
-        };
-        if revision.is_none() && params.resource_version_match.as_deref() == Some("Exact") {
-            revision = parse_revision(params.resource_version.as_deref())?;
+        let plan = list_semantics::plan(
+            params.resource_version.as_deref(),
+            params.resource_version_match.as_deref(),
+            params.limit,
+            params.continue_token.as_deref(),
+        )?;
+        if let Some(revision) = plan.not_older_than.or(plan.exact) {
+            self.wait_fresh(target, revision).await?;
         }
+        let mut start_after = plan
+            .token
+            .as_ref()
+            .map(|token| format!("{prefix}{}", token.start_after));
+        let returned_before = plan.token.as_ref().map_or(0, |t| t.returned);
         let filtered = !params.labels.is_empty() || !params.fields.is_empty();
         let mut items = Vec::new();
         let mut more = false;
         let mut last_key = None;
-        let mut read_revision = revision;
+        let mut read_revision = plan.exact;
         loop {
             let want = params.limit.map(|l| l.saturating_sub(items.len()));
             let page_limit = match (want, filtered) {
@@ -138,25 +158,33 @@ impl Registry {
                     revision: read_revision,
                 })
                 .await
-                .map_err(|e| store_error(target, e))?;
+                .map_err(|e| match (e, &plan.token) {
+                    (StoreError::Compacted { .. }, Some(token)) if token.revision > 0 => {
+                        list_semantics::expired_continue(token)
+                    }
+                    (StoreError::Compacted { .. }, None) if plan.exact.is_some() => {
+                        ApiError::expired(list_semantics::EXPIRED_LIST)
+                    }
+                    (e, _) => store_error(target, e),
+                })?;
             read_revision = Some(page.revision);
+            let page_more = page.more;
             let mut stopped_early = false;
-            for kv in &page.items {
+            for kv in page.items {
                 if params.limit.is_some_and(|l| items.len() >= l) {
                     stopped_early = true;
                     break;
                 }
                 last_key = Some(kv.key.clone());
-                let object = decode_stored(kv)?;
-                if matches(target, params, &object)? {
-                    items.push(with_type(object, def));
+                if !filtered || matches(target, params, &decode_stored(&kv)?)? {
+                    items.push(kv);
                 }
             }
             if stopped_early {
                 more = true;
                 break;
             }
-            if !page.more {
+            if !page_more {
                 break;
             }
             if params.limit.is_some_and(|l| items.len() >= l) {
@@ -168,18 +196,25 @@ impl Registry {
         let revision = read_revision.unwrap_or_default();
         let mut metadata = json!({"resourceVersion": revision.to_string()});
         if more && let Some(last) = &last_key {
+            let returned = returned_before + items.len() as u64;
             let token = ContinueToken {
                 revision,
                 start_after: last.strip_prefix(&prefix).unwrap_or(last).to_string(),
+                returned,
             };
-            metadata["continue"] = json!(encode_token(&token));
+            metadata["continue"] = json!(token.encode());
+            if !filtered {
+                // Upstream counts the keys after this page at the list's revision; this counts
+                // the keys now, exact unless the prefix changed since the first page.
+                let total = self
+                    .store()
+                    .count(&prefix)
+                    .await
+                    .map_err(|e| store_error(target, e))?;
+                metadata["remainingItemCount"] = json!(total.saturating_sub(returned));
+            }
         }
-        Ok(json!({
-            "kind": format!("{}List", def.kind),
-            "apiVersion": def.api_version(),
-            "metadata": metadata,
-            "items": items,
-        }))
+        Ok(RawList { metadata, items })
     }
 }
 
@@ -192,21 +227,4 @@ pub fn with_type(mut object: Value, def: &crate::apiserver::catalog::ResourceDef
         map.entry("kind").or_insert_with(|| json!(def.kind));
     }
     object
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn continue_tokens_round_trip_and_reject_garbage() {
-        let token = ContinueToken {
-            revision: 42,
-            start_after: "default/web-1".into(),
-        };
-        assert_eq!(decode_token(&encode_token(&token)).expect("decode"), token);
-        for bad in ["", "!!", "e30", "eyJ2IjoieCJ9"] {
-            assert!(decode_token(bad).is_err(), "{bad}");
-        }
-    }
 }
