@@ -2,6 +2,8 @@
 //! (`limit`/`continue` tokens carry the revision so every page is consistent, as upstream;
 //! `resourceVersion`/`resourceVersionMatch` as [`list_semantics`] plans them).
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 use super::list_semantics::{self, ContinueToken, FRESHNESS_WAIT};
@@ -10,9 +12,9 @@ use super::{Registry, Target, store_error};
 use crate::apiserver::errors::ApiError;
 use crate::apiserver::kinds::strategy_for;
 use crate::apiserver::selectors::{FieldSelector, LabelSelector};
-use crate::storage::{KeyValue, ListOptions, StoreError};
+use crate::storage::{KeyValue, ListOptions, Store, StoreError};
 
-/// How many keys a filtered list reads per store page.
+/// How many keys a list reads per store page.
 const SCAN_PAGE: usize = 500;
 
 /// Parameters of a LIST (and the selectors of a WATCH).
@@ -59,12 +61,119 @@ pub fn matches(target: &Target, params: &ListParams, object: &Value) -> Result<b
 }
 
 /// A LIST as read from the store: the matching stored objects, undecoded, and the list's
-/// `metadata` (`resourceVersion`, `continue`, `remainingItemCount`). [`crate::apiserver::list_http`]
-/// encodes it without holding every object decoded at once.
+/// `metadata` (`resourceVersion`, `continue`, `remainingItemCount`).
 #[derive(Debug)]
 pub struct RawList {
     pub metadata: Value,
     pub items: Vec<KeyValue>,
+}
+
+/// A LIST being read at one revision, at most [`SCAN_PAGE`] keys per store read, so a LIST of
+/// many objects can be encoded while it is read ([`crate::apiserver::list_http`]).
+#[derive(Debug)]
+pub struct ListCursor {
+    store: Arc<dyn Store>,
+    target: Target,
+    params: ListParams,
+    prefix: String,
+    token: Option<ContinueToken>,
+    exact: Option<i64>,
+    start_after: Option<String>,
+    read_revision: Option<i64>,
+    filtered: bool,
+    emitted: usize,
+    last_key: Option<String>,
+    more: bool,
+    done: bool,
+}
+
+impl ListCursor {
+    /// The next matching objects (possibly none when a selector filtered a page out);
+    /// `None` once the list is complete.
+    pub async fn next(&mut self) -> Result<Option<Vec<KeyValue>>, ApiError> {
+        if self.done {
+            return Ok(None);
+        }
+        let limit = self.params.limit;
+        let page_limit = match limit {
+            Some(l) if !self.filtered => l.saturating_sub(self.emitted).min(SCAN_PAGE),
+            _ => SCAN_PAGE,
+        };
+        let page = self
+            .store
+            .list(&ListOptions {
+                prefix: self.prefix.clone(),
+                limit: Some(page_limit),
+                start_after: self.start_after.clone(),
+                revision: self.read_revision.or(self.exact),
+            })
+            .await
+            .map_err(|e| match (e, &self.token) {
+                (StoreError::Compacted { .. }, Some(token)) if token.revision > 0 => {
+                    list_semantics::expired_continue(token)
+                }
+                (StoreError::Compacted { .. }, None) if self.exact.is_some() => {
+                    ApiError::expired(list_semantics::EXPIRED_LIST)
+                }
+                (e, _) => store_error(&self.target, e),
+            })?;
+        self.read_revision = Some(page.revision);
+        let mut out = Vec::new();
+        let mut stopped_early = false;
+        for kv in page.items {
+            if limit.is_some_and(|l| self.emitted >= l) {
+                stopped_early = true;
+                break;
+            }
+            self.last_key = Some(kv.key.clone());
+            if !self.filtered || matches(&self.target, &self.params, &decode_stored(&kv)?)? {
+                self.emitted += 1;
+                out.push(kv);
+            }
+        }
+        if stopped_early || (page.more && limit.is_some_and(|l| self.emitted >= l)) {
+            self.more = true;
+            self.done = true;
+        } else if !page.more {
+            self.done = true;
+        } else {
+            self.start_after = self.last_key.clone();
+        }
+        Ok(Some(out))
+    }
+
+    /// The revision the list is read at (known after the first [`Self::next`]).
+    pub fn revision(&self) -> i64 {
+        self.read_revision.unwrap_or_default()
+    }
+
+    /// The list's `metadata`, once [`Self::next`] returned `None`.
+    pub async fn metadata(&self) -> Result<Value, ApiError> {
+        let revision = self.revision();
+        let mut metadata = json!({"resourceVersion": revision.to_string()});
+        if self.more
+            && let Some(last) = &self.last_key
+        {
+            let returned = self.token.as_ref().map_or(0, |t| t.returned) + self.emitted as u64;
+            let token = ContinueToken {
+                revision,
+                start_after: last.strip_prefix(&self.prefix).unwrap_or(last).to_string(),
+                returned,
+            };
+            metadata["continue"] = json!(token.encode());
+            if !self.filtered {
+                // Upstream counts the keys after this page at the list's revision; this counts
+                // the keys now, exact unless the prefix changed since the first page.
+                let total = self
+                    .store
+                    .count(&self.prefix)
+                    .await
+                    .map_err(|e| store_error(&self.target, e))?;
+                metadata["remainingItemCount"] = json!(total.saturating_sub(returned));
+            }
+        }
+        Ok(metadata)
+    }
 }
 
 impl Registry {
@@ -115,14 +224,13 @@ impl Registry {
         }
     }
 
-    /// LIST: the stored objects that match, read at one revision (see [`list_semantics`]).
-    pub async fn list_raw(
+    /// Starts a LIST (see [`list_semantics`] for what the parameters mean).
+    pub async fn list_cursor(
         &self,
         target: &Target,
         params: &ListParams,
-    ) -> Result<RawList, ApiError> {
-        let def = &target.def;
-        let prefix = def.list_prefix(target.namespace.as_deref());
+    ) -> Result<ListCursor, ApiError> {
+        let prefix = target.def.list_prefix(target.namespace.as_deref());
         let plan = list_semantics::plan(
             params.resource_version.as_deref(),
             params.resource_version_match.as_deref(),
@@ -132,89 +240,41 @@ impl Registry {
         if let Some(revision) = plan.not_older_than.or(plan.exact) {
             self.wait_fresh(target, revision).await?;
         }
-        let mut start_after = plan
-            .token
-            .as_ref()
-            .map(|token| format!("{prefix}{}", token.start_after));
-        let returned_before = plan.token.as_ref().map_or(0, |t| t.returned);
-        let filtered = !params.labels.is_empty() || !params.fields.is_empty();
+        Ok(ListCursor {
+            store: self.store().clone(),
+            target: target.clone(),
+            params: params.clone(),
+            start_after: plan
+                .token
+                .as_ref()
+                .map(|token| format!("{prefix}{}", token.start_after)),
+            prefix,
+            token: plan.token,
+            exact: plan.exact,
+            read_revision: None,
+            filtered: !params.labels.is_empty() || !params.fields.is_empty(),
+            emitted: 0,
+            last_key: None,
+            more: false,
+            done: false,
+        })
+    }
+
+    /// LIST: the stored objects that match, all at once.
+    pub async fn list_raw(
+        &self,
+        target: &Target,
+        params: &ListParams,
+    ) -> Result<RawList, ApiError> {
+        let mut cursor = self.list_cursor(target, params).await?;
         let mut items = Vec::new();
-        let mut more = false;
-        let mut last_key = None;
-        let mut read_revision = plan.exact;
-        loop {
-            let want = params.limit.map(|l| l.saturating_sub(items.len()));
-            let page_limit = match (want, filtered) {
-                (Some(n), false) => Some(n),
-                (_, true) => Some(SCAN_PAGE),
-                (None, false) => None,
-            };
-            let page = self
-                .store()
-                .list(&ListOptions {
-                    prefix: prefix.clone(),
-                    limit: page_limit,
-                    start_after: start_after.clone(),
-                    revision: read_revision,
-                })
-                .await
-                .map_err(|e| match (e, &plan.token) {
-                    (StoreError::Compacted { .. }, Some(token)) if token.revision > 0 => {
-                        list_semantics::expired_continue(token)
-                    }
-                    (StoreError::Compacted { .. }, None) if plan.exact.is_some() => {
-                        ApiError::expired(list_semantics::EXPIRED_LIST)
-                    }
-                    (e, _) => store_error(target, e),
-                })?;
-            read_revision = Some(page.revision);
-            let page_more = page.more;
-            let mut stopped_early = false;
-            for kv in page.items {
-                if params.limit.is_some_and(|l| items.len() >= l) {
-                    stopped_early = true;
-                    break;
-                }
-                last_key = Some(kv.key.clone());
-                if !filtered || matches(target, params, &decode_stored(&kv)?)? {
-                    items.push(kv);
-                }
-            }
-            if stopped_early {
-                more = true;
-                break;
-            }
-            if !page_more {
-                break;
-            }
-            if params.limit.is_some_and(|l| items.len() >= l) {
-                more = true;
-                break;
-            }
-            start_after = last_key.clone();
+        while let Some(batch) = cursor.next().await? {
+            items.extend(batch);
         }
-        let revision = read_revision.unwrap_or_default();
-        let mut metadata = json!({"resourceVersion": revision.to_string()});
-        if more && let Some(last) = &last_key {
-            let returned = returned_before + items.len() as u64;
-            let token = ContinueToken {
-                revision,
-                start_after: last.strip_prefix(&prefix).unwrap_or(last).to_string(),
-                returned,
-            };
-            metadata["continue"] = json!(token.encode());
-            if !filtered {
-                // Upstream counts the keys after this page at the list's revision; this counts
-                // the keys now, exact unless the prefix changed since the first page.
-                let total = self
-                    .store()
-                    .count(&prefix)
-                    .await
-                    .map_err(|e| store_error(target, e))?;
-                metadata["remainingItemCount"] = json!(total.saturating_sub(returned));
-            }
-        }
-        Ok(RawList { metadata, items })
+        Ok(RawList {
+            metadata: cursor.metadata().await?,
+            items,
+        })
     }
 }
 
