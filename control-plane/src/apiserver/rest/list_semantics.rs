@@ -260,6 +260,23 @@ pub fn expired_continue(token: &ContinueToken) -> ApiError {
 mod tests {
     use super::*;
 
+    /// `resourceVersion`, `resourceVersionMatch`, `continue`, `sendInitialEvents`, and the
+    /// expected cause messages.
+    type ListCase<'a> = (
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<bool>,
+        &'a [&'a str],
+    );
+    /// `resourceVersionMatch`, `continue`, `sendInitialEvents`, and the expected messages.
+    type WatchCase<'a> = (
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<bool>,
+        &'a [&'a str],
+    );
+
     fn messages(causes: &[Cause]) -> Vec<String> {
         causes
             .iter()
@@ -270,13 +287,7 @@ mod tests {
     #[test]
     fn list_options_are_validated_as_upstream() {
         let token = Some("abc");
-        let cases: [(
-            Option<&str>,
-            Option<&str>,
-            Option<&str>,
-            Option<bool>,
-            &[&str],
-        ); 8] = [
+        let cases: [ListCase<'_>; 8] = [
             (None, None, None, None, &[]),
             (Some("5"), Some("Exact"), None, None, &[]),
             (Some("5"), Some("NotOlderThan"), None, None, &[]),
@@ -335,7 +346,7 @@ mod tests {
 
     #[test]
     fn watch_options_are_validated_as_upstream() {
-        let cases: [(Option<&str>, Option<&str>, Option<bool>, &[&str]); 5] = [
+        let cases: [WatchCase<'_>; 5] = [
             (None, None, None, &[]),
             (Some("NotOlderThan"), None, Some(true), &[]),
             (Some("NotOlderThan"), None, Some(false), &[]),
@@ -436,7 +447,7 @@ mod tests {
         );
         let zero = ContinueToken {
             revision: 0,
-            ..token.clone()
+            ..token
         };
         for bad in ["", "!!", "e30", "eyJ2IjoieCJ9", zero.encode().as_str()] {
             assert!(ContinueToken::decode(bad).is_err(), "{bad}");
