@@ -396,6 +396,19 @@ async fn watches_resume_from_retained_revisions_get_410_after_compaction_and_boo
         "Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"
     );
 
+    // A watch-list asking for a state newer than the store's: 504 after the wait, as a LIST.
+    let ahead = last + 50;
+    let future = api
+        .get(&format!(
+            "{CMS}?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&resourceVersion={ahead}"
+        ))
+        .await;
+    assert_eq!(future.status, 504, "{}", future.text);
+    assert_eq!(
+        future.body["details"]["causes"][0]["reason"],
+        "ResourceVersionTooLarge"
+    );
+
     // After compaction, resuming from a compacted revision: the watch's one event is a 410.
     let current = api.store.current_revision().await.expect("revision");
     api.store.compact(current).await.expect("compact");

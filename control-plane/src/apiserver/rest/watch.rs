@@ -55,6 +55,12 @@ impl Registry {
         let prefix = def.list_prefix(target.namespace.as_deref());
         let requested = parse_revision(params.list.resource_version.as_deref())?;
         let mut initial = Vec::new();
+        if params.send_initial_events
+            && let Some(rv) = requested.filter(|rv| *rv > 0)
+        {
+            // The initial state must be at least as new as asked (NotOlderThan).
+            self.wait_fresh(&list_target, rv).await?;
+        }
         let start = match (params.send_initial_events, requested) {
             (false, Some(rv)) if rv > 0 => rv,
             _ => {
