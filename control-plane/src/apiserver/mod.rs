@@ -11,6 +11,7 @@ pub mod handler;
 pub mod http_util;
 pub mod kinds;
 pub mod kubernetes_service;
+pub mod list_http;
 pub mod managed;
 pub mod patch;
 pub mod pki;

@@ -91,14 +91,9 @@ where
             .get(&target)
             .await
             .map(|object| respond_object(&target, object, accept, &query, StatusCode::OK, &[])),
-        Verb::List => match list_params(&query) {
-            Ok(params) => handler
-                .registry
-                .list(&target, &params)
-                .await
-                .map(|list| respond_list(&target, &list, accept, &query)),
-            Err(e) => Err(e),
-        },
+        Verb::List => {
+            return super::list_http::serve_list(handler, &target, &query, accept).await;
+        }
         Verb::Watch => {
             return super::watch_http::serve_watch(handler, &target, &query, accept).await;
         }
@@ -148,24 +143,6 @@ fn respond_object(
     };
     add_warnings(&mut response, warnings);
     response
-}
-
-fn respond_list(target: &Target, list: &Value, accept: &str, query: &Query) -> Response<Body> {
-    if wants_table(accept) {
-        let items = list["items"].as_array().cloned().unwrap_or_default();
-        json_response(
-            StatusCode::OK,
-            &table(
-                &target.def,
-                &items,
-                &list["metadata"],
-                IncludeObject::parse(query.get("includeObject")),
-                unix_now(),
-            ),
-        )
-    } else {
-        json_response(StatusCode::OK, list)
-    }
 }
 
 /// LIST / WATCH query parameters.

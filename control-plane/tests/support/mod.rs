@@ -111,11 +111,21 @@ impl TestApiServer {
             .embedded
             .take()
             .expect("restart needs the embedded store");
-        Arc::try_unwrap(store)
-            .unwrap_or_else(|_| panic!("the embedded store is still in use after shutdown"))
-            .close()
-            .await
-            .expect("close the embedded store");
+        // Request tasks a connection spawned (HTTP/2 streams) may take a moment to drop their
+        // handle after the connection has gone.
+        let mut store = store;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let store = loop {
+            match Arc::try_unwrap(store) {
+                Ok(store) => break store,
+                Err(shared) if std::time::Instant::now() < deadline => {
+                    store = shared;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(_) => panic!("the embedded store is still in use 10 s after shutdown"),
+            }
+        };
+        store.close().await.expect("close the embedded store");
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
         let store = Arc::new(
             EmbeddedStore::open(&dir.path().join("db"), EmbeddedOptions::default())

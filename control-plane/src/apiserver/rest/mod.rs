@@ -11,6 +11,7 @@ use crate::storage::{Store, StoreError};
 
 pub mod apply;
 pub mod delete;
+pub mod list_semantics;
 pub mod object;
 pub mod read;
 pub mod scale;
@@ -113,13 +114,7 @@ pub fn store_error(target: &Target, error: StoreError) -> ApiError {
             "too old resource version: {requested} ({compacted})"
         )),
         StoreError::FutureRevision { requested, current } => {
-            let mut error = ApiError::new(
-                504,
-                "Timeout",
-                format!("Too large resource version: {requested}, current: {current}"),
-            );
-            error.details.retry_after_seconds = Some(1);
-            error
+            list_semantics::too_large(requested, current)
         }
         StoreError::WatcherTooSlow => ApiError::internal("watch closed: the client fell behind"),
         StoreError::Backend(message) => ApiError::internal(format!("storage error: {message}")),
