@@ -114,6 +114,26 @@ async fn events_are_one_set_served_in_both_versions() {
             "event.events.k8s.io/web.pulled"
         ]
     );
+    // Lists (streamed from the stored bytes) convert too.
+    let list = get_json(&api, &["events.events.k8s.io"]).await;
+    let items = list["items"].as_array().expect("items");
+    assert!(
+        items.iter().all(|e| e["apiVersion"] == "events.k8s.io/v1"
+            && e.get("regarding").is_some()
+            && e.get("involvedObject").is_none()),
+        "{list}"
+    );
+    let core_list = get_json(&api, &["events.v1."]).await;
+    assert!(
+        core_list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .all(|e| e["apiVersion"] == "v1"
+                && e.get("involvedObject").is_some()
+                && e.get("note").is_none()),
+        "{core_list}"
+    );
     // Field selectors as `kubectl get events --field-selector` sends them.
     let selected = api
         .kubectl_ok(&[

@@ -160,7 +160,7 @@ impl ApiHandler {
             }
             p if p.starts_with("/openapi/v3/") => {
                 let docs = super::openapi::documents(&self.registry.catalog());
-                match docs.get(&p["/openapi/v3/".len()..]) {
+                match docs.get(&p["/openapi/v3/".len()..]).map(|d| &**d) {
                     Some((doc, hash)) => {
                         let mut response = json_response(StatusCode::OK, doc);
                         if let Ok(v) = http::HeaderValue::from_str(&format!("\"{hash}\"")) {

@@ -43,8 +43,22 @@ pub fn table(
     include: IncludeObject,
     now: i64,
 ) -> Value {
-    let strategy = strategy_for(&def.group, &def.kind);
-    let columns: Vec<Value> = strategy
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|object| row(def, object.clone(), include, now))
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_metadata.clone(),
+        "columnDefinitions": column_definitions(def),
+        "rows": rows,
+    })
+}
+
+/// The kind's `columnDefinitions`.
+pub fn column_definitions(def: &ResourceDef) -> Vec<Value> {
+    strategy_for(&def.group, &def.kind)
         .columns()
         .iter()
         .map(|c| {
@@ -56,36 +70,33 @@ pub fn table(
                 "priority": c.priority,
             })
         })
-        .collect();
-    let rows: Vec<Value> = objects
-        .iter()
-        .map(|object| {
-            let mut row = json!({"cells": strategy.row(object, now)});
-            let conditions = strategy.row_conditions(object);
-            if !conditions.is_empty() {
-                row["conditions"] = Value::Array(conditions);
-            }
-            match include {
-                IncludeObject::None => {}
-                IncludeObject::Object => row["object"] = object.clone(),
-                IncludeObject::Metadata => {
-                    row["object"] = json!({
-                        "kind": "PartialObjectMetadata",
-                        "apiVersion": "meta.k8s.io/v1",
-                        "metadata": object.get("metadata").cloned().unwrap_or(json!({})),
-                    });
-                }
-            }
-            row
-        })
-        .collect();
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": list_metadata.clone(),
-        "columnDefinitions": columns,
-        "rows": rows,
-    })
+        .collect()
+}
+
+/// One Table row of `object` (consumed: the row may carry it).
+pub fn row(def: &ResourceDef, mut object: Value, include: IncludeObject, now: i64) -> Value {
+    let strategy = strategy_for(&def.group, &def.kind);
+    let mut row = json!({"cells": strategy.row(&object, now)});
+    let conditions = strategy.row_conditions(&object);
+    if !conditions.is_empty() {
+        row["conditions"] = Value::Array(conditions);
+    }
+    match include {
+        IncludeObject::None => {}
+        IncludeObject::Object => row["object"] = object,
+        IncludeObject::Metadata => {
+            let metadata = object
+                .get_mut("metadata")
+                .map(Value::take)
+                .unwrap_or(json!({}));
+            row["object"] = json!({
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": metadata,
+            });
+        }
+    }
+    row
 }
 
 #[cfg(test)]

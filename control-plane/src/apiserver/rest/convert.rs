@@ -11,6 +11,8 @@
 use serde_json::{Map, Value, json};
 
 use crate::apiserver::catalog::ResourceDef;
+use crate::apiserver::errors::ApiError;
+use crate::storage::KeyValue;
 
 /// core/v1 field ↔ events.k8s.io/v1 field, for the fields that are renamed.
 const EVENT_FIELDS: &[(&str, &str)] = &[
@@ -44,6 +46,17 @@ pub fn served(def: &ResourceDef, object: Value) -> Value {
     } else {
         object
     }
+}
+
+/// A stored key as `def` serves it (LISTs stream stored bytes; this re-encodes only the
+/// objects of a resource that converts).
+pub fn served_kv(def: &ResourceDef, mut kv: KeyValue) -> Result<KeyValue, ApiError> {
+    if !is_events_api(def) {
+        return Ok(kv);
+    }
+    let object = served(def, super::object::decode_stored(&kv)?);
+    kv.value = super::object::encode_for_store(&object);
+    Ok(kv)
 }
 
 /// An object in `def`'s served form, as it is stored.

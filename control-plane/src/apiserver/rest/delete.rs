@@ -152,6 +152,9 @@ impl Registry {
             }
             match self.store().delete(&key, Some(revision)).await {
                 Ok(deleted) => {
+                    if super::is_service(def) {
+                        self.services().release_dropped(&answer, None).await;
+                    }
                     set_resource_version(&mut answer, deleted.mod_revision);
                     return Ok(answer);
                 }

@@ -112,11 +112,17 @@ impl Registry {
             ));
         }
         let result = self
-            .guaranteed_update(&parent, precondition, params.dry_run, |object| {
-                let mut next = object.clone();
-                next["spec"]["replicas"] = json!(replicas);
-                Ok(next)
-            })
+            .guaranteed_update_tracked(
+                &parent,
+                precondition,
+                params.dry_run,
+                super::apply::Tracking::of(params, Some("scale")),
+                |object| {
+                    let mut next = object.clone();
+                    next["spec"]["replicas"] = json!(replicas);
+                    Ok(next)
+                },
+            )
             .await?;
         Ok(WriteResult {
             object: scale_of(&result.object),
