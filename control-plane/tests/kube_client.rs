@@ -2,7 +2,7 @@
 //! client certificate from the generated kubeconfig: `Api::list` with paging and selectors,
 //! reflector stores (list+watch, and streaming lists) that converge after creates, updates and
 //! deletes, merge and strategic merge patches, delete, and the 410 a watch from a compacted
-//! revision gets. Server-side apply is not covered here yet (it is being built separately).
+//! revision gets; server-side apply (`Patch::Apply`): create, conflict between managers, force.
 
 mod support;
 
@@ -289,4 +289,107 @@ async fn kube_rs_lists_reflects_patches_and_deletes() {
     want.insert("later".into(), "1".into());
     converges(&listed, &want, "after compaction (list+watch)").await;
     converges(&streamed, &want, "after compaction (streaming)").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_rs_server_side_apply_creates_conflicts_and_forces() {
+    let server = TestApiServer::start().await;
+    let client = client(&server).await;
+    let deployments: Api<Deployment> = Api::namespaced(client, "default");
+    let desired = |replicas: i32, image: &str| {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "applied"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "applied"}},
+                "template": {"metadata": {"labels": {"app": "applied"}},
+                    "spec": {"containers": [{"name": "app", "image": image}]}}}
+        })
+    };
+    // Apply creates, and records the manager as the owner of what it applied.
+    let created = deployments
+        .patch(
+            "applied",
+            &PatchParams::apply("rust-operator"),
+            &Patch::Apply(desired(2, "app:1")),
+        )
+        .await
+        .expect("apply creates");
+    assert_eq!(created.spec.as_ref().and_then(|s| s.replicas), Some(2));
+    let managers: Vec<(String, String)> = created
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| {
+            (
+                m.manager.unwrap_or_default(),
+                m.operation.unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        managers,
+        [("rust-operator".to_string(), "Apply".to_string())]
+    );
+    // Another manager changing an owned field conflicts ...
+    let conflict = deployments
+        .patch(
+            "applied",
+            &PatchParams::apply("someone-else"),
+            &Patch::Apply(desired(5, "app:1")),
+        )
+        .await
+        .expect_err("a conflicting apply is refused");
+    match conflict {
+        kube::Error::Api(status) => {
+            assert_eq!(status.code, 409, "{status:?}");
+            assert!(
+                status.message.contains("conflict with \"rust-operator\"")
+                    && status.message.contains(".spec.replicas"),
+                "{}",
+                status.message
+            );
+        }
+        other => panic!("expected a 409, got {other:?}"),
+    }
+    // ... until it forces, and takes the field over.
+    let forced = deployments
+        .patch(
+            "applied",
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(desired(5, "app:1")),
+        )
+        .await
+        .expect("a forced apply wins");
+    assert_eq!(forced.spec.as_ref().and_then(|s| s.replicas), Some(5));
+    // The first manager re-applying without replicas leaves them to their new owner; the
+    // image both applied stays shared (changing it now would conflict with "someone-else").
+    let again = deployments
+        .patch(
+            "applied",
+            &PatchParams::apply("rust-operator"),
+            &Patch::Apply(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "applied"},
+                "spec": {"selector": {"matchLabels": {"app": "applied"}},
+                    "template": {"metadata": {"labels": {"app": "applied"}},
+                        "spec": {"containers": [{"name": "app", "image": "app:1"}]}}}
+            })),
+        )
+        .await
+        .expect("re-apply");
+    assert_eq!(again.spec.as_ref().and_then(|s| s.replicas), Some(5));
+    let owners_of_replicas: Vec<String> = again
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.pointer("/f:spec/f:replicas").is_some())
+        })
+        .filter_map(|m| m.manager)
+        .collect();
+    assert_eq!(owners_of_replicas, ["someone-else"]);
 }
