@@ -343,3 +343,72 @@ async fn a_manifest_broken_across_a_restart_keeps_its_pod_running() -> anyhow::R
     );
     Ok(())
 }
+
+fn sleeper_manifest(name: &str, cpu_request: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: sleep
+    image: localhost/kwk/busybox:1
+    command: ["/bin/sleep", "3600"]
+    resources:
+      requests: {{cpu: {cpu_request}}}
+"#
+    )
+}
+
+/// The burstable QoS cgroup's CPU share as the kernel holds it: `cpu.shares` (v1) or
+/// `cpu.weight` (v2).
+fn burstable_cpu(cgroup_root: &str) -> Option<String> {
+    let path = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        format!("/sys/fs/cgroup{cgroup_root}/kubepods/burstable/cpu.weight")
+    } else {
+        format!("/sys/fs/cgroup/cpu{cgroup_root}/kubepods/burstable/cpu.shares")
+    };
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_burstable_cgroup_gets_the_sum_of_its_pods_cpu_requests() -> anyhow::Result<()> {
+    if !privileged_tests_enabled() {
+        return Ok(());
+    }
+    let containerd = TestContainerd::start().await?;
+    let node = TestNode::start(&containerd, Path::new(BIN)).await?;
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    // shares = milliCPU * 1024 / 1000; v2 weight = 1 + (shares - 2) * 9999 / 262142.
+    let (both, one) = if v2 { ("12", "4") } else { ("307", "102") };
+    let running = |p: &Value| p["status"]["phase"] == "Running";
+    node.write_manifest("a.yaml", &sleeper_manifest("a", "100m"))?;
+    node.write_manifest("b.yaml", &sleeper_manifest("b", "200m"))?;
+    for pod in ["a", "b"] {
+        node.wait_pod(
+            &format!("{pod}-{}", node.node_name),
+            WAIT,
+            "the pod to run",
+            running,
+        )
+        .await?;
+    }
+    let root = containerd.cgroup_root().to_string();
+    wait_for(Duration::from_secs(5), "burstable shares of 300m", || {
+        std::future::ready(burstable_cpu(&root).as_deref() == Some(both))
+    })
+    .await
+    .map_err(|e| e.context(format!("{:?}", burstable_cpu(&root))))?;
+
+    node.remove_manifest("b.yaml")?;
+    wait_for(WAIT, "burstable shares of 100m", || {
+        std::future::ready(burstable_cpu(&root).as_deref() == Some(one))
+    })
+    .await
+    .map_err(|e| e.context(format!("{:?} {}", burstable_cpu(&root), node.log_tail())))?;
+    Ok(())
+}

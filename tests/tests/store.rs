@@ -361,6 +361,8 @@ async fn kubectl_through_the_apiserver_lands_in_etcd() {
                 serving_hosts: Vec::new(),
                 token_file: None,
                 store: etcd.store("").await.expect("connecting to etcd"),
+                service_ranges: Default::default(),
+                advertise_address: None,
             })
             .await
             .expect("starting the apiserver")

@@ -174,6 +174,14 @@ impl PodSetup for NodeSetup {
         (!message.is_empty()).then_some(message)
     }
 
+    /// The burstable QoS cgroup's CPU weight follows the sum of its pods' requests, as the
+    /// kubelet's QoS container manager does.
+    fn active_pods_changed(&self, pods: &[&Pod]) {
+        if let Err(err) = self.cgroups.update_qos_shares(pods) {
+            tracing::warn!(%err, "updating the QoS cgroups' CPU shares");
+        }
+    }
+
     async fn cleanup(&self, pod: &Pod) -> Result<(), RuntimeError> {
         let uid = spec::uid(pod);
         self.cgroups

@@ -41,6 +41,9 @@ pub trait PodSetup: Send + Sync + 'static {
 
     /// Removes the pod's cgroup, volumes and (after a retention) logs.
     fn cleanup(&self, pod: &Pod) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// See [`PodRuntime::active_pods_changed`].
+    fn active_pods_changed(&self, _pods: &[&Pod]) {}
 }
 
 /// What is known about a container instance about to be created.
@@ -343,6 +346,10 @@ impl<S: PodSetup> PodRuntime for CriPodRuntime<S> {
 
     async fn cleanup(&self, pod: &Pod) -> Result<(), RuntimeError> {
         self.setup.cleanup(pod).await
+    }
+
+    fn active_pods_changed(&self, pods: &[&Pod]) {
+        self.setup.active_pods_changed(pods);
     }
 
     async fn relist(&self) -> Result<Relist, RuntimeError> {

@@ -20,6 +20,8 @@ struct State {
     pods: BTreeMap<String, (PodRecordMeta, ObservedPod)>,
     actions: Vec<(String, Action)>,
     cleaned: Vec<String>,
+    /// Each `active_pods_changed` call: the UIDs reported, sorted.
+    active_reports: Vec<Vec<String>>,
     next_id: u64,
 }
 
@@ -73,6 +75,11 @@ impl FakeRuntime {
 
     pub(crate) fn cleaned(&self) -> Vec<String> {
         self.with(|s| s.cleaned.clone())
+    }
+
+    /// Every set of active pod UIDs reported to the runtime, in order.
+    pub(crate) fn active_reports(&self) -> Vec<Vec<String>> {
+        self.with(|s| s.active_reports.clone())
     }
 }
 
@@ -187,6 +194,12 @@ impl PodRuntime for FakeRuntime {
     async fn cleanup(&self, pod: &Pod) -> Result<(), RuntimeError> {
         self.with(|s| s.cleaned.push(spec::uid(pod).to_string()));
         Ok(())
+    }
+
+    fn active_pods_changed(&self, pods: &[&Pod]) {
+        let mut uids: Vec<String> = pods.iter().map(|p| spec::uid(p).to_string()).collect();
+        uids.sort();
+        self.with(|s| s.active_reports.push(uids));
     }
 
     async fn relist(&self) -> Result<Relist, RuntimeError> {

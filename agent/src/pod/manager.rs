@@ -35,6 +35,9 @@ pub struct PodManager<R> {
     rejected: BTreeSet<String>,
     max_pods: usize,
     tracker: TaskTracker,
+    /// The active pods last reported to the runtime (UID → the pod's `Arc` address, so an
+    /// updated spec counts as a change).
+    reported_active: BTreeMap<String, usize>,
 }
 
 impl<R: PodRuntime + Clone> PodManager<R> {
@@ -50,6 +53,7 @@ impl<R: PodRuntime + Clone> PodManager<R> {
             rejected: BTreeSet::new(),
             max_pods,
             tracker: TaskTracker::new(),
+            reported_active: BTreeMap::new(),
         }
     }
 
@@ -181,6 +185,31 @@ impl<R: PodRuntime + Clone> PodManager<R> {
             let handle = self.spawn(Desired::Run(pod.clone()), cancel, done);
             self.workers.insert(uid.clone(), handle);
         }
+        self.report_active_pods();
+    }
+
+    /// Tells the runtime the pods to run (workers syncing them), when that set changed. The
+    /// workers just spawned have not created anything yet, so node-wide settings are in place
+    /// before their pods start.
+    fn report_active_pods(&mut self) {
+        let active: Vec<Arc<Pod>> = self
+            .workers
+            .values()
+            .filter_map(|w| match w.desired() {
+                Desired::Run(pod) => Some(pod),
+                Desired::Terminate(_) => None,
+            })
+            .collect();
+        let key: BTreeMap<String, usize> = active
+            .iter()
+            .map(|pod| (spec::uid(pod).to_string(), Arc::as_ptr(pod) as usize))
+            .collect();
+        if key == self.reported_active {
+            return;
+        }
+        let pods: Vec<&Pod> = active.iter().map(|pod| pod.as_ref()).collect();
+        self.runtime.active_pods_changed(&pods);
+        self.reported_active = key;
     }
 
     fn terminate_orphan(

@@ -257,3 +257,29 @@ async fn pods_beyond_max_pods_are_rejected_until_there_is_room() {
     assert_eq!(h.phase("c").as_deref(), Some("Running"));
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_runtime_hears_of_each_change_of_the_active_pods_before_they_start() {
+    let h = start(FakeRuntime::new());
+    let (a, b) = (pod("a", "a", "sleep"), pod("b", "b", "sleep"));
+    h.set(&[&a]);
+    settle(3).await;
+    h.set(&[&a, &b]);
+    settle(3).await;
+    // The same set again (a no-op for the sources) is not reported twice.
+    h.set(&[&a, &b]);
+    settle(1).await;
+    h.set(&[&b]);
+    settle(3).await;
+    let reports = h.runtime.active_reports();
+    assert_eq!(
+        reports,
+        vec![
+            vec!["a".to_string()],
+            vec!["a".to_string(), "b".to_string()],
+            vec!["b".to_string()],
+        ],
+        "{reports:?}"
+    );
+    h.stop().await;
+}

@@ -70,6 +70,11 @@ pub trait PodRuntime: Send + Sync + 'static {
 
     /// The clock (nanoseconds since the epoch), injectable for tests.
     fn now(&self) -> UnixNanos;
+
+    /// The pods that are to run on this node changed (the kubelet's active pods): node-wide
+    /// settings that depend on all of them, such as the QoS cgroups' CPU shares, follow.
+    /// Called before new pods' workers start; errors are the runtime's to log.
+    fn active_pods_changed(&self, _pods: &[&Pod]) {}
 }
 
 impl<R: PodRuntime> PodRuntime for Arc<R> {
@@ -97,5 +102,9 @@ impl<R: PodRuntime> PodRuntime for Arc<R> {
 
     fn now(&self) -> UnixNanos {
         (**self).now()
+    }
+
+    fn active_pods_changed(&self, pods: &[&Pod]) {
+        (**self).active_pods_changed(pods)
     }
 }

@@ -306,7 +306,7 @@ fn builtin_rows() -> Vec<Row> {
         // discovery.k8s.io/v1
         row!("discovery.k8s.io", "v1", EndpointSlice => disc::EndpointSlice, "endpointslices", NS, &[], &[], &[], &[], None),
         // events.k8s.io/v1
-        row!("events.k8s.io", "v1", Event => events::Event, "events", NS, &["ev"], &[], &[], &[], Some("events.k8s.io/events")),
+        row!("events.k8s.io", "v1", Event => events::Event, "events", NS, &["ev"], &[], &[], &[], None),
         // networking.k8s.io/v1
         row!("networking.k8s.io", "v1", IngressClass => net::IngressClass, "ingressclasses", CLUSTER, &[], &[], &[], &[], None),
         row!("networking.k8s.io", "v1", Ingress => net::Ingress, "ingresses", NS, &["ing"], &[], &[], &["status"], Some("ingress")),

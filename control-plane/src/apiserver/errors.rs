@@ -103,6 +103,9 @@ pub struct Details {
     pub kind: Option<String>,
     pub causes: Vec<Cause>,
     pub retry_after_seconds: Option<u32>,
+    /// The Status's `metadata.continue` (a 410 for an expired continue token carries one
+    /// that continues at the latest revision).
+    pub list_continue: Option<String>,
 }
 
 /// `pods` or `deployments.apps`, as upstream names a resource in messages.
@@ -171,7 +174,8 @@ impl ApiError {
         )
     }
 
-    /// `Kind "name" is invalid: [field: message, ...]`.
+    /// `Kind.group "name" is invalid: [field: message, ...]` (upstream names the kind with its
+    /// group, e.g. `Deployment.apps`, `ListOptions.meta.k8s.io`).
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
         let summaries: Vec<String> = causes.iter().map(Cause::summary).collect();
         let list = if summaries.len() == 1 {
@@ -182,7 +186,7 @@ impl ApiError {
         let mut error = Self::new(
             422,
             "Invalid",
-            format!("{kind} \"{name}\" is invalid: {list}"),
+            format!("{} \"{name}\" is invalid: {list}", qualified(group, kind)),
         )
         .about(group, kind, name);
         error.details.causes = causes;
@@ -282,7 +286,13 @@ impl ApiError {
             let causes: Vec<Value> = d
                 .causes
                 .iter()
-                .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                .map(|c| {
+                    let mut cause = json!({"reason": c.reason, "message": c.message});
+                    if !c.field.is_empty() {
+                        cause["field"] = json!(c.field);
+                    }
+                    cause
+                })
                 .collect();
             details.insert("causes".into(), Value::Array(causes));
         }
@@ -291,6 +301,9 @@ impl ApiError {
         }
         if !details.is_empty() {
             status["details"] = Value::Object(details);
+        }
+        if let Some(token) = &d.list_continue {
+            status["metadata"]["continue"] = json!(token);
         }
         status
     }
@@ -326,6 +339,11 @@ mod tests {
         assert_eq!(
             invalid.to_status()["details"]["causes"][0]["reason"],
             "FieldValueRequired"
+        );
+        let grouped = ApiError::invalid("apps", "Deployment", "web", vec![Cause::required("spec")]);
+        assert_eq!(
+            grouped.message,
+            "Deployment.apps \"web\" is invalid: spec: Required value"
         );
     }
 }

@@ -85,6 +85,14 @@ impl ApiHandler {
                 return error_response(&ApiError::unauthorized());
             }
         };
+        let user = match super::impersonation::impersonate(
+            self.authorizer.as_ref(),
+            user,
+            request.headers(),
+        ) {
+            Ok(user) => user,
+            Err(e) => return error_response(&e),
+        };
         let Some(info) = request::parse(&method, &path, &query) else {
             return error_response(&ApiError::page_not_found());
         };
@@ -151,7 +159,7 @@ impl ApiHandler {
             }
             p if p.starts_with("/openapi/v3/") => {
                 let docs = super::openapi::documents(&self.registry.catalog());
-                match docs.get(&p["/openapi/v3/".len()..]) {
+                match docs.get(&p["/openapi/v3/".len()..]).map(|d| &**d) {
                     Some((doc, hash)) => {
                         let mut response = json_response(StatusCode::OK, doc);
                         if let Ok(v) = http::HeaderValue::from_str(&format!("\"{hash}\"")) {
@@ -241,20 +249,26 @@ fn attributes_of(info: &RequestInfo, method: &Method) -> Attributes {
     }
 }
 
-fn forbidden(user: &UserInfo, a: &Attributes, reason: &str) -> ApiError {
+/// The 403 of a denied request (upstream's `responsewriters.Forbidden`).
+pub(crate) fn forbidden(user: &UserInfo, a: &Attributes, reason: &str) -> ApiError {
     let mut message = if a.resource_request {
         let resource = if a.subresource.is_empty() {
             a.resource.clone()
         } else {
             format!("{}/{}", a.resource, a.subresource)
         };
+        let object = if a.name.is_empty() {
+            super::errors::qualified(&a.api_group, &a.resource)
+        } else {
+            format!(
+                "{} \"{}\"",
+                super::errors::qualified(&a.api_group, &a.resource),
+                a.name
+            )
+        };
         let mut m = format!(
-            "{} is forbidden: User \"{}\" cannot {} resource \"{}\" in API group \"{}\"",
-            super::errors::qualified(&a.api_group, &a.resource),
-            user.name,
-            a.verb,
-            resource,
-            a.api_group
+            "{object} is forbidden: User \"{}\" cannot {} resource \"{}\" in API group \"{}\"",
+            user.name, a.verb, resource, a.api_group
         );
         if a.namespace.is_empty() {
             m.push_str(" at the cluster scope");

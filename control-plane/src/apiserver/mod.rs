@@ -1,6 +1,7 @@
 //! The Kubernetes API server: HTTPS (rustls) with x509 and token authentication, a pluggable
 //! authorizer, discovery, and the REST verbs over the [`crate::storage::Store`].
 
+pub mod allocator;
 pub mod authn;
 pub mod authz;
 pub mod catalog;
@@ -9,9 +10,14 @@ pub mod discovery;
 pub mod errors;
 pub mod handler;
 pub mod http_util;
+pub mod impersonation;
 pub mod kinds;
+pub mod kubernetes_service;
+pub mod list_http;
+pub mod managed;
 pub mod patch;
 pub mod pki;
+pub mod pod_http;
 pub mod protobuf;
 pub mod protobuf_body;
 pub mod request;
@@ -45,6 +51,11 @@ pub struct ApiServerOptions {
     /// The static token file (`--token-auth-file`).
     pub token_file: Option<PathBuf>,
     pub store: Arc<dyn Store>,
+    /// `--service-cluster-ip-range` and `--service-node-port-range`.
+    pub service_ranges: allocator::ServiceRanges,
+    /// `--advertise-address` (the `kubernetes` Endpoints' address); `None`: the bind address
+    /// if specific, else the host's first non-loopback IPv4 address.
+    pub advertise_address: Option<std::net::IpAddr>,
 }
 
 /// Why the apiserver could not start.
@@ -134,12 +145,21 @@ pub async fn start(options: ApiServerOptions) -> Result<RunningApiServer, StartE
         Some(path) => authn::TokenFile::load(path)?,
         None => authn::TokenFile::default(),
     };
-    let registry = rest::Registry::new(options.store.clone(), catalog::Catalog::builtin());
+    let registry = rest::Registry::new(options.store.clone(), catalog::Catalog::builtin())
+        .with_service_ranges(options.service_ranges);
     bootstrap(&registry).await?;
     // Serve the custom resources of stored CRDs from the first request on.
     crd::controller::reconcile(&registry)
         .await
         .map_err(|e| StartError::Bootstrap(format!("custom resources: {e}")))?;
+    let services = registry.services().clone();
+    if let Err(e) = services.repair(allocator::REPAIR_GRACE).await {
+        tracing::warn!(error = %e, "repairing service allocations");
+    }
+    let advertise = kubernetes_service::advertise_address(options.advertise_address, addr.ip());
+    kubernetes_service::bootstrap(&registry, advertise, addr.port())
+        .await
+        .map_err(|e| StartError::Bootstrap(format!("the kubernetes service: {}", e.message)))?;
     let handler = Arc::new(handler::ApiHandler {
         registry,
         authenticator: authn::Authenticator::new(tokens),
@@ -149,8 +169,10 @@ pub async fn start(options: ApiServerOptions) -> Result<RunningApiServer, StartE
     let stop = CancellationToken::new();
     let controller = tokio::spawn(crd::controller::run(handler.clone(), stop.clone()));
     let serving = server::serve(listener, tls, handler, stop.clone());
+    let repairing = tokio::spawn(services.repair_loop(stop.clone()));
     let task = tokio::spawn(async move {
         serving.await;
+        let _ = repairing.await;
         // The CRD controller stops with the server (it holds the store).
         let _ = controller.await;
     });
@@ -185,3 +207,4 @@ async fn bootstrap(registry: &rest::Registry) -> Result<(), StartError> {
     Ok(())
 }
 pub mod openapi;
+pub mod openapi_schemas;

@@ -1,15 +1,19 @@
 //! OpenAPI v3 (`/openapi/v3` index and one document per group version), generated from the
-//! catalogue. For now each document lists, per resource, the item path with a PATCH
-//! operation carrying `x-kubernetes-group-version-kind` and the `fieldValidation` parameter:
-//! what kubectl and helm look for before they let the server validate (`apply`, `create -f`,
-//! `edit`, `helm install`). Full schemas (for `kubectl explain`) come later.
+//! catalogue. Each document lists, per resource, the item path with a PATCH operation
+//! carrying `x-kubernetes-group-version-kind` and the `fieldValidation` parameter (what
+//! kubectl and helm look for before they let the server validate: `apply`, `create -f`,
+//! `edit`, `helm install`), and `components.schemas` with the group version's kinds and
+//! everything they reference (`openapi_schemas`: for `kubectl explain` and client-side
+//! apply). Documents are generated once per catalogue state and cached.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha512};
 
 use super::catalog::{Catalog, ResourceDef};
+use super::openapi_schemas::{CachedDocument, DocumentCache, ExtraSchemas, schemas_for};
 
 /// The URL path segment of a group version: `api/v1` or `apis/apps/v1`.
 pub fn gv_path(group: &str, version: &str) -> String {
@@ -21,24 +25,57 @@ pub fn gv_path(group: &str, version: &str) -> String {
 }
 
 /// All documents by group-version path, each with its content hash.
-pub fn documents(catalog: &Catalog) -> BTreeMap<String, (Value, String)> {
+pub fn documents(catalog: &Catalog) -> BTreeMap<String, CachedDocument> {
+    documents_with(catalog, &ExtraSchemas::new())
+}
+
+/// [`documents`] with extra schemas per group-version path added to that document (the
+/// hook for custom resources; see [`super::openapi_schemas`]).
+pub fn documents_with(catalog: &Catalog, extra: &ExtraSchemas) -> BTreeMap<String, CachedDocument> {
     let mut docs = BTreeMap::new();
     for (group, versions) in catalog.groups() {
         for version in versions {
-            let mut doc = document(catalog, &group, &version);
-            super::crd::openapi::add_schemas(catalog.resources_of(&group, &version), &mut doc);
-            let hash = hash(&doc);
-            docs.insert(gv_path(&group, &version), (doc, hash));
+            let path = gv_path(&group, &version);
+            let extra = extra.get(&path);
+            let fingerprint = fingerprint(catalog, &group, &version, extra);
+            let doc = DocumentCache::global().get_or_build(&path, fingerprint, || {
+                let mut doc = document(catalog, &group, &version, extra);
+                super::crd::openapi::add_schemas(catalog.resources_of(&group, &version), &mut doc);
+                let hash = hash(&doc);
+                Arc::new((doc, hash))
+            });
+            docs.insert(path, doc);
         }
     }
     docs
 }
 
+/// What a document is generated from: the group version's resources and extra schemas.
+fn fingerprint(
+    catalog: &Catalog,
+    group: &str,
+    version: &str,
+    extra: Option<&serde_json::Map<String, Value>>,
+) -> String {
+    let mut text = String::new();
+    for def in catalog.resources_of(group, version) {
+        text.push_str(&format!(
+            "{}|{}|{}|{:?};",
+            def.plural, def.kind, def.namespaced, def.verbs
+        ));
+    }
+    if let Some(extra) = extra {
+        text.push_str(&serde_json::to_string(extra).unwrap_or_default());
+    }
+    text
+}
+
 /// The `/openapi/v3` index.
-pub fn index(docs: &BTreeMap<String, (Value, String)>) -> Value {
+pub fn index(docs: &BTreeMap<String, CachedDocument>) -> Value {
     let paths: serde_json::Map<String, Value> = docs
         .iter()
-        .map(|(path, (_, hash))| {
+        .map(|(path, doc)| {
+            let hash = &doc.1;
             (
                 path.clone(),
                 json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}),
@@ -53,19 +90,28 @@ fn hash(doc: &Value) -> String {
     hex::encode_upper(digest)
 }
 
-fn document(catalog: &Catalog, group: &str, version: &str) -> Value {
+fn document(
+    catalog: &Catalog,
+    group: &str,
+    version: &str,
+    extra: Option<&serde_json::Map<String, Value>>,
+) -> Value {
     let mut paths = serde_json::Map::new();
     for def in catalog.resources_of(group, version) {
-        if !def.supports("patch") {
-            continue;
+        if def.supports("patch") {
+            paths.insert(item_path(def), json!({"patch": patch_operation(def)}));
+        } else if def.supports("create") {
+            // Create-only kinds (reviews, token requests): a POST names the kind for
+            // `kubectl explain`.
+            let path = item_path(def).trim_end_matches("/{name}").to_string();
+            paths.insert(path, json!({"post": post_operation(def)}));
         }
-        paths.insert(item_path(def), json!({"patch": patch_operation(def)}));
     }
     json!({
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": "v1.33.0"},
         "paths": paths,
-        "components": {"schemas": {}},
+        "components": {"schemas": schemas_for(group, version, extra)},
     })
 }
 
@@ -76,6 +122,15 @@ fn item_path(def: &ResourceDef) -> String {
     } else {
         format!("/{base}/{}/{{name}}", def.plural)
     }
+}
+
+fn post_operation(def: &ResourceDef) -> Value {
+    json!({
+        "operationId": format!("create{}", def.kind),
+        "x-kubernetes-group-version-kind": {"group": def.group, "version": def.version, "kind": def.kind},
+        "x-kubernetes-action": "post",
+        "responses": {"201": {"description": "Created"}},
+    })
 }
 
 fn patch_operation(def: &ResourceDef) -> Value {
@@ -103,7 +158,7 @@ mod tests {
     fn every_patchable_kind_has_a_patch_operation_with_field_validation() {
         let catalog = Catalog::builtin();
         let docs = documents(&catalog);
-        let (apps, hash) = docs.get("apis/apps/v1").expect("apps/v1");
+        let (apps, hash) = &**docs.get("apis/apps/v1").expect("apps/v1");
         let op = &apps["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
         assert_eq!(op["x-kubernetes-group-version-kind"]["kind"], "Deployment");
         assert!(

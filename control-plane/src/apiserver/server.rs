@@ -78,9 +78,16 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    // Connections are tracked so that stopping returns only once they have ended (each is
+    // given a bounded graceful shutdown): nothing holds the store after `serve` returns.
+    let connections = tokio_util::task::TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                connections.close();
+                connections.wait().await;
+                return;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -94,7 +101,7 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let handler = handler.clone();
         let stop = stop.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             serve_connection(acceptor, tcp, peer, handler, stop).await;
         });
     }

@@ -42,52 +42,63 @@ pub fn table(
     include: IncludeObject,
     now: i64,
 ) -> Value {
-    let strategy = def.strategy();
-    let columns: Vec<Value> = match &def.custom {
-        Some(custom) => custom.column_definitions(),
-        None => strategy
-            .columns()
-            .iter()
-            .map(|c| {
-                json!({
-                    "name": c.name,
-                    "type": c.kind,
-                    "format": c.format,
-                    "description": c.description,
-                    "priority": c.priority,
-                })
-            })
-            .collect(),
-    };
     let rows: Vec<Value> = objects
         .iter()
-        .map(|object| {
-            let mut row = json!({"cells": strategy.row(object, now)});
-            let conditions = strategy.row_conditions(object);
-            if !conditions.is_empty() {
-                row["conditions"] = Value::Array(conditions);
-            }
-            match include {
-                IncludeObject::None => {}
-                IncludeObject::Object => row["object"] = object.clone(),
-                IncludeObject::Metadata => {
-                    row["object"] = json!({
-                        "kind": "PartialObjectMetadata",
-                        "apiVersion": "meta.k8s.io/v1",
-                        "metadata": object.get("metadata").cloned().unwrap_or(json!({})),
-                    });
-                }
-            }
-            row
-        })
+        .map(|object| row(def, object.clone(), include, now))
         .collect();
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": list_metadata.clone(),
-        "columnDefinitions": columns,
+        "columnDefinitions": column_definitions(def),
         "rows": rows,
     })
+}
+
+/// The kind's `columnDefinitions`.
+pub fn column_definitions(def: &ResourceDef) -> Vec<Value> {
+    if let Some(custom) = &def.custom {
+        return custom.column_definitions();
+    }
+    def.strategy()
+        .columns()
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "type": c.kind,
+                "format": c.format,
+                "description": c.description,
+                "priority": c.priority,
+            })
+        })
+        .collect()
+}
+
+/// One Table row of `object` (consumed: the row may carry it).
+pub fn row(def: &ResourceDef, mut object: Value, include: IncludeObject, now: i64) -> Value {
+    let strategy = def.strategy();
+    let mut row = json!({"cells": strategy.row(&object, now)});
+    let conditions = strategy.row_conditions(&object);
+    if !conditions.is_empty() {
+        row["conditions"] = Value::Array(conditions);
+    }
+    match include {
+        IncludeObject::None => {}
+        IncludeObject::Object => row["object"] = object,
+        IncludeObject::Metadata => {
+            let metadata = object
+                .get_mut("metadata")
+                .map(Value::take)
+                .unwrap_or(json!({}));
+            row["object"] = json!({
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": metadata,
+            });
+        }
+    }
+    row
 }
 
 #[cfg(test)]

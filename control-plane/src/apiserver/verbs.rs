@@ -60,6 +60,10 @@ where
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(String::from);
+    let user_agent = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
     if target.subresource.as_deref() == Some("scale") {
         return scale(
             handler,
@@ -68,6 +72,7 @@ where
             content_type.as_deref(),
             body,
             &query,
+            user_agent,
         )
         .await
         .unwrap_or_else(|e| error_response(&e));
@@ -86,14 +91,9 @@ where
             .get(&target)
             .await
             .map(|object| respond_object(&target, object, accept, &query, StatusCode::OK, &[])),
-        Verb::List => match list_params(&query) {
-            Ok(params) => handler
-                .registry
-                .list(&target, &params)
-                .await
-                .map(|list| respond_list(&target, &list, accept, &query)),
-            Err(e) => Err(e),
-        },
+        Verb::List => {
+            return super::list_http::serve_list(handler, &target, &query, accept).await;
+        }
         Verb::Watch => {
             return super::watch_http::serve_watch(handler, &target, &query, accept).await;
         }
@@ -101,9 +101,12 @@ where
             super::reviews::create_review(handler, user, &target, ct, &bytes)
                 .map(|object| json_response(StatusCode::CREATED, &object))
         }
-        Verb::Create => create(handler, &target, ct, &bytes, &query, accept).await,
-        Verb::Update => update(handler, &target, ct, &bytes, &query, accept).await,
-        Verb::Patch => patch(handler, &target, ct, &bytes, &query, accept).await,
+        Verb::Create if super::pod_http::handles(&target) => {
+            super::pod_http::create(handler, &target, ct, &bytes, &query).await
+        }
+        Verb::Create => create(handler, &target, ct, &bytes, &query, accept, user_agent).await,
+        Verb::Update => update(handler, &target, ct, &bytes, &query, accept, user_agent).await,
+        Verb::Patch => patch(handler, &target, ct, &bytes, &query, accept, user_agent).await,
         Verb::Delete => match delete_options(ct, &bytes, &query) {
             Ok(options) => handler
                 .registry
@@ -145,24 +148,6 @@ fn respond_object(
     response
 }
 
-fn respond_list(target: &Target, list: &Value, accept: &str, query: &Query) -> Response<Body> {
-    if wants_table(accept) {
-        let items = list["items"].as_array().cloned().unwrap_or_default();
-        json_response(
-            StatusCode::OK,
-            &table(
-                &target.def,
-                &items,
-                &list["metadata"],
-                IncludeObject::parse(query.get("includeObject")),
-                unix_now(),
-            ),
-        )
-    } else {
-        json_response(StatusCode::OK, list)
-    }
-}
-
 /// LIST / WATCH query parameters.
 pub fn list_params(query: &Query) -> Result<ListParams, ApiError> {
     let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or_default())
@@ -190,7 +175,9 @@ pub fn list_params(query: &Query) -> Result<ListParams, ApiError> {
     })
 }
 
-fn write_params(query: &Query) -> Result<WriteParams, ApiError> {
+/// Write options from the query; the User-Agent names the field manager when the query
+/// does not.
+fn write_params(query: &Query, user_agent: Option<&str>) -> Result<WriteParams, ApiError> {
     let dry_run = match query.all("dryRun") {
         [] => false,
         values if values.iter().all(|v| v == "All") => true,
@@ -204,11 +191,22 @@ fn write_params(query: &Query) -> Result<WriteParams, ApiError> {
         dry_run,
         field_manager: query.get("fieldManager").map(String::from),
         field_validation: FieldValidation::parse(query.get("fieldValidation"))?,
+        force: match query.get("force") {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid force value {other:?}: must be true or false"
+                )));
+            }
+        },
+        user_agent: user_agent.map(String::from),
     })
 }
 
 /// Decodes a create/update body: JSON, YAML, or protobuf.
-fn decode_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Value, ApiError> {
+pub(super) fn decode_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Value, ApiError> {
     let media = media_type(content_type);
     if media == "application/vnd.kubernetes.protobuf" {
         return super::protobuf_body::decode(bytes);
@@ -223,9 +221,10 @@ async fn create(
     bytes: &[u8],
     query: &Query,
     accept: &str,
+    user_agent: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
     let body = decode_body(content_type, bytes)?;
-    let params = write_params(query)?;
+    let params = write_params(query, user_agent)?;
     if target.name.is_some() && target.subresource.is_none() {
         return Err(ApiError::method_not_allowed(
             "the server does not allow this method on the requested resource",
@@ -249,9 +248,10 @@ async fn update(
     bytes: &[u8],
     query: &Query,
     accept: &str,
+    user_agent: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
     let body = decode_body(content_type, bytes)?;
-    let params = write_params(query)?;
+    let params = write_params(query, user_agent)?;
     let result = handler.registry.update(target, body, &params).await?;
     let status = if result.created {
         StatusCode::CREATED
@@ -275,9 +275,10 @@ async fn patch(
     bytes: &[u8],
     query: &Query,
     accept: &str,
+    user_agent: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
-    let params = write_params(query)?;
-    let patch = patch_body(content_type, bytes)?;
+    let params = write_params(query, user_agent)?;
+    let patch = patch_body(content_type, bytes, true)?;
     let result = handler.registry.patch(target, patch, &params).await?;
     let status = if result.created {
         StatusCode::CREATED
@@ -317,6 +318,12 @@ fn delete_options(
             ..options
         };
         DeleteOptions::from_json(&json!({"propagationPolicy": policy}))?;
+    }
+    if let Some(orphan) = query.get("orphanDependents") {
+        options.orphan_dependents =
+            Some(orphan.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid orphanDependents: {orphan:?}"))
+            })?);
     }
     if query.all("dryRun").iter().any(|v| v == "All") {
         options.dry_run = true;
@@ -371,13 +378,14 @@ async fn scale<B>(
     content_type: Option<&str>,
     body: B,
     query: &Query,
+    user_agent: Option<&str>,
 ) -> Result<Response<Body>, ApiError>
 where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let params = write_params(query)?;
+    let params = write_params(query, user_agent)?;
     let result = match request.verb {
         Verb::Get => {
             return Ok(json_response(
@@ -394,7 +402,7 @@ where
         }
         Verb::Patch => {
             let bytes = read_body(body).await?;
-            let patch = patch_body(content_type, &bytes)?;
+            let patch = patch_body(content_type, &bytes, false)?;
             let conflict =
                 || ApiError::modified(&target.def.group, &target.def.plural, target.name());
             handler
@@ -415,12 +423,12 @@ where
     Ok(json_response(StatusCode::OK, &result.object))
 }
 
-/// A PATCH body by its `Content-Type`: JSON, merge and strategic merge patches; server-side
-/// apply (`application/apply-patch+yaml`) is not served yet and gets 415 like any other type.
-fn patch_body(content_type: Option<&str>, bytes: &[u8]) -> Result<Patch, ApiError> {
+/// A PATCH body by its `Content-Type`: JSON, merge and strategic merge patches, and
+/// server-side apply (`application/apply-patch+yaml`) where `apply` is served (not on scale).
+fn patch_body(content_type: Option<&str>, bytes: &[u8], apply: bool) -> Result<Patch, ApiError> {
     let media = media_type(content_type);
     match PatchType::from_content_type(&media) {
-        Some(patch_type) if patch_type != PatchType::Apply => Ok(Patch {
+        Some(patch_type) if apply || patch_type != PatchType::Apply => Ok(Patch {
             patch_type,
             body: bytes.to_vec(),
         }),

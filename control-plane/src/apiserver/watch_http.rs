@@ -20,6 +20,7 @@ use super::handler::ApiHandler;
 use super::http_util::{Body, error_response};
 use super::request::Query;
 use super::rest::Target;
+use super::rest::list_semantics::{invalid_options, validate_watch};
 use super::rest::object::unix_now;
 use super::rest::watch::{WatchItem, WatchParams};
 use super::table::{IncludeObject, table, wants_table};
@@ -27,6 +28,8 @@ use super::verbs::list_params;
 
 /// How often a watch with bookmarks enabled gets one while idle.
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(30);
+/// The last bookmark goes out this long before the watch's timeout.
+const LAST_BOOKMARK_BEFORE_END: Duration = Duration::from_secs(2);
 /// Without `timeoutSeconds`, a watch lasts between this and twice this (as upstream's
 /// `--min-request-timeout`, 30 minutes).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -53,24 +56,20 @@ async fn start(
     let list = list_params(query)?;
     let bookmarks = query.flag("allowWatchBookmarks");
     let send_initial_events = query.flag("sendInitialEvents");
-    if send_initial_events {
-        let mut causes = Vec::new();
-        if list.resource_version_match.as_deref() != Some("NotOlderThan") {
-            causes.push(super::errors::Cause::forbidden(
-                "resourceVersionMatch",
-                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
-            ));
-        }
-        if !bookmarks {
-            causes.push(super::errors::Cause::forbidden(
-                "allowWatchBookmarks",
-                "sendInitialEvents requires setting allowWatchBookmarks to true",
-            ));
-        }
-        if !causes.is_empty() {
-            return Err(ApiError::invalid("meta.k8s.io", "ListOptions", "", causes));
-        }
+    let mut causes = validate_watch(
+        list.resource_version_match.as_deref(),
+        list.continue_token.as_deref(),
+        query
+            .get("sendInitialEvents")
+            .map(|v| v == "true" || v == "1"),
+    );
+    if send_initial_events && !bookmarks {
+        causes.push(super::errors::Cause::forbidden(
+            "allowWatchBookmarks",
+            "sendInitialEvents requires setting allowWatchBookmarks to true",
+        ));
     }
+    invalid_options(causes)?;
     let timeout = match query.get("timeoutSeconds") {
         Some(text) => Duration::from_secs(
             text.parse::<u64>()
@@ -94,12 +93,24 @@ async fn start(
         tokio::pin!(deadline);
         let mut bookmark = tokio::time::interval(BOOKMARK_INTERVAL);
         bookmark.tick().await;
+        // As upstream, a last bookmark shortly before the watch times out, so the client
+        // resumes from the newest revision.
+        let last_bookmark = tokio::time::sleep(timeout.saturating_sub(LAST_BOOKMARK_BEFORE_END));
+        tokio::pin!(last_bookmark);
+        let mut last_bookmark_sent = false;
         let mut revision = 0i64;
         loop {
             let line = tokio::select! {
                 _ = &mut deadline => break,
                 _ = tx.closed() => break,
                 _ = bookmark.tick(), if bookmarks && revision > 0 => {
+                    Some(event_line("BOOKMARK", &bookmark_object(&target, revision, false)))
+                }
+                _ = &mut last_bookmark, if bookmarks
+                    && revision > 0
+                    && !last_bookmark_sent
+                    && timeout > LAST_BOOKMARK_BEFORE_END => {
+                    last_bookmark_sent = true;
                     Some(event_line("BOOKMARK", &bookmark_object(&target, revision, false)))
                 }
                 item = stream.next() => match item {

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use kwk_control_plane::apiserver::allocator::{ServiceRanges, parse_port_range};
+use kwk_control_plane::apiserver::kinds::service_alloc::Cidr;
 use kwk_control_plane::apiserver::{self, ApiServerOptions};
 use kwk_control_plane::storage::Store;
 use kwk_control_plane::storage::embedded::{EmbeddedOptions, EmbeddedStore};
@@ -152,6 +154,14 @@ async fn open_store(backend: StorageBackend, flags: StorageFlags) -> anyhow::Res
     }
 }
 
+fn parse_cidr(text: &str) -> Result<Cidr, String> {
+    Cidr::parse(text).ok_or_else(|| format!("{text:?} is not a CIDR (e.g. 10.96.0.0/12)"))
+}
+
+fn parse_ports(text: &str) -> Result<(i32, i32), String> {
+    parse_port_range(text).ok_or_else(|| format!("{text:?} is not a port range (e.g. 30000-32767)"))
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// The Kubernetes API server.
@@ -177,6 +187,16 @@ enum Command {
         /// Where objects are stored.
         #[arg(long, value_enum, default_value_t = StorageBackend::Embedded)]
         storage_backend: StorageBackend,
+        /// CIDR from which Service cluster IPs are allocated.
+        #[arg(long, default_value = "10.96.0.0/12", value_parser = parse_cidr)]
+        service_cluster_ip_range: Cidr,
+        /// Port range for NodePort Services (`low-high`, inclusive).
+        #[arg(long, default_value = "30000-32767", value_parser = parse_ports)]
+        service_node_port_range: (i32, i32),
+        /// Address advertised in the `kubernetes` Endpoints (default: the bind address if
+        /// specific, else the host's first non-loopback IPv4 address).
+        #[arg(long)]
+        advertise_address: Option<std::net::IpAddr>,
         #[command(flatten)]
         storage: StorageFlags,
     },
@@ -204,6 +224,9 @@ async fn main() -> anyhow::Result<()> {
             token_auth_file,
             storage_backend,
             storage,
+            service_cluster_ip_range,
+            service_node_port_range,
+            advertise_address,
         } => {
             let opened = open_store(storage_backend, storage).await?;
             let store = opened.shared();
@@ -214,6 +237,11 @@ async fn main() -> anyhow::Result<()> {
                 serving_hosts: tls_san,
                 token_file: token_auth_file,
                 store,
+                service_ranges: ServiceRanges {
+                    cluster_ip_range: service_cluster_ip_range,
+                    node_port_range: service_node_port_range,
+                },
+                advertise_address,
             })
             .await
             .context("starting the apiserver")?;

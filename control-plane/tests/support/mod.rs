@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
+use kwk_control_plane::apiserver::allocator::ServiceRanges;
 use kwk_control_plane::apiserver::{self, ApiServerOptions, RunningApiServer};
 use kwk_control_plane::storage::Store;
 use kwk_control_plane::storage::embedded::{EmbeddedOptions, EmbeddedStore};
@@ -19,6 +20,8 @@ pub struct TestApiServer {
     pub addr: SocketAddr,
     /// The embedded store in `dir/db`, when the server runs on one (see [`Self::restart`]).
     embedded: Option<Arc<EmbeddedStore>>,
+    /// The service ranges (kept across [`Self::restart`]).
+    ranges: ServiceRanges,
 }
 
 /// The kubectl binary: `$KUBECTL`, else `.ci/bin/kubectl` of this checkout.
@@ -45,6 +48,7 @@ impl TestApiServer {
             None,
             tokens,
             "127.0.0.1:0".parse().expect("addr"),
+            ServiceRanges::default(),
         )
         .await
     }
@@ -55,6 +59,7 @@ impl TestApiServer {
         embedded: Option<Arc<EmbeddedStore>>,
         tokens: &str,
         bind: SocketAddr,
+        ranges: ServiceRanges,
     ) -> Self {
         let token_file = dir.path().join("tokens.csv");
         std::fs::write(&token_file, tokens).expect("write tokens");
@@ -65,6 +70,8 @@ impl TestApiServer {
             serving_hosts: Vec::new(),
             token_file: Some(token_file),
             store,
+            service_ranges: ranges,
+            advertise_address: None,
         })
         .await
         .expect("start apiserver");
@@ -74,11 +81,17 @@ impl TestApiServer {
             server: Some(server),
             addr,
             embedded,
+            ranges,
         }
     }
 
     /// An apiserver on the embedded store (what `kwk-control-plane apiserver` runs by default).
     pub async fn start() -> Self {
+        Self::start_with_ranges(ServiceRanges::default()).await
+    }
+
+    /// [`Self::start`] allocating Service addresses and node ports from `ranges`.
+    pub async fn start_with_ranges(ranges: ServiceRanges) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(
             EmbeddedStore::open(&dir.path().join("db"), EmbeddedOptions::default())
@@ -86,7 +99,7 @@ impl TestApiServer {
                 .expect("open the embedded store"),
         );
         let bind = "127.0.0.1:0".parse().expect("addr");
-        Self::start_in(dir, store.clone(), Some(store), "", bind).await
+        Self::start_in(dir, store.clone(), Some(store), "", bind, ranges).await
     }
 
     /// Stops the server, closes its embedded store and starts both again on the same
@@ -98,18 +111,28 @@ impl TestApiServer {
             .embedded
             .take()
             .expect("restart needs the embedded store");
-        Arc::try_unwrap(store)
-            .unwrap_or_else(|_| panic!("the embedded store is still in use after shutdown"))
-            .close()
-            .await
-            .expect("close the embedded store");
+        // Request tasks a connection spawned (HTTP/2 streams) may take a moment to drop their
+        // handle after the connection has gone.
+        let mut store = store;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let store = loop {
+            match Arc::try_unwrap(store) {
+                Ok(store) => break store,
+                Err(shared) if std::time::Instant::now() < deadline => {
+                    store = shared;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(_) => panic!("the embedded store is still in use 10 s after shutdown"),
+            }
+        };
+        store.close().await.expect("close the embedded store");
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
         let store = Arc::new(
             EmbeddedStore::open(&dir.path().join("db"), EmbeddedOptions::default())
                 .await
                 .expect("reopen the embedded store"),
         );
-        Self::start_in(dir, store.clone(), Some(store), "", self.addr).await
+        Self::start_in(dir, store.clone(), Some(store), "", self.addr, self.ranges).await
     }
 
     pub fn kubeconfig(&self) -> PathBuf {

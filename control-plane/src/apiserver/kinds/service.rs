@@ -611,6 +611,7 @@ impl KindStrategy for ServiceStrategy {
     }
 
     fn prepare_for_update(&self, object: &mut Value, old: &Value) {
+        super::service_alloc::drop_type_dependent_fields(object, old);
         if let Some(old) = typed::<Service>(old) {
             with_typed::<Service>(object, |new| patch_allocated_values(new, &old));
         }

@@ -125,6 +125,75 @@ pub fn held_node_ports(svc: &Value) -> BTreeSet<i32> {
     ports
 }
 
+/// Upstream's `dropTypeDependentFields`: after a type change, the values the old type needed
+/// and the new one does not are cleared when the client left them as they were (so
+/// `kubectl patch -p '{"spec":{"type":"ClusterIP"}}'` on a NodePort Service drops its node
+/// ports instead of failing validation, and they are released).
+pub fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
+    let same = |new: &Value, p: &str| new.pointer(p) == old.pointer(p);
+    let needs_ip = |v: &Value| s(v, "/spec/type") != "ExternalName";
+    let needs_ports = |v: &Value| matches!(s(v, "/spec/type"), "NodePort" | "LoadBalancer");
+    let needs_hc = |v: &Value| {
+        s(v, "/spec/type") == "LoadBalancer" && s(v, "/spec/externalTrafficPolicy") == "Local"
+    };
+    let external = |v: &Value| {
+        matches!(s(v, "/spec/type"), "NodePort" | "LoadBalancer")
+            || !arr(v, "/spec/externalIPs").is_empty()
+    };
+    let node_ports = |v: &Value| -> Vec<i64> {
+        arr(v, "/spec/ports")
+            .iter()
+            .map(|p| int(p, "/nodePort"))
+            .collect()
+    };
+    let mut drop = Vec::new();
+    if needs_ip(old) && !needs_ip(new) {
+        if same(new, "/spec/clusterIP") && same(new, "/spec/clusterIPs") {
+            drop.extend(["clusterIP", "clusterIPs"]);
+        }
+        for f in ["ipFamilies", "ipFamilyPolicy"] {
+            if same(new, &format!("/spec/{f}")) {
+                drop.push(f);
+            }
+        }
+    }
+    if needs_hc(old) && !needs_hc(new) && same(new, "/spec/healthCheckNodePort") {
+        drop.push("healthCheckNodePort");
+    }
+    if s(old, "/spec/type") == "LoadBalancer"
+        && s(new, "/spec/type") != "LoadBalancer"
+        && same(new, "/spec/allocateLoadBalancerNodePorts")
+    {
+        drop.push("allocateLoadBalancerNodePorts");
+    }
+    if external(old) && !external(new) && same(new, "/spec/externalTrafficPolicy") {
+        drop.push("externalTrafficPolicy");
+    }
+    let clear_ports = needs_ports(old)
+        && !needs_ports(new)
+        && node_ports(new)
+            .iter()
+            .all(|p| *p == 0 || node_ports(old).contains(p));
+    let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for f in drop {
+        spec.remove(f);
+    }
+    if clear_ports {
+        for port in spec
+            .get_mut("ports")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(p) = port.as_object_mut() {
+                p.remove("nodePort");
+            }
+        }
+    }
+}
+
 /// The first free port of `range` at or after `start` (wrapping), or `None` when full.
 pub fn free_port(range: (i32, i32), used: &BTreeSet<i32>, start: i32) -> Option<i32> {
     let (lo, hi) = range;
@@ -253,6 +322,32 @@ mod tests {
         );
         let headless = json!({"spec": {"type": "ClusterIP", "clusterIP": "None"}});
         assert_eq!(cluster_ip_request(&headless), ClusterIpRequest::NotNeeded);
+    }
+
+    #[test]
+    fn type_changes_drop_what_the_old_type_needed() {
+        let old = json!({"spec": {"type": "NodePort", "clusterIP": "10.96.0.5",
+            "clusterIPs": ["10.96.0.5"], "externalTrafficPolicy": "Cluster",
+            "ports": [{"port": 80, "nodePort": 30080}]}});
+        let mut to_cluster_ip = old.clone();
+        to_cluster_ip["spec"]["type"] = json!("ClusterIP");
+        drop_type_dependent_fields(&mut to_cluster_ip, &old);
+        assert_eq!(
+            to_cluster_ip,
+            json!({"spec": {"type": "ClusterIP", "clusterIP": "10.96.0.5",
+                "clusterIPs": ["10.96.0.5"], "ports": [{"port": 80}]}})
+        );
+        let mut to_external = old.clone();
+        to_external["spec"]["type"] = json!("ExternalName");
+        drop_type_dependent_fields(&mut to_external, &old);
+        assert_eq!(to_external["spec"].get("clusterIP"), None);
+        assert_eq!(to_external["spec"].get("clusterIPs"), None);
+        // A changed node port is the client's: kept (and validation refuses it).
+        let mut changed = old.clone();
+        changed["spec"]["type"] = json!("ClusterIP");
+        changed["spec"]["ports"][0]["nodePort"] = json!(30081);
+        drop_type_dependent_fields(&mut changed, &old);
+        assert_eq!(changed["spec"]["ports"][0]["nodePort"], 30081);
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! | `application/strategic-merge-patch+json` | [`apply_strategic_merge_patch`] | upstream `strategicpatch` (see [`strategic`]), driven by [`schema`] metadata |
 //!
 //! [`apply_patch`] dispatches on [`PatchType`]. Server-side apply
-//! (`application/apply-patch+yaml`) is not applied here; it builds on the same [`schema`]
-//! metadata (list types and map keys).
+//! (`application/apply-patch+yaml`) is not applied here but in
+//! [`crate::apiserver::managed`], on the same [`schema`] metadata (list types and map keys).
 //!
 //! Strategic merge patch needs the merge metadata of every field: [`builtin`] builds it for the
 //! built-in kinds from the `k8s-openapi` schemas plus a generated table of the extensions

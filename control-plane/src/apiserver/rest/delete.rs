@@ -1,11 +1,14 @@
-//! DELETE: preconditions, finalizers and propagation policy. An object with finalizers (or a
-//! `Foreground`/`Orphan` deletion, which adds its finalizer) gets a `deletionTimestamp` and
-//! stays until the finalizers are removed; anything else is removed at once. Pods bound to
-//! a node are deleted gracefully: the kubelet finishes the deletion.
+//! DELETE: DeleteOptions (body and query), preconditions, and carrying out the
+//! [`delete_plan`](super::delete_plan) decision with compare-and-swap. An object with
+//! finalizers (or a `Foreground`/`Orphan` deletion, which adds its finalizer) gets a
+//! `deletionTimestamp` and stays until the finalizers are removed; pods bound to a node are
+//! deleted gracefully (the kubelet finishes with grace 0); namespaces turn `Terminating`
+//! and stay while `spec.finalizers` is non-empty; anything else is removed at once.
 
 use serde_json::{Value, json};
 
-use super::object::{decode_stored, finalizers, meta_mut, now_rfc3339, set_resource_version};
+use super::delete_plan::{Graceful, IMMORTAL_NAMESPACES, Plan, plan_delete, plan_namespace_delete};
+use super::object::{decode_stored, encode_for_store, set_resource_version, unix_now};
 use super::{Registry, Target, store_error};
 use crate::apiserver::errors::ApiError;
 use crate::storage::StoreError;
@@ -44,7 +47,21 @@ impl DeleteOptions {
                 vec![crate::apiserver::errors::Cause::not_supported(
                     "propagationPolicy",
                     &json!(p),
-                    &["Foreground", "Background", "Orphan"],
+                    &["Foreground", "Background", "Orphan", "nil"],
+                )],
+            ));
+        }
+        if let Some(p) = &policy
+            && body.get("orphanDependents").is_some_and(Value::is_boolean)
+        {
+            return Err(ApiError::invalid(
+                "meta.k8s.io",
+                "DeleteOptions",
+                "",
+                vec![crate::apiserver::errors::Cause::invalid(
+                    "propagationPolicy",
+                    &json!(p),
+                    "orphanDependents and deletionPropagation cannot be both set",
                 )],
             ));
         }
@@ -69,7 +86,9 @@ impl DeleteOptions {
 }
 
 impl Registry {
-    /// DELETE one object; returns it (with `deletionTimestamp` if it lingers).
+    /// DELETE one object; returns it (with `deletionTimestamp` if it lingers). The decision
+    /// is [`plan_delete`] (or [`plan_namespace_delete`]) on the stored object, written with
+    /// compare-and-swap and retried on a concurrent change.
     pub async fn delete(
         &self,
         target: &Target,
@@ -77,6 +96,18 @@ impl Registry {
     ) -> Result<Value, ApiError> {
         let def = &target.def;
         let key = target.key();
+        let namespace_kind = def.group.is_empty() && def.plural == "namespaces";
+        if namespace_kind && IMMORTAL_NAMESPACES.contains(&target.name()) {
+            return Err(ApiError::forbidden(format!(
+                "namespaces \"{}\" is forbidden: this namespace may not be deleted",
+                target.name()
+            )));
+        }
+        let graceful = if def.group.is_empty() && def.plural == "pods" {
+            Graceful::Pod
+        } else {
+            Graceful::No
+        };
         for _ in 0..16 {
             let kv = self
                 .store()
@@ -84,118 +115,52 @@ impl Registry {
                 .await
                 .map_err(|e| store_error(target, e))?
                 .ok_or_else(|| target.not_found())?;
-            let current = decode_stored(&kv)?;
-            if let Some(uid) = &options.precondition_uid
-                && current.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
-            {
-                return Err(ApiError::conflict(
-                    &def.group,
-                    &def.plural,
-                    target.name(),
-                    &format!(
-                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                        current
-                            .pointer("/metadata/uid")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                    ),
-                ));
-            }
-            if let Some(rv) = &options.precondition_resource_version
-                && *rv != kv.mod_revision.to_string()
-            {
-                return Err(ApiError::conflict(
-                    &def.group,
-                    &def.plural,
-                    target.name(),
-                    &format!(
-                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                        kv.mod_revision
-                    ),
-                ));
-            }
-            let mut next = current.clone();
-            let mut lingering = !finalizers(&current).is_empty();
-            let policy =
-                options
-                    .propagation_policy
-                    .as_deref()
-                    .or(match options.orphan_dependents {
-                        Some(true) => Some("Orphan"),
-                        _ => None,
-                    });
-            let added = match policy {
-                Some("Foreground") => Some("foregroundDeletion"),
-                Some("Orphan") => Some("orphan"),
-                _ => None,
+            let current = super::convert::served(def, decode_stored(&kv)?);
+            check_preconditions(target, options, &current, kv.mod_revision)?;
+            let plan = if namespace_kind {
+                plan_namespace_delete(&current, options, unix_now())
+            } else {
+                plan_delete(graceful, &current, options, unix_now())
             };
-            if let Some(finalizer) = added {
-                let mut list = finalizers(&next);
-                if !list.iter().any(|f| f == finalizer) {
-                    list.push(finalizer.to_string());
-                }
-                meta_mut(&mut next).insert("finalizers".into(), json!(list));
-                lingering = true;
+            let (write, remove) = match plan {
+                Plan::Unchanged => return Ok(current),
+                Plan::Linger(next) => (Some(next), false),
+                Plan::DeleteNow(next) => (next, true),
+            };
+            if options.dry_run {
+                return Ok(write.unwrap_or(current));
             }
-            let graceful_pod = def.group.is_empty()
-                && def.plural == "pods"
-                && current
-                    .pointer("/spec/nodeName")
-                    .and_then(Value::as_str)
-                    .is_some_and(|n| !n.is_empty())
-                && pod_grace(&current, options) > 0;
-            if def.group.is_empty() && def.plural == "namespaces" {
-                lingering = true;
-                next["status"] = json!({"phase": "Terminating"});
-            }
-            if !(lingering || graceful_pod) {
-                if options.dry_run {
-                    return Ok(current);
-                }
-                match self.store().delete(&key, Some(kv.mod_revision)).await {
-                    Ok(deleted) => {
-                        let mut object = current;
-                        set_resource_version(&mut object, deleted.mod_revision);
-                        return Ok(object);
+            let mut revision = kv.mod_revision;
+            let mut answer = current;
+            if let Some(next) = write {
+                let stored = super::convert::stored(def, next);
+                match self
+                    .store()
+                    .update(&key, encode_for_store(&stored), revision)
+                    .await
+                {
+                    Ok(kv) => {
+                        revision = kv.mod_revision;
+                        answer = super::convert::served(def, decode_stored(&kv)?);
                     }
                     Err(StoreError::Conflict { .. }) => continue,
                     Err(e) => return Err(store_error(target, e)),
                 }
-            }
-            let meta = meta_mut(&mut next);
-            if !meta.contains_key("deletionTimestamp") {
-                meta.insert("deletionTimestamp".into(), json!(now_rfc3339()));
-                let grace = if graceful_pod {
-                    pod_grace(&current, options)
-                } else {
-                    0
-                };
-                meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
-            } else if graceful_pod {
-                // A shorter grace period may replace a longer one (as upstream).
-                let grace = pod_grace(&current, options);
-                let existing = meta
-                    .get("deletionGracePeriodSeconds")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(i64::MAX);
-                if grace < existing {
-                    meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+                if !remove {
+                    return Ok(answer);
                 }
             }
-            if next == current || options.dry_run {
-                return Ok(next);
-            }
-            match self
-                .store()
-                .update(
-                    &key,
-                    super::object::encode_for_store(&next),
-                    kv.mod_revision,
-                )
-                .await
-            {
-                Ok(stored) => return decode_stored(&stored),
+            match self.store().delete(&key, Some(revision)).await {
+                Ok(deleted) => {
+                    if super::is_service(def) {
+                        self.services().release_dropped(&answer, None).await;
+                    }
+                    set_resource_version(&mut answer, deleted.mod_revision);
+                    return Ok(answer);
+                }
                 Err(StoreError::Conflict { .. }) => continue,
+                // Someone else finished the deletion first (upstream tolerates this too).
+                Err(StoreError::NotFound(_)) if revision != kv.mod_revision => return Ok(answer),
                 Err(e) => return Err(store_error(target, e)),
             }
         }
@@ -208,15 +173,41 @@ impl Registry {
     }
 }
 
-/// The grace period of a pod deletion: the request's, else the pod's
-/// `terminationGracePeriodSeconds`, else 30.
-fn pod_grace(pod: &Value, options: &DeleteOptions) -> i64 {
-    options
-        .grace_period_seconds
-        .or_else(|| {
-            pod.pointer("/spec/terminationGracePeriodSeconds")
-                .and_then(Value::as_i64)
-        })
-        .unwrap_or(30)
-        .max(0)
+/// The UID and resourceVersion preconditions of DeleteOptions: 409 when they do not hold.
+fn check_preconditions(
+    target: &Target,
+    options: &DeleteOptions,
+    current: &Value,
+    revision: i64,
+) -> Result<(), ApiError> {
+    let def = &target.def;
+    let uid = current
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if let Some(wanted) = &options.precondition_uid
+        && wanted != uid
+    {
+        return Err(ApiError::conflict(
+            &def.group,
+            &def.plural,
+            target.name(),
+            &format!(
+                "Precondition failed: UID in precondition: {wanted}, UID in object meta: {uid}"
+            ),
+        ));
+    }
+    if let Some(rv) = &options.precondition_resource_version
+        && *rv != revision.to_string()
+    {
+        return Err(ApiError::conflict(
+            &def.group,
+            &def.plural,
+            target.name(),
+            &format!(
+                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {revision}"
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -4,11 +4,18 @@
 
 use std::sync::{Arc, RwLock};
 
+use crate::apiserver::allocator::{ServiceAllocator, ServiceRanges};
 use crate::apiserver::catalog::{Catalog, ResourceDef};
 use crate::apiserver::errors::ApiError;
 use crate::storage::{Store, StoreError};
 
+pub mod apply;
+pub mod binding;
+pub mod convert;
 pub mod delete;
+pub mod delete_plan;
+pub mod eviction;
+pub mod list_semantics;
 pub mod object;
 pub mod read;
 pub mod scale;
@@ -44,14 +51,31 @@ impl Target {
 pub struct Registry {
     store: Arc<dyn Store>,
     catalog: RwLock<Catalog>,
+    /// Service ClusterIP and NodePort reservations (over the same store).
+    services: Arc<ServiceAllocator>,
 }
 
 impl Registry {
     pub fn new(store: Arc<dyn Store>, catalog: Catalog) -> Self {
+        let services = Arc::new(ServiceAllocator::new(
+            store.clone(),
+            ServiceRanges::default(),
+        ));
         Self {
             store,
             catalog: RwLock::new(catalog),
+            services,
         }
+    }
+
+    /// The same registry allocating Service addresses and node ports from `ranges`.
+    pub fn with_service_ranges(mut self, ranges: ServiceRanges) -> Self {
+        self.services = Arc::new(ServiceAllocator::new(self.store.clone(), ranges));
+        self
+    }
+
+    pub fn services(&self) -> &Arc<ServiceAllocator> {
+        &self.services
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -73,6 +97,11 @@ impl Registry {
     }
 }
 
+/// Whether `def` is core/v1 Services (whose writes allocate cluster IPs and node ports).
+pub fn is_service(def: &ResourceDef) -> bool {
+    def.group.is_empty() && def.plural == "services"
+}
+
 /// Maps a store error about `target` to the API error clients expect.
 pub fn store_error(target: &Target, error: StoreError) -> ApiError {
     let def = &target.def;
@@ -89,13 +118,7 @@ pub fn store_error(target: &Target, error: StoreError) -> ApiError {
             "too old resource version: {requested} ({compacted})"
         )),
         StoreError::FutureRevision { requested, current } => {
-            let mut error = ApiError::new(
-                504,
-                "Timeout",
-                format!("Too large resource version: {requested}, current: {current}"),
-            );
-            error.details.retry_after_seconds = Some(1);
-            error
+            list_semantics::too_large(requested, current)
         }
         StoreError::WatcherTooSlow => ApiError::internal("watch closed: the client fell behind"),
         StoreError::Backend(message) => ApiError::internal(format!("storage error: {message}")),

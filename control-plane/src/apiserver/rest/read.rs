@@ -1,16 +1,19 @@
 //! GET and LIST: one object, or a filtered, paged list read at one store revision
-//! (`limit`/`continue` tokens carry the revision so every page is consistent, as upstream).
+//! (`limit`/`continue` tokens carry the revision so every page is consistent, as upstream;
+//! `resourceVersion`/`resourceVersionMatch` as [`list_semantics`] plans them).
 
-use base64::Engine;
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
+use super::list_semantics::{self, ContinueToken, FRESHNESS_WAIT};
 use super::object::{decode_stored, labels};
-use super::{Registry, Target, parse_revision, store_error};
+use super::{Registry, Target, store_error};
 use crate::apiserver::errors::ApiError;
 use crate::apiserver::selectors::{FieldSelector, LabelSelector};
-use crate::storage::ListOptions;
+use crate::storage::{KeyValue, ListOptions, Store, StoreError};
 
-/// How many keys a filtered list reads per store page.
+/// How many keys a list reads per store page.
 const SCAN_PAGE: usize = 500;
 
 /// Parameters of a LIST (and the selectors of a WATCH).
@@ -56,35 +59,121 @@ pub fn matches(target: &Target, params: &ListParams, object: &Value) -> Result<b
         .map_err(ApiError::bad_request)
 }
 
-/// The continue token: the revision of the first page and the last key returned.
-#[derive(Debug, PartialEq, Eq)]
-struct ContinueToken {
-    revision: i64,
-    start_after: String,
+/// A LIST as read from the store: the matching stored objects, undecoded, and the list's
+/// `metadata` (`resourceVersion`, `continue`, `remainingItemCount`).
+#[derive(Debug)]
+pub struct RawList {
+    pub metadata: Value,
+    pub items: Vec<KeyValue>,
 }
 
-fn encode_token(token: &ContinueToken) -> String {
-    let json = json!({"v": "meta.k8s.io/v1", "rv": token.revision, "start": token.start_after});
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string())
+/// A LIST being read at one revision, at most [`SCAN_PAGE`] keys per store read, so a LIST of
+/// many objects can be encoded while it is read ([`crate::apiserver::list_http`]).
+#[derive(Debug)]
+pub struct ListCursor {
+    store: Arc<dyn Store>,
+    target: Target,
+    params: ListParams,
+    prefix: String,
+    token: Option<ContinueToken>,
+    exact: Option<i64>,
+    start_after: Option<String>,
+    read_revision: Option<i64>,
+    filtered: bool,
+    emitted: usize,
+    last_key: Option<String>,
+    more: bool,
+    done: bool,
 }
 
-fn decode_token(text: &str) -> Result<ContinueToken, ApiError> {
-    let bad = || {
-        ApiError::bad_request(
-            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
-        )
-    };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(text)
-        .map_err(|_| bad())?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    if value["v"] != "meta.k8s.io/v1" {
-        return Err(bad());
+impl ListCursor {
+    /// The next matching objects (possibly none when a selector filtered a page out);
+    /// `None` once the list is complete.
+    pub async fn next(&mut self) -> Result<Option<Vec<KeyValue>>, ApiError> {
+        if self.done {
+            return Ok(None);
+        }
+        let limit = self.params.limit;
+        let page_limit = match limit {
+            Some(l) if !self.filtered => l.saturating_sub(self.emitted).min(SCAN_PAGE),
+            _ => SCAN_PAGE,
+        };
+        let page = self
+            .store
+            .list(&ListOptions {
+                prefix: self.prefix.clone(),
+                limit: Some(page_limit),
+                start_after: self.start_after.clone(),
+                revision: self.read_revision.or(self.exact),
+            })
+            .await
+            .map_err(|e| match (e, &self.token) {
+                (StoreError::Compacted { .. }, Some(token)) if token.revision > 0 => {
+                    list_semantics::expired_continue(token)
+                }
+                (StoreError::Compacted { .. }, None) if self.exact.is_some() => {
+                    ApiError::expired(list_semantics::EXPIRED_LIST)
+                }
+                (e, _) => store_error(&self.target, e),
+            })?;
+        self.read_revision = Some(page.revision);
+        let mut out = Vec::new();
+        let mut stopped_early = false;
+        for kv in page.items {
+            if limit.is_some_and(|l| self.emitted >= l) {
+                stopped_early = true;
+                break;
+            }
+            self.last_key = Some(kv.key.clone());
+            let kv = super::convert::served_kv(&self.target.def, kv)?;
+            if !self.filtered || matches(&self.target, &self.params, &decode_stored(&kv)?)? {
+                self.emitted += 1;
+                out.push(kv);
+            }
+        }
+        if stopped_early || (page.more && limit.is_some_and(|l| self.emitted >= l)) {
+            self.more = true;
+            self.done = true;
+        } else if !page.more {
+            self.done = true;
+        } else {
+            self.start_after = self.last_key.clone();
+        }
+        Ok(Some(out))
     }
-    Ok(ContinueToken {
-        revision: value["rv"].as_i64().filter(|r| *r > 0).ok_or_else(bad)?,
-        start_after: value["start"].as_str().ok_or_else(bad)?.to_string(),
-    })
+
+    /// The revision the list is read at (known after the first [`Self::next`]).
+    pub fn revision(&self) -> i64 {
+        self.read_revision.unwrap_or_default()
+    }
+
+    /// The list's `metadata`, once [`Self::next`] returned `None`.
+    pub async fn metadata(&self) -> Result<Value, ApiError> {
+        let revision = self.revision();
+        let mut metadata = json!({"resourceVersion": revision.to_string()});
+        if self.more
+            && let Some(last) = &self.last_key
+        {
+            let returned = self.token.as_ref().map_or(0, |t| t.returned) + self.emitted as u64;
+            let token = ContinueToken {
+                revision,
+                start_after: last.strip_prefix(&self.prefix).unwrap_or(last).to_string(),
+                returned,
+            };
+            metadata["continue"] = json!(token.encode());
+            if !self.filtered {
+                // Upstream counts the keys after this page at the list's revision; this counts
+                // the keys now, exact unless the prefix changed since the first page.
+                let total = self
+                    .store
+                    .count(&self.prefix)
+                    .await
+                    .map_err(|e| store_error(&self.target, e))?;
+                metadata["remainingItemCount"] = json!(total.saturating_sub(returned));
+            }
+        }
+        Ok(metadata)
+    }
 }
 
 impl Registry {
@@ -96,89 +185,99 @@ impl Registry {
             .await
             .map_err(|e| store_error(target, e))?
             .ok_or_else(|| target.not_found())?;
-        decode_stored(&kv).map(|o| with_type(o, &target.def))
+        Ok(super::convert::served(
+            &target.def,
+            with_type(decode_stored(&kv)?, &target.def),
+        ))
     }
 
     /// LIST: the `<Kind>List` object.
     pub async fn list(&self, target: &Target, params: &ListParams) -> Result<Value, ApiError> {
-        let def = &target.def;
-        let prefix = def.list_prefix(target.namespace.as_deref());
-        let (mut revision, mut start_after) = match &params.continue_token {
-            Some(token) => {
-                let token = decode_token(token)?;
-                (
-                    Some(token.revision),
-                    Some(format!("{prefix}{}", token.start_after)),
-                )
-            }
-            None => (None, None),
-        };
-        if revision.is_none() && params.resource_version_match.as_deref() == Some("Exact") {
-            revision = parse_revision(params.resource_version.as_deref())?;
-        }
-        let filtered = !params.labels.is_empty() || !params.fields.is_empty();
-        let mut items = Vec::new();
-        let mut more = false;
-        let mut last_key = None;
-        let mut read_revision = revision;
-        loop {
-            let want = params.limit.map(|l| l.saturating_sub(items.len()));
-            let page_limit = match (want, filtered) {
-                (Some(n), false) => Some(n),
-                (_, true) => Some(SCAN_PAGE),
-                (None, false) => None,
-            };
-            let page = self
-                .store()
-                .list(&ListOptions {
-                    prefix: prefix.clone(),
-                    limit: page_limit,
-                    start_after: start_after.clone(),
-                    revision: read_revision,
-                })
-                .await
-                .map_err(|e| store_error(target, e))?;
-            read_revision = Some(page.revision);
-            let mut stopped_early = false;
-            for kv in &page.items {
-                if params.limit.is_some_and(|l| items.len() >= l) {
-                    stopped_early = true;
-                    break;
-                }
-                last_key = Some(kv.key.clone());
-                let object = decode_stored(kv)?;
-                if matches(target, params, &object)? {
-                    items.push(with_type(object, def));
-                }
-            }
-            if stopped_early {
-                more = true;
-                break;
-            }
-            if !page.more {
-                break;
-            }
-            if params.limit.is_some_and(|l| items.len() >= l) {
-                more = true;
-                break;
-            }
-            start_after = last_key.clone();
-        }
-        let revision = read_revision.unwrap_or_default();
-        let mut metadata = json!({"resourceVersion": revision.to_string()});
-        if more && let Some(last) = &last_key {
-            let token = ContinueToken {
-                revision,
-                start_after: last.strip_prefix(&prefix).unwrap_or(last).to_string(),
-            };
-            metadata["continue"] = json!(encode_token(&token));
-        }
+        let raw = self.list_raw(target, params).await?;
+        let items = raw
+            .items
+            .iter()
+            .map(|kv| decode_stored(kv).map(|o| with_type(o, &target.def)))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(json!({
-            "kind": format!("{}List", def.kind),
-            "apiVersion": def.api_version(),
-            "metadata": metadata,
+            "kind": format!("{}List", target.def.kind),
+            "apiVersion": target.def.api_version(),
+            "metadata": raw.metadata,
             "items": items,
         }))
+    }
+
+    /// Waits (up to [`FRESHNESS_WAIT`]) until the store has reached `revision`; then 504
+    /// `Too large resource version`, as upstream.
+    pub async fn wait_fresh(&self, target: &Target, revision: i64) -> Result<(), ApiError> {
+        let deadline = tokio::time::Instant::now() + FRESHNESS_WAIT;
+        loop {
+            let current = self
+                .store()
+                .current_revision()
+                .await
+                .map_err(|e| store_error(target, e))?;
+            if current >= revision {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(list_semantics::too_large(revision, current));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts a LIST (see [`list_semantics`] for what the parameters mean).
+    pub async fn list_cursor(
+        &self,
+        target: &Target,
+        params: &ListParams,
+    ) -> Result<ListCursor, ApiError> {
+        let prefix = target.def.list_prefix(target.namespace.as_deref());
+        let plan = list_semantics::plan(
+            params.resource_version.as_deref(),
+            params.resource_version_match.as_deref(),
+            params.limit,
+            params.continue_token.as_deref(),
+        )?;
+        if let Some(revision) = plan.not_older_than.or(plan.exact) {
+            self.wait_fresh(target, revision).await?;
+        }
+        Ok(ListCursor {
+            store: self.store().clone(),
+            target: target.clone(),
+            params: params.clone(),
+            start_after: plan
+                .token
+                .as_ref()
+                .map(|token| format!("{prefix}{}", token.start_after)),
+            prefix,
+            token: plan.token,
+            exact: plan.exact,
+            read_revision: None,
+            filtered: !params.labels.is_empty() || !params.fields.is_empty(),
+            emitted: 0,
+            last_key: None,
+            more: false,
+            done: false,
+        })
+    }
+
+    /// LIST: the stored objects that match, all at once.
+    pub async fn list_raw(
+        &self,
+        target: &Target,
+        params: &ListParams,
+    ) -> Result<RawList, ApiError> {
+        let mut cursor = self.list_cursor(target, params).await?;
+        let mut items = Vec::new();
+        while let Some(batch) = cursor.next().await? {
+            items.extend(batch);
+        }
+        Ok(RawList {
+            metadata: cursor.metadata().await?,
+            items,
+        })
     }
 }
 
@@ -194,21 +293,4 @@ pub fn with_type(mut object: Value, def: &crate::apiserver::catalog::ResourceDef
         custom.on_read(&mut object, &def.api_version());
     }
     object
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn continue_tokens_round_trip_and_reject_garbage() {
-        let token = ContinueToken {
-            revision: 42,
-            start_after: "default/web-1".into(),
-        };
-        assert_eq!(decode_token(&encode_token(&token)).expect("decode"), token);
-        for bad in ["", "!!", "e30", "eyJ2IjoieCJ9"] {
-            assert!(decode_token(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -123,18 +123,24 @@ impl Registry {
             ));
         }
         let result = self
-            .guaranteed_update(&parent, precondition, params.dry_run, |object| {
-                let mut next = object.clone();
-                match target.def.custom.as_ref().and_then(|c| c.scale.as_ref()) {
-                    Some(paths) => crate::apiserver::crd::set_path(
-                        &mut next,
-                        &paths.spec_replicas,
-                        json!(replicas),
-                    ),
-                    None => next["spec"]["replicas"] = json!(replicas),
-                }
-                Ok(next)
-            })
+            .guaranteed_update_tracked(
+                &parent,
+                precondition,
+                params.dry_run,
+                super::apply::Tracking::of(params, Some("scale")),
+                |object| {
+                    let mut next = object.clone();
+                    match target.def.custom.as_ref().and_then(|c| c.scale.as_ref()) {
+                        Some(paths) => crate::apiserver::crd::set_path(
+                            &mut next,
+                            &paths.spec_replicas,
+                            json!(replicas),
+                        ),
+                        None => next["spec"]["replicas"] = json!(replicas),
+                    }
+                    Ok(next)
+                },
+            )
             .await?;
         Ok(WriteResult {
             object: scale_view(&target.def, &result.object),

@@ -1,9 +1,10 @@
 //! WATCH: the initial state (synthetic ADDED events, for `resourceVersion` unset/0 or
 //! `sendInitialEvents=true`), then every change after the start revision in order, filtered
 //! by the selectors with upstream's transitions (an object that stops matching is DELETED, one
-//! that starts matching is ADDED). Resuming from a compacted revision is `410 Expired`.
+//! that starts matching is ADDED). Resuming from a compacted revision is `410 Expired`, sent
+//! as the watch's one event (as upstream's watch cache does).
 
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use serde_json::Value;
 
 use super::object::decode_stored;
@@ -38,7 +39,7 @@ impl Registry {
         &self,
         target: &Target,
         params: &WatchParams,
-    ) -> Result<impl Stream<Item = WatchItem> + Send + 'static, ApiError> {
+    ) -> Result<futures::stream::BoxStream<'static, WatchItem>, ApiError> {
         let def = target.def.clone();
         let mut list_params = params.list.clone();
         if let Some(name) = &target.name {
@@ -54,6 +55,12 @@ impl Registry {
         let prefix = def.list_prefix(target.namespace.as_deref());
         let requested = parse_revision(params.list.resource_version.as_deref())?;
         let mut initial = Vec::new();
+        if params.send_initial_events
+            && let Some(rv) = requested.filter(|rv| *rv > 0)
+        {
+            // The initial state must be at least as new as asked (NotOlderThan).
+            self.wait_fresh(&list_target, rv).await?;
+        }
         let start = match (params.send_initial_events, requested) {
             (false, Some(rv)) if rv > 0 => rv,
             _ => {
@@ -66,7 +73,7 @@ impl Registry {
                     .await
                     .map_err(|e| store_error(&list_target, e))?;
                 for kv in &page.items {
-                    let object = decode_stored(kv)?;
+                    let object = super::convert::served(&def, decode_stored(kv)?);
                     if matches(&list_target, &list_params, &object)? {
                         initial.push(WatchItem::Event {
                             kind: "ADDED",
@@ -82,11 +89,19 @@ impl Registry {
                 page.revision
             }
         };
-        let changes = self
-            .store()
-            .watch(&prefix, start)
-            .await
-            .map_err(|e| store_error(&list_target, e))?;
+        // The revision the watcher is at from the start (bookmarks carry it while idle).
+        initial.push(WatchItem::Progress { revision: start });
+        let changes = match self.store().watch(&prefix, start).await {
+            Ok(changes) => changes,
+            // As upstream's watch cache: the watch starts, and its one event is the 410.
+            Err(e @ crate::storage::StoreError::Compacted { .. }) => {
+                let error = WatchItem::Error(store_error(&list_target, e));
+                return Ok(futures::stream::iter(vec![error])
+                    .chain(futures::stream::empty())
+                    .boxed());
+            }
+            Err(e) => return Err(store_error(&list_target, e)),
+        };
         let mut ended = false;
         let live = changes.filter_map(move |item| {
             let out = match item {
@@ -101,7 +116,8 @@ impl Registry {
                 let go = !ended;
                 ended |= matches!(item, WatchItem::Error(_));
                 futures::future::ready(go)
-            }))
+            })
+            .boxed())
     }
 }
 
@@ -113,8 +129,9 @@ fn translate(
     event: &crate::storage::WatchEvent,
 ) -> Option<WatchItem> {
     let revision = event.kv.mod_revision;
-    let decoded =
-        |kv: &crate::storage::KeyValue| decode_stored(kv).map(|o| with_type(o, &target.def));
+    let decoded = |kv: &crate::storage::KeyValue| {
+        decode_stored(kv).map(|o| with_type(super::convert::served(&target.def, o), &target.def))
+    };
     let result = (|| -> Result<Option<WatchItem>, ApiError> {
         match event.kind {
             EventKind::Delete => {

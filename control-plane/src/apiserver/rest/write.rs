@@ -6,6 +6,7 @@
 
 use serde_json::{Value, json};
 
+use super::apply::{Tracking, validate_patch_options, validate_write_options};
 use super::object::{
     FieldValidation, decode_stored, encode_for_store, finalizers, meta_mut, meta_str, new_uid,
     now_rfc3339, random_suffix, typed_decode,
@@ -26,6 +27,10 @@ pub struct WriteParams {
     pub dry_run: bool,
     pub field_manager: Option<String>,
     pub field_validation: FieldValidation,
+    /// `force` (server-side apply only; `None` when not given).
+    pub force: Option<bool>,
+    /// The request's User-Agent (the field manager when `field_manager` is not given).
+    pub user_agent: Option<String>,
 }
 
 impl Default for WriteParams {
@@ -34,6 +39,8 @@ impl Default for WriteParams {
             dry_run: false,
             field_manager: None,
             field_validation: FieldValidation::Warn,
+            force: None,
+            user_agent: None,
         }
     }
 }
@@ -95,6 +102,19 @@ impl Registry {
         body: Value,
         params: &WriteParams,
     ) -> Result<WriteResult, ApiError> {
+        validate_write_options("CreateOptions", params)?;
+        self.create_with(target, body, params, Tracking::of(params, None))
+            .await
+    }
+
+    /// Creates the object, recording the create in managedFields with `tracking`.
+    pub(super) async fn create_with(
+        &self,
+        target: &Target,
+        body: Value,
+        params: &WriteParams,
+        tracking: Option<Tracking>,
+    ) -> Result<WriteResult, ApiError> {
         let def = &target.def;
         let (mut object, warnings) = admit_body(target, body, params.field_validation)?;
         let meta = meta_mut(&mut object);
@@ -125,6 +145,18 @@ impl Registry {
         self.check_namespace_open(&target).await?;
         prepare_for_create(def, &mut object);
         finish(def, &mut object, None)?;
+        if let Some(tracking) = &tracking {
+            tracking.record(def, None, &mut object);
+        }
+        let reserved = if super::is_service(def) {
+            Some(
+                self.services()
+                    .allocate(&mut object, None, params.dry_run)
+                    .await?,
+            )
+        } else {
+            None
+        };
         if params.dry_run {
             return Ok(WriteResult {
                 object,
@@ -132,13 +164,20 @@ impl Registry {
                 created: true,
             });
         }
-        let kv = self
+        let created = self
             .store()
-            .create(&target.key(), encode_for_store(&stored_form(def, &object)))
-            .await
-            .map_err(|e| store_error(&target, e))?;
+            .create(
+                &target.key(),
+                encode_for_store(&super::convert::stored(def, stored_form(def, &object))),
+            )
+            .await;
+        if let (Err(_), Some(reserved)) = (&created, &reserved) {
+            let owner = crate::apiserver::allocator::Owner::of(&object);
+            self.services().release_reserved(reserved, &owner).await;
+        }
+        let kv = created.map_err(|e| store_error(&target, e))?;
         Ok(WriteResult {
-            object: super::read::with_type(decode_stored(&kv)?, def),
+            object: super::convert::served(def, super::read::with_type(decode_stored(&kv)?, def)),
             warnings,
             created: true,
         })
@@ -152,6 +191,7 @@ impl Registry {
         params: &WriteParams,
     ) -> Result<WriteResult, ApiError> {
         let def = &target.def;
+        validate_write_options("UpdateOptions", params)?;
         let (body, warnings) = admit_body(target, body, params.field_validation)?;
         match meta_str(&body, "name") {
             Some(name) if name == target.name() => {}
@@ -170,8 +210,9 @@ impl Registry {
         let precondition = parse_revision(meta_str(&body, "resourceVersion"))?;
         let status_only = target.subresource.as_deref() == Some("status");
         let main_has_status = def.has_subresource("status");
+        let tracking = Tracking::of(params, target.subresource.as_deref());
         let mut result = self
-            .guaranteed_update(target, precondition, params.dry_run, |current| {
+            .guaranteed_update_tracked(target, precondition, params.dry_run, tracking, |current| {
                 Ok(separate_status(
                     current,
                     body.clone(),
@@ -191,13 +232,18 @@ impl Registry {
         patch: Patch,
         params: &WriteParams,
     ) -> Result<WriteResult, ApiError> {
+        if patch.patch_type == PatchType::Apply {
+            return self.apply(target, &patch.body, params).await;
+        }
+        validate_patch_options(patch.patch_type, params)?;
         let def = target.def.clone();
         let status_only = target.subresource.as_deref() == Some("status");
         let validation = params.field_validation;
         let warnings = std::sync::Mutex::new(Vec::new());
         let api_version = def.api_version();
+        let tracking = Tracking::of(params, target.subresource.as_deref());
         let mut result = self
-            .guaranteed_update(target, None, params.dry_run, |current| {
+            .guaranteed_update_tracked(target, None, params.dry_run, tracking, |current| {
                 let patched = patch.apply_to(current, &api_version, &def.kind, || {
                     ApiError::modified(&def.group, &def.plural, target.name())
                 })?;
@@ -227,6 +273,20 @@ impl Registry {
         dry_run: bool,
         mutate: impl Fn(&Value) -> Result<Value, ApiError>,
     ) -> Result<WriteResult, ApiError> {
+        self.guaranteed_update_tracked(target, precondition, dry_run, None, mutate)
+            .await
+    }
+
+    /// [`Registry::guaranteed_update`] that records the write in managedFields with
+    /// `tracking` (after defaulting, as upstream tracks the decoded, defaulted object).
+    pub async fn guaranteed_update_tracked(
+        &self,
+        target: &Target,
+        precondition: Option<i64>,
+        dry_run: bool,
+        tracking: Option<Tracking>,
+        mutate: impl Fn(&Value) -> Result<Value, ApiError>,
+    ) -> Result<WriteResult, ApiError> {
         let def = &target.def;
         let key = target.key();
         for _ in 0..MAX_RETRIES {
@@ -239,7 +299,8 @@ impl Registry {
             if precondition.is_some_and(|p| p != kv.mod_revision) {
                 return Err(ApiError::modified(&def.group, &def.plural, target.name()));
             }
-            let current = super::read::with_type(decode_stored(&kv)?, def);
+            let current =
+                super::convert::served(def, super::read::with_type(decode_stored(&kv)?, def));
             let mut next = mutate(&current)?;
             carry_system_fields(def, &current, &mut next);
             if target.subresource.is_none() {
@@ -248,6 +309,9 @@ impl Registry {
                 def.strategy().prepare_for_update(&mut next, &current);
             }
             finish(def, &mut next, Some(&current))?;
+            if let Some(tracking) = &tracking {
+                tracking.record(def, Some(&current), &mut next);
+            }
             if same_object(&current, &next) {
                 return Ok(WriteResult {
                     object: current,
@@ -262,9 +326,25 @@ impl Registry {
                     created: false,
                 });
             }
-            // Removing the last finalizer of an object being deleted deletes it.
+            // Removing the last finalizer of an object being deleted deletes it (a Namespace
+            // also needs its `spec.finalizers` empty, as upstream's namespace store).
             let deleting = next.pointer("/metadata/deletionTimestamp").is_some();
-            let outcome = if deleting && finalizers(&next).is_empty() {
+            let spec_finalizers = def.group.is_empty()
+                && def.kind == "Namespace"
+                && next
+                    .pointer("/spec/finalizers")
+                    .and_then(Value::as_array)
+                    .is_some_and(|f| !f.is_empty());
+            let removing = deleting && finalizers(&next).is_empty() && !spec_finalizers;
+            let service = super::is_service(def);
+            let reserved = if service && !removing {
+                self.services()
+                    .allocate(&mut next, Some(&current), false)
+                    .await?
+            } else {
+                Default::default()
+            };
+            let outcome = if removing {
                 self.store()
                     .delete(&key, Some(kv.mod_revision))
                     .await
@@ -278,17 +358,36 @@ impl Registry {
                     .store()
                     .update(
                         &key,
-                        encode_for_store(&stored_form(def, &next)),
+                        encode_for_store(&super::convert::stored(def, stored_form(def, &next))),
                         kv.mod_revision,
                     )
                     .await
                 {
                     Ok(stored) => decode_stored(&stored)
-                        .map(|o| super::read::with_type(o, def))
+                        .map(|o| super::convert::served(def, super::read::with_type(o, def)))
                         .map_err(|e| StoreError::Backend(e.message)),
                     Err(e) => Err(e),
                 }
             };
+            if service {
+                match &outcome {
+                    Ok(object)
+                        if object.pointer("/metadata/deletionTimestamp").is_some()
+                            && finalizers(object).is_empty() =>
+                    {
+                        self.services().release_dropped(&current, None).await;
+                    }
+                    Ok(object) => {
+                        self.services()
+                            .release_dropped(&current, Some(object))
+                            .await
+                    }
+                    Err(_) => {
+                        let owner = crate::apiserver::allocator::Owner::of(&next);
+                        self.services().release_reserved(&reserved, &owner).await;
+                    }
+                }
+            }
             match outcome {
                 Ok(object) => {
                     return Ok(WriteResult {
@@ -330,11 +429,17 @@ impl Registry {
         if ns.pointer("/metadata/deletionTimestamp").is_some()
             || ns.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
         {
-            return Err(ApiError::forbidden(format!(
+            let mut error = ApiError::forbidden(format!(
                 "{} \"{}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
                 crate::apiserver::errors::qualified(&target.def.group, &target.def.plural),
                 target.name()
-            )));
+            ));
+            error.details.causes.push(Cause {
+                reason: "NamespaceTerminating",
+                message: format!("namespace {namespace} is being terminated"),
+                field: "metadata.namespace".into(),
+            });
+            return Err(error);
         }
         Ok(())
     }
@@ -349,7 +454,12 @@ fn meta_str_map<'a>(meta: &'a serde_json::Map<String, Value>, field: &str) -> Op
 /// Spec/status separation of a write: through the `status` subresource only the status
 /// changes; through the main resource of a kind with a status subresource the status is
 /// kept as stored.
-fn separate_status(current: &Value, mut next: Value, status_only: bool, has_status: bool) -> Value {
+pub(super) fn separate_status(
+    current: &Value,
+    mut next: Value,
+    status_only: bool,
+    has_status: bool,
+) -> Value {
     if status_only {
         let mut merged = current.clone();
         merged["status"] = next.get("status").cloned().unwrap_or(Value::Null);
