@@ -253,6 +253,19 @@ async fn crontab_crd_serves_custom_resources() {
         ])
         .await;
     assert_eq!(got, "stable.example.com/v1beta1 5");
+    // A LIST streams stored objects: they too come at the requested version.
+    let listed = api
+        .kubectl_ok(&[
+            "get",
+            "--raw",
+            "/apis/stable.example.com/v1beta1/namespaces/default/crontabs",
+        ])
+        .await;
+    let listed: serde_json::Value = serde_json::from_str(&listed).expect("list json");
+    assert_eq!(
+        listed["items"][0]["apiVersion"], "stable.example.com/v1beta1",
+        "{listed}"
+    );
 
     // `kubectl get all` includes custom resources in the `all` category.
     let all = api.kubectl_ok(&["get", "all"]).await;

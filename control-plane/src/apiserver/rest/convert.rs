@@ -51,6 +51,12 @@ pub fn served(def: &ResourceDef, object: Value) -> Value {
 /// A stored key as `def` serves it (LISTs stream stored bytes; this re-encodes only the
 /// objects of a resource that converts).
 pub fn served_kv(def: &ResourceDef, mut kv: KeyValue) -> Result<KeyValue, ApiError> {
+    if def.custom.is_some() {
+        // A custom resource is read at the requested version with its schema defaults.
+        let object = super::read::with_type(super::object::decode_stored(&kv)?, def);
+        kv.value = super::object::encode_for_store(&object);
+        return Ok(kv);
+    }
     if !is_events_api(def) {
         return Ok(kv);
     }
