@@ -19,7 +19,7 @@ use super::rest::Target;
 use super::rest::delete::DeleteOptions;
 use super::rest::object::{FieldValidation, unix_now};
 use super::rest::read::ListParams;
-use super::rest::write::{Patch, WriteParams};
+use super::rest::write::{Patch, WriteParams, WriteResult};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::table::{IncludeObject, table, wants_table};
 
@@ -253,19 +253,29 @@ async fn update(
     let body = decode_body(content_type, bytes)?;
     let params = write_params(query, user_agent)?;
     let result = handler.registry.update(target, body, &params).await?;
+    Ok(respond_write(target, result, accept, query))
+}
+
+/// An update's or patch's answer: 201 when it created the object, else 200.
+fn respond_write(
+    target: &Target,
+    result: WriteResult,
+    accept: &str,
+    query: &Query,
+) -> Response<Body> {
     let status = if result.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok(respond_object(
+    respond_object(
         target,
         result.object,
         accept,
         query,
         status,
         &result.warnings,
-    ))
+    )
 }
 
 async fn patch(
@@ -280,19 +290,7 @@ async fn patch(
     let params = write_params(query, user_agent)?;
     let patch = patch_body(content_type, bytes, true)?;
     let result = handler.registry.patch(target, patch, &params).await?;
-    let status = if result.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(respond_object(
-        target,
-        result.object,
-        accept,
-        query,
-        status,
-        &result.warnings,
-    ))
+    Ok(respond_write(target, result, accept, query))
 }
 
 /// DeleteOptions from the body (JSON or protobuf) and the query (query wins, as upstream).
