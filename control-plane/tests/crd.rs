@@ -468,3 +468,132 @@ async fn watch_and_deletecollection_of_custom_resources() {
         .await;
     assert_eq!(left, "c");
 }
+
+/// A CRD whose `spec.ports` is a list map keyed by `name`; `extra` is added to `spec`'s
+/// properties.
+fn widget_crd(extra: &str) -> String {
+    format!(
+        r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.ssa.example.com
+spec:
+  group: ssa.example.com
+  scope: Namespaced
+  names: {{plural: widgets, singular: widget, kind: Widget}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              ports:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [name]
+                items:
+                  type: object
+                  required: [name]
+                  properties:
+                    name: {{type: string}}
+                    port: {{type: integer}}{extra}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_apply_and_explain_follow_the_crd_schema() {
+    let api = TestApiServer::start().await;
+    let out = api
+        .kubectl_stdin(&["apply", "-f", "-"], Some(&widget_crd("")))
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    api.kubectl_ok(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "crd/widgets.ssa.example.com",
+        "--timeout=30s",
+    ])
+    .await;
+
+    // Two managers own one entry each of a list map: no conflict, both entries stay.
+    let widget = |port: &str| {
+        format!(
+            "apiVersion: ssa.example.com/v1\nkind: Widget\nmetadata:\n  name: w\nspec:\n  ports:\n  - {port}\n"
+        )
+    };
+    for (manager, port) in [
+        ("alpha", "{name: http, port: 80}"),
+        ("beta", "{name: metrics, port: 9090}"),
+    ] {
+        let out = api
+            .kubectl_stdin(
+                &[
+                    "apply",
+                    "--server-side",
+                    &format!("--field-manager={manager}"),
+                    "-f",
+                    "-",
+                ],
+                Some(&widget(port)),
+            )
+            .await;
+        assert!(out.status.success(), "{manager}: {}", stderr(&out));
+    }
+    let ports = api
+        .kubectl_ok(&["get", "widget", "w", "-o", "jsonpath={.spec.ports[*].name}"])
+        .await;
+    assert_eq!(ports, "http metrics");
+    let owners = api
+        .kubectl_ok(&[
+            "get",
+            "widget",
+            "w",
+            "--show-managed-fields",
+            "-o",
+            "jsonpath={.metadata.managedFields[*].fieldsV1}",
+        ])
+        .await;
+    assert!(
+        owners.contains(r#"k:{\"name\":\"http\"}"#) || owners.contains(r#"k:{"name":"http"}"#),
+        "entries are owned by key: {owners}"
+    );
+    // alpha changing beta's entry conflicts.
+    let out = api
+        .kubectl_stdin(
+            &["apply", "--server-side", "--field-manager=alpha", "-f", "-"],
+            Some(&widget("{name: metrics, port: 9091}")),
+        )
+        .await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(r#".spec.ports[name="metrics"].port"#),
+        "{}",
+        stderr(&out)
+    );
+
+    // A schema change reaches the published OpenAPI document without a restart.
+    let out = api.kubectl(&["explain", "widgets.spec.replicas"]).await;
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let replicas = "\n              replicas: {type: integer, description: How many widgets run.}";
+    let out = api
+        .kubectl_stdin(&["apply", "-f", "-"], Some(&widget_crd(replicas)))
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut explained = String::new();
+    for _ in 0..50 {
+        let out = api.kubectl(&["explain", "widgets.spec.replicas"]).await;
+        explained = stdout(&out);
+        if explained.contains("How many widgets run.") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(explained.contains("How many widgets run."), "{explained}");
+}

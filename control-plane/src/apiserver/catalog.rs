@@ -75,6 +75,20 @@ impl ResourceDef {
         self.subresources.iter().any(|s| s.name == name)
     }
 
+    /// A custom resource's schema for field management (built-in kinds: `None`, their
+    /// schemas are looked up by kind).
+    pub fn managed_schema(&self) -> Option<crate::apiserver::managed::SchemaRef> {
+        let custom = self.custom.as_ref()?;
+        let (graph, root) = custom
+            .managed_schema
+            .get_or_init(|| {
+                let (graph, root) = crate::apiserver::crd::openapi::compile(self, custom);
+                (Arc::new(graph), root)
+            })
+            .clone();
+        Some(crate::apiserver::managed::SchemaRef { graph, root })
+    }
+
     /// The kind's strategy: the built-in one, or the custom resource's.
     pub fn strategy(&self) -> &dyn crate::apiserver::kinds::KindStrategy {
         match &self.custom {

@@ -50,7 +50,8 @@ pub fn documents_with(catalog: &Catalog, extra: &ExtraSchemas) -> BTreeMap<Strin
     docs
 }
 
-/// What a document is generated from: the group version's resources and extra schemas.
+/// What a document is generated from: the group version's resources (with custom
+/// resources' schemas) and extra schemas.
 fn fingerprint(
     catalog: &Catalog,
     group: &str,
@@ -63,6 +64,10 @@ fn fingerprint(
             "{}|{}|{}|{:?};",
             def.plural, def.kind, def.namespaced, def.verbs
         ));
+        if let Some(custom) = &def.custom {
+            // A CRD's schema can change while its kind and verbs stay.
+            text.push_str(&custom.schema.to_string());
+        }
     }
     if let Some(extra) = extra {
         text.push_str(&serde_json::to_string(extra).unwrap_or_default());

@@ -14,7 +14,7 @@ pub mod schema;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::{Value, json};
 
@@ -22,6 +22,7 @@ use self::columns::PrinterColumn;
 use super::catalog::{CRUD_VERBS, ResourceDef, SubresourceDef};
 use super::errors::Cause;
 use super::kinds::{Column, KindStrategy, generic_columns};
+use super::patch::SchemaGraph;
 
 /// The finalizer that makes a deleted CRD wait until its custom resources are gone.
 pub const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
@@ -45,6 +46,8 @@ pub struct CustomResource {
     /// The version objects are stored at (`apiVersion` written to storage).
     pub storage_api_version: String,
     pub scale: Option<ScalePaths>,
+    /// The schema compiled for field management (see [`openapi::compile`]), on first use.
+    pub managed_schema: OnceLock<(Arc<SchemaGraph>, String)>,
 }
 
 impl CustomResource {
@@ -202,6 +205,7 @@ pub fn resource_defs(crd: &Value) -> Vec<ResourceDef> {
                 columns: columns::columns_of(&declared),
                 storage_api_version: format!("{group}/{storage_version}"),
                 scale,
+                managed_schema: OnceLock::new(),
             };
             ResourceDef {
                 group: group.clone(),

@@ -8,7 +8,9 @@ use std::sync::OnceLock;
 
 use serde_json::{Map, Value, json};
 
+use super::CustomResource;
 use crate::apiserver::catalog::ResourceDef;
+use crate::apiserver::patch::SchemaGraph;
 
 const META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.";
 
@@ -31,6 +33,42 @@ fn meta_definitions() -> &'static Map<String, Value> {
     })
 }
 
+/// The published schema of a custom kind: the version's schema with `apiVersion`, `kind`,
+/// `metadata` (a reference to `ObjectMeta`) and `x-kubernetes-group-version-kind`.
+pub fn kind_schema(def: &ResourceDef, custom: &CustomResource) -> Value {
+    let gvk = json!([{"group": def.group, "version": def.version, "kind": def.kind}]);
+    let mut schema = custom.schema.clone();
+    strip_internal(&mut schema);
+    let props = schema
+        .as_object_mut()
+        .map(|m| m.entry("properties").or_insert_with(|| json!({})));
+    if let Some(Value::Object(props)) = props {
+        props.insert(
+            "apiVersion".into(),
+            json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources"}),
+        );
+        props.insert(
+            "kind".into(),
+            json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"}),
+        );
+        props.insert(
+            "metadata".into(),
+            json!({"allOf": [{"$ref": format!("#/components/schemas/{META}ObjectMeta")}], "default": {}, "description": "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"}),
+        );
+    }
+    schema["x-kubernetes-group-version-kind"] = gvk;
+    schema
+}
+
+/// The kind's schema compiled with the `meta/v1` definitions it references, its root named
+/// by [`definition_name`] (what field management reads custom resources with).
+pub fn compile(def: &ResourceDef, custom: &CustomResource) -> (SchemaGraph, String) {
+    let name = definition_name(&def.group, &def.version, &def.kind);
+    let mut definitions = meta_definitions().clone();
+    definitions.insert(name.clone(), kind_schema(def, custom));
+    (SchemaGraph::from_definitions(&definitions), name)
+}
+
 /// Adds the schemas of the custom resources among `defs` to `doc`.
 pub fn add_schemas<'a>(
     defs: impl IntoIterator<Item = &'a std::sync::Arc<ResourceDef>>,
@@ -41,27 +79,7 @@ pub fn add_schemas<'a>(
         let Some(custom) = &def.custom else {
             continue;
         };
-        let gvk = json!([{"group": def.group, "version": def.version, "kind": def.kind}]);
-        let mut schema = custom.schema.clone();
-        strip_internal(&mut schema);
-        let props = schema
-            .as_object_mut()
-            .map(|m| m.entry("properties").or_insert_with(|| json!({})));
-        if let Some(Value::Object(props)) = props {
-            props.insert(
-                "apiVersion".into(),
-                json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources"}),
-            );
-            props.insert(
-                "kind".into(),
-                json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"}),
-            );
-            props.insert(
-                "metadata".into(),
-                json!({"allOf": [{"$ref": format!("#/components/schemas/{META}ObjectMeta")}], "default": {}, "description": "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"}),
-            );
-        }
-        schema["x-kubernetes-group-version-kind"] = gvk;
+        let schema = kind_schema(def, custom);
         let name = definition_name(&def.group, &def.version, &def.kind);
         let list = json!({
             "type": "object",

@@ -8,9 +8,8 @@
 //! fields, removes fields it applied before and no longer applies (unless another manager owns
 //! them), and fails with 409 when it would change fields another manager owns, unless forced.
 //!
-//! Schemas come from [`SchemaSource`]s: the built-in kinds are always known; more sources
-//! (custom resources) can be added with [`register_schema_source`]. Kinds without a schema
-//! are read as upstream's deduced schema (granular maps, atomic lists).
+//! Schemas: the built-in kinds' own, a custom resource's compiled CRD schema (handed in by
+//! the caller), else upstream's deduced schema (granular maps, atomic lists).
 
 pub mod entries;
 pub mod fieldset;
@@ -20,80 +19,48 @@ pub mod typed;
 #[cfg(test)]
 mod tests;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
 use crate::apiserver::errors::ApiError;
-use crate::apiserver::patch::{SchemaGraph, SchemaNode, builtin_schema};
+use crate::apiserver::patch::{SchemaGraph, builtin_schema};
 use entries::{Conflict, Entry, MAX_UPDATE_MANAGERS, Operation};
 use fieldset::{FieldSet, PathElement};
 pub use typed::Shape;
 use typed::{Comparison, compare, merge, remove_paths, to_field_set};
 
-/// The schema of one kind, as a source hands it out.
-#[derive(Debug)]
-pub enum SchemaRef {
-    /// A schema that lives for the whole process (the built-in kinds).
-    Static(SchemaNode<'static>),
-    /// A compiled graph and the name of the kind's root definition in it (a CRD version).
-    Shared {
-        graph: Arc<SchemaGraph>,
-        root: String,
-    },
+/// A custom kind's schema: a compiled graph and the name of the kind's root definition in it.
+#[derive(Debug, Clone)]
+pub struct SchemaRef {
+    pub graph: Arc<SchemaGraph>,
+    pub root: String,
 }
 
 impl SchemaRef {
     /// Runs `f` with the kind's shape.
     pub fn with_shape<R>(&self, f: impl FnOnce(Shape<'_>) -> R) -> R {
-        match self {
-            SchemaRef::Static(node) => f(Shape::of(*node)),
-            SchemaRef::Shared { graph, root } => match graph.definition(root) {
-                Some(node) => f(Shape::of(node)),
-                None => f(Shape::deduced()),
-            },
+        match self.graph.definition(&self.root) {
+            Some(node) => f(Shape::of(node)),
+            None => f(Shape::deduced()),
         }
     }
 }
 
-/// Where schemas of kinds come from.
-pub trait SchemaSource: Send + Sync {
-    /// The schema of `kind` in `api_version`, if this source knows it.
-    fn lookup(&self, api_version: &str, kind: &str) -> Option<SchemaRef>;
-}
-
-/// The built-in kinds (k8s-openapi definitions with patch metadata).
-#[derive(Debug)]
-pub struct BuiltinSchemas;
-
-impl SchemaSource for BuiltinSchemas {
-    fn lookup(&self, api_version: &str, kind: &str) -> Option<SchemaRef> {
-        builtin_schema(api_version, kind).map(SchemaRef::Static)
-    }
-}
-
-static EXTRA_SOURCES: RwLock<Vec<Arc<dyn SchemaSource>>> = RwLock::new(Vec::new());
-
-/// Adds a schema source consulted after the built-in kinds (e.g. CRD schemas).
-pub fn register_schema_source(source: Arc<dyn SchemaSource>) {
-    if let Ok(mut sources) = EXTRA_SOURCES.write() {
-        sources.push(source);
-    }
-}
-
-/// Runs `f` with the shape of `kind` in `api_version`: its schema where a source has one,
-/// else the deduced shape.
-pub fn with_shape<R>(api_version: &str, kind: &str, f: impl FnOnce(Shape<'_>) -> R) -> R {
-    if let Some(schema) = BuiltinSchemas.lookup(api_version, kind) {
-        return schema.with_shape(f);
-    }
-    let found = EXTRA_SOURCES
-        .read()
-        .ok()
-        .and_then(|sources| sources.iter().find_map(|s| s.lookup(api_version, kind)));
-    match found {
-        Some(schema) => schema.with_shape(f),
-        None => f(Shape::deduced()),
+/// Runs `f` with the shape of `kind` in `api_version`: the built-in kind's schema, else
+/// `custom` (a custom resource's compiled schema), else the deduced shape.
+pub fn with_shape<R>(
+    api_version: &str,
+    kind: &str,
+    custom: Option<SchemaRef>,
+    f: impl FnOnce(Shape<'_>) -> R,
+) -> R {
+    match builtin_schema(api_version, kind) {
+        Some(node) => f(Shape::of(node)),
+        None => match custom {
+            Some(schema) => schema.with_shape(f),
+            None => f(Shape::deduced()),
+        },
     }
 }
 

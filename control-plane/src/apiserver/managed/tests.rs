@@ -9,7 +9,7 @@ use super::typed::{compare, merge, remove_paths, to_field_set};
 use super::*;
 
 fn deployment_shape<R>(f: impl FnOnce(Shape<'_>) -> R) -> R {
-    with_shape("apps/v1", "Deployment", f)
+    with_shape("apps/v1", "Deployment", None, f)
 }
 
 fn fields(v: &Value) -> FieldSet {

@@ -45,7 +45,7 @@ impl Tracking {
             has_status: def.has_subresource("status"),
         };
         let now = now_rfc3339();
-        managed::with_shape(&api_version, &def.kind, |shape| {
+        managed::with_shape(&api_version, &def.kind, def.managed_schema(), |shape| {
             managed::track_update(live, new, &scope, shape, &now)
         });
     }
@@ -217,7 +217,7 @@ impl Registry {
         let force = params.force.unwrap_or(false);
         let run = |live: Option<&Value>| {
             let now = now_rfc3339();
-            managed::with_shape(&api_version, &def.kind, |shape| {
+            managed::with_shape(&api_version, &def.kind, def.managed_schema(), |shape| {
                 managed::apply(live, &config, &scope, shape, force, &now)
             })
         };
