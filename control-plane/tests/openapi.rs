@@ -151,7 +151,18 @@ async fn apply_still_rejects_unknown_fields() {
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains(
-            "strict decoding error: unknown field \"spec.template.spec.containers[0].imagePullPolice\""
+            "Error from server (BadRequest): error when creating \"STDIN\": Deployment in version \"v1\" cannot be handled as a Deployment: strict decoding error: unknown field \"spec.template.spec.containers[0].imagePullPolice\""
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let out = api
+        .kubectl_stdin(&["apply", "--server-side", "-f", "-"], Some(&bad))
+        .await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "Error from server (BadRequest): failed to create typed patch object (default/two; apps/v1, Kind=Deployment): .spec.template.spec.containers[name=\"a\"].imagePullPolice: field not declared in schema"
         ),
         "{}",
         stderr(&out)
@@ -160,7 +171,8 @@ async fn apply_still_rejects_unknown_fields() {
         .await;
     let out = api.kubectl_stdin(&["apply", "-f", "-"], Some(&bad)).await;
     assert!(
-        stderr(&out).contains("error when patching \"STDIN\"")
+        // Upstream's answer to a patch that does not decode: 422 with the patched object.
+        stderr(&out).contains("The request is invalid: patch: Invalid value: \"{\\\"apiVersion\\\":\\\"apps/v1\\\"")
             && stderr(&out).contains(
                 "strict decoding error: unknown field \"spec.template.spec.containers[0].imagePullPolice\""
             ),

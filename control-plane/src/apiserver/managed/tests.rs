@@ -531,3 +531,36 @@ fn kubectl_takes_over_what_it_client_side_applied_with_unchanged_values() {
         "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using apps/v1: .spec.paused"
     );
 }
+
+#[test]
+fn undeclared_fields_are_named_by_their_path() {
+    let cases = [
+        (
+            json!({"spec": {"replicas": 2, "selector": {"matchLabels": {"any": "key"}}}}),
+            vec![],
+        ),
+        (
+            json!({"metadata": {"labels": {"free": "form"}, "bogus": 1}, "spec": {"replica": 2}}),
+            vec![".metadata.bogus", ".spec.replica"],
+        ),
+        (
+            json!({"spec": {"template": {"spec": {
+                "containers": [{"name": "a", "imagePullPolice": "Always",
+                                "ports": [{"containerPort": 80, "hostPortt": 1}]}],
+                "tolerations": [{"key": "k"}, {"kye": "k"}],
+            }}}}),
+            vec![
+                ".spec.template.spec.containers[name=\"a\"].imagePullPolice",
+                ".spec.template.spec.containers[name=\"a\"].ports[containerPort=80,protocol=\"TCP\"].hostPortt",
+                ".spec.template.spec.tolerations[1].kye",
+            ],
+        ),
+    ];
+    for (config, expected) in cases {
+        let found = deployment_shape(|shape| typed::undeclared_fields(&config, shape));
+        assert_eq!(found, expected, "{config}");
+    }
+    // Without a schema nothing is undeclared.
+    let free = json!({"anything": {"goes": [1, {"x": 2}]}});
+    assert!(typed::undeclared_fields(&free, Shape::deduced()).is_empty());
+}

@@ -190,6 +190,45 @@ fn walk_set(value: &Value, shape: Shape<'_>, path: &mut Path, out: &mut FieldSet
     }
 }
 
+/// The paths of `value` its schema does not declare (upstream: "field not declared in
+/// schema"), in upstream's notation. Objects without a schema and maps accept any key.
+pub fn undeclared_fields(value: &Value, shape: Shape<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    walk_undeclared(value, shape, &mut Vec::new(), &mut out);
+    out
+}
+
+fn walk_undeclared(value: &Value, shape: Shape<'_>, path: &mut Path, out: &mut Vec<String>) {
+    let Some(node) = shape.known() else {
+        return;
+    };
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                path.push(PathElement::Field(key.clone()));
+                if node.kind() == NodeKind::Struct && node.field(key).is_none() {
+                    out.push(super::fieldset::path_string(path));
+                } else {
+                    walk_undeclared(child, shape.field(key).0, path, out);
+                }
+                path.pop();
+            }
+        }
+        Value::Array(list) => {
+            let form = shape.form(value);
+            for (i, item) in list.iter().enumerate() {
+                path.push(match form {
+                    Form::Set | Form::Assoc(_) => item_element(&form, item),
+                    _ => PathElement::Index(i),
+                });
+                walk_undeclared(item, shape.item(), path, out);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
 /// What changed between two values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Comparison {

@@ -163,8 +163,9 @@ impl FieldValidation {
 }
 
 /// Decodes `object` through the resource's typed form. Returns the normalised object and
-/// the unknown fields that were dropped (paths like `spec.foo`).
-pub fn typed_decode(def: &ResourceDef, object: Value) -> Result<(Value, Vec<String>), ApiError> {
+/// the unknown fields that were dropped (paths like `spec.foo`); the error is the decoder's
+/// message (callers say what failed to decode).
+pub fn typed_decode(def: &ResourceDef, object: Value) -> Result<(Value, Vec<String>), String> {
     if let Some(custom) = &def.custom {
         let mut object = object;
         let pruned = custom.prune(&mut object);
@@ -174,12 +175,7 @@ pub fn typed_decode(def: &ResourceDef, object: Value) -> Result<(Value, Vec<Stri
         return Ok((object, Vec::new()));
     };
     let original = object.clone();
-    let decoded = round_trip(object).map_err(|e| {
-        ApiError::bad_request(format!(
-            "error decoding {} object: {e}",
-            crate::apiserver::catalog::group_version(&def.group, &def.version)
-        ))
-    })?;
+    let decoded = round_trip(object).map_err(|e| e.to_string())?;
     let mut unknown = Vec::new();
     dropped_fields(&original, &decoded, "", &mut unknown);
     Ok((decoded, unknown))

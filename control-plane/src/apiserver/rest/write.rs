@@ -116,7 +116,8 @@ impl Registry {
         tracking: Option<Tracking>,
     ) -> Result<WriteResult, ApiError> {
         let def = &target.def;
-        let (mut object, warnings) = admit_body(target, body, params.field_validation)?;
+        let (mut object, warnings) =
+            admit_body(target, body, params.field_validation, BodySource::Request)?;
         let meta = meta_mut(&mut object);
         if meta_str_map(meta, "name").is_none() {
             match meta_str_map(meta, "generateName") {
@@ -192,7 +193,8 @@ impl Registry {
     ) -> Result<WriteResult, ApiError> {
         let def = &target.def;
         validate_write_options("UpdateOptions", params)?;
-        let (body, warnings) = admit_body(target, body, params.field_validation)?;
+        let (body, warnings) =
+            admit_body(target, body, params.field_validation, BodySource::Request)?;
         match meta_str(&body, "name") {
             Some(name) if name == target.name() => {}
             Some(name) => {
@@ -247,7 +249,8 @@ impl Registry {
                 let patched = patch.apply_to(current, &api_version, &def.kind, || {
                     ApiError::modified(&def.group, &def.plural, target.name())
                 })?;
-                let (patched, unknown) = admit_body(target, patched, validation)?;
+                let (patched, unknown) =
+                    admit_body(target, patched, validation, BodySource::Patched)?;
                 if let Ok(mut w) = warnings.lock() {
                     *w = unknown;
                 }
@@ -478,12 +481,47 @@ pub(super) fn separate_status(
     next
 }
 
+/// Where a body handed to [`admit_body`] comes from; it decides how decode errors read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodySource {
+    /// A create or update request: `Deployment in version "v1" cannot be handled as a
+    /// Deployment: ...` (400).
+    Request,
+    /// The result of a patch: `"" is invalid: patch: Invalid value: ...` (422).
+    Patched,
+}
+
+impl BodySource {
+    /// The error for a body of `def` that fails to decode with `message`; `body` is the
+    /// object as it was handed in (shown for a patch, as upstream does).
+    fn decode_error(self, def: &ResourceDef, body: Option<&Value>, message: &str) -> ApiError {
+        match self {
+            BodySource::Request => ApiError::bad_request(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: {message}",
+                kind = def.kind,
+                version = def.version,
+            )),
+            BodySource::Patched => ApiError::invalid(
+                "",
+                "",
+                "",
+                vec![Cause::invalid(
+                    "patch",
+                    &json!(body.map(Value::to_string).unwrap_or_default()),
+                    message,
+                )],
+            ),
+        }
+    }
+}
+
 /// Checks and normalises a request body: `apiVersion`/`kind` (filled from the URL when
 /// absent), the namespace, the typed decode and unknown fields per `validation`.
 pub fn admit_body(
     target: &Target,
     mut body: Value,
     validation: FieldValidation,
+    source: BodySource,
 ) -> Result<(Value, Vec<String>), ApiError> {
     let def = &target.def;
     let Some(map) = body.as_object_mut() else {
@@ -532,7 +570,9 @@ pub fn admit_body(
     } else {
         meta.remove("namespace");
     }
-    let (decoded, unknown) = typed_decode(def, body)?;
+    let shown = (source == BodySource::Patched).then(|| body.clone());
+    let (decoded, unknown) = typed_decode(def, body)
+        .map_err(|message| source.decode_error(def, shown.as_ref(), &message))?;
     let unknown: Vec<String> = unknown
         .into_iter()
         .filter(|f| f != "metadata.resourceVersion")
@@ -543,10 +583,8 @@ pub fn admit_body(
                 .iter()
                 .map(|f| format!("unknown field \"{f}\""))
                 .collect();
-            return Err(ApiError::bad_request(format!(
-                "strict decoding error: {}",
-                list.join(", ")
-            )));
+            let message = format!("strict decoding error: {}", list.join(", "));
+            return Err(source.decode_error(def, shown.as_ref(), &message));
         }
         FieldValidation::Ignore => Vec::new(),
         _ => unknown
