@@ -597,3 +597,97 @@ async fn server_side_apply_and_explain_follow_the_crd_schema() {
     }
     assert!(explained.contains("How many widgets run."), "{explained}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_crd_waits_for_the_finalizers_of_its_custom_resources() {
+    let api = TestApiServer::start().await;
+    establish(&api).await;
+    let held = CRONTAB.replace(
+        "name: my-cron",
+        "name: held\n  finalizers: [example.com/keep]",
+    );
+    for object in [held.as_str(), CRONTAB] {
+        let out = api
+            .kubectl_stdin(&["create", "-f", "-"], Some(object))
+            .await;
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    api.kubectl_ok(&[
+        "delete",
+        "crd",
+        "crontabs.stable.example.com",
+        "--wait=false",
+    ])
+    .await;
+
+    // The CRD lingers, Terminating; the free object is gone, the held one is deleting.
+    let mut state = String::new();
+    for _ in 0..50 {
+        state = api
+            .kubectl_ok(&[
+                "get",
+                "ct",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name}={.metadata.deletionTimestamp}{\"\\n\"}{end}",
+            ])
+            .await;
+        if !state.contains("my-cron") && state.contains("held=2") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        !state.contains("my-cron") && state.contains("held=2"),
+        "{state}"
+    );
+    let terminating = api
+        .kubectl_ok(&[
+            "get",
+            "crd",
+            "crontabs.stable.example.com",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Terminating\")].reason}",
+        ])
+        .await;
+    assert_eq!(terminating, "InstanceDeletionInProgress");
+    let out = api
+        .kubectl_stdin(
+            &["create", "-f", "-"],
+            Some(&CRONTAB.replace("my-cron", "late")),
+        )
+        .await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "crontabs.stable.example.com \"late\" is forbidden: create not allowed while custom resource definition is terminating"
+        ),
+        "{}",
+        stderr(&out)
+    );
+
+    // Removing the finalizer lets the object, then the CRD, go.
+    api.kubectl_ok(&[
+        "patch",
+        "ct",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ])
+    .await;
+    api.kubectl_ok(&[
+        "wait",
+        "--for=delete",
+        "crd/crontabs.stable.example.com",
+        "--timeout=20s",
+    ])
+    .await;
+    let out = api
+        .kubectl(&[
+            "get",
+            "--raw",
+            "/apis/stable.example.com/v1/namespaces/default/crontabs",
+        ])
+        .await;
+    assert!(!out.status.success(), "no longer served");
+}

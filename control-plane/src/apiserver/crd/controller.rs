@@ -2,8 +2,10 @@
 //! loop): reads every stored CustomResourceDefinition, decides its accepted names
 //! (first come, first served within a group), serves the established ones (the catalogue's
 //! custom entries are rebuilt, then `NamesAccepted`/`Established` and `storedVersions` are
-//! written), and cleans up deleted ones (their custom resources are removed, then the
-//! `customresourcecleanup.apiextensions.k8s.io` finalizer). It runs once before the
+//! written), and cleans up deleted ones (their custom resources are deleted as a client
+//! would, so their finalizers hold the CRD back; once none is left the
+//! `customresourcecleanup.apiextensions.k8s.io` finalizer is removed). A terminating CRD stays
+//! served, but refuses creates. It runs once before the
 //! apiserver serves (so a restart serves the same resources) and on every CRD change, from
 //! a watch on the store.
 
@@ -19,6 +21,7 @@ use super::{CLEANUP_FINALIZER, condition_true, resource_defs, storage_prefix};
 use crate::apiserver::catalog::ResourceDef;
 use crate::apiserver::errors::ApiError;
 use crate::apiserver::handler::ApiHandler;
+use crate::apiserver::rest::delete::DeleteOptions;
 use crate::apiserver::rest::object::{decode_stored, now_rfc3339};
 use crate::apiserver::rest::{Registry, Target};
 use crate::storage::ListOptions;
@@ -172,8 +175,9 @@ pub fn desired_status(crd: &Value, taken: &mut BTreeSet<(String, String)>) -> Va
     status
 }
 
-/// One pass: serve what is established, write statuses, clean up deleted CRDs.
-pub async fn reconcile(registry: &Registry) -> Result<(), ApiError> {
+/// One pass: serve what is established, write statuses, clean up deleted CRDs. Returns
+/// whether a deleted CRD still waits for custom resources with finalizers.
+pub async fn reconcile(registry: &Registry) -> Result<bool, ApiError> {
     let def = crd_def(registry)?;
     let page = registry
         .store()
@@ -206,10 +210,11 @@ pub async fn reconcile(registry: &Registry) -> Result<(), ApiError> {
         let status = desired_status(crd, &mut taken);
         let mut next = crd.clone();
         next["status"] = status;
-        let deleting = crd.pointer("/metadata/deletionTimestamp").is_some();
-        if deleting {
+        if crd.pointer("/metadata/deletionTimestamp").is_some() {
             cleanups.push(next.clone());
-        } else if condition_true(&next, "Established") {
+        }
+        // A terminating CRD stays served until its objects are gone (see `cleanup`).
+        if condition_true(&next, "Established") {
             served.extend(resource_defs(&next));
         }
         if next["status"] != crd["status"] {
@@ -250,34 +255,74 @@ pub async fn reconcile(registry: &Registry) -> Result<(), ApiError> {
             tracing::warn!(crd = %target.name(), error = %e, "writing CRD status");
         }
     }
+    let mut waiting = false;
     for crd in cleanups {
-        cleanup(registry, &def, &crd).await?;
+        waiting |= !cleanup(registry, &def, &crd).await?;
     }
-    Ok(())
+    Ok(waiting)
 }
 
-/// Removes a deleted CRD's custom resources, then its cleanup finalizer.
-async fn cleanup(registry: &Registry, def: &Arc<ResourceDef>, crd: &Value) -> Result<(), ApiError> {
+/// Deletes a deleted CRD's custom resources as a client would (objects with finalizers
+/// linger until those are removed), then, once none is left, its cleanup finalizer. Returns
+/// whether the CRD is done.
+async fn cleanup(
+    registry: &Registry,
+    def: &Arc<ResourceDef>,
+    crd: &Value,
+) -> Result<bool, ApiError> {
+    if crd
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(|f| !f.iter().any(|f| f == CLEANUP_FINALIZER))
+    {
+        return Ok(true);
+    }
+    let stored_def = resource_defs(crd).into_iter().find(|d| {
+        d.custom
+            .as_ref()
+            .is_some_and(|c| c.storage_api_version == d.api_version())
+    });
     let prefix = format!("{}/", storage_prefix(crd));
+    let mut remaining = 0;
+    let mut start_after = None;
     loop {
         let page = registry
             .store()
             .list(&ListOptions {
                 prefix: prefix.clone(),
                 limit: Some(500),
+                start_after: start_after.take(),
                 ..ListOptions::default()
             })
             .await
             .map_err(|e| ApiError::internal(format!("listing custom resources: {e}")))?;
         for kv in &page.items {
-            match registry.store().delete(&kv.key, None).await {
-                Ok(_) | Err(crate::storage::StoreError::NotFound(_)) => {}
-                Err(e) => return Err(ApiError::internal(format!("deleting {}: {e}", kv.key))),
+            let gone = match &stored_def {
+                Some(stored_def) => delete_instance(registry, stored_def, kv).await?,
+                // Never served (no storage version): nothing can hold it back.
+                None => match registry.store().delete(&kv.key, None).await {
+                    Ok(_) | Err(crate::storage::StoreError::NotFound(_)) => true,
+                    Err(e) => {
+                        return Err(ApiError::internal(format!("deleting {}: {e}", kv.key)));
+                    }
+                },
+            };
+            if !gone {
+                remaining += 1;
             }
         }
-        if !page.more {
-            break;
+        match page.items.last() {
+            Some(last) if page.more => start_after = Some(last.key.clone()),
+            _ => break,
         }
+    }
+    if remaining > 0 {
+        tracing::debug!(
+            crd = text(crd, "/metadata/name"),
+            remaining,
+            "waiting for custom resources with finalizers"
+        );
+        return Ok(false);
     }
     let target = Target {
         def: def.clone(),
@@ -299,11 +344,54 @@ async fn cleanup(registry: &Registry, def: &Arc<ResourceDef>, crd: &Value) -> Re
         .await;
     match result {
         Err(e) if e.code != 404 => Err(e),
-        _ => Ok(()),
+        _ => Ok(true),
     }
 }
 
-/// Runs the controller until `stop`: a pass now, then one per batch of CRD changes.
+/// Deletes one custom resource through the registry (finalizers honoured); returns whether
+/// it is gone.
+async fn delete_instance(
+    registry: &Registry,
+    def: &ResourceDef,
+    kv: &crate::storage::KeyValue,
+) -> Result<bool, ApiError> {
+    let object = decode_stored(kv)?;
+    let meta = |field: &str| {
+        object
+            .pointer(&format!("/metadata/{field}"))
+            .and_then(Value::as_str)
+            .map(String::from)
+    };
+    let target = Target {
+        def: Arc::new(def.clone()),
+        namespace: meta("namespace"),
+        name: meta("name"),
+        subresource: None,
+    };
+    match registry.delete(&target, &DeleteOptions::default()).await {
+        Ok(left) => Ok(left.pointer("/metadata/deletionTimestamp").is_none()),
+        Err(e) if e.code == 404 => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// How often a deleted CRD whose custom resources have finalizers is looked at again (their
+/// changes are not watched here).
+const CLEANUP_RECHECK: Duration = Duration::from_secs(2);
+
+/// One pass, logging failures; returns whether a cleanup is waiting.
+async fn pass(registry: &Registry) -> bool {
+    match reconcile(registry).await {
+        Ok(waiting) => waiting,
+        Err(e) => {
+            tracing::warn!(error = %e, "CRD controller");
+            true
+        }
+    }
+}
+
+/// Runs the controller until `stop`: a pass now, then one per batch of CRD changes (and
+/// every [`CLEANUP_RECHECK`] while a deleted CRD waits for its custom resources).
 pub async fn run(handler: Arc<ApiHandler>, stop: CancellationToken) {
     let registry = &handler.registry;
     let prefix = match crd_def(registry) {
@@ -318,20 +406,24 @@ pub async fn run(handler: Arc<ApiHandler>, stop: CancellationToken) {
                 0
             }
         };
-        if let Err(e) = reconcile(registry).await {
-            tracing::warn!(error = %e, "CRD controller");
-        }
+        let mut waiting = pass(registry).await;
         match registry.store().watch(&prefix, start).await {
             Ok(mut stream) => loop {
+                let recheck = async {
+                    if waiting {
+                        tokio::time::sleep(CLEANUP_RECHECK).await;
+                    } else {
+                        std::future::pending::<()>().await;
+                    }
+                };
                 tokio::select! {
                     _ = stop.cancelled() => return,
+                    _ = recheck => waiting = pass(registry).await,
                     event = stream.next() => match event {
                         Some(Ok(_)) => {
                             // Take what else is ready, then one pass for the batch.
                             while let Some(Some(Ok(_))) = stream.next().now_or_never() {}
-                            if let Err(e) = reconcile(registry).await {
-                                tracing::warn!(error = %e, "CRD controller");
-                            }
+                            waiting = pass(registry).await;
                         }
                         _ => break,
                     },

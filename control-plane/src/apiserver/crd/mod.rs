@@ -46,6 +46,9 @@ pub struct CustomResource {
     /// The version objects are stored at (`apiVersion` written to storage).
     pub storage_api_version: String,
     pub scale: Option<ScalePaths>,
+    /// The CRD is being deleted: its objects are still served (so finalizers can be
+    /// removed) but no new ones are created.
+    pub terminating: bool,
     /// The schema compiled for field management (see [`openapi::compile`]), on first use.
     pub managed_schema: OnceLock<(Arc<SchemaGraph>, String)>,
 }
@@ -205,6 +208,7 @@ pub fn resource_defs(crd: &Value) -> Vec<ResourceDef> {
                 columns: columns::columns_of(&declared),
                 storage_api_version: format!("{group}/{storage_version}"),
                 scale,
+                terminating: crd.pointer("/metadata/deletionTimestamp").is_some(),
                 managed_schema: OnceLock::new(),
             };
             ResourceDef {

@@ -144,6 +144,7 @@ impl Registry {
             ..target.clone()
         };
         self.check_namespace_open(&target).await?;
+        check_definition_open(&target)?;
         prepare_for_create(def, &mut object);
         finish(def, &mut object, None)?;
         if let Some(tracking) = &tracking {
@@ -445,6 +446,19 @@ impl Registry {
             return Err(error);
         }
         Ok(())
+    }
+}
+
+/// Refuses to create a custom resource whose CRD is being deleted (upstream's
+/// forbid-create admission of terminating CRDs).
+fn check_definition_open(target: &Target) -> Result<(), ApiError> {
+    match &target.def.custom {
+        Some(custom) if custom.terminating => Err(ApiError::forbidden(format!(
+            "{} \"{}\" is forbidden: create not allowed while custom resource definition is terminating",
+            crate::apiserver::errors::qualified(&target.def.group, &target.def.plural),
+            target.name()
+        ))),
+        _ => Ok(()),
     }
 }
 
