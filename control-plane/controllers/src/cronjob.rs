@@ -1,0 +1,1 @@
+//! The cronjob controller (to be written).

@@ -1,0 +1,1 @@
+//! The deployment controller (to be written).

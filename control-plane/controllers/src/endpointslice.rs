@@ -1,0 +1,1 @@
+//! The endpointslice controller (to be written).

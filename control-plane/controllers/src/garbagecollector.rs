@@ -1,0 +1,1 @@
+//! The garbagecollector controller (to be written).

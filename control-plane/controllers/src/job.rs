@@ -1,0 +1,1 @@
+//! The job controller (to be written).

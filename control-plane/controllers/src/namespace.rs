@@ -1,0 +1,1 @@
+//! The namespace controller (to be written).

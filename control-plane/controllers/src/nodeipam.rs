@@ -1,0 +1,1 @@
+//! The nodeipam controller (to be written).

@@ -1,0 +1,1 @@
+//! The nodelifecycle controller (to be written).

@@ -1,0 +1,1 @@
+//! The podgc controller (to be written).

@@ -1,0 +1,1 @@
+//! The replicaset controller (to be written).

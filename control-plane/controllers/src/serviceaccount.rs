@@ -1,0 +1,1 @@
+//! The serviceaccount controller (to be written).

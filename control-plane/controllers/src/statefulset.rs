@@ -1,0 +1,1 @@
+//! The statefulset controller (to be written).
