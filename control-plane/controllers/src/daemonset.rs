@@ -1,1 +1,0 @@
-//! The daemonset controller (to be written).

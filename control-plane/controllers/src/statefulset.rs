@@ -1,1 +1,0 @@
-//! The statefulset controller (to be written).

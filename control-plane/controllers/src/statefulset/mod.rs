@@ -1,0 +1,1 @@
+//! The statefulset controller (being written).
