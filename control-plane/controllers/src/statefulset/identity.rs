@@ -158,17 +158,51 @@ pub fn retention(set: &StatefulSet) -> Retention {
     }
 }
 
-/// A plain (non-controller) owner reference: the garbage collector deletes the claim when
-/// the owner goes.
-fn owner_ref(api_version: &str, kind: &str, meta: &ObjectMeta) -> OwnerReference {
-    OwnerReference {
-        api_version: api_version.to_string(),
-        kind: kind.to_string(),
-        name: meta.name.clone().unwrap_or_default(),
-        uid: meta.uid.clone().unwrap_or_default(),
-        controller: None,
-        block_owner_deletion: None,
+/// The owner references a member's claim should carry: upstream scrubs its references to
+/// the set and the pod, then adds a controller reference to the set (`whenDeleted: Delete`,
+/// while the member is in range) or to the pod (`whenScaled: Delete`, once it is scaled
+/// down). A claim controlled by something else only loses the references to set and pod.
+pub fn wanted_claim_owners(
+    set: &StatefulSet,
+    claim_refs: &[OwnerReference],
+    pod: Option<&Pod>,
+    scaled_down: bool,
+) -> Vec<OwnerReference> {
+    let set_uid = set.metadata.uid.as_deref().unwrap_or_default();
+    let set_name = set.metadata.name.as_deref().unwrap_or_default();
+    let pod_uid = pod
+        .and_then(|p| p.metadata.uid.as_deref())
+        .unwrap_or_default();
+    let pod_name = pod
+        .and_then(|p| p.metadata.name.as_deref())
+        .unwrap_or_default();
+    let refers_to_set = |r: &OwnerReference| r.kind == "StatefulSet" && r.name == set_name;
+    let refers_to_pod = |r: &OwnerReference| pod.is_some() && r.kind == "Pod" && r.name == pod_name;
+    let unexpected_controller = claim_refs.iter().any(|r| {
+        if refers_to_set(r) {
+            r.uid != set_uid
+        } else if refers_to_pod(r) {
+            r.uid != pod_uid
+        } else {
+            r.controller == Some(true)
+        }
+    });
+    let mut refs: Vec<OwnerReference> = claim_refs
+        .iter()
+        .filter(|r| !refers_to_set(r) && !refers_to_pod(r))
+        .cloned()
+        .collect();
+    if unexpected_controller {
+        return refs;
     }
+    let policy = retention(set);
+    match (scaled_down, pod) {
+        (true, Some(pod)) if policy.delete_when_scaled => refs.push(controller_ref(pod)),
+        (true, _) => {}
+        (false, _) if policy.delete_when_deleted => refs.push(controller_ref(set)),
+        (false, _) => {}
+    }
+    refs
 }
 
 /// The claims member `ordinal` mounts, as they would be created.
@@ -178,9 +212,7 @@ pub fn new_claims(set: &StatefulSet, ordinal: i32) -> Vec<PersistentVolumeClaim>
         .as_ref()
         .and_then(|s| s.selector.match_labels.clone())
         .unwrap_or_default();
-    let owners = retention(set)
-        .delete_when_deleted
-        .then(|| vec![owner_ref("apps/v1", "StatefulSet", &set.metadata)]);
+    let owners = wanted_claim_owners(set, &[], None, false);
     claim_templates(set)
         .iter()
         .map(|t| {
@@ -192,7 +224,7 @@ pub fn new_claims(set: &StatefulSet, ordinal: i32) -> Vec<PersistentVolumeClaim>
                     namespace: set.metadata.namespace.clone(),
                     labels: Some(labels),
                     annotations: t.metadata.annotations.clone(),
-                    owner_references: owners.clone(),
+                    owner_references: (!owners.is_empty()).then(|| owners.clone()),
                     ..ObjectMeta::default()
                 },
                 spec: t.spec.clone(),
@@ -202,33 +234,20 @@ pub fn new_claims(set: &StatefulSet, ordinal: i32) -> Vec<PersistentVolumeClaim>
         .collect()
 }
 
-/// A patch making `claim`'s owner references follow the retention policy: the set owns it
-/// under `whenDeleted: Delete`, and a condemned pod (`condemned_pod`) under
-/// `whenScaled: Delete`.
+/// A patch making `claim`'s owner references follow the retention policy for member `pod`
+/// (`scaled_down`: outside the ordinal range), if they do not already.
 pub fn claim_owner_patch(
     set: &StatefulSet,
     claim: &PersistentVolumeClaim,
-    condemned_pod: Option<&Pod>,
+    pod: &Pod,
+    scaled_down: bool,
 ) -> Option<Value> {
-    let policy = retention(set);
-    let set_uid = set.metadata.uid.as_deref().unwrap_or_default();
     let refs = claim.metadata.owner_references.clone().unwrap_or_default();
-    let has = |uid: &str| refs.iter().any(|r| r.uid == uid);
-    let pod_owner = condemned_pod.filter(|_| policy.delete_when_scaled);
-    let pod_ok = pod_owner.is_none_or(|p| has(p.metadata.uid.as_deref().unwrap_or_default()));
-    if has(set_uid) == policy.delete_when_deleted && pod_ok {
-        return None;
-    }
-    let mut wanted: Vec<OwnerReference> = refs.into_iter().filter(|r| r.uid != set_uid).collect();
-    if policy.delete_when_deleted {
-        wanted.push(owner_ref("apps/v1", "StatefulSet", &set.metadata));
-    }
-    if let Some(pod) = pod_owner
-        && !wanted
-            .iter()
-            .any(|r| Some(&r.uid) == pod.metadata.uid.as_ref())
-    {
-        wanted.push(owner_ref("v1", "Pod", &pod.metadata));
-    }
-    Some(json!({ "metadata": { "ownerReferences": wanted } }))
+    let wanted = wanted_claim_owners(set, &refs, Some(pod), scaled_down);
+    let key = |r: &OwnerReference| (r.uid.clone(), r.controller);
+    let mut have: Vec<_> = refs.iter().map(key).collect();
+    let mut want: Vec<_> = wanted.iter().map(key).collect();
+    have.sort();
+    want.sort();
+    (have != want).then(|| json!({ "metadata": { "ownerReferences": wanted } }))
 }

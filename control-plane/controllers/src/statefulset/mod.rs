@@ -167,7 +167,9 @@ pub fn reconcile(
                     claims_ready = false;
                 }
                 Some(existing) => {
-                    if let Some(patch) = claim_owner_patch(sts, existing, None) {
+                    if let Some(pod) = slot
+                        && let Some(patch) = claim_owner_patch(sts, existing, pod, false)
+                    {
                         out.actions.push(Action::patch(existing, None, patch));
                     }
                 }
@@ -233,7 +235,7 @@ pub fn reconcile(
             for claim in new_claims(sts, ordinal) {
                 let name = claim.metadata.name.clone().unwrap_or_default();
                 if let Some(existing) = find_claim(&name)
-                    && let Some(patch) = claim_owner_patch(sts, existing, Some(pod))
+                    && let Some(patch) = claim_owner_patch(sts, existing, pod, true)
                 {
                     out.actions.push(Action::patch(existing, None, patch));
                 }
@@ -342,7 +344,8 @@ fn compute_status(
         collision_count,
         conditions: sts.status.as_ref().and_then(|s| s.conditions.clone()),
     };
-    if rolling && updated == replicas && ready == replicas {
+    let wanted = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    if rolling && updated == wanted && ready == wanted && replicas == wanted {
         status.current_revision = Some(update.to_string());
         status.current_replicas = Some(updated);
     }

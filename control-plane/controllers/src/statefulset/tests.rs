@@ -406,11 +406,7 @@ fn members_have_stable_identity_and_storage() {
     let pvc = body("PersistentVolumeClaim");
     assert_eq!(pvc["metadata"]["labels"]["app"], "web");
     assert_eq!(pvc["metadata"]["ownerReferences"][0]["kind"], "StatefulSet");
-    assert!(
-        pvc["metadata"]["ownerReferences"][0]
-            .get("controller")
-            .is_none()
-    );
+    assert_eq!(pvc["metadata"]["ownerReferences"][0]["controller"], true);
 }
 
 #[test]
@@ -576,4 +572,105 @@ fn rolling_update_with_partition_converges() {
             .iter()
             .all(|p| revision_of(p) == Some(new.as_str()))
     );
+}
+
+#[test]
+fn the_update_revision_becomes_current_only_when_all_are_updated_and_ready() {
+    let mut set = sts(2, "b:2");
+    set.status = Some(StatefulSetStatus {
+        current_revision: Some(revision_name("a:1")),
+        ..StatefulSetStatus::default()
+    });
+    let revisions = [revision("a:1", 1), revision("b:2", 2)];
+    let cases = [
+        ("all updated and ready", true, revision_name("b:2")),
+        ("one updated member not ready", false, revision_name("a:1")),
+    ];
+    for (name, ready, want) in cases {
+        let pods = [member(0, "b:2", true), member(1, "b:2", ready)];
+        let actions = plan(&set, &pods, &[claim(0), claim(1)], &revisions, t(100));
+        let current = actions.iter().find_map(|a| match a {
+            Action::UpdateStatus { body, .. } => {
+                body["status"]["currentRevision"].as_str().map(String::from)
+            }
+            _ => None,
+        });
+        assert_eq!(current, Some(want), "{name}");
+    }
+}
+
+#[test]
+fn claim_owners_follow_the_retention_policy() {
+    use super::identity::wanted_claim_owners;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    let pod = member(1, "a:1", true);
+    let set_ref = controller_ref(&sts(1, "a:1"));
+    let pod_ref = controller_ref(&pod);
+    let foreign = OwnerReference {
+        kind: "Thing".into(),
+        name: "other".into(),
+        uid: "other-uid".into(),
+        controller: Some(true),
+        ..OwnerReference::default()
+    };
+    let uids = |refs: Vec<OwnerReference>| refs.into_iter().map(|r| r.uid).collect::<Vec<_>>();
+    let cases = [
+        (
+            "Retain/Retain in range",
+            ("Retain", "Retain"),
+            vec![],
+            false,
+            vec![],
+        ),
+        (
+            "whenDeleted Delete in range",
+            ("Delete", "Retain"),
+            vec![],
+            false,
+            vec!["sts-uid"],
+        ),
+        (
+            "whenScaled Delete in range",
+            ("Retain", "Delete"),
+            vec![],
+            false,
+            vec![],
+        ),
+        (
+            "whenScaled Delete scaled down",
+            ("Retain", "Delete"),
+            vec![],
+            true,
+            vec!["pod-uid-1"],
+        ),
+        (
+            "both Delete scaled down: the pod replaces the set",
+            ("Delete", "Delete"),
+            vec![set_ref.clone()],
+            true,
+            vec!["pod-uid-1"],
+        ),
+        (
+            "both Delete back in range",
+            ("Delete", "Delete"),
+            vec![pod_ref],
+            false,
+            vec!["sts-uid"],
+        ),
+        (
+            "someone else's claim is left alone",
+            ("Delete", "Delete"),
+            vec![foreign, set_ref],
+            false,
+            vec!["other-uid"],
+        ),
+    ];
+    for (name, (when_deleted, when_scaled), refs, scaled_down, want) in cases {
+        let set = retain(sts(1, "a:1"), when_deleted, when_scaled);
+        assert_eq!(
+            uids(wanted_claim_owners(&set, &refs, Some(&pod), scaled_down)),
+            want,
+            "{name}"
+        );
+    }
 }
