@@ -49,13 +49,22 @@ pub fn owned_revisions<'a>(
     owner_uid: &str,
     revisions: &'a [ControllerRevision],
 ) -> Vec<&'a ControllerRevision> {
-    let mut owned: Vec<&ControllerRevision> = revisions
-        .iter()
-        .filter(|r| is_controlled_by(&r.metadata, owner_uid))
+    by_revision_number(
+        revisions
+            .iter()
+            .filter(|r| is_controlled_by(&r.metadata, owner_uid))
+            .collect(),
+    )
+}
+
+/// `revisions` without those being deleted, lowest number first.
+pub fn by_revision_number(revisions: Vec<&ControllerRevision>) -> Vec<&ControllerRevision> {
+    let mut live: Vec<&ControllerRevision> = revisions
+        .into_iter()
         .filter(|r| r.metadata.deletion_timestamp.is_none())
         .collect();
-    owned.sort_by(|a, b| (a.revision, &a.metadata.name).cmp(&(b.revision, &b.metadata.name)));
-    owned
+    live.sort_by(|a, b| (a.revision, &a.metadata.name).cmp(&(b.revision, &b.metadata.name)));
+    live
 }
 
 /// The number the next revision gets: one above the highest.

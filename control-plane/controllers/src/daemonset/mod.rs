@@ -7,6 +7,7 @@
 
 pub mod history;
 pub mod node_fit;
+pub mod ownership;
 mod rolling;
 
 #[cfg(test)]
@@ -23,9 +24,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::action::{Action, EventType};
-use crate::common::{controller_ref, is_available, is_controlled_by, is_ready, is_terminal};
-use history::{REVISION_HASH_LABEL, owned_revisions, resolve_update_revision, revisions_to_prune};
+use crate::common::{controller_ref, is_available, is_ready, is_terminal};
+use history::{
+    REVISION_HASH_LABEL, by_revision_number, resolve_update_revision, revisions_to_prune,
+};
 use node_fit::{NodeFit, add_daemon_tolerations, node_fit, pin_to_node, target_node};
+use ownership::claim;
 
 /// The deprecated label carrying the DaemonSet's template generation.
 pub const TEMPLATE_GENERATION_LABEL: &str = "pod-template-generation";
@@ -76,11 +80,12 @@ pub fn reconcile(
     if ds.metadata.deletion_timestamp.is_some() {
         return out;
     }
-    let uid = ds.metadata.uid.clone().unwrap_or_default();
     let spec = ds.spec.clone().unwrap_or_default();
     let status = ds.status.clone().unwrap_or_default();
 
-    let owned = owned_revisions(&uid, revisions);
+    let claimed_revisions = claim(ds, &spec.selector, revisions);
+    out.actions.extend(claimed_revisions.actions);
+    let owned = by_revision_number(claimed_revisions.owned);
     let update = resolve_update_revision(
         ds,
         &spec.template,
@@ -92,9 +97,11 @@ pub fn reconcile(
     let hash = update.hash.clone();
 
     let daemon_spec = daemon_pod_spec(ds);
-    let controlled: Vec<&Pod> = pods
-        .iter()
-        .filter(|p| is_controlled_by(&p.metadata, &uid))
+    let claimed_pods = claim(ds, &spec.selector, pods);
+    out.actions.extend(claimed_pods.actions);
+    let controlled: Vec<&Pod> = claimed_pods
+        .owned
+        .into_iter()
         // Finished pods already being deleted are gone for every purpose.
         .filter(|p| !(is_terminal(p) && p.metadata.deletion_timestamp.is_some()))
         .collect();

@@ -104,7 +104,10 @@ fn revision(image: &str, number: i64) -> ControllerRevision {
         metadata: ObjectMeta {
             name: Some(format!("agent-{hash}")),
             namespace: Some("kube-system".into()),
-            labels: Some(BTreeMap::from([(REVISION_HASH_LABEL.to_string(), hash)])),
+            labels: Some(BTreeMap::from([
+                (REVISION_HASH_LABEL.to_string(), hash),
+                ("app".to_string(), "agent".to_string()),
+            ])),
             owner_references: Some(vec![controller_ref(&daemonset(image))]),
             ..ObjectMeta::default()
         },
@@ -122,10 +125,10 @@ fn pod(name: &str, node: &str, image: &str, created: i64, ready: bool) -> Pod {
             name: Some(name.into()),
             namespace: Some("kube-system".into()),
             uid: Some(format!("uid-{name}")),
-            labels: Some(BTreeMap::from([(
-                REVISION_HASH_LABEL.to_string(),
-                hash_of(image),
-            )])),
+            labels: Some(BTreeMap::from([
+                (REVISION_HASH_LABEL.to_string(), hash_of(image)),
+                ("app".to_string(), "agent".to_string()),
+            ])),
             owner_references: Some(vec![OwnerReference {
                 controller: Some(true),
                 uid: "ds-uid".into(),

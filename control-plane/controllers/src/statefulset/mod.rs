@@ -19,11 +19,12 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::action::Action;
-use crate::common::{is_available, is_controlled_by, is_ready};
+use crate::common::{is_available, is_ready};
 pub use crate::daemonset::Plan;
 use crate::daemonset::history::{
-    owned_revisions, resolve_update_revision, revisions_to_prune, template_of,
+    by_revision_number, resolve_update_revision, revisions_to_prune, template_of,
 };
+use crate::daemonset::ownership::claim;
 use identity::{claim_owner_patch, identity_patch, new_claims, new_pod, ordinal_of, revision_of};
 
 /// The writes that move `sts` toward its desired state.
@@ -69,15 +70,14 @@ struct Members<'a> {
     all: Vec<&'a Pod>,
 }
 
-fn members<'a>(sts: &StatefulSet, pods: &'a [Pod], start: i32, count: i32) -> Members<'a> {
-    let uid = sts.metadata.uid.as_deref().unwrap_or_default();
+fn members<'a>(sts: &StatefulSet, owned: Vec<&'a Pod>, start: i32, count: i32) -> Members<'a> {
     let mut out = Members {
         replicas: vec![None; usize::try_from(count).unwrap_or(0)],
         condemned: Vec::new(),
         all: Vec::new(),
     };
     let mut condemned = Vec::new();
-    for pod in pods.iter().filter(|p| is_controlled_by(&p.metadata, uid)) {
+    for pod in owned {
         let Some(ordinal) = ordinal_of(sts, pod) else {
             continue;
         };
@@ -105,10 +105,11 @@ pub fn reconcile(
     if sts.metadata.deletion_timestamp.is_some() {
         return out;
     }
-    let uid = sts.metadata.uid.clone().unwrap_or_default();
     let spec = sts.spec.clone().unwrap_or_default();
     let status = sts.status.clone().unwrap_or_default();
-    let owned = owned_revisions(&uid, revisions);
+    let claimed_revisions = claim(sts, &spec.selector, revisions);
+    out.actions.extend(claimed_revisions.actions);
+    let owned = by_revision_number(claimed_revisions.owned);
     let update = resolve_update_revision(
         sts,
         &spec.template,
@@ -145,7 +146,9 @@ pub fn reconcile(
         .and_then(|r| r.partition)
         .unwrap_or(0)
         .max(0);
-    let m = members(sts, pods, start, count);
+    let claimed_pods = claim(sts, &spec.selector, pods);
+    out.actions.extend(claimed_pods.actions);
+    let m = members(sts, claimed_pods.owned, start, count);
     let find_claim = |name: &str| {
         pvcs.iter().find(|c| {
             c.metadata.name.as_deref() == Some(name)

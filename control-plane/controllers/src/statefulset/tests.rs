@@ -113,6 +113,7 @@ fn revision(image: &str, number: i64) -> ControllerRevision {
         metadata: ObjectMeta {
             name: Some(revision_name(image)),
             namespace: Some("default".into()),
+            labels: Some(BTreeMap::from([("app".to_string(), "web".to_string())])),
             owner_references: Some(vec![controller_ref(&sts(1, image))]),
             ..ObjectMeta::default()
         },
@@ -332,6 +333,18 @@ fn plan_table() {
             claims(3),
             rev_ab(),
             vec![],
+        ),
+        (
+            "an orphaned member is adopted, not recreated",
+            sts(1, "a:1"),
+            vec![{
+                let mut orphan = member(0, "a:1", true);
+                orphan.metadata.owner_references = None;
+                orphan
+            }],
+            claims(1),
+            rev_a(),
+            vec!["patch Pod web-0".into()],
         ),
         (
             "OnDelete leaves outdated members",
