@@ -687,3 +687,53 @@ fn claim_owners_follow_the_retention_policy() {
         );
     }
 }
+
+#[test]
+fn members_below_the_partition_are_recreated_at_the_current_revision() {
+    let mut set = strategy(sts(3, "b:2"), "RollingUpdate", 2);
+    set.status = Some(StatefulSetStatus {
+        current_revision: Some(revision_name("a:1")),
+        ..StatefulSetStatus::default()
+    });
+    let cases = [
+        (
+            "below the partition",
+            0,
+            vec![member(1, "a:1", true), member(2, "b:2", true)],
+            "a:1",
+        ),
+        (
+            "at the partition",
+            2,
+            vec![member(0, "a:1", true), member(1, "a:1", true)],
+            "b:2",
+        ),
+    ];
+    for (name, missing, pods, image) in cases {
+        let actions = plan(
+            &set,
+            &pods,
+            &[claim(0), claim(1), claim(2)],
+            &[revision("a:1", 1), revision("b:2", 2)],
+            t(100),
+        );
+        let created = actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Create { target, body } if target.kind == "Pod" => Some(body.clone()),
+                _ => None,
+            })
+            .expect(name);
+        assert_eq!(
+            created["metadata"]["name"],
+            format!("web-{missing}"),
+            "{name}"
+        );
+        assert_eq!(
+            created["metadata"]["labels"][REVISION_HASH_LABEL],
+            revision_name(image).as_str(),
+            "{name}"
+        );
+        assert_eq!(created["spec"]["containers"][0]["image"], image, "{name}");
+    }
+}
