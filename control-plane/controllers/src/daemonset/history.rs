@@ -202,3 +202,84 @@ pub fn revisions_to_prune<'a>(
     let excess = unused.len().saturating_sub(limit);
     unused.into_iter().take(excess).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+
+    fn template(image: &str) -> PodTemplateSpec {
+        PodTemplateSpec {
+            metadata: None,
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "c".into(),
+                    image: Some(image.into()),
+                    ..Container::default()
+                }],
+                ..PodSpec::default()
+            }),
+        }
+    }
+
+    fn owner() -> DaemonSet {
+        DaemonSet {
+            metadata: ObjectMeta {
+                name: Some("ds".into()),
+                uid: Some("u".into()),
+                ..ObjectMeta::default()
+            },
+            ..DaemonSet::default()
+        }
+    }
+
+    #[test]
+    fn revision_data_round_trips_the_template() {
+        let patch = template_patch(&template("a:1"));
+        assert_eq!(patch["spec"]["template"]["$patch"], "replace");
+        let revision = ControllerRevision {
+            data: Some(RawExtension(patch)),
+            ..ControllerRevision::default()
+        };
+        assert_eq!(template_of(&revision), Some(template("a:1")));
+    }
+
+    #[test]
+    fn a_name_clash_bumps_the_collision_count() {
+        let plain = resolve_update_revision(&owner(), &template("a:1"), None, &[], &[]);
+        assert_eq!(plain.collision_count, None);
+        assert_eq!(plain.revision.revision, 1);
+        // Someone else's revision already has that name, with other data.
+        let squatter = ControllerRevision {
+            metadata: plain.revision.metadata.clone(),
+            data: Some(RawExtension(template_patch(&template("other")))),
+            revision: 7,
+        };
+        let bumped = resolve_update_revision(&owner(), &template("a:1"), None, &[], &[squatter]);
+        assert_eq!(bumped.collision_count, Some(1));
+        assert_ne!(bumped.revision.metadata.name, plain.revision.metadata.name);
+        assert_eq!(bumped.hash, template_hash(&template("a:1"), Some(1)));
+    }
+
+    #[test]
+    fn pruning_keeps_live_and_the_newest_unused() {
+        let rev = |n: i64| ControllerRevision {
+            metadata: ObjectMeta {
+                name: Some(format!("r{n}")),
+                ..ObjectMeta::default()
+            },
+            revision: n,
+            ..ControllerRevision::default()
+        };
+        let all: Vec<ControllerRevision> = (1..=13).map(rev).collect();
+        let owned: Vec<&ControllerRevision> = all.iter().collect();
+        let live = BTreeSet::from(["r1".to_string(), "r13".to_string()]);
+        let pruned: Vec<_> = revisions_to_prune(&owned, &live, None)
+            .into_iter()
+            .filter_map(|r| r.metadata.name.as_deref())
+            .collect();
+        assert_eq!(pruned, ["r2"], "11 unused, the default limit keeps 10");
+        assert_eq!(revisions_to_prune(&owned, &live, Some(0)).len(), 11);
+    }
+}
