@@ -107,7 +107,7 @@ pub(super) fn wanted(
 /// Bring `status.conditions` in line with `failing` (every other managed condition set to
 /// its ok variant). The transition time moves only when the status flips. Returns whether
 /// anything changed.
-pub(super) fn apply(status: &mut NamespaceStatus, failing: Vec<Failing>, now: Timestamp) -> bool {
+pub(super) fn apply(status: &mut NamespaceStatus, failing: &[Failing], now: Timestamp) -> bool {
     let conditions = status.conditions.get_or_insert_with(Vec::new);
     let mut changed = false;
     for (type_, ok_reason, ok_message) in CONDITIONS {

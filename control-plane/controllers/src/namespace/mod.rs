@@ -151,7 +151,7 @@ pub fn plan(namespace: &Namespace, observed: &Observed<'_>, now: Timestamp) -> P
             &remaining,
             &by_finalizer,
         );
-        status_changed |= conditions::apply(&mut status, wanted, now);
+        status_changed |= conditions::apply(&mut status, &wanted, now);
     }
     if status_changed {
         let mut updated = namespace.clone();
