@@ -18,7 +18,7 @@ use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::{Metadata, Resource};
 use serde_json::json;
 
-use crate::action::{Action, ObjectRef};
+use crate::action::{Action, ObjectRef, Propagation};
 use crate::common::is_terminal;
 use crate::garbagecollector::group_of;
 
@@ -164,9 +164,10 @@ pub fn plan(namespace: &Namespace, observed: &Observed<'_>, now: Timestamp) -> P
 
     for content in &in_scope {
         if !content.deleting {
+            // Background, as upstream: never leave orphans behind in a dying namespace.
             plan.actions.push(Action::Delete {
                 target: content.target.clone(),
-                propagation: None,
+                propagation: Some(Propagation::Background),
             });
         }
     }

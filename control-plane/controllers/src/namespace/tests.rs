@@ -105,7 +105,13 @@ fn deleted(plan: &Plan) -> Vec<String> {
     plan.actions
         .iter()
         .filter_map(|a| match a {
-            Action::Delete { target, .. } => Some(target.name.clone()),
+            Action::Delete {
+                target,
+                propagation,
+            } => {
+                assert_eq!(*propagation, Some(crate::action::Propagation::Background));
+                Some(target.name.clone())
+            }
             _ => None,
         })
         .collect()
