@@ -1,1 +1,0 @@
-//! The garbagecollector controller (to be written).

@@ -1,1 +1,0 @@
-//! The namespace controller (to be written).

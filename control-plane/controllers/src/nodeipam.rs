@@ -1,1 +1,0 @@
-//! The nodeipam controller (to be written).

@@ -1,1 +1,0 @@
-//! The nodelifecycle controller (to be written).
