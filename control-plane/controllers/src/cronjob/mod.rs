@@ -1,0 +1,2 @@
+//! The cronjob controller (in progress).
+pub mod schedule;
