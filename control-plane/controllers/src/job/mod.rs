@@ -27,7 +27,7 @@ pub mod pods;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
+use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, JobStatus, UncountedTerminatedPods};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -214,6 +214,7 @@ fn track<'a>(
             }
         }
     }
+    let recorded_indexes = t.completed_indexes.clone();
     for pod in pods {
         let Some(uid) = pod.metadata.uid.as_deref() else {
             continue;
@@ -221,24 +222,30 @@ fn track<'a>(
         if !has_tracking_finalizer(pod) || !is_terminal(pod) {
             continue;
         }
-        let succeeded = phase(pod) == Some("Succeeded");
-        if succeeded
-            && let (Some(completions), Some(index)) = (indexed_completions, completion_index(pod))
-            && index < completions
-        {
-            t.completed_indexes.insert(index);
-        }
         let known = recorded_succeeded
             .iter()
             .chain(&recorded_failed)
             .any(|u| u == uid);
-        if !known {
-            if succeeded {
-                t.uncounted_succeeded.push(uid.to_string());
-            } else {
-                t.uncounted_failed.push(uid.to_string());
-            }
+        if known {
+            continue;
         }
+        let succeeded = phase(pod) == Some("Succeeded");
+        match (succeeded, indexed_completions) {
+            // An Indexed Job records success by index (`completedIndexes`), not by uid: a
+            // recorded index releases its pod; a new one is recorded first; a pod without a
+            // valid index is released uncounted.
+            (true, Some(completions)) => match completion_index(pod) {
+                Some(index) if index < completions && !recorded_indexes.contains(&index) => {
+                    t.completed_indexes.insert(index);
+                }
+                _ => t.release.push(pod),
+            },
+            (true, None) => t.uncounted_succeeded.push(uid.to_string()),
+            (false, _) => t.uncounted_failed.push(uid.to_string()),
+        }
+    }
+    if indexed_completions.is_some() {
+        t.succeeded = t.completed_indexes.len() as i32;
     }
     t
 }
@@ -341,40 +348,17 @@ pub fn plan(job: &Job, pods: &[Pod], now: Timestamp) -> Plan {
     let suspended = spec.suspend == Some(true);
 
     // Failure and success criteria (an interim condition already set wins).
-    let mut failure = true_condition(&status, FAILURE_TARGET).map(|c| {
-        (
-            c.reason.clone().unwrap_or_default(),
-            c.message.clone().unwrap_or_default(),
-        )
-    });
-    let mut success = true_condition(&status, SUCCESS_CRITERIA_MET).map(|c| {
-        (
-            c.reason.clone().unwrap_or_default(),
-            c.message.clone().unwrap_or_default(),
-        )
-    });
+    let interim = |type_: &str| {
+        true_condition(&status, type_).map(|c| {
+            (
+                c.reason.clone().unwrap_or_default(),
+                c.message.clone().unwrap_or_default(),
+            )
+        })
+    };
+    let mut failure = interim(FAILURE_TARGET);
+    let mut success = interim(SUCCESS_CRITERIA_MET);
     if failure.is_none() && success.is_none() {
-        let restarts: i32 = if spec
-            .template
-            .spec
-            .as_ref()
-            .and_then(|s| s.restart_policy.as_deref())
-            == Some("OnFailure")
-        {
-            active
-                .iter()
-                .filter_map(|p| p.status.as_ref())
-                .flat_map(|s| {
-                    s.container_statuses
-                        .iter()
-                        .flatten()
-                        .chain(s.init_container_statuses.iter().flatten())
-                })
-                .map(|c| c.restart_count)
-                .sum()
-        } else {
-            0
-        };
         let backoff_limit = spec.backoff_limit.unwrap_or(DEFAULT_BACKOFF_LIMIT);
         let start = status.start_time.as_ref().map(|Time(t)| *t);
         let deadline = spec
@@ -387,12 +371,14 @@ pub fn plan(job: &Job, pods: &[Pod], now: Timestamp) -> Plan {
                     Duration::from_secs(u64::try_from(seconds).unwrap_or(0)),
                 )
             });
-        let complete = match (indexed, completions) {
-            (true, Some(c)) => tracking.completed_indexes.len() as i32 >= c,
-            (false, Some(c)) => succeeded_total >= c,
-            (_, None) => succeeded_total > 0 && active.is_empty(),
-        };
-        if failed_total + restarts > backoff_limit {
+        let complete = active.is_empty()
+            && match (indexed, completions) {
+                (true, Some(c)) => tracking.completed_indexes.len() as i32 >= c,
+                (false, Some(c)) => succeeded_total >= c,
+                (_, None) => succeeded_total > 0,
+            };
+        if failed_total > backoff_limit || past_backoff_limit_on_failure(spec, &pods, backoff_limit)
+        {
             failure = Some((
                 "BackoffLimitExceeded".into(),
                 "Job has reached the specified backoff limit".into(),
@@ -412,10 +398,11 @@ pub fn plan(job: &Job, pods: &[Pod], now: Timestamp) -> Plan {
         }
     }
 
+    // Pods deleted while finishing keep their finalizer (a failing Job counts them as
+    // failed); pods deleted by suspension or scale-down are released first, uncounted.
     let mut deletions: Vec<&Pod> = Vec::new();
+    let mut released_deletions: Vec<&Pod> = Vec::new();
     let mut creations: Vec<Pod> = Vec::new();
-    let mut active_after = active.len() as i32;
-    let mut ready_after = active.iter().filter(|p| is_ready(p)).count() as i32;
     let mut events: Vec<Action> = Vec::new();
 
     if let Some((reason, message)) = failure.as_ref().or(success.as_ref()) {
@@ -426,6 +413,28 @@ pub fn plan(job: &Job, pods: &[Pod], now: Timestamp) -> Plan {
         };
         set_condition(&mut status, interim, "True", reason, message, now);
         deletions.extend(active.iter().copied());
+        // Every pod still running is done with: a failing Job counts it as failed (recorded
+        // now, released next time), a succeeding one lets it go uncounted.
+        for pod in pods
+            .iter()
+            .copied()
+            .filter(|p| !is_terminal(p) && has_tracking_finalizer(p))
+        {
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            let known = tracking.uncounted_failed.contains(&uid)
+                || tracking
+                    .release
+                    .iter()
+                    .any(|p| p.metadata.uid.as_ref() == Some(&uid));
+            if known {
+                continue;
+            }
+            if failure.is_some() {
+                tracking.uncounted_failed.push(uid);
+            } else {
+                plan.actions.push(remove_tracking_finalizer(pod));
+            }
+        }
         let pending = tracking.uncounted_succeeded.len() + tracking.uncounted_failed.len();
         if active.is_empty() && terminating == 0 && pending == 0 {
             if failure.is_some() {
@@ -448,7 +457,7 @@ pub fn plan(job: &Job, pods: &[Pod], now: Timestamp) -> Plan {
             }
         }
     } else if suspended {
-        deletions.extend(active.iter().copied());
+        released_deletions.extend(active.iter().copied());
         if true_condition(&status, SUSPENDED).is_none() {
             set_condition(
                 &mut status,
@@ -512,8 +521,11 @@ pub fn plan(job: &Job, pods: &[Pod], now: Timestamp) -> Plan {
                 holding,
             )
         };
-        deletions.extend(remove);
-        creations = create;
+        // Deletions take precedence: one plan either deletes or creates.
+        if remove.is_empty() {
+            creations = create;
+        }
+        released_deletions.extend(remove);
         if !creations.is_empty() {
             let wait = failure_backoff(&pods, now);
             if wait > Duration::ZERO {
@@ -524,8 +536,15 @@ pub fn plan(job: &Job, pods: &[Pod], now: Timestamp) -> Plan {
         creations.truncate(MAX_POD_CREATE_DELETE_PER_SYNC);
     }
 
-    deletions.truncate(MAX_POD_CREATE_DELETE_PER_SYNC);
-    for pod in &deletions {
+    let mut active_after = active.len() as i32;
+    let mut ready_after = active.iter().filter(|p| is_ready(p)).count() as i32;
+    released_deletions.truncate(MAX_POD_CREATE_DELETE_PER_SYNC);
+    for pod in &released_deletions {
+        if has_tracking_finalizer(pod) {
+            plan.actions.push(remove_tracking_finalizer(pod));
+        }
+    }
+    for pod in deletions.iter().chain(&released_deletions) {
         active_after -= 1;
         if is_ready(pod) {
             ready_after -= 1;
@@ -564,6 +583,37 @@ pub fn plan(job: &Job, pods: &[Pod], now: Timestamp) -> Plan {
     }
     plan.actions.extend(events);
     plan
+}
+
+/// With `restartPolicy: OnFailure` failures restart containers instead of failing pods:
+/// the Job fails once the restarts of its running and pending pods reach the limit.
+fn past_backoff_limit_on_failure(spec: &JobSpec, pods: &[&Pod], backoff_limit: i32) -> bool {
+    let on_failure = spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        == Some("OnFailure");
+    if !on_failure {
+        return false;
+    }
+    let restarts: i32 = pods
+        .iter()
+        .filter(|p| matches!(phase(p), Some("Running" | "Pending")))
+        .filter_map(|p| p.status.as_ref())
+        .flat_map(|s| {
+            s.container_statuses
+                .iter()
+                .flatten()
+                .chain(s.init_container_statuses.iter().flatten())
+        })
+        .map(|c| c.restart_count)
+        .sum();
+    if backoff_limit == 0 {
+        restarts > 0
+    } else {
+        restarts >= backoff_limit
+    }
 }
 
 /// NonIndexed: how many to delete (the extra active pods, in deletion order) and create.

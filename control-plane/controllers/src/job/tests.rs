@@ -231,7 +231,11 @@ fn indexed_duplicates_and_out_of_range_pods_are_deleted() {
     let mut deleted = deletes(&plan);
     deleted.sort();
     assert_eq!(deleted, ["Pod/b:None", "Pod/c:None", "Pod/d:None"]);
-    assert_eq!(creates(&plan).len(), 1, "index 1");
+    assert_eq!(
+        creates(&plan).len(),
+        0,
+        "a plan that deletes creates nothing (index 1 comes next time)"
+    );
 }
 
 /// (name, status, pods, uncounted succeeded, released pods, succeeded counter, creations)
@@ -389,6 +393,82 @@ fn failure_and_completion_conditions() {
 }
 
 #[test]
+fn a_failing_job_counts_its_running_pods_as_failed() {
+    let running = pod("r", "Running", true, true, None);
+    let spec = json!({"activeDeadlineSeconds": 60});
+    let first = plan(
+        &job(spec.clone(), json!({"startTime": "2024-05-01T11:00:00Z"})),
+        std::slice::from_ref(&running),
+        now(),
+    );
+    let recorded = status(&first).expect("status");
+    let failed = recorded
+        .uncounted_terminated_pods
+        .clone()
+        .and_then(|u| u.failed);
+    assert_eq!(failed, Some(vec!["uid-r".to_string()]));
+    assert!(
+        finalizer_removals(&first).is_empty(),
+        "recorded before released"
+    );
+    assert_eq!((recorded.active, recorded.terminating), (Some(0), Some(1)));
+    let mut terminating = running;
+    terminating.metadata.deletion_timestamp = Some(Time(now()));
+    let second = plan(
+        &job(spec, serde_json::to_value(&recorded).expect("json")),
+        &[terminating],
+        secs(1),
+    );
+    assert_eq!(finalizer_removals(&second), ["r"]);
+    assert!(deletes(&second).is_empty(), "already being deleted");
+    let status = status(&second).unwrap_or(recorded);
+    assert!(
+        !conditions(&status).iter().any(|c| c.starts_with("Failed=")),
+        "Failed waits for the pod to be counted and gone"
+    );
+}
+
+#[test]
+fn a_succeeding_job_lets_terminating_pods_go_uncounted() {
+    let mut leftover = pod("t", "Running", false, true, None);
+    leftover.metadata.deletion_timestamp = Some(Time(now()));
+    let met = json!({"startTime": "2024-05-01T11:00:00Z", "succeeded": 1, "conditions": [
+        {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached", "message": "m"}]});
+    let plan = plan(&job(json!({}), met), &[leftover], now());
+    assert_eq!(finalizer_removals(&plan), ["t"]);
+    let status = status(&plan).expect("status");
+    assert_eq!(
+        conditions(&status),
+        ["SuccessCriteriaMet=True CompletionsReached"],
+        "Complete waits for the terminating pod"
+    );
+    assert_eq!((status.succeeded, status.failed), (Some(1), Some(0)));
+}
+
+#[test]
+fn on_failure_restarts_against_the_backoff_limit() {
+    // (backoffLimit, restarts) -> fails
+    for (limit, restarts, fails) in [(0, 0, false), (0, 1, true), (2, 1, false), (2, 2, true)] {
+        let running: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "r", "uid": "uid-r", "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "pi", "uid": UID, "controller": true}]},
+            "status": {"phase": "Running", "containerStatuses": [{"name": "c", "image": "", "imageID": "", "ready": true, "restartCount": restarts}]}}))
+        .expect("pod");
+        let spec = json!({"backoffLimit": limit, "template": {"spec": {"restartPolicy": "OnFailure", "containers": [{"name": "c"}]}}});
+        let plan = plan(
+            &job(spec, json!({"startTime": "2024-05-01T11:00:00Z"})),
+            &[running],
+            now(),
+        );
+        let failing = status(&plan).is_some_and(|s| {
+            conditions(&s)
+                .iter()
+                .any(|c| c.starts_with("FailureTarget=True"))
+        });
+        assert_eq!(failing, fails, "limit {limit}, restarts {restarts}");
+    }
+}
+
+#[test]
 fn suspend_and_resume() {
     let running = pod("r", "Running", true, true, None);
     let plan_suspend = plan(
@@ -400,6 +480,11 @@ fn suspend_and_resume() {
         now(),
     );
     assert_eq!(deletes(&plan_suspend), ["Pod/r:None"]);
+    assert_eq!(
+        finalizer_removals(&plan_suspend),
+        ["r"],
+        "suspension releases its pods uncounted"
+    );
     let status_suspended = status(&plan_suspend).expect("status");
     assert_eq!(
         conditions(&status_suspended),
@@ -559,209 +644,5 @@ fn completed_indexes_notation() {
     }
 }
 
-/// A tiny apiserver + kubelet: applies plans and finishes pods the way the test says.
-struct Cluster {
-    job: Job,
-    pods: Vec<Pod>,
-    created: usize,
-    now: Timestamp,
-    events: Vec<String>,
-    requeues: Vec<Option<Duration>>,
-}
-
-impl Cluster {
-    fn new(job: Job) -> Self {
-        Cluster {
-            job,
-            pods: Vec::new(),
-            created: 0,
-            now: now(),
-            events: Vec::new(),
-            requeues: Vec::new(),
-        }
-    }
-
-    fn apply(&mut self, plan: &Plan) {
-        for action in &plan.actions {
-            match action {
-                Action::Create { body, .. } => {
-                    let mut pod: Pod = serde_json::from_value(body.clone()).expect("pod");
-                    self.created += 1;
-                    let name = format!(
-                        "{}{}",
-                        pod.metadata.generate_name.clone().unwrap_or_default(),
-                        self.created
-                    );
-                    pod.metadata.uid = Some(format!("uid-{name}"));
-                    pod.metadata.name = Some(name);
-                    pod.metadata.creation_timestamp = Some(Time(self.now));
-                    pod.status =
-                        serde_json::from_value(json!({"phase": "Pending"})).expect("status");
-                    self.pods.push(pod);
-                }
-                Action::Patch { target, patch, .. } => {
-                    let pod = self
-                        .pods
-                        .iter_mut()
-                        .find(|p| p.metadata.name.as_deref() == Some(&target.name))
-                        .expect("patched pod exists");
-                    pod.metadata.finalizers =
-                        serde_json::from_value(patch["metadata"]["finalizers"].clone())
-                            .expect("finalizers");
-                }
-                Action::Delete { target, .. } => {
-                    let pod = self
-                        .pods
-                        .iter_mut()
-                        .find(|p| p.metadata.name.as_deref() == Some(&target.name))
-                        .expect("deleted pod exists");
-                    pod.metadata.deletion_timestamp = Some(Time(self.now));
-                    // The kubelet kills it.
-                    pod.status =
-                        serde_json::from_value(json!({"phase": "Failed"})).expect("status");
-                }
-                Action::UpdateStatus { body, .. } => {
-                    self.job.status =
-                        serde_json::from_value(body["status"].clone()).expect("status");
-                }
-                Action::Event { reason, .. } => self.events.push(reason.clone()),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        // Deleted pods without finalizers are gone.
-        self.pods
-            .retain(|p| p.metadata.deletion_timestamp.is_none() || has_tracking_finalizer(p));
-    }
-
-    /// Plan, apply, let the "kubelet" finish pods with `phase`; returns the plan.
-    fn step(&mut self, phase: &str) -> Plan {
-        let plan = plan(&self.job, &self.pods, self.now);
-        self.apply(&plan);
-        let running = self
-            .pods
-            .iter()
-            .filter(|p| crate::common::is_active(p))
-            .count();
-        assert!(
-            running <= 2,
-            "never more than parallelism pods run: {running}"
-        );
-        for pod in self.pods.iter_mut().filter(|p| crate::common::is_active(p)) {
-            pod.status = serde_json::from_value(json!({"phase": phase, "containerStatuses": [{
-                "name": "c", "image": "", "imageID": "", "ready": false, "restartCount": 0,
-                "state": {"terminated": {"exitCode": 0, "finishedAt": self.now}}}]}))
-            .expect("status");
-        }
-        self.requeues.push(plan.requeue_after);
-        let advance = plan
-            .requeue_after
-            .unwrap_or(Duration::from_secs(1))
-            .max(Duration::from_secs(1));
-        self.now = after(self.now, advance);
-        plan
-    }
-
-    fn conditions(&self) -> Vec<String> {
-        conditions(self.job.status.as_ref().expect("status"))
-    }
-}
-
-#[test]
-fn five_completions_two_at_a_time_converge_to_complete() {
-    let mut cluster = Cluster::new(job(json!({"completions": 5, "parallelism": 2}), json!({})));
-    for _ in 0..20 {
-        cluster.step("Succeeded");
-        if finished_condition(&cluster.job).is_some() {
-            break;
-        }
-    }
-    assert_eq!(
-        cluster.conditions(),
-        [
-            "SuccessCriteriaMet=True CompletionsReached",
-            "Complete=True CompletionsReached"
-        ]
-    );
-    let status = cluster.job.status.clone().expect("status");
-    assert_eq!(
-        (status.succeeded, status.failed, status.active),
-        (Some(5), Some(0), Some(0))
-    );
-    assert!(status.completion_time.is_some());
-    assert_eq!(
-        status.uncounted_terminated_pods,
-        Some(UncountedTerminatedPods::default())
-    );
-    assert_eq!(cluster.created, 5, "exactly the completions were created");
-    assert!(
-        cluster.pods.iter().all(|p| !has_tracking_finalizer(p)),
-        "all finalizers released"
-    );
-    assert_eq!(
-        cluster.events.iter().filter(|e| *e == "Completed").count(),
-        1
-    );
-    // Stable afterwards.
-    assert_eq!(
-        plan(&cluster.job, &cluster.pods, cluster.now),
-        Plan::default()
-    );
-}
-
-#[test]
-fn indexed_job_converges_with_every_index() {
-    let mut cluster = Cluster::new(job(
-        json!({"completions": 3, "parallelism": 2, "completionMode": "Indexed"}),
-        json!({}),
-    ));
-    for _ in 0..20 {
-        cluster.step("Succeeded");
-        if finished_condition(&cluster.job).is_some() {
-            break;
-        }
-    }
-    let status = cluster.job.status.clone().expect("status");
-    assert_eq!(status.completed_indexes.as_deref(), Some("0-2"));
-    assert_eq!(status.succeeded, Some(3));
-    assert_eq!(cluster.created, 3);
-}
-
-#[test]
-fn backoff_limit_one_fails_after_two_failures() {
-    let mut cluster = Cluster::new(job(
-        json!({"completions": 1, "parallelism": 1, "backoffLimit": 1}),
-        json!({}),
-    ));
-    for _ in 0..20 {
-        cluster.step("Failed");
-        if finished_condition(&cluster.job).is_some() {
-            break;
-        }
-    }
-    assert_eq!(
-        cluster.conditions(),
-        [
-            "FailureTarget=True BackoffLimitExceeded",
-            "Failed=True BackoffLimitExceeded"
-        ]
-    );
-    let status = cluster.job.status.clone().expect("status");
-    assert_eq!(
-        (status.failed, status.succeeded, status.completion_time),
-        (Some(2), Some(0), None)
-    );
-    assert_eq!(cluster.created, 2, "one replacement, then the limit");
-    assert!(
-        cluster.requeues.contains(&Some(Duration::from_secs(9))),
-        "replaced after the 10s backoff: {:?}",
-        cluster.requeues
-    );
-    assert_eq!(
-        cluster
-            .events
-            .iter()
-            .filter(|e| *e == "BackoffLimitExceeded")
-            .count(),
-        1
-    );
-}
+/// Plans applied to an in-memory cluster until the Job finishes.
+mod simulation;
