@@ -268,15 +268,13 @@ pub fn plan(cronjob: &CronJob, jobs: &[Job], now: Timestamp) -> Plan {
         let finished = finished_condition(job).map(|c| c.type_.clone());
         let position = active.iter().position(|r| refers_to(r, job));
         match (position, &finished) {
-            (None, None) => {
-                events.push(Action::event(
-                    cronjob,
-                    EventType::Warning,
-                    "UnexpectedJob",
-                    format!("Saw a job that the controller did not create or forgot: {job_name}"),
-                ));
-                active.push(job_reference(job));
-            }
+            // Upstream only reports it (every reconcile): a Job nobody recorded.
+            (None, None) => events.push(Action::event(
+                cronjob,
+                EventType::Warning,
+                "UnexpectedJob",
+                format!("Saw a job that the controller did not create or forgot: {job_name}"),
+            )),
             (Some(i), None) => {
                 if active[i].uid.is_none() {
                     active[i] = job_reference(job);
@@ -288,7 +286,7 @@ pub fn plan(cronjob: &CronJob, jobs: &[Job], now: Timestamp) -> Plan {
                     cronjob,
                     EventType::Normal,
                     "SawCompletedJob",
-                    format!("Saw completed job: {job_name}, condition: {condition}"),
+                    format!("Saw completed job: {job_name}, status: {condition}"),
                 ));
             }
             (None, Some(_)) => {}

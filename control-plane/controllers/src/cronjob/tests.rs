@@ -281,14 +281,13 @@ fn cronjob_plan_table() {
             },
         ),
         (
-            "an unknown running job is adopted",
+            "an unknown running job is reported, not adopted",
             json!({}),
             json!({"lastScheduleTime": "2024-05-01T12:00:00Z"}),
             vec![child("manual", None, "2024-05-01T12:00:10Z")],
             "2024-05-01T12:01:00Z",
             Outcome {
                 events: strings(&["UnexpectedJob"]),
-                active: strings(&["manual"]),
                 last_schedule: at_noon.clone(),
                 requeue_ms: Some(240_100),
                 ..Outcome::default()

@@ -11,6 +11,10 @@ struct Cluster {
     now: Timestamp,
     events: Vec<String>,
     requeues: Vec<Option<Duration>>,
+    /// How many actions of each plan the executor performs before "failing" (cycled);
+    /// empty: all of them.
+    executor_budget: Vec<usize>,
+    steps: usize,
 }
 
 impl Cluster {
@@ -22,11 +26,18 @@ impl Cluster {
             now: now(),
             events: Vec::new(),
             requeues: Vec::new(),
+            executor_budget: Vec::new(),
+            steps: 0,
         }
     }
 
     fn apply(&mut self, plan: &Plan) {
-        for action in &plan.actions {
+        let budget = match self.executor_budget.len() {
+            0 => usize::MAX,
+            n => self.executor_budget[self.steps % n],
+        };
+        self.steps += 1;
+        for action in plan.actions.iter().take(budget) {
             match action {
                 Action::Create { body, .. } => {
                     let mut pod: Pod = serde_json::from_value(body.clone()).expect("pod");
@@ -150,6 +161,31 @@ fn five_completions_two_at_a_time_converge_to_complete() {
         plan(&cluster.job, &cluster.pods, cluster.now),
         Plan::default()
     );
+}
+
+#[test]
+fn counts_stay_exact_when_the_executor_stops_midway() {
+    for budget in [vec![1], vec![2], vec![1, 3, 2], vec![3, 1]] {
+        let mut cluster = Cluster::new(job(json!({"completions": 5, "parallelism": 2}), json!({})));
+        cluster.executor_budget = budget.clone();
+        for _ in 0..200 {
+            cluster.step("Succeeded");
+            if finished_condition(&cluster.job).is_some() {
+                break;
+            }
+        }
+        let status = cluster.job.status.clone().expect("status");
+        assert_eq!(
+            cluster.conditions(),
+            [
+                "SuccessCriteriaMet=True CompletionsReached",
+                "Complete=True CompletionsReached"
+            ],
+            "budget {budget:?}"
+        );
+        assert_eq!(status.succeeded, Some(5), "budget {budget:?}");
+        assert_eq!(cluster.created, 5, "budget {budget:?}");
+    }
 }
 
 #[test]
