@@ -4,16 +4,18 @@
 //!
 //! **Counting.** Every pod is created with the `batch.kubernetes.io/job-tracking`
 //! finalizer. A finished pod still holding it is not counted yet: one plan records its uid
-//! in `status.uncountedTerminatedPods`; a later plan (the recorded status is now durable)
-//! removes the finalizer; the plan after that (the pod no longer holds it) moves the uid
-//! into `succeeded`/`failed`. The invariant "finalizer present ⇔ not in the counters" makes
-//! every re-plan count each pod exactly once, whatever the executor did or failed to do.
+//! in `status.uncountedTerminatedPods` (an Indexed Job's success: its index in
+//! `completedIndexes`); a later plan (the record is now durable) removes the finalizer; the
+//! plan after that (the pod no longer holds it) moves the uid into `succeeded`/`failed`.
+//! The invariant "finalizer present ⇔ not in the counters" makes every re-plan count each
+//! pod exactly once, whatever the executor did or failed to do. Pods deleted for suspension
+//! or a lower parallelism are released first and never counted, as upstream.
 //!
 //! **Finishing.** As upstream with delayed terminal conditions: first an interim condition
 //! (`SuccessCriteriaMet` or `FailureTarget`, reasons `CompletionsReached`,
-//! `BackoffLimitExceeded`, `DeadlineExceeded`) while the remaining pods are deleted and
-//! counted, then `Complete` (with `completionTime`) or `Failed` once none is left running or
-//! uncounted. A finished Job's pods lose their finalizers; `ttlSecondsAfterFinished` deletes
+//! `BackoffLimitExceeded`, `DeadlineExceeded`) while the remaining pods are deleted (a
+//! failing Job counts them as failed), then `Complete` (with `completionTime`) or `Failed`
+//! once none is left terminating or uncounted. Success needs no pod left running. A finished Job's pods lose their finalizers; `ttlSecondsAfterFinished` deletes
 //! the Job once expired (upstream's ttl-after-finished controller, folded in here).
 //!
 //! **Not modelled:** `podFailurePolicy` rules, `backoffLimitPerIndex`/`maxFailedIndexes`,
