@@ -1,1 +1,0 @@
-//! The job controller (to be written).
