@@ -53,8 +53,10 @@ pub(crate) fn address_types(service: &Service) -> Vec<&'static str> {
     }
 }
 
+/// Whether `ip` is an IPv6 address (an IPv4-mapped one counts as IPv4, as in Go).
 fn is_ipv6(ip: &str) -> bool {
-    ip.contains(':')
+    ip.parse::<std::net::Ipv6Addr>()
+        .is_ok_and(|v6| v6.to_ipv4_mapped().is_none())
 }
 
 /// The pod's IPs (`status.podIPs`, or `status.podIP` alone on older statuses).

@@ -340,7 +340,9 @@ fn best_fitting_slice(
 fn desired_labels(service: &Service) -> BTreeMap<String, String> {
     let mut labels = service.metadata.labels.clone().unwrap_or_default();
     labels.remove(LABEL_HEADLESS);
-    let headless = service.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None");
+    // Upstream marks every service without a cluster IP (none, or not yet allocated).
+    let cluster_ip = service.spec.as_ref().and_then(|s| s.cluster_ip.as_deref());
+    let headless = matches!(cluster_ip, None | Some("" | "None"));
     if headless {
         labels.insert(LABEL_HEADLESS.into(), String::new());
     }

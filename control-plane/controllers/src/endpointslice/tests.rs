@@ -619,3 +619,46 @@ fn a_terminating_service_gets_no_new_slices() {
         .is_empty()
     );
 }
+
+#[test]
+fn slice_labels_copy_the_service_labels_and_mark_headless_services() {
+    let mut svc = service(Some(&[("app", "web")]));
+    svc.metadata.labels = Some(labels(&[("team", "a"), (LABEL_SERVICE_NAME, "spoofed")]));
+    let pods = vec![pod("a", "web", "10.0.0.1", true, 8080)];
+    let slices = apply(&[], &plan(&svc, &pods, &nodes(), &[]));
+    let got = slices[0].metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        got,
+        labels(&[
+            ("team", "a"),
+            (LABEL_SERVICE_NAME, "web"),
+            (LABEL_MANAGED_BY, CONTROLLER_NAME)
+        ])
+    );
+
+    // Turning headless (and relabelling) rewrites the labels of the existing slice only.
+    if let Some(spec) = svc.spec.as_mut() {
+        spec.cluster_ip = Some("None".into());
+    }
+    svc.metadata.labels = Some(labels(&[("team", "b")]));
+    let actions = plan(&svc, &pods, &nodes(), &slices);
+    assert_eq!(kinds(&actions), ["update"]);
+    let got = slice_of(&actions[0]).metadata.labels.unwrap_or_default();
+    assert_eq!(
+        got,
+        labels(&[
+            ("team", "b"),
+            (LABEL_HEADLESS, ""),
+            (LABEL_SERVICE_NAME, "web"),
+            (LABEL_MANAGED_BY, CONTROLLER_NAME)
+        ])
+    );
+}
+
+#[test]
+fn ipv4_mapped_pod_addresses_count_as_ipv4() {
+    let svc = service(Some(&[("app", "web")]));
+    let mapped = pod("a", "web", "::ffff:10.0.0.1", true, 8080);
+    let actions = plan(&svc, &[mapped], &nodes(), &[]);
+    assert_eq!(slice_of(&actions[0]).endpoints.len(), 1);
+}
