@@ -1,7 +1,8 @@
 //! The disruption controller's planner: a PodDisruptionBudget's status (healthy, desired
 //! and expected pod counts, the disruptions allowed, the `DisruptionAllowed` condition)
 //! from the pods it selects and the scale of their controllers, and the pruning of
-//! `disruptedPods` entries the eviction API recorded for pods that were never deleted.
+//! `disruptedPods` entries the eviction API recorded for pods that were never deleted;
+//! and the reset of stale `DisruptionTarget` pod conditions.
 
 #[cfg(test)]
 mod tests;
@@ -417,4 +418,68 @@ fn fail_safe(pdb: &PodDisruptionBudget, error: &SyncError, now: Timestamp) -> Op
     let mut updated = pdb.clone();
     updated.status = Some(status);
     Some(Action::update_status(&updated))
+}
+
+/// How long a `DisruptionTarget` condition may sit on a pod that is not being deleted
+/// before the controller calls it stale and resets it (upstream's
+/// `stalePodDisruptionTimeout`).
+pub const STALE_POD_DISRUPTION_TIMEOUT: SignedDuration = SignedDuration::from_secs(120);
+/// The pod condition the eviction API (and others) set on a pod about to be disrupted.
+pub const CONDITION_DISRUPTION_TARGET: &str = "DisruptionTarget";
+/// The kubelet's reason, whose conditions are never stale.
+const REASON_TERMINATION_BY_KUBELET: &str = "TerminationByKubelet";
+
+/// Plans the reset of a stale `DisruptionTarget` condition on `pod`: one the eviction API
+/// set (status `True`) on a pod that, [`STALE_POD_DISRUPTION_TIMEOUT`] later, is still not
+/// being deleted nor finished. Before then, `recheck_at` says when to look again. The
+/// kubelet's own condition (`TerminationByKubelet`) is left alone.
+pub fn plan_stale_pod_disruption(pod: &Pod, now: Timestamp) -> DisruptionPlan {
+    let nothing = DisruptionPlan {
+        actions: Vec::new(),
+        recheck_at: None,
+    };
+    if pod.metadata.deletion_timestamp.is_some() || crate::common::is_terminal(pod) {
+        return nothing;
+    }
+    let Some(condition) = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == CONDITION_DISRUPTION_TARGET))
+    else {
+        return nothing;
+    };
+    if condition.status != "True"
+        || condition.reason.as_deref() == Some(REASON_TERMINATION_BY_KUBELET)
+    {
+        return nothing;
+    }
+    let since = condition
+        .last_transition_time
+        .as_ref()
+        .map_or(Timestamp::UNIX_EPOCH, |Time(t)| *t);
+    let stale_at = since
+        .saturating_add(STALE_POD_DISRUPTION_TIMEOUT)
+        .unwrap_or(since);
+    if stale_at > now {
+        return DisruptionPlan {
+            actions: Vec::new(),
+            recheck_at: Some(stale_at),
+        };
+    }
+    let mut reset = pod.clone();
+    let conditions = reset
+        .status
+        .as_mut()
+        .and_then(|s| s.conditions.as_mut())
+        .into_iter()
+        .flatten();
+    for condition in conditions.filter(|c| c.type_ == CONDITION_DISRUPTION_TARGET) {
+        condition.status = "False".into();
+        condition.last_transition_time = Some(Time(now));
+    }
+    DisruptionPlan {
+        actions: vec![Action::update_status(&reset)],
+        recheck_at: None,
+    }
 }

@@ -412,3 +412,76 @@ fn the_selector_scopes_the_pods() {
         "a missing selector selects nothing"
     );
 }
+
+#[test]
+fn stale_disruption_target_conditions_are_reset_after_two_minutes() {
+    let with_target = |reason: &str, status: &str, since: i64| {
+        let mut p = pod("p", true, "rs");
+        if let Some(conditions) = p.status.as_mut().and_then(|s| s.conditions.as_mut()) {
+            conditions.push(PodCondition {
+                type_: CONDITION_DISRUPTION_TARGET.into(),
+                status: status.into(),
+                reason: Some(reason.into()),
+                last_transition_time: Some(Time(at(since))),
+                ..PodCondition::default()
+            });
+        }
+        p
+    };
+    // (name, pod, want a reset, want recheck_at)
+    let mut deleting = with_target("EvictionByEvictionAPI", "True", -300);
+    deleting.metadata.deletion_timestamp = Some(Time(at(-1)));
+    let mut finished = with_target("EvictionByEvictionAPI", "True", -300);
+    if let Some(status) = finished.status.as_mut() {
+        status.phase = Some("Failed".into());
+    }
+    let cases = [
+        (
+            "stale",
+            with_target("EvictionByEvictionAPI", "True", -121),
+            true,
+            None,
+        ),
+        (
+            "recent",
+            with_target("EvictionByEvictionAPI", "True", -30),
+            false,
+            Some(at(90)),
+        ),
+        (
+            "kubelet's",
+            with_target("TerminationByKubelet", "True", -300),
+            false,
+            None,
+        ),
+        (
+            "already false",
+            with_target("EvictionByEvictionAPI", "False", -300),
+            false,
+            None,
+        ),
+        ("being deleted", deleting, false, None),
+        ("finished", finished, false, None),
+        ("no condition", pod("p", true, "rs"), false, None),
+    ];
+    for (name, p, want_reset, want_recheck) in cases {
+        let planned = plan_stale_pod_disruption(&p, at(0));
+        assert_eq!(planned.recheck_at, want_recheck, "{name}");
+        assert_eq!(planned.actions.len(), usize::from(want_reset), "{name}");
+        if want_reset {
+            let Action::UpdateStatus { body, .. } = &planned.actions[0] else {
+                panic!("{name}: a status update");
+            };
+            let reset: Pod = serde_json::from_value(body.clone()).expect("a pod");
+            let condition = reset
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_ == CONDITION_DISRUPTION_TARGET)
+                .expect("the condition");
+            assert_eq!(condition.status, "False", "{name}");
+            assert_eq!(condition.last_transition_time, Some(Time(at(0))), "{name}");
+        }
+    }
+}
