@@ -1,1 +1,0 @@
-//! The disruption controller (to be written).

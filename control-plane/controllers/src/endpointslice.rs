@@ -1,1 +1,0 @@
-//! The endpointslice controller (to be written).

@@ -1,1 +1,0 @@
-//! The podgc controller (to be written).
