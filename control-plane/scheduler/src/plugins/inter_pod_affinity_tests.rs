@@ -1,0 +1,1 @@
+//! Table tests of plugins::inter_pod_affinity.
