@@ -346,3 +346,7 @@ impl Scheduler {
         best
     }
 }
+
+#[cfg(test)]
+#[path = "framework_tests.rs"]
+mod tests;

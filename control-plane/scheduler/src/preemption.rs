@@ -254,3 +254,7 @@ pub fn preempt(
         "preemption: 0/{all} nodes are available: {histogram}"
     ))
 }
+
+#[cfg(test)]
+#[path = "preemption_tests.rs"]
+mod tests;

@@ -145,10 +145,11 @@ impl SchedulingQueue {
             let spec_changed = existing.pod.spec != pod.spec;
             existing.pod = pod;
             existing.priority = priority;
-            if spec_changed && matches!(location, Location::Unschedulable(_)) {
-                if let Some(p) = self.detach(&key) {
-                    self.push_active(p, now);
-                }
+            if spec_changed
+                && matches!(location, Location::Unschedulable(_))
+                && let Some(p) = self.detach(&key)
+            {
+                self.push_active(p, now);
             }
             return;
         }
@@ -284,3 +285,7 @@ impl SchedulingQueue {
         self.pods.contains_key(key)
     }
 }
+
+#[cfg(test)]
+#[path = "queue_tests.rs"]
+mod tests;

@@ -281,3 +281,7 @@ impl Snapshot {
         self.pod_nodes.len()
     }
 }
+
+#[cfg(test)]
+#[path = "snapshot_tests.rs"]
+mod tests;

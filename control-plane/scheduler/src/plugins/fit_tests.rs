@@ -1,6 +1,8 @@
 //! Table tests of NodeResourcesFit (filter and both scoring strategies),
 //! NodeResourcesBalancedAllocation, NodePorts and ImageLocality.
 
+#![allow(clippy::type_complexity, reason = "table-test rows are tuples")]
+
 use k8s_openapi::api::core::v1::{Node, Pod};
 
 use super::Code;

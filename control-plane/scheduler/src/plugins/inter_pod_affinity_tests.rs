@@ -1,6 +1,8 @@
 //! Table tests of InterPodAffinity: required affinity, anti-affinity, existing pods'
 //! anti-affinity, and the preferred-terms score.
 
+#![allow(clippy::type_complexity, reason = "table-test rows are tuples")]
+
 use k8s_openapi::api::core::v1::{
     Affinity, Node, Pod, PodAffinity, PodAffinityTerm, PodAntiAffinity, WeightedPodAffinityTerm,
 };
@@ -186,7 +188,7 @@ fn preferred_terms_score_table() {
         (
             "preferred anti-affinity",
             pod("p").affinity(preferred(10, true)).build(),
-            vec![db.clone()],
+            vec![db],
             Some(vec![0, 0, 100, 100]),
         ),
         (
