@@ -24,6 +24,10 @@ pub mod snapshot;
 #[cfg(test)]
 mod testing;
 
+/// The API types this crate's interface is written in, for callers without their own
+/// dependency (the benchmark).
+pub use k8s_openapi;
+
 pub use fit_error::FitError;
 pub use framework::{Config, ScheduleResult, Scheduler};
 pub use snapshot::{NodeInfo, Snapshot};

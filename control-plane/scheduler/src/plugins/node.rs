@@ -114,15 +114,17 @@ pub fn taint_toleration(state: &CycleState<'_>, node: &NodeInfo) -> FilterResult
 /// TaintToleration score (raw): how many PreferNoSchedule taints the pod does not tolerate
 /// (only tolerations with an empty or PreferNoSchedule effect count). Normalised reversed.
 pub fn taint_toleration_score(state: &CycleState<'_>, node: &NodeInfo) -> i64 {
-    let tolerations: Vec<&Toleration> = state
-        .tolerations
-        .iter()
-        .filter(|t| matches!(t.effect.as_deref(), None | Some("" | "PreferNoSchedule")))
-        .collect();
+    let counts_for_scoring =
+        |t: &&Toleration| matches!(t.effect.as_deref(), None | Some("" | "PreferNoSchedule"));
     let count = taints(node)
         .iter()
         .filter(|taint| {
-            taint.effect == "PreferNoSchedule" && !tolerations.iter().any(|t| tolerates(t, taint))
+            taint.effect == "PreferNoSchedule"
+                && !state
+                    .tolerations
+                    .iter()
+                    .filter(counts_for_scoring)
+                    .any(|t| tolerates(t, taint))
         })
         .count();
     i64::try_from(count).unwrap_or(i64::MAX)
