@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{NodeSelector, Pod, PreferredSchedulingTerm, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::fit_error::FitError;
 use crate::plugins::fit::{self, ScoringStrategy};
@@ -97,12 +98,24 @@ pub struct CycleState<'a> {
     pub images: Vec<String>,
     pub spread: HardState,
     pub soft_spread: Vec<Constraint>,
+    /// False for system default spread constraints: nodes missing a key still score.
+    pub soft_spread_requires_all_keys: bool,
     pub inter_pod: inter_pod_affinity::PreFilterState,
 }
 
 impl<'a> CycleState<'a> {
     /// PreFilter: everything about `pod` that does not depend on the node.
     pub fn new(pod: &'a PodInfo, snapshot: &Snapshot) -> Self {
+        Self::with_default_spread(pod, snapshot, None)
+    }
+
+    /// [`CycleState::new`], applying upstream's system default spread constraints with
+    /// `default_spread_selector` when the pod has no constraints of its own.
+    pub fn with_default_spread(
+        pod: &'a PodInfo,
+        snapshot: &Snapshot,
+        default_spread_selector: Option<&LabelSelector>,
+    ) -> Self {
         let spec = pod.pod.spec.as_ref();
         let node_affinity = spec
             .and_then(|s| s.affinity.as_ref())
@@ -113,7 +126,15 @@ impl<'a> CycleState<'a> {
             .filter_map(|c| c.image.as_deref())
             .map(normalized_image_name)
             .collect();
-        let (hard, soft) = topology_spread::constraints(&pod.pod);
+        let (hard, mut soft) = topology_spread::constraints(&pod.pod);
+        let mut soft_spread_requires_all_keys = true;
+        if hard.is_empty()
+            && soft.is_empty()
+            && let Some(selector) = default_spread_selector
+        {
+            soft = topology_spread::system_default_constraints(selector, &pod.pod);
+            soft_spread_requires_all_keys = false;
+        }
         let mut state = CycleState {
             pod,
             tolerations: spec
@@ -134,6 +155,7 @@ impl<'a> CycleState<'a> {
             images,
             spread: HardState::default(),
             soft_spread: soft,
+            soft_spread_requires_all_keys,
             inter_pod: inter_pod_affinity::pre_filter(pod, snapshot),
         };
         state.spread = topology_spread::pre_filter(&state, hard, pod, snapshot);
@@ -263,6 +285,19 @@ impl Scheduler {
         pod: Arc<Pod>,
         snapshot: &Snapshot,
     ) -> Result<ScheduleResult, FitError> {
+        self.schedule_with(pod, snapshot, None)
+    }
+
+    /// [`Scheduler::schedule`] with the selector upstream's system default spread
+    /// constraints use for this pod (the union of the selectors of the Services,
+    /// ReplicationControllers, ReplicaSets and StatefulSets selecting it; `None` when there
+    /// are none).
+    pub fn schedule_with(
+        &mut self,
+        pod: Arc<Pod>,
+        snapshot: &Snapshot,
+        default_spread_selector: Option<&LabelSelector>,
+    ) -> Result<ScheduleResult, FitError> {
         let nodes = snapshot.nodes();
         let all = nodes.len();
         if all == 0 {
@@ -272,7 +307,7 @@ impl Scheduler {
             Ok(info) => info,
             Err(e) => return Err(FitError::pre_filter(all, e.to_string())),
         };
-        let state = CycleState::new(&info, snapshot);
+        let state = CycleState::with_default_spread(&info, snapshot, default_spread_selector);
 
         // A nominated node (set by an earlier preemption) is tried first, on its own.
         let nominated = info

@@ -47,7 +47,8 @@ pub struct QueuedPod {
 enum Location {
     Active((i64, i64, u64)),
     Backoff((i64, u64)),
-    Unschedulable(Timestamp),
+    /// (since ms, seq).
+    Unschedulable((i64, u64)),
     /// Popped and being scheduled.
     InFlight,
 }
@@ -60,6 +61,8 @@ pub struct SchedulingQueue {
     active: BTreeMap<(i64, i64, u64), String>,
     /// (backoff expiry ms, seq) → key.
     backoff: BTreeMap<(i64, u64), String>,
+    /// (unschedulable since ms, seq) → key.
+    unschedulable: BTreeMap<(i64, u64), String>,
     seq: u64,
     cycle: u64,
     /// The cycle during which the last cluster event arrived.
@@ -112,7 +115,10 @@ impl SchedulingQueue {
             Location::Backoff(k) => {
                 self.backoff.remove(&k);
             }
-            Location::Unschedulable(_) | Location::InFlight => {}
+            Location::Unschedulable(k) => {
+                self.unschedulable.remove(&k);
+            }
+            Location::InFlight => {}
         }
         Some(pod)
     }
@@ -185,14 +191,14 @@ impl SchedulingQueue {
                 self.push_active(p, now);
             }
         }
+        let cutoff = now
+            .checked_sub(MAX_UNSCHEDULABLE_DURATION)
+            .unwrap_or(now)
+            .as_millisecond();
         let stale: Vec<String> = self
-            .pods
-            .iter()
-            .filter(|(_, (_, loc))| {
-                matches!(loc, Location::Unschedulable(since)
-                    if now.duration_since(*since) >= MAX_UNSCHEDULABLE_DURATION)
-            })
-            .map(|(k, _)| k.clone())
+            .unschedulable
+            .range(..(cutoff + 1, 0))
+            .map(|(_, key)| key.clone())
             .collect();
         for key in stale {
             self.requeue(&key, now);
@@ -231,8 +237,10 @@ impl SchedulingQueue {
         if self.move_request_cycle >= pod.cycle && self.move_request_cycle > 0 {
             self.push_backoff(pod);
         } else {
+            let k = (now.as_millisecond(), self.next_seq());
+            self.unschedulable.insert(k, pod.key.clone());
             self.pods
-                .insert(pod.key.clone(), (pod, Location::Unschedulable(now)));
+                .insert(pod.key.clone(), (pod, Location::Unschedulable(k)));
         }
     }
 
@@ -259,12 +267,7 @@ impl SchedulingQueue {
     /// lasts), since the event may make it fit.
     pub fn on_cluster_event(&mut self, _event: ClusterEvent, now: Timestamp) {
         self.move_request_cycle = self.cycle.max(1);
-        let keys: Vec<String> = self
-            .pods
-            .iter()
-            .filter(|(_, (_, loc))| matches!(loc, Location::Unschedulable(_)))
-            .map(|(k, _)| k.clone())
-            .collect();
+        let keys: Vec<String> = self.unschedulable.values().cloned().collect();
         for key in keys {
             self.requeue(&key, now);
         }
@@ -272,12 +275,11 @@ impl SchedulingQueue {
 
     /// Counts of (active, backoff, unschedulable) pods.
     pub fn lengths(&self) -> (usize, usize, usize) {
-        let unschedulable = self
-            .pods
-            .values()
-            .filter(|(_, loc)| matches!(loc, Location::Unschedulable(_)))
-            .count();
-        (self.active.len(), self.backoff.len(), unschedulable)
+        (
+            self.active.len(),
+            self.backoff.len(),
+            self.unschedulable.len(),
+        )
     }
 
     /// Whether the queue knows the pod (queued or in flight).

@@ -19,6 +19,8 @@ pub const REASON_MISSING_LABEL: &str =
     "node(s) didn't match pod topology spread constraints (missing required label)";
 /// The well-known hostname label, counted per node when scoring.
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+/// The well-known zone label.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
 /// One spread constraint of the pod being scheduled, with `matchLabelKeys` merged in.
 #[derive(Clone, Debug, PartialEq)]
@@ -120,6 +122,27 @@ pub fn constraints(pod: &Pod) -> (Vec<Constraint>, Vec<Constraint>) {
     (hard, soft)
 }
 
+/// Upstream's system default constraints (`defaultingType: System`) for a pod without
+/// constraints of its own, selecting the pods of the same Services, ReplicaSets,
+/// ReplicationControllers and StatefulSets (`selector`, worked out by the caller): soft,
+/// maxSkew 3 per node and 5 per zone.
+pub fn system_default_constraints(selector: &LabelSelector, pod: &Pod) -> Vec<Constraint> {
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let self_match = kwk_api::meta::selector_matches(selector, &labels);
+    [(HOSTNAME_LABEL, 3), (ZONE_LABEL, 5)]
+        .into_iter()
+        .map(|(key, max_skew)| Constraint {
+            max_skew,
+            topology_key: key.to_string(),
+            selector: Some(selector.clone()),
+            min_domains: 1,
+            honor_node_affinity: true,
+            honor_node_taints: false,
+            self_match,
+        })
+        .collect()
+}
+
 fn has_all_keys(node: &NodeInfo, constraints: &[Constraint]) -> bool {
     let labels = node.labels();
     constraints
@@ -213,6 +236,8 @@ pub struct SoftState {
     /// Matching pods per domain (not for the hostname key, counted per node).
     counts: Vec<HashMap<String, i64>>,
     weights: Vec<f64>,
+    /// Nodes missing a key are ignored (always, except for system default constraints).
+    require_all: bool,
 }
 
 /// PreScore: domains of the feasible nodes, and matching pods per domain over all nodes.
@@ -227,16 +252,19 @@ pub fn pre_score(
     }
     let nodes = snapshot.nodes();
     let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); soft.len()];
+    let require_all = state.soft_spread_requires_all_keys;
     let mut considered = 0usize;
     for &i in feasible {
-        if !has_all_keys(&nodes[i], soft) {
+        if require_all && !has_all_keys(&nodes[i], soft) {
             continue;
         }
         considered += 1;
         for (c, domain_counts) in soft.iter().zip(counts.iter_mut()) {
-            if c.topology_key != HOSTNAME_LABEL {
-                let value = nodes[i].labels().get(&c.topology_key).cloned();
-                domain_counts.entry(value.unwrap_or_default()).or_insert(0);
+            if c.topology_key == HOSTNAME_LABEL {
+                continue;
+            }
+            if let Some(value) = nodes[i].labels().get(&c.topology_key) {
+                domain_counts.entry(value.clone()).or_insert(0);
             }
         }
     }
@@ -253,7 +281,7 @@ pub fn pre_score(
         })
         .collect();
     for node in nodes {
-        if !has_all_keys(node, soft) {
+        if require_all && !has_all_keys(node, soft) {
             continue;
         }
         for (c, domain_counts) in soft.iter().zip(counts.iter_mut()) {
@@ -270,12 +298,13 @@ pub fn pre_score(
         constraints: soft.clone(),
         counts,
         weights,
+        require_all,
     })
 }
 
 /// Score (raw), or `None` for a node missing a topology key (ignored, scored 0).
 pub fn score(soft: &SoftState, state: &CycleState<'_>, node: &NodeInfo) -> Option<i64> {
-    if !has_all_keys(node, &soft.constraints) {
+    if soft.require_all && !has_all_keys(node, &soft.constraints) {
         return None;
     }
     let labels = node.labels();

@@ -166,3 +166,28 @@ fn soft_hostname_constraint_counts_per_node() {
     // 4 nodes have a hostname: weight ln 6; raw n1 = 4, n2 = 2, n3 = bare = 0.
     assert_eq!(scores, vec![0, 50, 100, 100]);
 }
+
+#[test]
+fn system_default_constraints_spread_replicas_and_keep_unzoned_nodes() {
+    let p = pod("p").label("app", "web").build();
+    let snapshot = Snapshot::new(
+        zoned(),
+        vec![web("w1", "n1"), web("w2", "n1"), web("w3", "n2")],
+    );
+    let feasible: Vec<usize> = (0..snapshot.nodes().len()).collect();
+    let info = crate::testing::pod_info(p);
+    let selector = crate::testing::selector("app=web");
+    let state =
+        crate::framework::CycleState::with_default_spread(&info, &snapshot, Some(&selector));
+    assert!(!state.soft_spread_requires_all_keys);
+    let soft = pre_score(&state, &snapshot, &feasible).expect("default constraints");
+    let raw: Vec<Option<i64>> = snapshot
+        .nodes()
+        .iter()
+        .map(|n| score(&soft, &state, n))
+        .collect();
+    // Nodes have no zone label under ZONE_LABEL: only the hostname constraint (maxSkew 3,
+    // weight ln 6) counts, and no node is ignored.
+    assert_eq!(raw, vec![Some(6), Some(4), Some(2), Some(2)]);
+    assert_eq!(normalize(&raw), vec![33, 66, 100, 100]);
+}
