@@ -86,7 +86,7 @@ pub fn num_feasible_nodes_to_find(all: usize, percentage: usize) -> usize {
 }
 
 /// What the PreFilter step computed about the pod, read by every filter and score.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct CycleState<'a> {
     pub pod: &'a PodInfo,
     pub tolerations: &'a [Toleration],
@@ -160,6 +160,29 @@ impl<'a> CycleState<'a> {
         };
         state.spread = topology_spread::pre_filter(&state, hard, pod, snapshot);
         state
+    }
+}
+
+impl CycleState<'_> {
+    /// Accounts for `pod` added to (`delta` 1) or removed from (−1) `node` in the
+    /// cluster-wide PreFilter state (topology spread counts, inter-pod affinity pairs).
+    pub fn update_for_pod(
+        &mut self,
+        pod: &PodInfo,
+        node: &NodeInfo,
+        snapshot: &Snapshot,
+        delta: i64,
+    ) {
+        topology_spread::update_for_pod(self, pod, node, delta);
+        let incoming = self.pod;
+        inter_pod_affinity::update_for_pod(
+            &mut self.inter_pod,
+            incoming,
+            pod,
+            node,
+            snapshot,
+            delta,
+        );
     }
 }
 

@@ -3,9 +3,9 @@
 //! preferring not to break PodDisruptionBudgets; or say why preemption cannot help, in
 //! upstream's words.
 //!
-//! Limitation: the dry run re-runs the filters on the node with victims removed, but the
-//! cluster-wide pre-computed state (topology spread counts, inter-pod affinity pairs) is not
-//! adjusted for the removed pods.
+//! The dry run removes the victims from a copy of the node and from a copy of the pod's
+//! PreFilter state (topology spread counts, inter-pod affinity pairs), as upstream does with
+//! its RemovePod extensions. Nominated pods of other preemptors are not accounted for.
 
 use std::sync::Arc;
 
@@ -133,10 +133,12 @@ fn select_victims(
         ));
     }
     let mut trial = node.clone();
+    let mut state = state.clone();
     for victim in &potential {
         trial.remove_pod(&victim.key);
+        state.update_for_pod(victim, node, snapshot, -1);
     }
-    run_filters(state, &trial, snapshot)?;
+    run_filters(&state, &trial, snapshot)?;
     potential.sort_by(|a, b| more_important(a, b));
     let (violating, fine) = split_by_pdb(potential, pdbs);
     let mut victims = Vec::new();
@@ -144,8 +146,10 @@ fn select_victims(
     for (group, violates) in [(violating, true), (fine, false)] {
         for pod in group {
             trial.add_pod(pod.clone());
-            if run_filters(state, &trial, snapshot).is_err() {
+            state.update_for_pod(&pod, node, snapshot, 1);
+            if run_filters(&state, &trial, snapshot).is_err() {
                 trial.remove_pod(&pod.key);
+                state.update_for_pod(&pod, node, snapshot, -1);
                 if violates {
                     pdb_violations += 1;
                 }

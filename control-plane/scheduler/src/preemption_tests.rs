@@ -155,3 +155,65 @@ fn evicting_everything_is_not_enough() {
         Err("preemption: 0/1 nodes are available: 1 Insufficient cpu".to_string())
     );
 }
+
+#[test]
+fn evicting_an_anti_affine_pod_makes_room() {
+    use k8s_openapi::api::core::v1::{Affinity, PodAntiAffinity};
+    let anti = Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![crate::testing::term(
+                "app=web",
+                "kubernetes.io/hostname",
+            )]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let snapshot = Snapshot::new(
+        vec![node("a").build(), node("b").build()],
+        vec![
+            pod("a-web").label("app", "web").priority(1).on("a").build(),
+            pod("b-web")
+                .label("app", "web")
+                .priority(100)
+                .on("b")
+                .build(),
+        ],
+    );
+    let p = pod("p").priority(10).affinity(anti).build();
+    let got = attempt(&p, &snapshot, &[]).expect("preemption helps");
+    assert_eq!(
+        (got.nominated_node.as_str(), names(&got)),
+        ("a", vec!["a-web".to_string()])
+    );
+}
+
+#[test]
+fn evicting_a_pod_rebalances_a_hard_spread() {
+    let nodes = vec![
+        node("a").label("zone", "z1").build(),
+        node("b").label("zone", "z2").build(),
+    ];
+    let web =
+        |n: &str, on: &str, prio: i32| pod(n).label("app", "web").priority(prio).on(on).build();
+    // z1 holds 2, z2 holds 0 but z2's node is full of a high-priority pod.
+    let snapshot = Snapshot::new(
+        nodes,
+        vec![
+            web("w1", "a", 1),
+            web("w2", "a", 1),
+            pod("big").req("cpu=4").priority(100).on("b").build(),
+        ],
+    );
+    let p = pod("p")
+        .req("cpu=1")
+        .label("app", "web")
+        .priority(10)
+        .spread(1, "zone", "DoNotSchedule", "app=web")
+        .build();
+    let got = attempt(&p, &snapshot, &[]).expect("preemption helps");
+    // On a, with z2 empty, any web pod left in z1 makes the skew 2 with the new pod: both go.
+    // On b, the only pod outranks the preemptor.
+    assert_eq!(got.nominated_node, "a");
+    assert_eq!(got.victims.len(), 2, "{got:?}");
+}

@@ -71,6 +71,50 @@ pub fn pre_filter(pod: &PodInfo, snapshot: &Snapshot) -> PreFilterState {
     state
 }
 
+fn shift(counts: &mut PairCounts, node: &NodeInfo, key: &str, delta: i64) {
+    let Some(value) = node.labels().get(key) else {
+        return;
+    };
+    let pair = (key.to_string(), value.clone());
+    let count = counts.entry(pair.clone()).or_default();
+    *count += delta;
+    if *count == 0 {
+        counts.remove(&pair);
+    }
+}
+
+/// Adjusts the PreFilter counts for `existing` added to (`delta` 1) or removed from (−1)
+/// `node`, as preemption's dry run does for victims.
+pub fn update_for_pod(
+    pre: &mut PreFilterState,
+    incoming: &PodInfo,
+    existing: &PodInfo,
+    node: &NodeInfo,
+    snapshot: &Snapshot,
+    delta: i64,
+) {
+    for term in &existing.required_anti_affinity {
+        if term.matches_pod(incoming, snapshot) {
+            shift(
+                &mut pre.existing_anti_affinity,
+                node,
+                &term.topology_key,
+                delta,
+            );
+        }
+    }
+    if matches_all(&incoming.required_affinity, existing, snapshot) {
+        for term in &incoming.required_affinity {
+            shift(&mut pre.affinity, node, &term.topology_key, delta);
+        }
+    }
+    for term in &incoming.required_anti_affinity {
+        if term.matches_pod(existing, snapshot) {
+            shift(&mut pre.anti_affinity, node, &term.topology_key, delta);
+        }
+    }
+}
+
 fn pair_count(counts: &PairCounts, key: &str, value: &str) -> i64 {
     // Avoids allocating a key for the common empty map.
     if counts.is_empty() {

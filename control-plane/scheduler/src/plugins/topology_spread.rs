@@ -204,6 +204,43 @@ pub fn pre_filter(
     }
 }
 
+/// Adjusts the PreFilter counts for `pod` added to (`delta` 1) or removed from (−1) `node`,
+/// as preemption's dry run does for victims.
+pub fn update_for_pod(state: &mut CycleState<'_>, pod: &PodInfo, node: &NodeInfo, delta: i64) {
+    if state.spread.constraints.is_empty()
+        || pod.namespace != state.pod.namespace
+        || pod.is_terminating()
+        || !has_all_keys(node, &state.spread.constraints)
+    {
+        return;
+    }
+    let included: Vec<bool> = state
+        .spread
+        .constraints
+        .iter()
+        .map(|c| c.includes(state, node))
+        .collect();
+    let hard = &mut state.spread;
+    for (i, c) in hard.constraints.iter().enumerate() {
+        let selected = c
+            .selector
+            .as_ref()
+            .is_some_and(|sel| kwk_api::meta::selector_matches(sel, pod.labels()));
+        if !included[i] || !selected {
+            continue;
+        }
+        if let Some(value) = node.labels().get(&c.topology_key) {
+            *hard.counts[i].entry(value.clone()).or_default() += delta;
+        }
+        let domains = i64::try_from(hard.counts[i].len()).unwrap_or(i64::MAX);
+        hard.min_counts[i] = if domains < c.min_domains {
+            0
+        } else {
+            hard.counts[i].values().copied().min().unwrap_or(0)
+        };
+    }
+}
+
 /// PodTopologySpread filter.
 pub fn filter(state: &CycleState<'_>, node: &NodeInfo) -> FilterResult {
     let hard = &state.spread;
