@@ -55,7 +55,24 @@ fn fit_error_reads_like_upstream() {
         err.with_post_filter(post).message(),
         "0/3 nodes are available: 1 node(s) had untolerated taint \
          {node-role.kubernetes.io/control-plane: }, 2 Insufficient cpu. preemption: 0/3 nodes \
-         are available: 3 Preemption is not helpful for scheduling."
+         are available: 1 Preemption is not helpful for scheduling, 2 No preemption victims \
+         found for incoming pod."
+    );
+    // A pod that cannot preempt anyone anywhere: every node is "not helpful".
+    let tainted = Snapshot::new(
+        vec![
+            node("t1").taint(CP, "", "NoSchedule").build(),
+            node("t2").cordon().build(),
+        ],
+        vec![],
+    );
+    let err = scheduler.schedule(&p, &tainted).expect_err("tainted");
+    let post = preempt(&p, &tainted, &err, &[]).expect_err("unresolvable");
+    assert_eq!(
+        err.with_post_filter(post).message(),
+        "0/2 nodes are available: 1 node(s) had untolerated taint \
+         {node-role.kubernetes.io/control-plane: }, 1 node(s) were unschedulable. preemption: \
+         0/2 nodes are available: 2 Preemption is not helpful for scheduling."
     );
 }
 

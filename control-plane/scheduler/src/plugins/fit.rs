@@ -23,10 +23,10 @@ pub enum ScoringStrategy {
 }
 
 /// NodeResourcesFit filter: the pod slot count, then every requested resource against what
-/// the node has left. A request larger than the node's whole allocatable is unresolvable.
+/// the node has left. Always `Unschedulable`, as in v1.33 (later releases mark a request
+/// beyond the node's whole allocatable as unresolvable).
 pub fn resources_fit(state: &CycleState<'_>, node: &NodeInfo) -> FilterResult {
     let mut reasons: Vec<Cow<'static, str>> = Vec::new();
-    let mut unresolvable = false;
     let pod_count = i64::try_from(node.pods.len()).unwrap_or(i64::MAX);
     if pod_count + 1 > node.allocatable.pods {
         reasons.push(Cow::Borrowed(REASON_TOO_MANY_PODS));
@@ -38,7 +38,6 @@ pub fn resources_fit(state: &CycleState<'_>, node: &NodeInfo) -> FilterResult {
         let mut check = |reason: &'static str, req: i64, a: i64, u: i64| {
             if req > 0 && req > a - u {
                 reasons.push(Cow::Borrowed(reason));
-                unresolvable |= req > a;
             }
         };
         check(
@@ -63,7 +62,6 @@ pub fn resources_fit(state: &CycleState<'_>, node: &NodeInfo) -> FilterResult {
             let (a, u) = (alloc.scalar(name), used.scalar(name));
             if *req > 0 && *req > a - u {
                 reasons.push(Cow::Owned(format!("Insufficient {name}")));
-                unresolvable |= *req > a;
             }
         }
     }
@@ -72,11 +70,7 @@ pub fn resources_fit(state: &CycleState<'_>, node: &NodeInfo) -> FilterResult {
     }
     Err(Rejection {
         plugin: NODE_RESOURCES_FIT,
-        code: if unresolvable {
-            Code::UnschedulableAndUnresolvable
-        } else {
-            Code::Unschedulable
-        },
+        code: Code::Unschedulable,
         reasons,
     })
 }

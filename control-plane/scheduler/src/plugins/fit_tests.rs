@@ -29,7 +29,7 @@ fn resources_fit_table() {
             .build()
     };
     let busy = || pod("busy").req("cpu=3,memory=8Gi").on("n").build();
-    use Code::{Unschedulable as U, UnschedulableAndUnresolvable as X};
+    use Code::Unschedulable as U;
     let cases: Vec<(&str, Pod, Node, Vec<Pod>, Option<(Code, Vec<&str>)>)> = vec![
         (
             "fits",
@@ -50,7 +50,7 @@ fn resources_fit_table() {
             pod("p").req("cpu=5").build(),
             big(),
             vec![],
-            Some((X, vec!["Insufficient cpu"])),
+            Some((U, vec!["Insufficient cpu"])),
         ),
         (
             "cpu and memory both short",
@@ -64,7 +64,7 @@ fn resources_fit_table() {
             pod("p").req("ephemeral-storage=11Gi").build(),
             big(),
             vec![],
-            Some((X, vec!["Insufficient ephemeral-storage"])),
+            Some((U, vec!["Insufficient ephemeral-storage"])),
         ),
         (
             "extended resource fits",
@@ -85,7 +85,7 @@ fn resources_fit_table() {
             pod("p").req("example.com/fpga=1").build(),
             big(),
             vec![],
-            Some((X, vec!["Insufficient example.com/fpga"])),
+            Some((U, vec!["Insufficient example.com/fpga"])),
         ),
         (
             "pod slots exhausted",
