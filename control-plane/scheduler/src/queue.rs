@@ -1,7 +1,8 @@
 //! The scheduling queue: pending pods in an active queue ordered by priority (higher first)
 //! then by when they entered the queue, a backoff queue for pods that failed recently (1s
 //! doubling per attempt up to 10s), and an unschedulable set that cluster events (a node
-//! added or updated, a bound pod deleted ...) or a 5-minute timeout move back. Pure: every
+//! added or updated, a bound pod deleted ...) or a 5-minute timeout move back. Pods with
+//! `spec.schedulingGates` wait aside until an update removes the last gate. Pure: every
 //! call takes `now`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -51,6 +52,8 @@ enum Location {
     Unschedulable((i64, u64)),
     /// Popped and being scheduled.
     InFlight,
+    /// Held back by `spec.schedulingGates`.
+    Gated,
 }
 
 /// The queue.
@@ -76,6 +79,14 @@ pub fn pod_key(pod: &Pod) -> String {
         pod.metadata.namespace.as_deref().unwrap_or("default"),
         pod.metadata.name.as_deref().unwrap_or("")
     )
+}
+
+/// Whether the pod still has scheduling gates.
+pub fn is_gated(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.scheduling_gates.as_ref())
+        .is_some_and(|g| !g.is_empty())
 }
 
 /// The backoff after `attempts` failed attempts: 1s, 2s, 4s, 8s, then 10s.
@@ -118,7 +129,7 @@ impl SchedulingQueue {
             Location::Unschedulable(k) => {
                 self.unschedulable.remove(&k);
             }
-            Location::InFlight => {}
+            Location::InFlight | Location::Gated => {}
         }
         Some(pod)
     }
@@ -143,18 +154,26 @@ impl SchedulingQueue {
     }
 
     /// Adds a new pending pod, or updates one already queued (an unschedulable pod whose
-    /// spec changed goes back to the active queue).
+    /// spec changed goes back to the active queue, a gated pod whose last gate is removed
+    /// enters it).
     pub fn add(&mut self, pod: Arc<Pod>, now: Timestamp) {
         let key = pod_key(&pod);
         let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+        let gated = is_gated(&pod);
         if let Some((existing, location)) = self.pods.get_mut(&key) {
             let spec_changed = existing.pod.spec != pod.spec;
             existing.pod = pod;
             existing.priority = priority;
-            if spec_changed
-                && matches!(location, Location::Unschedulable(_))
-                && let Some(p) = self.detach(&key)
-            {
+            let was_gated = *location == Location::Gated;
+            if gated {
+                if !was_gated && let Some(p) = self.detach(&key) {
+                    self.pods.insert(key, (p, Location::Gated));
+                }
+                return;
+            }
+            let wakes =
+                was_gated || (spec_changed && matches!(location, Location::Unschedulable(_)));
+            if wakes && let Some(p) = self.detach(&key) {
                 self.push_active(p, now);
             }
             return;
@@ -168,7 +187,20 @@ impl SchedulingQueue {
             initial_attempt: None,
             cycle: 0,
         };
-        self.push_active(queued, now);
+        if gated {
+            self.pods
+                .insert(queued.key.clone(), (queued, Location::Gated));
+        } else {
+            self.push_active(queued, now);
+        }
+    }
+
+    /// How many pods wait for their scheduling gates to be removed.
+    pub fn gated_len(&self) -> usize {
+        self.pods
+            .values()
+            .filter(|(_, loc)| *loc == Location::Gated)
+            .count()
     }
 
     /// Forgets a pod (deleted, or bound by someone else).

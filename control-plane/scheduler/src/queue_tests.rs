@@ -135,3 +135,33 @@ fn updates_and_deletes() {
     assert_eq!(q.lengths(), (0, 0, 0));
     assert!(!q.contains(&key));
 }
+
+#[test]
+fn gated_pods_wait_until_their_last_gate_is_removed() {
+    use k8s_openapi::api::core::v1::PodSchedulingGate;
+    let gate = |names: &[&str]| {
+        let mut p = pod("p").build();
+        if let Some(spec) = p.spec.as_mut() {
+            spec.scheduling_gates = Some(
+                names
+                    .iter()
+                    .map(|n| PodSchedulingGate {
+                        name: n.to_string(),
+                    })
+                    .collect(),
+            );
+        }
+        Arc::new(p)
+    };
+    let mut q = SchedulingQueue::new();
+    q.add(gate(&["a", "b"]), at(0));
+    assert_eq!((q.lengths(), q.gated_len()), ((0, 0, 0), 1));
+    assert_eq!(pop_name(&mut q, at(400)), None);
+    q.add(gate(&["b"]), at(1));
+    assert_eq!(q.gated_len(), 1);
+    q.on_cluster_event(ClusterEvent::NodeAdded, at(2));
+    assert_eq!(q.gated_len(), 1, "events do not ungate");
+    q.add(gate(&[]), at(3));
+    assert_eq!((q.lengths(), q.gated_len()), ((1, 0, 0), 0));
+    assert_eq!(pop_name(&mut q, at(3)), Some("default/p".to_string()));
+}
