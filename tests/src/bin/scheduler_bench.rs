@@ -41,7 +41,7 @@ fn bench_node(i: usize) -> Node {
     );
     labels.insert("kubernetes.io/os".to_string(), "linux".to_string());
     let mut taints = Vec::new();
-    if i % 50 == 0 {
+    if i.is_multiple_of(50) {
         taints.push(Taint {
             key: "dedicated".to_string(),
             value: Some("infra".to_string()),
@@ -49,7 +49,7 @@ fn bench_node(i: usize) -> Node {
             time_added: None,
         });
     }
-    if i % 7 == 0 {
+    if i.is_multiple_of(7) {
         taints.push(Taint {
             key: "spot".to_string(),
             value: None,
@@ -61,7 +61,7 @@ fn bench_node(i: usize) -> Node {
         names: Some(vec!["registry.k8s.io/pause:3.10".to_string()]),
         size_bytes: Some(320_000),
     }];
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         images.push(ContainerImage {
             names: Some(vec!["example.com/app:v1".to_string()]),
             size_bytes: Some(150 * 1024 * 1024),
