@@ -1,0 +1,229 @@
+//! Plugins that only look at the node object: NodeUnschedulable, NodeName, TaintToleration
+//! (filter on NoSchedule/NoExecute, score on PreferNoSchedule) and NodeAffinity (nodeSelector
+//! and required terms as a filter, preferred terms as a score).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Taint, Toleration,
+};
+
+use super::{Code, CycleState, FilterResult, Rejection};
+use crate::snapshot::NodeInfo;
+
+pub const NODE_UNSCHEDULABLE: &str = "NodeUnschedulable";
+pub const NODE_NAME: &str = "NodeName";
+pub const TAINT_TOLERATION: &str = "TaintToleration";
+pub const NODE_AFFINITY: &str = "NodeAffinity";
+
+/// The taint the node lifecycle puts on cordoned nodes; tolerating it lets a pod land on an
+/// unschedulable node.
+pub const UNSCHEDULABLE_TAINT_KEY: &str = "node.kubernetes.io/unschedulable";
+
+pub const REASON_UNSCHEDULABLE: &str = "node(s) were unschedulable";
+pub const REASON_NODE_NAME: &str = "node(s) didn't match the requested node name";
+pub const REASON_NODE_AFFINITY: &str = "node(s) didn't match Pod's node affinity/selector";
+
+/// Whether `toleration` tolerates `taint` (upstream's `ToleratesTaint`).
+pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
+    if let Some(effect) = toleration.effect.as_deref().filter(|e| !e.is_empty())
+        && effect != taint.effect
+    {
+        return false;
+    }
+    if let Some(key) = toleration.key.as_deref().filter(|k| !k.is_empty())
+        && key != taint.key
+    {
+        return false;
+    }
+    match toleration.operator.as_deref().unwrap_or("") {
+        "" | "Equal" => {
+            toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+        }
+        "Exists" => true,
+        _ => false,
+    }
+}
+
+fn tolerated(tolerations: &[Toleration], taint: &Taint) -> bool {
+    tolerations.iter().any(|t| tolerates(t, taint))
+}
+
+fn taints(node: &NodeInfo) -> &[Taint] {
+    node.node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_deref())
+        .unwrap_or_default()
+}
+
+/// NodeUnschedulable: a cordoned node only takes pods tolerating its unschedulable taint.
+pub fn node_unschedulable(state: &CycleState<'_>, node: &NodeInfo) -> FilterResult {
+    let cordoned = node.node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
+    if !cordoned {
+        return Ok(());
+    }
+    let taint = Taint {
+        key: UNSCHEDULABLE_TAINT_KEY.to_string(),
+        effect: "NoSchedule".to_string(),
+        ..Default::default()
+    };
+    if tolerated(state.tolerations, &taint) {
+        return Ok(());
+    }
+    Err(Rejection::new(
+        NODE_UNSCHEDULABLE,
+        Code::UnschedulableAndUnresolvable,
+        REASON_UNSCHEDULABLE,
+    ))
+}
+
+/// NodeName: a pod naming a node fits only that node.
+pub fn node_name(state: &CycleState<'_>, node: &NodeInfo) -> FilterResult {
+    match state.node_name {
+        Some(name) if !name.is_empty() && name != node.name => Err(Rejection::new(
+            NODE_NAME,
+            Code::UnschedulableAndUnresolvable,
+            REASON_NODE_NAME,
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// TaintToleration filter: the first NoSchedule or NoExecute taint the pod does not tolerate.
+pub fn taint_toleration(state: &CycleState<'_>, node: &NodeInfo) -> FilterResult {
+    let untolerated = taints(node).iter().find(|taint| {
+        matches!(taint.effect.as_str(), "NoSchedule" | "NoExecute")
+            && !tolerated(state.tolerations, taint)
+    });
+    match untolerated {
+        None => Ok(()),
+        Some(taint) => Err(Rejection {
+            plugin: TAINT_TOLERATION,
+            code: Code::UnschedulableAndUnresolvable,
+            reasons: vec![Cow::Owned(format!(
+                "node(s) had untolerated taint {{{}: {}}}",
+                taint.key,
+                taint.value.as_deref().unwrap_or("")
+            ))],
+        }),
+    }
+}
+
+/// TaintToleration score (raw): how many PreferNoSchedule taints the pod does not tolerate
+/// (only tolerations with an empty or PreferNoSchedule effect count). Normalised reversed.
+pub fn taint_toleration_score(state: &CycleState<'_>, node: &NodeInfo) -> i64 {
+    let counts_for_scoring =
+        |t: &&Toleration| matches!(t.effect.as_deref(), None | Some("" | "PreferNoSchedule"));
+    let count = taints(node)
+        .iter()
+        .filter(|taint| {
+            taint.effect == "PreferNoSchedule"
+                && !state
+                    .tolerations
+                    .iter()
+                    .filter(counts_for_scoring)
+                    .any(|t| tolerates(t, taint))
+        })
+        .count();
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+/// Whether one requirement holds for a value (`None`: the label is absent).
+fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&str>) -> bool {
+    let values = req.values.as_deref().unwrap_or_default();
+    match req.operator.as_str() {
+        "In" => !values.is_empty() && value.is_some_and(|v| values.iter().any(|x| x == v)),
+        "NotIn" => !values.is_empty() && value.is_none_or(|v| !values.iter().any(|x| x == v)),
+        "Exists" => values.is_empty() && value.is_some(),
+        "DoesNotExist" => values.is_empty() && value.is_none(),
+        op @ ("Gt" | "Lt") => {
+            let [bound] = values else {
+                return false;
+            };
+            let (Ok(bound), Some(Ok(actual))) =
+                (bound.parse::<i64>(), value.map(|v| v.parse::<i64>()))
+            else {
+                return false;
+            };
+            if op == "Gt" {
+                actual > bound
+            } else {
+                actual < bound
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether a node selector term selects a node (expressions on labels, fields on
+/// `metadata.name`, all ANDed; an empty term selects nothing).
+pub fn term_matches(
+    term: &NodeSelectorTerm,
+    labels: &BTreeMap<String, String>,
+    node_name: &str,
+) -> bool {
+    let exprs = term.match_expressions.as_deref().unwrap_or_default();
+    let fields = term.match_fields.as_deref().unwrap_or_default();
+    if exprs.is_empty() && fields.is_empty() {
+        return false;
+    }
+    exprs
+        .iter()
+        .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
+        && fields.iter().all(|r| {
+            r.key == "metadata.name"
+                && matches!(r.operator.as_str(), "In" | "NotIn")
+                && requirement_matches(r, Some(node_name))
+        })
+}
+
+/// Whether a required node selector (terms ORed) selects a node.
+pub fn node_selector_matches(
+    selector: &NodeSelector,
+    labels: &BTreeMap<String, String>,
+    node_name: &str,
+) -> bool {
+    selector
+        .node_selector_terms
+        .iter()
+        .any(|t| term_matches(t, labels, node_name))
+}
+
+/// Whether the pod's nodeSelector and required node affinity both select the node.
+pub fn pod_matches_node_affinity(state: &CycleState<'_>, node: &NodeInfo) -> bool {
+    let labels = node.labels();
+    state
+        .node_selector
+        .iter()
+        .flat_map(|m| m.iter())
+        .all(|(k, v)| labels.get(k) == Some(v))
+        && state
+            .required_node_affinity
+            .is_none_or(|sel| node_selector_matches(sel, labels, &node.name))
+}
+
+/// NodeAffinity filter: nodeSelector and required node affinity.
+pub fn node_affinity(state: &CycleState<'_>, node: &NodeInfo) -> FilterResult {
+    if pod_matches_node_affinity(state, node) {
+        Ok(())
+    } else {
+        Err(Rejection::new(
+            NODE_AFFINITY,
+            Code::UnschedulableAndUnresolvable,
+            REASON_NODE_AFFINITY,
+        ))
+    }
+}
+
+/// NodeAffinity score (raw): the summed weights of the preferred terms the node matches.
+pub fn node_affinity_score(state: &CycleState<'_>, node: &NodeInfo) -> i64 {
+    let labels = node.labels();
+    state
+        .preferred_node_affinity
+        .iter()
+        .filter(|p| p.weight != 0 && term_matches(&p.preference, labels, &node.name))
+        .map(|p| i64::from(p.weight))
+        .sum()
+}
