@@ -193,13 +193,13 @@ impl<'a> Sync<'a> {
                 Some(observed) if tracked.delete => {
                     actions.push(Action::delete(observed, None));
                 }
-                Some(observed) if *observed != tracked.current => {
+                Some(observed) if !same_replica_set(observed, &tracked.current) => {
                     actions.push(Action::update(&tracked.current));
                 }
                 Some(_) => {}
             }
         }
-        if self.d.status != self.observed.status {
+        if !status::same_status(self.d.status.as_ref(), self.observed.status.as_ref()) {
             actions.push(Action::update_status(&self.d));
         }
         let revision = |d: &Deployment| {
@@ -226,5 +226,26 @@ impl<'a> Sync<'a> {
 
 #[cfg(test)]
 mod rollout_tests;
+/// Equal but for absent versus empty annotations.
+fn same_replica_set(a: &ReplicaSet, b: &ReplicaSet) -> bool {
+    let annotations = |rs: &ReplicaSet| rs.metadata.annotations.clone().filter(|m| !m.is_empty());
+    a.spec == b.spec
+        && a.status == b.status
+        && annotations(a) == annotations(b)
+        && ObjectMetaWithoutAnnotations::of(a) == ObjectMetaWithoutAnnotations::of(b)
+}
+
+/// The metadata of a replica set, annotations aside.
+#[derive(PartialEq)]
+struct ObjectMetaWithoutAnnotations(k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta);
+
+impl ObjectMetaWithoutAnnotations {
+    fn of(rs: &ReplicaSet) -> Self {
+        let mut meta = rs.metadata.clone();
+        meta.annotations = None;
+        ObjectMetaWithoutAnnotations(meta)
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -79,6 +79,34 @@ pub fn set(status: &mut DeploymentStatus, mut condition: DeploymentCondition) {
         .push(condition);
 }
 
+/// Whether two statuses say the same (a zero count and an absent one are the same, as
+/// they are on the wire).
+pub fn same_status(a: Option<&DeploymentStatus>, b: Option<&DeploymentStatus>) -> bool {
+    fn normalized(status: Option<&DeploymentStatus>) -> DeploymentStatus {
+        let mut s = status.cloned().unwrap_or_default();
+        for field in [
+            &mut s.replicas,
+            &mut s.updated_replicas,
+            &mut s.ready_replicas,
+            &mut s.available_replicas,
+            &mut s.unavailable_replicas,
+            &mut s.terminating_replicas,
+        ] {
+            if *field == Some(0) {
+                *field = None;
+            }
+        }
+        if s.observed_generation == Some(0) {
+            s.observed_generation = None;
+        }
+        if s.conditions.as_ref().is_some_and(Vec::is_empty) {
+            s.conditions = None;
+        }
+        s
+    }
+    normalized(a) == normalized(b)
+}
+
 /// Whether the deployment has a progress deadline.
 pub fn has_progress_deadline(d: &Deployment) -> bool {
     d.spec

@@ -708,3 +708,50 @@ fn an_empty_selector_is_refused() {
         Some(1)
     );
 }
+
+#[test]
+fn a_settled_deployment_needs_no_writes() {
+    let mut d = deployment(3, "nginx:1");
+    d.metadata.annotations = map(&[(REVISION_ANNOTATION, "1")]);
+    let condition = |type_: &str, reason: &str, message: String| DeploymentCondition {
+        type_: type_.into(),
+        status: "True".into(),
+        reason: Some(reason.into()),
+        message: Some(message),
+        last_update_time: Some(Time(ts(NOW - 50))),
+        last_transition_time: Some(Time(ts(NOW - 60))),
+    };
+    // As read back from the apiserver: zero counts are absent.
+    d.status = Some(DeploymentStatus {
+        observed_generation: Some(1),
+        replicas: Some(3),
+        updated_replicas: Some(3),
+        ready_replicas: Some(3),
+        available_replicas: Some(3),
+        unavailable_replicas: None,
+        conditions: Some(vec![
+            condition(
+                AVAILABLE,
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.".into(),
+            ),
+            condition(
+                PROGRESSING,
+                "NewReplicaSetAvailable",
+                format!(
+                    "ReplicaSet \"{}\" has successfully progressed.",
+                    rs_name("nginx:1")
+                ),
+            ),
+        ]),
+        ..DeploymentStatus::default()
+    });
+    let mut old = replica_set("nginx:0", 0, 0, 3, 4, 5);
+    old.metadata.annotations = None;
+    if let Some(status) = old.status.as_mut() {
+        status.ready_replicas = None;
+        status.available_replicas = None;
+    }
+    let rss = [old, replica_set("nginx:1", 1, 3, 3, 4, 10)];
+    assert_eq!(plan(&d, &rss, &[], ts(NOW)), Vec::<Action>::new());
+}

@@ -355,3 +355,15 @@ fn status_counts_and_is_written_only_when_changed() {
     rs.metadata.generation = Some(2);
     assert!(status_of(&plan(&rs, &pods, ts(NOW))).is_some());
 }
+
+#[test]
+fn a_settled_replica_set_needs_no_writes() {
+    // As read back from the apiserver: zero counts are absent.
+    let mut rs = replica_set(0);
+    rs.status = Some(ReplicaSetStatus {
+        replicas: 0,
+        observed_generation: Some(1),
+        ..ReplicaSetStatus::default()
+    });
+    assert_eq!(plan(&rs, &[], ts(NOW)), Vec::<Action>::new());
+}
