@@ -755,3 +755,18 @@ fn a_settled_deployment_needs_no_writes() {
     let rss = [old, replica_set("nginx:1", 1, 3, 3, 4, 10)];
     assert_eq!(plan(&d, &rss, &[], ts(NOW)), Vec::<Action>::new());
 }
+
+#[test]
+fn a_deleting_deployment_only_writes_status() {
+    let mut d = deployment(3, "nginx:2");
+    d.metadata.deletion_timestamp = Some(Time(ts(NOW)));
+    let old = replica_set("nginx:1", 1, 3, 3, 4, 10);
+    let actions = plan(&d, &[old], &[], ts(NOW));
+    assert!(sizes(&actions).is_empty(), "{actions:?}");
+    assert!(events(&actions).is_empty());
+    let status = new_status(&actions).expect("status");
+    assert_eq!(
+        (status.replicas, status.updated_replicas),
+        (Some(3), Some(0))
+    );
+}
