@@ -1,1 +1,0 @@
-//! The deployment controller (to be written).

@@ -1,1 +1,0 @@
-//! The replicaset controller (to be written).
