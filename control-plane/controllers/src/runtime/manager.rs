@@ -1,6 +1,8 @@
 //! The controller manager: the list of controllers, `--controllers` selection, and running
 //! the selected ones (under leader election or not).
 
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
 
 use super::RuntimeError;
@@ -9,6 +11,10 @@ use super::leader::{LeaderElector, LeaseConfig};
 
 /// Builds a controller (its watches and reconcile function) on a client.
 pub type ControllerFactory = fn(&kube::Client) -> Controller;
+
+/// A registered constructor: a [`ControllerFactory`] or a closure (tests register closures
+/// that capture what they observe).
+type Constructor = Arc<dyn Fn(&kube::Client) -> Controller + Send + Sync>;
 
 /// Every controller `kwk-control-plane controller-manager` runs by default, by the name
 /// `--controllers` uses (upstream's names). Append new controllers here.
@@ -42,7 +48,7 @@ pub fn select<'a>(known: &[&'a str], flags: &[String]) -> Result<Vec<&'a str>, R
 /// A set of controllers sharing one client.
 pub struct ControllerManager {
     client: kube::Client,
-    controllers: Vec<(&'static str, ControllerFactory)>,
+    controllers: Vec<(&'static str, Constructor)>,
 }
 
 impl ControllerManager {
@@ -63,8 +69,13 @@ impl ControllerManager {
             })
     }
 
-    pub fn register(mut self, name: &'static str, factory: ControllerFactory) -> Self {
-        self.controllers.push((name, factory));
+    /// Adds a controller under `name` (the name `--controllers` uses).
+    pub fn register(
+        mut self,
+        name: &'static str,
+        factory: impl Fn(&kube::Client) -> Controller + Send + Sync + 'static,
+    ) -> Self {
+        self.controllers.push((name, Arc::new(factory)));
         self
     }
 
