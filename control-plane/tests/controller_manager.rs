@@ -278,3 +278,200 @@ async fn simulated_nodes_are_ready_and_renew_their_leases_and_pods_can_be_marked
         .await;
     assert_eq!(status, "Running 10.244.1.5 True true");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_renew_steps_down_with_an_error() {
+    let api = TestApiServer::start().await;
+    let seen: Witnessed = Arc::default();
+    let token = CancellationToken::new();
+    let leader = tokio::spawn(
+        manager_with_witness(api.client().await, "cm-a", &seen)
+            .run_with_leader_election(short_lease("cm-a"), token.clone()),
+    );
+    eventually(Duration::from_secs(10), "cm-a holds the lease", || async {
+        lease_holder(&api).await == "cm-a"
+    })
+    .await;
+    // Another writer takes the Lease with a long duration: cm-a's renewals now fail.
+    api.kubectl_ok(&[
+        "patch",
+        "lease",
+        "-n",
+        "kube-system",
+        "kube-controller-manager",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"holderIdentity":"intruder","leaseDurationSeconds":3600}}"#,
+    ])
+    .await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), leader)
+        .await
+        .expect("cm-a steps down within the renew deadline")
+        .expect("join");
+    let err = ended.expect_err("losing the lease is an error the process exits on");
+    assert!(err.to_string().contains("lost"), "{err}");
+    assert_eq!(
+        lease_holder(&api).await,
+        "intruder",
+        "not released by the loser"
+    );
+    let before = seen.lock().map(|s| s.len()).unwrap_or_default();
+    api.kubectl_ok(&["create", "namespace", "after-loss"]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        seen.lock().map(|s| s.len()).unwrap_or_default(),
+        before,
+        "the controllers stopped"
+    );
+}
+
+/// Every kind of planned action, performed by the executor against the real apiserver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_executor_performs_every_action_kind() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+    use kwk_controllers::action::{Action, EventType, ObjectRef};
+    use kwk_controllers::runtime::execute;
+    use serde_json::json;
+
+    let api = TestApiServer::start().await;
+    let client = api.client().await;
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "planned", "namespace": "default"},
+        "data": {"v": "1"},
+    }))
+    .expect("configmap");
+    execute(&client, &[Action::create(&cm)])
+        .await
+        .expect("create");
+    let mut read = configmaps.get("planned").await.expect("created");
+
+    read.data = Some([("v".to_string(), "2".to_string())].into());
+    execute(&client, &[Action::update(&read)])
+        .await
+        .expect("update");
+    let stale = execute(&client, &[Action::update(&read)])
+        .await
+        .expect_err("a plan from a stale resourceVersion conflicts");
+    assert_eq!(stale.status_code(), Some(409));
+    assert!(stale.is_stale_plan());
+
+    execute(
+        &client,
+        &[Action::patch(
+            &read,
+            None,
+            json!({"metadata": {"labels": {"patched": "yes"}}}),
+        )],
+    )
+    .await
+    .expect("merge patch");
+    let read = configmaps.get("planned").await.expect("get");
+    assert_eq!(
+        read.labels().get("patched").map(String::as_str),
+        Some("yes")
+    );
+    assert_eq!(
+        read.data
+            .as_ref()
+            .and_then(|d| d.get("v"))
+            .map(String::as_str),
+        Some("2")
+    );
+
+    execute(
+        &client,
+        &[Action::event(
+            &read,
+            EventType::Warning,
+            "PlannedReason",
+            "a planned note",
+        )],
+    )
+    .await
+    .expect("event");
+    let events = api
+        .kubectl_ok(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={range .items[*]}{.reason}|{.note}|{.type}|{.reportingController}|{.regarding.kind}/{.regarding.name}{\"\\n\"}{end}",
+        ])
+        .await;
+    assert!(
+        events.contains(
+            "PlannedReason|a planned note|Warning|kwk-controller-manager|ConfigMap/planned"
+        ),
+        "{events}"
+    );
+
+    let mut wrong_uid = ObjectRef::of(&read);
+    wrong_uid.uid = Some("not-the-uid".into());
+    let precondition = execute(
+        &client,
+        &[Action::Delete {
+            target: wrong_uid,
+            propagation: None,
+        }],
+    )
+    .await
+    .expect_err("the uid precondition protects a same-named successor");
+    assert!(precondition.is_stale_plan(), "{precondition}");
+    execute(&client, &[Action::delete(&read, None)])
+        .await
+        .expect("delete");
+    assert!(configmaps.get_opt("planned").await.expect("get").is_none());
+
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }))
+    .expect("pod");
+    execute(&client, &[Action::create(&pod)])
+        .await
+        .expect("create pod");
+    let mut pod = pods.get("p").await.expect("pod");
+    pod.status.get_or_insert_with(Default::default).phase = Some("Running".into());
+    execute(&client, &[Action::update_status(&pod)])
+        .await
+        .expect("update status");
+    let pod = pods.get("p").await.expect("pod");
+    assert_eq!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Running")
+    );
+    execute(
+        &client,
+        &[Action::Evict {
+            pod: ObjectRef::of(&pod),
+        }],
+    )
+    .await
+    .expect("evict");
+    let evicted = pods.get_opt("p").await.expect("get");
+    assert!(
+        evicted.is_none_or(|p| p.metadata.deletion_timestamp.is_some()),
+        "the eviction deletes the pod"
+    );
+
+    // The first failure stops the plan: the create after it is not attempted.
+    let second: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "never", "namespace": "default"},
+    }))
+    .expect("configmap");
+    let missing = execute(
+        &client,
+        &[Action::delete(&cm, None), Action::create(&second)],
+    )
+    .await
+    .expect_err("deleting a missing object fails");
+    assert_eq!(missing.status_code(), Some(404));
+    assert!(configmaps.get_opt("never").await.expect("get").is_none());
+}
