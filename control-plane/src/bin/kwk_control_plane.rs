@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -13,6 +14,8 @@ use kwk_control_plane::storage::Store;
 use kwk_control_plane::storage::embedded::{EmbeddedOptions, EmbeddedStore};
 use kwk_control_plane::storage::etcd::{EtcdStore, EtcdTls};
 use kwk_control_plane::storage::memory::MemoryStore;
+use kwk_controllers::runtime::{self as controller_runtime, ControllerManager, LeaseConfig};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
 #[command(name = "kwk-control-plane", version, about = "The kwk control plane")]
@@ -200,6 +203,65 @@ enum Command {
         #[command(flatten)]
         storage: StorageFlags,
     },
+    /// The controllers (serviceaccount, ...), under leader election.
+    ControllerManager {
+        /// Kubeconfig for the apiserver.
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// Run the controllers only while holding the leader Lease.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+        leader_elect: bool,
+        /// How long a lapsed leader's Lease is honoured before others take it.
+        #[arg(long, default_value = "15s", value_parser = parse_duration)]
+        leader_elect_lease_duration: Duration,
+        /// How long the leader keeps trying to renew before it steps down.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        leader_elect_renew_deadline: Duration,
+        /// Time between acquire and renew attempts.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        leader_elect_retry_period: Duration,
+        /// Namespace of the leader Lease.
+        #[arg(long, default_value = "kube-system")]
+        leader_elect_resource_namespace: String,
+        /// Name of the leader Lease.
+        #[arg(long, default_value = "kube-controller-manager")]
+        leader_elect_resource_name: String,
+        /// Controllers to run: `*` for all, `name` to add one, `-name` to leave one out.
+        #[arg(long, value_delimiter = ',', default_value = "*")]
+        controllers: Vec<String>,
+    },
+}
+
+/// A Go-style duration: `500ms`, `15s`, `1m`, `1h`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 15s, 500ms)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?} is not a duration (e.g. 15s, 500ms)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+fn cancel_on_signal(token: CancellationToken) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        token.cancel();
+    });
+    Ok(())
 }
 
 #[tokio::main]
@@ -254,6 +316,42 @@ async fn main() -> anyhow::Result<()> {
             }
             server.shutdown().await;
             opened.close().await;
+            Ok(())
+        }
+        Command::ControllerManager {
+            kubeconfig,
+            leader_elect,
+            leader_elect_lease_duration,
+            leader_elect_renew_deadline,
+            leader_elect_retry_period,
+            leader_elect_resource_namespace,
+            leader_elect_resource_name,
+            controllers,
+        } => {
+            let client = controller_runtime::client_from_kubeconfig(&kubeconfig).await?;
+            let manager =
+                ControllerManager::with_default_controllers(client).select(&controllers)?;
+            let token = CancellationToken::new();
+            cancel_on_signal(token.clone())?;
+            if leader_elect {
+                let lease = LeaseConfig {
+                    lease_duration: leader_elect_lease_duration,
+                    renew_deadline: leader_elect_renew_deadline,
+                    retry_period: leader_elect_retry_period,
+                    ..LeaseConfig::new(
+                        &leader_elect_resource_namespace,
+                        &leader_elect_resource_name,
+                    )
+                };
+                // A lost lease ends the process with an error, like upstream: a restarted
+                // process campaigns again from a clean slate.
+                manager
+                    .run_with_leader_election(lease, token)
+                    .await
+                    .context("controller-manager")?;
+            } else {
+                manager.run(token).await;
+            }
             Ok(())
         }
     }

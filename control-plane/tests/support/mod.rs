@@ -209,3 +209,173 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+// ---- Helpers for controller-manager and scheduler tests ----
+
+impl TestApiServer {
+    /// A kube-rs client with the admin credentials of [`Self::kubeconfig`].
+    pub async fn client(&self) -> kube::Client {
+        kwk_controllers::runtime::client_from_kubeconfig(&self.kubeconfig())
+            .await
+            .expect("kube client from the admin kubeconfig")
+    }
+}
+
+/// Nodes that look alive to the control plane: see [`simulate_nodes`]. Dropping this stops
+/// the Lease renewals (the nodes then go stale like a node whose kubelet died).
+pub struct SimulatedNodes {
+    pub names: Vec<String>,
+    _renewals: tokio_util::sync::DropGuard,
+}
+
+/// Creates one Node per `(name, zone)`: Ready, capacity and allocatable cpu 4 / memory 16Gi /
+/// pods 110, labels `kubernetes.io/hostname` and `topology.kubernetes.io/zone`; and renews
+/// each node's Lease in `kube-node-lease` every second until the result is dropped.
+pub async fn simulate_nodes(client: &kube::Client, nodes: &[(&str, &str)]) -> SimulatedNodes {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Node;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
+    use k8s_openapi::jiff::Timestamp;
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+    use serde_json::json;
+
+    let node_api: Api<Node> = Api::all(client.clone());
+    let lease_api: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    for (index, (name, zone)) in nodes.iter().enumerate() {
+        let now = Time(Timestamp::now());
+        let resources = json!({"cpu": "4", "memory": "16Gi", "pods": "110"});
+        let status = json!({
+            "capacity": resources,
+            "allocatable": resources,
+            "conditions": [{
+                "type": "Ready", "status": "True", "reason": "KubeletReady",
+                "message": "kubelet is posting ready status",
+                "lastHeartbeatTime": now, "lastTransitionTime": now,
+            }],
+            "addresses": [
+                {"type": "InternalIP", "address": format!("10.0.0.{}", index + 10)},
+                {"type": "Hostname", "address": name},
+            ],
+            "nodeInfo": {
+                "machineID": format!("sim-{name}"), "systemUUID": format!("sim-{name}"),
+                "bootID": format!("sim-{name}"), "kernelVersion": "6.1.0",
+                "osImage": "kwk simulated node", "containerRuntimeVersion": "containerd://1.6.20",
+                "kubeletVersion": "v1.33.0", "kubeProxyVersion": "v1.33.0",
+                "operatingSystem": "linux", "architecture": "amd64",
+            },
+        });
+        let node: Node = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {
+                "kubernetes.io/hostname": name,
+                "topology.kubernetes.io/zone": zone,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+            }},
+            "status": status,
+        }))
+        .expect("node");
+        let created = node_api
+            .create(&PostParams::default(), &node)
+            .await
+            .expect("create node");
+        // Whether or not create kept the status, the status subresource sets it.
+        node_api
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await
+            .expect("node status");
+        let lease: Lease = serde_json::from_value(json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": name, "namespace": "kube-node-lease", "ownerReferences": [{
+                "apiVersion": "v1", "kind": "Node", "name": name,
+                "uid": created.metadata.uid.clone().unwrap_or_default(),
+            }]},
+            "spec": {"holderIdentity": name, "leaseDurationSeconds": 40,
+                     "renewTime": MicroTime(Timestamp::now())},
+        }))
+        .expect("lease");
+        lease_api
+            .create(&PostParams::default(), &lease)
+            .await
+            .expect("create node lease");
+    }
+    let names: Vec<String> = nodes.iter().map(|(name, _)| name.to_string()).collect();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let renew_names = names.clone();
+    let stopped = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stopped.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+            for name in &renew_names {
+                let patch = json!({"spec": {"renewTime": MicroTime(Timestamp::now())}});
+                if let Err(err) = lease_api
+                    .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                {
+                    eprintln!("renewing the lease of simulated node {name}: {err}");
+                }
+            }
+        }
+    });
+    SimulatedNodes {
+        names,
+        _renewals: stop.drop_guard(),
+    }
+}
+
+/// Marks pod `namespace/name` Running and Ready with `pod_ip`, every container running and
+/// ready, through the status subresource (what a kubelet reports). Returns the updated pod.
+pub async fn mark_pod_running_ready(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    pod_ip: &str,
+) -> k8s_openapi::api::core::v1::Pod {
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+    use kube::api::{Api, Patch, PatchParams};
+    use serde_json::json;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pod = pods.get(name).await.expect("get pod");
+    let now = Time(Timestamp::now());
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.clone())
+        .unwrap_or_default();
+    let statuses: Vec<serde_json::Value> = containers
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
+                "containerID": format!("containerd://sim-{name}-{}", c.name),
+                "ready": true, "started": true, "restartCount": 0,
+                "state": {"running": {"startedAt": now}},
+            })
+        })
+        .collect();
+    let condition = |kind: &str| json!({"type": kind, "status": "True", "lastTransitionTime": now});
+    let patch = json!({"status": {
+        "phase": "Running",
+        "startTime": now,
+        "podIP": pod_ip,
+        "podIPs": [{"ip": pod_ip}],
+        "conditions": [
+            condition("PodReadyToStartContainers"), condition("Initialized"),
+            condition("Ready"), condition("ContainersReady"), condition("PodScheduled"),
+        ],
+        "containerStatuses": statuses,
+    }});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .expect("pod status")
+}

@@ -1,0 +1,323 @@
+//! The generic controller loop. A controller declares its [`Watches`] (each a kube-rs
+//! reflector: a read-only store kept by list+watch, relisting on 410 by itself, plus a
+//! mapping from a changed object to the keys to reconcile) and a reconcile function
+//! (key → [`Plan`]: read the stores, call the pure planner). [`Controller::run`] waits for the
+//! caches, then workers take keys from the [`WorkQueue`], plan, execute the actions in order,
+//! and requeue a key with backoff when a write fails. A periodic resync re-queues every key
+//! the stores know, so nothing depends on an event never being missed.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use kube::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::executor::execute;
+use super::queue::WorkQueue;
+use crate::action::Action;
+
+/// What a controller reconciles: one object (or, for controllers keyed by something else,
+/// one namespace, one node ...).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// `None` for cluster-scoped keys.
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn cluster(name: impl Into<String>) -> Self {
+        ObjectKey {
+            namespace: None,
+            name: name.into(),
+        }
+    }
+
+    pub fn namespaced(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectKey {
+            namespace: Some(namespace.into()),
+            name: name.into(),
+        }
+    }
+
+    /// The key of an object itself.
+    pub fn of<K: kube::Resource>(object: &K) -> Self {
+        let meta = object.meta();
+        ObjectKey {
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The kube-rs store reference for looking the key up in a [`Store`].
+    pub fn store_ref<K>(&self) -> reflector::ObjectRef<K>
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
+        let reference = reflector::ObjectRef::new(&self.name);
+        match &self.namespace {
+            Some(ns) => reference.within(ns),
+            None => reference,
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{ns}/{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// The result of reconciling one key.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// The writes, performed in order.
+    pub actions: Vec<Action>,
+    /// Reconcile the key again after this long even if nothing changes (deadlines,
+    /// schedules, grace periods).
+    pub requeue_after: Option<Duration>,
+}
+
+impl From<Vec<Action>> for Plan {
+    fn from(actions: Vec<Action>) -> Self {
+        Plan {
+            actions,
+            requeue_after: None,
+        }
+    }
+}
+
+type Keys = Vec<ObjectKey>;
+
+/// A controller's watch caches and the queue they feed.
+pub struct Watches {
+    client: kube::Client,
+    queue: Arc<WorkQueue<ObjectKey>>,
+    /// One future per watch: runs the reflector and queues mapped keys.
+    drivers: Vec<BoxFuture<'static, ()>>,
+    /// One future per watch: resolves when its store has its first full list.
+    synced: Vec<BoxFuture<'static, ()>>,
+    /// One function per watch: the keys of everything in its store (periodic resync).
+    resync: Vec<Box<dyn Fn() -> Keys + Send + Sync>>,
+}
+
+impl Watches {
+    pub fn new(client: kube::Client) -> Self {
+        Watches {
+            client,
+            queue: Arc::new(WorkQueue::default()),
+            drivers: Vec::new(),
+            synced: Vec::new(),
+            resync: Vec::new(),
+        }
+    }
+
+    /// The client the watches use (for the `Api`s a controller builds).
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    /// Watches `api` (list+watch with `config`) into a store; every object that is listed,
+    /// added, changed or deleted is mapped by `keys` to the keys to reconcile.
+    pub fn watch<K>(
+        &mut self,
+        api: Api<K>,
+        config: watcher::Config,
+        keys: impl Fn(&K) -> Keys + Send + Sync + 'static,
+    ) -> Store<K>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync,
+        K: 'static,
+    {
+        let (reader, writer) = reflector::store();
+        let keys = Arc::new(keys);
+        let queue = self.queue.clone();
+        let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+        let map = keys.clone();
+        self.drivers.push(
+            async move {
+                let mut stream = std::pin::pin!(stream);
+                while let Some(event) = stream.next().await {
+                    match event {
+                        Ok(
+                            watcher::Event::Apply(object)
+                            | watcher::Event::InitApply(object)
+                            | watcher::Event::Delete(object),
+                        ) => map(&object).into_iter().for_each(|key| queue.add(key)),
+                        Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
+                        Err(err) => tracing::warn!(
+                            kind = K::kind(&()).as_ref(),
+                            "watch failed, retrying with backoff: {err}"
+                        ),
+                    }
+                }
+            }
+            .boxed(),
+        );
+        let ready = reader.clone();
+        self.synced.push(
+            async move {
+                // Only fails when the writer is gone, i.e. the driver stopped: shutdown.
+                let _ = ready.wait_until_ready().await;
+            }
+            .boxed(),
+        );
+        let all = reader.clone();
+        self.resync.push(Box::new(move || {
+            all.state().iter().flat_map(|object| keys(object)).collect()
+        }));
+        reader
+    }
+}
+
+impl std::fmt::Debug for Watches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watches")
+            .field("watches", &self.drivers.len())
+            .field("queued", &self.queue.len())
+            .finish()
+    }
+}
+
+type Reconcile = dyn Fn(&ObjectKey) -> Plan + Send + Sync;
+
+/// One controller: its watches, its reconcile function and its workers.
+pub struct Controller {
+    name: &'static str,
+    watches: Watches,
+    reconcile: Arc<Reconcile>,
+    workers: usize,
+    resync_period: Duration,
+}
+
+impl Controller {
+    /// `reconcile` reads the stores `watches` returned and calls the planner; it must not
+    /// block (no I/O: the runtime performs the plan).
+    pub fn new(
+        name: &'static str,
+        watches: Watches,
+        reconcile: impl Fn(&ObjectKey) -> Plan + Send + Sync + 'static,
+    ) -> Self {
+        Controller {
+            name,
+            watches,
+            reconcile: Arc::new(reconcile),
+            workers: 2,
+            resync_period: Duration::from_secs(300),
+        }
+    }
+
+    /// How many keys are reconciled at once (default 2; never the same key twice).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// How often every known key is queued again (default 5 minutes).
+    pub fn resync_period(mut self, period: Duration) -> Self {
+        self.resync_period = period;
+        self
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Runs until `token` is cancelled; returns once every task has stopped.
+    pub async fn run(self, token: CancellationToken) {
+        let name = self.name;
+        let Watches {
+            client,
+            queue,
+            drivers,
+            synced,
+            resync,
+        } = self.watches;
+        let tasks = TaskTracker::new();
+        for driver in drivers {
+            let token = token.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = token.cancelled() => {}
+                    () = driver => {}
+                }
+            });
+        }
+        let all_synced = futures::future::join_all(synced);
+        let synced = tokio::select! {
+            () = token.cancelled() => false,
+            _ = all_synced => true,
+        };
+        if synced {
+            tracing::info!(controller = name, "caches synced, starting workers");
+            for _ in 0..self.workers {
+                let (queue, token, client) = (queue.clone(), token.clone(), client.clone());
+                let reconcile = self.reconcile.clone();
+                tasks.spawn(async move {
+                    while let Some(key) = queue.next(&token).await {
+                        reconcile_one(name, &client, &queue, &*reconcile, &key).await;
+                        queue.done(&key);
+                    }
+                });
+            }
+            let mut ticker = tokio::time::interval(self.resync_period);
+            ticker.tick().await; // the first tick is immediate; the initial list queued all.
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    _ = ticker.tick() => resync.iter().flat_map(|keys| keys()).for_each(|key| queue.add(key)),
+                }
+            }
+        }
+        tasks.close();
+        tasks.wait().await;
+        tracing::info!(controller = name, "stopped");
+    }
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("name", &self.name)
+            .field("watches", &self.watches)
+            .field("workers", &self.workers)
+            .field("resync_period", &self.resync_period)
+            .finish()
+    }
+}
+
+async fn reconcile_one(
+    name: &'static str,
+    client: &kube::Client,
+    queue: &WorkQueue<ObjectKey>,
+    reconcile: &Reconcile,
+    key: &ObjectKey,
+) {
+    let plan = reconcile(key);
+    match execute(client, &plan.actions).await {
+        Ok(()) => {
+            queue.forget(key);
+            if let Some(delay) = plan.requeue_after {
+                queue.add_after(key.clone(), delay);
+            }
+        }
+        Err(err) if err.is_stale_plan() => {
+            let delay = queue.add_rate_limited(key.clone());
+            tracing::debug!(controller = name, %key, ?delay, "stale plan, planning again: {err}");
+        }
+        Err(err) => {
+            let delay = queue.add_rate_limited(key.clone());
+            tracing::warn!(controller = name, %key, ?delay, "reconcile failed, retrying: {err}");
+        }
+    }
+}

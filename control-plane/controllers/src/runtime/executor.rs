@@ -1,0 +1,367 @@
+//! Performs a planner's actions through the apiserver, in order, stopping at the first
+//! failure. [`to_call`] is the pure half (an [`Action`] → the API call it stands for, with
+//! `now` and a unique suffix passed in); [`execute`] sends the calls with kube-rs
+//! (`Api<DynamicObject>` on an `ApiResource` built from the action's [`ObjectRef`]).
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{
+    Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions,
+    PropagationPolicy,
+};
+use kube::core::ApiResource;
+use serde_json::{Value, json};
+
+use crate::action::{Action, EventType, ObjectRef, Propagation};
+
+/// The `reportingController` of the events the controller manager records.
+pub const REPORTING_CONTROLLER: &str = "kwk-controller-manager";
+
+/// One API request, as data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiCall {
+    /// Group, version, kind and plural of the resource.
+    pub resource: ApiResource,
+    /// `None` for cluster-scoped resources.
+    pub namespace: Option<String>,
+    pub verb: Verb,
+}
+
+/// What the request does (JSON bodies; the name is the target's).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verb {
+    /// POST a new object.
+    Create { body: Value },
+    /// PUT the object.
+    Replace { name: String, body: Value },
+    /// PUT a subresource (`status`).
+    ReplaceSubresource {
+        name: String,
+        subresource: String,
+        body: Value,
+    },
+    /// PATCH (JSON merge patch) the object or a subresource.
+    MergePatch {
+        name: String,
+        subresource: Option<String>,
+        patch: Value,
+    },
+    /// DELETE with options.
+    Delete { name: String, params: DeleteParams },
+    /// POST to a subresource (`eviction`).
+    CreateSubresource {
+        name: String,
+        subresource: String,
+        body: Value,
+    },
+}
+
+/// Why an action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("{verb} {kind} {object}: {source}")]
+    Api {
+        verb: &'static str,
+        kind: String,
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{kind} {object}: the planned body is not an object ({source})")]
+    Body {
+        kind: String,
+        object: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl ExecError {
+    /// The HTTP status code of an API error.
+    pub fn status_code(&self) -> Option<u16> {
+        match self {
+            ExecError::Api {
+                source: kube::Error::Api(status),
+                ..
+            } => Some(status.code),
+            _ => None,
+        }
+    }
+
+    /// A 409 (conflict, already exists) or 404: the observations were stale, so the key is
+    /// planned again from fresh caches — expected, not worth a loud log.
+    pub fn is_stale_plan(&self) -> bool {
+        matches!(self.status_code(), Some(404 | 409))
+    }
+}
+
+fn resource_of(target: &ObjectRef) -> ApiResource {
+    let (group, version) = match target.api_version.split_once('/') {
+        Some((group, version)) => (group.to_string(), version.to_string()),
+        None => (String::new(), target.api_version.clone()),
+    };
+    ApiResource {
+        group,
+        version,
+        api_version: target.api_version.clone(),
+        kind: target.kind.clone(),
+        plural: target.plural.clone(),
+    }
+}
+
+fn propagation_policy(propagation: Propagation) -> PropagationPolicy {
+    match propagation {
+        Propagation::Background => PropagationPolicy::Background,
+        Propagation::Foreground => PropagationPolicy::Foreground,
+        Propagation::Orphan => PropagationPolicy::Orphan,
+    }
+}
+
+/// The events.k8s.io/v1 Event recording `reason` about `regarding` (upstream names events
+/// `<regarding name>.<unique hex>`; cluster-scoped objects' events go to `default`).
+pub fn event_body(
+    regarding: &ObjectRef,
+    event_type: EventType,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+    unique_suffix: &str,
+) -> Value {
+    let namespace = regarding.namespace.as_deref().unwrap_or("default");
+    let mut regarding_json = json!({
+        "apiVersion": regarding.api_version,
+        "kind": regarding.kind,
+        "name": regarding.name,
+    });
+    if let Some(ns) = &regarding.namespace {
+        regarding_json["namespace"] = json!(ns);
+    }
+    if let Some(uid) = &regarding.uid {
+        regarding_json["uid"] = json!(uid);
+    }
+    let event_type = match event_type {
+        EventType::Normal => "Normal",
+        EventType::Warning => "Warning",
+    };
+    // MicroTime: RFC 3339 with microseconds.
+    let event_time = now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    json!({
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": {
+            "name": format!("{}.{unique_suffix}", regarding.name),
+            "namespace": namespace,
+        },
+        "eventTime": event_time,
+        "reportingController": REPORTING_CONTROLLER,
+        "reportingInstance": REPORTING_CONTROLLER,
+        "action": reason,
+        "reason": reason,
+        "note": message,
+        "type": event_type,
+        "regarding": regarding_json,
+    })
+}
+
+/// The API call an action stands for. `now` and `unique_suffix` name and date events.
+pub fn to_call(action: &Action, now: Timestamp, unique_suffix: &str) -> ApiCall {
+    let on = |target: &ObjectRef, verb: Verb| ApiCall {
+        resource: resource_of(target),
+        namespace: target.namespace.clone(),
+        verb,
+    };
+    match action {
+        Action::Create { target, body } => on(target, Verb::Create { body: body.clone() }),
+        Action::Update { target, body } => on(
+            target,
+            Verb::Replace {
+                name: target.name.clone(),
+                body: body.clone(),
+            },
+        ),
+        Action::UpdateStatus { target, body } => on(
+            target,
+            Verb::ReplaceSubresource {
+                name: target.name.clone(),
+                subresource: "status".into(),
+                body: body.clone(),
+            },
+        ),
+        Action::Patch {
+            target,
+            subresource,
+            patch,
+        } => on(
+            target,
+            Verb::MergePatch {
+                name: target.name.clone(),
+                subresource: subresource.clone(),
+                patch: patch.clone(),
+            },
+        ),
+        Action::Delete {
+            target,
+            propagation,
+        } => on(
+            target,
+            Verb::Delete {
+                name: target.name.clone(),
+                params: DeleteParams {
+                    propagation_policy: propagation.map(propagation_policy),
+                    preconditions: target.uid.as_ref().map(|uid| Preconditions {
+                        uid: Some(uid.clone()),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                },
+            },
+        ),
+        Action::Evict { pod } => {
+            let mut metadata = json!({ "name": pod.name });
+            if let Some(ns) = &pod.namespace {
+                metadata["namespace"] = json!(ns);
+            }
+            on(
+                pod,
+                Verb::CreateSubresource {
+                    name: pod.name.clone(),
+                    subresource: "eviction".into(),
+                    body: json!({
+                        "apiVersion": "policy/v1",
+                        "kind": "Eviction",
+                        "metadata": metadata,
+                    }),
+                },
+            )
+        }
+        Action::Event {
+            regarding,
+            event_type,
+            reason,
+            message,
+        } => {
+            let body = event_body(regarding, *event_type, reason, message, now, unique_suffix);
+            ApiCall {
+                resource: ApiResource {
+                    group: "events.k8s.io".into(),
+                    version: "v1".into(),
+                    api_version: "events.k8s.io/v1".into(),
+                    kind: "Event".into(),
+                    plural: "events".into(),
+                },
+                namespace: Some(regarding.namespace.as_deref().unwrap_or("default").into()),
+                verb: Verb::Create { body },
+            }
+        }
+    }
+}
+
+/// A suffix no other event of this process has: the current time in nanoseconds plus a
+/// process-wide counter, in hex.
+fn unique_suffix(now: Timestamp) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}{count:x}", now.as_nanosecond())
+}
+
+/// Performs `actions` in order; stops at the first failure and returns it (the caller
+/// re-plans from fresh observations rather than retrying the rest of a stale plan).
+pub async fn execute(client: &kube::Client, actions: &[Action]) -> Result<(), ExecError> {
+    for action in actions {
+        let now = Timestamp::now();
+        let call = to_call(action, now, &unique_suffix(now));
+        let target = action.target();
+        let object = match &target.namespace {
+            Some(ns) => format!("{ns}/{}", target.name),
+            None => target.name.clone(),
+        };
+        perform(client, &call)
+            .await
+            .map_err(|(verb, source)| match source {
+                Failure::Api(source) => ExecError::Api {
+                    verb,
+                    kind: call.resource.kind.clone(),
+                    object: object.clone(),
+                    source,
+                },
+                Failure::Body(source) => ExecError::Body {
+                    kind: call.resource.kind.clone(),
+                    object: object.clone(),
+                    source,
+                },
+            })?;
+    }
+    Ok(())
+}
+
+enum Failure {
+    Api(kube::Error),
+    Body(serde_json::Error),
+}
+
+fn dynamic(body: &Value) -> Result<DynamicObject, Failure> {
+    serde_json::from_value(body.clone()).map_err(Failure::Body)
+}
+
+async fn perform(client: &kube::Client, call: &ApiCall) -> Result<(), (&'static str, Failure)> {
+    let api: Api<DynamicObject> = match &call.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &call.resource),
+        None => Api::all_with(client.clone(), &call.resource),
+    };
+    let post = PostParams::default();
+    match &call.verb {
+        Verb::Create { body } => {
+            let object = dynamic(body).map_err(|e| ("create", e))?;
+            api.create(&post, &object)
+                .await
+                .map_err(|e| ("create", Failure::Api(e)))?;
+        }
+        Verb::Replace { name, body } => {
+            let object = dynamic(body).map_err(|e| ("update", e))?;
+            api.replace(name, &post, &object)
+                .await
+                .map_err(|e| ("update", Failure::Api(e)))?;
+        }
+        Verb::ReplaceSubresource {
+            name,
+            subresource,
+            body,
+        } => {
+            api.replace_subresource(subresource, name, &post, body)
+                .await
+                .map_err(|e| ("update status", Failure::Api(e)))?;
+        }
+        Verb::MergePatch {
+            name,
+            subresource,
+            patch,
+        } => {
+            let params = PatchParams::default();
+            let patch = Patch::Merge(patch);
+            let result = match subresource {
+                Some(sub) => api.patch_subresource(sub, name, &params, &patch).await,
+                None => api.patch(name, &params, &patch).await,
+            };
+            result.map_err(|e| ("patch", Failure::Api(e)))?;
+        }
+        Verb::Delete { name, params } => {
+            api.delete(name, params)
+                .await
+                .map_err(|e| ("delete", Failure::Api(e)))?;
+        }
+        Verb::CreateSubresource {
+            name,
+            subresource,
+            body,
+        } => {
+            api.create_subresource::<Value, Value>(subresource, name, &post, body)
+                .await
+                .map_err(|e| ("evict", Failure::Api(e)))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "executor_tests.rs"]
+mod tests;
