@@ -80,6 +80,9 @@ pub enum Action {
     Delete {
         target: ObjectRef,
         propagation: Option<Propagation>,
+        /// `gracePeriodSeconds` (`Some(0)`: a force delete, as PodGC does); `None`: the
+        /// object's own.
+        grace_period_seconds: Option<i64>,
     },
     /// POST `pods/eviction` (honours PodDisruptionBudgets).
     Evict { pod: ObjectRef },
@@ -150,6 +153,19 @@ impl Action {
         Action::Delete {
             target: ObjectRef::of(object),
             propagation,
+            grace_period_seconds: None,
+        }
+    }
+
+    /// Delete `object` at once (`gracePeriodSeconds: 0`, uid precondition).
+    pub fn force_delete<K>(object: &K) -> Self
+    where
+        K: Resource + Metadata<Ty = ObjectMeta>,
+    {
+        Action::Delete {
+            target: ObjectRef::of(object),
+            propagation: None,
+            grace_period_seconds: Some(0),
         }
     }
 

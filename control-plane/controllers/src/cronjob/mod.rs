@@ -512,6 +512,7 @@ fn schedule_run(
                 plan.actions.push(Action::Delete {
                     target: reference_target(&reference, cronjob.metadata.namespace.as_ref()),
                     propagation: Some(Propagation::Background),
+                    grace_period_seconds: None,
                 });
                 events.push(Action::event(
                     cronjob,

@@ -73,6 +73,7 @@ fn outcome(cj: &CronJob, plan: &Plan) -> Outcome {
             Action::Delete {
                 target,
                 propagation,
+                ..
             } => {
                 assert_eq!(*propagation, Some(Propagation::Background));
                 out.deleted.push(target.name.clone());

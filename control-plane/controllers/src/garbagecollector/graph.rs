@@ -242,6 +242,7 @@ pub fn plan(items: &[Item], watched: &[WatchedKind]) -> Vec<Action> {
             planned.push(Action::Delete {
                 target: item.target.clone(),
                 propagation: Some(Propagation::Foreground),
+                grace_period_seconds: None,
             });
         } else {
             // No owner left: collect, keeping the object's own deletion preference.
@@ -255,6 +256,7 @@ pub fn plan(items: &[Item], watched: &[WatchedKind]) -> Vec<Action> {
             planned.push(Action::Delete {
                 target: item.target.clone(),
                 propagation: Some(propagation),
+                grace_period_seconds: None,
             });
         }
         for reference in &c.invalid {

@@ -91,6 +91,7 @@ fn describe(actions: &[Action]) -> Vec<String> {
             Action::Delete {
                 target,
                 propagation,
+                ..
             } => format!(
                 "delete {} {:?}",
                 target.name,

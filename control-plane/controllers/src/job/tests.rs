@@ -82,6 +82,7 @@ fn deletes(plan: &Plan) -> Vec<String> {
             Action::Delete {
                 target,
                 propagation,
+                ..
             } => Some(format!("{}/{}:{:?}", target.kind, target.name, propagation)),
             _ => None,
         })

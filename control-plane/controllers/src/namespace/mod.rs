@@ -168,6 +168,7 @@ pub fn plan(namespace: &Namespace, observed: &Observed<'_>, now: Timestamp) -> P
             plan.actions.push(Action::Delete {
                 target: content.target.clone(),
                 propagation: Some(Propagation::Background),
+                grace_period_seconds: None,
             });
         }
     }

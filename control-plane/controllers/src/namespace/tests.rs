@@ -108,6 +108,7 @@ fn deleted(plan: &Plan) -> Vec<String> {
             Action::Delete {
                 target,
                 propagation,
+                ..
             } => {
                 assert_eq!(*propagation, Some(crate::action::Propagation::Background));
                 Some(target.name.clone())

@@ -54,8 +54,8 @@ pub fn missing_nodes(pods: &[Pod], nodes: &[Node]) -> BTreeSet<String> {
 /// its pods are orphaned once it has been missing for [`ORPHAN_QUARANTINE`] (upstream also
 /// confirms with a live GET of the node; the caller may do the same before executing).
 ///
-/// Every collected pod gets a [`Action::Delete`], which the executor must send with
-/// `gracePeriodSeconds: 0` (a force delete); pods that have not finished get an
+/// Every collected pod gets a force delete ([`Action::force_delete`],
+/// `gracePeriodSeconds: 0`); pods that have not finished get an
 /// [`Action::UpdateStatus`] to `Failed` right before it. Each pod is collected once.
 pub fn plan(
     pods: &[Pod],
@@ -158,7 +158,7 @@ impl Collector {
             }
             self.actions.push(Action::update_status(&failed));
         }
-        self.actions.push(Action::delete(pod, None));
+        self.actions.push(Action::force_delete(pod));
     }
 }
 

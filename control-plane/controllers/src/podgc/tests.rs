@@ -78,7 +78,11 @@ fn summary(actions: &[Action]) -> Vec<String> {
         .map(|a| {
             let verb = match a {
                 Action::UpdateStatus { .. } => "fail",
-                Action::Delete { .. } => "delete",
+                // PodGC only force-deletes.
+                Action::Delete {
+                    grace_period_seconds: Some(0),
+                    ..
+                } => "delete",
                 _ => "other",
             };
             format!("{verb} {}", a.target().name)

@@ -201,12 +201,14 @@ pub fn to_call(action: &Action, now: Timestamp, unique_suffix: &str) -> ApiCall 
         Action::Delete {
             target,
             propagation,
+            grace_period_seconds,
         } => on(
             target,
             Verb::Delete {
                 name: target.name.clone(),
                 params: DeleteParams {
                     propagation_policy: propagation.map(propagation_policy),
+                    grace_period_seconds: grace_period_seconds.and_then(|g| u32::try_from(g).ok()),
                     preconditions: target.uid.as_ref().map(|uid| Preconditions {
                         uid: Some(uid.clone()),
                         resource_version: None,
