@@ -417,6 +417,7 @@ async fn the_executor_performs_every_action_kind() {
         &[Action::Delete {
             target: wrong_uid,
             propagation: None,
+            grace_period_seconds: None,
         }],
     )
     .await

@@ -3,7 +3,9 @@
 //! validation (which spec fields an update may change) and table.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::PersistentVolumeClaimStatus;
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaimStatus, PersistentVolumeClaimVolumeSource, PodTemplateSpec, Volume,
+};
 use kwk_api::field::{FieldError, check_non_negative, forbidden, invalid, not_supported, required};
 use kwk_api::pod::{self, DefaultSet};
 use serde_json::{Value, json};
@@ -136,7 +138,7 @@ fn validate_stateful_set(new: &StatefulSet, old: Option<&StatefulSet>) -> Vec<Fi
     }
     validate_selector_and_template(
         Some(&spec.selector),
-        Some(&spec.template),
+        Some(&with_claim_volumes(spec)),
         TemplateRules {
             base: "spec",
             kind: Some("statefulset"),
@@ -160,6 +162,32 @@ fn validate_stateful_set(new: &StatefulSet, old: Option<&StatefulSet>) -> Vec<Fi
         }
     }
     errs
+}
+
+/// The template as its pods will be: every volume claim template is also a volume (the
+/// controller adds it), so containers may mount it by name.
+fn with_claim_volumes(spec: &k8s_openapi::api::apps::v1::StatefulSetSpec) -> PodTemplateSpec {
+    let mut template = spec.template.clone();
+    if let Some(pod_spec) = template.spec.as_mut() {
+        let volumes = pod_spec.volumes.get_or_insert_with(Vec::new);
+        for claim in spec.volume_claim_templates.iter().flatten() {
+            let Some(name) = claim.metadata.name.clone() else {
+                continue;
+            };
+            if volumes.iter().any(|v| v.name == name) {
+                continue;
+            }
+            volumes.push(Volume {
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: name.clone(),
+                    read_only: None,
+                }),
+                name,
+                ..Volume::default()
+            });
+        }
+    }
+    template
 }
 
 impl KindStrategy for StatefulSetStrategy {

@@ -197,6 +197,21 @@ fn stateful_set_defaults_rules_and_row() {
           and 'minReadySeconds' are forbidden [FieldValueForbidden]"
         ]
     );
+    // Containers mount claim templates by name (the controller adds the volumes); other
+    // names must still be volumes.
+    let mut mounting = stateful_set();
+    mounting["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "data", "mountPath": "/data"}]);
+    assert_eq!(
+        causes("apps", "StatefulSet", mounting.clone(), None),
+        Vec::<String>::new()
+    );
+    mounting["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["name"] =
+        json!("nope");
+    assert_cause(
+        &causes("apps", "StatefulSet", mounting, None),
+        "spec.template.spec.containers[0].volumeMounts[0].name: Not found: \"nope\"",
+    );
     let mut policy = stateful_set();
     policy["spec"]["podManagementPolicy"] = json!("Random");
     assert_cause(
