@@ -394,6 +394,56 @@ spec:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_jobs_pods_lose_their_tracking_finalizer() {
+    let cluster = Cluster::start(&["job"]).await;
+    cluster
+        .apply(
+            "apiVersion: batch/v1
+kind: Job
+metadata: {name: gone, namespace: default}
+spec:
+  parallelism: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: main, image: busybox}]
+",
+        )
+        .await;
+    let tracked = || async {
+        let pods = cluster
+            .pods()
+            .list(&ListParams::default().labels("job-name=gone"))
+            .await
+            .expect("pods");
+        pods.items
+            .iter()
+            .filter(|p| {
+                p.finalizers()
+                    .iter()
+                    .any(|f| f == "batch.kubernetes.io/job-tracking")
+            })
+            .count()
+    };
+    eventually(Duration::from_secs(15), "two tracked pods", || async {
+        tracked().await == 2
+    })
+    .await;
+    // No garbage collector runs here: the pods stay, and only the job controller can let
+    // go of them.
+    cluster
+        .api
+        .kubectl_ok(&["delete", "job", "gone", "--wait=false"])
+        .await;
+    eventually(Duration::from_secs(15), "finalizers released", || async {
+        tracked().await == 0
+    })
+    .await;
+    assert_eq!(cluster.pod_names("job-name=gone").await.len(), 2);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cronjob_starts_a_job_at_the_next_minute() {
     let cluster = Cluster::start(&["cronjob"]).await;
     cluster

@@ -5,6 +5,8 @@
 //! The planner must see the pods it just created (its module doc): [`Expectations`] holds a
 //! Job whose last plan created or deleted pods until the pod cache shows them (or a timeout
 //! passes), as upstream's controller expectations do. The DaemonSet controller shares it.
+//! Pods whose controlling Job is gone (or replaced by a same-named one) lose their tracking
+//! finalizer ([`release_orphans`]), as upstream's orphan-pod handling does.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, PoisonError};
@@ -17,6 +19,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::runtime::watcher;
 
+use super::pods::{has_tracking_finalizer, remove_tracking_finalizer};
 use crate::action::Action;
 use crate::common::{controller_of, is_controlled_by};
 use crate::runtime::{Controller, ObjectKey, Plan, Watches};
@@ -161,32 +164,47 @@ pub fn controller(client: &kube::Client) -> Controller {
     );
     let expectations = Expectations::new("Pod");
     Controller::new("job", watches, move |key| {
-        let Some(job) = jobs.get(&key.store_ref()) else {
-            expectations.forget(key);
-            return Plan::default();
-        };
-        let uid = job.metadata.uid.as_deref().unwrap_or_default();
-        let controlled: Vec<Pod> = pods
+        let named: Vec<Pod> = pods
             .state()
             .iter()
-            .filter(|p| p.metadata.namespace == job.metadata.namespace)
-            .filter(|p| is_controlled_by(&p.metadata, uid))
+            .filter(|p| controller_key(&p.metadata, "Job").as_ref() == Some(key))
             .map(|p| (**p).clone())
             .collect();
+        let Some(job) = jobs.get(&key.store_ref()) else {
+            expectations.forget(key);
+            return release_orphans(None, &named).into();
+        };
+        let uid = job.metadata.uid.as_deref().unwrap_or_default();
+        let (controlled, orphans): (Vec<Pod>, Vec<Pod>) = named
+            .into_iter()
+            .partition(|p| is_controlled_by(&p.metadata, uid));
         let metas = || controlled.iter().map(|p| &p.metadata);
         if let Some(wait) = expectations.hold(key, metas()) {
             return Plan {
-                actions: Vec::new(),
+                actions: release_orphans(Some(uid), &orphans),
                 requeue_after: Some(wait),
             };
         }
         let planned = super::plan(&job, &controlled, Timestamp::now());
         expectations.expect(key, metas(), &planned.actions);
+        let mut actions = planned.actions;
+        actions.extend(release_orphans(Some(uid), &orphans));
         Plan {
-            actions: planned.actions,
+            actions,
             requeue_after: planned.requeue_after,
         }
     })
+}
+
+/// Upstream's orphan-pod handling: `pods` name a Job of this key as their controller, but
+/// that Job is gone (`job_uid` `None`) or is a same-named successor; their tracking
+/// finalizers are removed so they can be deleted (nobody will count them).
+pub fn release_orphans(job_uid: Option<&str>, pods: &[Pod]) -> Vec<Action> {
+    pods.iter()
+        .filter(|p| job_uid.is_none_or(|uid| !is_controlled_by(&p.metadata, uid)))
+        .filter(|p| has_tracking_finalizer(p))
+        .map(remove_tracking_finalizer)
+        .collect()
 }
 
 #[cfg(test)]
@@ -293,5 +311,57 @@ mod tests {
         let other = Expectations::new("Job");
         other.expect(&key, &[], &[Action::create(&generated_pod())]);
         assert_eq!(other.hold(&key, &[]), None);
+    }
+
+    #[test]
+    fn pods_of_a_gone_or_replaced_job_lose_the_tracking_finalizer() {
+        let owned_by = |job_uid: &str, finalizer: bool| {
+            let mut pod = pod(&format!("pod-of-{job_uid}-{finalizer}"));
+            pod.metadata.owner_references = Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    api_version: "batch/v1".into(),
+                    kind: "Job".into(),
+                    name: "x".into(),
+                    uid: job_uid.into(),
+                    controller: Some(true),
+                    block_owner_deletion: Some(true),
+                },
+            ]);
+            if finalizer {
+                pod.metadata.finalizers = Some(vec![super::super::pods::TRACKING_FINALIZER.into()]);
+            }
+            pod
+        };
+        let pods = vec![
+            owned_by("old", true),
+            owned_by("old", false),
+            owned_by("new", true),
+        ];
+        let released = |job_uid: Option<&str>| -> Vec<String> {
+            release_orphans(job_uid, &pods)
+                .iter()
+                .map(|a| a.target().name.clone())
+                .collect()
+        };
+        let cases: Vec<(&str, Option<&str>, Vec<&str>)> = vec![
+            (
+                "job gone",
+                None,
+                vec!["pod-pod-of-old-true", "pod-pod-of-new-true"],
+            ),
+            (
+                "same-named successor",
+                Some("new"),
+                vec!["pod-pod-of-old-true"],
+            ),
+            (
+                "every pod of the live job is the planner's",
+                Some("old"),
+                vec!["pod-pod-of-new-true"],
+            ),
+        ];
+        for (name, job_uid, want) in cases {
+            assert_eq!(released(job_uid), want, "{name}");
+        }
     }
 }
