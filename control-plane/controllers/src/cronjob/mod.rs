@@ -11,6 +11,7 @@
 //! run (upstream retries until its own status update lands). Unset history limits take the
 //! apiserver's defaults (3 successful, 1 failed).
 
+pub mod controller;
 pub mod schedule;
 
 use std::time::Duration;

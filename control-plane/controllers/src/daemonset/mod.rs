@@ -5,6 +5,7 @@
 //! counters; history cleanup. [`history`] holds the ControllerRevision helpers the
 //! StatefulSet planner shares; [`node_fit`] the placement rules.
 
+pub mod controller;
 pub mod history;
 pub mod node_fit;
 pub mod ownership;

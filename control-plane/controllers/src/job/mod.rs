@@ -24,6 +24,7 @@
 //! hold the Job until the informer saw them), as upstream's expectations do; creations get
 //! their `SuccessfulCreate` event from the executor, which alone learns the generated name.
 
+pub mod controller;
 pub mod pods;
 
 use std::collections::{BTreeMap, BTreeSet};

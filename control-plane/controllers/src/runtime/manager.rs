@@ -18,8 +18,13 @@ type Constructor = Arc<dyn Fn(&kube::Client) -> Controller + Send + Sync>;
 
 /// Every controller `kwk-control-plane controller-manager` runs by default, by the name
 /// `--controllers` uses (upstream's names). Append new controllers here.
-pub const DEFAULT_CONTROLLERS: &[(&str, ControllerFactory)] =
-    &[("serviceaccount", crate::serviceaccount::controller)];
+pub const DEFAULT_CONTROLLERS: &[(&str, ControllerFactory)] = &[
+    ("serviceaccount", crate::serviceaccount::controller),
+    ("job", crate::job::controller::controller),
+    ("cronjob", crate::cronjob::controller::controller),
+    ("daemonset", crate::daemonset::controller::controller),
+    ("statefulset", crate::statefulset::controller::controller),
+];
 
 /// Upstream's `--controllers` rule: `*` turns on every controller, `name` turns one on,
 /// `-name` turns one off (winning over `*`). Returns the selected names in `known` order.

@@ -6,6 +6,7 @@
 //! ControllerRevisions (shared helpers in [`crate::daemonset::history`]) and the status.
 //! [`identity`] says what a member and its claims look like.
 
+pub mod controller;
 pub mod identity;
 
 #[cfg(test)]
