@@ -149,7 +149,7 @@ const ENDPOINT_READINESS: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_gets_an_endpoint_slice_of_its_pods() {
-    let cluster = Cluster::start(&["endpointslice"]).await;
+    let cluster = Cluster::start(&["endpointslice", "garbagecollector"]).await;
     let _nodes =
         support::simulate_nodes(&cluster.client, &[("n1", "zone-a"), ("n2", "zone-b")]).await;
     let service = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: web}\n  \
@@ -224,6 +224,19 @@ async fn a_service_gets_an_endpoint_slice_of_its_pods() {
     eventually(Duration::from_secs(20), "relabelled pod leaves", || async {
         readiness().await.as_deref() == Some("web-2=true ")
     })
+    .await;
+    // The slices are owned by the service: the garbage collector removes them with it.
+    cluster.api.kubectl_ok(&["delete", "service", "web"]).await;
+    eventually(
+        Duration::from_secs(20),
+        "slices gone with the service",
+        || async {
+            cluster
+                .jsonpath(SLICES_OF_WEB, "{.items[*].metadata.name}")
+                .await
+                .is_some_and(|names| names.is_empty())
+        },
+    )
     .await;
     cluster.stop().await;
 }
