@@ -4,6 +4,8 @@
 //! `disruptedPods` entries the eviction API recorded for pods that were never deleted;
 //! and the reset of stale `DisruptionTarget` pod conditions.
 
+pub mod controller;
+
 #[cfg(test)]
 mod tests;
 

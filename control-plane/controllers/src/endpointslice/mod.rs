@@ -7,6 +7,8 @@
 
 mod endpoints;
 
+pub mod controller;
+
 #[cfg(test)]
 mod tests;
 

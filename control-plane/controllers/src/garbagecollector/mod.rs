@@ -12,6 +12,8 @@
 
 mod graph;
 
+pub mod controller;
+
 #[cfg(test)]
 mod tests;
 

@@ -4,6 +4,8 @@
 //! were never scheduled. A pod that has not finished is first marked `Failed` (with a
 //! `DisruptionTarget` condition when its node is gone) so nothing reads it as running.
 
+pub mod controller;
+
 #[cfg(test)]
 mod tests;
 

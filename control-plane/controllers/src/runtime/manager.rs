@@ -24,6 +24,16 @@ pub const DEFAULT_CONTROLLERS: &[(&str, ControllerFactory)] = &[
     ("cronjob", crate::cronjob::controller::controller),
     ("daemonset", crate::daemonset::controller::controller),
     ("statefulset", crate::statefulset::controller::controller),
+    (
+        "endpointslice",
+        crate::endpointslice::controller::controller,
+    ),
+    ("disruption", crate::disruption::controller::controller),
+    ("podgc", crate::podgc::controller::controller),
+    (
+        "garbagecollector",
+        crate::garbagecollector::controller::controller,
+    ),
 ];
 
 /// Upstream's `--controllers` rule: `*` turns on every controller, `name` turns one on,
