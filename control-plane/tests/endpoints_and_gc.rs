@@ -50,7 +50,7 @@ impl Cluster {
                 .iter()
                 .filter(|(name, _)| controllers.contains(name))
                 .fold(ControllerManager::new(client), |m, (name, factory)| {
-                    m.register(name, *factory)
+                    m.register_with_options(name, *factory)
                 })
         })
         .await

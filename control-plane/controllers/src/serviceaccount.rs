@@ -9,6 +9,7 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use crate::action::Action;
+use crate::runtime::manager::ControllerOptions;
 use crate::runtime::{Controller, ObjectKey, Plan, Watches};
 
 /// The ServiceAccounts every namespace gets.
@@ -53,8 +54,8 @@ pub fn plan(namespace: &Namespace, service_accounts: &[ServiceAccount]) -> Vec<A
         .collect()
 }
 
-/// The controller: one key per namespace.
-pub fn controller(client: &kube::Client) -> Controller {
+/// The controller: one key per namespace (it reads no options).
+pub fn controller(client: &kube::Client, _options: &ControllerOptions) -> Controller {
     let mut watches = Watches::new(client.clone());
     let namespaces = watches.watch(
         Api::<Namespace>::all(client.clone()),

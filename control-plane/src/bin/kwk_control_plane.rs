@@ -14,6 +14,7 @@ use kwk_control_plane::storage::Store;
 use kwk_control_plane::storage::embedded::{EmbeddedOptions, EmbeddedStore};
 use kwk_control_plane::storage::etcd::{EtcdStore, EtcdTls};
 use kwk_control_plane::storage::memory::MemoryStore;
+use kwk_controllers::runtime::manager::ControllerOptions;
 use kwk_controllers::runtime::{self as controller_runtime, ControllerManager, LeaseConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -229,6 +230,24 @@ enum Command {
         /// Controllers to run: `*` for all, `name` to add one, `-name` to leave one out.
         #[arg(long, value_delimiter = ',', default_value = "*")]
         controllers: Vec<String>,
+        /// How long a node may go without a heartbeat before it is marked unhealthy.
+        #[arg(long, default_value = "40s", value_parser = parse_duration)]
+        node_monitor_grace_period: Duration,
+        /// Allocate pod CIDRs to nodes from --cluster-cidr (node IPAM).
+        #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+        allocate_node_cidrs: bool,
+        /// CIDR range for pods (comma-separated: one IPv4 and/or one IPv6 CIDR).
+        #[arg(long)]
+        cluster_cidr: Option<String>,
+        /// Node pod-CIDR mask size for a single-stack cluster (default 24 for IPv4, 64 for IPv6).
+        #[arg(long)]
+        node_cidr_mask_size: Option<u8>,
+        /// Node pod-CIDR mask size for the IPv4 cluster CIDR (default 24).
+        #[arg(long)]
+        node_cidr_mask_size_ipv4: Option<u8>,
+        /// Node pod-CIDR mask size for the IPv6 cluster CIDR (default 64).
+        #[arg(long)]
+        node_cidr_mask_size_ipv6: Option<u8>,
     },
 }
 
@@ -327,10 +346,29 @@ async fn main() -> anyhow::Result<()> {
             leader_elect_resource_namespace,
             leader_elect_resource_name,
             controllers,
+            node_monitor_grace_period,
+            allocate_node_cidrs,
+            cluster_cidr,
+            node_cidr_mask_size,
+            node_cidr_mask_size_ipv4,
+            node_cidr_mask_size_ipv6,
         } => {
+            let options = ControllerOptions {
+                node_monitor_grace_period,
+                allocate_node_cidrs,
+                cluster_cidr,
+                node_cidr_mask_size,
+                node_cidr_mask_size_ipv4,
+                node_cidr_mask_size_ipv6,
+            };
             let client = controller_runtime::client_from_kubeconfig(&kubeconfig).await?;
-            let manager =
-                ControllerManager::with_default_controllers(client).select(&controllers)?;
+            let manager = ControllerManager::with_default_controllers(client)
+                .with_options(options.clone())
+                .select(&controllers)?;
+            if manager.names().contains(&"nodeipam") {
+                // A bad IPAM configuration stops start-up, naming the flag.
+                kwk_controllers::nodeipam::controller::config(&options)?;
+            }
             let token = CancellationToken::new();
             cancel_on_signal(token.clone())?;
             if leader_elect {

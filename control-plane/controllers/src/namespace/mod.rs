@@ -5,6 +5,7 @@
 //! finalizer through the `finalize` subresource.
 
 mod conditions;
+pub mod controller;
 
 #[cfg(test)]
 mod tests;

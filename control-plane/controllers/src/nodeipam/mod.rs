@@ -8,6 +8,7 @@
 //! the lowest free subnet of each cluster CIDR.
 
 mod cidr;
+pub mod controller;
 
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,7 @@
 //! `lastHeartbeatTime`; where upstream starts a toleration timer when it first sees a taint,
 //! we count from the taint's `timeAdded`.
 
+pub mod controller;
 mod eviction;
 mod health;
 mod taints;

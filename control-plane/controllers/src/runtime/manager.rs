@@ -2,6 +2,7 @@
 //! the selected ones (under leader election or not).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -9,31 +10,76 @@ use super::RuntimeError;
 use super::controller::Controller;
 use super::leader::{LeaderElector, LeaseConfig};
 
-/// Builds a controller (its watches and reconcile function) on a client.
-pub type ControllerFactory = fn(&kube::Client) -> Controller;
+/// The controller manager's flags that controllers read (upstream's
+/// `--node-monitor-grace-period`, `--allocate-node-cidrs`, ...). Each controller validates
+/// the ones it uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerOptions {
+    /// `--node-monitor-grace-period`: how long a node may stay silent before it is
+    /// considered unreachable.
+    pub node_monitor_grace_period: Duration,
+    /// `--allocate-node-cidrs`: whether node IPAM hands out pod CIDRs.
+    pub allocate_node_cidrs: bool,
+    /// `--cluster-cidr`: comma-separated, at most one IPv4 and one IPv6 CIDR.
+    pub cluster_cidr: Option<String>,
+    /// `--node-cidr-mask-size` (single-stack clusters).
+    pub node_cidr_mask_size: Option<u8>,
+    /// `--node-cidr-mask-size-ipv4` (dual-stack clusters).
+    pub node_cidr_mask_size_ipv4: Option<u8>,
+    /// `--node-cidr-mask-size-ipv6` (dual-stack clusters).
+    pub node_cidr_mask_size_ipv6: Option<u8>,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        ControllerOptions {
+            node_monitor_grace_period: crate::nodelifecycle::DEFAULT_MONITOR_GRACE_PERIOD,
+            allocate_node_cidrs: false,
+            cluster_cidr: None,
+            node_cidr_mask_size: None,
+            node_cidr_mask_size_ipv4: None,
+            node_cidr_mask_size_ipv6: None,
+        }
+    }
+}
+
+/// Builds a controller (its watches and reconcile function) on a client, configured by
+/// the manager's options.
+pub type ControllerFactory = fn(&kube::Client, &ControllerOptions) -> Controller;
 
 /// A registered constructor: a [`ControllerFactory`] or a closure (tests register closures
 /// that capture what they observe).
-type Constructor = Arc<dyn Fn(&kube::Client) -> Controller + Send + Sync>;
+type Constructor = Arc<dyn Fn(&kube::Client, &ControllerOptions) -> Controller + Send + Sync>;
 
 /// Every controller `kwk-control-plane controller-manager` runs by default, by the name
 /// `--controllers` uses (upstream's names). Append new controllers here.
+/// Controllers without options are wrapped in a closure that ignores them.
 pub const DEFAULT_CONTROLLERS: &[(&str, ControllerFactory)] = &[
     ("serviceaccount", crate::serviceaccount::controller),
-    ("job", crate::job::controller::controller),
-    ("cronjob", crate::cronjob::controller::controller),
-    ("daemonset", crate::daemonset::controller::controller),
-    ("statefulset", crate::statefulset::controller::controller),
+    ("job", |c, _| crate::job::controller::controller(c)),
+    ("cronjob", |c, _| crate::cronjob::controller::controller(c)),
+    ("daemonset", |c, _| {
+        crate::daemonset::controller::controller(c)
+    }),
+    ("statefulset", |c, _| {
+        crate::statefulset::controller::controller(c)
+    }),
+    ("endpointslice", |c, _| {
+        crate::endpointslice::controller::controller(c)
+    }),
+    ("disruption", |c, _| {
+        crate::disruption::controller::controller(c)
+    }),
+    ("podgc", |c, _| crate::podgc::controller::controller(c)),
+    ("garbagecollector", |c, _| {
+        crate::garbagecollector::controller::controller(c)
+    }),
     (
-        "endpointslice",
-        crate::endpointslice::controller::controller,
+        "nodelifecycle",
+        crate::nodelifecycle::controller::controller,
     ),
-    ("disruption", crate::disruption::controller::controller),
-    ("podgc", crate::podgc::controller::controller),
-    (
-        "garbagecollector",
-        crate::garbagecollector::controller::controller,
-    ),
+    ("nodeipam", crate::nodeipam::controller::controller),
+    ("namespace", crate::namespace::controller::controller),
 ];
 
 /// Upstream's `--controllers` rule: `*` turns on every controller, `name` turns one on,
@@ -63,6 +109,7 @@ pub fn select<'a>(known: &[&'a str], flags: &[String]) -> Result<Vec<&'a str>, R
 /// A set of controllers sharing one client.
 pub struct ControllerManager {
     client: kube::Client,
+    options: ControllerOptions,
     controllers: Vec<(&'static str, Constructor)>,
 }
 
@@ -71,6 +118,7 @@ impl ControllerManager {
     pub fn new(client: kube::Client) -> Self {
         ControllerManager {
             client,
+            options: ControllerOptions::default(),
             controllers: Vec::new(),
         }
     }
@@ -80,15 +128,35 @@ impl ControllerManager {
         DEFAULT_CONTROLLERS
             .iter()
             .fold(Self::new(client), |manager, (name, factory)| {
-                manager.register(name, *factory)
+                manager.register_with_options(name, *factory)
             })
+    }
+
+    /// Sets the options every controller is built with (default: upstream's defaults).
+    pub fn with_options(mut self, options: ControllerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The options the controllers are built with.
+    pub fn options(&self) -> &ControllerOptions {
+        &self.options
     }
 
     /// Adds a controller under `name` (the name `--controllers` uses).
     pub fn register(
-        mut self,
+        self,
         name: &'static str,
         factory: impl Fn(&kube::Client) -> Controller + Send + Sync + 'static,
+    ) -> Self {
+        self.register_with_options(name, move |client, _| factory(client))
+    }
+
+    /// Adds a controller that reads the manager's [`ControllerOptions`].
+    pub fn register_with_options(
+        mut self,
+        name: &'static str,
+        factory: impl Fn(&kube::Client, &ControllerOptions) -> Controller + Send + Sync + 'static,
     ) -> Self {
         self.controllers.push((name, Arc::new(factory)));
         self
@@ -111,7 +179,7 @@ impl ControllerManager {
     pub async fn run(self, token: CancellationToken) {
         tracing::info!(controllers = ?self.names(), "starting controllers");
         let runs = self.controllers.iter().map(|(_, factory)| {
-            let controller = factory(&self.client);
+            let controller = factory(&self.client, &self.options);
             controller.run(token.clone())
         });
         futures::future::join_all(runs).await;
@@ -134,6 +202,7 @@ impl std::fmt::Debug for ControllerManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControllerManager")
             .field("controllers", &self.names())
+            .field("options", &self.options)
             .finish()
     }
 }
