@@ -15,7 +15,9 @@ use kwk_control_plane::storage::embedded::{EmbeddedOptions, EmbeddedStore};
 use kwk_control_plane::storage::etcd::{EtcdStore, EtcdTls};
 use kwk_control_plane::storage::memory::MemoryStore;
 use kwk_controllers::runtime::manager::ControllerOptions;
-use kwk_controllers::runtime::{self as controller_runtime, ControllerManager, LeaseConfig};
+use kwk_controllers::runtime::{
+    self as controller_runtime, ControllerManager, DEFAULT_CONTROLLERS, LeaseConfig,
+};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
@@ -361,14 +363,15 @@ async fn main() -> anyhow::Result<()> {
                 node_cidr_mask_size_ipv4,
                 node_cidr_mask_size_ipv6,
             };
-            let client = controller_runtime::client_from_kubeconfig(&kubeconfig).await?;
-            let manager = ControllerManager::with_default_controllers(client)
-                .with_options(options.clone())
-                .select(&controllers)?;
-            if manager.names().contains(&"nodeipam") {
+            let known: Vec<&str> = DEFAULT_CONTROLLERS.iter().map(|(name, _)| *name).collect();
+            if controller_runtime::manager::select(&known, &controllers)?.contains(&"nodeipam") {
                 // A bad IPAM configuration stops start-up, naming the flag.
                 kwk_controllers::nodeipam::controller::config(&options)?;
             }
+            let client = controller_runtime::client_from_kubeconfig(&kubeconfig).await?;
+            let manager = ControllerManager::with_default_controllers(client)
+                .with_options(options)
+                .select(&controllers)?;
             let token = CancellationToken::new();
             cancel_on_signal(token.clone())?;
             if leader_elect {

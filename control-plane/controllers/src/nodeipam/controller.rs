@@ -28,8 +28,9 @@ pub enum IpamFlagError {
     SingleMaskForDualStack,
     #[error("--{flag} is not allowed with the single-stack --cluster-cidr {cidr}")]
     WrongFamilyMask { flag: &'static str, cidr: Cidr },
+    /// The planner's own check (its message is the whole story, so it is not a source).
     #[error("--cluster-cidr / --node-cidr-mask-size: {0}")]
-    Invalid(#[from] IpamConfigError),
+    Invalid(IpamConfigError),
 }
 
 /// The cluster CIDRs to allocate from, or `None` when `--allocate-node-cidrs` is off.
@@ -82,7 +83,9 @@ pub fn config(options: &ControllerOptions) -> Result<Option<Vec<ClusterCidr>>, I
                 .unwrap_or_else(|| default_node_mask(cidr)))
         })
         .collect::<Result<Vec<u8>, _>>()?;
-    Ok(Some(cluster_cidrs(&cidrs, &masks)?))
+    cluster_cidrs(&cidrs, &masks)
+        .map(Some)
+        .map_err(IpamFlagError::Invalid)
 }
 
 /// The controller as `options` configure it: idle when `--allocate-node-cidrs` is off, and
