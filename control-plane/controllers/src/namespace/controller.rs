@@ -292,3 +292,85 @@ fn content_of(resource: &ApiResource, namespace: &str, object: &DynamicObject) -
     };
     Content::from_meta(target, &object.metadata)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::discovery::ApiCapabilities;
+    use serde_json::json;
+
+    fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+        let api_version = if group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{group}/{version}")
+        };
+        ApiResource {
+            group: group.into(),
+            version: version.into(),
+            api_version,
+            kind: kind.into(),
+            plural: plural.into(),
+        }
+    }
+
+    fn object(value: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(value).expect("dynamic object")
+    }
+
+    #[test]
+    fn listed_objects_become_content() {
+        let pod = object(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "doomed", "uid": "u1"},
+            "spec": {"terminationGracePeriodSeconds": 7, "containers": [{"name": "app"}]},
+        }));
+        let got = content_of(&resource("", "v1", "Pod", "pods"), "doomed", &pod);
+        assert_eq!(got.grace_period_seconds, Some(7), "a running pod's grace");
+        assert_eq!(got.target.plural, "pods");
+
+        let held = object(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "doomed", "uid": "u2",
+                         "finalizers": ["example.com/hold"],
+                         "deletionTimestamp": "2026-01-01T00:00:00Z"},
+        }));
+        let got = content_of(
+            &resource("apps", "v1", "Deployment", "deployments"),
+            "doomed",
+            &held,
+        );
+        assert_eq!(got.target.api_version, "apps/v1");
+        assert_eq!(got.target.namespace.as_deref(), Some("doomed"));
+        assert_eq!(got.target.uid.as_deref(), Some("u2"));
+        assert_eq!(got.finalizers, vec!["example.com/hold".to_string()]);
+        assert!(got.deleting);
+        assert_eq!(got.grace_period_seconds, None);
+    }
+
+    #[test]
+    fn only_namespaced_kinds_that_list_and_delete_are_deletable() {
+        let caps = |scope: Scope, ops: &[&str]| ApiCapabilities {
+            scope,
+            subresources: Vec::new(),
+            operations: ops.iter().map(|o| o.to_string()).collect(),
+        };
+        let list_delete = [verbs::LIST, verbs::DELETE];
+        assert!(is_deletable_namespaced(&caps(
+            Scope::Namespaced,
+            &list_delete
+        )));
+        assert!(!is_deletable_namespaced(&caps(
+            Scope::Cluster,
+            &list_delete
+        )));
+        assert!(!is_deletable_namespaced(&caps(
+            Scope::Namespaced,
+            &[verbs::CREATE]
+        )));
+        assert!(!is_deletable_namespaced(&caps(
+            Scope::Namespaced,
+            &[verbs::LIST]
+        )));
+    }
+}

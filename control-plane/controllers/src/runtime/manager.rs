@@ -236,4 +236,51 @@ mod tests {
         let err = select(&["job"], &flags(&["*", "-nope"])).expect_err("unknown");
         assert!(err.to_string().contains("nope"), "{err}");
     }
+
+    #[tokio::test]
+    async fn factories_are_built_with_the_managers_options() {
+        use std::sync::Mutex;
+
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        let client = kube::Client::try_from(config).expect("client");
+        let options = ControllerOptions {
+            node_monitor_grace_period: Duration::from_secs(3),
+            allocate_node_cidrs: true,
+            ..ControllerOptions::default()
+        };
+        let seen: Arc<Mutex<Vec<(&str, ControllerOptions)>>> = Arc::default();
+        let (with, plain) = (seen.clone(), seen.clone());
+        let manager = ControllerManager::new(client)
+            .with_options(options.clone())
+            .register_with_options("configured", move |client, options| {
+                with.lock()
+                    .expect("lock")
+                    .push(("configured", options.clone()));
+                Controller::new(
+                    "configured",
+                    super::super::Watches::new(client.clone()),
+                    |_| super::super::Plan::default(),
+                )
+            })
+            .register("plain", move |client| {
+                plain
+                    .lock()
+                    .expect("lock")
+                    .push(("plain", ControllerOptions::default()));
+                Controller::new("plain", super::super::Watches::new(client.clone()), |_| {
+                    super::super::Plan::default()
+                })
+            });
+        let token = CancellationToken::new();
+        token.cancel();
+        manager.run(token).await;
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(
+            seen,
+            vec![
+                ("configured", options),
+                ("plain", ControllerOptions::default())
+            ]
+        );
+    }
 }
