@@ -34,6 +34,8 @@ pub const DEFAULT_CONTROLLERS: &[(&str, ControllerFactory)] = &[
         "garbagecollector",
         crate::garbagecollector::controller::controller,
     ),
+    ("replicaset", crate::replicaset::controller::controller),
+    ("deployment", crate::deployment::controller::controller),
 ];
 
 /// Upstream's `--controllers` rule: `*` turns on every controller, `name` turns one on,
