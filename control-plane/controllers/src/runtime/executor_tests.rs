@@ -211,8 +211,9 @@ fn pods_created_for_a_controller_get_its_creation_events() {
     let Action::Create { target, body } = Action::create(&pod_of_replicaset(true)) else {
         panic!("a create");
     };
-    // (outcome, want: (type, reason, message) or none)
-    let cases: Vec<(Result<&str, &str>, Option<(EventType, &str, &str)>)> = vec![
+    // (outcome, want: (type, reason, message))
+    type Want = Option<(EventType, &'static str, &'static str)>;
+    let cases: Vec<(Result<&str, &str>, Want)> = vec![
         (
             Ok("rs-1-x7k2p"),
             Some((
