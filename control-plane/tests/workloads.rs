@@ -4,6 +4,10 @@
 //! controllers, and a small "kubelet" task that marks every new pod Running and Ready (no
 //! scheduler runs: pods stay unbound, so deleting one is immediate). A sampler checks all
 //! along that no ReplicaSet ever has more pods than its replicas plus the surge.
+//!
+//! Local watches are fast, so these tests rarely meet the stale-cache race the runtime's
+//! expectations prevent (they pass with expectations disabled); the bookkeeping itself is
+//! unit-tested in `runtime/expectations.rs`.
 
 mod support;
 
@@ -11,9 +15,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use kwk_controllers::common::{controller_of, is_ready};
 use kwk_controllers::runtime::ControllerManager;
@@ -311,6 +317,104 @@ async fn deployment_creates_scales_rolls_out_and_rolls_back_through_kubectl() {
     )
     .await;
 
+    kubelet.abort();
+    token.cancel();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the manager stops when cancelled")
+        .expect("join");
+}
+
+const REPLICA_SET: &str = r#"apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: burst
+spec:
+  replicas: 40
+  selector:
+    matchLabels: {app: web, tier: burst}
+  template:
+    metadata:
+      labels: {app: web, tier: burst}
+    spec:
+      containers:
+      - name: app
+        image: nginx:1
+"#;
+
+/// The names of every pod of `selector` the apiserver reported, live or deleted.
+fn pods_ever_seen(
+    client: &kube::Client,
+    selector: &str,
+) -> (Arc<Mutex<Vec<String>>>, JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let config = watcher::Config::default().labels(selector);
+    let record = seen.clone();
+    let task = tokio::spawn(async move {
+        let mut events = std::pin::pin!(watcher(pods, config));
+        while let Some(event) = events.next().await {
+            if let Ok(
+                watcher::Event::Apply(pod)
+                | watcher::Event::InitApply(pod)
+                | watcher::Event::Delete(pod),
+            ) = event
+            {
+                let mut seen = record.lock().expect("seen");
+                if !seen.contains(&pod.name_any()) {
+                    seen.push(pod.name_any());
+                }
+            }
+        }
+    });
+    (seen, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_set_creates_each_missing_pod_exactly_once() {
+    let api = TestApiServer::start().await;
+    let client = api.client().await;
+    let manager = ControllerManager::with_default_controllers(client.clone())
+        .select(&["replicaset".to_string()])
+        .expect("known controllers");
+    let token = CancellationToken::new();
+    let running = tokio::spawn(manager.run(token.clone()));
+    let kubelet = kubelet(&client);
+    let (seen, watch) = pods_ever_seen(&client, "tier=burst");
+
+    let out = api
+        .kubectl_stdin(&["apply", "-f", "-"], Some(REPLICA_SET))
+        .await;
+    assert!(out.status.success(), "apply: {}", support::stderr(&out));
+    eventually(Duration::from_secs(30), "40 ready pods", || async {
+        ready_pod_images(&client).await.len() == 40
+    })
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "status counts 40 ready",
+        || async {
+            api.kubectl_ok(&[
+                "get",
+                "rs",
+                "burst",
+                "-o",
+                "jsonpath={.status.readyReplicas}",
+            ])
+            .await
+                == "40"
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let seen = seen.lock().expect("seen").clone();
+    assert_eq!(
+        seen.len(),
+        40,
+        "every pod created once, none created twice and deleted again: {seen:?}"
+    );
+
+    watch.abort();
     kubelet.abort();
     token.cancel();
     tokio::time::timeout(Duration::from_secs(10), running)
