@@ -9,6 +9,7 @@
 //! matches is found again and gets the next revision (the old one kept in
 //! `deployment.kubernetes.io/revision-history`).
 
+pub mod controller;
 mod rollout;
 pub mod status;
 pub mod util;

@@ -5,6 +5,7 @@
 //! availableReplicas, observedGeneration) current.
 
 pub mod claim;
+pub mod controller;
 pub mod delete_order;
 
 use std::collections::BTreeMap;

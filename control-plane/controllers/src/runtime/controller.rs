@@ -5,10 +5,16 @@
 //! caches, then workers take keys from the [`WorkQueue`], plan, execute the actions in order,
 //! and requeue a key with backoff when a write fails. A periodic resync re-queues every key
 //! the stores know, so nothing depends on an event never being missed.
+//!
+//! A key whose last plan created or deleted objects of a kind the controller watches (in
+//! full: no label or field selector) is not planned again until the stores show those
+//! writes ([`expectations`]); meanwhile it is looked at again every
+//! [`EXPECTATIONS_RECHECK`].
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
@@ -19,9 +25,17 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::executor::execute;
+use super::executor::{Written, WrittenObject, execute_recording};
 use super::queue::WorkQueue;
 use crate::action::Action;
+
+#[path = "expectations.rs"]
+pub mod expectations;
+
+use expectations::{Expectations, Observed};
+
+/// How often a key held by unmet expectations is looked at again.
+pub const EXPECTATIONS_RECHECK: Duration = Duration::from_millis(100);
 
 /// What a controller reconciles: one object (or, for controllers keyed by something else,
 /// one namespace, one node ...).
@@ -99,6 +113,28 @@ impl From<Vec<Action>> for Plan {
 
 type Keys = Vec<ObjectKey>;
 
+/// A type-erased look into one store: (namespace, name) → what it shows.
+type Lookup = Arc<dyn Fn(Option<&str>, &str) -> Observed + Send + Sync>;
+
+/// The stores that hold every object of their kind, by (apiVersion, kind).
+#[derive(Clone, Default)]
+struct Lookups(HashMap<(String, String), Lookup>);
+
+impl Lookups {
+    fn observe(&self, object: &WrittenObject) -> Observed {
+        self.0
+            .get(&(object.api_version.clone(), object.kind.clone()))
+            .map_or(Observed::Unwatched, |lookup| {
+                lookup(object.namespace.as_deref(), &object.name)
+            })
+    }
+
+    fn watches(&self, object: &WrittenObject) -> bool {
+        self.0
+            .contains_key(&(object.api_version.clone(), object.kind.clone()))
+    }
+}
+
 /// A controller's watch caches and the queue they feed.
 pub struct Watches {
     client: kube::Client,
@@ -109,6 +145,8 @@ pub struct Watches {
     synced: Vec<BoxFuture<'static, ()>>,
     /// One function per watch: the keys of everything in its store (periodic resync).
     resync: Vec<Box<dyn Fn() -> Keys + Send + Sync>>,
+    /// The complete stores, for checking expectations.
+    lookups: Lookups,
 }
 
 impl Watches {
@@ -119,6 +157,7 @@ impl Watches {
             drivers: Vec::new(),
             synced: Vec::new(),
             resync: Vec::new(),
+            lookups: Lookups::default(),
         }
     }
 
@@ -140,6 +179,26 @@ impl Watches {
         K: 'static,
     {
         let (reader, writer) = reflector::store();
+        if config.label_selector.is_none() && config.field_selector.is_none() {
+            let store = reader.clone();
+            let lookup: Lookup = Arc::new(move |namespace, name| {
+                let mut reference = reflector::ObjectRef::<K>::new(name);
+                if let Some(ns) = namespace {
+                    reference = reference.within(ns);
+                }
+                match store.get(&reference) {
+                    None => Observed::Absent,
+                    Some(object) => Observed::Present {
+                        uid: object.meta().uid.clone(),
+                        deleting: object.meta().deletion_timestamp.is_some(),
+                    },
+                }
+            });
+            self.lookups.0.insert(
+                (K::api_version(&()).into_owned(), K::kind(&()).into_owned()),
+                lookup,
+            );
+        }
         let keys = Arc::new(keys);
         let queue = self.queue.clone();
         let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
@@ -242,7 +301,9 @@ impl Controller {
             drivers,
             synced,
             resync,
+            lookups,
         } = self.watches;
+        let expectations = Arc::new(Expectations::default());
         let tasks = TaskTracker::new();
         for driver in drivers {
             let token = token.clone();
@@ -263,9 +324,25 @@ impl Controller {
             for _ in 0..self.workers {
                 let (queue, token, client) = (queue.clone(), token.clone(), client.clone());
                 let reconcile = self.reconcile.clone();
+                let (lookups, expectations) = (lookups.clone(), expectations.clone());
                 tasks.spawn(async move {
                     while let Some(key) = queue.next(&token).await {
-                        reconcile_one(name, &client, &queue, &*reconcile, &key).await;
+                        let held = expectations.unmet(
+                            &key,
+                            |object| lookups.observe(object),
+                            Instant::now(),
+                        );
+                        if let Some(remaining) = held {
+                            queue.add_after(key.clone(), remaining.min(EXPECTATIONS_RECHECK));
+                        } else {
+                            let written =
+                                reconcile_one(name, &client, &queue, &*reconcile, &key).await;
+                            let watched = written
+                                .into_iter()
+                                .filter(|w| lookups.watches(w.object()))
+                                .collect();
+                            expectations.expect(&key, watched, Instant::now());
+                        }
                         queue.done(&key);
                     }
                 });
@@ -296,15 +373,18 @@ impl std::fmt::Debug for Controller {
     }
 }
 
+/// Plans `key`, executes the plan and queues the key again as the plan or its failure
+/// asks; returns what the plan created and deleted.
 async fn reconcile_one(
     name: &'static str,
     client: &kube::Client,
     queue: &WorkQueue<ObjectKey>,
     reconcile: &Reconcile,
     key: &ObjectKey,
-) {
+) -> Vec<Written> {
     let plan = reconcile(key);
-    match execute(client, &plan.actions).await {
+    let executed = execute_recording(client, &plan.actions).await;
+    match executed.result {
         Ok(()) => {
             queue.forget(key);
             if let Some(delay) = plan.requeue_after {
@@ -320,4 +400,5 @@ async fn reconcile_one(
             tracing::warn!(controller = name, %key, ?delay, "reconcile failed, retrying: {err}");
         }
     }
+    executed.written
 }

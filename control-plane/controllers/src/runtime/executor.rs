@@ -266,9 +266,53 @@ fn unique_suffix(now: Timestamp) -> String {
     format!("{:x}{count:x}", now.as_nanosecond())
 }
 
+/// What a key's plan wrote that its watch caches must show before the key is planned again
+/// (see the controller's expectations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// The object as the apiserver created it (its generated name and uid).
+    Created(WrittenObject),
+    /// The object a delete was accepted for.
+    Deleted(WrittenObject),
+}
+
+/// The identity of a written object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WrittenObject {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub uid: Option<String>,
+}
+
+impl Written {
+    pub fn object(&self) -> &WrittenObject {
+        match self {
+            Written::Created(object) | Written::Deleted(object) => object,
+        }
+    }
+}
+
+/// The result of executing a plan: the creates and deletes that succeeded (also those before
+/// a failure) and the failure that stopped it, if any.
+#[derive(Debug)]
+pub struct Executed {
+    pub written: Vec<Written>,
+    pub result: Result<(), ExecError>,
+}
+
 /// Performs `actions` in order; stops at the first failure and returns it (the caller
 /// re-plans from fresh observations rather than retrying the rest of a stale plan).
 pub async fn execute(client: &kube::Client, actions: &[Action]) -> Result<(), ExecError> {
+    execute_recording(client, actions).await.result
+}
+
+/// [`execute`], also reporting what was created and deleted. A pod created for a controlling
+/// owner gets upstream's `SuccessfulCreate` event on that owner (`Created pod: <name>`, the
+/// generated name being known only from the response); a failed one a `FailedCreate` warning.
+pub async fn execute_recording(client: &kube::Client, actions: &[Action]) -> Executed {
+    let mut written = Vec::new();
     for action in actions {
         let now = Timestamp::now();
         let call = to_call(action, now, &unique_suffix(now));
@@ -277,23 +321,133 @@ pub async fn execute(client: &kube::Client, actions: &[Action]) -> Result<(), Ex
             Some(ns) => format!("{ns}/{}", target.name),
             None => target.name.clone(),
         };
-        perform(client, &call)
-            .await
-            .map_err(|(verb, source)| match source {
-                Failure::Api(source) => ExecError::Api {
-                    verb,
-                    kind: call.resource.kind.clone(),
-                    object: object.clone(),
-                    source,
-                },
-                Failure::Body(source) => ExecError::Body {
-                    kind: call.resource.kind.clone(),
-                    object: object.clone(),
-                    source,
-                },
-            })?;
+        let outcome = perform(client, &call).await;
+        if let Action::Create { body, .. } = action {
+            let created = outcome.as_ref().ok().and_then(|created| created.as_ref());
+            let failure = outcome.as_ref().err().map(|(_, failure)| failure.message());
+            let pod_name = created.and_then(|c| c.metadata.name.as_deref());
+            let outcome = match (pod_name, failure.as_deref()) {
+                (Some(name), _) => Ok(name),
+                (None, Some(message)) => Err(message),
+                (None, None) => Ok(""),
+            };
+            if let Some(event) = pod_create_event(target, body, outcome) {
+                record_best_effort(client, &event).await;
+            }
+        }
+        match outcome {
+            Ok(response) => written.extend(written_by(action, response.as_ref())),
+            Err((verb, source)) => {
+                let error = match source {
+                    Failure::Api(source) => ExecError::Api {
+                        verb,
+                        kind: call.resource.kind.clone(),
+                        object,
+                        source,
+                    },
+                    Failure::Body(source) => ExecError::Body {
+                        kind: call.resource.kind.clone(),
+                        object,
+                        source,
+                    },
+                };
+                return Executed {
+                    written,
+                    result: Err(error),
+                };
+            }
+        }
     }
-    Ok(())
+    Executed {
+        written,
+        result: Ok(()),
+    }
+}
+
+/// What a successful `action` wrote, given the created object the apiserver returned.
+pub fn written_by(action: &Action, created: Option<&DynamicObject>) -> Option<Written> {
+    match action {
+        Action::Create { target, .. } => {
+            let created = created?;
+            Some(Written::Created(WrittenObject {
+                api_version: target.api_version.clone(),
+                kind: target.kind.clone(),
+                namespace: created
+                    .metadata
+                    .namespace
+                    .clone()
+                    .or(target.namespace.clone()),
+                name: created.metadata.name.clone()?,
+                uid: created.metadata.uid.clone(),
+            }))
+        }
+        Action::Delete { target, .. } => Some(Written::Deleted(WrittenObject {
+            api_version: target.api_version.clone(),
+            kind: target.kind.clone(),
+            namespace: target.namespace.clone(),
+            name: target.name.clone(),
+            uid: target.uid.clone(),
+        })),
+        _ => None,
+    }
+}
+
+/// Upstream's pod-creation events: a pod `body` created (`Ok(name)`) or not (`Err(message)`)
+/// for the owner its controller reference names gets `SuccessfulCreate` (`Created pod:
+/// <name>`) or a `FailedCreate` warning (`Error creating: <message>`) on that owner.
+pub fn pod_create_event(
+    target: &ObjectRef,
+    body: &Value,
+    outcome: Result<&str, &str>,
+) -> Option<Action> {
+    if target.kind != "Pod" || target.api_version != "v1" {
+        return None;
+    }
+    let owner = body["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"] == Value::Bool(true))?;
+    let regarding = ObjectRef {
+        api_version: owner["apiVersion"].as_str()?.to_string(),
+        kind: owner["kind"].as_str()?.to_string(),
+        plural: String::new(),
+        namespace: target.namespace.clone(),
+        name: owner["name"].as_str()?.to_string(),
+        uid: owner["uid"].as_str().map(String::from),
+    };
+    let (event_type, reason, message) = match outcome {
+        Ok(name) if !name.is_empty() => (
+            EventType::Normal,
+            "SuccessfulCreate",
+            format!("Created pod: {name}"),
+        ),
+        Ok(_) => return None,
+        Err(message) => (
+            EventType::Warning,
+            "FailedCreate",
+            format!("Error creating: {message}"),
+        ),
+    };
+    Some(Action::Event {
+        regarding,
+        event_type,
+        reason: reason.into(),
+        message,
+    })
+}
+
+/// Records an event the executor adds on its own; a failure is logged, not returned (the
+/// plan's writes went through).
+async fn record_best_effort(client: &kube::Client, event: &Action) {
+    let now = Timestamp::now();
+    let call = to_call(event, now, &unique_suffix(now));
+    if let Err((_, failure)) = perform(client, &call).await {
+        tracing::debug!(
+            regarding = %event.target().name,
+            "recording event failed: {}",
+            failure.message()
+        );
+    }
 }
 
 enum Failure {
@@ -301,11 +455,26 @@ enum Failure {
     Body(serde_json::Error),
 }
 
+impl Failure {
+    /// The message a user reads (the apiserver's own for API errors).
+    fn message(&self) -> String {
+        match self {
+            Failure::Api(kube::Error::Api(status)) => status.message.clone(),
+            Failure::Api(other) => other.to_string(),
+            Failure::Body(err) => err.to_string(),
+        }
+    }
+}
+
 fn dynamic(body: &Value) -> Result<DynamicObject, Failure> {
     serde_json::from_value(body.clone()).map_err(Failure::Body)
 }
 
-async fn perform(client: &kube::Client, call: &ApiCall) -> Result<(), (&'static str, Failure)> {
+/// Sends `call`; returns the created object for creates.
+async fn perform(
+    client: &kube::Client,
+    call: &ApiCall,
+) -> Result<Option<DynamicObject>, (&'static str, Failure)> {
     let api: Api<DynamicObject> = match &call.namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &call.resource),
         None => Api::all_with(client.clone(), &call.resource),
@@ -314,9 +483,11 @@ async fn perform(client: &kube::Client, call: &ApiCall) -> Result<(), (&'static 
     match &call.verb {
         Verb::Create { body } => {
             let object = dynamic(body).map_err(|e| ("create", e))?;
-            api.create(&post, &object)
+            let created = api
+                .create(&post, &object)
                 .await
                 .map_err(|e| ("create", Failure::Api(e)))?;
+            return Ok(Some(created));
         }
         Verb::Replace { name, body } => {
             let object = dynamic(body).map_err(|e| ("update", e))?;
@@ -361,7 +532,7 @@ async fn perform(client: &kube::Client, call: &ApiCall) -> Result<(), (&'static 
                 .map_err(|e| ("evict", Failure::Api(e)))?;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -190,3 +190,118 @@ fn events_about_cluster_scoped_objects_go_to_the_default_namespace() {
 fn unique_suffixes_differ_within_the_same_nanosecond() {
     assert_ne!(unique_suffix(now()), unique_suffix(now()));
 }
+
+fn pod_of_replicaset(controller: bool) -> Pod {
+    let rs = replicaset();
+    let mut owner = crate::common::controller_ref(&rs);
+    owner.controller = Some(controller);
+    Pod {
+        metadata: ObjectMeta {
+            generate_name: Some("rs-1-".into()),
+            namespace: Some("web".into()),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        ..Pod::default()
+    }
+}
+
+#[test]
+fn pods_created_for_a_controller_get_its_creation_events() {
+    let Action::Create { target, body } = Action::create(&pod_of_replicaset(true)) else {
+        panic!("a create");
+    };
+    // (outcome, want: (type, reason, message))
+    type Want = Option<(EventType, &'static str, &'static str)>;
+    let cases: Vec<(Result<&str, &str>, Want)> = vec![
+        (
+            Ok("rs-1-x7k2p"),
+            Some((
+                EventType::Normal,
+                "SuccessfulCreate",
+                "Created pod: rs-1-x7k2p",
+            )),
+        ),
+        (
+            Err("pods \"rs-1-\" is forbidden: quota"),
+            Some((
+                EventType::Warning,
+                "FailedCreate",
+                "Error creating: pods \"rs-1-\" is forbidden: quota",
+            )),
+        ),
+    ];
+    for (outcome, want) in cases {
+        let event = pod_create_event(&target, &body, outcome);
+        let got = event.as_ref().map(|event| {
+            let Action::Event {
+                regarding,
+                event_type,
+                reason,
+                message,
+            } = event
+            else {
+                panic!("an event: {event:?}");
+            };
+            assert_eq!(
+                (
+                    regarding.kind.as_str(),
+                    regarding.name.as_str(),
+                    regarding.namespace.as_deref(),
+                    regarding.uid.as_deref()
+                ),
+                ("ReplicaSet", "rs-1", Some("web"), Some("u-rs"))
+            );
+            (*event_type, reason.as_str(), message.as_str())
+        });
+        assert_eq!(got, want, "{outcome:?}");
+    }
+    let Action::Create { target, body } = Action::create(&pod_of_replicaset(false)) else {
+        panic!("a create");
+    };
+    assert_eq!(
+        pod_create_event(&target, &body, Ok("rs-1-a")),
+        None,
+        "no controller, no event"
+    );
+    let Action::Create { target, body } = Action::create(&replicaset()) else {
+        panic!("a create");
+    };
+    assert_eq!(
+        pod_create_event(&target, &body, Ok("rs-1")),
+        None,
+        "only pods"
+    );
+}
+
+#[test]
+fn creates_report_the_server_assigned_name_and_deletes_the_target() {
+    let create = Action::create(&pod_of_replicaset(true));
+    let response: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "rs-1-abcde", "namespace": "web", "uid": "u-pod"},
+    }))
+    .expect("object");
+    assert_eq!(
+        written_by(&create, Some(&response)),
+        Some(Written::Created(WrittenObject {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            namespace: Some("web".into()),
+            name: "rs-1-abcde".into(),
+            uid: Some("u-pod".into()),
+        }))
+    );
+    assert_eq!(
+        written_by(&Action::delete(&replicaset(), None), None),
+        Some(Written::Deleted(WrittenObject {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            namespace: Some("web".into()),
+            name: "rs-1".into(),
+            uid: Some("u-rs".into()),
+        }))
+    );
+    let update = Action::update(&replicaset());
+    assert_eq!(written_by(&update, None), None, "updates are not tracked");
+}

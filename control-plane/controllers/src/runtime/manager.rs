@@ -80,6 +80,12 @@ pub const DEFAULT_CONTROLLERS: &[(&str, ControllerFactory)] = &[
     ),
     ("nodeipam", crate::nodeipam::controller::controller),
     ("namespace", crate::namespace::controller::controller),
+    ("replicaset", |c, _| {
+        crate::replicaset::controller::controller(c)
+    }),
+    ("deployment", |c, _| {
+        crate::deployment::controller::controller(c)
+    }),
 ];
 
 /// Upstream's `--controllers` rule: `*` turns on every controller, `name` turns one on,
