@@ -1,0 +1,176 @@
+//! The scheduler's in-memory state, fed by the watches: the [`Snapshot`] of nodes and bound
+//! pods, the [`SchedulingQueue`] of pending pods of this scheduler, namespace labels,
+//! PodDisruptionBudgets, and the pods assumed bound while their binding is in flight.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
+use kwk_scheduler::Snapshot;
+use kwk_scheduler::queue::{ClusterEvent, SchedulingQueue, pod_key};
+
+/// Everything the scheduling loop decides from.
+#[derive(Debug, Default)]
+pub struct SchedulerState {
+    pub scheduler_name: String,
+    pub snapshot: Snapshot,
+    pub queue: SchedulingQueue,
+    /// PodDisruptionBudgets by `namespace/name`.
+    pub pdbs: HashMap<String, PodDisruptionBudget>,
+    /// Pods placed in the snapshot before the apiserver confirmed their binding.
+    pub assumed: HashSet<String>,
+    /// Keys of the bound pods the snapshot holds (to tell a deleted bound pod apart).
+    bound: HashSet<String>,
+}
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+fn node_name(pod: &Pod) -> Option<&str> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .filter(|n| !n.is_empty())
+}
+
+fn object_key(namespace: Option<&str>, name: Option<&str>) -> String {
+    format!("{}/{}", namespace.unwrap_or("default"), name.unwrap_or(""))
+}
+
+impl SchedulerState {
+    pub fn new(scheduler_name: &str) -> Self {
+        SchedulerState {
+            scheduler_name: scheduler_name.to_string(),
+            ..SchedulerState::default()
+        }
+    }
+
+    /// Whether this scheduler is responsible for the (unbound) pod.
+    fn is_ours(&self, pod: &Pod) -> bool {
+        let name = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.as_deref())
+            .unwrap_or("default-scheduler");
+        name == self.scheduler_name
+    }
+
+    /// A pod was added or changed. Returns true when the queue may have a pod to pop.
+    pub fn apply_pod(&mut self, pod: Pod, now: Timestamp) -> bool {
+        let key = pod_key(&pod);
+        if node_name(&pod).is_some() {
+            self.queue.delete(&key);
+            self.assumed.remove(&key);
+            if is_terminal(&pod) {
+                if self.bound.remove(&key) {
+                    self.snapshot.remove_pod_key(&key);
+                    self.queue
+                        .on_cluster_event(ClusterEvent::AssignedPodDeleted, now);
+                    return true;
+                }
+                return false;
+            }
+            self.bound.insert(key);
+            self.snapshot.add_pod(pod);
+            return false;
+        }
+        if self.assumed.contains(&key) {
+            // Our binding is in flight; the watch has not caught up yet.
+            return false;
+        }
+        if self.bound.remove(&key) {
+            self.snapshot.remove_pod_key(&key);
+        }
+        if pod.metadata.deletion_timestamp.is_some() || is_terminal(&pod) || !self.is_ours(&pod) {
+            self.queue.delete(&key);
+            return false;
+        }
+        self.queue.add(Arc::new(pod), now);
+        true
+    }
+
+    /// A pod was deleted.
+    pub fn delete_pod(&mut self, pod: &Pod, now: Timestamp) -> bool {
+        let key = pod_key(pod);
+        self.queue.delete(&key);
+        self.assumed.remove(&key);
+        if self.bound.remove(&key) {
+            self.snapshot.remove_pod_key(&key);
+            self.queue
+                .on_cluster_event(ClusterEvent::AssignedPodDeleted, now);
+            return true;
+        }
+        false
+    }
+
+    /// A node was added or changed.
+    pub fn apply_node(&mut self, node: Node, now: Timestamp) -> bool {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let event = match self.snapshot.node(&name) {
+            Some(known) if known.node.as_ref() == &node => return false,
+            Some(_) => ClusterEvent::NodeUpdated,
+            None => ClusterEvent::NodeAdded,
+        };
+        self.snapshot.upsert_node(node);
+        self.queue.on_cluster_event(event, now);
+        true
+    }
+
+    pub fn delete_node(&mut self, node: &Node) {
+        self.snapshot
+            .remove_node(node.metadata.name.as_deref().unwrap_or(""));
+    }
+
+    pub fn apply_namespace(&mut self, namespace: Namespace) {
+        let name = namespace.metadata.name.clone().unwrap_or_default();
+        self.snapshot
+            .upsert_namespace(&name, namespace.metadata.labels.unwrap_or_default());
+    }
+
+    pub fn apply_pdb(&mut self, pdb: PodDisruptionBudget) {
+        let key = object_key(
+            pdb.metadata.namespace.as_deref(),
+            pdb.metadata.name.as_deref(),
+        );
+        self.pdbs.insert(key, pdb);
+    }
+
+    pub fn delete_pdb(&mut self, pdb: &PodDisruptionBudget) {
+        let key = object_key(
+            pdb.metadata.namespace.as_deref(),
+            pdb.metadata.name.as_deref(),
+        );
+        self.pdbs.remove(&key);
+    }
+
+    /// Places `pod` on `node` in the snapshot before the binding is confirmed.
+    pub fn assume(&mut self, pod: &Pod, node: &str) {
+        let mut assumed = pod.clone();
+        if let Some(spec) = assumed.spec.as_mut() {
+            spec.node_name = Some(node.to_string());
+        }
+        let key = pod_key(pod);
+        self.assumed.insert(key.clone());
+        self.bound.insert(key);
+        self.snapshot.add_pod(assumed);
+    }
+
+    /// The binding failed: take the assumption back (unless the watch already saw the pod
+    /// bound, by us or by someone else).
+    pub fn forget(&mut self, key: &str) {
+        if self.assumed.remove(key) {
+            self.bound.remove(key);
+            self.snapshot.remove_pod_key(key);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;
