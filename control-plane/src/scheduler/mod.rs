@@ -6,18 +6,26 @@
 //! and may preempt lower-priority pods (nominated node, victims deleted). Under leader
 //! election on `kube-system/kube-scheduler` by default.
 //!
-//! Not (yet) upstream: the default spreading selector (Services/ReplicaSets/StatefulSets of
-//! the pod) is not computed, and nominated pods are not accounted for on their node.
+//! Services, ReplicaSets and StatefulSets are watched for their
+//! selectors ([`spread`]: upstream's system default topology spreading).
+//!
+//! Not (yet) upstream: nominated pods are not accounted for on their node, there is one
+//! profile, ReplicationControllers (not served by the apiserver) do not count for default
+//! spreading, and no extenders, permit/reserve plugins or volume binding.
 
+pub mod spread;
 pub mod state;
 pub mod writes;
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::runtime::WatchStreamExt;
@@ -30,6 +38,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use spread::SelectorKind;
 use state::SchedulerState;
 
 /// The scheduler name pods ask for by default (`spec.schedulerName`).
@@ -106,21 +115,25 @@ impl Shared {
 
 /// Feeds one watched kind into the state until `token` is cancelled; `apply` and `delete`
 /// return whether the queue may have a new pod.
-async fn watch_kind<K, A, D>(
+/// After each (re-)list, `prune` gets the `namespace/name` (or `name`) keys listed.
+async fn watch_kind<K, A, D, P>(
     api: Api<K>,
     shared: Arc<Shared>,
     token: CancellationToken,
     synced: tokio::sync::oneshot::Sender<()>,
     apply: A,
     delete: D,
+    prune: P,
 ) where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
     A: Fn(&mut SchedulerState, K, Timestamp) -> bool,
     D: Fn(&mut SchedulerState, &K, Timestamp) -> bool,
+    P: Fn(&mut SchedulerState, &HashSet<String>, Timestamp) -> bool,
 {
     let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
     let mut stream: std::pin::Pin<Box<dyn Stream<Item = _> + Send>> = Box::pin(stream);
     let mut synced = Some(synced);
+    let mut listed = HashSet::new();
     loop {
         let next = tokio::select! {
             () = token.cancelled() => return,
@@ -136,21 +149,38 @@ async fn watch_kind<K, A, D>(
         };
         let now = Timestamp::now();
         let woke = match event {
-            Event::Apply(object) | Event::InitApply(object) => {
+            Event::Apply(object) => apply(&mut shared.lock(), object, now),
+            Event::InitApply(object) => {
+                listed.insert(listed_key(&object));
                 apply(&mut shared.lock(), object, now)
             }
             Event::Delete(object) => delete(&mut shared.lock(), &object, now),
+            Event::Init => {
+                listed.clear();
+                false
+            }
             Event::InitDone => {
+                let woke = prune(&mut shared.lock(), &listed, now);
+                listed.clear();
                 if let Some(synced) = synced.take() {
                     let _ = synced.send(());
                 }
-                false
+                woke
             }
-            Event::Init => false,
         };
         if woke {
             shared.wake.notify_one();
         }
+    }
+}
+
+/// `namespace/name`, or `name` for cluster-scoped objects (the keys [`SchedulerState`] uses).
+fn listed_key<K: kube::Resource>(object: &K) -> String {
+    let meta = object.meta();
+    let name = meta.name.as_deref().unwrap_or("");
+    match &meta.namespace {
+        Some(namespace) => format!("{namespace}/{name}"),
+        None => name.to_string(),
     }
 }
 
@@ -179,6 +209,10 @@ async fn run_leading(client: kube::Client, options: SchedulerOptions, token: Can
             s.delete_node(node);
             false
         },
+        |s, listed, _| {
+            s.prune_nodes(listed);
+            false
+        },
     ));
     tasks.spawn(watch_kind(
         Api::<Namespace>::all(client.clone()),
@@ -191,6 +225,7 @@ async fn run_leading(client: kube::Client, options: SchedulerOptions, token: Can
             s.apply_namespace(ns);
             false
         },
+        |_, _, _| false,
         |_, _, _| false,
     ));
     tasks.spawn(watch_kind(
@@ -208,6 +243,10 @@ async fn run_leading(client: kube::Client, options: SchedulerOptions, token: Can
             s.delete_pdb(pdb);
             false
         },
+        |s, listed, _| {
+            s.prune_pdbs(listed);
+            false
+        },
     ));
     tasks.spawn(watch_kind(
         Api::<Pod>::all(client.clone()),
@@ -218,7 +257,29 @@ async fn run_leading(client: kube::Client, options: SchedulerOptions, token: Can
             .unwrap_or_else(|| tokio::sync::oneshot::channel().0),
         |s, pod, now| s.apply_pod(pod, now),
         |s, pod, now| s.delete_pod(pod, now),
+        |s, listed, now| s.prune_pods(listed, now),
     ));
+    spawn_selector_watch(
+        &mut tasks,
+        Api::<Service>::all(client.clone()),
+        SelectorKind::Service,
+        |svc| spread::from_map(svc.spec.as_ref().and_then(|s| s.selector.as_ref())),
+        (&shared, &watches, &mut senders),
+    );
+    spawn_selector_watch(
+        &mut tasks,
+        Api::<ReplicaSet>::all(client.clone()),
+        SelectorKind::ReplicaSet,
+        |rs| rs.spec.as_ref().map(|s| s.selector.clone()),
+        (&shared, &watches, &mut senders),
+    );
+    spawn_selector_watch(
+        &mut tasks,
+        Api::<StatefulSet>::all(client.clone()),
+        SelectorKind::StatefulSet,
+        |ss| ss.spec.as_ref().map(|s| s.selector.clone()),
+        (&shared, &watches, &mut senders),
+    );
     // Like upstream, decide only once every cache has its initial list.
     let all_synced = futures::future::join_all(receivers);
     tokio::select! {
@@ -246,6 +307,49 @@ async fn run_leading(client: kube::Client, options: SchedulerOptions, token: Can
     tracing::info!(scheduler = %options.scheduler_name, "scheduler stopped");
 }
 
+type Oneshots<'a> = &'a mut std::vec::IntoIter<tokio::sync::oneshot::Sender<()>>;
+
+/// Watches one kind of object whose selector feeds the default spreading.
+fn spawn_selector_watch<K>(
+    tasks: &mut tokio::task::JoinSet<()>,
+    api: Api<K>,
+    kind: SelectorKind,
+    selector_of: fn(&K) -> Option<LabelSelector>,
+    (shared, token, senders): (&Arc<Shared>, &CancellationToken, Oneshots<'_>),
+) where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let key = |object: &K| {
+        let meta = object.meta();
+        (
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        )
+    };
+    tasks.spawn(watch_kind(
+        api,
+        shared.clone(),
+        token.clone(),
+        senders
+            .next()
+            .unwrap_or_else(|| tokio::sync::oneshot::channel().0),
+        move |s, object, _| {
+            let (namespace, name) = key(&object);
+            s.spread.set(kind, &namespace, &name, selector_of(&object));
+            false
+        },
+        move |s, object, _| {
+            let (namespace, name) = key(object);
+            s.spread.set(kind, &namespace, &name, None);
+            false
+        },
+        move |s, listed, _| {
+            s.spread.prune(kind, listed);
+            false
+        },
+    ));
+}
+
 /// One scheduling cycle for `queued`; the API writes it causes run in the background.
 fn schedule_one(
     client: &kube::Client,
@@ -257,7 +361,11 @@ fn schedule_one(
     let pod = queued.pod.clone();
     let key = queued.key.clone();
     let mut state = shared.lock();
-    match scheduler.schedule_with(pod.clone(), &state.snapshot, None) {
+    let default_spread = state.spread.selector_for(
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()),
+    );
+    match scheduler.schedule_with(pod.clone(), &state.snapshot, default_spread.as_ref()) {
         Ok(result) => {
             state.assume(&pod, &result.node);
             drop(state);

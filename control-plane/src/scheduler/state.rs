@@ -11,6 +11,8 @@ use k8s_openapi::jiff::Timestamp;
 use kwk_scheduler::Snapshot;
 use kwk_scheduler::queue::{ClusterEvent, SchedulingQueue, pod_key};
 
+use super::spread::SpreadSelectors;
+
 /// Everything the scheduling loop decides from.
 #[derive(Debug, Default)]
 pub struct SchedulerState {
@@ -23,6 +25,10 @@ pub struct SchedulerState {
     pub assumed: HashSet<String>,
     /// Keys of the bound pods the snapshot holds (to tell a deleted bound pod apart).
     bound: HashSet<String>,
+    /// Selectors for the system default spreading.
+    pub spread: SpreadSelectors,
+    /// Keys of the pending pods handed to the queue (a superset of what it still holds).
+    pending: HashSet<String>,
 }
 
 fn is_terminal(pod: &Pod) -> bool {
@@ -66,6 +72,7 @@ impl SchedulerState {
         let key = pod_key(&pod);
         if node_name(&pod).is_some() {
             self.queue.delete(&key);
+            self.pending.remove(&key);
             self.assumed.remove(&key);
             if is_terminal(&pod) {
                 if self.bound.remove(&key) {
@@ -89,16 +96,23 @@ impl SchedulerState {
         }
         if pod.metadata.deletion_timestamp.is_some() || is_terminal(&pod) || !self.is_ours(&pod) {
             self.queue.delete(&key);
+            self.pending.remove(&key);
             return false;
         }
+        self.pending.insert(key);
         self.queue.add(Arc::new(pod), now);
         true
     }
 
     /// A pod was deleted.
     pub fn delete_pod(&mut self, pod: &Pod, now: Timestamp) -> bool {
-        let key = pod_key(pod);
+        self.delete_pod_key(&pod_key(pod), now)
+    }
+
+    fn delete_pod_key(&mut self, key: &str, now: Timestamp) -> bool {
+        let key = key.to_string();
         self.queue.delete(&key);
+        self.pending.remove(&key);
         self.assumed.remove(&key);
         if self.bound.remove(&key) {
             self.snapshot.remove_pod_key(&key);
@@ -147,6 +161,42 @@ impl SchedulerState {
             pdb.metadata.name.as_deref(),
         );
         self.pdbs.remove(&key);
+    }
+
+    /// After a (re-)list: forgets the pods that are no longer there (their deletion may have
+    /// been missed while the watch was down). Returns whether the queue may have changed.
+    pub fn prune_pods(&mut self, listed: &HashSet<String>, now: Timestamp) -> bool {
+        let gone: Vec<String> = self
+            .bound
+            .iter()
+            .chain(self.pending.iter())
+            .filter(|key| !listed.contains(*key))
+            .cloned()
+            .collect();
+        let mut woke = false;
+        for key in gone {
+            woke |= self.delete_pod_key(&key, now);
+        }
+        woke
+    }
+
+    /// After a (re-)list: forgets the nodes that are no longer there.
+    pub fn prune_nodes(&mut self, listed: &HashSet<String>) {
+        let gone: Vec<String> = self
+            .snapshot
+            .nodes()
+            .iter()
+            .filter(|n| !listed.contains(&n.name))
+            .map(|n| n.name.clone())
+            .collect();
+        for name in gone {
+            self.snapshot.remove_node(&name);
+        }
+    }
+
+    /// After a (re-)list: forgets the PodDisruptionBudgets that are no longer there.
+    pub fn prune_pdbs(&mut self, listed: &HashSet<String>) {
+        self.pdbs.retain(|key, _| listed.contains(key));
     }
 
     /// Places `pod` on `node` in the snapshot before the binding is confirmed.

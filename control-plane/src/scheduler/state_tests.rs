@@ -108,7 +108,7 @@ fn the_unschedulable_patch_replaces_the_condition_once() {
         json!("Unschedulable")
     );
     assert_eq!(patch["status"].get("nominatedNodeName"), None);
-    let mut updated = p.clone();
+    let mut updated = p;
     updated.status = serde_json::from_value(patch["status"].clone()).expect("status");
     assert_eq!(
         unschedulable_patch(&updated, "0/1 nodes are available.", None, now()),
@@ -126,4 +126,21 @@ fn the_binding_names_pod_uid_and_node() {
     assert_eq!(body["kind"], json!("Binding"));
     assert_eq!(body["metadata"]["uid"], json!("uid-p"));
     assert_eq!(body["target"]["name"], json!("n1"));
+}
+
+#[test]
+fn a_relist_forgets_what_is_gone() {
+    let mut state = SchedulerState::new("default-scheduler");
+    state.apply_node(node("n1"), now());
+    state.apply_node(node("n2"), now());
+    state.apply_pod(pod("bound", Some("n1"), None, "Running"), now());
+    state.apply_pod(pod("kept", Some("n1"), None, "Running"), now());
+    state.apply_pod(pod("pending", None, None, "Pending"), now());
+    let listed: std::collections::HashSet<String> = ["default/kept".to_string()].into();
+    assert!(state.prune_pods(&listed, now()), "a bound pod is gone");
+    assert_eq!(requested_cpu(&state, "n1"), 1000);
+    assert!(!state.queue.contains("default/pending"));
+    state.prune_nodes(&["n2".to_string()].into());
+    assert!(state.snapshot.node("n1").is_none());
+    assert!(state.snapshot.node("n2").is_some());
 }
