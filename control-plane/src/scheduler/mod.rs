@@ -9,7 +9,9 @@
 //! Services, ReplicaSets and StatefulSets are watched for their
 //! selectors ([`spread`]: upstream's system default topology spreading).
 //!
-//! Not (yet) upstream: nominated pods are not accounted for on their node, there is one
+//! Pods nominated by preemption count on their node for pods of lower or equal priority.
+//!
+//! Not (yet) upstream: there is one
 //! profile, ReplicationControllers (not served by the apiserver) do not count for default
 //! spreading, and no extenders, permit/reserve plugins or volume binding.
 
@@ -358,61 +360,86 @@ fn schedule_one(
     scheduler: &mut Scheduler,
     queued: QueuedPod,
 ) {
-    let pod = queued.pod.clone();
-    let key = queued.key.clone();
+    let QueuedPod { pod, key, .. } = queued;
     let mut state = shared.lock();
     let default_spread = state.spread.selector_for(
         pod.metadata.namespace.as_deref().unwrap_or("default"),
         pod.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()),
     );
-    match scheduler.schedule_with(pod.clone(), &state.snapshot, default_spread.as_ref()) {
+    let with_nominated = state.snapshot_with_nominated(&pod, &key);
+    let snapshot = with_nominated.as_ref().unwrap_or(&state.snapshot);
+    let decision = match scheduler.schedule_with(pod.clone(), snapshot, default_spread.as_ref()) {
+        Ok(result) => Ok(result),
+        Err(fit_error) => {
+            let pdbs: Vec<PodDisruptionBudget> = state.pdbs.values().cloned().collect();
+            Err(
+                match preemption::preempt(&pod, snapshot, &fit_error, &pdbs) {
+                    Ok(p) => (fit_error, Some(p)),
+                    Err(msg) => (fit_error.with_post_filter(msg), None),
+                },
+            )
+        }
+    };
+    drop(with_nominated);
+    match decision {
         Ok(result) => {
             state.assume(&pod, &result.node);
             drop(state);
-            let client = client.clone();
-            let options = options.clone();
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                match writes::bind(&client, &pod, &result.node).await {
-                    Ok(()) => {
-                        shared.lock().queue.done(&key);
-                        let message = format!("Successfully assigned {key} to {}", result.node);
-                        writes::record_event(
-                            &client,
-                            &options.instance,
-                            &pod,
-                            EventType::Normal,
-                            "Scheduled",
-                            &message,
-                        )
-                        .await;
-                    }
-                    Err(err) => {
-                        tracing::warn!(pod = %key, node = %result.node, "binding failed: {err}");
-                        let mut state = shared.lock();
-                        state.forget(&key);
-                        state.queue.backoff(&key, Timestamp::now());
-                    }
-                }
-            });
+            tokio::spawn(bind_in_background(
+                client.clone(),
+                options.clone(),
+                shared.clone(),
+                pod,
+                key,
+                result.node,
+            ));
         }
-        Err(fit_error) => {
-            let pdbs: Vec<PodDisruptionBudget> = state.pdbs.values().cloned().collect();
-            let (fit_error, preemption) =
-                match preemption::preempt(&pod, &state.snapshot, &fit_error, &pdbs) {
-                    Ok(p) => (fit_error, Some(p)),
-                    Err(msg) => (fit_error.with_post_filter(msg), None),
-                };
+        Err((fit_error, preemption)) => {
+            if let Some(p) = &preemption {
+                state.nominate(&pod, &p.nominated_node);
+            }
             state.queue.add_unschedulable(&key, Timestamp::now());
             drop(state);
             tracing::info!(pod = %key, "unschedulable: {}", fit_error.message());
             tokio::spawn(report_unschedulable(
                 client.clone(),
                 options.clone(),
-                queued.pod,
+                pod,
                 fit_error,
                 preemption,
             ));
+        }
+    }
+}
+
+/// Binds the assumed pod; on failure takes the assumption back and backs the pod off.
+async fn bind_in_background(
+    client: kube::Client,
+    options: Arc<SchedulerOptions>,
+    shared: Arc<Shared>,
+    pod: Arc<Pod>,
+    key: String,
+    node: String,
+) {
+    match writes::bind(&client, &pod, &node).await {
+        Ok(()) => {
+            shared.lock().queue.done(&key);
+            let message = format!("Successfully assigned {key} to {node}");
+            writes::record_event(
+                &client,
+                &options.instance,
+                &pod,
+                EventType::Normal,
+                "Scheduled",
+                &message,
+            )
+            .await;
+        }
+        Err(err) => {
+            tracing::warn!(pod = %key, %node, "binding failed: {err}");
+            let mut state = shared.lock();
+            state.forget(&key);
+            state.queue.backoff(&key, Timestamp::now());
         }
     }
 }

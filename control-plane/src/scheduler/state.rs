@@ -27,6 +27,9 @@ pub struct SchedulerState {
     bound: HashSet<String>,
     /// Selectors for the system default spreading.
     pub spread: SpreadSelectors,
+    /// Pending pods with a nominated node (preemptors waiting for their victims to go), by
+    /// key: (node, pod).
+    nominated: HashMap<String, (String, Arc<Pod>)>,
     /// Keys of the pending pods handed to the queue (a superset of what it still holds).
     pending: HashSet<String>,
 }
@@ -43,6 +46,32 @@ fn node_name(pod: &Pod) -> Option<&str> {
         .as_ref()
         .and_then(|s| s.node_name.as_deref())
         .filter(|n| !n.is_empty())
+}
+
+/// Whether a node update can make a pod fit that did not (upstream moves unschedulable pods
+/// only for these; a kubelet heartbeat is not one).
+fn scheduling_properties_changed(old: &Node, new: &Node) -> bool {
+    let spec = |n: &Node| {
+        let spec = n.spec.clone().unwrap_or_default();
+        (spec.unschedulable, spec.taints)
+    };
+    let status = |n: &Node| {
+        let status = n.status.as_ref();
+        let conditions: Vec<(String, String)> = status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|c| (c.type_.clone(), c.status.clone()))
+            .collect();
+        (
+            status.and_then(|s| s.allocatable.clone()),
+            status.and_then(|s| s.images.clone()),
+            conditions,
+        )
+    };
+    old.metadata.labels != new.metadata.labels
+        || spec(old) != spec(new)
+        || status(old) != status(new)
 }
 
 fn object_key(namespace: Option<&str>, name: Option<&str>) -> String {
@@ -70,6 +99,7 @@ impl SchedulerState {
     /// A pod was added or changed. Returns true when the queue may have a pod to pop.
     pub fn apply_pod(&mut self, pod: Pod, now: Timestamp) -> bool {
         let key = pod_key(&pod);
+        self.nominated.remove(&key);
         if node_name(&pod).is_some() {
             self.queue.delete(&key);
             self.pending.remove(&key);
@@ -99,8 +129,17 @@ impl SchedulerState {
             self.pending.remove(&key);
             return false;
         }
+        let pod = Arc::new(pod);
+        if let Some(node) = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.clone())
+            .filter(|n| !n.is_empty())
+        {
+            self.nominated.insert(key.clone(), (node, pod.clone()));
+        }
         self.pending.insert(key);
-        self.queue.add(Arc::new(pod), now);
+        self.queue.add(pod, now);
         true
     }
 
@@ -113,6 +152,7 @@ impl SchedulerState {
         let key = key.to_string();
         self.queue.delete(&key);
         self.pending.remove(&key);
+        self.nominated.remove(&key);
         self.assumed.remove(&key);
         if self.bound.remove(&key) {
             self.snapshot.remove_pod_key(&key);
@@ -128,12 +168,18 @@ impl SchedulerState {
         let name = node.metadata.name.clone().unwrap_or_default();
         let event = match self.snapshot.node(&name) {
             Some(known) if known.node.as_ref() == &node => return false,
-            Some(_) => ClusterEvent::NodeUpdated,
-            None => ClusterEvent::NodeAdded,
+            Some(known) if !scheduling_properties_changed(&known.node, &node) => None,
+            Some(_) => Some(ClusterEvent::NodeUpdated),
+            None => Some(ClusterEvent::NodeAdded),
         };
         self.snapshot.upsert_node(node);
-        self.queue.on_cluster_event(event, now);
-        true
+        match event {
+            Some(event) => {
+                self.queue.on_cluster_event(event, now);
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn delete_node(&mut self, node: &Node) {
@@ -197,6 +243,35 @@ impl SchedulerState {
     /// After a (re-)list: forgets the PodDisruptionBudgets that are no longer there.
     pub fn prune_pdbs(&mut self, listed: &HashSet<String>) {
         self.pdbs.retain(|key, _| listed.contains(key));
+    }
+
+    /// Records that preemption nominated `node` for `pod` (before the watch shows it).
+    pub fn nominate(&mut self, pod: &Arc<Pod>, node: &str) {
+        self.nominated
+            .insert(pod_key(pod), (node.to_string(), pod.clone()));
+    }
+
+    /// The snapshot with the pods nominated to nodes (of at least `pod`'s priority, other
+    /// than `pod`) counted on their nodes, as upstream's filters do so a freed node is kept
+    /// for its preemptor; `None` when there are none (use the snapshot as it is).
+    pub fn snapshot_with_nominated(&self, pod: &Pod, key: &str) -> Option<Snapshot> {
+        let priority = |p: &Pod| p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+        let own = priority(pod);
+        let mut others = self
+            .nominated
+            .iter()
+            .filter(|(k, (_, p))| k.as_str() != key && priority(p) >= own)
+            .peekable();
+        others.peek()?;
+        let mut snapshot = self.snapshot.clone();
+        for (_, (node, nominated)) in others {
+            let mut placed = (**nominated).clone();
+            if let Some(spec) = placed.spec.as_mut() {
+                spec.node_name = Some(node.clone());
+            }
+            snapshot.add_pod(placed);
+        }
+        Some(snapshot)
     }
 
     /// Places `pod` on `node` in the snapshot before the binding is confirmed.

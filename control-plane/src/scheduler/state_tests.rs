@@ -144,3 +144,42 @@ fn a_relist_forgets_what_is_gone() {
     assert!(state.snapshot.node("n1").is_none());
     assert!(state.snapshot.node("n2").is_some());
 }
+
+#[test]
+fn only_scheduling_relevant_node_updates_are_cluster_events() {
+    let mut state = SchedulerState::new("default-scheduler");
+    assert!(state.apply_node(node("n1"), now()));
+    let mut heartbeat = node("n1");
+    heartbeat.metadata.resource_version = Some("2".into());
+    assert!(!state.apply_node(heartbeat, now()), "a heartbeat");
+    let mut labelled = node("n1");
+    labelled.metadata.labels = Some([("disk".to_string(), "ssd".to_string())].into());
+    assert!(state.apply_node(labelled, now()), "a new label");
+}
+
+#[test]
+fn nominated_pods_count_for_pods_of_lower_or_equal_priority() {
+    let mut state = SchedulerState::new("default-scheduler");
+    state.apply_node(node("n1"), now());
+    let mut preemptor = pod("high", None, None, "Pending");
+    if let Some(spec) = preemptor.spec.as_mut() {
+        spec.priority = Some(100);
+    }
+    if let Some(status) = preemptor.status.as_mut() {
+        status.nominated_node_name = Some("n1".into());
+    }
+    state.apply_pod(preemptor.clone(), now());
+    let low = pod("low", None, None, "Pending");
+    let with = state
+        .snapshot_with_nominated(&low, "default/low")
+        .expect("a nominated pod counts");
+    assert_eq!(with.node("n1").map(|n| n.requested.milli_cpu), Some(1000));
+    assert!(
+        state
+            .snapshot_with_nominated(&preemptor, "default/high")
+            .is_none(),
+        "not for itself"
+    );
+    state.apply_pod(pod("high", Some("n1"), None, "Running"), now());
+    assert!(state.snapshot_with_nominated(&low, "default/low").is_none());
+}
