@@ -481,3 +481,57 @@ async fn a_higher_priority_pod_preempts_a_lower_one() {
     token.cancel();
     running.await.expect("scheduler task");
 }
+
+/// End-to-end binding throughput (create → bound) on 10 simulated nodes; prints pods/s.
+/// `cargo test -p kwk-control-plane --test scheduler -- --ignored --nocapture binding_throughput`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn binding_throughput() {
+    use futures::StreamExt;
+    const PODS: usize = 300;
+    let api = TestApiServer::start().await;
+    let client = api.client().await;
+    let names: Vec<(String, String)> = (0..10)
+        .map(|i| (format!("n{i}"), format!("zone-{}", i % 3)))
+        .collect();
+    let nodes: Vec<(&str, &str)> = names
+        .iter()
+        .map(|(n, z)| (n.as_str(), z.as_str()))
+        .collect();
+    let _nodes = support::simulate_nodes(&client, &nodes).await;
+    let (token, running) = start_scheduler(client.clone());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let started = tokio::time::Instant::now();
+    futures::stream::iter(0..PODS)
+        .for_each_concurrent(16, |i| {
+            let pods = pods.clone();
+            async move {
+                let pod: Pod = serde_json::from_value(json!({
+                    "metadata": {"name": format!("p{i}"), "labels": {"app": "bench"}},
+                    "spec": {"containers": [{"name": "c", "image": "pause",
+                        "resources": {"requests": {"cpu": "10m", "memory": "10Mi"}}}]},
+                }))
+                .expect("pod");
+                pods.create(&Default::default(), &pod)
+                    .await
+                    .expect("create");
+            }
+        })
+        .await;
+    eventually(Duration::from_secs(120), "every pod bound", || async {
+        let list = pods.list(&Default::default()).await.expect("list");
+        list.items
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+            .count()
+            == PODS
+    })
+    .await;
+    let elapsed = started.elapsed();
+    println!(
+        "{PODS} pods bound in {elapsed:?}: {:.0} pods/s",
+        PODS as f64 / elapsed.as_secs_f64()
+    );
+    token.cancel();
+    running.await.expect("scheduler task");
+}
