@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use kwk_control_plane::apiserver::allocator::{ServiceRanges, parse_port_range};
 use kwk_control_plane::apiserver::kinds::service_alloc::Cidr;
 use kwk_control_plane::apiserver::{self, ApiServerOptions};
+use kwk_control_plane::scheduler::{self, SchedulerOptions};
 use kwk_control_plane::storage::Store;
 use kwk_control_plane::storage::embedded::{EmbeddedOptions, EmbeddedStore};
 use kwk_control_plane::storage::etcd::{EtcdStore, EtcdTls};
@@ -251,6 +252,33 @@ enum Command {
         #[arg(long)]
         node_cidr_mask_size_ipv6: Option<u8>,
     },
+    /// The scheduler: binds pending pods to nodes, under leader election.
+    Scheduler {
+        /// Kubeconfig for the apiserver.
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// Schedule only while holding the leader Lease.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+        leader_elect: bool,
+        /// How long a lapsed leader's Lease is honoured before others take it.
+        #[arg(long, default_value = "15s", value_parser = parse_duration)]
+        leader_elect_lease_duration: Duration,
+        /// How long the leader keeps trying to renew before it steps down.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        leader_elect_renew_deadline: Duration,
+        /// Time between acquire and renew attempts.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        leader_elect_retry_period: Duration,
+        /// Namespace of the leader Lease.
+        #[arg(long, default_value = "kube-system")]
+        leader_elect_resource_namespace: String,
+        /// Name of the leader Lease.
+        #[arg(long, default_value = "kube-scheduler")]
+        leader_elect_resource_name: String,
+        /// The `spec.schedulerName` of the pods to schedule.
+        #[arg(long, default_value = kwk_control_plane::scheduler::DEFAULT_SCHEDULER_NAME)]
+        scheduler_name: String,
+    },
 }
 
 /// A Go-style duration: `500ms`, `15s`, `1m`, `1h`.
@@ -393,6 +421,41 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 manager.run(token).await;
             }
+            Ok(())
+        }
+        Command::Scheduler {
+            kubeconfig,
+            leader_elect,
+            leader_elect_lease_duration,
+            leader_elect_renew_deadline,
+            leader_elect_retry_period,
+            leader_elect_resource_namespace,
+            leader_elect_resource_name,
+            scheduler_name,
+        } => {
+            let client = controller_runtime::client_from_kubeconfig(&kubeconfig).await?;
+            let defaults = SchedulerOptions::default();
+            let lease = LeaseConfig {
+                lease_duration: leader_elect_lease_duration,
+                renew_deadline: leader_elect_renew_deadline,
+                retry_period: leader_elect_retry_period,
+                ..LeaseConfig::new(
+                    &leader_elect_resource_namespace,
+                    &leader_elect_resource_name,
+                )
+            };
+            let options = SchedulerOptions {
+                scheduler_name,
+                instance: lease.identity.clone(),
+                leader_election: leader_elect.then_some(lease),
+                ..defaults
+            };
+            let token = CancellationToken::new();
+            cancel_on_signal(token.clone())?;
+            // A lost lease ends the process with an error, like upstream.
+            scheduler::run(client, options, token)
+                .await
+                .context("scheduler")?;
             Ok(())
         }
     }
