@@ -1,5 +1,6 @@
 //! The generic controller loop. A controller declares its [`Watches`] (each a kube-rs
-//! reflector: a read-only store kept by list+watch, relisting on 410 by itself, plus a
+//! reflector: a read-only store kept by list+watch, relisting on 410 by itself and shared
+//! with the manager's other controllers ([`super::informers`]), plus this controller's
 //! mapping from a changed object to the keys to reconcile) and a reconcile function
 //! (key → [`Plan`]: read the stores, call the pure planner). [`Controller::run`] waits for the
 //! caches, then workers take keys from the [`WorkQueue`], plan, execute the actions in order,
@@ -16,16 +17,17 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
 use kube::Api;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::executor::{Written, WrittenObject, execute_recording};
+use super::informers::{Informers, Subscription};
 use super::queue::WorkQueue;
 use crate::action::Action;
 
@@ -138,6 +140,8 @@ impl Lookups {
 /// A controller's watch caches and the queue they feed.
 pub struct Watches {
     client: kube::Client,
+    /// The registry the watches join.
+    informers: Informers,
     queue: Arc<WorkQueue<ObjectKey>>,
     /// One future per watch: runs the reflector and queues mapped keys.
     drivers: Vec<BoxFuture<'static, ()>>,
@@ -150,9 +154,17 @@ pub struct Watches {
 }
 
 impl Watches {
+    /// Watches on `client` that join the registry of the manager building the controller
+    /// ([`Informers::scope`]), or a private registry outside a manager.
     pub fn new(client: kube::Client) -> Self {
+        Self::with_informers(client, Informers::current().unwrap_or_default())
+    }
+
+    /// Watches on `client` that share the watches of `informers`.
+    pub fn with_informers(client: kube::Client, informers: Informers) -> Self {
         Watches {
             client,
+            informers,
             queue: Arc::new(WorkQueue::default()),
             drivers: Vec::new(),
             synced: Vec::new(),
@@ -167,7 +179,9 @@ impl Watches {
     }
 
     /// Watches `api` (list+watch with `config`) into a store; every object that is listed,
-    /// added, changed or deleted is mapped by `keys` to the keys to reconcile.
+    /// added, changed or deleted is mapped by `keys` to the keys to reconcile. The watch and
+    /// its store are shared with every other controller of the registry asking for the same
+    /// kind, namespace scope and `config` ([`super::informers`]); the mapping is this controller's.
     pub fn watch<K>(
         &mut self,
         api: Api<K>,
@@ -178,8 +192,16 @@ impl Watches {
         K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync,
         K: 'static,
     {
-        let (reader, writer) = reflector::store();
-        if config.label_selector.is_none() && config.field_selector.is_none() {
+        let complete = config.label_selector.is_none() && config.field_selector.is_none();
+        let keys = Arc::new(keys);
+        let (queue, map) = (self.queue.clone(), keys.clone());
+        let Subscription {
+            store: reader,
+            driver,
+        } = self.informers.subscribe(api, config, move |object: &K| {
+            map(object).into_iter().for_each(|key| queue.add(key));
+        });
+        if complete {
             let store = reader.clone();
             let lookup: Lookup = Arc::new(move |namespace, name| {
                 let mut reference = reflector::ObjectRef::<K>::new(name);
@@ -199,30 +221,7 @@ impl Watches {
                 lookup,
             );
         }
-        let keys = Arc::new(keys);
-        let queue = self.queue.clone();
-        let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
-        let map = keys.clone();
-        self.drivers.push(
-            async move {
-                let mut stream = std::pin::pin!(stream);
-                while let Some(event) = stream.next().await {
-                    match event {
-                        Ok(
-                            watcher::Event::Apply(object)
-                            | watcher::Event::InitApply(object)
-                            | watcher::Event::Delete(object),
-                        ) => map(&object).into_iter().for_each(|key| queue.add(key)),
-                        Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
-                        Err(err) => tracing::warn!(
-                            kind = K::kind(&()).as_ref(),
-                            "watch failed, retrying with backoff: {err}"
-                        ),
-                    }
-                }
-            }
-            .boxed(),
-        );
+        self.drivers.push(driver.boxed());
         let ready = reader.clone();
         self.synced.push(
             async move {
@@ -297,6 +296,7 @@ impl Controller {
         let name = self.name;
         let Watches {
             client,
+            informers: _,
             queue,
             drivers,
             synced,
@@ -321,6 +321,12 @@ impl Controller {
         };
         if synced {
             tracing::info!(controller = name, "caches synced, starting workers");
+            // The stores' contents, for a controller that joined a watch already running
+            // (its earlier events went to the others); otherwise these keys are queued.
+            resync
+                .iter()
+                .flat_map(|keys| keys())
+                .for_each(|key| queue.add(key));
             for _ in 0..self.workers {
                 let (queue, token, client) = (queue.clone(), token.clone(), client.clone());
                 let reconcile = self.reconcile.clone();

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::RuntimeError;
 use super::controller::Controller;
+use super::informers::Informers;
 use super::leader::{LeaderElector, LeaseConfig};
 
 /// The controller manager's flags that controllers read (upstream's
@@ -112,11 +113,12 @@ pub fn select<'a>(known: &[&'a str], flags: &[String]) -> Result<Vec<&'a str>, R
         .collect())
 }
 
-/// A set of controllers sharing one client.
+/// A set of controllers sharing one client and one set of watches ([`Informers`]).
 pub struct ControllerManager {
     client: kube::Client,
     options: ControllerOptions,
     controllers: Vec<(&'static str, Constructor)>,
+    informers: Informers,
 }
 
 impl ControllerManager {
@@ -126,6 +128,7 @@ impl ControllerManager {
             client,
             options: ControllerOptions::default(),
             controllers: Vec::new(),
+            informers: Informers::new(),
         }
     }
 
@@ -181,13 +184,29 @@ impl ControllerManager {
         self.controllers.iter().map(|(name, _)| *name).collect()
     }
 
+    /// The watches the controllers share (filled when [`Self::run`] builds them).
+    pub fn informers(&self) -> &Informers {
+        &self.informers
+    }
+
     /// Runs every controller until `token` is cancelled.
     pub async fn run(self, token: CancellationToken) {
         tracing::info!(controllers = ?self.names(), "starting controllers");
-        let runs = self.controllers.iter().map(|(_, factory)| {
-            let controller = factory(&self.client, &self.options);
-            controller.run(token.clone())
-        });
+        let controllers: Vec<Controller> = self
+            .controllers
+            .iter()
+            .map(|(_, factory)| {
+                self.informers
+                    .scope(|| factory(&self.client, &self.options))
+            })
+            .collect();
+        tracing::info!(
+            watches = self.informers.watch_count(),
+            "controllers share their watches"
+        );
+        let runs = controllers
+            .into_iter()
+            .map(|controller| controller.run(token.clone()));
         futures::future::join_all(runs).await;
     }
 
@@ -209,6 +228,7 @@ impl std::fmt::Debug for ControllerManager {
         f.debug_struct("ControllerManager")
             .field("controllers", &self.names())
             .field("options", &self.options)
+            .field("informers", &self.informers)
             .finish()
     }
 }

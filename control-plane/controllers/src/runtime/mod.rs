@@ -4,6 +4,8 @@
 //! - [`queue`]: the work queue of object keys (dedup, per-key exponential backoff, delays).
 //! - [`controller`]: watch caches (kube-rs reflectors, read-only stores) that feed the queue,
 //!   and the loop that plans one key at a time and executes the plan.
+//! - [`informers`]: the registry that lets a manager's controllers share one list+watch and
+//!   one store per (kind, namespace scope, selectors) — upstream's shared informers.
 //! - [`executor`]: performs a planner's [`Action`](crate::action::Action)s in order.
 //! - [`leader`]: leader election on a coordination.k8s.io/v1 Lease (reused by the scheduler).
 //! - [`manager`]: the controller manager — the list of controllers and how they are selected
@@ -12,14 +14,21 @@
 //! # Adding a controller
 //!
 //! Write the planner as a pure function in its module (`crate::replicaset::plan`, ...), then a
-//! `pub fn controller(client: &kube::Client) -> Controller` next to it that declares its
-//! watches with [`Watches::watch`] (each watched kind maps a changed object to the keys to
-//! reconcile) and a reconcile closure that reads the stores and calls the planner
-//! (`crate::serviceaccount::controller` is the worked example). Finally append
+//! factory `pub fn controller(client: &kube::Client, options: &ControllerOptions) ->
+//! Controller` next to it (a [`manager::ControllerFactory`]) that creates its watches with
+//! [`Watches::new`] and declares each with [`Watches::watch`] (each watched kind maps a changed
+//! object to the keys to reconcile), reads the [`ControllerOptions`] it needs (validating
+//! them), and returns a [`Controller`] with a reconcile closure that reads the stores and calls
+//! the planner (`crate::serviceaccount::controller` is the worked example). Finally append
 //! `("name", crate::module::controller)` to [`manager::DEFAULT_CONTROLLERS`].
+//!
+//! Call [`Watches::new`] inside the factory (not earlier, not on another thread): it joins the
+//! shared watches of the manager building the controller, so a watch another controller
+//! already has (same kind, namespace scope and `watcher::Config`) costs no extra list+watch.
 
 pub mod controller;
 pub mod executor;
+pub mod informers;
 pub mod leader;
 pub mod manager;
 pub mod queue;
@@ -28,8 +37,9 @@ use std::path::{Path, PathBuf};
 
 pub use controller::{Controller, ObjectKey, Plan, Watches};
 pub use executor::{ExecError, execute};
+pub use informers::Informers;
 pub use leader::{LeaderElector, LeaderError, LeaseConfig};
-pub use manager::{ControllerManager, DEFAULT_CONTROLLERS};
+pub use manager::{ControllerManager, ControllerOptions, DEFAULT_CONTROLLERS};
 
 /// Failures of the runtime itself (not of one reconcile).
 #[derive(Debug, thiserror::Error)]
