@@ -32,6 +32,21 @@ fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(
     serde_json::to_value(typed)
 }
 
+/// [`round_trip`] for kinds whose `spec.selector` is required: the typed form fills a
+/// missing selector with an empty one, so a missing selector is taken out again and
+/// validation can tell the two apart (upstream: `Required value` against `empty selector is
+/// invalid`).
+fn round_trip_keeping_missing_selector<T: serde::de::DeserializeOwned + serde::Serialize>(
+    value: Value,
+) -> Result<Value, serde_json::Error> {
+    let missing = value.pointer("/spec/selector").is_none_or(Value::is_null);
+    let mut decoded = round_trip::<T>(value)?;
+    if missing && let Some(spec) = decoded.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.remove("selector");
+    }
+    Ok(decoded)
+}
+
 /// A subresource (`pods/status`, `deployments/scale` ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubresourceDef {
@@ -300,8 +315,14 @@ fn builtin_rows() -> Vec<Row> {
         // apps/v1
         row!("apps", "v1", ControllerRevision => apps::ControllerRevision, "controllerrevisions", NS, &[], &[], &[], &[], None),
         row!("apps", "v1", DaemonSet => apps::DaemonSet, "daemonsets", NS, &["ds"], ALL, &[], &["status"], None),
-        row!("apps", "v1", Deployment => apps::Deployment, "deployments", NS, &["deploy"], ALL, &[], &["scale", "status"], None),
-        row!("apps", "v1", ReplicaSet => apps::ReplicaSet, "replicasets", NS, &["rs"], ALL, &[], &["scale", "status"], None),
+        Row {
+            typed: round_trip_keeping_missing_selector::<apps::Deployment>,
+            ..row!("apps", "v1", Deployment => apps::Deployment, "deployments", NS, &["deploy"], ALL, &[], &["scale", "status"], None)
+        },
+        Row {
+            typed: round_trip_keeping_missing_selector::<apps::ReplicaSet>,
+            ..row!("apps", "v1", ReplicaSet => apps::ReplicaSet, "replicasets", NS, &["rs"], ALL, &[], &["scale", "status"], None)
+        },
         row!("apps", "v1", StatefulSet => apps::StatefulSet, "statefulsets", NS, &["sts"], ALL, &[], &["scale", "status"], None),
         // authentication.k8s.io/v1, authorization.k8s.io/v1 (virtual: create-only, not stored)
         row!("authentication.k8s.io", "v1", SelfSubjectReview => authn::SelfSubjectReview, "selfsubjectreviews", CLUSTER, &[], &[], CREATE_ONLY, &[], None),
@@ -472,6 +493,28 @@ mod tests {
             .is_err()
         );
         assert!(typed(serde_json::json!({"apiVersion": "v1", "kind": "Secret"})).is_err());
+    }
+
+    #[test]
+    fn workload_round_trip_keeps_a_missing_selector_missing() {
+        let catalog = Catalog::builtin();
+        for plural in ["deployments", "replicasets"] {
+            let def = catalog.lookup("apps", "v1", plural).expect(plural);
+            let typed = def.typed.expect("typed");
+            let kind = def.kind.clone();
+            let missing = typed(serde_json::json!({"apiVersion": "apps/v1", "kind": kind,
+                "metadata": {"name": "a"}, "spec": {"replicas": 1}}))
+            .expect("valid");
+            assert_eq!(missing.pointer("/spec/selector"), None, "{plural}");
+            let empty = typed(serde_json::json!({"apiVersion": "apps/v1", "kind": kind,
+                "metadata": {"name": "a"}, "spec": {"selector": {}}}))
+            .expect("valid");
+            assert_eq!(
+                empty.pointer("/spec/selector"),
+                Some(&serde_json::json!({})),
+                "{plural}"
+            );
+        }
     }
 
     #[test]

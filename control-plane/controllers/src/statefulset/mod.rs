@@ -132,8 +132,17 @@ pub fn reconcile(
     let current_name = current.metadata.name.clone().unwrap_or_default();
     let current_template = template_of(&current).unwrap_or_else(|| spec.template.clone());
 
-    let start = spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0);
-    let count = spec.replicas.unwrap_or(1).max(0);
+    let start = spec
+        .ordinals
+        .as_ref()
+        .and_then(|o| o.start)
+        .unwrap_or(0)
+        .max(0);
+    // Ordinals past i32::MAX cannot be named (nor parsed back): such members are never made.
+    let count = spec
+        .replicas
+        .unwrap_or(1)
+        .clamp(0, (i32::MAX - start).saturating_add(1));
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
     let monotonic = spec.pod_management_policy.as_deref() != Some("Parallel");
     let strategy = spec.update_strategy.clone().unwrap_or_default();
@@ -159,7 +168,7 @@ pub fn reconcile(
 
     let mut blocked = false;
     for (index, slot) in m.replicas.iter().enumerate() {
-        let ordinal = start + i32::try_from(index).unwrap_or(i32::MAX);
+        let ordinal = start.saturating_add(i32::try_from(index).unwrap_or(i32::MAX));
         // Claims first: created when missing (a claim being deleted holds the member back),
         // owner references kept in line with the retention policy.
         let mut claims_ready = true;

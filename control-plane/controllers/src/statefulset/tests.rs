@@ -186,6 +186,10 @@ fn plan_table() {
     let claims = |n: i32| (0..n).map(claim).collect::<Vec<_>>();
     let mut at_five = sts(2, "a:1");
     at_five.spec.as_mut().expect("spec").ordinals = Some(StatefulSetOrdinals { start: Some(5) });
+    let mut at_the_end = parallel(sts(3, "a:1"));
+    at_the_end.spec.as_mut().expect("spec").ordinals = Some(StatefulSetOrdinals {
+        start: Some(i32::MAX - 1),
+    });
     let rev_a_name = revision_name("a:1");
     #[allow(clippy::type_complexity, reason = "a test table")]
     let cases: Vec<(
@@ -376,6 +380,19 @@ fn plan_table() {
             claims(1),
             rev_a(),
             vec!["patch PersistentVolumeClaim www-web-0".into()],
+        ),
+        (
+            "ordinals past i32::MAX are never made",
+            at_the_end,
+            vec![],
+            vec![],
+            rev_a(),
+            vec![
+                "create PersistentVolumeClaim www-web-2147483646".into(),
+                "create Pod web-2147483646".into(),
+                "create PersistentVolumeClaim www-web-2147483647".into(),
+                "create Pod web-2147483647".into(),
+            ],
         ),
     ];
     for (name, set, pods, pvcs, revisions, want) in cases {

@@ -14,8 +14,8 @@ use super::cells::{
 };
 use super::util::{int, s, since, validate_typed, with_typed};
 use super::workloads::{
-    TemplateRules, check_int_or_percent, immutable_selector, is_zero,
-    validate_selector_and_template,
+    TemplateRules, check_int_or_percent, immutable_selector, is_zero, selector_missing,
+    validate_given_selector_and_template, validate_selector_and_template,
 };
 use super::{Column, KindStrategy, name_of};
 use crate::apiserver::errors::Cause;
@@ -27,6 +27,14 @@ fn int_cell(object: &Value, pointer: &str) -> Value {
 }
 
 // ---- Deployment ----
+
+/// Takes out the empty `spec.selector` the typed defaulting wrote when the object had none
+/// (validation then reports it missing, like upstream).
+fn keep_selector_missing(object: &mut Value, missing: bool) {
+    if missing && let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.remove("selector");
+    }
+}
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DeploymentStrategy;
@@ -55,15 +63,22 @@ pub fn default_deployment(d: &mut Deployment) {
     }
 }
 
-fn validate_deployment(new: &Deployment, old: Option<&Deployment>) -> Vec<FieldError> {
+/// `selector_given`: whether the raw object has a `spec.selector` (see
+/// [`validate_given_selector_and_template`]).
+fn validate_deployment(
+    new: &Deployment,
+    old: Option<&Deployment>,
+    selector_given: bool,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let Some(spec) = &new.spec else {
         errs.push(required("spec", ""));
         return errs;
     };
     check_non_negative("spec.replicas", spec.replicas.map(i64::from), &mut errs);
-    validate_selector_and_template(
-        Some(&spec.selector),
+    validate_given_selector_and_template(
+        &spec.selector,
+        selector_given,
         Some(&spec.template),
         TemplateRules {
             base: "spec",
@@ -143,11 +158,14 @@ fn validate_deployment(new: &Deployment, old: Option<&Deployment>) -> Vec<FieldE
 
 impl KindStrategy for DeploymentStrategy {
     fn default(&self, object: &mut Value) {
+        let missing = selector_missing(object);
         with_typed(object, default_deployment);
+        keep_selector_missing(object, missing);
     }
 
     fn validate(&self, object: &Value, old: Option<&Value>) -> Vec<Cause> {
-        validate_typed(object, old, validate_deployment)
+        let given = !selector_missing(object);
+        validate_typed(object, old, |new, old| validate_deployment(new, old, given))
     }
 
     fn columns(&self) -> Vec<Column> {
@@ -204,7 +222,12 @@ pub fn default_replica_set(rs: &mut ReplicaSet) {
     }
 }
 
-fn validate_replica_set(new: &ReplicaSet, old: Option<&ReplicaSet>) -> Vec<FieldError> {
+/// `selector_given`: as for [`validate_deployment`].
+fn validate_replica_set(
+    new: &ReplicaSet,
+    old: Option<&ReplicaSet>,
+    selector_given: bool,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let Some(spec) = &new.spec else {
         errs.push(required("spec", ""));
@@ -216,8 +239,9 @@ fn validate_replica_set(new: &ReplicaSet, old: Option<&ReplicaSet>) -> Vec<Field
         spec.min_ready_seconds.map(i64::from),
         &mut errs,
     );
-    validate_selector_and_template(
-        Some(&spec.selector),
+    validate_given_selector_and_template(
+        &spec.selector,
+        selector_given,
         spec.template.as_ref(),
         TemplateRules {
             base: "spec",
@@ -235,11 +259,16 @@ fn validate_replica_set(new: &ReplicaSet, old: Option<&ReplicaSet>) -> Vec<Field
 
 impl KindStrategy for ReplicaSetStrategy {
     fn default(&self, object: &mut Value) {
+        let missing = selector_missing(object);
         with_typed(object, default_replica_set);
+        keep_selector_missing(object, missing);
     }
 
     fn validate(&self, object: &Value, old: Option<&Value>) -> Vec<Cause> {
-        validate_typed(object, old, validate_replica_set)
+        let given = !selector_missing(object);
+        validate_typed(object, old, |new, old| {
+            validate_replica_set(new, old, given)
+        })
     }
 
     fn columns(&self) -> Vec<Column> {

@@ -84,6 +84,71 @@ pub fn validate_selector_and_template(
     }
 }
 
+/// Whether the raw object has no `spec.selector` (the typed form cannot tell a missing
+/// selector from an empty one; the typed round trip of these kinds keeps it missing).
+pub fn selector_missing(object: &serde_json::Value) -> bool {
+    object
+        .pointer("/spec/selector")
+        .is_none_or(serde_json::Value::is_null)
+}
+
+/// [`validate_selector_and_template`] for Deployments and ReplicaSets, told whether the
+/// selector was given: upstream's `Required value` plus a template mismatch (a missing
+/// selector matches nothing) when it was not, `empty selector is invalid for deployment`
+/// (and no mismatch: an empty selector matches everything) when it was given empty.
+pub fn validate_given_selector_and_template(
+    selector: &LabelSelector,
+    given: bool,
+    template: Option<&PodTemplateSpec>,
+    rules: TemplateRules,
+    errs: &mut Vec<FieldError>,
+) {
+    let base = rules.base;
+    if given && !meta::selector_is_empty(selector) {
+        validate_selector_and_template(Some(selector), template, rules, errs);
+        return;
+    }
+    if given {
+        errs.push(invalid(
+            &format!("{base}.selector"),
+            go_syntax_empty_selector(selector),
+            "empty selector is invalid for deployment",
+        ));
+    } else {
+        errs.push(required(&format!("{base}.selector"), ""));
+        if let Some(template) = template {
+            errs.push(invalid(
+                &format!("{base}.template.metadata.labels"),
+                meta::show_string_map(template.metadata.as_ref().and_then(|m| m.labels.as_ref())),
+                "`selector` does not match template `labels`",
+            ));
+        }
+    }
+    // The rest of the template checks: an empty selector stands in, which they accept.
+    let rules = TemplateRules {
+        kind: None,
+        ..rules
+    };
+    validate_selector_and_template(Some(selector), template, rules, errs);
+}
+
+/// An empty selector the way upstream's error shows it (Go's `%#v`).
+fn go_syntax_empty_selector(selector: &LabelSelector) -> Shown {
+    let labels = if selector.match_labels.is_some() {
+        "map[string]string{}"
+    } else {
+        "map[string]string(nil)"
+    };
+    let expressions = if selector.match_expressions.is_some() {
+        "[]v1.LabelSelectorRequirement{}"
+    } else {
+        "[]v1.LabelSelectorRequirement(nil)"
+    };
+    Shown::Raw(format!(
+        "v1.LabelSelector{{MatchLabels:{labels}, MatchExpressions:{expressions}}}"
+    ))
+}
+
 /// `spec.selector` may not change (`field is immutable`).
 pub fn immutable_selector(
     new: Option<&LabelSelector>,

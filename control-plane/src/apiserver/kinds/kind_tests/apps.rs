@@ -43,9 +43,13 @@ fn deployment_causes() {
         .as_object_mut()
         .unwrap()
         .remove("selector");
-    assert_cause(
-        &causes("apps", "Deployment", no_selector, None),
-        "spec.selector: Required value [FieldValueRequired]",
+    assert_eq!(
+        causes("apps", "Deployment", no_selector, None),
+        [
+            "spec.selector: Required value [FieldValueRequired]",
+            "spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"web\"}: `selector` does not match template `labels` [FieldValueInvalid]",
+        ],
+        "a missing selector matches no labels"
     );
     let mut mismatch = deployment();
     mismatch["spec"]["selector"] = json!({"matchLabels": {"app": "api"}});
@@ -55,9 +59,24 @@ fn deployment_causes() {
     );
     let mut empty = deployment();
     empty["spec"]["selector"] = json!({});
+    assert_eq!(
+        causes("apps", "Deployment", empty, None),
+        [
+            "spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for deployment [FieldValueInvalid]"
+        ],
+        "an empty selector matches every label"
+    );
+    let mut empty_labels = deployment();
+    empty_labels["spec"]["selector"] = json!({"matchLabels": {}});
     assert_cause(
-        &causes("apps", "Deployment", empty, None),
-        "spec.selector: Required value [FieldValueRequired]",
+        &causes(
+            "apps",
+            "ReplicaSet",
+            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": meta("web", 0), "spec": empty_labels["spec"].clone()}),
+            None,
+        ),
+        "spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for deployment [FieldValueInvalid]",
     );
     let mut never = deployment();
     never["spec"]["template"]["spec"]["restartPolicy"] = json!("Never");
