@@ -476,3 +476,67 @@ async fn the_executor_performs_every_action_kind() {
     assert_eq!(missing.status_code(), Some(404));
     assert!(configmaps.get_opt("never").await.expect("get").is_none());
 }
+
+/// A planner that panics on one object costs that key a retry, not the worker: with a single
+/// worker, the objects after it are still reconciled, and the panicking key is tried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_planner_does_not_stop_the_other_keys() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kwk_controllers::action::Action;
+    use serde_json::json;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let api = TestApiServer::start().await;
+    let client = api.client().await;
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let panics = Arc::new(AtomicUsize::new(0));
+
+    let mut watches = Watches::new(client.clone());
+    let store = watches.watch(
+        configmaps.clone(),
+        watcher::Config::default(),
+        |cm: &ConfigMap| vec![ObjectKey::of(cm)],
+    );
+    let seen = panics.clone();
+    let controller = Controller::new("panicky", watches, move |key| {
+        if key.name == "bad" {
+            seen.fetch_add(1, Ordering::SeqCst);
+            panic!("the planner cannot handle {key}");
+        }
+        let Some(cm) = store.get(&key.store_ref()) else {
+            return Plan::default();
+        };
+        if key.name.ends_with("-copy") || cm.data.is_some() {
+            return Plan::default();
+        }
+        let copy: ConfigMap = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("{}-copy", key.name), "namespace": "default"},
+        }))
+        .expect("configmap");
+        vec![Action::create(&copy)].into()
+    })
+    .workers(1);
+    let token = CancellationToken::new();
+    let running = tokio::spawn(controller.run(token.clone()));
+
+    for name in ["bad", "good-1", "good-2"] {
+        api.kubectl_ok(&["create", "configmap", name, "-n", "default"])
+            .await;
+    }
+    for name in ["good-1-copy", "good-2-copy"] {
+        eventually(Duration::from_secs(20), name, || {
+            let configmaps = configmaps.clone();
+            async move { configmaps.get_opt(name).await.ok().flatten().is_some() }
+        })
+        .await;
+    }
+    eventually(Duration::from_secs(20), "the bad key is retried", || {
+        let panics = panics.clone();
+        async move { panics.load(Ordering::SeqCst) >= 2 }
+    })
+    .await;
+    assert!(!running.is_finished(), "the controller stopped");
+    token.cancel();
+    running.await.expect("controller task");
+}

@@ -388,7 +388,21 @@ async fn reconcile_one(
     reconcile: &Reconcile,
     key: &ObjectKey,
 ) -> Vec<Written> {
-    let plan = reconcile(key);
+    // A planner that panics on an odd object must not take the worker (and with it every
+    // other key) down: the key is retried with backoff, the others go on.
+    let plan = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reconcile(key))) {
+        Ok(plan) => plan,
+        Err(panic) => {
+            let delay = queue.add_rate_limited(key.clone());
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(controller = name, %key, ?delay, "planning panicked, retrying: {message}");
+            return Vec::new();
+        }
+    };
     let executed = execute_recording(client, &plan.actions).await;
     match executed.result {
         Ok(()) => {
