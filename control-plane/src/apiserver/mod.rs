@@ -91,6 +91,12 @@ impl RunningApiServer {
         let _ = self.task.await;
     }
 
+    /// A token that stops the server when cancelled (what [`Self::shutdown`] starts), for
+    /// a caller that awaits the server with [`Self::wait`] elsewhere.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
     /// Resolves when the server stops.
     pub async fn wait(self) {
         let _ = self.task.await;

@@ -1,4 +1,5 @@
-//! `kwk-control-plane`: one binary, one subcommand per component.
+//! `kwk-control-plane`: one binary, one subcommand per component, and `all` for the three in
+//! one process (`kwk_control_plane/all_in_one.rs`). The components share their flag structs.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +21,9 @@ use kwk_controllers::runtime::{
     self as controller_runtime, ControllerManager, DEFAULT_CONTROLLERS, LeaseConfig,
 };
 use tokio_util::sync::CancellationToken;
+
+#[path = "kwk_control_plane/all_in_one.rs"]
+mod all_in_one;
 
 #[derive(Parser, Debug)]
 #[command(name = "kwk-control-plane", version, about = "The kwk control plane")]
@@ -169,116 +173,250 @@ fn parse_ports(text: &str) -> Result<(i32, i32), String> {
     parse_port_range(text).ok_or_else(|| format!("{text:?} is not a port range (e.g. 30000-32767)"))
 }
 
+/// The apiserver's flags (`apiserver` and `all`).
+#[derive(clap::Args, Debug)]
+struct ApiServerFlags {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind_address: std::net::IpAddr,
+    /// HTTPS port.
+    #[arg(long, default_value_t = 6443)]
+    secure_port: u16,
+    /// Directory with ca.crt, apiserver.crt/key (and admin.kubeconfig when generated).
+    #[arg(long, default_value = "/etc/kwk/pki")]
+    pki_dir: PathBuf,
+    /// Generate missing certificates and the admin kubeconfig in --pki-dir.
+    #[arg(long)]
+    generate_pki: bool,
+    /// Extra DNS names / IPs for the serving certificate (repeatable).
+    #[arg(long = "tls-san")]
+    tls_san: Vec<String>,
+    /// Static token file: `token,user,uid[,"group1,group2"]` per line.
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
+    /// Where objects are stored.
+    #[arg(long, value_enum, default_value_t = StorageBackend::Embedded)]
+    storage_backend: StorageBackend,
+    /// CIDR from which Service cluster IPs are allocated.
+    #[arg(long, default_value = "10.96.0.0/12", value_parser = parse_cidr)]
+    service_cluster_ip_range: Cidr,
+    /// Port range for NodePort Services (`low-high`, inclusive).
+    #[arg(long, default_value = "30000-32767", value_parser = parse_ports)]
+    service_node_port_range: (i32, i32),
+    /// Address advertised in the `kubernetes` Endpoints (default: the bind address if
+    /// specific, else the host's first non-loopback IPv4 address).
+    #[arg(long)]
+    advertise_address: Option<std::net::IpAddr>,
+    #[command(flatten)]
+    storage: StorageFlags,
+}
+
+/// Leader election on a coordination.k8s.io/v1 Lease (`controller-manager`, `scheduler`,
+/// `all`). The Lease's name is per component.
+#[derive(clap::Args, Debug)]
+struct LeaderElectionFlags {
+    /// Run only while holding the leader Lease (false: run unconditionally).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    leader_elect: bool,
+    /// How long a lapsed leader's Lease is honoured before others take it.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    leader_elect_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it steps down.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    leader_elect_renew_deadline: Duration,
+    /// Time between acquire and renew attempts.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    leader_elect_retry_period: Duration,
+    /// Namespace of the leader Lease.
+    #[arg(long, default_value = "kube-system")]
+    leader_elect_resource_namespace: String,
+}
+
+impl LeaderElectionFlags {
+    /// The Lease named `name`, or `None` without `--leader-elect`.
+    fn lease(&self, name: &str) -> Option<LeaseConfig> {
+        self.leader_elect.then(|| LeaseConfig {
+            lease_duration: self.leader_elect_lease_duration,
+            renew_deadline: self.leader_elect_renew_deadline,
+            retry_period: self.leader_elect_retry_period,
+            ..LeaseConfig::new(&self.leader_elect_resource_namespace, name)
+        })
+    }
+}
+
+/// The controller manager's own flags (`controller-manager` and `all`).
+#[derive(clap::Args, Debug)]
+struct ControllerManagerFlags {
+    /// Controllers to run: `*` for all, `name` to add one, `-name` to leave one out.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    controllers: Vec<String>,
+    /// How long a node may go without a heartbeat before it is marked unhealthy.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: Duration,
+    /// Allocate pod CIDRs to nodes from --cluster-cidr (node IPAM).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    allocate_node_cidrs: bool,
+    /// CIDR range for pods (comma-separated: one IPv4 and/or one IPv6 CIDR).
+    #[arg(long)]
+    cluster_cidr: Option<String>,
+    /// Node pod-CIDR mask size for a single-stack cluster (default 24 for IPv4, 64 for IPv6).
+    #[arg(long)]
+    node_cidr_mask_size: Option<u8>,
+    /// Node pod-CIDR mask size for the IPv4 cluster CIDR (default 24).
+    #[arg(long)]
+    node_cidr_mask_size_ipv4: Option<u8>,
+    /// Node pod-CIDR mask size for the IPv6 cluster CIDR (default 64).
+    #[arg(long)]
+    node_cidr_mask_size_ipv6: Option<u8>,
+}
+
+/// The scheduler's own flags (`scheduler` and `all`).
+#[derive(clap::Args, Debug)]
+struct SchedulerFlags {
+    /// The `spec.schedulerName` of the pods to schedule.
+    #[arg(long, default_value = kwk_control_plane::scheduler::DEFAULT_SCHEDULER_NAME)]
+    scheduler_name: String,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// The Kubernetes API server.
-    Apiserver {
-        /// Address to listen on.
-        #[arg(long, default_value = "0.0.0.0")]
-        bind_address: std::net::IpAddr,
-        /// HTTPS port.
-        #[arg(long, default_value_t = 6443)]
-        secure_port: u16,
-        /// Directory with ca.crt, apiserver.crt/key (and admin.kubeconfig when generated).
-        #[arg(long, default_value = "/etc/kwk/pki")]
-        pki_dir: PathBuf,
-        /// Generate missing certificates and the admin kubeconfig in --pki-dir.
-        #[arg(long)]
-        generate_pki: bool,
-        /// Extra DNS names / IPs for the serving certificate (repeatable).
-        #[arg(long = "tls-san")]
-        tls_san: Vec<String>,
-        /// Static token file: `token,user,uid[,"group1,group2"]` per line.
-        #[arg(long)]
-        token_auth_file: Option<PathBuf>,
-        /// Where objects are stored.
-        #[arg(long, value_enum, default_value_t = StorageBackend::Embedded)]
-        storage_backend: StorageBackend,
-        /// CIDR from which Service cluster IPs are allocated.
-        #[arg(long, default_value = "10.96.0.0/12", value_parser = parse_cidr)]
-        service_cluster_ip_range: Cidr,
-        /// Port range for NodePort Services (`low-high`, inclusive).
-        #[arg(long, default_value = "30000-32767", value_parser = parse_ports)]
-        service_node_port_range: (i32, i32),
-        /// Address advertised in the `kubernetes` Endpoints (default: the bind address if
-        /// specific, else the host's first non-loopback IPv4 address).
-        #[arg(long)]
-        advertise_address: Option<std::net::IpAddr>,
-        #[command(flatten)]
-        storage: StorageFlags,
-    },
+    Apiserver(ApiServerFlags),
     /// The controllers (serviceaccount, ...), under leader election.
     ControllerManager {
         /// Kubeconfig for the apiserver.
         #[arg(long)]
         kubeconfig: PathBuf,
-        /// Run the controllers only while holding the leader Lease.
-        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-        leader_elect: bool,
-        /// How long a lapsed leader's Lease is honoured before others take it.
-        #[arg(long, default_value = "15s", value_parser = parse_duration)]
-        leader_elect_lease_duration: Duration,
-        /// How long the leader keeps trying to renew before it steps down.
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        leader_elect_renew_deadline: Duration,
-        /// Time between acquire and renew attempts.
-        #[arg(long, default_value = "2s", value_parser = parse_duration)]
-        leader_elect_retry_period: Duration,
-        /// Namespace of the leader Lease.
-        #[arg(long, default_value = "kube-system")]
-        leader_elect_resource_namespace: String,
+        #[command(flatten)]
+        leader_election: LeaderElectionFlags,
         /// Name of the leader Lease.
-        #[arg(long, default_value = "kube-controller-manager")]
+        #[arg(long, default_value = CONTROLLER_MANAGER_LEASE)]
         leader_elect_resource_name: String,
-        /// Controllers to run: `*` for all, `name` to add one, `-name` to leave one out.
-        #[arg(long, value_delimiter = ',', default_value = "*")]
-        controllers: Vec<String>,
-        /// How long a node may go without a heartbeat before it is marked unhealthy.
-        #[arg(long, default_value = "40s", value_parser = parse_duration)]
-        node_monitor_grace_period: Duration,
-        /// Allocate pod CIDRs to nodes from --cluster-cidr (node IPAM).
-        #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-        allocate_node_cidrs: bool,
-        /// CIDR range for pods (comma-separated: one IPv4 and/or one IPv6 CIDR).
-        #[arg(long)]
-        cluster_cidr: Option<String>,
-        /// Node pod-CIDR mask size for a single-stack cluster (default 24 for IPv4, 64 for IPv6).
-        #[arg(long)]
-        node_cidr_mask_size: Option<u8>,
-        /// Node pod-CIDR mask size for the IPv4 cluster CIDR (default 24).
-        #[arg(long)]
-        node_cidr_mask_size_ipv4: Option<u8>,
-        /// Node pod-CIDR mask size for the IPv6 cluster CIDR (default 64).
-        #[arg(long)]
-        node_cidr_mask_size_ipv6: Option<u8>,
+        #[command(flatten)]
+        controllers: ControllerManagerFlags,
     },
     /// The scheduler: binds pending pods to nodes, under leader election.
     Scheduler {
         /// Kubeconfig for the apiserver.
         #[arg(long)]
         kubeconfig: PathBuf,
-        /// Schedule only while holding the leader Lease.
-        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-        leader_elect: bool,
-        /// How long a lapsed leader's Lease is honoured before others take it.
-        #[arg(long, default_value = "15s", value_parser = parse_duration)]
-        leader_elect_lease_duration: Duration,
-        /// How long the leader keeps trying to renew before it steps down.
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        leader_elect_renew_deadline: Duration,
-        /// Time between acquire and renew attempts.
-        #[arg(long, default_value = "2s", value_parser = parse_duration)]
-        leader_elect_retry_period: Duration,
-        /// Namespace of the leader Lease.
-        #[arg(long, default_value = "kube-system")]
-        leader_elect_resource_namespace: String,
+        #[command(flatten)]
+        leader_election: LeaderElectionFlags,
         /// Name of the leader Lease.
-        #[arg(long, default_value = "kube-scheduler")]
+        #[arg(long, default_value = SCHEDULER_LEASE)]
         leader_elect_resource_name: String,
-        /// The `spec.schedulerName` of the pods to schedule.
-        #[arg(long, default_value = kwk_control_plane::scheduler::DEFAULT_SCHEDULER_NAME)]
-        scheduler_name: String,
+        #[command(flatten)]
+        scheduler: SchedulerFlags,
     },
+    /// The apiserver, controller manager and scheduler in one process.
+    ///
+    /// Takes the apiserver's flags, the controller manager's and the scheduler's own flags,
+    /// and one set of leader-election flags for both (Leases `kube-controller-manager` and
+    /// `kube-scheduler`). The controllers and the scheduler reach the apiserver over loopback
+    /// with the admin client certificate in --pki-dir (or one issued from ca.key) and start
+    /// once it answers /readyz. SIGINT/SIGTERM stops all three; if one fails, the process
+    /// exits non-zero naming it.
+    #[command(name = "all")]
+    All {
+        #[command(flatten, next_help_heading = "Apiserver")]
+        apiserver: ApiServerFlags,
+        #[command(
+            flatten,
+            next_help_heading = "Leader election (controller manager and scheduler)"
+        )]
+        leader_election: LeaderElectionFlags,
+        #[command(flatten, next_help_heading = "Controller manager")]
+        controllers: ControllerManagerFlags,
+        #[command(flatten, next_help_heading = "Scheduler")]
+        scheduler: SchedulerFlags,
+    },
+}
+
+/// Upstream's leader Lease names.
+const CONTROLLER_MANAGER_LEASE: &str = "kube-controller-manager";
+const SCHEDULER_LEASE: &str = "kube-scheduler";
+
+/// Opens the store and starts the apiserver on it.
+async fn start_apiserver(
+    flags: ApiServerFlags,
+) -> anyhow::Result<(OpenedStore, apiserver::RunningApiServer)> {
+    let opened = open_store(flags.storage_backend, flags.storage).await?;
+    let server = apiserver::start(ApiServerOptions {
+        bind: SocketAddr::new(flags.bind_address, flags.secure_port),
+        pki_dir: flags.pki_dir,
+        generate_pki: flags.generate_pki,
+        serving_hosts: flags.tls_san,
+        token_file: flags.token_auth_file,
+        store: opened.shared(),
+        service_ranges: ServiceRanges {
+            cluster_ip_range: flags.service_cluster_ip_range,
+            node_port_range: flags.service_node_port_range,
+        },
+        advertise_address: flags.advertise_address,
+    })
+    .await
+    .context("starting the apiserver")?;
+    println!("listening on https://{}", server.addr);
+    Ok((opened, server))
+}
+
+/// The controller manager: the selected controllers, under leader election when `lease`
+/// is set. Returns when `token` is cancelled, or with an error (a lost lease among them:
+/// like upstream, a restarted process campaigns again from a clean slate).
+async fn run_controller_manager(
+    client: kube::Client,
+    flags: ControllerManagerFlags,
+    lease: Option<LeaseConfig>,
+    token: CancellationToken,
+) -> anyhow::Result<()> {
+    let options = controller_options(&flags)?;
+    let manager = ControllerManager::with_default_controllers(client)
+        .with_options(options)
+        .select(&flags.controllers)?;
+    match lease {
+        Some(lease) => manager.run_with_leader_election(lease, token).await?,
+        None => manager.run(token).await,
+    }
+    Ok(())
+}
+
+/// The controllers' options from `flags`; a bad `--controllers` or node IPAM configuration
+/// is an error naming the flag.
+fn controller_options(flags: &ControllerManagerFlags) -> anyhow::Result<ControllerOptions> {
+    let options = ControllerOptions {
+        node_monitor_grace_period: flags.node_monitor_grace_period,
+        allocate_node_cidrs: flags.allocate_node_cidrs,
+        cluster_cidr: flags.cluster_cidr.clone(),
+        node_cidr_mask_size: flags.node_cidr_mask_size,
+        node_cidr_mask_size_ipv4: flags.node_cidr_mask_size_ipv4,
+        node_cidr_mask_size_ipv6: flags.node_cidr_mask_size_ipv6,
+    };
+    let known: Vec<&str> = DEFAULT_CONTROLLERS.iter().map(|(name, _)| *name).collect();
+    if controller_runtime::manager::select(&known, &flags.controllers)?.contains(&"nodeipam") {
+        kwk_controllers::nodeipam::controller::config(&options)?;
+    }
+    Ok(options)
+}
+
+/// The scheduler, under leader election when `lease` is set. Returns when `token` is
+/// cancelled, or with an error (a lost lease among them, like upstream).
+async fn run_scheduler(
+    client: kube::Client,
+    flags: SchedulerFlags,
+    lease: Option<LeaseConfig>,
+    token: CancellationToken,
+) -> anyhow::Result<()> {
+    let defaults = SchedulerOptions::default();
+    let options = SchedulerOptions {
+        scheduler_name: flags.scheduler_name,
+        instance: lease
+            .as_ref()
+            .map_or_else(|| defaults.instance.clone(), |l| l.identity.clone()),
+        leader_election: lease,
+        ..defaults
+    };
+    scheduler::run(client, options, token).await?;
+    Ok(())
 }
 
 /// A Go-style duration: `500ms`, `15s`, `1m`, `1h`.
@@ -326,137 +464,55 @@ async fn main() -> anyhow::Result<()> {
             .init(),
     }
     match cli.command {
-        Command::Apiserver {
-            bind_address,
-            secure_port,
-            pki_dir,
-            generate_pki,
-            tls_san,
-            token_auth_file,
-            storage_backend,
-            storage,
-            service_cluster_ip_range,
-            service_node_port_range,
-            advertise_address,
-        } => {
-            let opened = open_store(storage_backend, storage).await?;
-            let store = opened.shared();
-            let server = apiserver::start(ApiServerOptions {
-                bind: SocketAddr::new(bind_address, secure_port),
-                pki_dir,
-                generate_pki,
-                serving_hosts: tls_san,
-                token_file: token_auth_file,
-                store,
-                service_ranges: ServiceRanges {
-                    cluster_ip_range: service_cluster_ip_range,
-                    node_port_range: service_node_port_range,
-                },
-                advertise_address,
-            })
-            .await
-            .context("starting the apiserver")?;
-            println!("listening on https://{}", server.addr);
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
+        Command::Apiserver(flags) => {
+            let (opened, server) = start_apiserver(flags).await?;
+            let token = CancellationToken::new();
+            cancel_on_signal(token.clone())?;
+            token.cancelled().await;
             server.shutdown().await;
             opened.close().await;
             Ok(())
         }
         Command::ControllerManager {
             kubeconfig,
-            leader_elect,
-            leader_elect_lease_duration,
-            leader_elect_renew_deadline,
-            leader_elect_retry_period,
-            leader_elect_resource_namespace,
+            leader_election,
             leader_elect_resource_name,
             controllers,
-            node_monitor_grace_period,
-            allocate_node_cidrs,
-            cluster_cidr,
-            node_cidr_mask_size,
-            node_cidr_mask_size_ipv4,
-            node_cidr_mask_size_ipv6,
         } => {
-            let options = ControllerOptions {
-                node_monitor_grace_period,
-                allocate_node_cidrs,
-                cluster_cidr,
-                node_cidr_mask_size,
-                node_cidr_mask_size_ipv4,
-                node_cidr_mask_size_ipv6,
-            };
-            let known: Vec<&str> = DEFAULT_CONTROLLERS.iter().map(|(name, _)| *name).collect();
-            if controller_runtime::manager::select(&known, &controllers)?.contains(&"nodeipam") {
-                // A bad IPAM configuration stops start-up, naming the flag.
-                kwk_controllers::nodeipam::controller::config(&options)?;
-            }
             let client = controller_runtime::client_from_kubeconfig(&kubeconfig).await?;
-            let manager = ControllerManager::with_default_controllers(client)
-                .with_options(options)
-                .select(&controllers)?;
             let token = CancellationToken::new();
             cancel_on_signal(token.clone())?;
-            if leader_elect {
-                let lease = LeaseConfig {
-                    lease_duration: leader_elect_lease_duration,
-                    renew_deadline: leader_elect_renew_deadline,
-                    retry_period: leader_elect_retry_period,
-                    ..LeaseConfig::new(
-                        &leader_elect_resource_namespace,
-                        &leader_elect_resource_name,
-                    )
-                };
-                // A lost lease ends the process with an error, like upstream: a restarted
-                // process campaigns again from a clean slate.
-                manager
-                    .run_with_leader_election(lease, token)
-                    .await
-                    .context("controller-manager")?;
-            } else {
-                manager.run(token).await;
-            }
-            Ok(())
+            let lease = leader_election.lease(&leader_elect_resource_name);
+            run_controller_manager(client, controllers, lease, token)
+                .await
+                .context("controller-manager")
         }
         Command::Scheduler {
             kubeconfig,
-            leader_elect,
-            leader_elect_lease_duration,
-            leader_elect_renew_deadline,
-            leader_elect_retry_period,
-            leader_elect_resource_namespace,
+            leader_election,
             leader_elect_resource_name,
-            scheduler_name,
+            scheduler,
         } => {
             let client = controller_runtime::client_from_kubeconfig(&kubeconfig).await?;
-            let defaults = SchedulerOptions::default();
-            let lease = LeaseConfig {
-                lease_duration: leader_elect_lease_duration,
-                renew_deadline: leader_elect_renew_deadline,
-                retry_period: leader_elect_retry_period,
-                ..LeaseConfig::new(
-                    &leader_elect_resource_namespace,
-                    &leader_elect_resource_name,
-                )
-            };
-            let options = SchedulerOptions {
-                scheduler_name,
-                instance: lease.identity.clone(),
-                leader_election: leader_elect.then_some(lease),
-                ..defaults
-            };
             let token = CancellationToken::new();
             cancel_on_signal(token.clone())?;
-            // A lost lease ends the process with an error, like upstream.
-            scheduler::run(client, options, token)
+            let lease = leader_election.lease(&leader_elect_resource_name);
+            run_scheduler(client, scheduler, lease, token)
                 .await
-                .context("scheduler")?;
-            Ok(())
+                .context("scheduler")
+        }
+        Command::All {
+            apiserver,
+            leader_election,
+            controllers,
+            scheduler,
+        } => {
+            let components = all_in_one::ComponentFlags {
+                leader_election,
+                controllers,
+                scheduler,
+            };
+            all_in_one::run(apiserver, components).await
         }
     }
 }
