@@ -12,6 +12,7 @@
 //!
 //! Tests that need root fail without it, unless `KWK_SKIP_PRIVILEGED=1` says to skip them.
 
+pub mod apiserver;
 pub mod cgroups;
 pub mod cleanup;
 pub mod config;

@@ -25,6 +25,12 @@ struct Cli {
     /// The node name (default: the host name).
     #[arg(long)]
     hostname_override: Option<String>,
+    /// The kubeconfig for the apiserver; without it kwk-node runs standalone (static pods only).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The node's IP address (InternalIP; the kubelet API serves on it).
+    #[arg(long)]
+    node_ip: Option<std::net::IpAddr>,
     /// The local read-only API socket.
     #[arg(long, default_value = "/run/kwk/node.sock", global = true)]
     local_api_socket: PathBuf,
@@ -86,6 +92,8 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         node_name,
         local_api_socket: cli.local_api_socket,
         image_dir: cli.image_dir,
+        kubeconfig: cli.kubeconfig,
+        node_ip: cli.node_ip,
     };
     let cancel = CancellationToken::new();
     tokio::spawn(shutdown_on_signals(cancel.clone()));

@@ -40,6 +40,12 @@ pub struct NodeOptions {
     pub node_name: String,
     pub local_api_socket: PathBuf,
     pub image_dir: PathBuf,
+    /// The kubeconfig for the apiserver (`--kubeconfig`); without one kwk-node runs
+    /// standalone, with static pods only.
+    pub kubeconfig: Option<PathBuf>,
+    /// The node's address for the apiserver and the kubelet API (`--node-ip`; default: the
+    /// address of the default route's interface).
+    pub node_ip: Option<std::net::IpAddr>,
 }
 
 /// Why kwk-node could not start.
