@@ -440,10 +440,12 @@ async fn a_higher_priority_pod_preempts_a_lower_one() {
         }
     });
 
+    api.kubectl_ok(&["create", "priorityclass", "high", "--value=1000"])
+        .await;
     create_pod(
         &api,
         "high",
-        json!({"priority": 1000, "resources": {"requests": {"cpu": "3"}}}),
+        json!({"priorityClassName": "high", "resources": {"requests": {"cpu": "3"}}}),
     )
     .await;
     assert_eq!(wait_bound(&pods, "high").await, "n1");

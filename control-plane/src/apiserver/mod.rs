@@ -186,7 +186,7 @@ pub async fn start(options: ApiServerOptions) -> Result<RunningApiServer, StartE
     Ok(RunningApiServer { addr, stop, task })
 }
 
-/// Creates the system namespaces if they are missing.
+/// Creates the system namespaces and the system priority classes if they are missing.
 async fn bootstrap(registry: &rest::Registry) -> Result<(), StartError> {
     let catalog = registry.catalog();
     let def = catalog
@@ -210,6 +210,9 @@ async fn bootstrap(registry: &rest::Registry) -> Result<(), StartError> {
             Err(e) => return Err(StartError::Bootstrap(format!("namespace {name}: {e}"))),
         }
     }
+    rest::priority::bootstrap_system_priority_classes(registry)
+        .await
+        .map_err(|e| StartError::Bootstrap(format!("system priority classes: {e}")))?;
     Ok(())
 }
 pub mod openapi;

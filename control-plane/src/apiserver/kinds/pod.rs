@@ -1,9 +1,12 @@
 //! Pods (core/v1): upstream's API defaults and validation from `kwk-api`, what the pod
 //! registry does on create (status `Pending` with the QoS class, the `SchedulingGated`
-//! condition, the priority of pods without a class or with a system class), the field
-//! selectors, and the table (in `pod_table`).
+//! condition), the pure part of the Priority admission plugin (a new pod's priority from its
+//! resolved PriorityClass; priority kept on update), the field selectors, and the table (in
+//! `pod_table`).
 
 use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus, PodTemplate};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kwk_api::pod::{self, DefaultSet};
 use serde_json::Value;
 
@@ -17,6 +20,30 @@ pub const SYSTEM_PRIORITY_CLASSES: &[(&str, i32)] = &[
     ("system-cluster-critical", 2_000_000_000),
 ];
 
+/// The system classes as upstream's apiserver creates them at start-up.
+pub fn system_priority_classes() -> Vec<PriorityClass> {
+    SYSTEM_PRIORITY_CLASSES
+        .iter()
+        .map(|(name, value)| PriorityClass {
+            metadata: ObjectMeta {
+                name: Some((*name).to_string()),
+                ..Default::default()
+            },
+            value: *value,
+            description: Some(
+                if *name == "system-node-critical" {
+                    "Used for system critical pods that must not be moved from their current node."
+                } else {
+                    "Used for system critical pods that must run in the cluster, but can be \
+                     moved to another node if necessary."
+                }
+                .to_string(),
+            ),
+            ..Default::default()
+        })
+        .collect()
+}
+
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PodStrategy;
 
@@ -27,6 +54,12 @@ impl KindStrategy for PodStrategy {
 
     fn prepare_for_create(&self, object: &mut Value) {
         with_typed::<Pod>(object, prepare_pod);
+    }
+
+    fn prepare_for_update(&self, object: &mut Value, old: &Value) {
+        if let Some(old) = super::util::typed::<Pod>(old) {
+            with_typed::<Pod>(object, |new| keep_pod_priority(new, &old));
+        }
     }
 
     fn validate(&self, object: &Value, old: Option<&Value>) -> Vec<Cause> {
@@ -72,11 +105,9 @@ impl KindStrategy for PodStrategy {
     }
 }
 
-/// Upstream's pod `PrepareForCreate` (plus the part of priority admission that needs no
-/// storage): status `Pending` with the QoS class, `PodScheduled=False/SchedulingGated` for
-/// gated pods; priority 0 for pods without a class, the system classes' values for theirs.
-/// A user-defined `priorityClassName` (and a `globalDefault` class) must be resolved by the
-/// caller against stored PriorityClasses.
+/// Upstream's pod `PrepareForCreate`: status `Pending` with the QoS class,
+/// `PodScheduled=False/SchedulingGated` for gated pods. The priority is priority admission's
+/// ([`admit_pod_priority`]), which runs before.
 pub fn prepare_pod(p: &mut Pod) {
     let qos = pod::qos::pod_qos(p).map(|q| q.as_str().to_string()).ok();
     let gated = p
@@ -100,26 +131,101 @@ pub fn prepare_pod(p: &mut Pod) {
         }),
         ..Default::default()
     });
-    if let Some(spec) = p.spec.as_mut() {
-        let class = spec.priority_class_name.as_deref().unwrap_or_default();
-        let known = SYSTEM_PRIORITY_CLASSES
-            .iter()
-            .find(|(name, _)| *name == class)
-            .map(|(_, value)| *value);
-        match (class.is_empty(), known) {
-            (true, _) => {
-                spec.priority.get_or_insert(0);
-            }
-            (false, Some(value)) => {
-                spec.priority.get_or_insert(value);
-            }
-            (false, None) => {}
-        }
-        if spec.priority.is_some() && spec.preemption_policy.is_none() {
-            spec.preemption_policy = Some("PreemptLowerPriority".to_string());
-        }
+}
+
+/// Why priority admission refuses a new pod: the text after `pods "name" is forbidden: `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PriorityRejection {
+    #[error("no PriorityClass with name {0} was found")]
+    UnknownClass(String),
+    #[error(
+        "the integer value of priority ({given}) must not be provided in pod spec; priority \
+         admission controller computed {computed} from the given PriorityClass name"
+    )]
+    PriorityMismatch { given: i32, computed: i32 },
+    #[error(
+        "the string value of PreemptionPolicy ({given}) must not be provided in pod spec; \
+         priority admission controller computed {computed} from the given PriorityClass name"
+    )]
+    PreemptionPolicyMismatch { given: String, computed: String },
+}
+
+/// The `priorityClassName` a pod gives (`None` when empty or absent).
+pub fn named_priority_class(p: &Pod) -> Option<&str> {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.priority_class_name.as_deref())
+        .filter(|n| !n.is_empty())
+}
+
+/// Upstream's Priority admission of a new pod, given `class`: the stored PriorityClass the pod
+/// names, or when it names none the `globalDefault` class (the caller looks it up; `None` =
+/// not found / no default). Sets `priority` (0 without any class), the default class's name,
+/// and `preemptionPolicy` (the class's, `PreemptLowerPriority` without one); a pod that gives
+/// either itself must agree with the class.
+pub fn admit_pod_priority(
+    p: &mut Pod,
+    class: Option<&PriorityClass>,
+) -> Result<(), PriorityRejection> {
+    let named = named_priority_class(p).map(str::to_string);
+    let Some(spec) = p.spec.as_mut() else {
+        return Ok(());
+    };
+    let (name, value, policy) = match (named, class) {
+        (Some(name), None) => return Err(PriorityRejection::UnknownClass(name)),
+        (_, Some(class)) => (
+            class.metadata.name.clone(),
+            class.value,
+            class.preemption_policy.clone(),
+        ),
+        (None, None) => (None, 0, None),
+    };
+    let policy = policy.unwrap_or_else(|| PREEMPT_LOWER_PRIORITY.to_string());
+    if let Some(given) = spec.priority
+        && given != value
+    {
+        return Err(PriorityRejection::PriorityMismatch {
+            given,
+            computed: value,
+        });
+    }
+    if let Some(given) = spec.preemption_policy.as_deref()
+        && given != policy
+    {
+        return Err(PriorityRejection::PreemptionPolicyMismatch {
+            given: given.to_string(),
+            computed: policy,
+        });
+    }
+    if let Some(name) = name {
+        spec.priority_class_name = Some(name);
+    }
+    spec.priority = Some(value);
+    spec.preemption_policy = Some(policy);
+    Ok(())
+}
+
+/// The default preemption policy of classes and of pods without a class.
+const PREEMPT_LOWER_PRIORITY: &str = "PreemptLowerPriority";
+
+/// What upstream's Priority admission does on a pod update: a `priority` or
+/// `preemptionPolicy` the new object omits is kept from the old one (validation then refuses
+/// any other change of them).
+fn keep_pod_priority(new: &mut Pod, old: &Pod) {
+    let (Some(spec), Some(old)) = (new.spec.as_mut(), old.spec.as_ref()) else {
+        return;
+    };
+    if spec.priority.is_none() {
+        spec.priority = old.priority;
+    }
+    if spec.preemption_policy.is_none() {
+        spec.preemption_policy.clone_from(&old.preemption_policy);
     }
 }
+
+#[cfg(test)]
+#[path = "pod_priority_tests.rs"]
+mod priority_tests;
 
 /// PodTemplates (core/v1): the template's pod spec defaults and validation, and the table.
 #[derive(Debug, Default, Clone, Copy)]

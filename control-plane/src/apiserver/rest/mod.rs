@@ -17,6 +17,7 @@ pub mod delete_plan;
 pub mod eviction;
 pub mod list_semantics;
 pub mod object;
+pub mod priority;
 pub mod read;
 pub mod scale;
 pub mod watch;

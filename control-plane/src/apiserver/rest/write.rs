@@ -119,6 +119,11 @@ impl Registry {
         let (mut object, warnings) =
             admit_body(target, body, params.field_validation, BodySource::Request)?;
         let meta = meta_mut(&mut object);
+        // Admission errors name a generated object by its prefix, as upstream.
+        let shown_name = meta_str_map(meta, "name")
+            .or_else(|| meta_str_map(meta, "generateName"))
+            .unwrap_or_default()
+            .to_string();
         if meta_str_map(meta, "name").is_none() {
             match meta_str_map(meta, "generateName") {
                 Some(prefix) => {
@@ -145,6 +150,8 @@ impl Registry {
         };
         self.check_namespace_open(&target).await?;
         check_definition_open(&target)?;
+        self.admit_priority_on_create(&target, &mut object, &shown_name)
+            .await?;
         prepare_for_create(def, &mut object);
         finish(def, &mut object, None)?;
         if let Some(tracking) = &tracking {
@@ -323,6 +330,7 @@ impl Registry {
                     created: false,
                 });
             }
+            self.admit_priority_on_update(target, &next).await?;
             if dry_run {
                 return Ok(WriteResult {
                     object: next,

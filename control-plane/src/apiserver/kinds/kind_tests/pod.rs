@@ -58,14 +58,13 @@ fn defaults_and_create_preparation() {
         object["status"],
         json!({"phase": "Pending", "qosClass": "Guaranteed"})
     );
-    assert_eq!(object["spec"]["priority"], 0);
-    assert_eq!(object["spec"]["preemptionPolicy"], "PreemptLowerPriority");
+    // The priority is admission's (rest::priority), not the strategy's.
+    assert_eq!(object["spec"].get("priority"), None);
 
     let mut critical = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
         "spec": {"priorityClassName": "system-node-critical", "schedulingGates": [{"name": "x"}],
                  "containers": [{"name": "a", "image": "b"}]}});
     strategy_for("", "Pod").prepare_for_create(&mut critical);
-    assert_eq!(critical["spec"]["priority"], 2_000_001_000);
     assert_eq!(critical["status"]["qosClass"], "BestEffort");
     assert_eq!(
         critical["status"]["conditions"][0]["reason"],
