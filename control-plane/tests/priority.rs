@@ -77,6 +77,19 @@ async fn pods_get_the_priority_of_their_class() {
         description,
         "Used for system critical pods that must not be moved from their current node."
     );
+    let refused = api
+        .kubectl(&["delete", "priorityclass", "system-node-critical"])
+        .await;
+    assert!(!refused.status.success());
+    assert!(
+        support::stderr(&refused).contains(
+            "priorityclasses.scheduling.k8s.io \"system-node-critical\" is forbidden: this is a system priority class and cannot be deleted"
+        ),
+        "{}",
+        support::stderr(&refused)
+    );
+    api.kubectl_ok(&["get", "priorityclass", "system-node-critical"])
+        .await;
 
     api.kubectl_ok(&["create", "priorityclass", "high", "--value=1000"])
         .await;

@@ -103,6 +103,17 @@ impl Registry {
                 target.name()
             )));
         }
+        if def.group == "scheduling.k8s.io"
+            && def.plural == "priorityclasses"
+            && crate::apiserver::kinds::pod::SYSTEM_PRIORITY_CLASSES
+                .iter()
+                .any(|(name, _)| *name == target.name())
+        {
+            return Err(ApiError::forbidden(format!(
+                "priorityclasses.scheduling.k8s.io \"{}\" is forbidden: this is a system priority class and cannot be deleted",
+                target.name()
+            )));
+        }
         let graceful = if def.group.is_empty() && def.plural == "pods" {
             Graceful::Pod
         } else {
