@@ -1,5 +1,5 @@
-//! Performs a planner's actions through the apiserver, in order, stopping at the first
-//! failure. [`to_call`] is the pure half (an [`Action`] → the API call it stands for, with
+//! Performs a planner's actions through the apiserver, in order (runs of pod creates or
+//! deletes concurrently, in slow-start groups), stopping at the first failure. [`to_call`] is the pure half (an [`Action`] → the API call it stands for, with
 //! `now` and a unique suffix passed in); [`execute`] sends the calls with kube-rs
 //! (`Api<DynamicObject>` on an `ApiResource` built from the action's [`ObjectRef`]).
 
@@ -311,56 +311,127 @@ pub async fn execute(client: &kube::Client, actions: &[Action]) -> Result<(), Ex
 /// [`execute`], also reporting what was created and deleted. A pod created for a controlling
 /// owner gets upstream's `SuccessfulCreate` event on that owner (`Created pod: <name>`, the
 /// generated name being known only from the response); a failed one a `FailedCreate` warning.
+///
+/// Consecutive pod creates and consecutive pod deletes run concurrently in the groups
+/// [`concurrent_groups`] cuts (upstream's slow start for creates: 1, 2, 4 … at once, so a
+/// quota or admission failure costs one request, not hundreds); a failure ends the plan after
+/// its group, reporting the first failed action in plan order.
 pub async fn execute_recording(client: &kube::Client, actions: &[Action]) -> Executed {
     let mut written = Vec::new();
-    for action in actions {
-        let now = Timestamp::now();
-        let call = to_call(action, now, &unique_suffix(now));
-        let target = action.target();
-        let object = match &target.namespace {
-            Some(ns) => format!("{ns}/{}", target.name),
-            None => target.name.clone(),
-        };
-        let outcome = perform(client, &call).await;
-        if let Action::Create { body, .. } = action {
-            let created = outcome.as_ref().ok().and_then(|created| created.as_ref());
-            let failure = outcome.as_ref().err().map(|(_, failure)| failure.message());
-            let pod_name = created.and_then(|c| c.metadata.name.as_deref());
-            let outcome = match (pod_name, failure.as_deref()) {
-                (Some(name), _) => Ok(name),
-                (None, Some(message)) => Err(message),
-                (None, None) => Ok(""),
-            };
-            if let Some(event) = pod_create_event(target, body, outcome) {
-                record_best_effort(client, &event).await;
+    for group in concurrent_groups(actions) {
+        let outcomes =
+            futures::future::join_all(actions[group].iter().map(|a| perform_one(client, a))).await;
+        let mut failure = None;
+        for outcome in outcomes {
+            match outcome {
+                Ok(done) => written.extend(done),
+                Err(error) => {
+                    failure.get_or_insert(error);
+                }
             }
         }
-        match outcome {
-            Ok(response) => written.extend(written_by(action, response.as_ref())),
-            Err((verb, source)) => {
-                let error = match source {
-                    Failure::Api(source) => ExecError::Api {
-                        verb,
-                        kind: call.resource.kind.clone(),
-                        object,
-                        source,
-                    },
-                    Failure::Body(source) => ExecError::Body {
-                        kind: call.resource.kind.clone(),
-                        object,
-                        source,
-                    },
-                };
-                return Executed {
-                    written,
-                    result: Err(error),
-                };
-            }
+        if let Some(error) = failure {
+            return Executed {
+                written,
+                result: Err(error),
+            };
         }
     }
     Executed {
         written,
         result: Ok(()),
+    }
+}
+
+/// The largest group of pod creates sent at once (upstream's per-sync burst).
+pub const MAX_CONCURRENT_WRITES: usize = 500;
+
+/// Cuts `actions` into consecutive index ranges that may run concurrently: a run of pod
+/// creates becomes groups of 1, 2, 4 … (at most [`MAX_CONCURRENT_WRITES`]), a run of pod
+/// deletes groups of at most [`MAX_CONCURRENT_WRITES`], and every other action runs alone.
+pub fn concurrent_groups(actions: &[Action]) -> Vec<std::ops::Range<usize>> {
+    let mut groups = Vec::new();
+    let mut at = 0;
+    while at < actions.len() {
+        let kind = PodWrite::of(&actions[at]);
+        let run = actions[at..]
+            .iter()
+            .take_while(|a| kind.is_some() && PodWrite::of(a) == kind)
+            .count()
+            .max(1);
+        let end = at + run;
+        let mut size = match kind {
+            Some(PodWrite::Create) => 1,
+            _ => MAX_CONCURRENT_WRITES,
+        };
+        while at < end {
+            let next = (at + size).min(end);
+            groups.push(at..next);
+            at = next;
+            size = (size * 2).min(MAX_CONCURRENT_WRITES);
+        }
+    }
+    groups
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PodWrite {
+    Create,
+    Delete,
+}
+
+impl PodWrite {
+    fn of(action: &Action) -> Option<Self> {
+        let target = action.target();
+        if target.api_version != "v1" || target.kind != "Pod" {
+            return None;
+        }
+        match action {
+            Action::Create { .. } => Some(PodWrite::Create),
+            Action::Delete { .. } => Some(PodWrite::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// Sends one action (and, for a controlled pod create, its event).
+async fn perform_one(client: &kube::Client, action: &Action) -> Result<Option<Written>, ExecError> {
+    let now = Timestamp::now();
+    let call = to_call(action, now, &unique_suffix(now));
+    let target = action.target();
+    let object = match &target.namespace {
+        Some(ns) => format!("{ns}/{}", target.name),
+        None => target.name.clone(),
+    };
+    let outcome = perform(client, &call).await;
+    if let Action::Create { body, .. } = action {
+        let created = outcome.as_ref().ok().and_then(|created| created.as_ref());
+        let failure = outcome.as_ref().err().map(|(_, failure)| failure.message());
+        let pod_name = created.and_then(|c| c.metadata.name.as_deref());
+        let outcome = match (pod_name, failure.as_deref()) {
+            (Some(name), _) => Ok(name),
+            (None, Some(message)) => Err(message),
+            (None, None) => Ok(""),
+        };
+        if let Some(event) = pod_create_event(target, body, outcome) {
+            record_best_effort(client, &event).await;
+        }
+    }
+    match outcome {
+        Ok(response) => Ok(written_by(action, response.as_ref())),
+        Err((verb, source)) => Err(match source {
+            Failure::Api(source) => ExecError::Api {
+                verb,
+                kind: call.resource.kind.clone(),
+                object,
+                source,
+            },
+            Failure::Body(source) => ExecError::Body {
+                kind: call.resource.kind.clone(),
+                object,
+                source,
+            },
+        }),
     }
 }
 

@@ -305,3 +305,73 @@ fn creates_report_the_server_assigned_name_and_deletes_the_target() {
     let update = Action::update(&replicaset());
     assert_eq!(written_by(&update, None), None, "updates are not tracked");
 }
+
+fn pod(name: &str) -> Pod {
+    Pod {
+        metadata: meta(Some("web"), name, &format!("u-{name}")),
+        ..Pod::default()
+    }
+}
+
+/// Each group as (first index, one past the last).
+type Groups = Vec<(usize, usize)>;
+
+#[test]
+fn pod_creates_run_in_slow_start_groups_and_everything_else_alone() {
+    let create = |n: usize| -> Vec<Action> {
+        (0..n)
+            .map(|i| Action::create(&pod(&format!("p{i}"))))
+            .collect()
+    };
+    let delete = |n: usize| -> Vec<Action> {
+        (0..n)
+            .map(|i| Action::delete(&pod(&format!("d{i}")), None))
+            .collect()
+    };
+    let rs = replicaset();
+    let cases: Vec<(&str, Vec<Action>, Groups)> = vec![
+        ("nothing", vec![], vec![]),
+        ("one create", create(1), vec![(0, 1)]),
+        (
+            "ten creates: 1, 2, 4, 3",
+            create(10),
+            vec![(0, 1), (1, 3), (3, 7), (7, 10)],
+        ),
+        ("deletes go together", delete(3), vec![(0, 3)]),
+        (
+            "a non-pod action splits the runs",
+            [create(2), vec![Action::update(&rs)], create(2)].concat(),
+            vec![(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)],
+        ),
+        (
+            "creates then deletes are separate runs",
+            [create(3), delete(2)].concat(),
+            vec![(0, 1), (1, 3), (3, 5)],
+        ),
+        (
+            "a ReplicaSet create runs alone",
+            vec![Action::create(&rs), Action::create(&rs)],
+            vec![(0, 1), (1, 2)],
+        ),
+    ];
+    for (name, actions, want) in cases {
+        let got: Groups = concurrent_groups(&actions)
+            .iter()
+            .map(|g| (g.start, g.end))
+            .collect();
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+#[test]
+fn a_thousand_pod_creates_cap_at_the_burst_size() {
+    let actions: Vec<Action> = (0..1000)
+        .map(|i| Action::create(&pod(&format!("p{i}"))))
+        .collect();
+    let sizes: Vec<usize> = concurrent_groups(&actions)
+        .iter()
+        .map(|g| g.len())
+        .collect();
+    assert_eq!(sizes, vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 489]);
+    assert!(sizes.iter().all(|s| *s <= MAX_CONCURRENT_WRITES));
+}
