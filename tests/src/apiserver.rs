@@ -45,6 +45,7 @@ impl TestApiServer {
             store,
             service_ranges: ServiceRanges::default(),
             advertise_address: None,
+            kubelet: Default::default(),
         })
         .await
         .context("start the apiserver")?;

@@ -363,6 +363,7 @@ async fn kubectl_through_the_apiserver_lands_in_etcd() {
                 store: etcd.store("").await.expect("connecting to etcd"),
                 service_ranges: Default::default(),
                 advertise_address: None,
+                kubelet: Default::default(),
             })
             .await
             .expect("starting the apiserver")

@@ -23,6 +23,8 @@ pub struct ApiHandler {
     pub authorizer: Arc<dyn Authorizer>,
     /// `host:port` clients reach the server at (for `/api`).
     pub server_address: String,
+    /// How `pods/log|exec|attach|portforward` and `nodes/proxy` reach kubelets.
+    pub kubelet: super::kubelet_proxy::KubeletClient,
 }
 
 /// Paths answered without authentication (probes of a static-pod apiserver have no

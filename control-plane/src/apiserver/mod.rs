@@ -12,6 +12,7 @@ pub mod handler;
 pub mod http_util;
 pub mod impersonation;
 pub mod kinds;
+pub mod kubelet_proxy;
 pub mod kubernetes_service;
 pub mod list_http;
 pub mod managed;
@@ -56,6 +57,8 @@ pub struct ApiServerOptions {
     /// `--advertise-address` (the `kubernetes` Endpoints' address); `None`: the bind address
     /// if specific, else the host's first non-loopback IPv4 address.
     pub advertise_address: Option<std::net::IpAddr>,
+    /// How to reach kubelets (`--kubelet-*`).
+    pub kubelet: kubelet_proxy::KubeletClientOptions,
 }
 
 /// Why the apiserver could not start.
@@ -72,6 +75,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("kubelet client: {0}")]
+    KubeletClient(#[from] kubelet_proxy::transport::ClientTlsError),
     #[error("bootstrapping: {0}")]
     Bootstrap(String),
 }
@@ -151,6 +156,10 @@ pub async fn start(options: ApiServerOptions) -> Result<RunningApiServer, StartE
         Some(path) => authn::TokenFile::load(path)?,
         None => authn::TokenFile::default(),
     };
+    let kubelet = kubelet_proxy::KubeletClient::new(
+        &options.kubelet,
+        (paths.kubelet_client_cert(), paths.kubelet_client_key()),
+    )?;
     let registry = rest::Registry::new(options.store.clone(), catalog::Catalog::builtin())
         .with_service_ranges(options.service_ranges);
     bootstrap(&registry).await?;
@@ -171,6 +180,7 @@ pub async fn start(options: ApiServerOptions) -> Result<RunningApiServer, StartE
         authenticator: authn::Authenticator::new(tokens),
         authorizer: Arc::new(authz::AlwaysAllow),
         server_address: addr.to_string(),
+        kubelet,
     });
     let stop = CancellationToken::new();
     let controller = tokio::spawn(crd::controller::run(handler.clone(), stop.clone()));

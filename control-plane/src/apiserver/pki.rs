@@ -4,7 +4,8 @@
 //! or certificates always win, and a missing file is issued from the CA on disk.
 //!
 //! Layout (kubeadm's names): `ca.crt`/`ca.key`, `apiserver.crt`/`apiserver.key`,
-//! `admin.crt`/`admin.key` (CN `kubernetes-admin`, O `system:masters`) and `admin.kubeconfig`.
+//! `admin.crt`/`admin.key` (CN `kubernetes-admin`, O `system:masters`), `admin.kubeconfig`, and
+//! `apiserver-kubelet-client.crt/key` (CN `kube-apiserver-kubelet-client`, O `system:masters`).
 
 use std::fs;
 use std::io::Write;
@@ -40,6 +41,9 @@ pub enum PkiError {
     },
 }
 
+/// The user name of the apiserver's kubelet client certificate (kubeadm's).
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+
 /// File names inside the PKI directory.
 #[derive(Debug, Clone)]
 pub struct PkiPaths {
@@ -70,6 +74,13 @@ impl PkiPaths {
     }
     pub fn admin_key(&self) -> PathBuf {
         self.dir.join("admin.key")
+    }
+    /// The apiserver's client certificate towards kubelets (`--kubelet-client-certificate`).
+    pub fn kubelet_client_cert(&self) -> PathBuf {
+        self.dir.join("apiserver-kubelet-client.crt")
+    }
+    pub fn kubelet_client_key(&self) -> PathBuf {
+        self.dir.join("apiserver-kubelet-client.key")
     }
     pub fn admin_kubeconfig(&self) -> PathBuf {
         self.dir.join("admin.kubeconfig")
@@ -119,6 +130,13 @@ pub fn ensure_pki(paths: &PkiPaths, request: &PkiRequest) -> Result<(), PkiError
         let admin = issue_client(&ca, "kubernetes-admin", Some("system:masters"))?;
         write_private(&paths.admin_key(), admin.key_pem.as_bytes())?;
         write_public(&paths.admin_cert(), admin.cert_pem.as_bytes())?;
+    }
+    if !(paths.kubelet_client_cert().exists() && paths.kubelet_client_key().exists()) {
+        // kubeadm's name; the group every authorizer admits, so that the kubelet's
+        // SubjectAccessReview for nodes/proxy, nodes/log ... allows it.
+        let client = issue_client(&ca, KUBELET_CLIENT_USER, Some("system:masters"))?;
+        write_private(&paths.kubelet_client_key(), client.key_pem.as_bytes())?;
+        write_public(&paths.kubelet_client_cert(), client.cert_pem.as_bytes())?;
     }
     if !paths.admin_kubeconfig().exists() {
         let admin = load_pair(&paths.admin_cert(), &paths.admin_key())?;

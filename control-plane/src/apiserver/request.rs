@@ -119,6 +119,10 @@ pub fn parse(method: &http::Method, path: &str, query: &Query) -> Option<Request
         [resource] => (resource, None, None),
         [resource, name] => (resource, Some(name.to_string()), None),
         [resource, name, sub] => (resource, Some(name.to_string()), Some(sub.to_string())),
+        // `nodes/<name>/proxy/<path...>` (the path is the proxied one).
+        [resource, name, sub, ..] if *sub == "proxy" => {
+            (resource, Some(name.to_string()), Some(sub.to_string()))
+        }
         _ => return None,
     };
     let watch_param = query.flag("watch");
@@ -359,6 +363,12 @@ mod tests {
                 res(DeleteCollection, "", Some("a"), "configmaps", None, None),
             ),
             (Method::GET, "/api/v1/namespaces/a/pods/b/c/d", "", None),
+            (
+                Method::PUT,
+                "/api/v1/nodes/n1:10250/proxy/configz/x",
+                "",
+                res(Update, "", None, "nodes", Some("n1:10250"), Some("proxy")),
+            ),
             (Method::GET, "/api/v1/namespaces/a/pods/../x", "", None),
             (Method::OPTIONS, "/api/v1/pods", "", None),
         ];

@@ -64,6 +64,9 @@ where
         .headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok());
+    if super::kubelet_proxy::handles(&target) {
+        return super::kubelet_proxy::serve(handler, &target, parts, body, &query).await;
+    }
     if target.subresource.as_deref() == Some("scale") {
         return scale(
             handler,

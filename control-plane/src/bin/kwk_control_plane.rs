@@ -207,6 +207,26 @@ struct ApiServerFlags {
     /// specific, else the host's first non-loopback IPv4 address).
     #[arg(long)]
     advertise_address: Option<std::net::IpAddr>,
+    /// Client certificate the apiserver presents to kubelets (default: the generated
+    /// apiserver-kubelet-client.crt in --pki-dir, if present).
+    #[arg(long, requires = "kubelet_client_key")]
+    kubelet_client_certificate: Option<PathBuf>,
+    /// The key of --kubelet-client-certificate.
+    #[arg(long, requires = "kubelet_client_certificate")]
+    kubelet_client_key: Option<PathBuf>,
+    /// CA that signs kubelet serving certificates (default: they are not verified).
+    #[arg(long)]
+    kubelet_certificate_authority: Option<PathBuf>,
+    /// Node address types tried, in order, to reach a kubelet.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "Hostname,InternalDNS,InternalIP,ExternalDNS,ExternalIP"
+    )]
+    kubelet_preferred_address_types: Vec<String>,
+    /// Kubelet port used when a Node reports none.
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
     #[command(flatten)]
     storage: StorageFlags,
 }
@@ -353,6 +373,13 @@ async fn start_apiserver(
             node_port_range: flags.service_node_port_range,
         },
         advertise_address: flags.advertise_address,
+        kubelet: apiserver::kubelet_proxy::KubeletClientOptions {
+            client_certificate: flags.kubelet_client_certificate,
+            client_key: flags.kubelet_client_key,
+            certificate_authority: flags.kubelet_certificate_authority,
+            preferred_address_types: flags.kubelet_preferred_address_types,
+            default_port: flags.kubelet_port,
+        },
     })
     .await
     .context("starting the apiserver")?;

@@ -72,6 +72,7 @@ impl TestApiServer {
             store,
             service_ranges: ranges,
             advertise_address: None,
+            kubelet: Default::default(),
         })
         .await
         .expect("start apiserver");

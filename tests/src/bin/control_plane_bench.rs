@@ -420,6 +420,7 @@ async fn main() -> anyhow::Result<()> {
         store,
         service_ranges: ServiceRanges::default(),
         advertise_address: None,
+        kubelet: Default::default(),
     })
     .await
     .context("start the apiserver")?;
