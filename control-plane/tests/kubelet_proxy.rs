@@ -41,6 +41,8 @@ struct StandIn {
     seen: Arc<Mutex<Vec<Seen>>>,
     /// Lets a following log stream send its second line.
     release: Arc<Notify>,
+    /// Set when a following log stream's reader went away.
+    follow_closed: Arc<Notify>,
 }
 
 impl StandIn {
@@ -90,14 +92,15 @@ async fn start_stand_in(pki_dir: &std::path::Path) -> StandIn {
     let addr = listener.local_addr().expect("addr");
     let seen = Arc::new(Mutex::new(Vec::new()));
     let release = Arc::new(Notify::new());
-    let (seen2, release2) = (seen.clone(), release.clone());
+    let follow_closed = Arc::new(Notify::new());
+    let (seen2, release2, closed2) = (seen.clone(), release.clone(), follow_closed.clone());
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
             let acceptor = acceptor.clone();
-            let (seen, release) = (seen2.clone(), release2.clone());
+            let (seen, release, closed) = (seen2.clone(), release2.clone(), closed2.clone());
             tokio::spawn(async move {
                 // No client certificate from the CA: the handshake fails (nothing recorded).
                 let Ok(tls) = acceptor.accept(tcp).await else {
@@ -115,9 +118,12 @@ async fn start_stand_in(pki_dir: &std::path::Path) -> StandIn {
                     })
                     .unwrap_or_default();
                 let service = hyper::service::service_fn(move |request| {
-                    let (seen, release, user) = (seen.clone(), release.clone(), user.clone());
+                    let (seen, release, closed, user) =
+                        (seen.clone(), release.clone(), closed.clone(), user.clone());
                     async move {
-                        Ok::<_, std::convert::Infallible>(kubelet(request, user, &seen, release))
+                        Ok::<_, std::convert::Infallible>(kubelet(
+                            request, user, &seen, release, closed,
+                        ))
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -131,6 +137,7 @@ async fn start_stand_in(pki_dir: &std::path::Path) -> StandIn {
         addr,
         seen,
         release,
+        follow_closed,
     }
 }
 
@@ -144,6 +151,7 @@ fn kubelet(
     user: String,
     seen: &Mutex<Vec<Seen>>,
     release: Arc<Notify>,
+    follow_closed: Arc<Notify>,
 ) -> Response<StandInBody> {
     let path = request
         .uri()
@@ -161,8 +169,24 @@ fn kubelet(
         tokio::spawn(async move {
             release.notified().await;
             let _ = tx.unbounded_send(Ok(Frame::data(Bytes::from("second line sent later\n"))));
+            // Keep following until the reader has gone away.
+            while tx
+                .unbounded_send(Ok(Frame::data(Bytes::from("tick\n"))))
+                .is_ok()
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            follow_closed.notify_one();
         });
         return Response::new(StreamBody::new(rx).boxed());
+    }
+    if path.starts_with("/containerLogs/default/p4/") {
+        return Response::builder()
+            .status(StatusCode::BAD_REQUEST)
+            .body(full(
+                "container \"c\" in pod \"p4\" is waiting to start: ContainerCreating",
+            ))
+            .expect("400");
     }
     if path.starts_with("/containerLogs/") {
         return Response::new(full("hello from the stand-in\n"));
@@ -314,6 +338,20 @@ async fn kubectl_logs_reach_the_kubelet_with_the_kubelet_client_certificate() {
     );
     let requests = stand_in.seen().len();
     assert_eq!(requests, 2, "refused requests never reach the kubelet");
+
+    // The kubelet's own refusal is relayed as a Status with its code and message.
+    pod(&client, "p4", "n1", &["c"]).await;
+    let out = api
+        .kubectl(&["logs", "p4", "--insecure-skip-tls-verify-backend"])
+        .await;
+    assert!(
+        stderr(&out).contains(
+            "Error from server (BadRequest): container \"c\" in pod \"p4\" is waiting to start: ContainerCreating"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stand_in.last().path, "/containerLogs/default/p4/c");
 }
 
 #[tokio::test]
@@ -343,7 +381,11 @@ async fn kubectl_logs_follow_streams_chunk_by_chunk() {
         .expect("read");
     assert_eq!(second.as_deref(), Some("second line sent later"));
     assert!(stand_in.last().path.ends_with("/p1/c1?follow=true"));
-    let _ = child.kill().await;
+    // The client goes away: the apiserver stops reading the kubelet's stream.
+    child.kill().await.expect("kill kubectl");
+    tokio::time::timeout(Duration::from_secs(10), stand_in.follow_closed.notified())
+        .await
+        .expect("the kubelet stream is closed once its reader is gone");
 }
 
 /// A TLS connection to the apiserver with the admin certificate, HTTP/1.1 only.

@@ -58,6 +58,9 @@ impl Default for KubeletClientOptions {
 #[derive(Clone)]
 pub struct KubeletClient {
     tls: Arc<rustls::ClientConfig>,
+    /// The same identity without serving-certificate verification
+    /// (`pods/log?insecureSkipTLSVerifyBackend=true`).
+    insecure_tls: Arc<rustls::ClientConfig>,
     preferred_address_types: Vec<String>,
     default_port: u16,
 }
@@ -96,11 +99,17 @@ impl KubeletClient {
             material.client_cert_pem = Some(read(&cert)?);
             material.client_key_pem = Some(read(&key)?);
         }
-        if let Some(ca) = &options.certificate_authority {
-            material.ca_pem = Some(read(ca)?);
-        }
+        let insecure_tls = transport::client_config(&material)?;
+        let tls = match &options.certificate_authority {
+            Some(ca) => {
+                material.ca_pem = Some(read(ca)?);
+                transport::client_config(&material)?
+            }
+            None => insecure_tls.clone(),
+        };
         Ok(Self {
-            tls: transport::client_config(&material)?,
+            tls,
+            insecure_tls,
             preferred_address_types: options.preferred_address_types.clone(),
             default_port: options.default_port,
         })
@@ -259,7 +268,10 @@ async fn pod_log(
         // Upstream: a pod without a node has an empty log.
         return Ok(text_stream(StatusCode::OK, full(Vec::new())));
     }
-    let backend = backend(handler, node, None, None).await?;
+    let mut backend = backend(handler, node, None, None).await?;
+    if query.flag("insecureSkipTLSVerifyBackend") {
+        backend.tls = Some(handler.kubelet.insecure_tls.clone());
+    }
     let request = Request::get(path)
         .body(
             http_body_util::Empty::new()
