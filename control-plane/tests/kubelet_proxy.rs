@@ -194,7 +194,9 @@ fn kubelet(
     if path == "/healthz" {
         return Response::new(full("kubelet ok"));
     }
-    if path.starts_with("/exec/") && request.headers().contains_key(http::header::UPGRADE) {
+    if (path.starts_with("/exec/") || path.starts_with("/attach/"))
+        && request.headers().contains_key(http::header::UPGRADE)
+    {
         let upgrade = hyper::upgrade::on(&mut request);
         tokio::spawn(async move {
             let Ok(upgraded) = upgrade.await else { return };
@@ -206,18 +208,28 @@ fn kubelet(
                 }
             }
         });
-        let protocol = request
-            .headers()
-            .get("X-Stream-Protocol-Version")
-            .cloned()
-            .unwrap_or(http::HeaderValue::from_static("none"));
-        return Response::builder()
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .cloned()
+                .unwrap_or(http::HeaderValue::from_static("none"))
+        };
+        let mut response = Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
             .header("Connection", "Upgrade")
-            .header("Upgrade", "SPDY/3.1")
-            .header("X-Stream-Protocol-Version", protocol)
-            .body(full(""))
-            .expect("101");
+            .header("Upgrade", header("Upgrade"));
+        if request.headers().contains_key("Sec-WebSocket-Protocol") {
+            response = response
+                .header("Sec-WebSocket-Protocol", header("Sec-WebSocket-Protocol"))
+                .header("Sec-WebSocket-Accept", "accepted-by-the-stand-in");
+        } else {
+            response = response.header(
+                "X-Stream-Protocol-Version",
+                header("X-Stream-Protocol-Version"),
+            );
+        }
+        return response.body(full("")).expect("101");
     }
     Response::builder()
         .status(StatusCode::NOT_FOUND)
@@ -476,6 +488,36 @@ async fn exec_upgrade_is_spliced_both_ways() {
             .expect("read");
         assert_eq!(buf, message.as_bytes());
     }
+
+    // The WebSocket form (GET), with its headers passed both ways.
+    let mut ws = raw_connection(&api).await;
+    ws.write_all(
+        b"GET /api/v1/namespaces/default/pods/p1/attach?stdout=true&stderr=true HTTP/1.1\r\n\
+          Host: 127.0.0.1\r\n\
+          Connection: Upgrade\r\n\
+          Upgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let head = read_head(&mut ws).await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    assert!(
+        head.contains("sec-websocket-protocol: v5.channel.k8s.io"),
+        "{head}"
+    );
+    assert!(
+        head.contains("sec-websocket-accept: accepted-by-the-stand-in"),
+        "{head}"
+    );
+    let seen = stand_in.last();
+    assert_eq!(
+        (seen.method.as_str(), seen.path.as_str()),
+        ("GET", "/attach/default/p1/c1?stdout=1&stderr=1")
+    );
 
     // Without an Upgrade: upstream's 400.
     let out = api

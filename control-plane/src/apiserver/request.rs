@@ -363,6 +363,14 @@ mod tests {
                 res(DeleteCollection, "", Some("a"), "configmaps", None, None),
             ),
             (Method::GET, "/api/v1/namespaces/a/pods/b/c/d", "", None),
+            // v1.33: the WebSocket form of exec is authorized as `get` (the extra `create`
+            // check came with v1.35's AuthorizePodWebsocketUpgradeCreatePermission).
+            (
+                Method::GET,
+                "/api/v1/namespaces/a/pods/b/exec",
+                "command=ls",
+                res(Get, "", Some("a"), "pods", Some("b"), Some("exec")),
+            ),
             (
                 Method::PUT,
                 "/api/v1/nodes/n1:10250/proxy/configz/x",
