@@ -10,6 +10,7 @@ pub mod transport;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use bytes::Buf;
 use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
@@ -127,7 +128,7 @@ pub fn handles(target: &Target) -> bool {
         )
 }
 
-/// Serves a request [`handles`] accepted. `path` is the request's URL path.
+/// Serves a request [`handles`] accepted (the body is streamed to the kubelet).
 pub async fn serve<B>(
     handler: &ApiHandler,
     target: &Target,
@@ -154,8 +155,6 @@ where
     };
     result.unwrap_or_else(|e| error_response(&e))
 }
-
-use bytes::Buf;
 
 /// A resolved kubelet: what to connect to and how to name it in messages.
 struct Backend {
