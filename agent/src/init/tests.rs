@@ -155,3 +155,17 @@ fn the_kubelet_configuration_loads_and_names_the_manifests() {
     let env = std::fs::read_to_string(options.layout.node_env()).expect("env");
     assert!(env.contains("--node-ip=10.1.2.3"), "{env}");
 }
+
+#[test]
+fn the_default_image_is_the_one_the_image_builder_makes() {
+    use kwk_image_builder::images;
+    assert_eq!(
+        DEFAULT_IMAGE,
+        format!(
+            "{}:{}",
+            images::CONTROL_PLANE_REPOSITORY,
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    assert_eq!(render::CONTROL_PLANE_BINARY, images::CONTROL_PLANE_BINARY);
+}
