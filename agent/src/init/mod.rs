@@ -171,23 +171,15 @@ fn pki(options: &InitOptions, report: &mut InitReport) -> Result<CertAndKey, Ini
     )?;
     report.note(paths.ca_cert(), !existed);
     let ca = kwk_pki::load_pair(&paths.ca_cert(), &paths.ca_key())?;
-    let pairs: [(&str, Box<dyn Fn() -> Result<CertAndKey, PkiError>>); 2] = [
-        (
-            "apiserver-kubelet-client",
-            Box::new(|| {
-                kwk_pki::issue_client(&ca, "kube-apiserver-kubelet-client", Some("system:masters"))
-            }),
-        ),
-        (
-            "kubelet",
-            Box::new(|| kwk_pki::issue_server(&ca, &options.node_name, &hosts)),
-        ),
-    ];
-    for (name, issue) in pairs {
+    for name in ["apiserver-kubelet-client", "kubelet"] {
         let (cert, key) = layout.pair(name);
         let written = !(cert.exists() && key.exists());
         if written {
-            let pair = issue()?;
+            let pair = if name == "kubelet" {
+                kwk_pki::issue_server(&ca, &options.node_name, &hosts)?
+            } else {
+                kwk_pki::issue_client(&ca, "kube-apiserver-kubelet-client", Some("system:masters"))?
+            };
             replace_file(&key, pair.key_pem.as_bytes(), 0o600)?;
             replace_file(&cert, pair.cert_pem.as_bytes(), 0o644)?;
         }
