@@ -95,3 +95,38 @@ pub fn build_static_pause() -> anyhow::Result<PathBuf> {
     }
     Ok(target_dir.join(triple).join("pause").join("pause"))
 }
+
+/// The images a single-node cluster needs besides the test images, written into `dir` for
+/// kwk-node to import at start-up: the control plane image (from the `kwk-control-plane`
+/// binary at `binary`, debug info stripped first) and busybox tagged `localhost/busybox:latest`
+/// for users to try a pod offline. Returns the control plane image's reference.
+pub fn write_cluster_images(binary: &Path, dir: &Path) -> anyhow::Result<String> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let stripped = dir.join(".kwk-control-plane.stripped");
+    let status = Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(binary)
+        .status()
+        .context("running strip (binutils)")?;
+    if !status.success() {
+        bail!("strip {} failed: {status}", binary.display());
+    }
+    let libraries = images::shared_libraries(&stripped)?;
+    let control_plane = kwk_image_builder::build(&images::control_plane(
+        &stripped,
+        &libraries,
+        env!("CARGO_PKG_VERSION"),
+    ))?;
+    control_plane.write_to(&dir.join("control-plane.tar"))?;
+    std::fs::remove_file(&stripped).ok();
+
+    let busybox_binary = Path::new("/bin/busybox");
+    let applets = images::busybox_applets(busybox_binary)?;
+    let mut busybox = images::busybox(busybox_binary, &applets);
+    busybox.repository = "localhost/busybox".into();
+    busybox.tag = "latest".into();
+    kwk_image_builder::build(&busybox)?.write_to(&dir.join("busybox-latest.tar"))?;
+    Ok(control_plane.reference)
+}

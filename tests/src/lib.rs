@@ -15,6 +15,7 @@
 pub mod apiserver;
 pub mod cgroups;
 pub mod cleanup;
+pub mod cluster;
 pub mod config;
 pub mod containerd;
 pub mod etcd;

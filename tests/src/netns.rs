@@ -4,7 +4,7 @@
 //! `ip_forward` all land there and vanish with it: nothing touches the machine's own network.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, bail};
@@ -39,17 +39,7 @@ impl NetNs {
     /// Runs `f` on a fresh thread that has entered this namespace; processes it spawns start
     /// there too. The calling thread's namespace is untouched.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
-        let file =
-            File::open(self.path()).with_context(|| format!("opening netns {}", self.name))?;
-        std::thread::scope(|scope| {
-            scope
-                .spawn(move || {
-                    setns(&file, CloneFlags::CLONE_NEWNET).context("entering network namespace")?;
-                    Ok(f())
-                })
-                .join()
-                .unwrap_or_else(|_| bail!("thread in netns panicked"))
-        })
+        run_in(&self.path(), f)
     }
 
     /// `ip -n <ns> <args>`, for assertions and diagnostics.
@@ -68,6 +58,21 @@ impl NetNs {
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
+}
+
+/// Runs `f` on a fresh thread that has entered the network namespace at `path` (e.g. from a
+/// task that does not hold the [`NetNs`]); the calling thread's namespace is untouched.
+pub fn run_in<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+    let file = File::open(path).with_context(|| format!("opening netns {}", path.display()))?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                setns(&file, CloneFlags::CLONE_NEWNET).context("entering network namespace")?;
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|_| bail!("thread in netns panicked"))
+    })
 }
 
 impl Drop for NetNs {

@@ -45,6 +45,8 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    #[error("listing the shared libraries of {path}: {reason}")]
+    SharedLibraries { path: PathBuf, reason: String },
     #[error("listing busybox applets with {path}: {reason}")]
     BusyboxApplets { path: PathBuf, reason: String },
 }

@@ -1,33 +1,26 @@
-//! `kwk-devnode`: brings up a kwk node on this machine, with no registry.
+//! `kwk-devnode`: brings up a single-node kwk cluster on this machine, with no registry.
 //!
-//! Builds the `pause` and busybox images offline, starts an isolated containerd in its own
-//! network namespace with the images imported, starts `kwk-node` (the binary next to this one,
-//! so run `cargo build --workspace` first) with a static pod directory holding a demo busybox
-//! web server, waits until the pod answers HTTP, prints how to reach it and how to add pods, and
-//! waits for Ctrl-C (or exits at once with `--once`), tearing everything down. Needs root.
+//! Builds the images offline (pause, busybox as `localhost/busybox:latest`, and the control
+//! plane image from the `kwk-control-plane` binary next to this one: run `cargo build
+//! --workspace` first), starts an isolated containerd in its own network namespace, runs `kwk
+//! init` with `/etc/kwk` as its config directory and `/var/lib/kwk` for the embedded store,
+//! starts `kwk-node`, which runs the apiserver, controller manager and scheduler as static pods
+//! and registers itself, and forwards `127.0.0.1:6443` on this machine to the apiserver, so
+//! `kubectl --kubeconfig /etc/kwk/admin.kubeconfig` works from here. Waits for Ctrl-C (or exits
+//! once the node is Ready with `--once`) and tears the node down; the PKI, kubeconfigs and the
+//! store stay, so the next run brings the same cluster back. Run while a cluster is up, it says
+//! so and leaves it alone. Needs root.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use kwk_tests::node::TestNode;
-use kwk_tests::{TestContainerd, wait_for};
+use kwk_tests::cluster::{APISERVER_PORT, ClusterBinaries, ClusterDirs, NODE_NAME, TestCluster};
+use kwk_tests::wait_for;
 
-const DEMO: &str = r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: hello
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: web
-    image: localhost/kwk/busybox:1
-    command: ["/bin/sh", "-c", "mkdir -p /www && echo 'hello from kwk' > /www/index.html && exec httpd -f -p 80 -h /www"]
-    ports:
-    - containerPort: 80
-    resources:
-      limits: {cpu: 100m, memory: 32Mi}
-"#;
+const CONFIG_DIR: &str = "/etc/kwk";
+const DATA_DIR: &str = "/var/lib/kwk";
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
@@ -38,70 +31,115 @@ async fn main() -> anyhow::Result<()> {
     };
     anyhow::ensure!(
         nix::unistd::geteuid().is_root(),
-        "kwk-devnode needs root (containerd, netns, cgroups)"
+        "kwk-devnode needs root (containerd, netns, cgroups, /etc/kwk)"
     );
-    let binary = std::env::current_exe()?
+    let admin = Path::new(CONFIG_DIR).join("admin.kubeconfig");
+    let local = SocketAddr::from((Ipv4Addr::LOCALHOST, APISERVER_PORT));
+    let listener = match tokio::net::TcpListener::bind(local).await {
+        Ok(listener) => listener,
+        Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {
+            if cluster_answers(&admin) {
+                println!("the cluster is already up:");
+                print_usage(&admin);
+                return Ok(());
+            }
+            anyhow::bail!("{local} is taken by something that is not a kwk cluster: {err}");
+        }
+        Err(err) => return Err(err).with_context(|| format!("listening on {local}")),
+    };
+
+    let dir = std::env::current_exe()?
         .parent()
         .context("locating the build directory")?
-        .join("kwk-node");
-    anyhow::ensure!(
-        binary.exists(),
-        "{} not found: run `cargo build --workspace` first",
-        binary.display()
-    );
-
-    println!("building images and starting containerd…");
-    let containerd = TestContainerd::start().await?;
+        .to_path_buf();
+    let binaries = ClusterBinaries::next_to(&dir.join("kwk-node"), &dir.join("kwk"))
+        .context("run `cargo build --workspace` first")?;
     println!(
-        "containerd up: socket {}, netns {}",
-        containerd.socket().display(),
-        containerd.netns().name()
+        "building images, starting containerd, kwk init into {CONFIG_DIR}, starting kwk-node…"
     );
-    let node = TestNode::start(&containerd, &binary).await?;
-    node.write_manifest("hello.yaml", DEMO)?;
-    let name = format!("hello-{}", node.node_name);
-    let pod = node
-        .wait_pod(&name, Duration::from_secs(60), "the demo pod to run", |p| {
-            p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string()
-        })
-        .await?;
-    let ip = pod["status"]["podIP"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let addr: SocketAddr = format!("{ip}:80").parse().context("pod IP")?;
-    let mut body = String::new();
-    wait_for(Duration::from_secs(10), "the pod to answer HTTP", || {
-        if let Ok(Ok(response)) = containerd.netns().run(|| kwk_tests::http::get(addr, "/")) {
-            body = response;
-        }
-        std::future::ready(body.contains("hello from kwk"))
-    })
+    let cluster = TestCluster::start_in(
+        binaries,
+        ClusterDirs {
+            config_dir: Some(PathBuf::from(CONFIG_DIR)),
+            data_dir: Some(PathBuf::from(DATA_DIR)),
+        },
+    )
     .await?;
-    println!(
-        "static pod {name} at {ip} answers: {}",
-        body.lines().last().unwrap_or_default()
-    );
-    println!(
-        "try:  ip netns exec {} busybox wget -qO- http://{ip}/",
-        containerd.netns().name()
-    );
-    println!(
-        "      {} pods --local-api-socket {}",
-        binary.display(),
-        node.socket().display()
-    );
-    println!(
-        "      add pods by writing manifests into {}",
-        node.manifests().display()
-    );
-    println!("      kwk-node log: {}", node.log_file().display());
+    let relay = tokio::spawn(forward(listener, cluster.containerd().netns().path()));
+    println!("apiserver up; waiting for node {NODE_NAME} to be Ready…");
+    wait_for(Duration::from_secs(120), "the node to be Ready", || {
+        let ready = cluster
+            .kubectl(&[
+                "get",
+                "node",
+                NODE_NAME,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ])
+            .is_ok_and(|s| s.trim() == "True");
+        std::future::ready(ready)
+    })
+    .await
+    .with_context(|| cluster.log_tail())?;
+    println!("node {NODE_NAME} is Ready.");
+    print_usage(&admin);
+    println!("      kwk-node log: {}", cluster.log_file().display());
 
     if !once {
-        println!("running; Ctrl-C to stop and clean up");
+        println!("running; Ctrl-C to stop (PKI, kubeconfigs and the store stay for the next run)");
         tokio::signal::ctrl_c().await?;
     }
     println!("tearing down");
-    drop(node);
+    relay.abort();
+    drop(cluster);
     Ok(())
+}
+
+fn print_usage(admin: &Path) {
+    let kubectl = format!("kubectl --kubeconfig {}", admin.display());
+    println!("try:  {kubectl} get nodes");
+    println!("      {kubectl} get pods -A");
+    println!(
+        "      {kubectl} run hello --image=localhost/busybox:latest -- sh -c 'echo hello from kwk; sleep 3600'"
+    );
+    println!("      {kubectl} logs hello");
+}
+
+/// Whether an apiserver answers `/readyz` with the admin kubeconfig.
+fn cluster_answers(admin: &Path) -> bool {
+    std::process::Command::new(kwk_tests::cluster::kubectl_path())
+        .arg("--kubeconfig")
+        .arg(admin)
+        .args(["get", "--raw", "/readyz", "--request-timeout=5s"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Forwards each connection to `listener` to the apiserver inside the network namespace at
+/// `netns` (the socket is made there, then used from here).
+async fn forward(listener: tokio::net::TcpListener, netns: PathBuf) {
+    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, APISERVER_PORT));
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else {
+            continue;
+        };
+        let netns = netns.clone();
+        tokio::spawn(async move {
+            let connect = tokio::task::spawn_blocking(move || connect_in(&netns, target)).await;
+            match connect {
+                Ok(Ok(mut outbound)) => {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+                Ok(Err(err)) => eprintln!("forwarding to the apiserver: {err:#}"),
+                Err(err) => eprintln!("forwarding to the apiserver: {err}"),
+            }
+        });
+    }
+}
+
+/// Connects to `target` from inside the network namespace at `netns`.
+fn connect_in(netns: &Path, target: SocketAddr) -> anyhow::Result<tokio::net::TcpStream> {
+    let stream = kwk_tests::netns::run_in(netns, || std::net::TcpStream::connect(target))??;
+    stream.set_nonblocking(true)?;
+    Ok(tokio::net::TcpStream::from_std(stream)?)
 }

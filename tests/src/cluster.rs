@@ -1,0 +1,344 @@
+//! [`TestCluster`]: a single-node cluster brought up the way a server is: `kwk init` writes the
+//! PKI, kubeconfigs, control plane static pod manifests and kwk-node's configuration, then
+//! kwk-node (with the flags `kwk init` wrote into `kwk-node.env`) imports the control plane
+//! image, runs the apiserver, controller manager and scheduler as static pods and joins the
+//! cluster it started.
+//!
+//! Everything lives in a [`TestContainerd`]'s directory and network namespace: kwk-node runs in
+//! the namespace (the host-network control plane pods share it), the node's address is a
+//! dummy interface's, and [`TestCluster::kubectl`] runs kubectl there with the admin
+//! kubeconfig. Dropping the cluster kills kwk-node and tears containerd and its pods down.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use crate::containerd::{TestContainerd, wait_for};
+
+/// The node's name in every test cluster.
+pub const NODE_NAME: &str = "kwkt-node";
+/// The node's address: a dummy interface in the cluster's network namespace.
+pub const NODE_IP: &str = "172.30.255.1";
+/// The apiserver's port (`kwk init`'s default).
+pub const APISERVER_PORT: u16 = 6443;
+
+/// The executables a cluster is made of.
+#[derive(Debug, Clone)]
+pub struct ClusterBinaries {
+    pub kwk_node: PathBuf,
+    pub kwk: PathBuf,
+    pub control_plane: PathBuf,
+}
+
+impl ClusterBinaries {
+    /// `kwk-node` and `kwk` as given, `kwk-control-plane` from the same build directory (`cargo
+    /// build --workspace` and `cargo test --workspace` build it).
+    pub fn next_to(kwk_node: &Path, kwk: &Path) -> anyhow::Result<Self> {
+        let control_plane = kwk_node
+            .parent()
+            .context("the kwk-node binary has no directory")?
+            .join("kwk-control-plane");
+        if !control_plane.exists() {
+            bail!(
+                "{} is missing: run `cargo build -p kwk-control-plane` first",
+                control_plane.display()
+            );
+        }
+        Ok(Self {
+            kwk_node: kwk_node.to_owned(),
+            kwk: kwk.to_owned(),
+            control_plane,
+        })
+    }
+}
+
+/// Where `kwk init` writes: by default inside the test's directory (gone with it).
+#[derive(Debug, Clone, Default)]
+pub struct ClusterDirs {
+    /// `kwk init --config-dir` (e.g. `/etc/kwk` for the dev cluster).
+    pub config_dir: Option<PathBuf>,
+    /// `kwk init --data-dir` (the embedded store lives in `db/`).
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A running single-node cluster.
+#[derive(Debug)]
+pub struct TestCluster {
+    // Field order is drop order: kwk-node goes before containerd.
+    node: Option<Child>,
+    containerd: TestContainerd,
+    binaries: ClusterBinaries,
+    dir: PathBuf,
+    config_dir: PathBuf,
+    data_dir: PathBuf,
+    node_ip: IpAddr,
+}
+
+impl TestCluster {
+    /// Brings the cluster up in the test's directory and waits until the apiserver answers
+    /// `/readyz`.
+    pub async fn start(binaries: ClusterBinaries) -> anyhow::Result<Self> {
+        Self::start_in(binaries, ClusterDirs::default()).await
+    }
+
+    /// As [`Self::start`], with `kwk init`'s directories where `dirs` says.
+    pub async fn start_in(binaries: ClusterBinaries, dirs: ClusterDirs) -> anyhow::Result<Self> {
+        let containerd = TestContainerd::start().await?;
+        let dir = containerd.layout().dir.join("cluster");
+        for sub in ["root", "pod-logs", "images"] {
+            std::fs::create_dir_all(dir.join(sub))
+                .with_context(|| format!("creating {}", dir.join(sub).display()))?;
+        }
+        let netns = containerd.netns();
+        netns.ip(&["link", "add", "kwk0", "type", "dummy"])?;
+        netns.ip(&["addr", "add", &format!("{NODE_IP}/32"), "dev", "kwk0"])?;
+        netns.ip(&["link", "set", "kwk0", "up"])?;
+        let image =
+            crate::images::write_cluster_images(&binaries.control_plane, &dir.join("images"))?;
+
+        let mut cluster = Self {
+            node: None,
+            containerd,
+            binaries,
+            config_dir: dirs.config_dir.unwrap_or_else(|| dir.join("etc")),
+            data_dir: dirs.data_dir.unwrap_or_else(|| dir.join("var")),
+            dir,
+            node_ip: NODE_IP.parse().context("node IP")?,
+        };
+        cluster.init(&image)?;
+        cluster.start_node()?;
+        cluster.wait_apiserver(Duration::from_secs(120)).await?;
+        Ok(cluster)
+    }
+
+    /// `kwk init` into the cluster's directory, plus a drop-in pointing kwk-node at the test
+    /// containerd.
+    fn init(&self, image: &str) -> anyhow::Result<()> {
+        let output = Command::new(&self.binaries.kwk)
+            .arg("init")
+            .arg("--config-dir")
+            .arg(self.config_dir())
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--node-name", NODE_NAME, "--advertise-address", NODE_IP])
+            .args([
+                "--admin-server",
+                &format!("https://127.0.0.1:{APISERVER_PORT}"),
+            ])
+            .args(["--image", image])
+            .output()
+            .with_context(|| format!("running {}", self.binaries.kwk.display()))?;
+        if !output.status.success() {
+            bail!(
+                "kwk init failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let drop_ins = self.config_dir().join("kubelet.yaml.d");
+        std::fs::create_dir_all(&drop_ins)?;
+        std::fs::write(
+            drop_ins.join("50-test.yaml"),
+            format!(
+                "apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+fileCheckFrequency: 5s
+syncFrequency: 10s
+containerRuntimeEndpoint: unix://{socket}
+cgroupRoot: {cgroup_root}
+podLogsDir: {logs}
+resolvConf: \"\"
+",
+                socket = self.containerd.socket().display(),
+                cgroup_root = self.containerd.cgroup_root(),
+                logs = self.dir.join("pod-logs").display(),
+            ),
+        )
+        .context("writing the test drop-in")?;
+        Ok(())
+    }
+
+    /// kwk-node's flags from `kwk-node.env` (as the systemd unit passes them), plus the test's
+    /// own state directory, socket and image directory.
+    fn node_args(&self) -> anyhow::Result<Vec<String>> {
+        let env_file = self.config_dir().join("kwk-node.env");
+        let text = std::fs::read_to_string(&env_file)
+            .with_context(|| format!("reading {}", env_file.display()))?;
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("KWK_NODE_ARGS="))
+            .context("kwk-node.env has no KWK_NODE_ARGS")?;
+        let mut args: Vec<String> = line
+            .trim_matches('"')
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        for (flag, value) in [
+            ("--root-dir", self.dir.join("root")),
+            ("--local-api-socket", self.dir.join("node.sock")),
+            ("--image-dir", self.dir.join("images")),
+        ] {
+            args.push(format!("{flag}={}", value.display()));
+        }
+        Ok(args)
+    }
+
+    /// Starts kwk-node in the cluster's network namespace (again, after [`Self::kill_node`]).
+    pub fn start_node(&mut self) -> anyhow::Result<()> {
+        let args = self.node_args()?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_file())
+            .context("opening the kwk-node log")?;
+        let binary = &self.binaries.kwk_node;
+        let child = self.containerd.netns().run(|| {
+            Command::new(binary)
+                .args(&args)
+                .env("RUST_LOG", "info,kwk_agent=debug")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+        })?;
+        self.node = Some(child.with_context(|| format!("starting {}", binary.display()))?);
+        Ok(())
+    }
+
+    /// SIGKILLs kwk-node (pods keep running) and reaps it.
+    pub fn kill_node(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.node.take() {
+            child.kill().ok();
+            child.wait().context("reaping kwk-node")?;
+        }
+        Ok(())
+    }
+
+    /// Waits until `kubectl get --raw /readyz` answers `ok`.
+    pub async fn wait_apiserver(&mut self, within: Duration) -> anyhow::Result<()> {
+        let result = wait_for(within, "the apiserver static pod to answer /readyz", || {
+            let ready = self
+                .kubectl(&["get", "--raw", "/readyz"])
+                .is_ok_and(|out| out.trim() == "ok");
+            std::future::ready(ready)
+        })
+        .await;
+        if let Some(status) = self.node.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            bail!("kwk-node exited with {status}:\n{}", self.log_tail());
+        }
+        result.with_context(|| self.log_tail())
+    }
+
+    /// Runs kubectl with the admin kubeconfig in the cluster's network namespace; its stdout,
+    /// or an error with its stderr.
+    pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = self.kubectl_output(args, None)?;
+        if !output.status.success() {
+            bail!(
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Runs kubectl as [`Self::kubectl`] with `stdin` piped in; the raw output, whatever the
+    /// exit status.
+    pub fn kubectl_output(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
+        let kubeconfig = self.admin_kubeconfig();
+        self.containerd.netns().run(|| -> anyhow::Result<Output> {
+            let mut child = Command::new(kubectl_path())
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(args)
+                .stdin(if stdin.is_some() {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("starting kubectl")?;
+            if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+                use std::io::Write as _;
+                pipe.write_all(input.as_bytes())?;
+            }
+            Ok(child.wait_with_output()?)
+        })?
+    }
+
+    /// SIGKILLs the processes whose command line has every one of `needles` (e.g. the
+    /// apiserver: `["apiserver", <this cluster's pki dir>]`); returns their PIDs.
+    pub fn kill_processes(&self, needles: &[&str]) -> anyhow::Result<Vec<i32>> {
+        let mut killed = Vec::new();
+        for entry in std::fs::read_dir("/proc").context("listing /proc")? {
+            let Ok(entry) = entry else { continue };
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+            if needles.iter().all(|n| cmdline.contains(n)) {
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                )
+                .with_context(|| format!("killing {pid}"))?;
+                killed.push(pid);
+            }
+        }
+        Ok(killed)
+    }
+
+    pub fn containerd(&self) -> &TestContainerd {
+        &self.containerd
+    }
+    pub fn node_ip(&self) -> IpAddr {
+        self.node_ip
+    }
+    /// `kwk init`'s `--config-dir`.
+    pub fn config_dir(&self) -> PathBuf {
+        self.config_dir.clone()
+    }
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.config_dir().join("admin.kubeconfig")
+    }
+    pub fn manifests(&self) -> PathBuf {
+        self.config_dir().join("manifests")
+    }
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.join("kwk-node.log")
+    }
+
+    /// The tail of kwk-node's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+        format!("--- kwk-node log (tail) ---\n{tail}")
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        let _ = self.kill_node();
+    }
+}
+
+/// The kubectl binary: `$KUBECTL`, else `.ci/bin/kubectl` of this checkout.
+pub fn kubectl_path() -> PathBuf {
+    std::env::var_os("KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::images::workspace_root().join(".ci/bin/kubectl"))
+}
