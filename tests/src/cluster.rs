@@ -5,8 +5,8 @@
 //! cluster it started.
 //!
 //! Everything lives in a [`TestContainerd`]'s directory and network namespace: kwk-node runs in
-//! the namespace (the host-network control plane pods share it), the node's address is a
-//! dummy interface's, and [`TestCluster::kubectl`] runs kubectl there with the admin
+//! the namespace (the host-network control plane pods share it), the node's address is on
+//! the namespace's loopback, and [`TestCluster::kubectl`] runs kubectl there with the admin
 //! kubeconfig. Dropping the cluster kills kwk-node and tears containerd and its pods down.
 
 use std::net::IpAddr;
@@ -20,7 +20,7 @@ use crate::containerd::{TestContainerd, wait_for};
 
 /// The node's name in every test cluster.
 pub const NODE_NAME: &str = "kwkt-node";
-/// The node's address: a dummy interface in the cluster's network namespace.
+/// The node's address, on the loopback of the cluster's network namespace.
 pub const NODE_IP: &str = "172.30.255.1";
 /// The apiserver's port (`kwk init`'s default).
 pub const APISERVER_PORT: u16 = 6443;
@@ -93,9 +93,9 @@ impl TestCluster {
                 .with_context(|| format!("creating {}", dir.join(sub).display()))?;
         }
         let netns = containerd.netns();
-        netns.ip(&["link", "add", "kwk0", "type", "dummy"])?;
-        netns.ip(&["addr", "add", &format!("{NODE_IP}/32"), "dev", "kwk0"])?;
-        netns.ip(&["link", "set", "kwk0", "up"])?;
+        // On loopback: this kernel has no dummy links, and nothing outside the namespace
+        // needs to reach the node.
+        netns.ip(&["addr", "add", &format!("{NODE_IP}/32"), "dev", "lo"])?;
         let image =
             crate::images::write_cluster_images(&binaries.control_plane, &dir.join("images"))?;
 
