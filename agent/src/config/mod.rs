@@ -38,6 +38,9 @@ pub use allocatable::{MachineResources, NodeResources, allocatable, capacity};
 pub use duration::{DurationError, GoDuration, parse_go_duration};
 pub use error::{ConfigError, FieldError};
 pub use load::{MAX_FILE_BYTES, drop_in_dir, load, parse_document};
+/// JSON merge patch (RFC 7386), also how the apiserver applies `application/merge-patch+json`.
+#[cfg(test)]
+pub(crate) use merge::merge_patch;
 
 /// The `apiVersion` every file must carry.
 pub const API_VERSION: &str = "kubelet.config.k8s.io/v1beta1";
