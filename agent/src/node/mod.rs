@@ -161,11 +161,15 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
             root_dir: options.root_dir.clone(),
             node_ip: options.node_ip,
             config: config.clone(),
+            eviction_hard: crate::node_status::EvictionHard::default(),
         };
+        // The receiver is for pod networking (not wired yet).
+        let (pod_cidr, _pod_cidr) = crate::node_status::pod_cidr_channel();
         tasks.spawn(crate::node_status::run(
             client,
             node,
             cri.clone(),
+            pod_cidr,
             cancel.clone(),
         ));
     }

@@ -14,6 +14,7 @@
 pub mod lease;
 pub mod machine;
 pub mod plan;
+pub mod pressure;
 pub mod runtime;
 #[cfg(test)]
 mod tests;
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::KubeletConfig;
 use machine::MachineFacts;
 use plan::PlanInputs;
+pub use pressure::EvictionHard;
 pub use runtime::{RuntimeFacts, RuntimeSource};
 
 /// What the Node upkeep needs to know about this node.
@@ -42,6 +44,8 @@ pub struct NodeStatusOptions {
     /// `--node-ip`; default: the default route's source address.
     pub node_ip: Option<IpAddr>,
     pub config: KubeletConfig,
+    /// The hard eviction thresholds (upstream's defaults until `evictionHard` is read).
+    pub eviction_hard: EvictionHard,
 }
 
 /// Why no apiserver client could be built.
@@ -70,11 +74,22 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, Kubecon
     kube::Client::try_from(config).map_err(|e| error(Box::new(e)))
 }
 
-/// Registers the Node, keeps its status posted and its Lease renewed, until `cancel`.
+/// The Node's `spec.podCIDR` as last read from the apiserver, for whoever sets up pod
+/// networking: `None` until the Node has one.
+pub type PodCidr = tokio::sync::watch::Receiver<Option<String>>;
+
+/// A sender for [`run`] and the [`PodCidr`] receiver that follows it.
+pub fn pod_cidr_channel() -> (tokio::sync::watch::Sender<Option<String>>, PodCidr) {
+    tokio::sync::watch::channel(None)
+}
+
+/// Registers the Node, keeps its status posted and its Lease renewed, and publishes its
+/// `spec.podCIDR` on `pod_cidr`, until `cancel`.
 pub async fn run<R: RuntimeSource>(
     client: kube::Client,
     options: NodeStatusOptions,
     runtime: R,
+    pod_cidr: tokio::sync::watch::Sender<Option<String>>,
     cancel: CancellationToken,
 ) {
     let lease = tokio::spawn(lease::renew_loop(
@@ -83,39 +98,47 @@ pub async fn run<R: RuntimeSource>(
         options.config.node_lease_duration_seconds,
         cancel.clone(),
     ));
-    status_loop(&client, &options, &runtime, &cancel).await;
+    status_loop(&client, &options, &runtime, &pod_cidr, &cancel).await;
     if let Err(err) = lease.await {
         tracing::warn!(%err, "node lease task ended abnormally");
     }
 }
 
 /// Registration (with backoff, as upstream: 100ms doubling to 7s), then a status check every
-/// `nodeStatusUpdateFrequency`.
+/// `nodeStatusUpdateFrequency` (failures retried sooner, with backoff up to that period).
 async fn status_loop<R: RuntimeSource>(
     client: &kube::Client,
     options: &NodeStatusOptions,
     runtime: &R,
+    pod_cidr: &tokio::sync::watch::Sender<Option<String>>,
     cancel: &CancellationToken,
 ) {
     let nodes: Api<Node> = Api::all(client.clone());
     let mut registered = !options.config.register_node;
     let mut last_report: Option<Timestamp> = None;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(7));
+    let mut status_backoff = Backoff::new(
+        Duration::from_millis(200),
+        options.config.node_status_update_frequency,
+    );
     loop {
         let machine = machine::read(&options.root_dir, options.node_ip);
         let facts = runtime.facts().await;
         let wait = if registered {
-            match update_status(&nodes, options, &machine, &facts, last_report).await {
-                Ok(Some(reported)) => {
-                    last_report = Some(reported);
-                    tracing::debug!(node = %options.node_name, "node status posted");
+            match update_status(&nodes, options, &machine, &facts, last_report, pod_cidr).await {
+                Ok(reported) => {
+                    if let Some(reported) = reported {
+                        last_report = Some(reported);
+                        tracing::debug!(node = %options.node_name, "node status posted");
+                    }
+                    status_backoff.reset();
+                    options.config.node_status_update_frequency
                 }
-                Ok(None) => {}
                 Err(err) => {
                     tracing::warn!(node = %options.node_name, %err, "error updating node status; will retry");
+                    status_backoff.next_delay()
                 }
             }
-            options.config.node_status_update_frequency
         } else {
             match register(&nodes, options, &machine, &facts).await {
                 Ok(()) => {
@@ -150,6 +173,7 @@ async fn register(
         machine,
         config: &options.config,
         runtime: facts,
+        eviction_hard: &options.eviction_hard,
         now: Timestamp::now(),
     };
     let initial = plan::initial_node(&inputs);
@@ -179,14 +203,25 @@ async fn update_status(
     machine: &MachineFacts,
     facts: &RuntimeFacts,
     last_report: Option<Timestamp>,
+    pod_cidr: &tokio::sync::watch::Sender<Option<String>>,
 ) -> Result<Option<Timestamp>, kube::Error> {
     let existing = nodes.get(&options.node_name).await?;
+    let cidr = existing.spec.as_ref().and_then(|s| s.pod_cidr.clone());
+    pod_cidr.send_if_modified(|current| {
+        let changed = *current != cidr;
+        if changed {
+            tracing::info!(node = %options.node_name, pod_cidr = ?cidr, "node podCIDR");
+            current.clone_from(&cidr);
+        }
+        changed
+    });
     let now = Timestamp::now();
     let inputs = PlanInputs {
         node_name: &options.node_name,
         machine,
         config: &options.config,
         runtime: facts,
+        eviction_hard: &options.eviction_hard,
         now,
     };
     let Some(patch) = plan::status_patch(&inputs, &existing, last_report) else {

@@ -21,6 +21,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
 use super::machine::{MachineFacts, os_and_arch};
+use super::pressure::{self, EvictionHard};
 use super::runtime::{RuntimeFacts, RuntimeImage, readiness_errors};
 use crate::config::{self, KubeletConfig};
 
@@ -45,6 +46,8 @@ pub struct PlanInputs<'a> {
     pub machine: &'a MachineFacts,
     pub config: &'a KubeletConfig,
     pub runtime: &'a RuntimeFacts,
+    /// The hard eviction thresholds: pressure conditions and allocatable.
+    pub eviction_hard: &'a EvictionHard,
     pub now: Timestamp,
 }
 
@@ -208,37 +211,59 @@ pub fn desired_status(inputs: &PlanInputs<'_>, existing: Option<&NodeStatus>) ->
     }
     let mut conditions = status.conditions.take().unwrap_or_default();
     let time = Time(inputs.now);
-    for (type_, reason, message) in [
+    let pressures = pressure::pressures(
+        &inputs.machine.pressure,
+        inputs.eviction_hard,
+        config::capacity(&inputs.machine.resources, inputs.config).memory_bytes,
+        inputs.machine.ephemeral_storage_bytes,
+    );
+    for (type_, pressured, when_true, when_false) in [
         (
             "MemoryPressure",
-            "KubeletHasSufficientMemory",
-            "kubelet has sufficient memory available",
+            pressures.memory,
+            (
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+            ),
+            (
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            ),
         ),
         (
             "DiskPressure",
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure",
+            pressures.disk,
+            ("KubeletHasDiskPressure", "kubelet has disk pressure"),
+            ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
         ),
         (
             "PIDPressure",
-            "KubeletHasSufficientPID",
-            "kubelet has sufficient PID available",
+            pressures.pid,
+            (
+                "KubeletHasInsufficientPID",
+                "kubelet has insufficient PID available",
+            ),
+            (
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+            ),
         ),
     ] {
-        set_pressure_false(&mut conditions, type_, reason, message, &time);
+        let (reason, message) = if pressured { when_true } else { when_false };
+        set_pressure(&mut conditions, type_, pressured, (reason, message), &time);
     }
     set_ready(&mut conditions, inputs, &time);
     status.conditions = Some(conditions);
     status
 }
 
-/// A pressure condition with no pressure (kwk has no eviction manager yet): set to False with
-/// upstream's reason and message when it is not False already.
-fn set_pressure_false(
+/// A pressure condition: its status, and upstream's reason and message, set when the status
+/// changes (then with a new `lastTransitionTime`); the heartbeat time always.
+fn set_pressure(
     conditions: &mut Vec<NodeCondition>,
     type_: &str,
-    reason: &str,
-    message: &str,
+    pressured: bool,
+    (reason, message): (&str, &str),
     now: &Time,
 ) {
     let index = match conditions.iter().position(|c| c.type_ == type_) {
@@ -252,10 +277,11 @@ fn set_pressure_false(
             conditions.len() - 1
         }
     };
+    let status = if pressured { "True" } else { "False" };
     let condition = &mut conditions[index];
     condition.last_heartbeat_time = Some(now.clone());
-    if condition.status != "False" {
-        condition.status = "False".to_string();
+    if condition.status != status {
+        condition.status = status.to_string();
         condition.reason = Some(reason.to_string());
         condition.message = Some(message.to_string());
         condition.last_transition_time = Some(now.clone());
@@ -294,8 +320,8 @@ fn set_ready(conditions: &mut Vec<NodeCondition>, inputs: &PlanInputs<'_>, now: 
     }
 }
 
-/// Capacity and allocatable: CPU, memory, pods through `config::allocatable`, ephemeral
-/// storage less its reservations, huge pages (taken out of allocatable memory, as upstream);
+/// Capacity and allocatable: CPU, memory, pods through `config::allocatable`, memory and
+/// ephemeral storage also less their hard eviction thresholds, huge pages (taken out of allocatable memory, as upstream);
 /// keys kwk-node does not own are kept, huge page sizes no longer present are dropped.
 fn resources(
     inputs: &PlanInputs<'_>,
@@ -323,10 +349,17 @@ fn resources(
     capacity.insert("memory".into(), q(binary_quantity(cap.memory_bytes)));
     capacity.insert("pods".into(), q(cap.pods.to_string()));
     allocatable.insert("cpu".into(), q(cpu_quantity(alloc.cpu_millis)));
+    let memory_eviction = inputs
+        .eviction_hard
+        .memory_available
+        .map_or(0, |t| t.amount(cap.memory_bytes));
     allocatable.insert(
         "memory".into(),
         q(binary_quantity(
-            alloc.memory_bytes.saturating_sub(hugepages_total),
+            alloc
+                .memory_bytes
+                .saturating_sub(hugepages_total)
+                .saturating_sub(memory_eviction),
         )),
     );
     allocatable.insert("pods".into(), q(alloc.pods.to_string()));
@@ -335,7 +368,13 @@ fn resources(
             .iter()
             .filter_map(|r| r.get(&config::ReservedResource::EphemeralStorage))
             .map(|q| u64::try_from(q.value()).unwrap_or(0))
-            .fold(0u64, u64::saturating_add);
+            .fold(0u64, u64::saturating_add)
+            .saturating_add(
+                inputs
+                    .eviction_hard
+                    .nodefs_available
+                    .map_or(0, |t| t.amount(storage)),
+            );
         capacity.insert("ephemeral-storage".into(), q(binary_quantity(storage)));
         allocatable.insert(
             "ephemeral-storage".into(),

@@ -11,10 +11,16 @@ use serde_json::{Value, json};
 
 use super::machine::MachineFacts;
 use super::plan::{self, PlanInputs};
+use super::pressure::{EvictionHard, PressureFacts, Threshold};
 use super::runtime::{NETWORK_READY, RUNTIME_READY, RuntimeCondition, RuntimeFacts, RuntimeImage};
 use crate::config::{KubeletConfig, MachineResources, NodeTaint, ReservedResource, TaintEffect};
 
 const GI: u64 = 1 << 30;
+const EVICTION_HARD: EvictionHard = EvictionHard {
+    memory_available: Some(Threshold::Bytes(100 << 20)),
+    nodefs_available: Some(Threshold::Fraction(0.1)),
+    pid_available: None,
+};
 
 fn at(seconds: i64) -> Timestamp {
     Timestamp::from_second(seconds).unwrap()
@@ -34,6 +40,12 @@ fn machine() -> MachineFacts {
         system_uuid: "s-uuid".into(),
         boot_id: "b-id".into(),
         internal_ip: Some("10.0.0.5".parse().unwrap()),
+        pressure: PressureFacts {
+            memory_available_bytes: Some(4 * GI),
+            nodefs_available_bytes: Some(50 * GI),
+            pid_limit: Some(4_194_304),
+            pids_running: Some(300),
+        },
     }
 }
 
@@ -117,6 +129,7 @@ fn inputs<'a>(
         machine,
         config,
         runtime,
+        eviction_hard: &EVICTION_HARD,
         now,
     }
 }
@@ -169,9 +182,9 @@ fn registers_with_labels_taints_resources_and_info() {
     );
     assert_eq!(
         status["allocatable"],
-        json!({"cpu": "3900m", "memory": "7164Mi", "pods": "110", "ephemeral-storage": "90Gi",
+        json!({"cpu": "3900m", "memory": "7064Mi", "pods": "110", "ephemeral-storage": "80Gi",
                "hugepages-2Mi": "4Mi", "hugepages-1Gi": "0"}),
-        "allocatable memory is less the reservation and the huge pages"
+        "allocatable: less the reservations, the huge pages and the hard eviction thresholds"
     );
     assert_eq!(
         status["daemonEndpoints"],
@@ -507,4 +520,85 @@ fn backoff_doubles_to_its_cap_and_resets() {
     assert_eq!(delays, [100, 200, 350, 350]);
     backoff.reset();
     assert_eq!(backoff.next_delay(), Duration::from_millis(100));
+}
+
+#[test]
+fn pressure_conditions_follow_the_eviction_signals() {
+    let config = config();
+    let runtime = ready_runtime();
+    let calm = machine();
+    let registered = plan::initial_node(&inputs(&calm, &config, &runtime, at(1000)));
+    let c = conditions(&registered);
+    for (type_, reason) in [
+        ("MemoryPressure", "KubeletHasSufficientMemory"),
+        ("DiskPressure", "KubeletHasNoDiskPressure"),
+        ("PIDPressure", "KubeletHasSufficientPID"),
+    ] {
+        assert_eq!(c[type_].status, "False", "{type_}");
+        assert_eq!(c[type_].reason.as_deref(), Some(reason), "{type_}");
+    }
+
+    let mut squeezed = machine();
+    squeezed.pressure.memory_available_bytes = Some(50 << 20);
+    squeezed.pressure.nodefs_available_bytes = Some(5 * GI);
+    let patch = plan::status_patch(
+        &inputs(&squeezed, &config, &runtime, at(1010)),
+        &registered,
+        Some(at(1000)),
+    )
+    .expect("a changed status is posted at once");
+    let pressed = patched(&registered, &patch);
+    let c = conditions(&pressed);
+    let expected = [
+        (
+            "MemoryPressure",
+            "True",
+            "KubeletHasInsufficientMemory",
+            "kubelet has insufficient memory available",
+            1010,
+        ),
+        (
+            "DiskPressure",
+            "True",
+            "KubeletHasDiskPressure",
+            "kubelet has disk pressure",
+            1010,
+        ),
+        (
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available",
+            1000,
+        ),
+    ];
+    for (type_, status, reason, message, transition) in expected {
+        assert_eq!(c[type_].status, status, "{type_}");
+        assert_eq!(c[type_].reason.as_deref(), Some(reason), "{type_}");
+        assert_eq!(c[type_].message.as_deref(), Some(message), "{type_}");
+        assert_eq!(
+            c[type_].last_transition_time,
+            Some(Time(at(transition))),
+            "{type_}"
+        );
+        assert_eq!(c[type_].last_heartbeat_time, Some(Time(at(1010))));
+    }
+    assert_eq!(
+        c["Ready"].status, "True",
+        "pressure does not make the node NotReady"
+    );
+
+    let patch = plan::status_patch(
+        &inputs(&calm, &config, &runtime, at(1020)),
+        &pressed,
+        Some(at(1010)),
+    )
+    .expect("relief is posted at once");
+    let c = conditions(&patched(&pressed, &patch));
+    assert_eq!(c["MemoryPressure"].status, "False");
+    assert_eq!(
+        c["MemoryPressure"].last_transition_time,
+        Some(Time(at(1020)))
+    );
+    assert_eq!(c["DiskPressure"].status, "False");
 }
