@@ -179,7 +179,7 @@ async fn node_registers_heartbeats_and_survives_an_apiserver_restart() -> anyhow
     let storage = kwk_agent::quantity::parse(&quantity(&node, "capacity", "ephemeral-storage"))?;
     assert_eq!(
         u64::try_from(storage.value())?,
-        u64::from(fs.blocks()) * fs.fragment_size()
+        fs.blocks() * fs.fragment_size()
     );
     assert_eq!(quantity(&node, "capacity", "pods"), "110");
     assert!(

@@ -71,7 +71,7 @@ pub(crate) fn os_image(os_release: &str) -> String {
 /// The total size of the filesystem holding `dir`.
 fn filesystem_bytes(dir: &Path) -> Option<u64> {
     let stat = nix::sys::statvfs::statvfs(dir).ok()?;
-    u64::from(stat.blocks()).checked_mul(stat.fragment_size())
+    stat.blocks().checked_mul(stat.fragment_size())
 }
 
 /// Huge pages per size from `/sys/kernel/mm/hugepages/hugepages-<n>kB/nr_hugepages`.

@@ -437,7 +437,7 @@ fn node_info(inputs: &PlanInputs<'_>, existing: Option<&NodeSystemInfo>) -> Node
 /// `max` of them (-1: all).
 fn node_images(images: &[RuntimeImage], max: i32) -> Vec<ContainerImage> {
     let mut sorted: Vec<&RuntimeImage> = images.iter().collect();
-    sorted.sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes));
+    sorted.sort_by_key(|image| std::cmp::Reverse(image.size_bytes));
     if let Ok(max) = usize::try_from(max) {
         sorted.truncate(max);
     }
@@ -460,7 +460,7 @@ fn node_images(images: &[RuntimeImage], max: i32) -> Vec<ContainerImage> {
 
 /// CPU millicores as a canonical quantity: `4`, `3900m`.
 pub(crate) fn cpu_quantity(millis: u64) -> String {
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         (millis / 1000).to_string()
     } else {
         format!("{millis}m")
@@ -481,7 +481,7 @@ pub(crate) fn binary_quantity(bytes: u64) -> String {
         ("Ki", 10),
     ] {
         let unit = 1u64 << shift;
-        if bytes % unit == 0 {
+        if bytes.is_multiple_of(unit) {
             return format!("{}{suffix}", bytes / unit);
         }
     }

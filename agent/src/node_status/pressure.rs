@@ -128,7 +128,7 @@ pub fn read(root_dir: &Path) -> PressureFacts {
         memory_available_bytes: mem_available(&meminfo),
         nodefs_available_bytes: nix::sys::statvfs::statvfs(root_dir)
             .ok()
-            .and_then(|s| u64::from(s.blocks_available()).checked_mul(s.fragment_size())),
+            .and_then(|s| s.blocks_available().checked_mul(s.fragment_size())),
         pid_limit,
         pids_running: threads_running(&loadavg),
     }

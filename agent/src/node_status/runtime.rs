@@ -144,15 +144,12 @@ mod tests {
             "NetworkPluginNotReady",
             "Network plugin returns error: cni plugin not initialized",
         );
-        let cases: Vec<(&str, Option<Vec<RuntimeCondition>>, Vec<&str>)> = vec![
-            (
-                "ready",
-                Some(vec![ready.clone(), network_ready.clone()]),
-                vec![],
-            ),
+        type Case<'a> = (&'a str, Option<Vec<RuntimeCondition>>, Vec<&'a str>);
+        let cases: Vec<Case<'_>> = vec![
+            ("ready", Some(vec![ready.clone(), network_ready]), vec![]),
             (
                 "no network",
-                Some(vec![ready.clone(), no_cni.clone()]),
+                Some(vec![ready, no_cni]),
                 vec![
                     "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized",
                 ],
