@@ -155,24 +155,9 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
     let desired = static_pod_source(&config, &options, &cancel);
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(manager.run(desired, cancel.clone()));
-    if let Some(client) = api_client {
-        let node = crate::node_status::NodeStatusOptions {
-            node_name: options.node_name.clone(),
-            root_dir: options.root_dir.clone(),
-            node_ip: options.node_ip,
-            config: config.clone(),
-            eviction_hard: crate::node_status::EvictionHard::default(),
-        };
-        // The receiver is for pod networking (not wired yet).
-        let (pod_cidr, _pod_cidr) = crate::node_status::pod_cidr_channel();
-        tasks.spawn(crate::node_status::run(
-            client,
-            node,
-            cri.clone(),
-            pod_cidr,
-            cancel.clone(),
-        ));
-    }
+    // The podCIDR receiver is for pod networking (not wired yet).
+    let _pod_cidr =
+        crate::node_status::spawn(api_client, &options, &config, cri.clone(), &tasks, &cancel);
     tasks.spawn(logs::run(
         cri,
         LogLimits {

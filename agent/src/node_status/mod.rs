@@ -83,6 +83,29 @@ pub fn pod_cidr_channel() -> (tokio::sync::watch::Sender<Option<String>>, PodCid
     tokio::sync::watch::channel(None)
 }
 
+/// kwk-node's Node upkeep, spawned on `tasks` when it has an apiserver `client` (standalone
+/// otherwise: `None`); returns the [`PodCidr`] receiver.
+pub fn spawn<R: RuntimeSource>(
+    client: Option<kube::Client>,
+    node: &crate::node::NodeOptions,
+    config: &KubeletConfig,
+    runtime: R,
+    tasks: &tokio_util::task::TaskTracker,
+    cancel: &CancellationToken,
+) -> Option<PodCidr> {
+    let client = client?;
+    let options = NodeStatusOptions {
+        node_name: node.node_name.clone(),
+        root_dir: node.root_dir.clone(),
+        node_ip: node.node_ip,
+        config: config.clone(),
+        eviction_hard: EvictionHard::default(),
+    };
+    let (sender, receiver) = pod_cidr_channel();
+    tasks.spawn(run(client, options, runtime, sender, cancel.clone()));
+    Some(receiver)
+}
+
 /// Registers the Node, keeps its status posted and its Lease renewed, and publishes its
 /// `spec.podCIDR` on `pod_cidr`, until `cancel`.
 pub async fn run<R: RuntimeSource>(
