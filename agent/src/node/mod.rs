@@ -26,7 +26,7 @@ use crate::pod::store::StatusStore;
 use crate::pod::worker::WorkerConfig;
 use crate::static_pods::{StaticPodSnapshot, StaticPodSource};
 
-pub use setup::NodeSetup;
+pub use setup::{NodeSetup, machine_resources};
 
 /// Under the root dir: the last valid version of each static pod manifest, so a manifest that
 /// is invalid when kwk-node starts does not stop its running pod.
@@ -64,6 +64,8 @@ pub enum NodeError {
     Cgroups(#[from] CgroupError),
     #[error(transparent)]
     LocalApi(#[from] LocalApiError),
+    #[error(transparent)]
+    Kubeconfig(#[from] crate::node_status::KubeconfigError),
     #[error("cannot create {path}: {source}")]
     StateDir {
         path: PathBuf,
@@ -87,6 +89,11 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
         path: options.root_dir.clone(),
         source,
     })?;
+
+    let api_client = match &options.kubeconfig {
+        Some(path) => Some(crate::node_status::client_from_kubeconfig(path).await?),
+        None => None,
+    };
 
     // First, so that a cgroupDriver of systemd without a reachable systemd stops start-up
     // before anything else is touched.
@@ -148,6 +155,9 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
     let desired = static_pod_source(&config, &options, &cancel);
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(manager.run(desired, cancel.clone()));
+    // The podCIDR receiver is for pod networking (not wired yet).
+    let _pod_cidr =
+        crate::node_status::spawn(api_client, &options, &config, cri.clone(), &tasks, &cancel);
     tasks.spawn(logs::run(
         cri,
         LogLimits {
