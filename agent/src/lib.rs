@@ -7,6 +7,7 @@
 //! `canonical`, `clock`). Quantities and the API defaulting and validation of pods come from
 //! `kwk-api`, shared with the control plane.
 
+pub mod api_pods;
 pub mod canonical;
 pub mod cgroups;
 pub mod clock;

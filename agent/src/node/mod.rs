@@ -64,6 +64,8 @@ pub enum NodeError {
     Cgroups(#[from] CgroupError),
     #[error(transparent)]
     LocalApi(#[from] LocalApiError),
+    #[error(transparent)]
+    ApiPods(#[from] crate::api_pods::ApiPodsError),
     #[error("cannot create {path}: {source}")]
     StateDir {
         path: PathBuf,
@@ -145,7 +147,20 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
         usize::try_from(config.max_pods).unwrap_or(usize::MAX),
     );
 
-    let desired = static_pod_source(&config, &options, &cancel);
+    let mut desired = static_pod_source(&config, &options, &cancel);
+    let mut manager = manager;
+    if let Some(kubeconfig) = &options.kubeconfig {
+        let api = crate::api_pods::start(
+            kubeconfig,
+            &options.node_name,
+            desired,
+            store.clone(),
+            cancel.clone(),
+        )
+        .await?;
+        desired = api.desired;
+        manager = manager.with_sources_ready(api.sources_ready);
+    }
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(manager.run(desired, cancel.clone()));
     tasks.spawn(logs::run(
