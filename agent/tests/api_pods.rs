@@ -12,9 +12,9 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kwk_cri::api;
 use kwk_tests::apiserver::TestApiServer;
 use kwk_tests::node::TestNode;
@@ -92,6 +92,25 @@ async fn wait_api_pod(
     })
 }
 
+/// The reasons of the kubelet's events about pod `name`, oldest first.
+async fn event_reasons(events: &Api<Event>, name: &str) -> Vec<String> {
+    let mut list: Vec<Event> = events
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            e.involved_object.name.as_deref() == Some(name)
+                && e.source.as_ref().is_some_and(|s| {
+                    s.component.as_deref() == Some("kubelet") && s.host.as_deref() == Some(NODE)
+                })
+        })
+        .collect();
+    list.sort_by_key(|e| e.metadata.name.clone());
+    list.into_iter().filter_map(|e| e.reason).collect()
+}
+
 fn container_id(pod: &Value) -> String {
     let id = pod["status"]["containerStatuses"][0]["containerID"]
         .as_str()
@@ -120,7 +139,8 @@ async fn api_pods_run_report_status_survive_an_apiserver_outage_and_are_deleted(
     let mut apiserver = TestApiServer::start().await?;
     let node = start_node(&containerd, &apiserver).await?;
     let client = apiserver.client().await?;
-    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let events: Api<Event> = Api::namespaced(client, "default");
 
     let web = api_pod(
         "web",
@@ -143,6 +163,13 @@ async fn api_pods_run_report_status_survive_an_apiserver_outage_and_are_deleted(
         container_state(&containerd, &web_container).await,
         Some(running)
     );
+    let started = wait_for(WAIT, "Pulled, Created and Started events", || async {
+        event_reasons(&events, "web").await == ["Pulled", "Created", "Started"]
+    })
+    .await;
+    if let Err(err) = started {
+        anyhow::bail!("{err:#}: {:?}", event_reasons(&events, "web").await);
+    }
 
     // The apiserver goes away: nothing is taken for an orphan, statuses wait.
     apiserver.stop_keeping_data().await?;
@@ -192,6 +219,13 @@ async fn api_pods_run_report_status_survive_an_apiserver_outage_and_are_deleted(
     .await
     .map_err(|e| e.context(node.log_tail()))?;
     assert_eq!(container_state(&containerd, &web_container).await, None);
+    let events: Api<Event> = Api::namespaced(apiserver.client().await?, "default");
+    wait_for(WAIT, "a Killing event", || async {
+        event_reasons(&events, "web")
+            .await
+            .contains(&"Killing".to_string())
+    })
+    .await?;
     let web_uid = web_seen["metadata"]["uid"].as_str().unwrap().to_string();
     let sandboxes = containerd.cri.list_pod_sandbox(None).await?;
     assert!(

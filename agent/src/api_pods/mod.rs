@@ -10,11 +10,13 @@
 //!   `status_plan`), mirror pods getting their static pod's; and the end of a graceful
 //!   deletion: once a deleted pod has stopped here, the node deletes it for good (grace 0,
 //!   UID precondition), as the kubelet's status manager does.
+//! - `events`: the pod events of the worker and the runtime as core/v1 Events.
 //!
 //! A pod deleted in the API keeps its place in the desired set with its `deletionTimestamp`;
 //! the pod manager turns that into a termination within `deletionGracePeriodSeconds`.
 
 mod desired;
+mod events;
 mod mirror;
 mod mirror_sync;
 mod source;
@@ -28,10 +30,12 @@ use kube::runtime::reflector;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::pod::events::RecordedEvent;
 use crate::pod::manager::DesiredPods;
 use crate::pod::store::StatusStore;
 
 pub use desired::{is_mirror, merge};
+pub use events::{COMPONENT, event_object};
 pub use mirror::{MirrorAction, mirror_hash, mirror_pod, plan_mirrors, static_hash};
 pub use status_plan::{StatusVersions, merge_patch, status_patch, wanted_status};
 
@@ -74,12 +78,14 @@ impl ApiView {
 
 /// Connects to the apiserver of `kubeconfig` and starts the API pod source, mirror pods and
 /// status sync for node `node_name` until `cancel`. `static_pods` is the static pod source
-/// (its first value a completed scan).
+/// (its first value a completed scan); `events` the queue of the node's
+/// [`EventSink`](crate::pod::events::EventSink), recorded in the API.
 pub async fn start(
     kubeconfig: &Path,
     node_name: &str,
     static_pods: watch::Receiver<DesiredPods>,
     store: StatusStore,
+    events: tokio::sync::mpsc::Receiver<RecordedEvent>,
     cancel: CancellationToken,
 ) -> Result<ApiPods, ApiPodsError> {
     let client = client(kubeconfig).await?;
@@ -89,6 +95,12 @@ pub async fn start(
         node_name.to_string(),
         static_pods,
         view.clone(),
+        cancel.clone(),
+    ));
+    tokio::spawn(events::run(
+        client.clone(),
+        node_name.to_string(),
+        events,
         cancel.clone(),
     ));
     let sources_ready = view.ready.clone();

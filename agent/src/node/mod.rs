@@ -135,7 +135,8 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
 
     let store = StatusStore::default();
     let setup = NodeSetup::new(&config, &options, cgroups);
-    let runtime = Arc::new(CriPodRuntime::new(cri.clone(), setup));
+    let (events, event_queue) = crate::pod::events::EventSink::channel();
+    let runtime = Arc::new(CriPodRuntime::new(cri.clone(), setup).with_events(events.clone()));
     let manager = PodManager::new(
         runtime,
         store.clone(),
@@ -143,6 +144,7 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
             sync_frequency: config.sync_frequency,
             retry_after: Duration::from_secs(1),
             host_ip: None,
+            events,
         },
         usize::try_from(config.max_pods).unwrap_or(usize::MAX),
     );
@@ -155,6 +157,7 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
             &options.node_name,
             desired,
             store.clone(),
+            event_queue,
             cancel.clone(),
         )
         .await?;

@@ -51,6 +51,7 @@ fn start_with(runtime: FakeRuntime, max_pods: usize) -> Harness {
             sync_frequency: Duration::from_secs(60),
             retry_after: Duration::from_secs(1),
             host_ip: None,
+            events: crate::pod::events::EventSink::default(),
         },
         max_pods,
     );
