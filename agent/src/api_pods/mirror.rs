@@ -145,9 +145,9 @@ mod tests {
         Arc::new(p)
     }
 
-    fn statics(pods: &[Arc<Pod>]) -> DesiredPods {
+    fn statics(pods: &[&Arc<Pod>]) -> DesiredPods {
         pods.iter()
-            .map(|p| (spec::uid(p).to_string(), p.clone()))
+            .map(|p| (spec::uid(p).to_string(), (*p).clone()))
             .collect()
     }
 
@@ -170,34 +170,35 @@ mod tests {
         let a = static_pod("a-n1", "ha");
         let a2 = static_pod("a-n1", "ha2");
         let b = static_pod("b-n1", "hb");
-        let cases: Vec<(&str, DesiredPods, Vec<Arc<Pod>>, Vec<MirrorAction>)> = vec![
+        type Case = (&'static str, DesiredPods, Vec<Arc<Pod>>, Vec<MirrorAction>);
+        let cases: Vec<Case> = vec![
             (
                 "missing mirror is created",
-                statics(&[a.clone()]),
+                statics(&[&a]),
                 vec![],
                 vec![create("ha")],
             ),
             (
                 "current mirror is left alone",
-                statics(&[a.clone()]),
+                statics(&[&a]),
                 vec![mirror("a-n1", "ha", "m1", false)],
                 vec![],
             ),
             (
                 "mirror of an old version is replaced",
-                statics(&[a2.clone()]),
+                statics(&[&a2]),
                 vec![mirror("a-n1", "ha", "m1", false)],
                 vec![delete("a-n1", "m1"), create("ha2")],
             ),
             (
                 "mirror being deleted is replaced",
-                statics(&[a.clone()]),
+                statics(&[&a]),
                 vec![mirror("a-n1", "ha", "m1", true)],
                 vec![delete("a-n1", "m1"), create("ha")],
             ),
             (
                 "orphaned mirror is deleted",
-                statics(&[b.clone()]),
+                statics(&[&b]),
                 vec![
                     mirror("a-n1", "ha", "m1", false),
                     mirror("b-n1", "hb", "m2", false),

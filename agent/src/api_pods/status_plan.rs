@@ -253,7 +253,7 @@ mod tests {
                 "a field that went away is removed",
                 json!({"phase": "Running", "podIP": "10.0.0.5", "message": "old",
                     "conditions": [{"type": "Ready", "status": "True"}]}),
-                running.clone(),
+                running,
                 Some(json!({"metadata": {"uid": "u1"}, "status": {"message": null}})),
             ),
         ];
