@@ -8,6 +8,8 @@
 //! `canonical`, `clock`). Quantities and the API defaulting and validation of pods come from
 //! `kwk-api`, shared with the control plane.
 
+pub mod api_client;
+pub mod api_pods;
 pub mod canonical;
 pub mod cgroups;
 pub mod clock;

@@ -98,7 +98,7 @@ async fn node_registers_heartbeats_and_survives_an_apiserver_restart() -> anyhow
         },
         eviction_hard: EvictionHard::default(),
     };
-    let client = node_status::client_from_kubeconfig(&apiserver.kubeconfig()).await?;
+    let client = kwk_agent::api_client::client_from_kubeconfig(&apiserver.kubeconfig()).await?;
     let cancel = CancellationToken::new();
     let _stop_on_failure = cancel.clone().drop_guard();
     let (pod_cidr_tx, mut pod_cidr) = node_status::pod_cidr_channel();

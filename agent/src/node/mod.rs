@@ -65,7 +65,9 @@ pub enum NodeError {
     #[error(transparent)]
     LocalApi(#[from] LocalApiError),
     #[error(transparent)]
-    Kubeconfig(#[from] crate::node_status::KubeconfigError),
+    Kubeconfig(#[from] crate::api_client::KubeconfigError),
+    #[error(transparent)]
+    ApiPods(#[from] crate::api_pods::ApiPodsError),
     #[error("cannot create {path}: {source}")]
     StateDir {
         path: PathBuf,
@@ -91,7 +93,7 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
     })?;
 
     let api_client = match &options.kubeconfig {
-        Some(path) => Some(crate::node_status::client_from_kubeconfig(path).await?),
+        Some(path) => Some(crate::api_client::client_from_kubeconfig(path).await?),
         None => None,
     };
 
@@ -140,7 +142,8 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
 
     let store = StatusStore::default();
     let setup = NodeSetup::new(&config, &options, cgroups);
-    let runtime = Arc::new(CriPodRuntime::new(cri.clone(), setup));
+    let (events, event_queue) = crate::pod::events::EventSink::channel();
+    let runtime = Arc::new(CriPodRuntime::new(cri.clone(), setup).with_events(events.clone()));
     let manager = PodManager::new(
         runtime,
         store.clone(),
@@ -148,11 +151,26 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
             sync_frequency: config.sync_frequency,
             retry_after: Duration::from_secs(1),
             host_ip: None,
+            events,
         },
         usize::try_from(config.max_pods).unwrap_or(usize::MAX),
     );
 
-    let desired = static_pod_source(&config, &options, &cancel);
+    let mut desired = static_pod_source(&config, &options, &cancel);
+    let mut manager = manager;
+    if let Some(client) = &api_client {
+        let api = crate::api_pods::start(
+            client.clone(),
+            &options.node_name,
+            desired,
+            store.clone(),
+            event_queue,
+            cancel.clone(),
+        )
+        .await?;
+        desired = api.desired;
+        manager = manager.with_sources_ready(api.sources_ready);
+    }
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(manager.run(desired, cancel.clone()));
     // The podCIDR receiver is for pod networking (not wired yet).

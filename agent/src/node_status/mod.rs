@@ -20,7 +20,7 @@ pub mod runtime;
 mod tests;
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
@@ -46,32 +46,6 @@ pub struct NodeStatusOptions {
     pub config: KubeletConfig,
     /// The hard eviction thresholds (upstream's defaults until `evictionHard` is read).
     pub eviction_hard: EvictionHard,
-}
-
-/// Why no apiserver client could be built.
-#[derive(Debug, thiserror::Error)]
-#[error("kubeconfig {}", path.display())]
-pub struct KubeconfigError {
-    path: PathBuf,
-    #[source]
-    source: Box<dyn std::error::Error + Send + Sync>,
-}
-
-/// A client for the apiserver from a kubeconfig file (its current context). Reading the file is
-/// all this does: an unreachable apiserver is not an error here.
-pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, KubeconfigError> {
-    let error = |source: Box<dyn std::error::Error + Send + Sync>| KubeconfigError {
-        path: path.to_path_buf(),
-        source,
-    };
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| error(Box::new(e)))?;
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .map_err(|e| error(Box::new(e)))?;
-    kube::Client::try_from(config).map_err(|e| error(Box::new(e)))
 }
 
 /// The Node's `spec.podCIDR` as last read from the apiserver, for whoever sets up pod
