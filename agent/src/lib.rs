@@ -2,11 +2,14 @@
 //!
 //! Module map: `config` (KubeletConfiguration loading), `static_pods` (the manifest directory
 //! source), `cgroups` (QoS and pod cgroups), `runtime_spec` (pod spec → CRI configs, volumes),
-//! `pod` (pod manager, workers, plans, PLEG, status), `node` (the daemon wiring), `local_api`
+//! `pod` (pod manager, workers, plans, PLEG, status), `node` (the daemon wiring), `node_status` (the Node
+//! object, its status and Lease), `local_api`
 //! (the read-only socket), `logs` (rotation), and shared formats (`labels`, `quantity`,
 //! `canonical`, `clock`). Quantities and the API defaulting and validation of pods come from
 //! `kwk-api`, shared with the control plane.
 
+pub mod api_client;
+pub mod api_pods;
 pub mod canonical;
 pub mod cgroups;
 pub mod clock;
@@ -16,6 +19,7 @@ pub mod labels;
 pub mod local_api;
 pub mod logs;
 pub mod node;
+pub mod node_status;
 pub mod pod;
 pub use kwk_api::quantity;
 pub mod runtime_spec;

@@ -15,6 +15,7 @@ use kwk_control_plane::storage::embedded::{EmbeddedOptions, EmbeddedStore};
 pub struct TestApiServer {
     dir: tempfile::TempDir,
     server: Option<RunningApiServer>,
+    store: Option<Arc<EmbeddedStore>>,
     pub addr: SocketAddr,
 }
 
@@ -31,30 +32,49 @@ impl TestApiServer {
     /// Starts an apiserver on `127.0.0.1:<free port>` with an embedded store.
     pub async fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("tempdir")?;
-        let store = Arc::new(
-            EmbeddedStore::open(&dir.path().join("db"), EmbeddedOptions::default())
-                .await
-                .context("open the embedded store")?,
-        );
-        let server = apiserver::start(ApiServerOptions {
-            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-            pki_dir: dir.path().join("pki"),
-            generate_pki: true,
-            serving_hosts: Vec::new(),
-            token_file: None,
-            store,
-            service_ranges: ServiceRanges::default(),
-            advertise_address: None,
-            kubelet: Default::default(),
-        })
-        .await
-        .context("start the apiserver")?;
+        let (server, store) = serve(dir.path(), SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = server.addr;
         Ok(Self {
             dir,
             server: Some(server),
+            store: Some(store),
             addr,
         })
+    }
+
+    /// Stops the server and closes its store, keeping the data dir, PKI and port for
+    /// [`Self::resume`]: clients see the apiserver down.
+    pub async fn pause(&mut self) -> anyhow::Result<()> {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        let Some(mut store) = self.store.take() else {
+            return Ok(());
+        };
+        // Requests still being answered may hold the store for a moment.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Arc::try_unwrap(store) {
+                Ok(only) => {
+                    only.close().await.context("close the embedded store")?;
+                    return Ok(());
+                }
+                Err(shared) if tokio::time::Instant::now() < deadline => {
+                    store = shared;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(_) => anyhow::bail!("the embedded store is still in use after shutdown"),
+            }
+        }
+    }
+
+    /// Starts a new apiserver on the same data dir, PKI and address (after [`Self::pause`]).
+    pub async fn resume(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.server.is_none(), "the apiserver is running");
+        let (server, store) = serve(self.dir.path(), self.addr).await?;
+        self.server = Some(server);
+        self.store = Some(store);
+        Ok(())
     }
 
     /// The admin kubeconfig (cluster-admin client certificate, the server's CA).
@@ -84,4 +104,30 @@ impl TestApiServer {
             server.shutdown().await;
         }
     }
+}
+
+/// Opens the store under `dir` and starts an apiserver on it at `bind`.
+async fn serve(
+    dir: &std::path::Path,
+    bind: SocketAddr,
+) -> anyhow::Result<(RunningApiServer, Arc<EmbeddedStore>)> {
+    let store = Arc::new(
+        EmbeddedStore::open(&dir.join("db"), EmbeddedOptions::default())
+            .await
+            .context("open the embedded store")?,
+    );
+    let server = apiserver::start(ApiServerOptions {
+        bind,
+        pki_dir: dir.join("pki"),
+        generate_pki: true,
+        serving_hosts: Vec::new(),
+        token_file: None,
+        store: store.clone(),
+        service_ranges: ServiceRanges::default(),
+        advertise_address: None,
+        kubelet: Default::default(),
+    })
+    .await
+    .context("start the apiserver")?;
+    Ok((server, store))
 }

@@ -22,6 +22,8 @@ pub struct TestNode {
     binary: PathBuf,
     dir: PathBuf,
     child: Option<Child>,
+    /// Further command-line arguments (e.g. `--kubeconfig`).
+    args: Vec<std::ffi::OsString>,
     /// The node name kwk-node was given (static pods are named `<name>-<node>`).
     pub node_name: String,
 }
@@ -38,6 +40,16 @@ impl TestNode {
         containerd: &TestContainerd,
         binary: &Path,
         extra: &str,
+    ) -> anyhow::Result<Self> {
+        Self::start_with_args(containerd, binary, extra, &[]).await
+    }
+
+    /// As [`TestNode::start_with`], with further command-line arguments.
+    pub async fn start_with_args(
+        containerd: &TestContainerd,
+        binary: &Path,
+        extra: &str,
+        args: &[&std::ffi::OsStr],
     ) -> anyhow::Result<Self> {
         let dir = containerd.layout().dir.join("node");
         for sub in ["manifests", "root", "pod-logs", "images"] {
@@ -67,6 +79,7 @@ clusterDomain: cluster.local
             binary: binary.to_path_buf(),
             dir,
             child: None,
+            args: args.iter().map(|a| a.to_os_string()).collect(),
             node_name: "kwkt-node".into(),
         };
         node.spawn()?;
@@ -91,6 +104,7 @@ clusterDomain: cluster.local
             .arg(self.socket())
             .arg("--image-dir")
             .arg(self.dir.join("images"))
+            .args(&self.args)
             .env("RUST_LOG", "info,kwk_agent=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

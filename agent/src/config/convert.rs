@@ -12,7 +12,8 @@ use serde_json::{Map, Number, Value};
 use crate::config::duration::parse_go_duration;
 use crate::config::error::{FieldError, FieldIssue};
 use crate::config::{
-    CgroupDriver, KubeletConfig, NodeAllocatableEnforcement, ReservedResource, RuntimeEndpoint,
+    CgroupDriver, KubeletConfig, NodeAllocatableEnforcement, NodeTaint, ReservedResource,
+    RuntimeEndpoint, TaintEffect,
 };
 use crate::quantity::{self, Quantity};
 
@@ -39,6 +40,12 @@ pub(crate) const HONOURED_FIELDS: &[&str] = &[
     "port",
     "enforceNodeAllocatable",
     "podLogsDir",
+    "registerNode",
+    "registerWithTaints",
+    "nodeStatusUpdateFrequency",
+    "nodeStatusReportFrequency",
+    "nodeLeaseDurationSeconds",
+    "nodeStatusMaxImages",
 ];
 
 type Result<T> = std::result::Result<T, FieldIssue>;
@@ -173,6 +180,41 @@ pub(crate) fn convert(document: &Map<String, Value>) -> Result<KubeletConfig> {
         Some(v) => Some(enforcements(v, "enforceNodeAllocatable")?),
         None => None,
     };
+    let node_status_update_frequency = match get("nodeStatusUpdateFrequency") {
+        Some(v) => nonzero_duration(v, "nodeStatusUpdateFrequency")?,
+        None => None,
+    };
+    // Upstream: an unset report frequency follows an explicitly set update frequency.
+    let node_status_report_frequency = match get("nodeStatusReportFrequency") {
+        Some(v) => nonzero_duration(v, "nodeStatusReportFrequency")?,
+        None => None,
+    }
+    .or(node_status_update_frequency)
+    .unwrap_or(defaults.node_status_report_frequency);
+    let node_lease_duration_seconds = match get("nodeLeaseDurationSeconds") {
+        Some(v) => match int32(v, "nodeLeaseDurationSeconds")? {
+            0 => None,
+            n => Some(
+                u32::try_from(n)
+                    .map_err(|_| out_of_range("nodeLeaseDurationSeconds", "greater than 0", &n))?,
+            ),
+        },
+        None => None,
+    };
+    let node_status_max_images = match get("nodeStatusMaxImages") {
+        Some(v) => {
+            let n = int32(v, "nodeStatusMaxImages")?;
+            if n < -1 {
+                return Err(out_of_range(
+                    "nodeStatusMaxImages",
+                    "-1 (no limit) or at least 0",
+                    &n,
+                ));
+            }
+            i32::try_from(n).unwrap_or(i32::MAX)
+        }
+        None => defaults.node_status_max_images,
+    };
 
     Ok(KubeletConfig {
         static_pod_path,
@@ -211,6 +253,20 @@ pub(crate) fn convert(document: &Map<String, Value>) -> Result<KubeletConfig> {
         port: port.unwrap_or(defaults.port),
         enforce_node_allocatable: enforce_node_allocatable
             .unwrap_or(defaults.enforce_node_allocatable),
+        register_node: match get("registerNode") {
+            Some(v) => boolean(v, "registerNode")?,
+            None => defaults.register_node,
+        },
+        register_with_taints: match get("registerWithTaints") {
+            Some(v) => taints(v, "registerWithTaints")?,
+            None => Vec::new(),
+        },
+        node_status_update_frequency: node_status_update_frequency
+            .unwrap_or(defaults.node_status_update_frequency),
+        node_status_report_frequency,
+        node_lease_duration_seconds: node_lease_duration_seconds
+            .unwrap_or(defaults.node_lease_duration_seconds),
+        node_status_max_images,
     })
 }
 
@@ -469,6 +525,51 @@ fn reserved(value: &Value, path: &str) -> Result<BTreeMap<ReservedResource, Quan
         reserved.insert(resource, parsed);
     }
     Ok(reserved)
+}
+
+/// `registerWithTaints`: each taint needs a key and one of the three effects; `timeAdded` is
+/// not used at registration.
+fn taints(value: &Value, path: &str) -> Result<Vec<NodeTaint>> {
+    list(value, path)?
+        .iter()
+        .enumerate()
+        .map(|(index, item)| {
+            let item_path = format!("{path}[{index}]");
+            let Value::Object(fields) = item else {
+                return Err(wrong_type(&item_path, "a taint (key, value, effect)", item));
+            };
+            let field = |name: &str| fields.get(name).filter(|v| !v.is_null());
+            let key = match field("key") {
+                Some(v) => string(v, &format!("{item_path}.key"))?,
+                None => String::new(),
+            };
+            if key.is_empty() {
+                return Err(FieldIssue::new(
+                    format!("{item_path}.key"),
+                    FieldError::MissingValue,
+                ));
+            }
+            let value = match field("value") {
+                Some(v) => string(v, &format!("{item_path}.value"))?,
+                None => String::new(),
+            };
+            let effect_path = format!("{item_path}.effect");
+            let effect_name = match field("effect") {
+                Some(v) => string(v, &effect_path)?,
+                None => String::new(),
+            };
+            let effect = TaintEffect::from_name(&effect_name).ok_or_else(|| {
+                FieldIssue::new(
+                    &effect_path,
+                    FieldError::UnknownValue {
+                        got: effect_name.clone(),
+                        allowed: TaintEffect::NAMES,
+                    },
+                )
+            })?;
+            Ok(NodeTaint { key, value, effect })
+        })
+        .collect()
 }
 
 /// `enforceNodeAllocatable`: known values, `none` only alone, a compressible value not with its

@@ -104,6 +104,8 @@ pub enum FieldError {
         value: &'static str,
         field: &'static str,
     },
+    #[error("is required")]
+    MissingValue,
     #[error("is not supported unless cgroupsPerQOS is true")]
     RequiresCgroupsPerQos,
     #[error(

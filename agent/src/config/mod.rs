@@ -13,7 +13,8 @@
 //! Zero values follow upstream's defaulting: a field left out, `null`, or set to its Go zero
 //! value (`0`, `""`, `"0s"`) takes the default, except the fields upstream keeps as pointers
 //! (`cgroupsPerQOS`, `podPidsLimit`, `containerLogMaxFiles`, `resolvConf`,
-//! `enforceNodeAllocatable`), where an explicit value is kept as written.
+//! `enforceNodeAllocatable`, `registerNode`, `nodeStatusMaxImages`), where an explicit value is
+//! kept as written.
 
 mod allocatable;
 mod convert;
@@ -37,6 +38,9 @@ pub use allocatable::{MachineResources, NodeResources, allocatable, capacity};
 pub use duration::{DurationError, GoDuration, parse_go_duration};
 pub use error::{ConfigError, FieldError};
 pub use load::{MAX_FILE_BYTES, drop_in_dir, load, parse_document};
+/// JSON merge patch (RFC 7386), also how the apiserver applies `application/merge-patch+json`.
+#[cfg(test)]
+pub(crate) use merge::merge_patch;
 
 /// The `apiVersion` every file must carry.
 pub const API_VERSION: &str = "kubelet.config.k8s.io/v1beta1";
@@ -94,6 +98,22 @@ pub struct KubeletConfig {
     /// `enforceNodeAllocatable`: which allocatable limits are enforced with cgroups; `["none"]`
     /// and `[]` both mean nothing. Default: `["pods"]`.
     pub enforce_node_allocatable: Vec<NodeAllocatableEnforcement>,
+    /// `registerNode`: whether kwk-node registers its Node with the apiserver. Default: true.
+    pub register_node: bool,
+    /// `registerWithTaints`: the taints a newly registered Node carries. Default: none.
+    pub register_with_taints: Vec<NodeTaint>,
+    /// `nodeStatusUpdateFrequency`: how often the node status is computed and, when it
+    /// changed, posted. Default: 10s.
+    pub node_status_update_frequency: Duration,
+    /// `nodeStatusReportFrequency`: the longest time between two posts of an unchanged node
+    /// status. Default: 5m, or `nodeStatusUpdateFrequency` when only that is set.
+    pub node_status_report_frequency: Duration,
+    /// `nodeLeaseDurationSeconds`: the node Lease's duration; it is renewed every quarter of
+    /// it. Default: 40.
+    pub node_lease_duration_seconds: u32,
+    /// `nodeStatusMaxImages`: the most images listed in the node status; -1 is no limit.
+    /// Default: 50.
+    pub node_status_max_images: i32,
 }
 
 impl Default for KubeletConfig {
@@ -121,6 +141,12 @@ impl Default for KubeletConfig {
             address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             port: 10250,
             enforce_node_allocatable: vec![NodeAllocatableEnforcement::Pods],
+            register_node: true,
+            register_with_taints: Vec::new(),
+            node_status_update_frequency: Duration::from_secs(10),
+            node_status_report_frequency: Duration::from_secs(300),
+            node_lease_duration_seconds: 40,
+            node_status_max_images: 50,
         }
     }
 }
@@ -223,6 +249,46 @@ impl ReservedResource {
             Self::Memory => "memory",
             Self::EphemeralStorage => "ephemeral-storage",
             Self::Pid => "pid",
+        }
+    }
+}
+
+/// One entry of `registerWithTaints`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NodeTaint {
+    pub key: String,
+    /// Empty when the file has none.
+    pub value: String,
+    pub effect: TaintEffect,
+}
+
+/// A taint's `effect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+impl TaintEffect {
+    pub(crate) const NAMES: &'static [&'static str] =
+        &["NoSchedule", "PreferNoSchedule", "NoExecute"];
+
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "NoSchedule" => Some(Self::NoSchedule),
+            "PreferNoSchedule" => Some(Self::PreferNoSchedule),
+            "NoExecute" => Some(Self::NoExecute),
+            _ => None,
+        }
+    }
+
+    /// The effect's spelling in the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NoSchedule => "NoSchedule",
+            Self::PreferNoSchedule => "PreferNoSchedule",
+            Self::NoExecute => "NoExecute",
         }
     }
 }

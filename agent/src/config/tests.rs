@@ -78,6 +78,18 @@ fn a_bare_file_has_upstream_defaults() {
         defaults.enforce_node_allocatable,
         [NodeAllocatableEnforcement::Pods]
     );
+    assert!(defaults.register_node);
+    assert!(defaults.register_with_taints.is_empty());
+    assert_eq!(
+        defaults.node_status_update_frequency,
+        Duration::from_secs(10)
+    );
+    assert_eq!(
+        defaults.node_status_report_frequency,
+        Duration::from_secs(300)
+    );
+    assert_eq!(defaults.node_lease_duration_seconds, 40);
+    assert_eq!(defaults.node_status_max_images, 50);
 }
 
 type Expect = fn(&mut KubeletConfig);
@@ -177,6 +189,44 @@ fn each_honoured_field_is_read() {
         ("enforceNodeAllocatable: [none]", |c| {
             c.enforce_node_allocatable = vec![]
         }),
+        ("registerNode: false", |c| c.register_node = false),
+        (
+            "registerWithTaints: [{key: dedicated, value: db, effect: NoExecute}, {key: node-role.kubernetes.io/control-plane, effect: NoSchedule, timeAdded: null}]",
+            |c| {
+                c.register_with_taints = vec![
+                    NodeTaint {
+                        key: "dedicated".into(),
+                        value: "db".into(),
+                        effect: TaintEffect::NoExecute,
+                    },
+                    NodeTaint {
+                        key: "node-role.kubernetes.io/control-plane".into(),
+                        value: String::new(),
+                        effect: TaintEffect::NoSchedule,
+                    },
+                ];
+            },
+        ),
+        ("nodeStatusReportFrequency: 1m", |c| {
+            c.node_status_report_frequency = Duration::from_secs(60)
+        }),
+        ("nodeStatusUpdateFrequency: 4s", |c| {
+            // Upstream: the report frequency follows an explicit update frequency.
+            c.node_status_update_frequency = Duration::from_secs(4);
+            c.node_status_report_frequency = Duration::from_secs(4);
+        }),
+        (
+            "nodeStatusUpdateFrequency: 4s\nnodeStatusReportFrequency: 2m",
+            |c| {
+                c.node_status_update_frequency = Duration::from_secs(4);
+                c.node_status_report_frequency = Duration::from_secs(120);
+            },
+        ),
+        ("nodeLeaseDurationSeconds: 20", |c| {
+            c.node_lease_duration_seconds = 20
+        }),
+        ("nodeStatusMaxImages: -1", |c| c.node_status_max_images = -1),
+        ("nodeStatusMaxImages: 0", |c| c.node_status_max_images = 0),
     ];
     for (body, expect) in cases {
         let (_dir, _path, loaded) = load_body(&format!("{body}\n"));
@@ -191,7 +241,9 @@ fn each_honoured_field_is_read() {
 fn zero_values_take_defaults_as_upstream() {
     let body = "maxPods: 0\nport: 0\nsyncFrequency: 0s\nfileCheckFrequency: '0'\n\
                 runtimeRequestTimeout: 0m\ncgroupDriver: ''\ncgroupRoot: ''\naddress: ''\n\
-                containerLogMaxSize: ''\ncontainerRuntimeEndpoint: ''\nclusterDNS: null\n";
+                containerLogMaxSize: ''\ncontainerRuntimeEndpoint: ''\nclusterDNS: null\n\
+                nodeStatusUpdateFrequency: 0s\nnodeStatusReportFrequency: 0s\n\
+                nodeLeaseDurationSeconds: 0\nregisterWithTaints: null\n";
     let (_dir, _path, loaded) = load_body(body);
     assert_eq!(loaded.unwrap().config, KubeletConfig::default());
 }
@@ -334,6 +386,42 @@ fn invalid_values_name_file_field_and_reason() {
         (
             "staticPodPath: {a: b}",
             "field staticPodPath: expected a string, found a map",
+        ),
+        (
+            "registerNode: 'no'",
+            "field registerNode: expected a boolean (true or false), found a string",
+        ),
+        (
+            "registerWithTaints: [{effect: NoSchedule}]",
+            "field registerWithTaints[0].key: is required",
+        ),
+        (
+            "registerWithTaints: [{key: a, effect: NoScheduled}]",
+            "field registerWithTaints[0].effect: unknown value \"NoScheduled\" (expected one of: NoSchedule, PreferNoSchedule, NoExecute)",
+        ),
+        (
+            "registerWithTaints: [{key: a}]",
+            "field registerWithTaints[0].effect: unknown value \"\" (expected one of: NoSchedule, PreferNoSchedule, NoExecute)",
+        ),
+        (
+            "registerWithTaints: [a]",
+            "field registerWithTaints[0]: expected a taint (key, value, effect), found a string",
+        ),
+        (
+            "nodeStatusUpdateFrequency: -10s",
+            "field nodeStatusUpdateFrequency: must not be negative (got \"-10s\")",
+        ),
+        (
+            "nodeStatusReportFrequency: 5",
+            "field nodeStatusReportFrequency: duration \"5\" is missing a unit (ns, us, ms, s, m, h)",
+        ),
+        (
+            "nodeLeaseDurationSeconds: -40",
+            "field nodeLeaseDurationSeconds: must be greater than 0 (got -40)",
+        ),
+        (
+            "nodeStatusMaxImages: -2",
+            "field nodeStatusMaxImages: must be -1 (no limit) or at least 0 (got -2)",
         ),
     ];
     for (body, reason) in cases {
@@ -523,9 +611,6 @@ fn an_upstream_config_loads_with_its_unimplemented_fields_listed() {
             "imageMinimumGCAge",
             "logging",
             "memorySwap",
-            "nodeStatusReportFrequency",
-            "nodeStatusUpdateFrequency",
-            "registerWithTaints",
             "rotateCertificates",
             "serializeImagePulls",
             "shutdownGracePeriod",
@@ -559,6 +644,19 @@ fn an_upstream_config_loads_with_its_unimplemented_fields_listed() {
     );
     assert_eq!(config.max_pods, 200);
     assert_eq!(config.kube_reserved[&ReservedResource::Memory], q("512Mi"));
+    assert_eq!(
+        config.register_with_taints,
+        [NodeTaint {
+            key: "node-role.kubernetes.io/control-plane".into(),
+            value: String::new(),
+            effect: TaintEffect::NoSchedule,
+        }]
+    );
+    assert_eq!(
+        config.node_status_report_frequency,
+        Duration::from_secs(300),
+        "0s means the default"
+    );
     // The loader never logs by itself; these helpers must not panic without a subscriber.
     loaded.log_ignored();
     loaded.log_unknown();

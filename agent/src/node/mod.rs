@@ -26,7 +26,7 @@ use crate::pod::store::StatusStore;
 use crate::pod::worker::WorkerConfig;
 use crate::static_pods::{StaticPodSnapshot, StaticPodSource};
 
-pub use setup::NodeSetup;
+pub use setup::{NodeSetup, machine_resources};
 
 /// Under the root dir: the last valid version of each static pod manifest, so a manifest that
 /// is invalid when kwk-node starts does not stop its running pod.
@@ -64,6 +64,10 @@ pub enum NodeError {
     Cgroups(#[from] CgroupError),
     #[error(transparent)]
     LocalApi(#[from] LocalApiError),
+    #[error(transparent)]
+    Kubeconfig(#[from] crate::api_client::KubeconfigError),
+    #[error(transparent)]
+    ApiPods(#[from] crate::api_pods::ApiPodsError),
     #[error("cannot create {path}: {source}")]
     StateDir {
         path: PathBuf,
@@ -87,6 +91,11 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
         path: options.root_dir.clone(),
         source,
     })?;
+
+    let api_client = match &options.kubeconfig {
+        Some(path) => Some(crate::api_client::client_from_kubeconfig(path).await?),
+        None => None,
+    };
 
     // First, so that a cgroupDriver of systemd without a reachable systemd stops start-up
     // before anything else is touched.
@@ -133,7 +142,8 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
 
     let store = StatusStore::default();
     let setup = NodeSetup::new(&config, &options, cgroups);
-    let runtime = Arc::new(CriPodRuntime::new(cri.clone(), setup));
+    let (events, event_queue) = crate::pod::events::EventSink::channel();
+    let runtime = Arc::new(CriPodRuntime::new(cri.clone(), setup).with_events(events.clone()));
     let manager = PodManager::new(
         runtime,
         store.clone(),
@@ -141,13 +151,31 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
             sync_frequency: config.sync_frequency,
             retry_after: Duration::from_secs(1),
             host_ip: None,
+            events,
         },
         usize::try_from(config.max_pods).unwrap_or(usize::MAX),
     );
 
-    let desired = static_pod_source(&config, &options, &cancel);
+    let mut desired = static_pod_source(&config, &options, &cancel);
+    let mut manager = manager;
+    if let Some(client) = &api_client {
+        let api = crate::api_pods::start(
+            client.clone(),
+            &options.node_name,
+            desired,
+            store.clone(),
+            event_queue,
+            cancel.clone(),
+        )
+        .await?;
+        desired = api.desired;
+        manager = manager.with_sources_ready(api.sources_ready);
+    }
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(manager.run(desired, cancel.clone()));
+    // The podCIDR receiver is for pod networking (not wired yet).
+    let _pod_cidr =
+        crate::node_status::spawn(api_client, &options, &config, cri.clone(), &tasks, &cancel);
     tasks.spawn(logs::run(
         cri,
         LogLimits {

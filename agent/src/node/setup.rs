@@ -211,7 +211,7 @@ fn remove_log_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// The machine's CPUs and memory.
-pub(super) fn machine_resources() -> MachineResources {
+pub fn machine_resources() -> MachineResources {
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     MachineResources {
         cpu_millis: u64::try_from(cpus).unwrap_or(1).saturating_mul(1000),

@@ -10,6 +10,7 @@ use futures::future::join_all;
 use k8s_openapi::api::core::v1::Pod;
 use kwk_cri::{CriClient, CriError, api};
 
+use super::events::{EventSink, PodEvent};
 use super::observed::{
     ContainerKind, InstanceState, ObservedContainer, ObservedPod, UnixNanos, observed_container,
     observed_sandbox,
@@ -61,11 +62,23 @@ pub struct ContainerStart<'a> {
 pub struct CriPodRuntime<S> {
     cri: CriClient,
     setup: S,
+    events: EventSink,
 }
 
 impl<S: PodSetup> CriPodRuntime<S> {
     pub fn new(cri: CriClient, setup: S) -> Self {
-        Self { cri, setup }
+        Self {
+            cri,
+            setup,
+            events: EventSink::default(),
+        }
+    }
+
+    /// Records Pulling/Pulled, Created, Started, Failed and Killing events in `events`.
+    #[must_use]
+    pub fn with_events(mut self, events: EventSink) -> Self {
+        self.events = events;
+        self
     }
 
     async fn create_sandbox(
@@ -119,7 +132,10 @@ impl<S: PodSetup> CriPodRuntime<S> {
             pod_ips: &state.ips,
         };
         let image = desired.spec.image.clone().unwrap_or_default();
-        self.ensure_image(name, &image).await?;
+        if let Err(err) = self.ensure_image(pod, name, &image).await {
+            self.events.emit(pod, PodEvent::failed(name, &err.message));
+            return Err(err);
+        }
         // Built (cgroup, log directory, DNS) once per plan, not once per container.
         let sandbox_config = match &state.sandbox_config {
             Some(c) => c.clone(),
@@ -135,24 +151,30 @@ impl<S: PodSetup> CriPodRuntime<S> {
             .create_container(&sandbox_id, config, sandbox_config)
             .await
             .map_err(|e| {
-                cri_error(
+                let err = cri_error(
                     &format!("CreateContainer {name}"),
                     &e,
                     Some("CreateContainerError"),
-                )
+                );
+                self.events.emit(pod, PodEvent::failed(name, &err.message));
+                err
             })?;
+        self.events.emit(pod, PodEvent::created(name));
         self.cri.start_container(&id).await.map_err(|e| {
-            cri_error(
+            let err = cri_error(
                 &format!("StartContainer {name}"),
                 &e,
                 Some("RunContainerError"),
-            )
+            );
+            self.events.emit(pod, PodEvent::failed(name, &err.message));
+            err
         })?;
+        self.events.emit(pod, PodEvent::started(name));
         Ok(())
     }
 
     /// Images are expected to be present (imported from archives); a missing one is pulled.
-    async fn ensure_image(&self, name: &str, image: &str) -> Result<(), RuntimeError> {
+    async fn ensure_image(&self, pod: &Pod, name: &str, image: &str) -> Result<(), RuntimeError> {
         let spec = kwk_cri::image_spec(image);
         let present = self
             .cri
@@ -161,8 +183,12 @@ impl<S: PodSetup> CriPodRuntime<S> {
             .map_err(|e| cri_error(&format!("ImageStatus {image}"), &e, None))?
             .is_some();
         if present {
+            self.events
+                .emit(pod, PodEvent::already_present(name, image));
             return Ok(());
         }
+        self.events.emit(pod, PodEvent::pulling(name, image));
+        let started = std::time::Instant::now();
         self.cri.pull_image(spec, None, None).await.map_err(|e| {
             cri_error(
                 &format!("PullImage {image} for {name}"),
@@ -170,6 +196,9 @@ impl<S: PodSetup> CriPodRuntime<S> {
                 Some("ErrImagePull"),
             )
         })?;
+        let seconds = started.elapsed().as_secs_f64();
+        self.events
+            .emit(pod, PodEvent::pulled(name, image, seconds));
         Ok(())
     }
 
@@ -187,6 +216,9 @@ impl<S: PodSetup> CriPodRuntime<S> {
                 )
             })
             .collect();
+        for c in &live {
+            self.events.emit(pod, PodEvent::killing(&c.name));
+        }
         let apps: Vec<&ObservedContainer> = live
             .iter()
             .copied()
@@ -328,7 +360,8 @@ impl<S: PodSetup> PodRuntime for CriPodRuntime<S> {
                     Some("RunContainerError"),
                 )
             }),
-            Action::KillContainer { id, .. } => {
+            Action::KillContainer { id, name, .. } => {
+                self.events.emit(pod, PodEvent::killing(name));
                 let grace =
                     Duration::from_secs(u64::try_from(spec::grace_seconds(pod)).unwrap_or(0));
                 self.stop_container(id, grace).await

@@ -3,6 +3,11 @@
 //! on the runtime that no source wants any more (e.g. a manifest deleted while kwk-node was
 //! down) — which it terminates. A static pod replaced by a new version (new UID, same name)
 //! starts only once the old one has terminated, so the two never hold the same ports.
+//!
+//! A desired pod with a `deletionTimestamp` (deleted in the API, graceful) is terminated with
+//! its `deletionGracePeriodSeconds`, once; it stays "done" until its source drops it. Orphans
+//! are only looked for once every source has listed its pods (`with_sources_ready`), so pods
+//! of a source that is still connecting are not taken for orphans.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -38,6 +43,10 @@ pub struct PodManager<R> {
     /// The active pods last reported to the runtime (UID → the pod's `Arc` address, so an
     /// updated spec counts as a change).
     reported_active: BTreeMap<String, usize>,
+    /// Deleting pods whose worker has terminated them; not started again.
+    finished: BTreeSet<String>,
+    /// Whether every pod source has delivered its first complete list.
+    sources_ready: Option<watch::Receiver<bool>>,
 }
 
 impl<R: PodRuntime + Clone> PodManager<R> {
@@ -54,7 +63,17 @@ impl<R: PodRuntime + Clone> PodManager<R> {
             max_pods,
             tracker: TaskTracker::new(),
             reported_active: BTreeMap::new(),
+            finished: BTreeSet::new(),
+            sources_ready: None,
         }
+    }
+
+    /// Holds off the orphan search until `ready` is true (default: as soon as the first
+    /// desired set arrives).
+    #[must_use]
+    pub fn with_sources_ready(mut self, ready: watch::Receiver<bool>) -> Self {
+        self.sources_ready = Some(ready);
+        self
     }
 
     /// Runs until `cancel`, then waits for workers to stop between actions.
@@ -66,6 +85,8 @@ impl<R: PodRuntime + Clone> PodManager<R> {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         let mut last_relist = Relist::new();
         let mut have_desired = false;
+        let mut swept = false;
+        let mut sources_ready = self.sources_ready.take();
         let mut ticker = tokio::time::interval(pleg::RELIST_PERIOD);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -76,32 +97,40 @@ impl<R: PodRuntime + Clone> PodManager<R> {
                         break;
                     }
                     let pods = desired.borrow_and_update().clone();
-                    if !have_desired {
-                        // First word from the sources: terminate orphans before starting
+                    have_desired = true;
+                    if !swept && is_ready(sources_ready.as_ref()) {
+                        // First word from all sources: terminate orphans before starting
                         // anything, so a new version of a static pod waits for the old one.
-                        have_desired = true;
-                        match self.runtime.relist().await {
-                            Ok(relist) => {
-                                for (uid, record) in &relist {
-                                    if !pods.contains_key(uid) {
-                                        self.terminate_orphan(uid, record, &cancel, &done_tx);
-                                    }
-                                }
-                                last_relist = relist;
-                            }
-                            Err(err) => tracing::warn!(%err, "initial relist failed"),
+                        swept = true;
+                        if let Some(relist) = self.sweep_orphans(&pods, &cancel, &done_tx).await {
+                            last_relist = relist;
                         }
                     }
                     self.reconcile(&pods, &cancel, &done_tx);
                 }
+                () = wait_ready(sources_ready.as_mut()), if !swept => {
+                    if have_desired {
+                        swept = true;
+                        let pods = desired.borrow().clone();
+                        if let Some(relist) = self.sweep_orphans(&pods, &cancel, &done_tx).await {
+                            last_relist = relist;
+                        }
+                    } else {
+                        // Ready before any desired set: the next desired set sweeps.
+                        sources_ready = None;
+                    }
+                }
                 Some(uid) = done_rx.recv() => {
                     self.workers.remove(&uid);
                     let pods = desired.borrow().clone();
+                    if pods.get(&uid).is_some_and(|p| is_deleting(p)) {
+                        self.finished.insert(uid);
+                    }
                     self.reconcile(&pods, &cancel, &done_tx);
                 }
                 _ = ticker.tick() => {
                     // Orphans can only be told apart once the sources have spoken.
-                    if !have_desired {
+                    if !swept {
                         continue;
                     }
                     match self.runtime.relist().await {
@@ -124,6 +153,30 @@ impl<R: PodRuntime + Clone> PodManager<R> {
         self.tracker.wait().await;
     }
 
+    /// Terminates every pod on the runtime that no source wants and no worker owns; returns
+    /// the relist it acted on.
+    async fn sweep_orphans(
+        &mut self,
+        pods: &DesiredPods,
+        cancel: &CancellationToken,
+        done: &mpsc::UnboundedSender<String>,
+    ) -> Option<Relist> {
+        match self.runtime.relist().await {
+            Ok(relist) => {
+                for (uid, record) in &relist {
+                    if !pods.contains_key(uid) && !self.workers.contains_key(uid) {
+                        self.terminate_orphan(uid, record, cancel, done);
+                    }
+                }
+                Some(relist)
+            }
+            Err(err) => {
+                tracing::warn!(%err, "initial relist failed");
+                None
+            }
+        }
+    }
+
     /// Starts, updates and terminates workers so they match the desired set.
     fn reconcile(
         &mut self,
@@ -133,6 +186,12 @@ impl<R: PodRuntime + Clone> PodManager<R> {
     ) {
         for (uid, handle) in &self.workers {
             match pods.get(uid) {
+                Some(pod) if is_deleting(pod) => {
+                    if matches!(handle.desired(), Desired::Run(_)) {
+                        tracing::info!(%uid, "pod deleted in the API; terminating");
+                        handle.update(Desired::Terminate(with_deletion_grace(pod)));
+                    }
+                }
                 Some(pod) if handle.lifecycle() == Lifecycle::Syncing => {
                     if !Arc::ptr_eq(handle.desired().pod(), pod)
                         && **handle.desired().pod() != **pod
@@ -158,8 +217,16 @@ impl<R: PodRuntime + Clone> PodManager<R> {
             .collect();
         self.deferred.clear();
         self.rejected.retain(|uid| pods.contains_key(uid));
+        self.finished.retain(|uid| pods.contains_key(uid));
         for (uid, pod) in pods {
-            if self.workers.contains_key(uid) {
+            if self.workers.contains_key(uid) || self.finished.contains(uid) {
+                continue;
+            }
+            if is_deleting(pod) {
+                // Deleted before it ran here (or while kwk-node was down): make sure nothing
+                // of it runs, once.
+                let handle = self.spawn(Desired::Terminate(with_deletion_grace(pod)), cancel, done);
+                self.workers.insert(uid.clone(), handle);
                 continue;
             }
             if busy.contains(&full_name(pod)) {
@@ -264,6 +331,39 @@ fn out_of_pods(used: usize, capacity: usize) -> PodStatus {
             "Node didn't have enough resource: pods, requested: 1, used: {used}, capacity: {capacity}"
         )),
         ..Default::default()
+    }
+}
+
+/// Whether the pod is being deleted in the API (`metadata.deletionTimestamp`).
+pub fn is_deleting(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
+}
+
+/// The pod to terminate a deleting pod with: its grace period is the deletion's
+/// (`deletionGracePeriodSeconds`), as the kubelet's.
+fn with_deletion_grace(pod: &Arc<Pod>) -> Arc<Pod> {
+    let Some(grace) = pod.metadata.deletion_grace_period_seconds else {
+        return pod.clone();
+    };
+    let mut pod = (**pod).clone();
+    let spec = pod.spec.get_or_insert_with(Default::default);
+    spec.termination_grace_period_seconds = Some(grace.max(0));
+    Arc::new(pod)
+}
+
+fn is_ready(ready: Option<&watch::Receiver<bool>>) -> bool {
+    ready.is_none_or(|r| *r.borrow())
+}
+
+/// Resolves once `ready` turns true; never when there is none or its sender is gone.
+async fn wait_ready(ready: Option<&mut watch::Receiver<bool>>) {
+    match ready {
+        Some(rx) => {
+            if rx.wait_for(|r| *r).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 

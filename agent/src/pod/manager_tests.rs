@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::events::EventSink;
 use super::fake_runtime::FakeRuntime;
 use super::manager::{DesiredPods, PodManager};
 use super::observed::ContainerKind;
@@ -41,6 +42,15 @@ fn start(runtime: FakeRuntime) -> Harness {
 }
 
 fn start_with(runtime: FakeRuntime, max_pods: usize) -> Harness {
+    start_full(runtime, max_pods, None, EventSink::default())
+}
+
+fn start_full(
+    runtime: FakeRuntime,
+    max_pods: usize,
+    sources_ready: Option<watch::Receiver<bool>>,
+    events: EventSink,
+) -> Harness {
     let store = StatusStore::default();
     let (desired, rx) = watch::channel(DesiredPods::new());
     let cancel = CancellationToken::new();
@@ -51,9 +61,14 @@ fn start_with(runtime: FakeRuntime, max_pods: usize) -> Harness {
             sync_frequency: Duration::from_secs(60),
             retry_after: Duration::from_secs(1),
             host_ip: None,
+            events,
         },
         max_pods,
     );
+    let manager = match sources_ready {
+        Some(ready) => manager.with_sources_ready(ready),
+        None => manager,
+    };
     let task = tokio::spawn(manager.run(rx, cancel.clone()));
     Harness {
         runtime,
@@ -282,4 +297,86 @@ async fn the_runtime_hears_of_each_change_of_the_active_pods_before_they_start()
         "{reports:?}"
     );
     h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn orphans_are_only_looked_for_once_every_source_has_listed() {
+    let runtime = FakeRuntime::new();
+    let h = start(runtime.clone());
+    let keep = pod("k1", "keep", "sleep");
+    let api = pod("a1", "from-api", "sleep");
+    h.set(&[&keep, &api]);
+    settle(3).await;
+    h.stop().await;
+
+    // Restarted while the apiserver is still away: only the static pod is known.
+    let (ready, ready_rx) = watch::channel(false);
+    let h = start_full(runtime.clone(), 110, Some(ready_rx), EventSink::default());
+    h.set(&[&keep]);
+    settle(10).await;
+    assert!(
+        !runtime.observed("a1").is_empty(),
+        "the API pod was taken for an orphan before the apiserver listed"
+    );
+    // The apiserver lists no such pod any more: now it is an orphan.
+    ready.send_replace(true);
+    settle(5).await;
+    assert!(
+        runtime.observed("a1").is_empty(),
+        "the orphan is still there"
+    );
+    assert!(!runtime.observed("k1").is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_deleted_in_the_api_is_terminated_once_and_not_started_again() {
+    let h = start(FakeRuntime::new());
+    let web = pod("u1", "web", "sleep");
+    h.set(&[&web]);
+    settle(3).await;
+    assert_eq!(h.phase("web").as_deref(), Some("Running"));
+
+    let mut deleting = (*web).clone();
+    deleting.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
+    );
+    deleting.metadata.deletion_grace_period_seconds = Some(0);
+    let deleting = Arc::new(deleting);
+    h.set(&[&deleting]);
+    settle(5).await;
+    assert!(
+        h.runtime.observed("u1").is_empty(),
+        "pod left on the runtime"
+    );
+    assert_eq!(h.phase("web"), None);
+    // Still in the desired set (the API has not removed it yet): nothing starts again.
+    settle(30).await;
+    let sandboxes = h
+        .runtime
+        .actions("u1")
+        .into_iter()
+        .filter(|a| matches!(a, Action::CreateSandbox { .. }))
+        .count();
+    assert_eq!(sandboxes, 1, "{:?}", h.runtime.actions("u1"));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_loop_reports_one_back_off_event_per_back_off_period() {
+    let (events, mut queue) = EventSink::channel();
+    let h = start_full(FakeRuntime::new(), 110, None, events);
+    let crash = pod("u2", "crash", "crash");
+    h.set(&[&crash]);
+    settle(35).await;
+    h.stop().await;
+    let mut back_offs = 0;
+    while let Ok(recorded) = queue.try_recv() {
+        if recorded.event.reason == "BackOff" {
+            assert_eq!(recorded.event.container.as_deref(), Some("app"));
+            back_offs += 1;
+        }
+    }
+    // Back-offs of 10 s and 20 s were waited out, the third (40 s) is running.
+    assert_eq!(back_offs, 3);
 }

@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod cri_runtime;
+pub mod events;
 pub mod fingerprint;
 pub mod manager;
 pub mod observed;

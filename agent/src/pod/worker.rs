@@ -4,6 +4,7 @@
 //! back-off expires or the periodic resync is due. Shutdown of kwk-node stops the worker
 //! between actions and leaves the pod running.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,8 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::PodBackoff;
-use super::plan::{self, Action, Outcome, PlanInput};
+use super::events::PodEvent;
+use super::plan::{self, Action, Outcome, PlanInput, Waiting};
 use super::runtime::{ExecState, PodRuntime};
 use super::spec;
 use super::status::{StatusContext, pod_status};
@@ -50,6 +52,8 @@ pub struct WorkerConfig {
     /// Wait after a failed action before trying again.
     pub retry_after: Duration,
     pub host_ip: Option<String>,
+    /// Where the worker records events (`BackOff`).
+    pub events: super::events::EventSink,
 }
 
 /// The manager's handle on a worker.
@@ -102,6 +106,7 @@ pub fn spawn<R: PodRuntime + Clone>(
         config,
         backoff: PodBackoff::default(),
         start_time: None,
+        backing_off: BTreeMap::new(),
     };
     tracker.spawn(async move {
         let uid = spec::uid(worker.desired.borrow().pod()).to_string();
@@ -125,7 +130,12 @@ struct Worker<R> {
     config: WorkerConfig,
     backoff: PodBackoff,
     start_time: Option<i64>,
+    /// Containers in CrashLoopBackOff with the back-off message last reported as an event.
+    backing_off: BTreeMap<String, String>,
 }
+
+/// The waiting reason of a container in restart back-off.
+const CRASH_LOOP: &str = "CrashLoopBackOff";
 
 /// How many rounds may follow each other without waiting when each one changed something.
 const IMMEDIATE_ROUNDS: u32 = 5;
@@ -194,6 +204,7 @@ impl<R: PodRuntime> Worker<R> {
             now,
             terminating,
         });
+        self.report_back_off(&pod, &plan.waiting);
         let mut state = ExecState::from_observed(&observed);
         let mut failed = false;
         for action in &plan.actions {
@@ -248,6 +259,18 @@ impl<R: PodRuntime> Worker<R> {
                 .requeue_at
                 .map(|at| Duration::from_nanos(u64::try_from(at.saturating_sub(now)).unwrap_or(0)));
             Round::Idle { requeue_in }
+        }
+    }
+
+    /// A `BackOff` event for each container that entered a (new) back-off period.
+    fn report_back_off(&mut self, pod: &Pod, waiting: &BTreeMap<String, Waiting>) {
+        self.backing_off
+            .retain(|name, _| waiting.get(name).is_some_and(|w| w.reason == CRASH_LOOP));
+        for (name, w) in waiting {
+            if w.reason == CRASH_LOOP && self.backing_off.get(name) != Some(&w.message) {
+                self.backing_off.insert(name.clone(), w.message.clone());
+                self.config.events.emit(pod, PodEvent::back_off(pod, name));
+            }
         }
     }
 

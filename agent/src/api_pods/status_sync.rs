@@ -1,0 +1,220 @@
+//! The status sync (the kubelet's status manager): sends the statuses of the node's pods from
+//! the [`StatusStore`] to the apiserver and finishes graceful deletions.
+//!
+//! After every change in the store or in the API's view (and every [`RESYNC`], which also
+//! compares acknowledged pods with the API again), each pod whose latest status version is not
+//! acknowledged is patched (`pods/status`, merge patch with a UID precondition) — only what
+//! differs from the API's copy, nothing when nothing does. A static pod's status goes to its
+//! mirror pod. Statuses that cannot be sent (apiserver down, no mirror pod yet) stay pending
+//! and go out later, latest version only; a conflict re-reads the pod and tries once more.
+//! An API pod with a `deletionTimestamp` that no longer runs here is deleted with grace 0
+//! and its UID as precondition.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use tokio_util::sync::CancellationToken;
+
+use super::ApiView;
+use super::desired::is_mirror;
+use super::mirror::{mirror_hash, static_hash};
+use super::status_plan::{StatusVersions, status_patch};
+use crate::labels;
+use crate::pod::spec;
+use crate::pod::store::StatusStore;
+
+/// Compare everything with the API again this often.
+const RESYNC: Duration = Duration::from_secs(10);
+/// Retry pending statuses after this long.
+const RETRY: Duration = Duration::from_secs(1);
+
+pub(super) async fn run(
+    client: kube::Client,
+    mut view: ApiView,
+    store: StatusStore,
+    cancel: CancellationToken,
+) {
+    let mut local_changes = store.subscribe();
+    let mut sync = StatusSync {
+        client,
+        versions: StatusVersions::default(),
+        sent_to: BTreeMap::new(),
+    };
+    let mut resync = tokio::time::interval(RESYNC);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pending = false;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            changed = local_changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            changed = view.changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep(RETRY), if pending => {}
+            _ = resync.tick() => sync.versions.resync(),
+        }
+        if !view.is_ready() {
+            continue;
+        }
+        local_changes.borrow_and_update();
+        view.changes.borrow_and_update();
+        let local = store.snapshot();
+        let api = view.pods.state();
+        pending = sync.pass(&local, &api).await;
+    }
+}
+
+struct StatusSync {
+    client: kube::Client,
+    versions: StatusVersions,
+    /// The API pod (UID) each local pod's status was last acknowledged by.
+    sent_to: BTreeMap<String, String>,
+}
+
+impl StatusSync {
+    /// One round; returns whether something is still pending.
+    async fn pass(&mut self, local: &[Pod], api: &[Arc<Pod>]) -> bool {
+        let uids: Vec<&str> = local.iter().map(spec::uid).collect();
+        self.versions.retain(|uid| uids.contains(&uid));
+        self.sent_to.retain(|uid, _| uids.contains(&uid.as_str()));
+        for pod in local {
+            if let Some(status) = &pod.status {
+                self.versions.observe(spec::uid(pod), status);
+            }
+        }
+        let mut pending = false;
+        for pod in local {
+            let uid = spec::uid(pod);
+            let Some(target) = target(pod, api) else {
+                pending = true;
+                continue;
+            };
+            let target_uid = spec::uid(&target).to_string();
+            let same_target = self.sent_to.get(uid) == Some(&target_uid);
+            if same_target && self.versions.is_acked(uid) {
+                continue;
+            }
+            let Some((_, version, status)) = self
+                .versions
+                .pending()
+                .into_iter()
+                .find(|(u, _, _)| u == uid)
+                .or_else(|| pod.status.clone().map(|s| (uid.to_string(), 0, s)))
+            else {
+                continue;
+            };
+            if self.send(&target, &status).await {
+                self.versions.ack(uid, version);
+                self.sent_to.insert(uid.to_string(), target_uid);
+            } else {
+                pending = true;
+            }
+        }
+        self.finish_deletions(local, api).await;
+        pending
+    }
+
+    /// Patches `target`'s status to `status`; true when the API has it.
+    async fn send(&self, target: &Pod, status: &PodStatus) -> bool {
+        let namespace = spec::namespace(target);
+        let name = spec::name(target);
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let mut current = target.clone();
+        for attempt in 0..2 {
+            let Some(patch) = status_patch(&current, status) else {
+                return true;
+            };
+            match api
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    tracing::debug!(%namespace, %name, "pod status sent");
+                    return true;
+                }
+                Err(kube::Error::Api(s)) if s.is_conflict() && attempt == 0 => {
+                    match api.get_opt(name).await {
+                        Ok(Some(fresh)) if fresh.metadata.uid == target.metadata.uid => {
+                            current = fresh;
+                        }
+                        // Gone or replaced: nothing to send it to.
+                        Ok(_) => return false,
+                        Err(err) => {
+                            tracing::warn!(%namespace, %name, %err, "re-reading pod");
+                            return false;
+                        }
+                    }
+                }
+                Err(kube::Error::Api(s)) if s.is_not_found() => return false,
+                Err(err) => {
+                    tracing::warn!(%namespace, %name, %err, "sending pod status");
+                    return false;
+                }
+            }
+        }
+        false
+    }
+
+    /// Deletes (grace 0, UID precondition) API pods being deleted that no longer run here.
+    async fn finish_deletions(&self, local: &[Pod], api: &[Arc<Pod>]) {
+        for pod in api {
+            let uid = spec::uid(pod);
+            if is_mirror(pod)
+                || pod.metadata.deletion_timestamp.is_none()
+                || local.iter().any(|l| spec::uid(l) == uid)
+            {
+                continue;
+            }
+            let namespace = spec::namespace(pod);
+            let name = spec::name(pod);
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.to_string()),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+            match pods.delete(name, &params).await {
+                Ok(_) => {
+                    tracing::info!(%namespace, %name, %uid, "pod stopped; deleted from the API")
+                }
+                Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => {}
+                Err(err) => tracing::warn!(%namespace, %name, %err, "deleting terminated pod"),
+            }
+        }
+    }
+}
+
+/// The API pod that shows `local`'s status: the pod itself, or a static pod's mirror pod.
+fn target(local: &Pod, api: &[Arc<Pod>]) -> Option<Arc<Pod>> {
+    let is_static = local
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(labels::CONFIG_SOURCE))
+        .is_some_and(|s| s != "api");
+    api.iter()
+        .find(|p| {
+            if is_static {
+                is_mirror(p)
+                    && spec::namespace(p) == spec::namespace(local)
+                    && spec::name(p) == spec::name(local)
+                    && mirror_hash(p) == Some(static_hash(local))
+            } else {
+                !is_mirror(p) && spec::uid(p) == spec::uid(local)
+            }
+        })
+        .cloned()
+}
