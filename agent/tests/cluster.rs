@@ -56,3 +56,183 @@ async fn the_control_plane_runs_as_static_pods_and_comes_back_when_killed() {
         before
     );
 }
+
+const DEPLOYMENT: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: httpd
+        image: localhost/busybox:latest
+        command: ["/bin/sh", "-c", "mkdir -p /www && echo hello from $(hostname) > /www/index.html && exec httpd -f -p 80 -h /www"]
+        ports: [{containerPort: 80}]
+"#;
+
+/// `(name, phase, podIP)` of the `app=web` pods.
+fn web_pods(cluster: &TestCluster) -> Vec<(String, String, String)> {
+    let out = cluster
+        .kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.phase} {.status.podIP}{\"\\n\"}{end}",
+        ])
+        .unwrap_or_default();
+    out.lines()
+        .map(|l| {
+            let mut f = l.split_whitespace().map(str::to_owned);
+            (
+                f.next().unwrap_or_default(),
+                f.next().unwrap_or_default(),
+                f.next().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+async fn wait_web_pods(cluster: &TestCluster, running: usize) {
+    kwk_tests::wait_for(
+        Duration::from_secs(90),
+        &format!("{running} web pods Running with IPs"),
+        || {
+            let pods = web_pods(cluster);
+            let ok = pods.len() == running
+                && pods
+                    .iter()
+                    .all(|(_, phase, ip)| phase == "Running" && !ip.is_empty());
+            std::future::ready(ok)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}: {:?}\n{}", web_pods(cluster), cluster.log_tail()));
+}
+
+/// The containers of `app=web` pods containerd runs.
+async fn web_containers(cluster: &TestCluster) -> usize {
+    let containers = cluster
+        .containerd()
+        .cri
+        .list_containers(None)
+        .await
+        .unwrap();
+    containers
+        .iter()
+        .filter(|c| {
+            c.labels
+                .get("io.kubernetes.container.name")
+                .map(String::as_str)
+                == Some("httpd")
+                && c.state == kwk_cri::api::ContainerState::ContainerRunning as i32
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_runs_scales_and_goes_away_on_the_node() {
+    if !privileged_tests_enabled() {
+        return;
+    }
+    let mut cluster = cluster().await;
+    kwk_tests::wait_for(Duration::from_secs(60), "the node to be Ready", || {
+        let ready = cluster
+            .kubectl(&[
+                "get",
+                "node",
+                kwk_tests::cluster::NODE_NAME,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ])
+            .is_ok_and(|s| s.trim() == "True");
+        std::future::ready(ready)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_tail()));
+    // The control plane shows up as mirror pods.
+    let mut system = String::new();
+    kwk_tests::wait_for(Duration::from_secs(60), "the control plane's mirror pods", || {
+        system = cluster
+            .kubectl(&["get", "pods", "-n", "kube-system", "-o", "name"])
+            .unwrap_or_default();
+        let all = ["kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+            .iter()
+            .all(|c| system.contains(&format!("pod/{c}-kwkt-node")));
+        std::future::ready(all)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}: {system}\n{}", cluster.log_tail()));
+
+    let applied = cluster
+        .kubectl_output(&["apply", "-f", "-"], Some(DEPLOYMENT))
+        .unwrap();
+    assert!(applied.status.success(), "{applied:?}");
+    wait_web_pods(&cluster, 3).await;
+    let (_, _, ip) = web_pods(&cluster)[0].clone();
+    let addr: std::net::SocketAddr = format!("{ip}:80").parse().unwrap();
+    let body = cluster
+        .containerd()
+        .netns()
+        .run(|| kwk_tests::http::get(addr, "/"))
+        .unwrap()
+        .unwrap();
+    assert!(body.contains("hello from web-"), "{body}");
+    assert_eq!(web_containers(&cluster).await, 3);
+
+    // kill -9 of kwk-node restarts no container.
+    let before = cluster
+        .kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].status.containerStatuses[0].containerID}",
+        ])
+        .unwrap();
+    cluster.kill_node().unwrap();
+    cluster.start_node().unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    wait_web_pods(&cluster, 3).await;
+    let after = cluster
+        .kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].status.containerStatuses[0].containerID}",
+        ])
+        .unwrap();
+    assert_eq!(after, before, "same containers after kwk-node's restart");
+
+    cluster
+        .kubectl(&["scale", "deployment", "web", "--replicas=0"])
+        .unwrap();
+    wait_web_pods(&cluster, 0).await;
+    kwk_tests::wait_for(
+        Duration::from_secs(30),
+        "the containers to stop",
+        || async { web_containers(&cluster).await == 0 },
+    )
+    .await
+    .unwrap();
+    cluster
+        .kubectl(&["scale", "deployment", "web", "--replicas=3"])
+        .unwrap();
+    wait_web_pods(&cluster, 3).await;
+
+    cluster.kubectl(&["delete", "deployment", "web"]).unwrap();
+    wait_web_pods(&cluster, 0).await;
+    kwk_tests::wait_for(Duration::from_secs(30), "the containers to go", || async {
+        web_containers(&cluster).await == 0
+    })
+    .await
+    .unwrap();
+}
