@@ -11,6 +11,7 @@ pub mod canonical;
 pub mod cgroups;
 pub mod clock;
 pub mod config;
+pub mod kubelet_api;
 pub mod labels;
 pub mod local_api;
 pub mod logs;

@@ -148,6 +148,18 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
     let desired = static_pod_source(&config, &options, &cancel);
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(manager.run(desired, cancel.clone()));
+    tasks.spawn(crate::kubelet_api::run(
+        config.clone(),
+        crate::kubelet_api::NodeContext {
+            node_name: options.node_name.clone(),
+            root_dir: options.root_dir.clone(),
+            kubeconfig: options.kubeconfig.clone(),
+            node_ip: options.node_ip,
+        },
+        store.clone(),
+        cri.clone(),
+        cancel.clone(),
+    ));
     tasks.spawn(logs::run(
         cri,
         LogLimits {

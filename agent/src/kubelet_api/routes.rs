@@ -1,0 +1,206 @@
+//! The kubelet API's routes and the authentication/authorization layer in front of them.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use k8s_openapi::List;
+use k8s_openapi::api::core::v1::Pod;
+use tokio::sync::mpsc;
+
+use super::Shared;
+use super::authz::{attributes_for, forbidden_message};
+use super::container_logs::{container_running, find_pod, resolve_log_file, stream_log};
+use super::cri_log::parse_log_options;
+use super::{metrics, stats};
+
+/// The DER client certificate the TLS layer verified, if any (a request extension).
+#[derive(Clone, Debug)]
+pub(super) struct ClientCert(pub(super) Option<Arc<Vec<u8>>>);
+
+pub(super) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/pods", get(pods))
+        .route("/pods/", get(pods))
+        .route(
+            "/containerLogs/{namespace}/{pod}/{container}",
+            get(container_logs),
+        )
+        .route("/stats/summary", get(stats_summary))
+        .route("/metrics", get(metrics_text))
+        .route("/metrics/resource", get(resource_metrics))
+        .route("/configz", get(configz))
+        .layer(middleware::from_fn_with_state(shared.clone(), authenticate))
+        .with_state(shared)
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.into(),
+    )
+        .into_response()
+}
+
+/// Authenticates and authorizes every request before its handler runs.
+async fn authenticate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let cert = request
+        .extensions()
+        .get::<ClientCert>()
+        .and_then(|c| c.0.clone());
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let user = match shared
+        .authenticator
+        .authenticate(cert.as_deref().map(Vec::as_slice), authorization)
+        .await
+    {
+        Ok(Some(user)) => user,
+        Ok(None) => return text(StatusCode::UNAUTHORIZED, "Unauthorized"),
+        Err(err) => {
+            tracing::warn!(%err, "kubelet API: unable to authenticate the request");
+            return text(StatusCode::UNAUTHORIZED, "Unauthorized");
+        }
+    };
+    let attributes = attributes_for(request.method(), request.uri().path());
+    match shared
+        .authorizer
+        .allowed(&user, &shared.node_name, &attributes)
+        .await
+    {
+        Ok(true) => next.run(request).await,
+        Ok(false) => text(
+            StatusCode::FORBIDDEN,
+            forbidden_message(&user, &attributes),
+        ),
+        Err(err) => {
+            tracing::warn!(%err, user = %user.name, "kubelet API: authorization failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "Authorization error (user={}, verb={}, resource=nodes, subresource(s)=[{}])",
+                    user.name,
+                    attributes.verb,
+                    attributes.subresources.join(" ")
+                ),
+            )
+        }
+    }
+}
+
+fn json(value: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            body,
+        )
+            .into_response(),
+        Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    }
+}
+
+async fn pods(State(shared): State<Arc<Shared>>) -> Response {
+    let list = List::<Pod> {
+        items: shared.store.snapshot(),
+        metadata: Default::default(),
+    };
+    // `List` serializes without kind/apiVersion; upstream's /pods carries them.
+    let mut value = match serde_json::to_value(&list) {
+        Ok(v) => v,
+        Err(err) => return text(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    };
+    value["kind"] = "PodList".into();
+    value["apiVersion"] = "v1".into();
+    json(&value)
+}
+
+async fn container_logs(
+    State(shared): State<Arc<Shared>>,
+    Path((namespace, pod_name, container)): Path<(String, String, String)>,
+    request: Request,
+) -> Response {
+    let options = match parse_log_options(request.uri().query().unwrap_or_default(), stats::now())
+    {
+        Ok(o) => o,
+        Err(message) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "message": message }).to_string(),
+            );
+        }
+    };
+    let Some(pod) = find_pod(&shared.store, &namespace, &pod_name) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("pod {pod_name:?} does not exist\n"),
+        );
+    };
+    let path = match resolve_log_file(&pod, &shared.pod_logs_dir, &container, options.previous) {
+        Ok(path) => path,
+        Err(err) => {
+            let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            return text(status, format!("{err}\n"));
+        }
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let store = shared.store.clone();
+    let running = move || {
+        find_pod(&store, &namespace, &pod_name).is_some_and(|p| container_running(&p, &container))
+    };
+    let running = if options.previous {
+        // A previous instance has ended: nothing more will be written.
+        Box::new(|| false) as Box<dyn Fn() -> bool + Send>
+    } else {
+        Box::new(running)
+    };
+    tokio::spawn(stream_log(path, options, running, tx));
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), rx))
+    });
+    (
+        [(header::CONTENT_TYPE, "text/plain")],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+async fn stats_summary(State(shared): State<Arc<Shared>>) -> Response {
+    let node = shared.stats.node().await;
+    let containers = shared.stats.containers().await;
+    json(&stats::summary(
+        &shared.node_name,
+        &node,
+        &shared.store.snapshot(),
+        &containers,
+    ))
+}
+
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
+    let body = metrics::render(&shared.node_name, &shared.store.snapshot());
+    ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], body).into_response()
+}
+
+async fn resource_metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let node = shared.stats.node().await;
+    let containers = shared.stats.containers().await;
+    let body = stats::resource_metrics(&node, &shared.store.snapshot(), &containers);
+    ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], body).into_response()
+}
+
+async fn configz(State(shared): State<Arc<Shared>>) -> Response {
+    json(&shared.configz)
+}
