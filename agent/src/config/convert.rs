@@ -178,8 +178,7 @@ pub(crate) fn convert(document: &Map<String, Value>) -> Result<KubeletConfig> {
     let read_only_port = match get("readOnlyPort") {
         Some(v) => {
             let n = int32(v, "readOnlyPort")?;
-            u16::try_from(n)
-                .map_err(|_| out_of_range("readOnlyPort", "between 0 and 65535", &n))?
+            u16::try_from(n).map_err(|_| out_of_range("readOnlyPort", "between 0 and 65535", &n))?
         }
         None => 0,
     };
@@ -315,8 +314,9 @@ fn authorization(value: &Value) -> Result<KubeletAuthorization> {
     };
     let ttl = |name: &str, default: Duration| -> Result<Duration> {
         Ok(match nested(value, &["webhook", name]) {
-            Some(v) => nonzero_duration(v, &format!("authorization.webhook.{name}"))?
-                .unwrap_or(default),
+            Some(v) => {
+                nonzero_duration(v, &format!("authorization.webhook.{name}"))?.unwrap_or(default)
+            }
             None => default,
         })
     };

@@ -166,10 +166,13 @@ fn each_honoured_field_is_read() {
         ("address: '::'", |c| c.address = ip("::")),
         ("port: 10260", |c| c.port = 10260),
         ("readOnlyPort: 10255", |c| c.read_only_port = 10255),
-        ("tlsCertFile: /pki/k.crt\ntlsPrivateKeyFile: /pki/k.key", |c| {
-            c.tls_cert_file = Some(PathBuf::from("/pki/k.crt"));
-            c.tls_private_key_file = Some(PathBuf::from("/pki/k.key"));
-        }),
+        (
+            "tlsCertFile: /pki/k.crt\ntlsPrivateKeyFile: /pki/k.key",
+            |c| {
+                c.tls_cert_file = Some(PathBuf::from("/pki/k.crt"));
+                c.tls_private_key_file = Some(PathBuf::from("/pki/k.key"));
+            },
+        ),
         (
             "authentication: {x509: {clientCAFile: /ca.crt}, anonymous: {enabled: true}, \
              webhook: {enabled: false, cacheTTL: 10s}}",

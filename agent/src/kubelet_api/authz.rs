@@ -240,7 +240,12 @@ mod tests {
             (&get, "/healthz/ping", "get", &["healthz", "proxy"]),
             (&get, "/configz", "get", &["configz", "proxy"]),
             (&get, "/spec/", "get", &["spec"]),
-            (&http::Method::POST, "/checkpoint/ns/p/c", "create", &["checkpoint"]),
+            (
+                &http::Method::POST,
+                "/checkpoint/ns/p/c",
+                "create",
+                &["checkpoint"],
+            ),
             (&get, "/containerLogs/ns/p/c", "get", &["proxy"]),
             (&http::Method::POST, "/exec/ns/p/c", "create", &["proxy"]),
             (&http::Method::PUT, "/", "update", &["proxy"]),

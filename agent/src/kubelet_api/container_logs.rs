@@ -262,7 +262,13 @@ mod tests {
                 reason: String::new()
             })
         );
-        for name in ["0.log", "2.log", "10.log", "10.log.20260101-000000", "x.log"] {
+        for name in [
+            "0.log",
+            "2.log",
+            "10.log",
+            "10.log.20260101-000000",
+            "x.log",
+        ] {
             std::fs::write(dir.join(name), "").unwrap();
         }
         let cases: &[(&str, bool, Result<&str, LogRequestError>)] = &[
@@ -312,7 +318,10 @@ mod tests {
         ));
         assert_eq!(rx.recv().await.unwrap(), Bytes::from_static(b"a\n"));
         use std::io::Write as _;
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(b"2026-01-01T00:00:01Z stdout P b").unwrap();
         f.write_all(b"\n2026-01-01T00:00:01Z stdout F c\n").unwrap();
         assert_eq!(rx.recv().await.unwrap(), Bytes::from_static(b"bc\n"));

@@ -140,10 +140,10 @@ pub fn parse_log_options(query: &str, now: Timestamp) -> Result<LogOptions, Stri
             "timestamps" => options.timestamps = boolean(&value),
             "tailLines" => {
                 let n = integer("tailLines", &value)?;
-                options.tail_lines = Some(
-                    u64::try_from(n)
-                        .map_err(|_| "tailLines: must be greater than or equal to 0".to_string())?,
-                );
+                options.tail_lines =
+                    Some(u64::try_from(n).map_err(|_| {
+                        "tailLines: must be greater than or equal to 0".to_string()
+                    })?);
             }
             "limitBytes" => {
                 let n = integer("limitBytes", &value)?;
@@ -281,21 +281,36 @@ mod tests {
                 "2026-01-02T03:04:05Z stdout F hello world",
                 Ok((Stream::Stdout, false, "hello world")),
             ),
-            ("2026-01-02T03:04:05Z stderr P part", Ok((Stream::Stderr, true, "part"))),
-            ("2026-01-02T03:04:05Z stdout F", Ok((Stream::Stdout, false, ""))),
-            ("2026-01-02T03:04:05Z stdout", Err(RecordError::Missing("tags"))),
-            ("yesterday stdout F x", Err(RecordError::Time("yesterday".into()))),
+            (
+                "2026-01-02T03:04:05Z stderr P part",
+                Ok((Stream::Stderr, true, "part")),
+            ),
+            (
+                "2026-01-02T03:04:05Z stdout F",
+                Ok((Stream::Stdout, false, "")),
+            ),
+            (
+                "2026-01-02T03:04:05Z stdout",
+                Err(RecordError::Missing("tags")),
+            ),
+            (
+                "yesterday stdout F x",
+                Err(RecordError::Time("yesterday".into())),
+            ),
             (
                 "2026-01-02T03:04:05Z stdin F x",
                 Err(RecordError::Stream("stdin".into())),
             ),
         ];
         for (line, expected) in cases {
-            let got = parse_record(line.as_bytes())
-                .map(|r| (r.stream, r.partial, String::from_utf8_lossy(r.message).into_owned()));
-            let expected = expected
-                .clone()
-                .map(|(s, p, m)| (s, p, m.to_string()));
+            let got = parse_record(line.as_bytes()).map(|r| {
+                (
+                    r.stream,
+                    r.partial,
+                    String::from_utf8_lossy(r.message).into_owned(),
+                )
+            });
+            let expected = expected.clone().map(|(s, p, m)| (s, p, m.to_string()));
             assert_eq!(got, expected, "{line}");
         }
     }
@@ -303,11 +318,18 @@ mod tests {
     #[test]
     fn partial_records_join_into_one_line_with_the_first_time() {
         let (lines, consumed) = lines();
-        let texts: Vec<_> = lines.iter().map(|l| String::from_utf8_lossy(&l.text)).collect();
+        let texts: Vec<_> = lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(&l.text))
+            .collect();
         assert_eq!(texts, ["one\n", "two\n", "\n", "four\n"]);
         assert_eq!(lines[1].time, ts("2026-01-02T03:04:06.5Z"));
         assert_eq!(lines[1].stream, Stream::Stderr);
-        assert_eq!(consumed, LOG.rfind('\n').unwrap() + 1, "the unterminated record waits");
+        assert_eq!(
+            consumed,
+            LOG.rfind('\n').unwrap() + 1,
+            "the unterminated record waits"
+        );
     }
 
     #[test]
@@ -341,14 +363,23 @@ mod tests {
                 }),
             ),
             ("follow=false", Ok(LogOptions::default())),
-            ("tailLines=-1", Err("tailLines: must be greater than or equal to 0")),
+            (
+                "tailLines=-1",
+                Err("tailLines: must be greater than or equal to 0"),
+            ),
             ("limitBytes=0", Err("limitBytes: must be greater than 0")),
-            ("sinceSeconds=0", Err("sinceSeconds: must be greater than 0")),
+            (
+                "sinceSeconds=0",
+                Err("sinceSeconds: must be greater than 0"),
+            ),
             (
                 "sinceSeconds=1&sinceTime=2026-01-02T03:04:07Z",
                 Err("at most one of `sinceTime` or `sinceSeconds` may be specified"),
             ),
-            ("tailLines=x", Err("tailLines: invalid value \"x\": must be an integer")),
+            (
+                "tailLines=x",
+                Err("tailLines: invalid value \"x\": must be an integer"),
+            ),
         ];
         for (query, expected) in cases {
             assert_eq!(

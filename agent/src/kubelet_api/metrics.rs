@@ -157,19 +157,36 @@ mod tests {
             ..Pod::default()
         };
         let pods = [
-            pod(vec![status(running.clone(), Some("c1")), status(exited, Some("c2"))]),
-            pod(vec![status(waiting.clone(), Some("c3")), status(waiting, None)]),
-            pod(vec![status(running, Some("c4")), status(ContainerState::default(), None)]),
+            pod(vec![
+                status(running.clone(), Some("c1")),
+                status(exited, Some("c2")),
+            ]),
+            pod(vec![
+                status(waiting.clone(), Some("c3")),
+                status(waiting, None),
+            ]),
+            pod(vec![
+                status(running, Some("c4")),
+                status(ContainerState::default(), None),
+            ]),
             Pod::default(),
         ];
         let (running_pods, states) = pod_counts(&pods);
         assert_eq!(running_pods, 2);
         assert_eq!(
             states,
-            BTreeMap::from([("created", 1), ("exited", 1), ("running", 2), ("unknown", 1)])
+            BTreeMap::from([
+                ("created", 1),
+                ("exited", 1),
+                ("running", 2),
+                ("unknown", 1)
+            ])
         );
         let text = render("node-1", &pods);
-        assert!(text.contains("kubelet_node_name{node=\"node-1\"} 1\n"), "{text}");
+        assert!(
+            text.contains("kubelet_node_name{node=\"node-1\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("kubelet_running_pods 2\n"), "{text}");
         assert!(text.contains("kubelet_running_containers{container_state=\"running\"} 2\n"));
         assert!(text.contains("process_start_time_seconds "), "{text}");

@@ -106,12 +106,13 @@ pub async fn bind(
     cri: Option<CriClient>,
 ) -> Result<BoundServer, KubeletApiError> {
     let tls = tls::server_config(&settings.serving, settings.client_ca.as_deref())?;
-    let listener = TcpListener::bind(settings.bind)
-        .await
-        .map_err(|source| KubeletApiError::Bind {
-            addr: settings.bind,
-            source,
-        })?;
+    let listener =
+        TcpListener::bind(settings.bind)
+            .await
+            .map_err(|source| KubeletApiError::Bind {
+                addr: settings.bind,
+                source,
+            })?;
     let addr = listener
         .local_addr()
         .map_err(|source| KubeletApiError::Bind {
@@ -218,7 +219,11 @@ pub struct NodeContext {
 
 /// The names the self-signed certificate is valid for: the node name, its address and loopback.
 fn self_signed_hosts(context: &NodeContext) -> Vec<String> {
-    let mut hosts = vec![context.node_name.clone(), "localhost".into(), "127.0.0.1".into()];
+    let mut hosts = vec![
+        context.node_name.clone(),
+        "localhost".into(),
+        "127.0.0.1".into(),
+    ];
     if let Some(ip) = context.node_ip {
         hosts.push(ip.to_string());
     }
@@ -284,12 +289,15 @@ pub async fn settings_for(
 }
 
 async fn client_from_kubeconfig(path: &std::path::Path) -> Result<kube::Client, KubeletApiError> {
-    let err = |e: &dyn std::fmt::Display| KubeletApiError::Kubeconfig(format!("{}: {e}", path.display()));
+    let err =
+        |e: &dyn std::fmt::Display| KubeletApiError::Kubeconfig(format!("{}: {e}", path.display()));
     let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| err(&e))?;
-    let config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-            .await
-            .map_err(|e| err(&e))?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .map_err(|e| err(&e))?;
     kube::Client::try_from(config).map_err(|e| err(&e))
 }
 

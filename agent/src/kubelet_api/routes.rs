@@ -79,10 +79,7 @@ async fn authenticate(State(shared): State<Arc<Shared>>, request: Request, next:
         .await
     {
         Ok(true) => next.run(request).await,
-        Ok(false) => text(
-            StatusCode::FORBIDDEN,
-            forbidden_message(&user, &attributes),
-        ),
+        Ok(false) => text(StatusCode::FORBIDDEN, forbidden_message(&user, &attributes)),
         Err(err) => {
             tracing::warn!(%err, user = %user.name, "kubelet API: authorization failed");
             text(
@@ -101,7 +98,10 @@ async fn authenticate(State(shared): State<Arc<Shared>>, request: Request, next:
 fn json(value: &impl serde::Serialize) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => (
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
             body,
         )
             .into_response(),
@@ -129,8 +129,7 @@ async fn container_logs(
     Path((namespace, pod_name, container)): Path<(String, String, String)>,
     request: Request,
 ) -> Response {
-    let options = match parse_log_options(request.uri().query().unwrap_or_default(), stats::now())
-    {
+    let options = match parse_log_options(request.uri().query().unwrap_or_default(), stats::now()) {
         Ok(o) => o,
         Err(message) => {
             return text(

@@ -73,7 +73,9 @@ pub fn parse_meminfo(text: &str, sample: &mut NodeSample) {
 pub fn nano_cores(earlier: (i64, u64), later: (i64, u64)) -> Option<u64> {
     let elapsed = u64::try_from(later.0.checked_sub(earlier.0)?).ok()?;
     let used = later.1.checked_sub(earlier.1)?;
-    (elapsed > 0).then(|| u64::try_from(u128::from(used) * 1_000_000_000 / u128::from(elapsed)).unwrap_or(u64::MAX))
+    (elapsed > 0).then(|| {
+        u64::try_from(u128::from(used) * 1_000_000_000 / u128::from(elapsed)).unwrap_or(u64::MAX)
+    })
 }
 
 /// One container's figures from the runtime.
@@ -110,8 +112,7 @@ pub fn container_samples(stats: &[api::ContainerStats]) -> Vec<ContainerSample> 
                 time_nanos: cpu.map_or(0, |c| c.timestamp),
                 cpu_usage_core_nanos: cpu.and_then(|c| c.usage_core_nano_seconds.map(|v| v.value)),
                 cpu_usage_nano_cores: cpu.and_then(|c| c.usage_nano_cores.map(|v| v.value)),
-                memory_working_set_bytes: memory
-                    .and_then(|m| m.working_set_bytes.map(|v| v.value)),
+                memory_working_set_bytes: memory.and_then(|m| m.working_set_bytes.map(|v| v.value)),
                 memory_usage_bytes: memory.and_then(|m| m.usage_bytes.map(|v| v.value)),
                 memory_rss_bytes: memory.and_then(|m| m.rss_bytes.map(|v| v.value)),
             })
@@ -313,12 +314,35 @@ pub fn resource_metrics(node: &NodeSample, pods: &[Pod], samples: &[ContainerSam
         }
     }
     for (name, kind, help, body) in [
-        ("container_cpu_usage_seconds_total", "counter", "Cumulative cpu time consumed by the container in core-seconds", container_cpu),
-        ("container_memory_working_set_bytes", "gauge", "Current working set of the container in bytes", container_mem),
-        ("pod_cpu_usage_seconds_total", "counter", "Cumulative cpu time consumed by the pod in core-seconds", pod_cpu),
-        ("pod_memory_working_set_bytes", "gauge", "Current working set of the pod in bytes", pod_mem),
+        (
+            "container_cpu_usage_seconds_total",
+            "counter",
+            "Cumulative cpu time consumed by the container in core-seconds",
+            container_cpu,
+        ),
+        (
+            "container_memory_working_set_bytes",
+            "gauge",
+            "Current working set of the container in bytes",
+            container_mem,
+        ),
+        (
+            "pod_cpu_usage_seconds_total",
+            "counter",
+            "Cumulative cpu time consumed by the pod in core-seconds",
+            pod_cpu,
+        ),
+        (
+            "pod_memory_working_set_bytes",
+            "gauge",
+            "Current working set of the pod in bytes",
+            pod_mem,
+        ),
     ] {
-        let _ = write!(out, "# HELP {name} [STABLE] {help}\n# TYPE {name} {kind}\n{body}");
+        let _ = write!(
+            out,
+            "# HELP {name} [STABLE] {help}\n# TYPE {name} {kind}\n{body}"
+        );
     }
     let _ = writeln!(
         out,
@@ -368,7 +392,9 @@ impl StatsSource {
         let mut rate = None;
         if let Ok(mut last) = self.last_cpu.lock() {
             match *last {
-                Some((earlier, previous_rate)) if now.0 - earlier.0 < MIN_RATE_WINDOW_NANOS && previous_rate.is_some() => {
+                Some((earlier, previous_rate))
+                    if now.0 - earlier.0 < MIN_RATE_WINDOW_NANOS && previous_rate.is_some() =>
+                {
                     rate = previous_rate;
                 }
                 Some((earlier, _)) => {
@@ -441,7 +467,11 @@ mod tests {
             ((0, 10), (1, 5), None),
         ];
         for (earlier, later, expected) in cases {
-            assert_eq!(nano_cores(earlier, later), expected, "{earlier:?} {later:?}");
+            assert_eq!(
+                nano_cores(earlier, later),
+                expected,
+                "{earlier:?} {later:?}"
+            );
         }
     }
 
@@ -498,9 +528,17 @@ mod tests {
         assert_eq!(doc["pods"].as_array().unwrap().len(), 2);
         let a = &doc["pods"][0];
         assert_eq!(a["podRef"]["name"], "a");
-        let names: Vec<_> = a["containers"].as_array().unwrap().iter().map(|c| c["name"].clone()).collect();
+        let names: Vec<_> = a["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].clone())
+            .collect();
         assert_eq!(names, ["app", "side"]);
-        assert_eq!(a["containers"][0]["cpu"]["usageCoreNanoSeconds"], 200, "the latest attempt");
+        assert_eq!(
+            a["containers"][0]["cpu"]["usageCoreNanoSeconds"], 200,
+            "the latest attempt"
+        );
         assert_eq!(a["cpu"]["usageCoreNanoSeconds"], 250);
         assert_eq!(a["cpu"]["usageNanoCores"], 25);
         assert_eq!(a["memory"]["workingSetBytes"], 25);
