@@ -208,4 +208,41 @@ mod tests {
         assert_eq!(user.groups, ["system:masters", "system:authenticated"]);
         assert_eq!(user_from_certificate(b"not a certificate"), None);
     }
+    #[tokio::test]
+    async fn tokens_are_reviewed_once_per_cache_ttl() {
+        let (client, calls) =
+            crate::kubelet_api::scripted_apiserver::scripted_client(|path, body| {
+                assert_eq!(path, "/apis/authentication.k8s.io/v1/tokenreviews");
+                let status = if body["spec"]["token"] == "good" {
+                    serde_json::json!({"authenticated": true, "user": {
+                        "username": "system:serviceaccount:default:reader",
+                        "uid": "u-1",
+                        "groups": ["system:serviceaccounts", "system:authenticated"],
+                    }})
+                } else {
+                    serde_json::json!({"authenticated": false, "error": "invalid bearer token"})
+                };
+                serde_json::json!({
+                    "apiVersion": "authentication.k8s.io/v1",
+                    "kind": "TokenReview",
+                    "spec": body["spec"],
+                    "status": status,
+                })
+            });
+        let authenticator = Authenticator::new(Some(client), Duration::from_secs(60), false);
+        let reader = authenticator
+            .authenticate(None, Some("Bearer good"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(reader.name, "system:serviceaccount:default:reader");
+        assert_eq!(reader.uid, "u-1");
+        assert_eq!(reader.groups.len(), 2);
+        let again = authenticator.authenticate(None, Some("Bearer good")).await;
+        assert_eq!(again.unwrap(), Some(reader));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let bad = authenticator.authenticate(None, Some("Bearer bad")).await;
+        assert_eq!(bad.unwrap(), None);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
 }

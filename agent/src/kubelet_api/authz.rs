@@ -276,4 +276,66 @@ mod tests {
             "Forbidden (user=alice, verb=get, resource=nodes, subresource(s)=[pods proxy])\n"
         );
     }
+    fn user(name: &str) -> User {
+        User {
+            name: name.into(),
+            groups: vec!["system:authenticated".into()],
+            ..User::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_apiserver_decides_per_subresource_and_decisions_are_cached() {
+        let (client, calls) =
+            crate::kubelet_api::scripted_apiserver::scripted_client(|path, body| {
+                assert_eq!(path, "/apis/authorization.k8s.io/v1/subjectaccessreviews");
+                let spec = &body["spec"];
+                let attributes = &spec["resourceAttributes"];
+                assert_eq!(attributes["resource"], "nodes");
+                assert_eq!(attributes["name"], "node-1");
+                let allowed = match spec["user"].as_str().unwrap() {
+                    "admin" => true,
+                    "pod-reader" => attributes["subresource"] == "pods",
+                    _ => false,
+                };
+                serde_json::json!({
+                    "apiVersion": "authorization.k8s.io/v1",
+                    "kind": "SubjectAccessReview",
+                    "spec": spec,
+                    "status": {"allowed": allowed},
+                })
+            });
+        let authorizer = Authorizer::Webhook(WebhookAuthorizer::new(
+            client,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        ));
+        let get = http::Method::GET;
+        let pods = attributes_for(&get, "/pods");
+        let stats = attributes_for(&get, "/stats/summary");
+        let cases: &[(&str, &NodeAttributes, bool, usize)] = &[
+            // user, request, allowed, reviews asked so far
+            ("alice", &pods, false, 2),
+            ("alice", &pods, false, 2),
+            ("pod-reader", &pods, true, 3),
+            ("pod-reader", &stats, false, 4),
+            ("admin", &stats, true, 5),
+            ("admin", &stats, true, 5),
+        ];
+        for (name, attributes, allowed, asked) in cases {
+            assert_eq!(
+                authorizer
+                    .allowed(&user(name), "node-1", attributes)
+                    .await
+                    .unwrap(),
+                *allowed,
+                "{name} {attributes:?}"
+            );
+            assert_eq!(
+                calls.load(std::sync::atomic::Ordering::SeqCst),
+                *asked,
+                "{name} {attributes:?}"
+            );
+        }
+    }
 }

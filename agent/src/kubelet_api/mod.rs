@@ -21,6 +21,8 @@ pub mod container_logs;
 pub mod cri_log;
 pub mod metrics;
 mod routes;
+#[cfg(test)]
+mod scripted_apiserver;
 pub mod stats;
 pub mod tls;
 
