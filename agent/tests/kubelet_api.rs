@@ -255,6 +255,21 @@ async fn the_kubelet_api_authenticates_authorizes_and_serves_pods_logs_stats_and
             .unwrap()
             > 0
     );
+    assert!(summary["node"]["fs"]["capacityBytes"].as_u64().unwrap() > 0);
+    assert!(summary["node"]["network"]["interfaces"].is_array());
+    let pod = summary["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["podRef"]["name"] == name.as_str())
+        .unwrap();
+    // Its log file at least (the busybox layer writes nothing).
+    assert!(
+        pod["ephemeral-storage"]["usedBytes"].as_u64().unwrap() > 0,
+        "{pod}"
+    );
+    assert!(pod["containers"][0]["logs"]["usedBytes"].as_u64().unwrap() > 0);
+    assert!(pod["network"]["rxBytes"].is_u64(), "{pod}");
 
     // /metrics and /metrics/resource.
     let (status, metrics) = get_text(&admin, "/metrics").await?;

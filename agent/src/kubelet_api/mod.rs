@@ -19,6 +19,7 @@ pub mod authz;
 pub mod configz;
 pub mod container_logs;
 pub mod cri_log;
+pub mod fs_net;
 pub mod metrics;
 mod routes;
 #[cfg(test)]
@@ -74,6 +75,8 @@ pub struct ServerSettings {
     /// `authentication.x509.clientCAFile`.
     pub client_ca: Option<PathBuf>,
     pub node_name: String,
+    /// kwk-node's root dir (the node `fs` of `/stats/summary` is its file system).
+    pub root_dir: PathBuf,
     pub pod_logs_dir: PathBuf,
     pub authenticator: Authenticator,
     pub authorizer: Authorizer,
@@ -85,6 +88,7 @@ pub struct ServerSettings {
 #[derive(Debug)]
 struct Shared {
     node_name: String,
+    root_dir: PathBuf,
     pod_logs_dir: PathBuf,
     authenticator: Authenticator,
     authorizer: Authorizer,
@@ -127,6 +131,7 @@ pub async fn bind(
         acceptor: TlsAcceptor::from(tls),
         shared: Arc::new(Shared {
             node_name: settings.node_name,
+            root_dir: settings.root_dir,
             pod_logs_dir: settings.pod_logs_dir,
             authenticator: settings.authenticator,
             authorizer: settings.authorizer,
@@ -279,6 +284,7 @@ pub async fn settings_for(
         serving,
         client_ca: auth.client_ca_file.clone(),
         node_name: context.node_name.clone(),
+        root_dir: context.root_dir.clone(),
         pod_logs_dir: config.pod_logs_dir.clone(),
         authenticator: Authenticator::new(
             token_client,

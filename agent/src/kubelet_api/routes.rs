@@ -18,7 +18,7 @@ use super::Shared;
 use super::authz::{attributes_for, forbidden_message};
 use super::container_logs::{container_running, find_pod, resolve_log_file, stream_log};
 use super::cri_log::parse_log_options;
-use super::{metrics, stats};
+use super::{fs_net, metrics, stats};
 
 /// The DER client certificate the TLS layer verified, if any (a request extension).
 #[derive(Clone, Debug)]
@@ -178,12 +178,25 @@ async fn container_logs(
 async fn stats_summary(State(shared): State<Arc<Shared>>) -> Response {
     let node = shared.stats.node().await;
     let containers = shared.stats.containers().await;
-    json(&stats::summary(
+    let storage = shared
+        .stats
+        .storage(&shared.root_dir, &shared.pod_logs_dir)
+        .await;
+    let mut summary = stats::summary(
         &shared.node_name,
         &node,
         &shared.store.snapshot(),
         &containers,
-    ))
+    );
+    // The latest instance's writable layer per container (samples sorted by attempt).
+    let mut ordered: Vec<&stats::ContainerSample> = containers.iter().collect();
+    ordered.sort_by_key(|c| c.attempt);
+    let rootfs = ordered
+        .into_iter()
+        .filter_map(|c| Some(((c.pod_uid.clone(), c.name.clone()), c.rootfs?)))
+        .collect();
+    fs_net::add_storage_and_network(&mut summary, &storage, &rootfs);
+    json(&summary)
 }
 
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";

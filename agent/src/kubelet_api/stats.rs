@@ -90,6 +90,8 @@ pub struct ContainerSample {
     pub memory_working_set_bytes: Option<u64>,
     pub memory_usage_bytes: Option<u64>,
     pub memory_rss_bytes: Option<u64>,
+    /// The writable layer's bytes and inodes.
+    pub rootfs: Option<super::fs_net::Usage>,
 }
 
 /// The runtime's stats as samples (containers without the pod labels are skipped).
@@ -115,6 +117,10 @@ pub fn container_samples(stats: &[api::ContainerStats]) -> Vec<ContainerSample> 
                 memory_working_set_bytes: memory.and_then(|m| m.working_set_bytes.map(|v| v.value)),
                 memory_usage_bytes: memory.and_then(|m| m.usage_bytes.map(|v| v.value)),
                 memory_rss_bytes: memory.and_then(|m| m.rss_bytes.map(|v| v.value)),
+                rootfs: s.writable_layer.as_ref().map(|w| super::fs_net::Usage {
+                    bytes: w.used_bytes.as_ref().map_or(0, |v| v.value),
+                    inodes: w.inodes_used.as_ref().map_or(0, |v| v.value),
+                }),
             })
         })
         .collect()
@@ -431,6 +437,45 @@ impl StatsSource {
     }
 }
 
+impl StatsSource {
+    /// File systems, logs and networks of the node and its pods (see [`super::fs_net`]).
+    pub async fn storage(
+        &self,
+        root_dir: &std::path::Path,
+        pod_logs_dir: &std::path::Path,
+    ) -> super::fs_net::Storage {
+        use super::fs_net;
+        let mut storage = fs_net::Storage {
+            time: time_json(crate::clock::unix_nanos_now()),
+            node_fs: fs_net::statvfs(root_dir),
+            node_interfaces: std::fs::read_to_string("/proc/net/dev")
+                .map(|t| fs_net::parse_proc_net_dev(&t))
+                .unwrap_or_default(),
+            logs: fs_net::log_usage(pod_logs_dir),
+            ..fs_net::Storage::default()
+        };
+        let Some(cri) = &self.cri else {
+            return storage;
+        };
+        match cri.list_pod_sandbox_stats(None).await {
+            Ok(stats) => storage.pod_networks = fs_net::pod_networks(&stats),
+            Err(err) => tracing::debug!(%err, "ListPodSandboxStats failed"),
+        }
+        if let Ok(info) = cri.image_fs_info().await
+            && let Some(fs) = info.image_filesystems.first()
+        {
+            let used = fs_net::Usage {
+                bytes: fs.used_bytes.as_ref().map_or(0, |v| v.value),
+                inodes: fs.inodes_used.as_ref().map_or(0, |v| v.value),
+            };
+            let mountpoint = fs.fs_id.as_ref().map(|id| id.mountpoint.clone());
+            let capacity = mountpoint.and_then(|m| fs_net::statvfs(std::path::Path::new(&m)));
+            storage.image_fs = Some((capacity, used));
+        }
+        storage
+    }
+}
+
 /// The current time as the API writes it.
 pub fn now() -> Timestamp {
     crate::clock::timestamp(crate::clock::unix_nanos_now())
@@ -498,6 +543,7 @@ mod tests {
             memory_working_set_bytes: Some(mem),
             memory_usage_bytes: None,
             memory_rss_bytes: None,
+            rootfs: None,
         }
     }
 
