@@ -72,8 +72,11 @@ pub struct Authenticator {
     cache_ttl: Duration,
     anonymous: bool,
     /// Token digest → the review's user (None: rejected) and when it was asked.
-    cache: Mutex<HashMap<[u8; 32], (Instant, Option<User>)>>,
+    cache: Mutex<HashMap<[u8; 32], CachedReview>>,
 }
+
+/// When a token was reviewed and the answer (None: rejected).
+type CachedReview = (Instant, Option<User>);
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

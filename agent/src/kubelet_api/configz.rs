@@ -47,7 +47,7 @@ pub fn go_duration(d: std::time::Duration) -> String {
 /// A byte count as a quantity with the largest binary suffix that divides it (`10Mi`).
 fn binary_size(bytes: u64) -> String {
     for (suffix, unit) in [("Gi", 1u64 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
-        if bytes > 0 && bytes % unit == 0 {
+        if bytes > 0 && bytes.is_multiple_of(unit) {
             return format!("{}{suffix}", bytes / unit);
         }
     }

@@ -87,7 +87,7 @@ pub fn instance_logs(dir: &Path) -> Vec<(u32, PathBuf)> {
                 .collect()
         })
         .unwrap_or_default();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
     found
 }
 

@@ -276,7 +276,8 @@ mod tests {
 
     #[test]
     fn records_parse_or_say_why_not() {
-        let cases: &[(&str, Result<(Stream, bool, &str), RecordError>)] = &[
+        type Parsed<'a> = Result<(Stream, bool, &'a str), RecordError>;
+        let cases: &[(&str, Parsed<'_>)] = &[
             (
                 "2026-01-02T03:04:05Z stdout F hello world",
                 Ok((Stream::Stdout, false, "hello world")),

@@ -363,8 +363,11 @@ pub fn resource_metrics(node: &NodeSample, pods: &[Pod], samples: &[ContainerSam
 pub struct StatsSource {
     cri: Option<CriClient>,
     /// The last node sample's (time, CPU time) and the rate computed from it.
-    last_cpu: Mutex<Option<((i64, u64), Option<u64>)>>,
+    last_cpu: Mutex<Option<CpuMark>>,
 }
+
+/// A node CPU sample, (time, CPU time), and the rate computed when it was taken.
+type CpuMark = ((i64, u64), Option<u64>);
 
 /// Samples closer than this reuse the previous rate.
 const MIN_RATE_WINDOW_NANOS: i64 = 1_000_000_000;
