@@ -275,6 +275,10 @@ async fn the_kubelet_api_authenticates_authorizes_and_serves_pods_logs_stats_and
     let (status, metrics) = get_text(&admin, "/metrics").await?;
     assert_eq!(status, 200);
     assert!(metrics.contains("\nkubelet_running_pods 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("\nkubelet_pod_start_duration_seconds_count 1\n"),
+        "{metrics}"
+    );
     let (status, resource) = get_text(&admin, "/metrics/resource").await?;
     assert_eq!(status, 200);
     assert!(

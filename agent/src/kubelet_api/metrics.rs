@@ -1,6 +1,7 @@
 //! `/metrics`: a few of upstream kubelet's metrics in the Prometheus text format —
 //! `kubelet_node_name`, `kubelet_running_pods`, `kubelet_running_containers{container_state}`
-//! — and the standard `process_*` metrics of kwk-node itself.
+//! — and the standard `process_*` metrics of kwk-node itself (`kubelet_pod_start_duration_seconds`
+//! is in [`super::pod_start`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

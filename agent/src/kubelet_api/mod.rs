@@ -21,6 +21,7 @@ pub mod container_logs;
 pub mod cri_log;
 pub mod fs_net;
 pub mod metrics;
+pub mod pod_start;
 mod routes;
 #[cfg(test)]
 mod scripted_apiserver;
@@ -95,6 +96,7 @@ struct Shared {
     configz: serde_json::Value,
     store: StatusStore,
     stats: stats::StatsSource,
+    pod_start: pod_start::PodStartTracker,
 }
 
 /// A bound, not yet running, kubelet API server.
@@ -138,6 +140,7 @@ pub async fn bind(
             configz: settings.configz,
             store,
             stats: stats::StatsSource::new(cri),
+            pod_start: pod_start::PodStartTracker::default(),
         }),
     })
 }

@@ -202,7 +202,9 @@ async fn stats_summary(State(shared): State<Arc<Shared>>) -> Response {
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
-    let body = metrics::render(&shared.node_name, &shared.store.snapshot());
+    let pods = shared.store.snapshot();
+    let mut body = metrics::render(&shared.node_name, &pods);
+    body.push_str(&shared.pod_start.observe_and_render(&pods));
     ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], body).into_response()
 }
 
