@@ -3,10 +3,10 @@
 //! `/metrics/resource` and `/configz` to authenticated and authorized callers (see [`authn`]
 //! and [`authz`]). The unauthenticated read-only port is never served.
 //!
-//! Streaming endpoints (`/exec`, `/attach`, `/portForward`, `/run`) are not served yet: they
-//! belong in [`routes`] next to `/containerLogs`, behind the same authentication and
-//! authorization layer (they map to `nodes/proxy` with verb `create` for POST), on the same
-//! connection (the server keeps HTTP upgrades enabled).
+//! Streaming endpoints (`/exec`, `/attach`, `/portForward`, `/run`) are not served yet (501):
+//! each connection's service sends them, as raw hyper requests with upgrades intact, to
+//! `routes::streaming`, which authenticates and authorizes them (`nodes/proxy`, verb `create`
+//! for POST) and is where `crate::streaming`'s handlers plug in.
 //!
 //! When it runs: with an apiserver (`--kubeconfig`) always, tokens and authorization going
 //! through TokenReview and SubjectAccessReview. Standalone there is no apiserver to ask, so
@@ -34,7 +34,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use kwk_cri::CriClient;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -173,6 +172,7 @@ impl BoundServer {
             let _ = tcp.set_nodelay(true);
             let acceptor = self.acceptor.clone();
             let router = router.clone();
+            let shared = self.shared.clone();
             let cancel = cancel.clone();
             connections.spawn(async move {
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
@@ -191,18 +191,23 @@ impl BoundServer {
                         .and_then(|certs| certs.first())
                         .map(|c| Arc::new(c.to_vec())),
                 );
-                let service = tower::ServiceExt::map_request(
-                    router,
+                let shared = shared.clone();
+                let service = hyper::service::service_fn(
                     move |mut request: http::Request<hyper::body::Incoming>| {
                         request.extensions_mut().insert(client_cert.clone());
-                        request
+                        let router = router.clone();
+                        let shared = shared.clone();
+                        async move {
+                            if routes::is_streaming(request.uri().path()) {
+                                Ok(routes::streaming(shared, request).await)
+                            } else {
+                                tower::ServiceExt::oneshot(router, request).await
+                            }
+                        }
                     },
                 );
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let connection = builder.serve_connection_with_upgrades(
-                    TokioIo::new(tls),
-                    TowerToHyperService::new(service),
-                );
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
                 tokio::pin!(connection);
                 tokio::select! {
                     _ = connection.as_mut() => {}

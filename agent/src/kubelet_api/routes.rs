@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::mpsc;
 
 use super::Shared;
+use super::authn::User;
 use super::authz::{attributes_for, forbidden_message};
 use super::container_logs::{container_running, find_pod, resolve_log_file, stream_log};
 use super::cri_log::parse_log_options;
@@ -50,8 +51,50 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
         .into_response()
 }
 
-/// Authenticates and authorizes every request before its handler runs.
-async fn authenticate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+/// Authenticates and authorizes a request: the caller, or the answer to send instead (401,
+/// 403, or 500 when the apiserver could not be asked).
+async fn check_access(
+    shared: &Shared,
+    cert: Option<&[u8]>,
+    authorization: Option<&str>,
+    method: &http::Method,
+    path: &str,
+) -> Result<User, Response> {
+    let user = match shared.authenticator.authenticate(cert, authorization).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return Err(text(StatusCode::UNAUTHORIZED, "Unauthorized")),
+        Err(err) => {
+            tracing::warn!(%err, "kubelet API: unable to authenticate the request");
+            return Err(text(StatusCode::UNAUTHORIZED, "Unauthorized"));
+        }
+    };
+    let attributes = attributes_for(method, path);
+    match shared
+        .authorizer
+        .allowed(&user, &shared.node_name, &attributes)
+        .await
+    {
+        Ok(true) => Ok(user),
+        Ok(false) => Err(text(
+            StatusCode::FORBIDDEN,
+            forbidden_message(&user, &attributes),
+        )),
+        Err(err) => {
+            tracing::warn!(%err, user = %user.name, "kubelet API: authorization failed");
+            Err(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "Authorization error (user={}, verb={}, resource=nodes, subresource(s)=[{}])",
+                    user.name,
+                    attributes.verb,
+                    attributes.subresources.join(" ")
+                ),
+            ))
+        }
+    }
+}
+
+fn credentials<B>(request: &http::Request<B>) -> (Option<Arc<Vec<u8>>>, Option<&str>) {
     let cert = request
         .extensions()
         .get::<ClientCert>()
@@ -60,39 +103,61 @@ async fn authenticate(State(shared): State<Arc<Shared>>, request: Request, next:
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let user = match shared
-        .authenticator
-        .authenticate(cert.as_deref().map(Vec::as_slice), authorization)
-        .await
+    (cert, authorization)
+}
+
+/// Authenticates and authorizes every request before its handler runs.
+async fn authenticate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let (cert, authorization) = credentials(&request);
+    match check_access(
+        &shared,
+        cert.as_deref().map(Vec::as_slice),
+        authorization,
+        request.method(),
+        request.uri().path(),
+    )
+    .await
     {
-        Ok(Some(user)) => user,
-        Ok(None) => return text(StatusCode::UNAUTHORIZED, "Unauthorized"),
-        Err(err) => {
-            tracing::warn!(%err, "kubelet API: unable to authenticate the request");
-            return text(StatusCode::UNAUTHORIZED, "Unauthorized");
-        }
-    };
-    let attributes = attributes_for(request.method(), request.uri().path());
-    match shared
-        .authorizer
-        .allowed(&user, &shared.node_name, &attributes)
-        .await
-    {
-        Ok(true) => next.run(request).await,
-        Ok(false) => text(StatusCode::FORBIDDEN, forbidden_message(&user, &attributes)),
-        Err(err) => {
-            tracing::warn!(%err, user = %user.name, "kubelet API: authorization failed");
-            text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!(
-                    "Authorization error (user={}, verb={}, resource=nodes, subresource(s)=[{}])",
-                    user.name,
-                    attributes.verb,
-                    attributes.subresources.join(" ")
-                ),
-            )
-        }
+        Ok(_) => next.run(request).await,
+        Err(answer) => answer,
     }
+}
+
+/// The streaming endpoints: upgraded connections (SPDY/WebSocket) served on the raw hyper
+/// request rather than through the router.
+const STREAMING_PREFIXES: &[&str] = &["/exec/", "/attach/", "/portForward/", "/run/"];
+
+/// Whether `path` is one of the streaming endpoints.
+pub(super) fn is_streaming(path: &str) -> bool {
+    STREAMING_PREFIXES.iter().any(|p| path.starts_with(p))
+}
+
+/// `/exec`, `/attach`, `/portForward`, `/run`: authenticated and authorized here like every
+/// other path (`nodes/proxy`), then handed to the streaming server.
+///
+/// EXTENSION POINT: `crate::streaming::{serve_exec, serve_attach, serve_port_forward}` take
+/// this `request` (`Request<Incoming>`, upgrades intact) and return the response; dispatch on
+/// the prefix here. Until they exist the answer is 501.
+pub(super) async fn streaming(
+    shared: Arc<Shared>,
+    request: http::Request<hyper::body::Incoming>,
+) -> Response {
+    let (cert, authorization) = credentials(&request);
+    if let Err(answer) = check_access(
+        &shared,
+        cert.as_deref().map(Vec::as_slice),
+        authorization,
+        request.method(),
+        request.uri().path(),
+    )
+    .await
+    {
+        return answer;
+    }
+    text(
+        StatusCode::NOT_IMPLEMENTED,
+        "streaming endpoints (exec, attach, portForward, run) are not served yet\n",
+    )
 }
 
 fn json(value: &impl serde::Serialize) -> Response {
