@@ -23,7 +23,6 @@ mod source;
 mod status_plan;
 mod status_sync;
 
-
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector;
 use tokio::sync::watch;
