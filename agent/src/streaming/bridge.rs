@@ -30,7 +30,10 @@ pub async fn run_remote_command<S>(
         Err(e) => {
             let status = channel::failure_status(&format!("opening the exec streams: {e}"));
             let _ = sink
-                .send(Message::binary(channel::encode_server(channel::ERROR, &status)))
+                .send(Message::binary(channel::encode_server(
+                    channel::ERROR,
+                    &status,
+                )))
                 .await;
             let _ = sink.close().await;
             return;

@@ -43,8 +43,8 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use channel::{
-    PORT_FORWARD_PROTOCOL, SPDY_REMOTE_COMMAND_PROTOCOL,
-    TUNNELED_PORT_FORWARD_PROTOCOL, WEBSOCKET_CHANNEL_PROTOCOLS,
+    PORT_FORWARD_PROTOCOL, SPDY_REMOTE_COMMAND_PROTOCOL, TUNNELED_PORT_FORWARD_PROTOCOL,
+    WEBSOCKET_CHANNEL_PROTOCOLS,
 };
 
 /// The response body of every handler.
@@ -160,8 +160,7 @@ async fn serve_remote_command(
                             None,
                         )
                         .await;
-                        bridge::run_remote_command(ws, protocol, options, upstream)
-                            .await;
+                        bridge::run_remote_command(ws, protocol, options, upstream).await;
                     }
                     Err(e) => tracing::debug!(error = %e, "streaming: client upgrade failed"),
                 }
@@ -274,10 +273,7 @@ async fn splice_spdy(
 }
 
 /// What the client asked for; a ready error response when it asked for nothing we speak.
-#[allow(
-    clippy::result_large_err,
-    reason = "the error is the response we send"
-)]
+#[allow(clippy::result_large_err, reason = "the error is the response we send")]
 fn client_upgrade(
     req: &StreamingRequest,
     websocket_protocols: &[&'static str],
@@ -291,7 +287,10 @@ fn client_upgrade(
     };
     let upgrade = values(header::UPGRADE).join(",").to_ascii_lowercase();
     if upgrade.contains("websocket") {
-        let Some(key) = values(header::SEC_WEBSOCKET_KEY).first().map(|k| k.to_string()) else {
+        let Some(key) = values(header::SEC_WEBSOCKET_KEY)
+            .first()
+            .map(|k| k.to_string())
+        else {
             return Err(plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key"));
         };
         let offered = values(header::SEC_WEBSOCKET_PROTOCOL);

@@ -111,7 +111,13 @@ async fn read_body(stream: &mut TcpStream, headers: &[(String, Vec<u8>)], body: 
     let length = headers
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, value)| std::str::from_utf8(value).ok()?.trim().parse::<usize>().ok())
+        .and_then(|(_, value)| {
+            std::str::from_utf8(value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
         .unwrap_or(BODY_LIMIT)
         .min(BODY_LIMIT);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
