@@ -31,13 +31,22 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 const WAIT: Duration = Duration::from_secs(20);
 
 /// The handlers on a loopback server; returns its address.
-async fn serve(cri: CriClient, container_id: String, sandbox_id: String) -> SocketAddr {
+/// `/attach/…/ticker` goes to `ticker_id`, every other exec/attach to `container_id`.
+async fn serve(
+    cri: CriClient,
+    container_id: String,
+    ticker_id: String,
+    sandbox_id: String,
+) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
+            };
+            let ticker = ExecTarget {
+                container_id: ticker_id.clone(),
             };
             let (cri, exec, pf) = (
                 cri.clone(),
@@ -51,10 +60,13 @@ async fn serve(cri: CriClient, container_id: String, sandbox_id: String) -> Sock
             tokio::spawn(async move {
                 let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let (cri, exec, pf) = (cri.clone(), exec.clone(), pf.clone());
+                    let ticker = ticker.clone();
                     async move {
                         let path = req.uri().path().to_owned();
                         let response = if path.starts_with("/exec/") {
                             serve_exec(req, &exec, &cri).await
+                        } else if path.ends_with("/ticker") {
+                            serve_attach(req, &ticker, &cri).await
                         } else if path.starts_with("/attach/") {
                             serve_attach(req, &exec, &cri).await
                         } else {
@@ -137,6 +149,16 @@ async fn exec_and_port_forward_reach_the_pod() -> anyhow::Result<()> {
         .create_container(&sandbox_id, container, sandbox_config)
         .await?;
     cri.start_container(&container_id).await?;
+    let ticker = container_config(
+        "ticker",
+        &containerd.images.busybox_reference,
+        &["/bin/sh", "-c", "while true; do echo tick; sleep 0.2; done"],
+    );
+    let sandbox_config = containerd.sandbox("stream", PodShape::default())?;
+    let ticker_id = cri
+        .create_container(&sandbox_id, ticker, sandbox_config)
+        .await?;
+    cri.start_container(&ticker_id).await?;
     let socket = containerd.socket();
     // The CRI streaming server listens on 127.0.0.1 of containerd's namespace: run there.
     containerd.netns().run(move || {
@@ -149,7 +171,8 @@ async fn exec_and_port_forward_reach_the_pod() -> anyhow::Result<()> {
             let cri = CriClient::connect(&socket, &ConnectOptions::default(), Timeouts::default())
                 .await
                 .unwrap();
-            let addr = serve(cri, container_id, sandbox_id).await;
+            let addr = serve(cri, container_id, ticker_id, sandbox_id).await;
+            check_attach_over_websocket(addr).await;
             check_exec_over_websocket(addr).await;
             check_exec_over_spdy(addr).await;
             check_port_forward_over_spdy(addr).await;
@@ -186,6 +209,32 @@ async fn check_exec_over_websocket(addr: SocketAddr) {
     .unwrap();
     assert_eq!(refused.status, 400);
     assert!(String::from_utf8_lossy(&refused.rest).contains("at least 1 of stdin"));
+}
+
+async fn check_attach_over_websocket(addr: SocketAddr) {
+    let mut request = format!("ws://{addr}/attach/default/pod/ticker?stdout=1&stderr=1")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v5.channel.k8s.io".parse().unwrap(),
+    );
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
+    let mut stdout = Vec::new();
+    while !String::from_utf8_lossy(&stdout).contains("tick\ntick\n") {
+        let message = tokio::time::timeout(WAIT, ws.next()).await.unwrap();
+        match message
+            .expect("attach ended before the ticks came")
+            .unwrap()
+        {
+            Message::Binary(data) if data.first() == Some(&channel::STDOUT) => {
+                stdout.extend_from_slice(&data[1..]);
+            }
+            _ => {}
+        }
+    }
+    ws.close(None).await.unwrap();
 }
 
 async fn check_exec_over_spdy(addr: SocketAddr) {
