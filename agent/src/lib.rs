@@ -25,3 +25,4 @@ pub mod pod;
 pub use kwk_api::quantity;
 pub mod runtime_spec;
 pub mod static_pods;
+pub mod streaming;

@@ -3,10 +3,11 @@
 //! `/metrics/resource` and `/configz` to authenticated and authorized callers (see [`authn`]
 //! and [`authz`]). The unauthenticated read-only port is never served.
 //!
-//! Streaming endpoints (`/exec`, `/attach`, `/portForward`, `/run`) are not served yet (501):
-//! each connection's service sends them, as raw hyper requests with upgrades intact, to
+//! The streaming endpoints (`/exec`, `/attach`, `/portForward`) skip the router: each
+//! connection's service sends them, as raw hyper requests with upgrades intact, to
 //! `routes::streaming`, which authenticates and authorizes them (`nodes/proxy`, verb `create`
-//! for POST) and is where `crate::streaming`'s handlers plug in.
+//! for POST) and hands them to [`streaming_routes`] and [`crate::streaming`]; `/run` is not
+//! served.
 //!
 //! When it runs: with an apiserver (`--kubeconfig`) always, tokens and authorization going
 //! through TokenReview and SubjectAccessReview. Standalone there is no apiserver to ask, so
@@ -26,6 +27,7 @@ mod routes;
 #[cfg(test)]
 mod scripted_apiserver;
 pub mod stats;
+mod streaming_routes;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -94,6 +96,8 @@ struct Shared {
     store: StatusStore,
     stats: stats::StatsSource,
     pod_start: pod_start::PodStartTracker,
+    /// `None` only in tests without a runtime.
+    cri: Option<CriClient>,
 }
 
 /// A bound, not yet running, kubelet API server.
@@ -136,8 +140,9 @@ pub async fn bind(
             authorizer: settings.authorizer,
             configz: settings.configz,
             store,
-            stats: stats::StatsSource::new(cri),
+            stats: stats::StatsSource::new(cri.clone()),
             pod_start: pod_start::PodStartTracker::default(),
+            cri,
         }),
     })
 }

@@ -135,9 +135,8 @@ pub(super) fn is_streaming(path: &str) -> bool {
 /// `/exec`, `/attach`, `/portForward`, `/run`: authenticated and authorized here like every
 /// other path (`nodes/proxy`), then handed to the streaming server.
 ///
-/// EXTENSION POINT: `crate::streaming::{serve_exec, serve_attach, serve_port_forward}` take
-/// this `request` (`Request<Incoming>`, upgrades intact) and return the response; dispatch on
-/// the prefix here. Until they exist the answer is 501.
+/// [`super::streaming_routes`] resolves the pod and hands the request (upgrades intact) to
+/// [`crate::streaming`].
 pub(super) async fn streaming(
     shared: Arc<Shared>,
     request: http::Request<hyper::body::Incoming>,
@@ -154,10 +153,18 @@ pub(super) async fn streaming(
     {
         return answer;
     }
-    text(
-        StatusCode::NOT_IMPLEMENTED,
-        "streaming endpoints (exec, attach, portForward, run) are not served yet\n",
-    )
+    if request.uri().path().starts_with("/run/") {
+        return text(
+            StatusCode::NOT_IMPLEMENTED,
+            "/run is not served: use /exec\n",
+        );
+    }
+    let Some(cri) = &shared.cri else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "no container runtime\n");
+    };
+    super::streaming_routes::serve(request, &shared.store, cri)
+        .await
+        .map(Body::new)
 }
 
 fn json(value: &impl serde::Serialize) -> Response {
