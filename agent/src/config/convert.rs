@@ -12,8 +12,8 @@ use serde_json::{Map, Number, Value};
 use crate::config::duration::parse_go_duration;
 use crate::config::error::{FieldError, FieldIssue};
 use crate::config::{
-    CgroupDriver, KubeletConfig, NodeAllocatableEnforcement, NodeTaint, ReservedResource,
-    RuntimeEndpoint, TaintEffect,
+    AuthorizationMode, CgroupDriver, KubeletAuthentication, KubeletAuthorization, KubeletConfig,
+    NodeAllocatableEnforcement, NodeTaint, ReservedResource, RuntimeEndpoint, TaintEffect,
 };
 use crate::quantity::{self, Quantity};
 
@@ -46,6 +46,11 @@ pub(crate) const HONOURED_FIELDS: &[&str] = &[
     "nodeStatusReportFrequency",
     "nodeLeaseDurationSeconds",
     "nodeStatusMaxImages",
+    "readOnlyPort",
+    "tlsCertFile",
+    "tlsPrivateKeyFile",
+    "authentication",
+    "authorization",
 ];
 
 type Result<T> = std::result::Result<T, FieldIssue>;
@@ -176,6 +181,31 @@ pub(crate) fn convert(document: &Map<String, Value>) -> Result<KubeletConfig> {
         },
         None => None,
     };
+    let read_only_port = match get("readOnlyPort") {
+        Some(v) => {
+            let n = int32(v, "readOnlyPort")?;
+            u16::try_from(n).map_err(|_| out_of_range("readOnlyPort", "between 0 and 65535", &n))?
+        }
+        None => 0,
+    };
+    let optional_path = |name: &str| -> Result<Option<PathBuf>> {
+        Ok(match get(name) {
+            Some(v) => Some(string(v, name)?)
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+            None => None,
+        })
+    };
+    let tls_cert_file = optional_path("tlsCertFile")?;
+    let tls_private_key_file = optional_path("tlsPrivateKeyFile")?;
+    let authentication = match get("authentication") {
+        Some(v) => authentication(v)?,
+        None => KubeletAuthentication::default(),
+    };
+    let authorization = match get("authorization") {
+        Some(v) => authorization(v)?,
+        None => KubeletAuthorization::default(),
+    };
     let enforce_node_allocatable = match get("enforceNodeAllocatable") {
         Some(v) => Some(enforcements(v, "enforceNodeAllocatable")?),
         None => None,
@@ -267,6 +297,88 @@ pub(crate) fn convert(document: &Map<String, Value>) -> Result<KubeletConfig> {
         node_lease_duration_seconds: node_lease_duration_seconds
             .unwrap_or(defaults.node_lease_duration_seconds),
         node_status_max_images,
+        read_only_port,
+        tls_cert_file,
+        tls_private_key_file,
+        authentication,
+        authorization,
+    })
+}
+
+/// The value at `path` (`a.b`) inside `value`, unless null.
+fn nested<'v>(value: &'v Value, path: &[&str]) -> Option<&'v Value> {
+    path.iter()
+        .try_fold(value, |v, name| v.get(name))
+        .filter(|v| !v.is_null())
+}
+
+fn object_or_error(value: &Value, path: &str) -> Result<()> {
+    if value.is_object() {
+        Ok(())
+    } else {
+        Err(wrong_type(path, "a map", value))
+    }
+}
+
+/// `authentication`: `x509.clientCAFile`, `webhook.enabled`, `webhook.cacheTTL`,
+/// `anonymous.enabled`.
+fn authentication(value: &Value) -> Result<KubeletAuthentication> {
+    object_or_error(value, "authentication")?;
+    let defaults = KubeletAuthentication::default();
+    Ok(KubeletAuthentication {
+        client_ca_file: match nested(value, &["x509", "clientCAFile"]) {
+            Some(v) => Some(string(v, "authentication.x509.clientCAFile")?)
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+            None => None,
+        },
+        webhook_enabled: match nested(value, &["webhook", "enabled"]) {
+            Some(v) => boolean(v, "authentication.webhook.enabled")?,
+            None => defaults.webhook_enabled,
+        },
+        webhook_cache_ttl: match nested(value, &["webhook", "cacheTTL"]) {
+            Some(v) => nonzero_duration(v, "authentication.webhook.cacheTTL")?
+                .unwrap_or(defaults.webhook_cache_ttl),
+            None => defaults.webhook_cache_ttl,
+        },
+        anonymous_enabled: match nested(value, &["anonymous", "enabled"]) {
+            Some(v) => boolean(v, "authentication.anonymous.enabled")?,
+            None => defaults.anonymous_enabled,
+        },
+    })
+}
+
+/// `authorization`: `mode`, `webhook.cacheAuthorizedTTL`, `webhook.cacheUnauthorizedTTL`.
+fn authorization(value: &Value) -> Result<KubeletAuthorization> {
+    object_or_error(value, "authorization")?;
+    let defaults = KubeletAuthorization::default();
+    let mode = match nested(value, &["mode"]) {
+        Some(v) => match string(v, "authorization.mode")?.as_str() {
+            "" => defaults.mode,
+            name => AuthorizationMode::from_name(name).ok_or_else(|| {
+                FieldIssue::new(
+                    "authorization.mode",
+                    FieldError::UnknownValue {
+                        got: name.to_string(),
+                        allowed: AuthorizationMode::NAMES,
+                    },
+                )
+            })?,
+        },
+        None => defaults.mode,
+    };
+    let ttl = |name: &str, default: Duration| -> Result<Duration> {
+        Ok(match nested(value, &["webhook", name]) {
+            Some(v) => {
+                nonzero_duration(v, &format!("authorization.webhook.{name}"))?.unwrap_or(default)
+            }
+            None => default,
+        })
+    };
+    Ok(KubeletAuthorization {
+        mode,
+        cache_authorized_ttl: ttl("cacheAuthorizedTTL", defaults.cache_authorized_ttl)?,
+        cache_unauthorized_ttl: ttl("cacheUnauthorizedTTL", defaults.cache_unauthorized_ttl)?,
     })
 }
 

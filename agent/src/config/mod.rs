@@ -114,6 +114,95 @@ pub struct KubeletConfig {
     /// `nodeStatusMaxImages`: the most images listed in the node status; -1 is no limit.
     /// Default: 50.
     pub node_status_max_images: i32,
+    /// `readOnlyPort`: upstream's unauthenticated read-only port. kwk never serves it; a
+    /// non-zero value is kept only to say so in the log. Default: 0 (disabled).
+    pub read_only_port: u16,
+    /// `tlsCertFile`: the kubelet API's serving certificate (PEM, chain allowed). Default: none
+    /// (a self-signed one under `<root-dir>/pki/`).
+    pub tls_cert_file: Option<PathBuf>,
+    /// `tlsPrivateKeyFile`: the key of `tlsCertFile`. Default: none.
+    pub tls_private_key_file: Option<PathBuf>,
+    /// `authentication`: who may call the kubelet API.
+    pub authentication: KubeletAuthentication,
+    /// `authorization`: what an authenticated caller may do there.
+    pub authorization: KubeletAuthorization,
+}
+
+/// `authentication` of the kubelet API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeletAuthentication {
+    /// `x509.clientCAFile`: client certificates signed by these CAs authenticate (CN = user,
+    /// O = groups). Default: none.
+    pub client_ca_file: Option<PathBuf>,
+    /// `webhook.enabled`: bearer tokens are checked with a `TokenReview`. Default: true.
+    pub webhook_enabled: bool,
+    /// `webhook.cacheTTL`: how long a TokenReview answer is reused. Default: 2m.
+    pub webhook_cache_ttl: Duration,
+    /// `anonymous.enabled`: requests without credentials run as `system:anonymous`.
+    /// Default: false.
+    pub anonymous_enabled: bool,
+}
+
+impl Default for KubeletAuthentication {
+    fn default() -> Self {
+        Self {
+            client_ca_file: None,
+            webhook_enabled: true,
+            webhook_cache_ttl: Duration::from_secs(120),
+            anonymous_enabled: false,
+        }
+    }
+}
+
+/// `authorization` of the kubelet API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeletAuthorization {
+    /// `mode`: `Webhook` (a `SubjectAccessReview` per request) or `AlwaysAllow`.
+    /// Default: Webhook.
+    pub mode: AuthorizationMode,
+    /// `webhook.cacheAuthorizedTTL`: how long an allow is reused. Default: 5m.
+    pub cache_authorized_ttl: Duration,
+    /// `webhook.cacheUnauthorizedTTL`: how long a deny is reused. Default: 30s.
+    pub cache_unauthorized_ttl: Duration,
+}
+
+impl Default for KubeletAuthorization {
+    fn default() -> Self {
+        Self {
+            mode: AuthorizationMode::Webhook,
+            cache_authorized_ttl: Duration::from_secs(300),
+            cache_unauthorized_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `authorization.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorizationMode {
+    /// Every authenticated request is allowed.
+    AlwaysAllow,
+    /// The apiserver decides with a `SubjectAccessReview`.
+    Webhook,
+}
+
+impl AuthorizationMode {
+    pub(crate) const NAMES: &'static [&'static str] = &["AlwaysAllow", "Webhook"];
+
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "AlwaysAllow" => Some(Self::AlwaysAllow),
+            "Webhook" => Some(Self::Webhook),
+            _ => None,
+        }
+    }
+
+    /// The mode's spelling in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AlwaysAllow => "AlwaysAllow",
+            Self::Webhook => "Webhook",
+        }
+    }
 }
 
 impl Default for KubeletConfig {
@@ -147,6 +236,11 @@ impl Default for KubeletConfig {
             node_status_report_frequency: Duration::from_secs(300),
             node_lease_duration_seconds: 40,
             node_status_max_images: 50,
+            read_only_port: 0,
+            tls_cert_file: None,
+            tls_private_key_file: None,
+            authentication: KubeletAuthentication::default(),
+            authorization: KubeletAuthorization::default(),
         }
     }
 }

@@ -177,6 +177,36 @@ fn each_honoured_field_is_read() {
         ("address: 192.168.1.5", |c| c.address = ip("192.168.1.5")),
         ("address: '::'", |c| c.address = ip("::")),
         ("port: 10260", |c| c.port = 10260),
+        ("readOnlyPort: 10255", |c| c.read_only_port = 10255),
+        (
+            "tlsCertFile: /pki/k.crt\ntlsPrivateKeyFile: /pki/k.key",
+            |c| {
+                c.tls_cert_file = Some(PathBuf::from("/pki/k.crt"));
+                c.tls_private_key_file = Some(PathBuf::from("/pki/k.key"));
+            },
+        ),
+        (
+            "authentication: {x509: {clientCAFile: /ca.crt}, anonymous: {enabled: true}, \
+             webhook: {enabled: false, cacheTTL: 10s}}",
+            |c| {
+                c.authentication = crate::config::KubeletAuthentication {
+                    client_ca_file: Some(PathBuf::from("/ca.crt")),
+                    webhook_enabled: false,
+                    webhook_cache_ttl: Duration::from_secs(10),
+                    anonymous_enabled: true,
+                };
+            },
+        ),
+        (
+            "authorization: {mode: AlwaysAllow, webhook: {cacheAuthorizedTTL: 1m, cacheUnauthorizedTTL: 0s}}",
+            |c| {
+                c.authorization = crate::config::KubeletAuthorization {
+                    mode: crate::config::AuthorizationMode::AlwaysAllow,
+                    cache_authorized_ttl: Duration::from_secs(60),
+                    cache_unauthorized_ttl: Duration::from_secs(30),
+                };
+            },
+        ),
         (
             "enforceNodeAllocatable: [pods, kube-reserved-compressible, pods]\nkubeReservedCgroup: /kube",
             |c| {
@@ -274,6 +304,14 @@ fn invalid_values_name_file_field_and_reason() {
         (
             "port: -1",
             "field port: must be between 1 and 65535 (got -1)",
+        ),
+        (
+            "authorization: {mode: RBAC}",
+            "field authorization.mode: unknown value \"RBAC\" (expected one of: AlwaysAllow, Webhook)",
+        ),
+        (
+            "authentication: {anonymous: {enabled: 'yes'}}",
+            "field authentication.anonymous.enabled: expected a boolean (true or false), found a string",
         ),
         (
             "podPidsLimit: -2",
@@ -598,8 +636,6 @@ fn an_upstream_config_loads_with_its_unimplemented_fields_listed() {
     assert_eq!(
         loaded.ignored_fields,
         [
-            "authentication",
-            "authorization",
             "cpuManagerReconcilePeriod",
             "evictionHard",
             "evictionPressureTransitionPeriod",
@@ -688,7 +724,11 @@ fn unknown_fields_are_reported_with_their_file() {
         ]
     );
     assert_eq!(loaded.config.max_pods, 110, "a misspelt field is not read");
-    assert_eq!(loaded.ignored_fields, ["authentication"]);
+    assert!(
+        loaded.ignored_fields.is_empty(),
+        "authentication is honoured: {:?}",
+        loaded.ignored_fields
+    );
 }
 
 #[test]

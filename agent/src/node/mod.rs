@@ -174,8 +174,26 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(manager.run(desired, cancel.clone()));
     // The podCIDR receiver is for pod networking (not wired yet).
-    let _pod_cidr =
-        crate::node_status::spawn(api_client, &options, &config, cri.clone(), &tasks, &cancel);
+    let _pod_cidr = crate::node_status::spawn(
+        api_client.clone(),
+        &options,
+        &config,
+        cri.clone(),
+        &tasks,
+        &cancel,
+    );
+    tasks.spawn(crate::kubelet_api::run(
+        config.clone(),
+        crate::kubelet_api::NodeContext {
+            node_name: options.node_name.clone(),
+            root_dir: options.root_dir.clone(),
+            client: api_client.clone(),
+            node_ip: options.node_ip,
+        },
+        store.clone(),
+        cri.clone(),
+        cancel.clone(),
+    ));
     tasks.spawn(logs::run(
         cri,
         LogLimits {
