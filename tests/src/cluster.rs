@@ -357,9 +357,16 @@ impl Drop for TestCluster {
     }
 }
 
-/// The kubectl binary: `$KUBECTL`, else `.ci/bin/kubectl` of this checkout.
+/// The kubectl binary: `$KUBECTL`, else `.ci/bin/kubectl` of this checkout if it is there,
+/// else `kubectl` on the `PATH`.
 pub fn kubectl_path() -> PathBuf {
-    std::env::var_os("KUBECTL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::images::workspace_root().join(".ci/bin/kubectl"))
+    if let Some(path) = std::env::var_os("KUBECTL") {
+        return PathBuf::from(path);
+    }
+    let local = crate::images::workspace_root().join(".ci/bin/kubectl");
+    if local.exists() {
+        local
+    } else {
+        PathBuf::from("kubectl")
+    }
 }

@@ -8,6 +8,8 @@ use futures::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::channel::{self, ClientMessage, StreamOptions};
 use super::spdy_client::{self, SpdyEvent};
@@ -35,7 +37,7 @@ pub async fn run_remote_command<S>(
                     &status,
                 )))
                 .await;
-            let _ = sink.close().await;
+            close_normally(&mut sink).await;
             return;
         }
     };
@@ -116,7 +118,20 @@ pub async fn run_remote_command<S>(
             },
         }
     }
-    let _ = sink.send(Message::Close(None)).await;
+    close_normally(&mut sink).await;
+}
+
+/// Ends the WebSocket with a close frame carrying 1000 (normal closure): client-go reads a
+/// close frame without a status code (1005) as an error, not as the end of the streams.
+async fn close_normally<S>(sink: &mut S)
+where
+    S: futures::Sink<Message> + Unpin,
+{
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    let _ = sink.send(Message::Close(Some(frame))).await;
     let _ = sink.close().await;
 }
 
@@ -190,6 +205,5 @@ where
             },
         }
     }
-    let _ = sink.send(Message::Close(None)).await;
-    let _ = sink.close().await;
+    close_normally(&mut sink).await;
 }
