@@ -299,6 +299,30 @@ async fn kubectl_exec_logs_and_port_forward(cluster: &TestCluster, pod: &str) {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&copied.stdout), "through stdin\n");
 
+    // kubectl cp both ways (tar over exec).
+    let local = cluster.config_dir().join("copied.html");
+    cluster
+        .kubectl(&[
+            "cp",
+            &format!("{pod}:/www/index.html"),
+            &local.display().to_string(),
+        ])
+        .unwrap();
+    let copied = std::fs::read_to_string(&local).unwrap();
+    assert!(copied.contains("hello from web-"), "{copied}");
+    std::fs::write(&local, "sent by kubectl cp\n").unwrap();
+    cluster
+        .kubectl(&[
+            "cp",
+            &local.display().to_string(),
+            &format!("{pod}:/tmp/sent.txt"),
+        ])
+        .unwrap();
+    let sent = cluster
+        .kubectl(&["exec", pod, "--", "cat", "/tmp/sent.txt"])
+        .unwrap();
+    assert_eq!(sent, "sent by kubectl cp\n");
+
     cluster
         .kubectl(&[
             "run",
