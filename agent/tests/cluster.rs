@@ -157,15 +157,23 @@ async fn a_deployment_runs_scales_and_goes_away_on_the_node() {
     .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_tail()));
     // The control plane shows up as mirror pods.
     let mut system = String::new();
-    kwk_tests::wait_for(Duration::from_secs(60), "the control plane's mirror pods", || {
-        system = cluster
-            .kubectl(&["get", "pods", "-n", "kube-system", "-o", "name"])
-            .unwrap_or_default();
-        let all = ["kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+    kwk_tests::wait_for(
+        Duration::from_secs(60),
+        "the control plane's mirror pods",
+        || {
+            system = cluster
+                .kubectl(&["get", "pods", "-n", "kube-system", "-o", "name"])
+                .unwrap_or_default();
+            let all = [
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+            ]
             .iter()
             .all(|c| system.contains(&format!("pod/{c}-kwkt-node")));
-        std::future::ready(all)
-    })
+            std::future::ready(all)
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e:#}: {system}\n{}", cluster.log_tail()));
 
@@ -184,6 +192,8 @@ async fn a_deployment_runs_scales_and_goes_away_on_the_node() {
         .unwrap();
     assert!(body.contains("hello from web-"), "{body}");
     assert_eq!(web_containers(&cluster).await, 3);
+    let (pod, _, _) = web_pods(&cluster)[0].clone();
+    kubectl_exec_logs_and_port_forward(&cluster, &pod).await;
 
     // kill -9 of kwk-node restarts no container.
     let before = cluster
@@ -235,4 +245,118 @@ async fn a_deployment_runs_scales_and_goes_away_on_the_node() {
     })
     .await
     .unwrap();
+}
+
+/// Reads `child`'s stdout on a thread until `done` says so or `within` passes; kills it.
+fn read_until(
+    mut child: std::process::Child,
+    within: Duration,
+    done: impl Fn(&str) -> bool + Send + 'static,
+) -> String {
+    use std::io::Read as _;
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if done(&seen) {
+                break;
+            }
+        }
+        let _ = tx.send(seen);
+    });
+    let seen = rx.recv_timeout(within).unwrap_or_default();
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    format!("{seen}{}", String::from_utf8_lossy(&output.stderr))
+}
+
+/// `kubectl exec` (output and exit code), `kubectl logs -f`, `kubectl port-forward`, through
+/// the apiserver to the kubelet API, and a request to the kubelet API without credentials.
+async fn kubectl_exec_logs_and_port_forward(cluster: &TestCluster, pod: &str) {
+    let out = cluster
+        .kubectl(&["exec", pod, "--", "cat", "/www/index.html"])
+        .unwrap();
+    assert!(out.contains("hello from web-"), "{out}");
+    let failed = cluster
+        .kubectl_output(
+            &["exec", pod, "--", "sh", "-c", "echo oops >&2; exit 7"],
+            None,
+        )
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(7), "{failed:?}");
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("oops"),
+        "{failed:?}"
+    );
+    let copied = cluster
+        .kubectl_output(&["exec", "-i", pod, "--", "cat"], Some("through stdin\n"))
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&copied.stdout), "through stdin\n");
+
+    cluster
+        .kubectl(&[
+            "run",
+            "ticker",
+            "--image=localhost/busybox:latest",
+            "--",
+            "sh",
+            "-c",
+            "i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done",
+        ])
+        .unwrap();
+    kwk_tests::wait_for(Duration::from_secs(60), "the ticker to run", || {
+        let phase = cluster
+            .kubectl(&["get", "pod", "ticker", "-o", "jsonpath={.status.phase}"])
+            .unwrap_or_default();
+        std::future::ready(phase == "Running")
+    })
+    .await
+    .unwrap();
+    let follow = cluster.spawn_kubectl(&["logs", "-f", "ticker"]).unwrap();
+    let seen = read_until(follow, Duration::from_secs(20), |s| {
+        s.lines().filter(|l| l.starts_with("tick ")).count() >= 4
+    });
+    let ticks: Vec<&str> = seen.lines().filter(|l| l.starts_with("tick ")).collect();
+    assert!(ticks.len() >= 4, "logs -f streamed new lines: {seen}");
+    cluster
+        .kubectl(&["delete", "pod", "ticker", "--wait=false"])
+        .unwrap();
+
+    let forward = cluster
+        .spawn_kubectl(&["port-forward", &format!("pod/{pod}"), "18080:80"])
+        .unwrap();
+    let addr: std::net::SocketAddr = "127.0.0.1:18080".parse().unwrap();
+    let mut body = String::new();
+    let answered = kwk_tests::wait_for(Duration::from_secs(20), "port-forward to answer", || {
+        if let Ok(Ok(got)) = cluster
+            .containerd()
+            .netns()
+            .run(|| kwk_tests::http::get(addr, "/"))
+        {
+            body = got;
+        }
+        std::future::ready(body.contains("hello from web-"))
+    })
+    .await;
+    let log = read_until(forward, Duration::from_millis(100), |_| true);
+    answered.unwrap_or_else(|e| panic!("{e:#}: {log}"));
+
+    let url = format!("https://{}:10250/pods", cluster.node_ip());
+    let anonymous = cluster
+        .containerd()
+        .netns()
+        .run(|| {
+            std::process::Command::new("curl")
+                .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", &url])
+                .output()
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&anonymous.stdout), "401");
 }

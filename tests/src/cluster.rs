@@ -151,6 +151,10 @@ containerRuntimeEndpoint: unix://{socket}
 cgroupRoot: {cgroup_root}
 podLogsDir: {logs}
 resolvConf: \"\"
+# Build machines run with little free disk: taint the node only when it is really full.
+evictionHard:
+  memory.available: 50Mi
+  nodefs.available: 1%
 ",
                 socket = self.containerd.socket().display(),
                 cgroup_root = self.containerd.cgroup_root(),
@@ -299,6 +303,23 @@ resolvConf: \"\"
             }
         }
         Ok(killed)
+    }
+
+    /// Starts a long-running kubectl (`logs -f`, `port-forward`) in the cluster's network
+    /// namespace, stdout piped; the caller kills it.
+    pub fn spawn_kubectl(&self, args: &[&str]) -> anyhow::Result<Child> {
+        let kubeconfig = self.admin_kubeconfig();
+        self.containerd.netns().run(|| {
+            Command::new(kubectl_path())
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("starting kubectl")
+        })?
     }
 
     pub fn containerd(&self) -> &TestContainerd {

@@ -74,7 +74,7 @@ fn main() -> anyhow::Result<()> {
             };
             let advertise_address = match advertise_address {
                 Some(address) => address,
-                None => default_route_source()
+                None => kwk_agent::node_status::machine::default_route_address()
                     .context("finding this machine's address (pass --advertise-address)")?,
             };
             let admin_server = admin_server.unwrap_or_else(|| match advertise_address {
@@ -114,11 +114,4 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// The source address the kernel picks for the default route (a UDP "connect" sends nothing).
-fn default_route_source() -> std::io::Result<IpAddr> {
-    let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
-    socket.connect("192.0.2.1:9")?;
-    Ok(socket.local_addr()?.ip())
 }

@@ -12,8 +12,9 @@ use serde_json::{Map, Number, Value};
 use crate::config::duration::parse_go_duration;
 use crate::config::error::{FieldError, FieldIssue};
 use crate::config::{
-    AuthorizationMode, CgroupDriver, KubeletAuthentication, KubeletAuthorization, KubeletConfig,
-    NodeAllocatableEnforcement, NodeTaint, ReservedResource, RuntimeEndpoint, TaintEffect,
+    AuthorizationMode, CgroupDriver, EVICTION_SIGNALS, EvictionThreshold, KubeletAuthentication,
+    KubeletAuthorization, KubeletConfig, NodeAllocatableEnforcement, NodeTaint, ReservedResource,
+    RuntimeEndpoint, TaintEffect,
 };
 use crate::quantity::{self, Quantity};
 
@@ -46,6 +47,7 @@ pub(crate) const HONOURED_FIELDS: &[&str] = &[
     "nodeStatusReportFrequency",
     "nodeLeaseDurationSeconds",
     "nodeStatusMaxImages",
+    "evictionHard",
     "readOnlyPort",
     "tlsCertFile",
     "tlsPrivateKeyFile",
@@ -297,6 +299,10 @@ pub(crate) fn convert(document: &Map<String, Value>) -> Result<KubeletConfig> {
         node_lease_duration_seconds: node_lease_duration_seconds
             .unwrap_or(defaults.node_lease_duration_seconds),
         node_status_max_images,
+        eviction_hard: match get("evictionHard") {
+            Some(v) => Some(eviction_hard(v)?),
+            None => None,
+        },
         read_only_port,
         tls_cert_file,
         tls_private_key_file,
@@ -598,6 +604,76 @@ fn runtime_endpoint(value: &Value, path: &str) -> Result<Option<RuntimeEndpoint>
     Ok(Some(RuntimeEndpoint::from_socket_path(PathBuf::from(
         socket,
     ))))
+}
+
+/// `evictionHard`: signal to threshold, `"<quantity>"` or `"<percent>%"` (0–100).
+fn eviction_hard(value: &Value) -> Result<BTreeMap<String, EvictionThreshold>> {
+    let Value::Object(entries) = value else {
+        return Err(wrong_type(
+            "evictionHard",
+            "a map of signal to threshold",
+            value,
+        ));
+    };
+    let mut thresholds = BTreeMap::new();
+    for (signal, threshold) in entries {
+        let path = format!("evictionHard.{signal}");
+        if !EVICTION_SIGNALS.contains(&signal.as_str()) {
+            return Err(FieldIssue::new(
+                &path,
+                FieldError::UnknownValue {
+                    got: signal.clone(),
+                    allowed: EVICTION_SIGNALS,
+                },
+            ));
+        }
+        if threshold.is_null() {
+            continue;
+        }
+        let text = string(threshold, &path)?;
+        let parsed = match text.trim().strip_suffix('%') {
+            Some(percent) => EvictionThreshold::Percent {
+                hundredths: percent_hundredths(percent).ok_or_else(|| {
+                    FieldIssue::new(
+                        &path,
+                        FieldError::OutOfRange {
+                            expected: "a percentage from 0% to 100%",
+                            got: text.clone(),
+                        },
+                    )
+                })?,
+            },
+            None => {
+                let (text, quantity) = parse_quantity(threshold, &path)?;
+                if quantity.is_negative() {
+                    return Err(FieldIssue::new(
+                        path,
+                        FieldError::QuantityOutOfRange {
+                            expected: "non-negative",
+                            got: text,
+                        },
+                    ));
+                }
+                EvictionThreshold::Quantity(quantity)
+            }
+        };
+        thresholds.insert(signal.clone(), parsed);
+    }
+    Ok(thresholds)
+}
+
+/// `"7.5"` → 750 hundredths of a percent; `None` outside 0–100 or when not a number.
+fn percent_hundredths(text: &str) -> Option<u32> {
+    let percent: f64 = text.trim().parse().ok()?;
+    if !(0.0..=100.0).contains(&percent) {
+        return None;
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "0..=100 percent in hundredths fits a u32"
+    )]
+    Some((percent * 100.0).round() as u32)
 }
 
 /// `kubeReserved` / `systemReserved`: resource name to non-negative quantity.

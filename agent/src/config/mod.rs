@@ -20,6 +20,8 @@ mod allocatable;
 mod convert;
 mod duration;
 mod error;
+#[cfg(test)]
+mod eviction_tests;
 mod fields;
 mod load;
 mod merge;
@@ -114,6 +116,10 @@ pub struct KubeletConfig {
     /// `nodeStatusMaxImages`: the most images listed in the node status; -1 is no limit.
     /// Default: 50.
     pub node_status_max_images: i32,
+    /// `evictionHard`: signal (`memory.available`, `nodefs.available`, `pid.available`, ...)
+    /// to threshold. `None` when unset: upstream's defaults apply. When set, as upstream, a
+    /// signal it does not name has no threshold.
+    pub eviction_hard: Option<BTreeMap<String, EvictionThreshold>>,
     /// `readOnlyPort`: upstream's unauthenticated read-only port. kwk never serves it; a
     /// non-zero value is kept only to say so in the log. Default: 0 (disabled).
     pub read_only_port: u16,
@@ -127,6 +133,40 @@ pub struct KubeletConfig {
     /// `authorization`: what an authenticated caller may do there.
     pub authorization: KubeletAuthorization,
 }
+
+/// An `evictionHard` threshold: a quantity (bytes, or a count for `pid.available` and
+/// `*.inodesFree`) or a percentage of capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvictionThreshold {
+    Quantity(Quantity),
+    /// A share of capacity in hundredths of a percent: `1000` for `10%`, `750` for `7.5%`.
+    Percent {
+        hundredths: u32,
+    },
+}
+
+impl EvictionThreshold {
+    /// The share of capacity as a fraction (`0.1` for `10%`), for a percentage.
+    pub fn fraction(self) -> Option<f64> {
+        match self {
+            Self::Percent { hundredths } => Some(f64::from(hundredths) / 10_000.0),
+            Self::Quantity(_) => None,
+        }
+    }
+}
+
+/// The eviction signals upstream's `evictionHard` accepts.
+pub const EVICTION_SIGNALS: &[&str] = &[
+    "memory.available",
+    "allocatableMemory.available",
+    "nodefs.available",
+    "nodefs.inodesFree",
+    "imagefs.available",
+    "imagefs.inodesFree",
+    "containerfs.available",
+    "containerfs.inodesFree",
+    "pid.available",
+];
 
 /// `authentication` of the kubelet API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,6 +276,7 @@ impl Default for KubeletConfig {
             node_status_report_frequency: Duration::from_secs(300),
             node_lease_duration_seconds: 40,
             node_status_max_images: 50,
+            eviction_hard: None,
             read_only_port: 0,
             tls_cert_file: None,
             tls_private_key_file: None,

@@ -150,7 +150,10 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
         WorkerConfig {
             sync_frequency: config.sync_frequency,
             retry_after: Duration::from_secs(1),
-            host_ip: None,
+            host_ip: options
+                .node_ip
+                .or_else(crate::node_status::machine::default_route_address)
+                .map(|ip| ip.to_string()),
             events,
         },
         usize::try_from(config.max_pods).unwrap_or(usize::MAX),

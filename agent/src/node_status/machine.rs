@@ -109,7 +109,7 @@ pub(crate) fn hugepage_size_bytes(dir_name: &str) -> Option<u64> {
 
 /// The source address of the route to the internet (the default route), IPv4 first: the
 /// kernel picks it when a UDP socket connects; no packet is sent.
-fn default_route_address() -> Option<IpAddr> {
+pub fn default_route_address() -> Option<IpAddr> {
     let probe = |bind: IpAddr, to: IpAddr| -> Option<IpAddr> {
         let socket = UdpSocket::bind(SocketAddr::new(bind, 0)).ok()?;
         socket.connect(SocketAddr::new(to, 53)).ok()?;

@@ -44,7 +44,7 @@ pub struct NodeStatusOptions {
     /// `--node-ip`; default: the default route's source address.
     pub node_ip: Option<IpAddr>,
     pub config: KubeletConfig,
-    /// The hard eviction thresholds (upstream's defaults until `evictionHard` is read).
+    /// The hard eviction thresholds (`evictionHard`, or upstream's defaults).
     pub eviction_hard: EvictionHard,
 }
 
@@ -73,7 +73,7 @@ pub fn spawn<R: RuntimeSource>(
         root_dir: node.root_dir.clone(),
         node_ip: node.node_ip,
         config: config.clone(),
-        eviction_hard: EvictionHard::default(),
+        eviction_hard: EvictionHard::from_config(config.eviction_hard.as_ref()),
     };
     let (sender, receiver) = pod_cidr_channel();
     tasks.spawn(run(client, options, runtime, sender, cancel.clone()));

@@ -7,6 +7,8 @@
 
 use std::path::Path;
 
+use crate::config::EvictionThreshold;
+
 /// A hard eviction threshold: a quantity, or a percentage of the resource's capacity.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Threshold {
@@ -51,6 +53,33 @@ impl Default for EvictionHard {
             memory_available: Some(Threshold::Bytes(100 << 20)),
             nodefs_available: Some(Threshold::Fraction(0.1)),
             pid_available: None,
+        }
+    }
+}
+
+impl EvictionHard {
+    /// The thresholds of a configured `evictionHard`; `None` (unset): upstream's defaults. As
+    /// upstream, once `evictionHard` is set a signal it does not name has no threshold.
+    pub fn from_config(
+        configured: Option<&std::collections::BTreeMap<String, EvictionThreshold>>,
+    ) -> Self {
+        let Some(configured) = configured else {
+            return Self::default();
+        };
+        let threshold = |signal: &str| {
+            configured.get(signal).map(|t| match *t {
+                EvictionThreshold::Quantity(q) => {
+                    Threshold::Bytes(u64::try_from(q.value()).unwrap_or(0))
+                }
+                EvictionThreshold::Percent { .. } => {
+                    Threshold::Fraction(t.fraction().unwrap_or(0.0))
+                }
+            })
+        };
+        Self {
+            memory_available: threshold("memory.available"),
+            nodefs_available: threshold("nodefs.available"),
+            pid_available: threshold("pid.available"),
         }
     }
 }
