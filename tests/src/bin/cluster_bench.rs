@@ -324,6 +324,14 @@ async fn main() -> anyhow::Result<()> {
         nix::unistd::geteuid().is_root(),
         "cluster-bench needs root (containerd, netns, cgroups)"
     );
+    // On Ctrl-C the bench's future is dropped, and the cluster with it (torn down).
+    tokio::select! {
+        result = bench(reps) => result,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+    }
+}
+
+async fn bench(reps: usize) -> anyhow::Result<()> {
     let dir = std::env::current_exe()?
         .parent()
         .context("locating the build directory")?
@@ -331,7 +339,10 @@ async fn main() -> anyhow::Result<()> {
     let binaries = ClusterBinaries::next_to(&dir.join("kwk-node"), &dir.join("kwk"))
         .context("run `cargo build --workspace` first")?;
 
-    eprintln!("starting the cluster…");
+    eprintln!(
+        "starting the cluster with the binaries in {}…",
+        dir.display()
+    );
     let cluster = TestCluster::start(binaries).await?;
     wait_node_ready(&cluster).await?;
     let pid = cluster.node_pid().context("kwk-node's pid")?;
@@ -381,6 +392,7 @@ async fn main() -> anyhow::Result<()> {
          pods), containerd {}",
         containerd.cri.version().await?.runtime_version
     );
+    println!("binaries: {}", dir.display());
     println!(
         "{:<34} {:>9} {:>9} {:>9} {:>9}",
         "seconds", "p50", "p99", "max", "all"
@@ -409,6 +421,12 @@ async fn main() -> anyhow::Result<()> {
         &format!("CRI floor, {BURST} in parallel"),
         &cri_burst,
         Some(cri_burst_all),
+    );
+    println!(
+        "kwk over the CRI floor: one pod p50 +{:.3} s; burst p50 +{:.3} s, all Running +{:.3} s",
+        quantile(&single, 0.5) - quantile(&cri_single, 0.5),
+        quantile(&burst, 0.5) - quantile(&cri_burst, 0.5),
+        burst_all.as_secs_f64() - cri_burst_all.as_secs_f64()
     );
     let (p50, p99) = (quantile(&burst, 0.5), quantile(&burst, 0.99));
     println!(
