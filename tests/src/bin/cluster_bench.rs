@@ -442,3 +442,35 @@ async fn bench(reps: usize) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use super::*;
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let v: Vec<Duration> = (1..=30).rev().map(Duration::from_secs).collect();
+        for (q, want) in [(0.5, 15.0), (0.99, 30.0), (0.0, 1.0), (1.0, 30.0)] {
+            assert_eq!(quantile(&v, q), want, "q={q}");
+        }
+        assert_eq!(quantile(&[Duration::from_millis(250)], 0.99), 0.25);
+        assert_eq!(quantile(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn running_counts_only_with_ready_true() {
+        let with = |phase: &str, ready: &str| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p"},
+                "status": {"phase": phase, "conditions": [{"type": "Ready", "status": ready}]},
+            }))
+            .unwrap()
+        };
+        assert!(running_and_ready(&with("Running", "True")));
+        assert!(!running_and_ready(&with("Running", "False")));
+        assert!(!running_and_ready(&with("Pending", "True")));
+        assert!(!running_and_ready(&pod("p").unwrap()));
+    }
+}
