@@ -9,7 +9,7 @@
 //! the namespace's loopback, and [`TestCluster::kubectl`] runs kubectl there with the admin
 //! kubeconfig. Dropping the cluster kills kwk-node and tears containerd and its pods down.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -325,6 +325,44 @@ evictionHard:
     pub fn containerd(&self) -> &TestContainerd {
         &self.containerd
     }
+    /// kwk-node's process ID while it runs.
+    pub fn node_pid(&self) -> Option<u32> {
+        self.node.as_ref().map(Child::id)
+    }
+
+    /// Forwards a free port on this machine's loopback to the apiserver in the cluster's
+    /// network namespace, for clients that run here (the forwarder stops when the returned
+    /// value is dropped).
+    pub async fn forward_apiserver(&self) -> anyhow::Result<ApiserverForward> {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .context("listening on a free loopback port")?;
+        let addr = listener.local_addr()?;
+        let relay = tokio::spawn(forward_to_apiserver(
+            listener,
+            self.containerd.netns().path(),
+        ));
+        Ok(ApiserverForward { addr, relay })
+    }
+
+    /// A kube-rs client with the admin kubeconfig's credentials, connecting through
+    /// [`Self::forward_apiserver`] (keep the forward as long as the client).
+    pub async fn admin_client(&self) -> anyhow::Result<(kube::Client, ApiserverForward)> {
+        let forward = self.forward_apiserver().await?;
+        let kubeconfig = kube::config::Kubeconfig::read_from(self.admin_kubeconfig())
+            .context("reading the admin kubeconfig")?;
+        let mut config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .context("the admin kubeconfig")?;
+        // The serving certificate names 127.0.0.1, the address the forward listens on.
+        config.cluster_url = format!("https://{}", forward.addr)
+            .parse()
+            .context("the forward's URL")?;
+        Ok((kube::Client::try_from(config)?, forward))
+    }
     pub fn node_ip(&self) -> IpAddr {
         self.node_ip
     }
@@ -355,6 +393,56 @@ impl Drop for TestCluster {
     fn drop(&mut self) {
         let _ = self.kill_node();
     }
+}
+
+/// A host loopback port forwarded to the apiserver inside a cluster's network namespace; the
+/// forwarder stops on drop.
+#[derive(Debug)]
+pub struct ApiserverForward {
+    addr: SocketAddr,
+    relay: tokio::task::JoinHandle<()>,
+}
+
+impl ApiserverForward {
+    /// The address on this machine that reaches the apiserver.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for ApiserverForward {
+    fn drop(&mut self) {
+        self.relay.abort();
+    }
+}
+
+/// Forwards each connection to `listener` to the apiserver (`127.0.0.1:6443`) inside the network
+/// namespace at `netns`: the socket is made there, then used from here.
+pub async fn forward_to_apiserver(listener: tokio::net::TcpListener, netns: PathBuf) {
+    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, APISERVER_PORT));
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else {
+            continue;
+        };
+        let netns = netns.clone();
+        tokio::spawn(async move {
+            let connect = tokio::task::spawn_blocking(move || connect_in(&netns, target)).await;
+            match connect {
+                Ok(Ok(mut outbound)) => {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+                Ok(Err(err)) => eprintln!("forwarding to the apiserver: {err:#}"),
+                Err(err) => eprintln!("forwarding to the apiserver: {err}"),
+            }
+        });
+    }
+}
+
+/// Connects to `target` from inside the network namespace at `netns`.
+fn connect_in(netns: &Path, target: SocketAddr) -> anyhow::Result<tokio::net::TcpStream> {
+    let stream = crate::netns::run_in(netns, || std::net::TcpStream::connect(target))??;
+    stream.set_nonblocking(true)?;
+    Ok(tokio::net::TcpStream::from_std(stream)?)
 }
 
 /// The kubectl binary: `$KUBECTL`, else `.ci/bin/kubectl` of this checkout if it is there,

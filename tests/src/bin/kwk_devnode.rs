@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use kwk_tests::cluster::{APISERVER_PORT, ClusterBinaries, ClusterDirs, NODE_NAME, TestCluster};
+use kwk_tests::cluster::{
+    APISERVER_PORT, ClusterBinaries, ClusterDirs, NODE_NAME, TestCluster, forward_to_apiserver,
+};
 use kwk_tests::wait_for;
 
 const CONFIG_DIR: &str = "/etc/kwk";
@@ -65,7 +67,10 @@ async fn main() -> anyhow::Result<()> {
         },
     )
     .await?;
-    let relay = tokio::spawn(forward(listener, cluster.containerd().netns().path()));
+    let relay = tokio::spawn(forward_to_apiserver(
+        listener,
+        cluster.containerd().netns().path(),
+    ));
     println!("apiserver up; waiting for node {NODE_NAME} to be Ready…");
     wait_for(Duration::from_secs(120), "the node to be Ready", || {
         let ready = cluster
@@ -113,33 +118,4 @@ fn cluster_answers(admin: &Path) -> bool {
         .args(["get", "--raw", "/readyz", "--request-timeout=5s"])
         .output()
         .is_ok_and(|o| o.status.success())
-}
-
-/// Forwards each connection to `listener` to the apiserver inside the network namespace at
-/// `netns` (the socket is made there, then used from here).
-async fn forward(listener: tokio::net::TcpListener, netns: PathBuf) {
-    let target = SocketAddr::from((Ipv4Addr::LOCALHOST, APISERVER_PORT));
-    loop {
-        let Ok((mut inbound, _)) = listener.accept().await else {
-            continue;
-        };
-        let netns = netns.clone();
-        tokio::spawn(async move {
-            let connect = tokio::task::spawn_blocking(move || connect_in(&netns, target)).await;
-            match connect {
-                Ok(Ok(mut outbound)) => {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-                Ok(Err(err)) => eprintln!("forwarding to the apiserver: {err:#}"),
-                Err(err) => eprintln!("forwarding to the apiserver: {err}"),
-            }
-        });
-    }
-}
-
-/// Connects to `target` from inside the network namespace at `netns`.
-fn connect_in(netns: &Path, target: SocketAddr) -> anyhow::Result<tokio::net::TcpStream> {
-    let stream = kwk_tests::netns::run_in(netns, || std::net::TcpStream::connect(target))??;
-    stream.set_nonblocking(true)?;
-    Ok(tokio::net::TcpStream::from_std(stream)?)
 }
