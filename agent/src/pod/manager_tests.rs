@@ -241,7 +241,7 @@ async fn after_a_restart_a_new_version_waits_for_the_old_orphan() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn pods_beyond_max_pods_are_rejected_until_there_is_room() {
+async fn pods_beyond_max_pods_are_rejected_for_good() {
     let h = start_with(FakeRuntime::new(), 2);
     let (a, b, c) = (
         pod("a", "a", "sleep"),
@@ -266,10 +266,26 @@ async fn pods_beyond_max_pods_are_rejected_until_there_is_room() {
         .expect("status of c");
     assert_eq!(status.reason.as_deref(), Some("OutOfpods"));
 
-    // Room frees up: the rejected pod is admitted.
+    assert_eq!(
+        status.message.as_deref(),
+        Some(
+            "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: 2, capacity: 2"
+        )
+    );
+
+    // Room frees up: the rejected pod stays rejected (as upstream: it is terminal).
     h.set(&[&b, &c]);
     settle(5).await;
-    assert_eq!(h.phase("c").as_deref(), Some("Running"));
+    assert_eq!(h.phase("c").as_deref(), Some("Failed"));
+    assert!(
+        h.runtime.actions("c").is_empty(),
+        "a rejected pod was started later"
+    );
+    // A new pod takes the free place.
+    let d = pod("d", "d", "sleep");
+    h.set(&[&b, &c, &d]);
+    settle(5).await;
+    assert_eq!(h.phase("d").as_deref(), Some("Running"));
     h.stop().await;
 }
 
