@@ -25,7 +25,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_kwk-node");
 const WAIT: Duration = Duration::from_secs(40);
 const NODE: &str = "kwkt-node";
 
-fn api_pod(name: &str, extra_spec: Value, requests: Value) -> Pod {
+fn api_pod(name: &str, extra_spec: &Value, requests: &Value) -> Pod {
     let mut spec = json!({
         "nodeName": NODE,
         "terminationGracePeriodSeconds": 1,
@@ -152,12 +152,16 @@ async fn pods_that_do_not_fit_are_rejected_and_fitting_ones_run() -> anyhow::Res
         )
         .await?;
 
-    let greedy = api_pod("greedy", json!({}), json!({"cpu": "1000"}));
-    let picky = api_pod("picky", json!({"nodeSelector": {"gpu": "yes"}}), json!({}));
+    let greedy = api_pod("greedy", &json!({}), &json!({"cpu": "1000"}));
+    let picky = api_pod(
+        "picky",
+        &json!({"nodeSelector": {"gpu": "yes"}}),
+        &json!({}),
+    );
     let fits = api_pod(
         "fits",
-        json!({"nodeSelector": {"disk": "ssd"}}),
-        json!({"cpu": "10m"}),
+        &json!({"nodeSelector": {"disk": "ssd"}}),
+        &json!({"cpu": "10m"}),
     );
     for pod in [&greedy, &picky, &fits] {
         pods.create(&PostParams::default(), pod).await?;
@@ -178,12 +182,14 @@ async fn pods_that_do_not_fit_are_rejected_and_fitting_ones_run() -> anyhow::Res
     wait_api_pod(&pods, "fits", &node, |p| p["status"]["phase"] == "Running").await?;
 
     wait_for(WAIT, "Warning events for the rejected pods", || async {
-        warnings(&events, "greedy").await.iter().any(|(r, m)| {
-            r == "OutOfcpu" && m.starts_with("Node didn't have enough resource: cpu")
-        }) && warnings(&events, "picky")
+        warnings(&events, "greedy")
             .await
             .iter()
-            .any(|(r, _)| r == "NodeAffinity")
+            .any(|(r, m)| r == "OutOfcpu" && m.starts_with("Node didn't have enough resource: cpu"))
+            && warnings(&events, "picky")
+                .await
+                .iter()
+                .any(|(r, _)| r == "NodeAffinity")
     })
     .await?;
     assert_eq!(sandboxes_of(&containerd, "greedy").await, 0);
@@ -193,8 +199,18 @@ async fn pods_that_do_not_fit_are_rejected_and_fitting_ones_run() -> anyhow::Res
     // A restart does not start a pod the API says was rejected.
     node.restart().await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(sandboxes_of(&containerd, "greedy").await, 0, "{}", node.log_tail());
-    assert_eq!(sandboxes_of(&containerd, "picky").await, 0, "{}", node.log_tail());
+    assert_eq!(
+        sandboxes_of(&containerd, "greedy").await,
+        0,
+        "{}",
+        node.log_tail()
+    );
+    assert_eq!(
+        sandboxes_of(&containerd, "picky").await,
+        0,
+        "{}",
+        node.log_tail()
+    );
     let greedy_after = pods.get("greedy").await?;
     assert_eq!(
         greedy_after.status.and_then(|s| s.phase).as_deref(),
@@ -203,11 +219,9 @@ async fn pods_that_do_not_fit_are_rejected_and_fitting_ones_run() -> anyhow::Res
     let running = api::PodSandboxState::SandboxReady as i32;
     let fits_sandboxes = containerd.cri.list_pod_sandbox(None).await?;
     assert!(
-        fits_sandboxes.iter().any(|s| s
-            .metadata
-            .as_ref()
-            .is_some_and(|m| m.name == "fits")
-            && s.state == running),
+        fits_sandboxes
+            .iter()
+            .any(|s| s.metadata.as_ref().is_some_and(|m| m.name == "fits") && s.state == running),
         "the fitting pod keeps running"
     );
     Ok(())

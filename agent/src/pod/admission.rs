@@ -46,10 +46,10 @@ pub struct NodeFacts {
     pub labels: BTreeMap<String, String>,
     /// The Node's taints.
     pub taints: Vec<Taint>,
-    /// Whether labels and taints come from the Node object in the API (not only from what
-    /// kwk-node registers): until then a pod rejected for its node affinity alone is not
-    /// rejected yet, as upstream fetches the Node again before rejecting for affinity.
-    pub from_api: bool,
+    /// How many times the Node was read from the API on request (see `node_facts`): a pod
+    /// that fails its node affinity alone is rejected only on facts read after it was seen, as
+    /// upstream fetches the Node again before rejecting for affinity.
+    pub fetched: u64,
 }
 
 /// Why a pod was not admitted: upstream's reason and message (of the Warning event; the
@@ -200,8 +200,8 @@ fn is_extended_resource(name: &str) -> bool {
     let Some((prefix, _)) = name.split_once('/') else {
         return false;
     };
-    !(prefix == "kubernetes.io" || prefix.ends_with(".kubernetes.io"))
-        && !name.starts_with("requests.")
+    let native = prefix == "kubernetes.io" || prefix.ends_with(".kubernetes.io");
+    !native && !name.starts_with("requests.")
 }
 
 fn insufficient(resource: &str, requested: i64, used: i64, capacity: i64) -> Rejection {

@@ -23,7 +23,7 @@ fn node() -> NodeFacts {
         ]
         .into(),
         taints: Vec::new(),
-        from_api: true,
+        fetched: 0,
     }
 }
 
@@ -56,13 +56,16 @@ fn reject(reason: &str, message: &str) -> Result<(), Rejection> {
     })
 }
 
+/// A case name, the admitted pods, the new pod, the verdict.
+type Case = (&'static str, Vec<Pod>, Pod, Result<(), Rejection>);
+
 const AFFINITY: &str =
     "Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector";
 
 #[test]
 fn resources_as_upstream_fits() {
     let small = requesting("small", "250m", "64Mi");
-    let cases: Vec<(&str, Vec<Pod>, Pod, Result<(), Rejection>)> = vec![
+    let cases: Vec<Case> = vec![
         ("fits", vec![small.clone()], requesting("p", "1", "1Gi"), Ok(())),
         (
             "too much cpu",
@@ -153,7 +156,7 @@ spec:
         ),
         (
             "static pods are not rejected for resources",
-            vec![small.clone(), small.clone(), small.clone()],
+            vec![small.clone(), small.clone(), small],
             pod("metadata: {name: p, annotations: {kubernetes.io/config.source: file}}
 spec:
   containers:

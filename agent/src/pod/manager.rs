@@ -21,12 +21,13 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::admission::{self, NodeFacts};
 use super::events::PodEvent;
+use super::node_facts::NodeFactsWatch;
 use super::pleg::{self, PodRecord, Relist};
 use super::runtime::PodRuntime;
 use super::spec;
@@ -49,6 +50,11 @@ pub struct PodManager<R> {
     rejected: BTreeSet<String>,
     /// What admission checks pods against.
     node: watch::Receiver<NodeFacts>,
+    /// Asks for the Node to be read again (with an apiserver).
+    node_refresh: Option<Arc<Notify>>,
+    /// Pods failing their node affinity alone, waiting for the Node to be read again: the
+    /// `fetched` count they wait to see exceeded.
+    affinity_recheck: BTreeMap<String, u64>,
     tracker: TaskTracker,
     /// The active pods last reported to the runtime (UID → the pod's `Arc` address, so an
     /// updated spec counts as a change).
@@ -76,6 +82,8 @@ impl<R: PodRuntime + Clone> PodManager<R> {
             deferred: BTreeMap::new(),
             rejected: BTreeSet::new(),
             node: watch::channel(facts).1,
+            node_refresh: None,
+            affinity_recheck: BTreeMap::new(),
             tracker: TaskTracker::new(),
             reported_active: BTreeMap::new(),
             finished: BTreeSet::new(),
@@ -85,8 +93,9 @@ impl<R: PodRuntime + Clone> PodManager<R> {
 
     /// Admits pods against these node facts (and their updates).
     #[must_use]
-    pub fn with_node_facts(mut self, node: watch::Receiver<NodeFacts>) -> Self {
-        self.node = node;
+    pub fn with_node_facts(mut self, node: NodeFactsWatch) -> Self {
+        self.node = node.facts;
+        self.node_refresh = node.refresh;
         self
     }
 
@@ -253,6 +262,8 @@ impl<R: PodRuntime + Clone> PodManager<R> {
         self.deferred.clear();
         self.rejected.retain(|uid| pods.contains_key(uid));
         self.finished.retain(|uid| pods.contains_key(uid));
+        self.affinity_recheck
+            .retain(|uid, _| pods.contains_key(uid));
         let node = self.node.borrow().clone();
         let mut admitted = self.admitted_pods(pods);
         for (uid, pod) in in_arrival_order(pods) {
@@ -280,12 +291,21 @@ impl<R: PodRuntime + Clone> PodManager<R> {
             }
             let others: Vec<&Pod> = admitted.iter().map(|p| p.as_ref()).collect();
             if let Err(rejection) = admission::admit(&node, &others, pod) {
-                if rejection.is_node_affinity() && !node.from_api {
-                    // Upstream fetches the Node again before rejecting for affinity alone:
-                    // wait for the Node's labels from the API.
-                    tracing::info!(pod = %spec::name(pod), %uid, "node affinity unmet by the registered labels; waiting for the Node");
-                    continue;
+                if rejection.is_node_affinity()
+                    && let Some(refresh) = &self.node_refresh
+                {
+                    // Upstream reads the Node again before rejecting for affinity alone (the
+                    // labels may have just changed): so do we, once per pod.
+                    let asked = *self.affinity_recheck.entry(uid.clone()).or_insert_with(|| {
+                        refresh.notify_one();
+                        node.fetched
+                    });
+                    if node.fetched == asked {
+                        tracing::debug!(pod = %spec::name(pod), %uid, "node affinity unmet; reading the Node again");
+                        continue;
+                    }
                 }
+                self.affinity_recheck.remove(uid);
                 tracing::warn!(pod = %spec::name(pod), %uid, reason = %rejection.reason, message = %rejection.message, "pod rejected");
                 self.rejected.insert(uid.clone());
                 self.store
@@ -295,6 +315,7 @@ impl<R: PodRuntime + Clone> PodManager<R> {
                     .emit(pod, PodEvent::rejected(rejection.reason, rejection.message));
                 continue;
             }
+            self.affinity_recheck.remove(uid);
             admitted.push(pod.clone());
             tracing::info!(pod = %spec::name(pod), %uid, "starting pod worker");
             let handle = self.spawn(Desired::Run(pod.clone()), cancel, done);

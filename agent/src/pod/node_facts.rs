@@ -4,12 +4,14 @@
 //! labels and taints (an admin's `kubectl label` / `kubectl taint` included) and the
 //! allocatable the node reports — kept current by a watch of that one Node.
 
+use std::sync::Arc;
+
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::Api;
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::admission::NodeFacts;
@@ -38,7 +40,7 @@ pub fn local(node_name: &str, allocatable: &NodeResources, config: &KubeletConfi
                 time_added: None,
             })
             .collect(),
-        from_api: false,
+        fetched: 0,
     }
 }
 
@@ -66,36 +68,66 @@ pub fn from_node(node: &Node, base: &NodeFacts) -> NodeFacts {
         }
     }
     facts.allocatable = allocatable;
-    facts.from_api = true;
     facts
 }
 
+/// The node facts as the pod manager follows them; with an apiserver, `refresh` asks for the
+/// Node to be read again now (the answer bumps [`NodeFacts::fetched`]).
+#[derive(Debug)]
+pub struct NodeFactsWatch {
+    pub facts: watch::Receiver<NodeFacts>,
+    pub refresh: Option<Arc<Notify>>,
+}
+
 /// The node facts: `initial`, then (with a `client`) those of the Node `initial.node_name` in
-/// the API after every change of it, until `cancel`.
+/// the API after every change of it and on every refresh request, until `cancel`.
 pub fn watch(
     client: Option<kube::Client>,
     initial: NodeFacts,
     cancel: &CancellationToken,
-) -> watch::Receiver<NodeFacts> {
+) -> NodeFactsWatch {
     let (tx, rx) = watch::channel(initial.clone());
     let Some(client) = client else {
-        return rx;
+        return NodeFactsWatch {
+            facts: rx,
+            refresh: None,
+        };
     };
+    let refresh = Arc::new(Notify::new());
+    let requested = refresh.clone();
     let api: Api<Node> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("metadata.name={}", initial.node_name));
     let cancel = cancel.clone();
     tokio::spawn(async move {
-        let stream = watcher::watcher(api, config)
+        let stream = watcher::watcher(api.clone(), config)
             .default_backoff()
             .applied_objects();
         let mut stream = std::pin::pin!(stream);
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
+                () = requested.notified() => {
+                    let node = match api.get(&initial.node_name).await {
+                        Ok(node) => Some(node),
+                        Err(err) => {
+                            tracing::warn!(%err, "reading this node's Node");
+                            None
+                        }
+                    };
+                    // Answered even on failure (the last facts stand), so nothing waits forever.
+                    tx.send_modify(|current| {
+                        let fetched = current.fetched.wrapping_add(1);
+                        if let Some(node) = &node {
+                            *current = from_node(node, &initial);
+                        }
+                        current.fetched = fetched;
+                    });
+                }
                 item = stream.next() => match item {
                     Some(Ok(node)) => {
-                        let facts = from_node(&node, &initial);
+                        let mut facts = from_node(&node, &initial);
                         tx.send_if_modified(|current| {
+                            facts.fetched = current.fetched;
                             let changed = *current != facts;
                             *current = facts;
                             changed
@@ -108,5 +140,8 @@ pub fn watch(
             }
         }
     });
-    rx
+    NodeFactsWatch {
+        facts: rx,
+        refresh: Some(refresh),
+    }
 }
