@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kwk_cri::api;
 use kwk_tests::apiserver::TestApiServer;
 use kwk_tests::node::TestNode;
@@ -224,5 +224,16 @@ async fn pods_that_do_not_fit_are_rejected_and_fitting_ones_run() -> anyhow::Res
             .any(|s| s.metadata.as_ref().is_some_and(|m| m.name == "fits") && s.state == running),
         "the fitting pod keeps running"
     );
+
+    // Deleting a rejected pod completes: nothing of it runs, the node deletes it for good.
+    pods.delete("greedy", &DeleteParams::default()).await?;
+    let gone = wait_for(WAIT, "the rejected pod to be deleted", || async {
+        pods.get_opt("greedy").await.ok().flatten().is_none()
+    })
+    .await;
+    if let Err(err) = gone {
+        anyhow::bail!("{err:#}\n{}", node.log_tail());
+    }
+    assert_eq!(sandboxes_of(&containerd, "greedy").await, 0);
     Ok(())
 }
