@@ -133,13 +133,17 @@ pub fn rejected_status(pod: &Pod, rejection: &Rejection) -> PodStatus {
     }
 }
 
-/// Whether the pod comes from the manifest directory (a static pod).
+/// Whether the pod comes from the manifest directory (a static pod): a source other than
+/// `api` and its UID the config hash (which no API pod can claim: the apiserver picks UIDs).
 pub fn is_static(pod: &Pod) -> bool {
-    pod.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(labels::CONFIG_SOURCE))
+    let Some(annotations) = pod.metadata.annotations.as_ref() else {
+        return false;
+    };
+    annotations
+        .get(labels::CONFIG_SOURCE)
         .is_some_and(|source| source != "api")
+        && annotations.get(labels::CONFIG_HASH).is_some()
+        && annotations.get(labels::CONFIG_HASH) == pod.metadata.uid.as_ref()
 }
 
 fn pod_label<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {

@@ -157,11 +157,23 @@ spec:
         (
             "static pods are not rejected for resources",
             vec![small.clone(), small.clone(), small],
-            pod("metadata: {name: p, annotations: {kubernetes.io/config.source: file}}
+            pod("metadata: {name: p, uid: h, annotations: {kubernetes.io/config.source: file, kubernetes.io/config.hash: h}}
 spec:
   containers:
   - {name: a, image: b, resources: {requests: {cpu: 8}}}"),
             Ok(()),
+        ),
+        (
+            "an API pod claiming to be static is checked",
+            vec![],
+            pod("metadata: {name: p, uid: u, annotations: {kubernetes.io/config.source: file, kubernetes.io/config.hash: h}}
+spec:
+  containers:
+  - {name: a, image: b, resources: {requests: {cpu: 8}}}"),
+            reject(
+                "OutOfcpu",
+                "Node didn't have enough resource: cpu, requested: 8000, used: 0, capacity: 2000",
+            ),
         ),
     ];
     for (name, admitted, new, want) in cases {
@@ -396,7 +408,7 @@ spec:
             "static pods ignore taints",
             &tainted,
             pod(
-                "metadata: {name: p, annotations: {kubernetes.io/config.source: file}}\nspec:\n  containers: [{name: a, image: b}]",
+                "metadata: {name: p, uid: h, annotations: {kubernetes.io/config.source: file, kubernetes.io/config.hash: h}}\nspec:\n  containers: [{name: a, image: b}]",
             ),
             Ok(()),
         ),
