@@ -155,7 +155,7 @@ mod tests {
             assert_eq!(e.involved_object.kind.as_deref(), Some("Pod"));
             assert_eq!(e.metadata.namespace.as_deref(), Some("ns"));
             assert_eq!(e.metadata.name.as_deref(), Some("web.17979cfe362a0005"));
-            assert_eq!(e.reason.as_deref(), Some(event.reason));
+            assert_eq!(e.reason.as_deref(), Some(event.reason.as_ref()));
             let source = e.source.unwrap();
             assert_eq!(
                 (source.component.as_deref(), source.host.as_deref()),

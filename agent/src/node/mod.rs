@@ -160,7 +160,12 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
     );
 
     let mut desired = static_pod_source(&config, &options, &cancel);
-    let mut manager = manager;
+    let node_facts = crate::pod::node_facts::local(&options.node_name, &allocatable, &config);
+    let mut manager = manager.with_node_facts(crate::pod::node_facts::watch(
+        api_client.clone(),
+        node_facts,
+        &cancel,
+    ));
     if let Some(client) = &api_client {
         let api = crate::api_pods::start(
             client.clone(),

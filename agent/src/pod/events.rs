@@ -3,6 +3,7 @@
 //! into a bounded queue that a recorder (with an apiserver, `api_pods::events`) drains; when
 //! the queue is full or nobody drains it they are dropped, as upstream's broadcaster does.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -31,7 +32,8 @@ impl EventType {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodEvent {
     pub type_: EventType,
-    pub reason: &'static str,
+    /// Upstream's reason (most are fixed; admission's `OutOf<resource>` is built).
+    pub reason: Cow<'static, str>,
     pub message: String,
     /// The container, for `involvedObject.fieldPath` (`spec.containers{<name>}`).
     pub container: Option<String>,
@@ -41,7 +43,7 @@ impl PodEvent {
     fn container(type_: EventType, reason: &'static str, name: &str, message: String) -> Self {
         Self {
             type_,
-            reason,
+            reason: Cow::Borrowed(reason),
             message,
             container: Some(name.to_string()),
         }
@@ -132,7 +134,18 @@ impl PodEvent {
     pub fn failed_mount(message: String) -> Self {
         Self {
             type_: EventType::Warning,
-            reason: "FailedMount",
+            reason: Cow::Borrowed("FailedMount"),
+            message,
+            container: None,
+        }
+    }
+
+    /// A pod not admitted on the node (`OutOfcpu`, `NodeAffinity`, ...): a Warning with the
+    /// admission's reason and message, as upstream's `rejectPod`.
+    pub fn rejected(reason: Cow<'static, str>, message: String) -> Self {
+        Self {
+            type_: EventType::Warning,
+            reason,
             message,
             container: None,
         }
@@ -171,7 +184,7 @@ impl EventSink {
 
     /// Queues `event` about `pod`; never waits.
     pub fn emit(&self, pod: &Pod, event: PodEvent) {
-        tracing::debug!(pod = %super::spec::name(pod), reason = event.reason, message = %event.message, "event");
+        tracing::debug!(pod = %super::spec::name(pod), reason = %event.reason, message = %event.message, "event");
         if let Some(tx) = &self.tx {
             let _ = tx.try_send(RecordedEvent {
                 pod: Arc::new(pod.clone()),
@@ -213,7 +226,10 @@ mod tests {
             ),
         ];
         for (event, reason, message) in cases {
-            assert_eq!((event.reason, event.message.as_str()), (reason, message));
+            assert_eq!(
+                (event.reason.as_ref(), event.message.as_str()),
+                (reason, message)
+            );
         }
         assert_eq!(PodEvent::back_off(&pod, "c").type_, EventType::Warning);
     }

@@ -8,16 +8,26 @@
 //! its `deletionGracePeriodSeconds`, once; it stays "done" until its source drops it. Orphans
 //! are only looked for once every source has listed its pods (`with_sources_ready`), so pods
 //! of a source that is still connecting are not taken for orphans.
+//!
+//! A pod seen for the first time is admitted first (`admission`, against the node facts of
+//! `with_node_facts` and the pods already running, new pods in order of creation): a rejected
+//! pod gets no worker; its status (phase `Failed`, upstream's reason and message) goes into the
+//! status store and a Warning event is recorded. It stays rejected until its source drops it.
+//! An API pod already in a terminal phase (e.g. rejected before kwk-node restarted) is not
+//! started either.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::admission::{self, NodeFacts};
+use super::events::PodEvent;
+use super::node_facts::NodeFactsWatch;
 use super::pleg::{self, PodRecord, Relist};
 use super::runtime::PodRuntime;
 use super::spec;
@@ -36,9 +46,15 @@ pub struct PodManager<R> {
     workers: HashMap<String, WorkerHandle>,
     /// Desired pods waiting for an older pod of the same name to terminate.
     deferred: BTreeMap<String, Arc<Pod>>,
-    /// Desired pods refused because the node is full (`maxPods`).
+    /// Desired pods admission refused (or terminal in the API): never started.
     rejected: BTreeSet<String>,
-    max_pods: usize,
+    /// What admission checks pods against.
+    node: watch::Receiver<NodeFacts>,
+    /// Asks for the Node to be read again (with an apiserver).
+    node_refresh: Option<Arc<Notify>>,
+    /// Pods failing their node affinity alone, waiting for the Node to be read again: the
+    /// `fetched` count they wait to see exceeded.
+    affinity_recheck: BTreeMap<String, u64>,
     tracker: TaskTracker,
     /// The active pods last reported to the runtime (UID → the pod's `Arc` address, so an
     /// updated spec counts as a change).
@@ -51,8 +67,13 @@ pub struct PodManager<R> {
 
 impl<R: PodRuntime + Clone> PodManager<R> {
     /// A manager that runs at most `max_pods` pods (`maxPods`); more are rejected with
-    /// `OutOfpods`, as the kubelet's admission does.
+    /// `OutOfpods`, as the kubelet's admission does. Other resources, labels and taints are
+    /// checked once [`with_node_facts`](Self::with_node_facts) supplies them.
     pub fn new(runtime: R, store: StatusStore, config: WorkerConfig, max_pods: usize) -> Self {
+        let facts = NodeFacts {
+            max_pods: i64::try_from(max_pods).unwrap_or(i64::MAX),
+            ..NodeFacts::default()
+        };
         Self {
             runtime,
             store,
@@ -60,12 +81,22 @@ impl<R: PodRuntime + Clone> PodManager<R> {
             workers: HashMap::new(),
             deferred: BTreeMap::new(),
             rejected: BTreeSet::new(),
-            max_pods,
+            node: watch::channel(facts).1,
+            node_refresh: None,
+            affinity_recheck: BTreeMap::new(),
             tracker: TaskTracker::new(),
             reported_active: BTreeMap::new(),
             finished: BTreeSet::new(),
             sources_ready: None,
         }
+    }
+
+    /// Admits pods against these node facts (and their updates).
+    #[must_use]
+    pub fn with_node_facts(mut self, node: NodeFactsWatch) -> Self {
+        self.node = node.facts;
+        self.node_refresh = node.refresh;
+        self
     }
 
     /// Holds off the orphan search until `ready` is true (default: as soon as the first
@@ -86,6 +117,7 @@ impl<R: PodRuntime + Clone> PodManager<R> {
         let mut last_relist = Relist::new();
         let mut have_desired = false;
         let mut swept = false;
+        let mut node_open = true;
         let mut sources_ready = self.sources_ready.take();
         let mut ticker = tokio::time::interval(pleg::RELIST_PERIOD);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -118,6 +150,18 @@ impl<R: PodRuntime + Clone> PodManager<R> {
                     } else {
                         // Ready before any desired set: the next desired set sweeps.
                         sources_ready = None;
+                    }
+                }
+                changed = self.node.changed(), if node_open => {
+                    if changed.is_err() {
+                        // No more updates: the last facts stay.
+                        node_open = false;
+                        continue;
+                    }
+                    // Pods held back for their node affinity may fit the new labels.
+                    if have_desired {
+                        let pods = desired.borrow().clone();
+                        self.reconcile(&pods, &cancel, &done_tx);
                     }
                 }
                 Some(uid) = done_rx.recv() => {
@@ -218,8 +262,15 @@ impl<R: PodRuntime + Clone> PodManager<R> {
         self.deferred.clear();
         self.rejected.retain(|uid| pods.contains_key(uid));
         self.finished.retain(|uid| pods.contains_key(uid));
-        for (uid, pod) in pods {
+        self.affinity_recheck
+            .retain(|uid, _| pods.contains_key(uid));
+        let node = self.node.borrow().clone();
+        let mut admitted = self.admitted_pods(pods);
+        for (uid, pod) in in_arrival_order(pods) {
             if self.workers.contains_key(uid) || self.finished.contains(uid) {
+                continue;
+            }
+            if self.rejected.contains(uid) && !is_deleting(pod) {
                 continue;
             }
             if is_deleting(pod) {
@@ -233,26 +284,68 @@ impl<R: PodRuntime + Clone> PodManager<R> {
                 self.deferred.insert(uid.clone(), pod.clone());
                 continue;
             }
-            let active = self
-                .workers
-                .values()
-                .filter(|w| matches!(w.desired(), Desired::Run(_)))
-                .count();
-            if active >= self.max_pods {
-                if self.rejected.insert(uid.clone()) {
-                    tracing::warn!(pod = %spec::name(pod), %uid, max_pods = self.max_pods, "node is full; pod rejected");
-                    self.store.set(pod, out_of_pods(active, self.max_pods));
-                }
+            if is_terminal_in_api(pod) {
+                tracing::info!(pod = %spec::name(pod), %uid, "pod already terminal in the API; not started");
+                self.rejected.insert(uid.clone());
                 continue;
             }
-            if self.rejected.remove(uid) {
-                self.store.remove(uid);
+            let others: Vec<&Pod> = admitted.iter().map(|p| p.as_ref()).collect();
+            if let Err(rejection) = admission::admit(&node, &others, pod) {
+                if rejection.is_node_affinity()
+                    && let Some(refresh) = &self.node_refresh
+                {
+                    // Upstream reads the Node again before rejecting for affinity alone (the
+                    // labels may have just changed): so do we, once per pod.
+                    let asked = *self.affinity_recheck.entry(uid.clone()).or_insert_with(|| {
+                        refresh.notify_one();
+                        node.fetched
+                    });
+                    if node.fetched == asked {
+                        tracing::debug!(pod = %spec::name(pod), %uid, "node affinity unmet; reading the Node again");
+                        continue;
+                    }
+                }
+                self.affinity_recheck.remove(uid);
+                tracing::warn!(pod = %spec::name(pod), %uid, reason = %rejection.reason, message = %rejection.message, "pod rejected");
+                self.rejected.insert(uid.clone());
+                self.store
+                    .set(pod, admission::rejected_status(pod, &rejection));
+                self.config
+                    .events
+                    .emit(pod, PodEvent::rejected(rejection.reason, rejection.message));
+                continue;
             }
+            self.affinity_recheck.remove(uid);
+            admitted.push(pod.clone());
             tracing::info!(pod = %spec::name(pod), %uid, "starting pod worker");
             let handle = self.spawn(Desired::Run(pod.clone()), cancel, done);
             self.workers.insert(uid.clone(), handle);
         }
         self.report_active_pods();
+    }
+
+    /// The pods admission counts as on the node: desired pods with a worker whose status is
+    /// not terminal (`Succeeded`/`Failed` pods hold no resources, as upstream's active pods).
+    fn admitted_pods(&self, pods: &DesiredPods) -> Vec<Arc<Pod>> {
+        let terminal: BTreeSet<String> = self
+            .store
+            .snapshot()
+            .into_iter()
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.phase.as_deref())
+                    .is_some_and(|phase| phase == "Failed" || phase == "Succeeded")
+            })
+            .filter_map(|p| p.metadata.uid)
+            .collect();
+        // Terminating pods still hold what they requested until they are gone; orphans (no
+        // longer desired) are not counted, as upstream's pod manager does not know them.
+        self.workers
+            .keys()
+            .filter(|uid| !terminal.contains(*uid))
+            .filter_map(|uid| pods.get(uid).cloned())
+            .collect()
     }
 
     /// Tells the runtime the pods to run (workers syncing them), when that set changed. The
@@ -322,16 +415,25 @@ impl<R: PodRuntime + Clone> PodManager<R> {
     }
 }
 
-/// The status of a pod refused for lack of room, as the kubelet words it.
-fn out_of_pods(used: usize, capacity: usize) -> PodStatus {
-    PodStatus {
-        phase: Some("Failed".into()),
-        reason: Some("OutOfpods".into()),
-        message: Some(format!(
-            "Node didn't have enough resource: pods, requested: 1, used: {used}, capacity: {capacity}"
-        )),
-        ..Default::default()
-    }
+/// The desired pods, oldest first (`creationTimestamp`, then UID), as upstream admits a
+/// batch of new pods.
+fn in_arrival_order(pods: &DesiredPods) -> Vec<(&String, &Arc<Pod>)> {
+    let mut ordered: Vec<(&String, &Arc<Pod>)> = pods.iter().collect();
+    ordered.sort_by(|(a_uid, a), (b_uid, b)| {
+        let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        created(a).cmp(&created(b)).then_with(|| a_uid.cmp(b_uid))
+    });
+    ordered
+}
+
+/// Whether an API pod's own status already says it is over (`Failed` or `Succeeded`).
+fn is_terminal_in_api(pod: &Pod) -> bool {
+    !admission::is_static(pod)
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|phase| phase == "Failed" || phase == "Succeeded")
 }
 
 /// Whether the pod is being deleted in the API (`metadata.deletionTimestamp`).

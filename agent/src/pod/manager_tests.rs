@@ -8,9 +8,11 @@ use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::admission::NodeFacts;
 use super::events::EventSink;
 use super::fake_runtime::FakeRuntime;
 use super::manager::{DesiredPods, PodManager};
+use super::node_facts::NodeFactsWatch;
 use super::observed::ContainerKind;
 use super::plan::Action;
 use super::store::StatusStore;
@@ -51,6 +53,16 @@ fn start_full(
     sources_ready: Option<watch::Receiver<bool>>,
     events: EventSink,
 ) -> Harness {
+    start_admitting(runtime, max_pods, sources_ready, events, None)
+}
+
+fn start_admitting(
+    runtime: FakeRuntime,
+    max_pods: usize,
+    sources_ready: Option<watch::Receiver<bool>>,
+    events: EventSink,
+    node: Option<NodeFactsWatch>,
+) -> Harness {
     let store = StatusStore::default();
     let (desired, rx) = watch::channel(DesiredPods::new());
     let cancel = CancellationToken::new();
@@ -67,6 +79,10 @@ fn start_full(
     );
     let manager = match sources_ready {
         Some(ready) => manager.with_sources_ready(ready),
+        None => manager,
+    };
+    let manager = match node {
+        Some(node) => manager.with_node_facts(node),
         None => manager,
     };
     let task = tokio::spawn(manager.run(rx, cancel.clone()));
@@ -241,7 +257,7 @@ async fn after_a_restart_a_new_version_waits_for_the_old_orphan() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn pods_beyond_max_pods_are_rejected_until_there_is_room() {
+async fn pods_beyond_max_pods_are_rejected_for_good() {
     let h = start_with(FakeRuntime::new(), 2);
     let (a, b, c) = (
         pod("a", "a", "sleep"),
@@ -266,10 +282,26 @@ async fn pods_beyond_max_pods_are_rejected_until_there_is_room() {
         .expect("status of c");
     assert_eq!(status.reason.as_deref(), Some("OutOfpods"));
 
-    // Room frees up: the rejected pod is admitted.
+    assert_eq!(
+        status.message.as_deref(),
+        Some(
+            "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: 2, capacity: 2"
+        )
+    );
+
+    // Room frees up: the rejected pod stays rejected (as upstream: it is terminal).
     h.set(&[&b, &c]);
     settle(5).await;
-    assert_eq!(h.phase("c").as_deref(), Some("Running"));
+    assert_eq!(h.phase("c").as_deref(), Some("Failed"));
+    assert!(
+        h.runtime.actions("c").is_empty(),
+        "a rejected pod was started later"
+    );
+    // A new pod takes the free place.
+    let d = pod("d", "d", "sleep");
+    h.set(&[&b, &c, &d]);
+    settle(5).await;
+    assert_eq!(h.phase("d").as_deref(), Some("Running"));
     h.stop().await;
 }
 
@@ -379,4 +411,122 @@ async fn a_crash_loop_reports_one_back_off_event_per_back_off_period() {
     }
     // Back-offs of 10 s and 20 s were waited out, the third (40 s) is running.
     assert_eq!(back_offs, 3);
+}
+
+fn with_spec(uid: &str, name: &str, spec: &str) -> Arc<Pod> {
+    Arc::new(
+        serde_saphyr::from_str(&format!(
+            "metadata: {{name: {name}, uid: {uid}, namespace: default}}
+spec:
+  terminationGracePeriodSeconds: 0
+  {spec}
+  containers:
+  - {{name: app, image: busybox, command: [sleep], resources: {{requests: {{cpu: 600m}}}}}}"
+        ))
+        .expect("test pod parses"),
+    )
+}
+
+fn status_of(h: &Harness, name: &str) -> (Option<String>, Option<String>) {
+    h.store
+        .snapshot()
+        .into_iter()
+        .find(|p| p.metadata.name.as_deref() == Some(name))
+        .and_then(|p| p.status)
+        .map_or((None, None), |s| (s.reason, s.message))
+}
+
+#[tokio::test(start_paused = true)]
+async fn admission_rejects_what_does_not_fit_records_a_warning_and_rereads_the_node_for_affinity() {
+    let facts = NodeFacts {
+        node_name: "n1".into(),
+        allocatable: [("cpu".to_string(), 1000)].into(),
+        max_pods: 110,
+        ..NodeFacts::default()
+    };
+    let (facts_tx, facts_rx) = watch::channel(facts.clone());
+    let refresh = Arc::new(tokio::sync::Notify::new());
+    let (events, mut queue) = EventSink::channel();
+    let h = start_admitting(
+        FakeRuntime::new(),
+        110,
+        None,
+        events,
+        Some(NodeFactsWatch {
+            facts: facts_rx,
+            refresh: Some(refresh.clone()),
+        }),
+    );
+    // Two pods of 600m on 1000m: the older one runs, the newer one is OutOfcpu.
+    let mut older = (*with_spec("a", "older", "")).clone();
+    older.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-01-01T00:00:00Z".parse().expect("time"),
+    ));
+    let mut newer = (*with_spec("0", "newer", "")).clone();
+    newer.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-01-01T00:00:01Z".parse().expect("time"),
+    ));
+    let (older, newer) = (Arc::new(older), Arc::new(newer));
+    let picky = with_spec("p", "picky", "nodeSelector: {disk: ssd}");
+    h.set(&[&older, &newer, &picky]);
+    settle(3).await;
+    assert_eq!(h.phase("older").as_deref(), Some("Running"));
+    assert_eq!(h.phase("newer").as_deref(), Some("Failed"));
+    assert_eq!(
+        status_of(&h, "newer"),
+        (
+            Some("OutOfcpu".into()),
+            Some("Pod was rejected: Node didn't have enough resource: cpu, requested: 600, used: 600, capacity: 1000".into())
+        )
+    );
+    assert!(
+        h.runtime.actions("0").is_empty(),
+        "a rejected pod was started"
+    );
+    // The selector is not met: the Node is read again before the pod is rejected.
+    assert_eq!(h.phase("picky"), None);
+    tokio::time::timeout(Duration::from_secs(1), refresh.notified())
+        .await
+        .expect("a refresh of the Node was asked for");
+    // The Node read again has the label: the pod is admitted (and OutOfcpu, as older holds
+    // 600m of 1000m) — the labels count, the resources still do.
+    let mut labelled = facts.clone();
+    labelled.labels = [("disk".to_string(), "ssd".to_string())].into();
+    labelled.allocatable = [("cpu".to_string(), 2000)].into();
+    labelled.fetched = 1;
+    facts_tx.send_replace(labelled.clone());
+    settle(3).await;
+    assert_eq!(h.phase("picky").as_deref(), Some("Running"));
+    // A pod whose selector the re-read Node does not meet is rejected for good.
+    let pickier = with_spec("q", "pickier", "nodeSelector: {disk: nvme}");
+    h.set(&[&older, &newer, &picky, &pickier]);
+    settle(1).await;
+    assert_eq!(h.phase("pickier"), None);
+    labelled.fetched = 2;
+    facts_tx.send_replace(labelled);
+    settle(2).await;
+    assert_eq!(
+        status_of(&h, "pickier"),
+        (
+            Some("NodeAffinity".into()),
+            Some("Pod was rejected: Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector".into())
+        )
+    );
+    h.stop().await;
+    let mut warnings = Vec::new();
+    while let Ok(recorded) = queue.try_recv() {
+        if recorded.event.type_ == super::events::EventType::Warning {
+            warnings.push((
+                recorded.event.reason.to_string(),
+                recorded.pod.metadata.name.clone(),
+            ));
+        }
+    }
+    assert_eq!(
+        warnings,
+        [
+            ("OutOfcpu".to_string(), Some("newer".to_string())),
+            ("NodeAffinity".to_string(), Some("pickier".to_string())),
+        ]
+    );
 }
