@@ -3,7 +3,8 @@
 //!
 //! After every change in the store or in the API's view (and every [`RESYNC`], which also
 //! compares acknowledged pods with the API again), each pod whose latest status version is not
-//! acknowledged is patched (`pods/status`, merge patch with a UID precondition) — only what
+//! acknowledged is patched (`pods/status`, merge patch with a UID precondition; several pods
+//! at once) — only what
 //! differs from the API's copy, nothing when nothing does. A static pod's status goes to its
 //! mirror pod. Statuses that cannot be sent (apiserver down, no mirror pod yet) stay pending
 //! and go out later, latest version only; a conflict re-reads the pod and tries once more.
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
@@ -29,6 +31,8 @@ use crate::pod::store::StatusStore;
 
 /// Compare everything with the API again this often.
 const RESYNC: Duration = Duration::from_secs(10);
+/// At most this many status patches in flight.
+const CONCURRENT_SENDS: usize = 16;
 /// Retry pending statuses after this long.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -93,6 +97,7 @@ impl StatusSync {
             }
         }
         let mut pending = false;
+        let mut jobs = Vec::new();
         for pod in local {
             let uid = spec::uid(pod);
             let Some(target) = target(pod, api) else {
@@ -113,9 +118,22 @@ impl StatusSync {
             else {
                 continue;
             };
-            if self.send(&target, &status).await {
-                self.versions.ack(uid, version);
-                self.sent_to.insert(uid.to_string(), target_uid);
+            jobs.push((uid.to_string(), target_uid, version, target, status));
+        }
+        // Pods change together (a burst starting): their statuses go out side by side.
+        let this = &*self;
+        let sent: Vec<_> = futures::stream::iter(jobs)
+            .map(|(uid, target_uid, version, target, status)| async move {
+                let ok = this.send(&target, &status).await;
+                (uid, target_uid, version, ok)
+            })
+            .buffer_unordered(CONCURRENT_SENDS)
+            .collect()
+            .await;
+        for (uid, target_uid, version, ok) in sent {
+            if ok {
+                self.versions.ack(&uid, version);
+                self.sent_to.insert(uid, target_uid);
             } else {
                 pending = true;
             }
