@@ -141,20 +141,10 @@ async fn a_deployment_runs_scales_and_goes_away_on_the_node() {
         return;
     }
     let mut cluster = cluster().await;
-    kwk_tests::wait_for(Duration::from_secs(60), "the node to be Ready", || {
-        let ready = cluster
-            .kubectl(&[
-                "get",
-                "node",
-                kwk_tests::cluster::NODE_NAME,
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-            ])
-            .is_ok_and(|s| s.trim() == "True");
-        std::future::ready(ready)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_tail()));
+    cluster
+        .wait_node_ready(Duration::from_secs(60))
+        .await
+        .unwrap();
     // The control plane shows up as mirror pods.
     let mut system = String::new();
     kwk_tests::wait_for(

@@ -236,6 +236,24 @@ evictionHard:
         result.with_context(|| self.log_tail())
     }
 
+    /// Waits until the node reports Ready=True (the error carries kwk-node's log tail).
+    pub async fn wait_node_ready(&self, within: Duration) -> anyhow::Result<()> {
+        wait_for(within, "the node to be Ready", || {
+            let ready = self
+                .kubectl(&[
+                    "get",
+                    "node",
+                    NODE_NAME,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ])
+                .is_ok_and(|s| s.trim() == "True");
+            std::future::ready(ready)
+        })
+        .await
+        .with_context(|| self.log_tail())
+    }
+
     /// Runs kubectl with the admin kubeconfig in the cluster's network namespace; its stdout,
     /// or an error with its stderr.
     pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {

@@ -143,31 +143,50 @@ async fn serve_remote_command(
     match upgrade {
         Upgrade::Spdy(protocols) => splice_spdy(req, &url, &protocols).await,
         Upgrade::WebSocket { protocol, key } => {
-            let offered = [SPDY_REMOTE_COMMAND_PROTOCOL.to_owned()];
-            let upstream = match upstream::upgrade(&url, &offered).await {
-                Ok(up) if up.status == 101 => up,
-                Ok(up) => return relay_refusal(up),
-                Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            let upstream = match upgrade_upstream(&url, SPDY_REMOTE_COMMAND_PROTOCOL).await {
+                Ok(up) => up,
+                Err(response) => return response,
             };
-            let mut req = req;
-            let on_upgrade = hyper::upgrade::on(&mut req);
-            tokio::spawn(async move {
-                match on_upgrade.await {
-                    Ok(upgraded) => {
-                        let ws = WebSocketStream::from_raw_socket(
-                            TokioIo::new(upgraded),
-                            Role::Server,
-                            None,
-                        )
-                        .await;
-                        bridge::run_remote_command(ws, protocol, options, upstream).await;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "streaming: client upgrade failed"),
-                }
+            on_websocket(req, move |ws| {
+                bridge::run_remote_command(ws, protocol, options, upstream)
             });
             websocket_accepted(&key, protocol)
         }
     }
+}
+
+/// Upgrades the CRI streaming URL to SPDY with `protocol`; a refusal or failure is the
+/// response to give the client.
+async fn upgrade_upstream(
+    url: &str,
+    protocol: &str,
+) -> Result<upstream::UpstreamResponse, Response<StreamingBody>> {
+    match upstream::upgrade(url, &[protocol.to_owned()]).await {
+        Ok(up) if up.status == 101 => Ok(up),
+        Ok(up) => Err(relay_refusal(up)),
+        Err(e) => Err(plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
+    }
+}
+
+/// Once the client's connection is upgraded (after the 101 this handler returns), runs `serve`
+/// on it as a server-side WebSocket.
+fn on_websocket<F, Fut>(mut req: StreamingRequest, serve: F)
+where
+    F: FnOnce(WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
+                        .await;
+                serve(ws).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "streaming: client upgrade failed"),
+        }
+    });
 }
 
 /// Handles `/portForward/…`.
@@ -202,28 +221,11 @@ pub async fn serve_port_forward(
     match upgrade {
         Upgrade::Spdy(protocols) => splice_spdy(req, &url, &protocols).await,
         Upgrade::WebSocket { protocol, key } => {
-            let offered = [PORT_FORWARD_PROTOCOL.to_owned()];
-            let upstream = match upstream::upgrade(&url, &offered).await {
-                Ok(up) if up.status == 101 => up,
-                Ok(up) => return relay_refusal(up),
-                Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            let upstream = match upgrade_upstream(&url, PORT_FORWARD_PROTOCOL).await {
+                Ok(up) => up,
+                Err(response) => return response,
             };
-            let mut req = req;
-            let on_upgrade = hyper::upgrade::on(&mut req);
-            tokio::spawn(async move {
-                match on_upgrade.await {
-                    Ok(upgraded) => {
-                        let ws = WebSocketStream::from_raw_socket(
-                            TokioIo::new(upgraded),
-                            Role::Server,
-                            None,
-                        )
-                        .await;
-                        bridge::run_tunnel(ws, upstream).await;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "streaming: client upgrade failed"),
-                }
-            });
+            on_websocket(req, move |ws| bridge::run_tunnel(ws, upstream));
             websocket_accepted(&key, protocol)
         }
     }

@@ -25,7 +25,7 @@ use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::watcher;
-use kwk_tests::cluster::{ClusterBinaries, NODE_NAME, TestCluster};
+use kwk_tests::cluster::{ClusterBinaries, TestCluster};
 use kwk_tests::pods::{PodShape, container_config};
 use kwk_tests::{TestContainerd, wait_for};
 use tokio::sync::Notify;
@@ -281,20 +281,7 @@ fn verdict(met: bool) -> &'static str {
 }
 
 async fn wait_node_ready(cluster: &TestCluster) -> anyhow::Result<()> {
-    wait_for(Duration::from_secs(120), "the node to be Ready", || {
-        let ready = cluster
-            .kubectl(&[
-                "get",
-                "node",
-                NODE_NAME,
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-            ])
-            .is_ok_and(|s| s.trim() == "True");
-        std::future::ready(ready)
-    })
-    .await
-    .with_context(|| cluster.log_tail())?;
+    cluster.wait_node_ready(Duration::from_secs(120)).await?;
     // Pods of the default namespace use its "default" service account.
     wait_for(
         Duration::from_secs(60),

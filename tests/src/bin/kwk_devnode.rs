@@ -19,7 +19,6 @@ use anyhow::Context as _;
 use kwk_tests::cluster::{
     APISERVER_PORT, ClusterBinaries, ClusterDirs, NODE_NAME, TestCluster, forward_to_apiserver,
 };
-use kwk_tests::wait_for;
 
 const CONFIG_DIR: &str = "/etc/kwk";
 const DATA_DIR: &str = "/var/lib/kwk";
@@ -72,20 +71,7 @@ async fn main() -> anyhow::Result<()> {
         cluster.containerd().netns().path(),
     ));
     println!("apiserver up; waiting for node {NODE_NAME} to be Ready…");
-    wait_for(Duration::from_secs(120), "the node to be Ready", || {
-        let ready = cluster
-            .kubectl(&[
-                "get",
-                "node",
-                NODE_NAME,
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-            ])
-            .is_ok_and(|s| s.trim() == "True");
-        std::future::ready(ready)
-    })
-    .await
-    .with_context(|| cluster.log_tail())?;
+    cluster.wait_node_ready(Duration::from_secs(120)).await?;
     println!("node {NODE_NAME} is Ready.");
     print_usage(&admin);
     println!("      kwk-node log: {}", cluster.log_file().display());
