@@ -12,9 +12,10 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::time::Duration;
 
+use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 use kwk_cri::api;
 use kwk_tests::apiserver::TestApiServer;
 use kwk_tests::node::TestNode;
@@ -129,6 +130,48 @@ async fn container_state(containerd: &TestContainerd, id: &str) -> Option<i32> {
         .map(|c| c.state)
 }
 
+/// Runs `delete` and watches pod `name` until it is gone from the API; returns the last
+/// version seen before (the one that carries the node's final status).
+async fn deleted_from_api(
+    pods: &Api<Pod>,
+    name: &str,
+    node_log: &Path,
+    delete: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<Value> {
+    let current = pods.get(name).await?;
+    let rv = current
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap_or_default();
+    let mut watch = pods
+        .watch(
+            &WatchParams::default().fields(&format!("metadata.name={name}")),
+            &rv,
+        )
+        .await?
+        .boxed();
+    delete.await?;
+    let mut last = json_of(&current);
+    let deleted = tokio::time::timeout(WAIT, async {
+        while let Some(event) = watch.try_next().await? {
+            match event {
+                WatchEvent::Modified(p) => last = json_of(&p),
+                WatchEvent::Deleted(_) => return anyhow::Ok(true),
+                _ => {}
+            }
+        }
+        anyhow::Ok(false)
+    })
+    .await;
+    anyhow::ensure!(
+        matches!(deleted, Ok(Ok(true))),
+        "{name} was not deleted from the API: {deleted:?}\n{}",
+        std::fs::read_to_string(node_log).unwrap_or_default()
+    );
+    Ok(last)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_pods_run_report_status_survive_an_apiserver_outage_and_are_deleted()
 -> anyhow::Result<()> {
@@ -211,13 +254,24 @@ async fn api_pods_run_report_status_survive_an_apiserver_outage_and_are_deleted(
         Some(running)
     );
 
-    // Deleted in the API: terminated within its grace period, then gone from the API.
-    pods.delete("web", &DeleteParams::default()).await?;
-    wait_for(WAIT, "web to be deleted from the API", || async {
-        pods.get_opt("web").await.is_ok_and(|p| p.is_none())
-    })
-    .await
-    .map_err(|e| e.context(node.log_tail()))?;
+    // Deleted in the API: terminated within its grace period; its final status (terminal
+    // phase, container terminated) reaches the API before the pod is removed there.
+    let node_log = node.log_file();
+    let deleted = deleted_from_api(&pods, "web", &node_log, async {
+        pods.delete("web", &DeleteParams::default()).await?;
+        Ok(())
+    });
+    let last = deleted.await?;
+    assert_eq!(
+        last["status"]["phase"],
+        "Failed",
+        "{last:#}\n{}",
+        node.log_tail()
+    );
+    assert_eq!(
+        last["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 137,
+        "{last:#}"
+    );
     assert_eq!(container_state(&containerd, &web_container).await, None);
     let events: Api<Event> = Api::namespaced(apiserver.client().await?, "default");
     wait_for(WAIT, "a Killing event", || async {
@@ -304,5 +358,52 @@ spec:
     })
     .await
     .map_err(|e| e.context(node.log_tail()))?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_deleted_while_the_node_is_down_stops_before_it_leaves_the_api() -> anyhow::Result<()>
+{
+    if !privileged_tests_enabled() {
+        return Ok(());
+    }
+    let containerd = TestContainerd::start().await?;
+    let apiserver = TestApiServer::start().await?;
+    let mut node = start_node(&containerd, &apiserver).await?;
+    let pods: Api<Pod> = Api::namespaced(apiserver.client().await?, "default");
+    let web = api_pod("web", "Always", "exec httpd -f -p 8080");
+    pods.create(&PostParams::default(), &web).await?;
+    let seen = wait_api_pod(&pods, "web", "web to run", &node, is_running).await?;
+    let container = container_id(&seen);
+
+    // Deleted while kwk-node is down: nobody may take it out of the API yet.
+    node.kill9()?;
+    pods.delete("web", &DeleteParams::default()).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(pods.get_opt("web").await?.is_some());
+    let running = api::ContainerState::ContainerRunning as i32;
+    assert_eq!(
+        container_state(&containerd, &container).await,
+        Some(running)
+    );
+
+    // Back: the pod is stopped, its final status sent, and only then is it deleted.
+    let node_log = node.log_file();
+    let last = deleted_from_api(&pods, "web", &node_log, async {
+        node.restart().await?;
+        Ok(())
+    });
+    let last = last.await?;
+    assert_eq!(
+        container_state(&containerd, &container).await,
+        None,
+        "deleted from the API while its container was still there\n{}",
+        node.log_tail()
+    );
+    assert_eq!(last["status"]["phase"], "Failed", "{last:#}");
+    assert!(
+        last["status"]["containerStatuses"][0]["state"]["terminated"].is_object(),
+        "{last:#}"
+    );
     Ok(())
 }

@@ -400,6 +400,12 @@ async fn pods_on_a_node_are_deleted_gracefully() {
         meta(get_json(&api, &["pod", "web"]).await),
         (json!(5), true)
     );
+    // The kubelet's final status lands on the pod: a write during a graceful deletion
+    // (grace > 0, no finalizers) keeps the object.
+    set_pod_status(&api, "web", "Failed", false).await;
+    let after = get_json(&api, &["pod", "web"]).await;
+    assert_eq!(after["status"]["phase"], "Failed", "{after:#}");
+    assert_eq!(meta(after), (json!(5), true));
     // What the kubelet does at the end (and `--force`): grace 0 removes it.
     let out = api
         .kubectl(&["delete", "pod", "web", "--grace-period=0", "--force"])

@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
 use serde_json::{Map, Value};
 
+use crate::pod::store::is_terminal_phase as is_terminal;
+
 /// Per pod UID: the latest local status, its version and the acknowledged version.
 #[derive(Clone, Debug, Default)]
 pub struct StatusVersions {
@@ -110,10 +112,6 @@ pub fn wanted_status(api: Option<&PodStatus>, local: &PodStatus) -> PodStatus {
         wanted.phase.clone_from(&api.phase);
     }
     wanted
-}
-
-fn is_terminal(phase: Option<&str>) -> bool {
-    matches!(phase, Some("Succeeded" | "Failed"))
 }
 
 /// The merge patch (`{"metadata":{"uid":…},"status":…}`) that brings `api_pod`'s status to

@@ -8,8 +8,11 @@
 //! differs from the API's copy, nothing when nothing does. A static pod's status goes to its
 //! mirror pod. Statuses that cannot be sent (apiserver down, no mirror pod yet) stay pending
 //! and go out later, latest version only; a conflict re-reads the pod and tries once more.
-//! An API pod with a `deletionTimestamp` that no longer runs here is deleted with grace 0
-//! and its UID as precondition.
+//!
+//! Deletion finishes as upstream's: a pod being deleted in the API is deleted there (grace 0,
+//! its UID as precondition) once it has stopped here and the API has its final status — the
+//! terminated pod's entry in the store, which is forgotten then. A deleting pod the store has
+//! no entry for is deleted once the pod manager has synced (it then knows nothing of it runs).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,6 +48,7 @@ pub(super) async fn run(
     let mut local_changes = store.subscribe();
     let mut sync = StatusSync {
         client,
+        store: store.clone(),
         versions: StatusVersions::default(),
         sent_to: BTreeMap::new(),
     };
@@ -75,19 +79,32 @@ pub(super) async fn run(
         let local = store.snapshot();
         let api = view.pods.state();
         pending = sync.pass(&local, &api).await;
+        pending |= sync.finish_deletions(&local, &api).await;
     }
 }
 
 struct StatusSync {
     client: kube::Client,
+    store: StatusStore,
     versions: StatusVersions,
     /// The API pod (UID) each local pod's status was last acknowledged by.
     sent_to: BTreeMap<String, String>,
 }
 
 impl StatusSync {
-    /// One round; returns whether something is still pending.
-    async fn pass(&mut self, local: &[Pod], api: &[Arc<Pod>]) -> bool {
+    /// One round of status patches for the running and the terminated pods; returns whether
+    /// something is still pending.
+    async fn pass(&mut self, running: &[Pod], api: &[Arc<Pod>]) -> bool {
+        let mut local = running.to_vec();
+        for pod in self.store.terminated_pods() {
+            if target(&pod, api).is_some() {
+                local.push(pod);
+            } else {
+                // The API pod is gone (deleted at once, say): nothing to tell.
+                self.store.forget(spec::uid(&pod));
+            }
+        }
+        let local = local.as_slice();
         let uids: Vec<&str> = local.iter().map(spec::uid).collect();
         self.versions.retain(|uid| uids.contains(&uid));
         self.sent_to.retain(|uid, _| uids.contains(&uid.as_str()));
@@ -138,8 +155,13 @@ impl StatusSync {
                 pending = true;
             }
         }
-        self.finish_deletions(local, api).await;
         pending
+    }
+
+    /// Whether the API pod `target` has the latest status of local pod `uid`.
+    fn delivered(&self, uid: &str, target: &Pod) -> bool {
+        self.versions.is_acked(uid)
+            && self.sent_to.get(uid).map(String::as_str) == Some(spec::uid(target))
     }
 
     /// Patches `target`'s status to `status`; true when the API has it.
@@ -183,35 +205,100 @@ impl StatusSync {
         false
     }
 
-    /// Deletes (grace 0, UID precondition) API pods being deleted that no longer run here.
-    async fn finish_deletions(&self, local: &[Pod], api: &[Arc<Pod>]) {
+    /// Finishes what stopped here: API pods being deleted are deleted (grace 0, UID
+    /// precondition) once their final status is delivered (or, without an entry, once the pod
+    /// manager has synced); the final statuses of other terminated pods are forgotten once
+    /// delivered. Returns whether something waits.
+    async fn finish_deletions(&self, running: &[Pod], api: &[Arc<Pod>]) -> bool {
+        let terminated = self.store.terminated_pods();
+        let synced = self.store.is_synced();
+        let mut waiting = false;
         for pod in api {
-            let uid = spec::uid(pod);
-            if is_mirror(pod)
-                || pod.metadata.deletion_timestamp.is_none()
-                || local.iter().any(|l| spec::uid(l) == uid)
-            {
+            if is_mirror(pod) {
                 continue;
             }
-            let namespace = spec::namespace(pod);
-            let name = spec::name(pod);
-            let params = DeleteParams {
-                grace_period_seconds: Some(0),
-                preconditions: Some(Preconditions {
-                    uid: Some(uid.to_string()),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
-            let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-            match pods.delete(name, &params).await {
-                Ok(_) => {
-                    tracing::info!(%namespace, %name, %uid, "pod stopped; deleted from the API")
+            let uid = spec::uid(pod);
+            let here = |pods: &[Pod]| pods.iter().any(|l| spec::uid(l) == uid);
+            let step = finish_step(
+                pod.metadata.deletion_timestamp.is_some(),
+                here(running),
+                here(&terminated).then(|| self.delivered(uid, pod)),
+                synced,
+            );
+            match step {
+                FinishStep::Nothing => {}
+                FinishStep::Wait => waiting = true,
+                FinishStep::Forget => self.store.forget(uid),
+                FinishStep::Delete => {
+                    if self.delete(pod).await {
+                        self.store.forget(uid);
+                    } else {
+                        waiting = true;
+                    }
                 }
-                Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => {}
-                Err(err) => tracing::warn!(%namespace, %name, %err, "deleting terminated pod"),
             }
         }
+        waiting
+    }
+
+    /// Deletes `pod` from the API with grace 0 and its UID as precondition; true when it is
+    /// gone (or replaced by another pod of that name).
+    async fn delete(&self, pod: &Pod) -> bool {
+        let namespace = spec::namespace(pod);
+        let name = spec::name(pod);
+        let uid = spec::uid(pod);
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        match pods.delete(name, &params).await {
+            Ok(_) => {
+                tracing::info!(%namespace, %name, %uid, "pod stopped; deleted from the API");
+                true
+            }
+            Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => true,
+            Err(err) => {
+                tracing::warn!(%namespace, %name, %err, "deleting terminated pod");
+                false
+            }
+        }
+    }
+}
+
+/// What to do about an API pod after a status round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FinishStep {
+    Nothing,
+    /// Not yet: its final status (or the pod manager's sync) is still to come.
+    Wait,
+    /// Its final status is delivered and it is not being deleted: drop the entry.
+    Forget,
+    /// Delete it from the API.
+    Delete,
+}
+
+/// `deleting`: the API pod has a `deletionTimestamp`; `running`: a worker has it;
+/// `terminated`: whether its final status is delivered, when the store has one; `synced`: the
+/// pod manager has synced with the runtime.
+fn finish_step(
+    deleting: bool,
+    running: bool,
+    terminated: Option<bool>,
+    synced: bool,
+) -> FinishStep {
+    match (deleting, running, terminated) {
+        (_, true, _) => FinishStep::Nothing,
+        (_, false, Some(false)) => FinishStep::Wait,
+        (true, false, Some(true)) => FinishStep::Delete,
+        (false, false, Some(true)) => FinishStep::Forget,
+        (true, false, None) if synced => FinishStep::Delete,
+        (true, false, None) => FinishStep::Wait,
+        (false, false, None) => FinishStep::Nothing,
     }
 }
 
@@ -235,4 +322,56 @@ fn target(local: &Pod, api: &[Arc<Pod>]) -> Option<Arc<Pod>> {
             }
         })
         .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FinishStep, finish_step};
+
+    #[test]
+    fn finish_step_table() {
+        use FinishStep::{Delete, Forget, Nothing, Wait};
+        // (deleting, running, terminated: delivered?, synced) → step
+        let cases = [
+            ((true, true, None, true), Nothing, "still running here"),
+            (
+                (true, false, Some(false), true),
+                Wait,
+                "final status not delivered yet",
+            ),
+            (
+                (true, false, Some(true), false),
+                Delete,
+                "final status delivered",
+            ),
+            (
+                (false, false, Some(true), true),
+                Forget,
+                "terminated, not deleted: done",
+            ),
+            (
+                (false, false, Some(false), true),
+                Wait,
+                "terminated, status on its way",
+            ),
+            (
+                (true, false, None, true),
+                Delete,
+                "never ran here (manager synced)",
+            ),
+            (
+                (true, false, None, false),
+                Wait,
+                "manager not synced: may still run",
+            ),
+            ((false, false, None, true), Nothing, "not ours to finish"),
+        ];
+        for ((deleting, running, terminated, synced), want, what) in cases {
+            assert_eq!(
+                finish_step(deleting, running, terminated, synced),
+                want,
+                "{what}"
+            );
+        }
+    }
 }

@@ -140,7 +140,12 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
         memory_bytes: i64::try_from(allocatable.memory_bytes).unwrap_or(i64::MAX),
     }))?;
 
-    let store = StatusStore::default();
+    // With an apiserver, terminated pods keep their final status until it is delivered.
+    let store = if options.kubeconfig.is_some() {
+        StatusStore::keeping_final_statuses()
+    } else {
+        StatusStore::default()
+    };
     let setup = NodeSetup::new(&config, &options, cgroups);
     let (events, event_queue) = crate::pod::events::EventSink::channel();
     let runtime = Arc::new(CriPodRuntime::new(cri.clone(), setup).with_events(events.clone()));

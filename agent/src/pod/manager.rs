@@ -31,7 +31,7 @@ use super::node_facts::NodeFactsWatch;
 use super::pleg::{self, PodRecord, Relist};
 use super::runtime::PodRuntime;
 use super::spec;
-use super::store::StatusStore;
+use super::store::{self, StatusStore};
 use super::worker::{self, Desired, Lifecycle, WorkerConfig, WorkerHandle};
 
 /// The pods every source together wants on this node, by UID.
@@ -63,6 +63,8 @@ pub struct PodManager<R> {
     finished: BTreeSet<String>,
     /// Whether every pod source has delivered its first complete list.
     sources_ready: Option<watch::Receiver<bool>>,
+    /// Pod UIDs the runtime had at the last relist.
+    on_runtime: BTreeSet<String>,
 }
 
 impl<R: PodRuntime + Clone> PodManager<R> {
@@ -88,6 +90,7 @@ impl<R: PodRuntime + Clone> PodManager<R> {
             reported_active: BTreeMap::new(),
             finished: BTreeSet::new(),
             sources_ready: None,
+            on_runtime: BTreeSet::new(),
         }
     }
 
@@ -139,6 +142,9 @@ impl<R: PodRuntime + Clone> PodManager<R> {
                         }
                     }
                     self.reconcile(&pods, &cancel, &done_tx);
+                    if swept {
+                        self.store.mark_synced();
+                    }
                 }
                 () = wait_ready(sources_ready.as_mut()), if !swept => {
                     if have_desired {
@@ -147,6 +153,9 @@ impl<R: PodRuntime + Clone> PodManager<R> {
                         if let Some(relist) = self.sweep_orphans(&pods, &cancel, &done_tx).await {
                             last_relist = relist;
                         }
+                        // Rejected pods that still run (rejected after a restart) stop.
+                        self.reconcile(&pods, &cancel, &done_tx);
+                        self.store.mark_synced();
                     } else {
                         // Ready before any desired set: the next desired set sweeps.
                         sources_ready = None;
@@ -186,6 +195,7 @@ impl<R: PodRuntime + Clone> PodManager<R> {
                                     self.terminate_orphan(&uid, record, &cancel, &done_tx);
                                 }
                             }
+                            self.on_runtime = relist.keys().cloned().collect();
                             last_relist = relist;
                         }
                         Err(err) => tracing::warn!(%err, "relist failed"),
@@ -207,6 +217,7 @@ impl<R: PodRuntime + Clone> PodManager<R> {
     ) -> Option<Relist> {
         match self.runtime.relist().await {
             Ok(relist) => {
+                self.on_runtime = relist.keys().cloned().collect();
                 for (uid, record) in &relist {
                     if !pods.contains_key(uid) && !self.workers.contains_key(uid) {
                         self.terminate_orphan(uid, record, cancel, done);
@@ -260,7 +271,14 @@ impl<R: PodRuntime + Clone> PodManager<R> {
             .map(|w| full_name(w.desired().pod()))
             .collect();
         self.deferred.clear();
-        self.rejected.retain(|uid| pods.contains_key(uid));
+        let store = &self.store;
+        self.rejected.retain(|uid| {
+            let keep = pods.contains_key(uid);
+            if !keep {
+                store.remove(uid);
+            }
+            keep
+        });
         self.finished.retain(|uid| pods.contains_key(uid));
         self.affinity_recheck
             .retain(|uid, _| pods.contains_key(uid));
@@ -271,11 +289,15 @@ impl<R: PodRuntime + Clone> PodManager<R> {
                 continue;
             }
             if self.rejected.contains(uid) && !is_deleting(pod) {
+                self.stop_if_running(uid, pod, cancel, done);
                 continue;
             }
             if is_deleting(pod) {
                 // Deleted before it ran here (or while kwk-node was down): make sure nothing
-                // of it runs, once.
+                // of it runs, once. Until it has stopped the pod counts as here (its API
+                // status stands), so it is not deleted from the API before.
+                self.store
+                    .set_if_absent(pod, pod.status.clone().unwrap_or_default());
                 let handle = self.spawn(Desired::Terminate(with_deletion_grace(pod)), cancel, done);
                 self.workers.insert(uid.clone(), handle);
                 continue;
@@ -313,6 +335,7 @@ impl<R: PodRuntime + Clone> PodManager<R> {
                 self.config
                     .events
                     .emit(pod, PodEvent::rejected(rejection.reason, rejection.message));
+                self.stop_if_running(uid, pod, cancel, done);
                 continue;
             }
             self.affinity_recheck.remove(uid);
@@ -331,12 +354,7 @@ impl<R: PodRuntime + Clone> PodManager<R> {
             .store
             .snapshot()
             .into_iter()
-            .filter(|p| {
-                p.status
-                    .as_ref()
-                    .and_then(|s| s.phase.as_deref())
-                    .is_some_and(|phase| phase == "Failed" || phase == "Succeeded")
-            })
+            .filter(|p| p.status.as_ref().is_some_and(store::is_terminal))
             .filter_map(|p| p.metadata.uid)
             .collect();
         // Terminating pods still hold what they requested until they are gone; orphans (no
@@ -370,6 +388,22 @@ impl<R: PodRuntime + Clone> PodManager<R> {
         let pods: Vec<&Pod> = active.iter().map(|pod| pod.as_ref()).collect();
         self.runtime.active_pods_changed(&pods);
         self.reported_active = key;
+    }
+
+    /// Stops what runs of a pod that must not run (rejected again after a restart, say);
+    /// its status stays as it is.
+    fn stop_if_running(
+        &mut self,
+        uid: &str,
+        pod: &Arc<Pod>,
+        cancel: &CancellationToken,
+        done: &mpsc::UnboundedSender<String>,
+    ) {
+        if self.on_runtime.remove(uid) {
+            tracing::info!(pod = %spec::name(pod), %uid, "rejected pod still runs; stopping it");
+            let handle = self.spawn(Desired::Terminate(pod.clone()), cancel, done);
+            self.workers.insert(uid.to_string(), handle);
+        }
     }
 
     fn terminate_orphan(
@@ -428,12 +462,7 @@ fn in_arrival_order(pods: &DesiredPods) -> Vec<(&String, &Arc<Pod>)> {
 
 /// Whether an API pod's own status already says it is over (`Failed` or `Succeeded`).
 fn is_terminal_in_api(pod: &Pod) -> bool {
-    !admission::is_static(pod)
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.phase.as_deref())
-            .is_some_and(|phase| phase == "Failed" || phase == "Succeeded")
+    !admission::is_static(pod) && pod.status.as_ref().is_some_and(store::is_terminal)
 }
 
 /// Whether the pod is being deleted in the API (`metadata.deletionTimestamp`).

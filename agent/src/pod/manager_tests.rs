@@ -53,7 +53,26 @@ fn start_full(
     sources_ready: Option<watch::Receiver<bool>>,
     events: EventSink,
 ) -> Harness {
-    start_admitting(runtime, max_pods, sources_ready, events, None)
+    start_admitting(
+        runtime,
+        max_pods,
+        sources_ready,
+        events,
+        None,
+        StatusStore::default(),
+    )
+}
+
+/// A manager as with an apiserver: the store keeps final statuses.
+fn start_for_api(runtime: FakeRuntime, max_pods: usize) -> Harness {
+    start_admitting(
+        runtime,
+        max_pods,
+        None,
+        EventSink::default(),
+        None,
+        StatusStore::keeping_final_statuses(),
+    )
 }
 
 fn start_admitting(
@@ -62,8 +81,8 @@ fn start_admitting(
     sources_ready: Option<watch::Receiver<bool>>,
     events: EventSink,
     node: Option<NodeFactsWatch>,
+    store: StatusStore,
 ) -> Harness {
-    let store = StatusStore::default();
     let (desired, rx) = watch::channel(DesiredPods::new());
     let cancel = CancellationToken::new();
     let manager = PodManager::new(
@@ -363,7 +382,7 @@ async fn orphans_are_only_looked_for_once_every_source_has_listed() {
 
 #[tokio::test(start_paused = true)]
 async fn a_pod_deleted_in_the_api_is_terminated_once_and_not_started_again() {
-    let h = start(FakeRuntime::new());
+    let h = start_for_api(FakeRuntime::new(), 110);
     let web = pod("u1", "web", "sleep");
     h.set(&[&web]);
     settle(3).await;
@@ -382,6 +401,22 @@ async fn a_pod_deleted_in_the_api_is_terminated_once_and_not_started_again() {
         "pod left on the runtime"
     );
     assert_eq!(h.phase("web"), None);
+    // Its final status waits for the status sync: containers terminated, phase Failed
+    // (killed: exit code 137).
+    let final_status = h
+        .store
+        .terminated_pods()
+        .into_iter()
+        .find(|p| p.metadata.name.as_deref() == Some("web"))
+        .and_then(|p| p.status)
+        .expect("final status kept");
+    assert_eq!(final_status.phase.as_deref(), Some("Failed"));
+    let terminated = final_status.container_statuses.unwrap_or_default()[0]
+        .state
+        .clone()
+        .and_then(|s| s.terminated)
+        .expect("container terminated");
+    assert_eq!(terminated.exit_code, 137);
     // Still in the desired set (the API has not removed it yet): nothing starts again.
     settle(30).await;
     let sandboxes = h
@@ -456,6 +491,7 @@ async fn admission_rejects_what_does_not_fit_records_a_warning_and_rereads_the_n
             facts: facts_rx,
             refresh: Some(refresh.clone()),
         }),
+        StatusStore::default(),
     );
     // Two pods of 600m on 1000m: the older one runs, the newer one is OutOfcpu.
     let mut older = (*with_spec("a", "older", "")).clone();
@@ -529,4 +565,48 @@ async fn admission_rejects_what_does_not_fit_records_a_warning_and_rereads_the_n
             ("NodeAffinity".to_string(), Some("pickier".to_string())),
         ]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_pod_rejected_after_a_restart_is_stopped_and_keeps_its_rejection() {
+    let runtime = FakeRuntime::new();
+    let h = start(runtime.clone());
+    let (a, b) = (pod("a", "a", "sleep"), pod("b", "b", "sleep"));
+    h.set(&[&a, &b]);
+    settle(3).await;
+    h.stop().await;
+    assert!(!runtime.observed("b").is_empty());
+    let before = runtime.all_actions().len();
+
+    // Back with room for one pod only: `b` (the newer by UID) no longer fits.
+    let h = start_for_api(runtime.clone(), 1);
+    h.set(&[&a, &b]);
+    settle(5).await;
+    let after: Vec<(String, Action)> = runtime.all_actions().split_off(before);
+    assert!(
+        after.iter().all(|(uid, _)| uid == "b"),
+        "the admitted pod was touched: {after:?}"
+    );
+    assert!(
+        runtime.observed("b").is_empty(),
+        "the rejected pod still runs"
+    );
+    assert!(
+        !after
+            .iter()
+            .any(|(_, a)| matches!(a, Action::CreateSandbox { .. })),
+        "the rejected pod was started again: {after:?}"
+    );
+    let rejected = h
+        .store
+        .snapshot()
+        .into_iter()
+        .chain(h.store.terminated_pods())
+        .find(|p| p.metadata.name.as_deref() == Some("b"))
+        .and_then(|p| p.status)
+        .expect("status of b");
+    assert_eq!(rejected.phase.as_deref(), Some("Failed"));
+    assert_eq!(rejected.reason.as_deref(), Some("OutOfpods"));
+    assert_eq!(h.phase("a").as_deref(), Some("Running"));
+    h.stop().await;
 }

@@ -153,11 +153,14 @@ impl<'a> Planner<'a> {
             || observed.sandboxes.iter().any(|s| s.ready)
     }
 
-    /// Deletion: stop everything, then remove every container and sandbox.
+    /// Deletion: stop everything; once nothing runs (the next round, which sees the exit
+    /// codes for the final status), remove every container and sandbox.
     fn terminate(&mut self) {
         let observed = self.input.observed;
+        self.plan.outcome = Outcome::Stopped;
         if self.anything_running() {
             self.push(Action::KillPod);
+            return;
         }
         for c in &observed.containers {
             self.push(Action::RemoveContainer { id: c.id.clone() });

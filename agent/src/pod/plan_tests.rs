@@ -372,17 +372,24 @@ fn never_does_not_recreate_a_dead_sandbox() {
 }
 
 #[test]
-fn terminating_kills_then_removes_everything() {
+fn terminating_kills_then_removes_everything_once_stopped() {
     let p = web("Always");
     let observed = ObservedPod::new(
         vec![sandbox("s1", 0, true)],
         vec![instance(&p, "app", "c1", "s1", InstanceState::Running)],
     );
     let plan = plan_with(&p, &observed, &PodBackoff::default(), true);
+    assert_eq!(plan.actions, vec![Action::KillPod]);
+    assert_eq!(plan.outcome, Outcome::Stopped);
+    // Stopped (its exit code seen): removed.
+    let stopped = ObservedPod::new(
+        vec![sandbox("s1", 0, false)],
+        vec![instance(&p, "app", "c1", "s1", exited(143, NOW))],
+    );
+    let plan = plan_with(&p, &stopped, &PodBackoff::default(), true);
     assert_eq!(
         plan.actions,
         vec![
-            Action::KillPod,
             Action::RemoveContainer { id: "c1".into() },
             Action::RemoveSandbox { id: "s1".into() }
         ]

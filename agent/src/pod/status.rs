@@ -68,6 +68,8 @@ pub fn pod_status(
                 .any(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()))
             {
                 "Running"
+            } else if all_succeeded(&app_statuses) {
+                "Succeeded"
             } else {
                 "Failed"
             }
@@ -129,6 +131,18 @@ pub fn pod_status(
         container_statuses: Some(app_statuses),
         ..Default::default()
     }
+}
+
+/// Whether every container ended with exit code 0 (a stopped pod's phase is `Succeeded`
+/// then, `Failed` otherwise, as upstream's for deleted pods).
+fn all_succeeded(statuses: &[ContainerStatus]) -> bool {
+    !statuses.is_empty()
+        && statuses.iter().all(|s| {
+            s.state
+                .as_ref()
+                .and_then(|st| st.terminated.as_ref())
+                .is_some_and(|t| t.exit_code == 0)
+        })
 }
 
 fn condition(type_: &str, status: bool, reason: Option<&str>) -> PodCondition {

@@ -182,3 +182,30 @@ fn a_new_pod_is_pending_and_creating() {
     let w = c.state.as_ref().unwrap().waiting.as_ref().unwrap();
     assert_eq!(w.reason.as_deref(), Some("ContainerCreating"));
 }
+
+#[test]
+fn a_stopped_pod_is_succeeded_only_when_every_container_exited_zero() {
+    let cases = [
+        (vec![exited(0, "Completed")], "Succeeded"),
+        (vec![exited(143, "Error")], "Failed"),
+        (vec![InstanceState::Running], "Running"),
+        (vec![], "Failed"),
+    ];
+    for (states, want) in cases {
+        let containers = states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| app(&format!("c{i}"), s.clone(), 0, 10 * S))
+            .collect();
+        let observed = ObservedPod::new(vec![sandbox()], containers);
+        let status = pod_status(
+            &pod("Always"),
+            &observed,
+            &BTreeMap::new(),
+            Outcome::Stopped,
+            &StatusContext::default(),
+        );
+        assert_eq!(status.phase.as_deref(), Some(want), "{states:?}");
+        assert_eq!(cond(&status, "Ready"), "False");
+    }
+}

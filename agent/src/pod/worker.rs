@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -106,6 +106,7 @@ pub fn spawn<R: PodRuntime + Clone>(
         config,
         backoff: PodBackoff::default(),
         start_time: None,
+        final_status: None,
         backing_off: BTreeMap::new(),
     };
     tracker.spawn(async move {
@@ -130,6 +131,8 @@ struct Worker<R> {
     config: WorkerConfig,
     backoff: PodBackoff,
     start_time: Option<i64>,
+    /// The status of the stopped pod while its containers were still there (terminating).
+    final_status: Option<PodStatus>,
     /// Containers in CrashLoopBackOff with the back-off message last reported as an event.
     backing_off: BTreeMap<String, String>,
 }
@@ -205,6 +208,20 @@ impl<R: PodRuntime> Worker<R> {
             terminating,
         });
         self.report_back_off(&pod, &plan.waiting);
+        if terminating
+            && !observed.containers.is_empty()
+            && !plan.actions.contains(&Action::KillPod)
+        {
+            // Stopped, its containers not removed yet: their exit codes make the final status.
+            let ctx = self.status_context(&pod);
+            self.final_status = Some(pod_status(
+                &pod,
+                &observed,
+                &plan.waiting,
+                plan.outcome,
+                &ctx,
+            ));
+        }
         let mut state = ExecState::from_observed(&observed);
         let mut failed = false;
         for action in &plan.actions {
@@ -231,22 +248,25 @@ impl<R: PodRuntime> Worker<R> {
                     tracing::warn!(pod = %spec::name(&pod), %uid, %err, "pod cleanup failed");
                     return Round::Failed;
                 }
-                self.store.remove(&uid);
+                let final_status = self.final_status.take().unwrap_or_else(|| {
+                    pod_status(
+                        &pod,
+                        &observed,
+                        &plan.waiting,
+                        plan.outcome,
+                        &self.status_context(&pod),
+                    )
+                });
+                self.store.terminated(&pod, final_status);
                 tracing::info!(pod = %spec::name(&pod), %uid, "pod terminated");
                 return Round::Terminated;
             }
             return Round::Changed;
         }
         if !terminating {
-            let ctx = StatusContext {
-                host_ip: self.config.host_ip.clone(),
-                start_time: self.start_time,
-                qos_class: crate::cgroups::qos::pod_qos(&pod)
-                    .ok()
-                    .map(|q| q.as_str().to_string()),
-            };
             // The status reflects the state before this round's actions; a round that changed
             // something is followed by another that observes the result.
+            let ctx = self.status_context(&pod);
             let status = pod_status(&pod, &observed, &plan.waiting, plan.outcome, &ctx);
             self.store.set(&pod, status);
         }
@@ -259,6 +279,16 @@ impl<R: PodRuntime> Worker<R> {
                 .requeue_at
                 .map(|at| Duration::from_nanos(u64::try_from(at.saturating_sub(now)).unwrap_or(0)));
             Round::Idle { requeue_in }
+        }
+    }
+
+    fn status_context(&self, pod: &Pod) -> StatusContext {
+        StatusContext {
+            host_ip: self.config.host_ip.clone(),
+            start_time: self.start_time,
+            qos_class: crate::cgroups::qos::pod_qos(pod)
+                .ok()
+                .map(|q| q.as_str().to_string()),
         }
     }
 

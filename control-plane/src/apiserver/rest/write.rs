@@ -339,8 +339,14 @@ impl Registry {
                 });
             }
             // Removing the last finalizer of an object being deleted deletes it (a Namespace
-            // also needs its `spec.finalizers` empty, as upstream's namespace store).
-            let deleting = next.pointer("/metadata/deletionTimestamp").is_some();
+            // also needs its `spec.finalizers` empty, as upstream's namespace store) — unless
+            // a graceful deletion is under way (a pod's grace period > 0: the kubelet's final
+            // status lands on the pod, which its grace-0 delete removes later).
+            let grace_pending = current
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .is_some_and(|grace| grace > 0);
+            let deleting = next.pointer("/metadata/deletionTimestamp").is_some() && !grace_pending;
             let spec_finalizers = def.group.is_empty()
                 && def.kind == "Namespace"
                 && next
