@@ -9,6 +9,10 @@
 //! 2. The CRI floor on the same containerd: RunPodSandbox + CreateContainer + StartContainer
 //!    called directly, one at a time (p50) and 30 in parallel.
 //! 3. kwk-node's RSS (`VmRSS`) idle with only the control plane, and with the 30 pods running.
+//! 4. Where a burst pod's start-up time goes (p50 per stage, wall clock): POST → bound
+//!    (`spec.nodeName` on the watch: the scheduler), bound → sandbox created (containerd's
+//!    `createdAt`: kwk-node's watch, admission, worker), sandbox → container started (CRI),
+//!    container started → Running on the watch (kwk-node's status report and the apiserver).
 //!
 //! The kube-rs client reaches the apiserver (inside the cluster's network namespace) through a
 //! forward on a loopback port of this machine. Needs root, and `kwk-node`, `kwk` and
@@ -18,7 +22,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
@@ -37,10 +41,13 @@ const P50_GOAL_S: f64 = 0.35;
 const P99_GOAL_S: f64 = 1.0;
 const RSS_GOAL_MIB: f64 = 40.0;
 
-/// What the pod watch has seen: when each pod was first Running and Ready, and which exist.
+/// What the pod watch has seen: when each pod was first Running and Ready (monotonic, and
+/// wall clock for the stages), when it was first bound, and which exist.
 #[derive(Default)]
 struct Seen {
     running: HashMap<String, Instant>,
+    running_wall: HashMap<String, SystemTime>,
+    bound: HashMap<String, SystemTime>,
     present: HashSet<String>,
 }
 
@@ -78,7 +85,7 @@ impl PodWatch {
             let config = watcher::Config::default().labels(LABEL);
             let mut events = std::pin::pin!(watcher(api, config));
             while let Some(event) = events.next().await {
-                let now = Instant::now();
+                let (now, wall) = (Instant::now(), SystemTime::now());
                 let Ok(event) = event else { continue };
                 let mut seen = task_seen.lock().unwrap_or_else(PoisonError::into_inner);
                 match event {
@@ -86,6 +93,10 @@ impl PodWatch {
                         let name = pod.metadata.name.clone().unwrap_or_default();
                         if running_and_ready(&pod) {
                             seen.running.entry(name.clone()).or_insert(now);
+                            seen.running_wall.entry(name.clone()).or_insert(wall);
+                        }
+                        if pod.spec.as_ref().is_some_and(|s| s.node_name.is_some()) {
+                            seen.bound.entry(name.clone()).or_insert(wall);
                         }
                         seen.present.insert(name);
                     }
@@ -129,6 +140,73 @@ impl PodWatch {
         let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         seen.running.get(name).copied()
     }
+
+    /// (bound, Running) on the wall clock.
+    fn wall_times(&self, name: &str) -> Option<(SystemTime, SystemTime)> {
+        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        Some((*seen.bound.get(name)?, *seen.running_wall.get(name)?))
+    }
+}
+
+/// One burst pod's wall-clock milestones.
+struct Milestones {
+    posted: SystemTime,
+    bound: SystemTime,
+    sandbox_created: SystemTime,
+    container_started: SystemTime,
+    running: SystemTime,
+}
+
+/// The stage durations of each pod: scheduler, node pickup, CRI, status report.
+fn stages(pods: &[Milestones]) -> [Vec<Duration>; 4] {
+    let between = |a: SystemTime, b: SystemTime| b.duration_since(a).unwrap_or_default();
+    let mut out: [Vec<Duration>; 4] = Default::default();
+    for m in pods {
+        out[0].push(between(m.posted, m.bound));
+        out[1].push(between(m.bound, m.sandbox_created));
+        out[2].push(between(m.sandbox_created, m.container_started));
+        out[3].push(between(m.container_started, m.running));
+    }
+    out
+}
+
+fn from_unix_nanos(nanos: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(nanos).unwrap_or(0))
+}
+
+/// The milestones of the running pods `posted` (name → wall time of its POST), from the watch
+/// and containerd (sandbox `createdAt`, container `startedAt`).
+async fn milestones(
+    containerd: &TestContainerd,
+    watch: &PodWatch,
+    posted: &[(String, SystemTime)],
+) -> anyhow::Result<Vec<Milestones>> {
+    let sandboxes = containerd.cri.list_pod_sandbox(None).await?;
+    let containers = containerd.cri.list_containers(None).await?;
+    let mut out = Vec::new();
+    for (name, posted) in posted {
+        let sandbox = sandboxes
+            .iter()
+            .find(|s| s.metadata.as_ref().is_some_and(|m| m.name == *name))
+            .with_context(|| format!("sandbox of {name}"))?;
+        let container = containers
+            .iter()
+            .find(|c| c.pod_sandbox_id == sandbox.id)
+            .with_context(|| format!("container of {name}"))?;
+        let started = containerd
+            .cri
+            .container_status(&container.id, false)
+            .await?;
+        let (bound, running) = watch.wall_times(name).context("watch times")?;
+        out.push(Milestones {
+            posted: *posted,
+            bound,
+            sandbox_created: from_unix_nanos(sandbox.created_at),
+            container_started: from_unix_nanos(started.status.started_at),
+            running,
+        });
+    }
+    Ok(out)
 }
 
 fn pod(name: &str) -> anyhow::Result<Pod> {
@@ -155,14 +233,14 @@ async fn api_start(
     watch: &PodWatch,
     cluster: &TestCluster,
     names: &[String],
-) -> anyhow::Result<(Vec<Duration>, Duration)> {
+) -> anyhow::Result<Started> {
     let creates = names.iter().map(|name| async move {
         let pod = pod(name)?;
-        let t0 = Instant::now();
+        let (t0, wall) = (Instant::now(), SystemTime::now());
         api.create(&PostParams::default(), &pod)
             .await
             .with_context(|| format!("creating pod {name}"))?;
-        anyhow::Ok((name.clone(), t0))
+        anyhow::Ok((name.clone(), t0, wall))
     });
     let created = futures::future::try_join_all(creates).await?;
     watch
@@ -172,14 +250,35 @@ async fn api_start(
         .await
         .with_context(|| cluster.log_tail())?;
     let mut latencies = Vec::new();
-    let first = created.iter().map(|(_, t0)| *t0).min().context("no pods")?;
+    let first = created
+        .iter()
+        .map(|(_, t0, _)| *t0)
+        .min()
+        .context("no pods")?;
     let mut last = first;
-    for (name, t0) in &created {
+    for (name, t0, _) in &created {
         let running = watch.running_at(name).context("running time")?;
         latencies.push(running.saturating_duration_since(*t0));
         last = last.max(running);
     }
-    Ok((latencies, last.saturating_duration_since(first)))
+    Ok(Started {
+        latencies,
+        all: last.saturating_duration_since(first),
+        posted: created
+            .into_iter()
+            .map(|(name, _, wall)| (name, wall))
+            .collect(),
+    })
+}
+
+/// What [`api_start`] measured.
+struct Started {
+    /// Per pod: POST → Running on the watch.
+    latencies: Vec<Duration>,
+    /// First POST → all Running.
+    all: Duration,
+    /// Per pod: the wall time of its POST.
+    posted: Vec<(String, SystemTime)>,
 }
 
 /// Deletes the bench's pods and waits until the API and containerd no longer have them.
@@ -350,13 +449,14 @@ async fn bench(reps: usize) -> anyhow::Result<()> {
     let mut single = Vec::new();
     for r in 0..reps {
         let names = vec![format!("one-{r}")];
-        let (latencies, _) = api_start(&api, &watch, &cluster, &names).await?;
-        single.extend(latencies);
+        single.extend(api_start(&api, &watch, &cluster, &names).await?.latencies);
         api_remove(&api, &watch, &cluster, &names, baseline).await?;
     }
 
     let names: Vec<String> = (0..BURST).map(|i| format!("burst-{i}")).collect();
-    let (burst, burst_all) = api_start(&api, &watch, &cluster, &names).await?;
+    let started = api_start(&api, &watch, &cluster, &names).await?;
+    let (burst, burst_all) = (started.latencies, started.all);
+    let burst_stages = stages(&milestones(containerd, &watch, &started.posted).await?);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let busy_rss = rss_mib(pid)?;
     api_remove(&api, &watch, &cluster, &names, baseline).await?;
@@ -414,6 +514,14 @@ async fn bench(reps: usize) -> anyhow::Result<()> {
         quantile(&single, 0.5) - quantile(&cri_single, 0.5),
         quantile(&burst, 0.5) - quantile(&cri_burst, 0.5),
         burst_all.as_secs_f64() - cri_burst_all.as_secs_f64()
+    );
+    println!(
+        "burst of {BURST}, p50 per stage: POST → bound {:.3} s; bound → sandbox created {:.3} s; \
+         sandbox → container started (CRI) {:.3} s; started → Running on the watch {:.3} s",
+        quantile(&burst_stages[0], 0.5),
+        quantile(&burst_stages[1], 0.5),
+        quantile(&burst_stages[2], 0.5),
+        quantile(&burst_stages[3], 0.5),
     );
     let (p50, p99) = (quantile(&burst, 0.5), quantile(&burst, 0.99));
     println!(
