@@ -86,11 +86,6 @@ impl EventCache {
         self.entries.len()
     }
 
-    #[cfg(test)]
-    pub(super) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     fn get(&mut self, key: &str) -> Option<EventLog> {
         let log = self.entries.get(key)?.1.clone();
         self.put(key.to_string(), log.clone());
@@ -221,10 +216,13 @@ mod tests {
         )
     }
 
+    /// What happens, the event, and what `correlate` should ask for (see `summary`).
+    type Case = (&'static str, Event, (&'static str, &'static str, i32, i64));
+
     #[test]
     fn repeats_patch_the_first_event_and_anything_different_is_new() {
         let c = Some("spec.containers{c}");
-        let cases: &[(&str, Event, (&str, &str, i32, i64))] = &[
+        let cases: &[Case] = &[
             (
                 "first",
                 event("u1", c, "BackOff", "m", 10),
@@ -304,7 +302,7 @@ mod tests {
         let mut cache = EventCache::default();
         let first = event("u1", None, "Pulled", "m", 10);
         let _ = correlate(&mut cache, first.clone());
-        let mut answered = first.clone();
+        let mut answered = first;
         answered.metadata.name = Some("server-name".into());
         answered.count = Some(7);
         update_state(&mut cache, &answered);
