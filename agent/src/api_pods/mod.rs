@@ -10,7 +10,8 @@
 //!   `status_plan`), mirror pods getting their static pod's; and the end of a graceful
 //!   deletion: once a deleted pod has stopped here, the node deletes it for good (grace 0,
 //!   UID precondition), as the kubelet's status manager does.
-//! - `events`: the pod events of the worker and the runtime as core/v1 Events.
+//! - `events`: the pod events of the worker and the runtime as core/v1 Events, aggregated
+//!   and kept while the apiserver is away ([`record_events`]).
 //!
 //! A pod deleted in the API keeps its place in the desired set with its `deletionTimestamp`;
 //! the pod manager turns that into a termination within `deletionGracePeriodSeconds`.
@@ -33,7 +34,7 @@ use crate::pod::manager::DesiredPods;
 use crate::pod::store::StatusStore;
 
 pub use desired::{is_mirror, merge};
-pub use events::{COMPONENT, event_object};
+pub use events::{COMPONENT, event_object, run as record_events};
 pub use mirror::{MirrorAction, mirror_hash, mirror_pod, plan_mirrors, static_hash};
 pub use status_plan::{StatusVersions, merge_patch, status_patch, wanted_status};
 

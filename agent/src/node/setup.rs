@@ -13,7 +13,7 @@ use super::NodeOptions;
 use crate::cgroups::PodCgroups;
 use crate::cgroups::qos::pod_qos;
 use crate::config::{KubeletConfig, MachineResources};
-use crate::pod::cri_runtime::{ContainerStart, PodSetup};
+use crate::pod::cri_runtime::{ContainerStart, PodSetup, mount_failure};
 use crate::pod::observed::ObservedContainer;
 use crate::pod::runtime::RuntimeError;
 use crate::pod::spec;
@@ -22,7 +22,7 @@ use crate::runtime_spec::dns::DnsContext;
 use crate::runtime_spec::env::{DownwardContext, resolve_env};
 use crate::runtime_spec::sandbox::{SandboxContext, pod_log_dir, sandbox_config};
 use crate::runtime_spec::volumes::{VolumeContext, new_termination_file_id, plan_volumes};
-use crate::runtime_spec::volumes_fs::{apply_volume_plan, cleanup_pod_dir};
+use crate::runtime_spec::volumes_fs::{VolumeError, apply_volume_plan, cleanup_pod_dir};
 use crate::runtime_spec::{ContainerContext, NodeSettings, container_field_path};
 
 /// How long a removed pod's logs stay on disk.
@@ -144,10 +144,13 @@ impl PodSetup for NodeSetup {
         )
         .map_err(|e| config_error(start.name, e))?;
         let pod_dir = self.pod_dir(spec::uid(pod));
-        let applied = apply_volume_plan(&plan, &pod_dir).map_err(|e| RuntimeError {
-            operation: format!("volumes of {}", start.name),
-            message: e.to_string(),
-            waiting_reason: Some("CreateContainerConfigError"),
+        let applied = apply_volume_plan(&plan, &pod_dir).map_err(|e| match e {
+            VolumeError::SetUp { .. } => mount_failure(e.to_string()),
+            e => RuntimeError {
+                operation: format!("volumes of {}", start.name),
+                message: e.to_string(),
+                waiting_reason: Some("CreateContainerConfigError"),
+            },
         })?;
         let qos = pod_qos(pod).map_err(|e| config_error(start.name, e))?;
         let ctx = ContainerContext {

@@ -47,6 +47,21 @@ pub trait PodSetup: Send + Sync + 'static {
     fn active_pods_changed(&self, _pods: &[&Pod]) {}
 }
 
+/// The operation of a [`RuntimeError`] that says a pod volume could not be set up: the
+/// runtime records its message as a `FailedMount` event and the container keeps waiting in
+/// `ContainerCreating` until a later round sets the volume up.
+pub const MOUNT_VOLUME_SETUP: &str = "MountVolume.SetUp";
+
+/// The [`RuntimeError`] of a failed volume set-up; `message` is upstream's
+/// (`MountVolume.SetUp failed for volume "<name>" : <reason>`).
+pub fn mount_failure(message: String) -> RuntimeError {
+    RuntimeError {
+        operation: MOUNT_VOLUME_SETUP.into(),
+        message,
+        waiting_reason: Some("ContainerCreating"),
+    }
+}
+
 /// What is known about a container instance about to be created.
 #[derive(Clone, Debug)]
 pub struct ContainerStart<'a> {
@@ -74,7 +89,8 @@ impl<S: PodSetup> CriPodRuntime<S> {
         }
     }
 
-    /// Records Pulling/Pulled, Created, Started, Failed and Killing events in `events`.
+    /// Records Pulling/Pulled, Created, Started, Failed, FailedMount and Killing events in
+    /// `events`.
     #[must_use]
     pub fn with_events(mut self, events: EventSink) -> Self {
         self.events = events;
@@ -145,7 +161,16 @@ impl<S: PodSetup> CriPodRuntime<S> {
                 c
             }
         };
-        let config = self.setup.container_config(pod, &start).await?;
+        let config = match self.setup.container_config(pod, &start).await {
+            Ok(config) => config,
+            Err(err) => {
+                if err.operation == MOUNT_VOLUME_SETUP {
+                    self.events
+                        .emit(pod, PodEvent::failed_mount(err.message.clone()));
+                }
+                return Err(err);
+            }
+        };
         let id = self
             .cri
             .create_container(&sandbox_id, config, sandbox_config)

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
 use tokio::sync::mpsc;
 
 /// How many events may wait for the recorder.
@@ -162,11 +163,14 @@ fn pod_ref(pod: &Pod) -> String {
     )
 }
 
-/// An event together with the pod it is about.
+/// An event together with the pod it is about and when it happened.
 #[derive(Clone, Debug)]
 pub struct RecordedEvent {
     pub pod: Arc<Pod>,
     pub event: PodEvent,
+    /// When the event was emitted (its `firstTimestamp`/`lastTimestamp`, even if the
+    /// apiserver gets it later).
+    pub at: Timestamp,
 }
 
 /// Where the worker and the runtime put events. Cheap to clone; the default drops everything.
@@ -189,6 +193,7 @@ impl EventSink {
             let _ = tx.try_send(RecordedEvent {
                 pod: Arc::new(pod.clone()),
                 event,
+                at: Timestamp::now(),
             });
         }
     }

@@ -30,12 +30,10 @@ use super::volumes::{
 /// Why the host side of a volume plan failed. Each names the volume or field and the path.
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
-    #[error("{field}: hostPath {path}: {reason}")]
-    HostPathType {
-        field: String,
-        path: PathBuf,
-        reason: String,
-    },
+    /// A pod volume could not be set up: upstream's `FailedMount` message
+    /// (`MountVolume.SetUp failed for volume "<name>" : <reason>`).
+    #[error("MountVolume.SetUp failed for volume \"{volume}\" : {reason}")]
+    SetUp { volume: String, reason: String },
     #[error("{field}: {path}: {source}")]
     Io {
         field: String,
@@ -179,7 +177,22 @@ fn create_dir_with_mode(dir: &Path, mode: u32, field: &str) -> Result<(), Volume
     }
 }
 
+/// Sets up one pod volume; a failure is a [`VolumeError::SetUp`] of that volume.
 fn setup_volume(setup: &VolumeSetup, pod_dir: &Path) -> Result<(), VolumeError> {
+    let volume = match setup {
+        VolumeSetup::HostPath { volume, .. } | VolumeSetup::EmptyDir { volume, .. } => volume,
+    };
+    set_up(setup, pod_dir).map_err(|err| VolumeError::SetUp {
+        volume: volume.clone(),
+        reason: match err {
+            VolumeError::SetUp { reason, .. } => reason,
+            VolumeError::Io { path, source, .. } => format!("{}: {source}", path.display()),
+            other => other.to_string(),
+        },
+    })
+}
+
+fn set_up(setup: &VolumeSetup, pod_dir: &Path) -> Result<(), VolumeError> {
     match setup {
         VolumeSetup::HostPath {
             field, path, kind, ..
@@ -220,25 +233,25 @@ fn setup_volume(setup: &VolumeSetup, pod_dir: &Path) -> Result<(), VolumeError> 
 
 /// The hostPath type check, as upstream `checkTypeInternal`: the *OrCreate kinds create what is
 /// missing (a directory with parents, 0755; an empty 0644 file whose parent must exist), the
-/// others require an existing path of that kind (symlinks followed, as on the host).
+/// others require an existing path of that kind (symlinks followed, as on the host); a missing
+/// path is "not a directory" (or file, ...) as upstream says.
 fn check_host_path(field: &str, path: &Path, kind: HostPathType) -> Result<(), VolumeError> {
-    let type_err = |reason: &str| VolumeError::HostPathType {
-        field: field.into(),
-        path: path.into(),
-        reason: reason.into(),
+    let type_err = |what: &str| {
+        Err(VolumeError::SetUp {
+            // `setup_volume` names the volume.
+            volume: String::new(),
+            reason: format!(
+                "hostPath type check failed: {} is not a {what}",
+                path.display()
+            ),
+        })
     };
     let meta = match fs::metadata(path) {
         Ok(meta) => Some(meta),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(source) => return Err(io_err(field, path, source)),
     };
-    let want = |ok: bool, what: &str| {
-        if ok {
-            Ok(())
-        } else {
-            Err(type_err(&format!("is not a {what}")))
-        }
-    };
+    let want = |ok: bool, what: &str| if ok { Ok(()) } else { type_err(what) };
     match (kind, meta) {
         (HostPathType::Unchecked, _) => Ok(()),
         (HostPathType::DirectoryOrCreate, None) => {
@@ -253,12 +266,16 @@ fn check_host_path(field: &str, path: &Path, kind: HostPathType) -> Result<(), V
                 .map_err(|source| io_err(field, path, source))?;
             set_mode(path, HOSTPATH_FILE_MODE, field)
         }
-        (_, None) => Err(type_err("does not exist")),
+        (HostPathType::Directory, None) => type_err("directory"),
+        (HostPathType::File, None) => type_err("file"),
+        (HostPathType::Socket, None) => type_err("socket file"),
+        (HostPathType::CharDevice, None) => type_err("character device"),
+        (HostPathType::BlockDevice, None) => type_err("block device"),
         (HostPathType::DirectoryOrCreate | HostPathType::Directory, Some(m)) => {
             want(m.is_dir(), "directory")
         }
         (HostPathType::FileOrCreate | HostPathType::File, Some(m)) => want(m.is_file(), "file"),
-        (HostPathType::Socket, Some(m)) => want(m.file_type().is_socket(), "socket"),
+        (HostPathType::Socket, Some(m)) => want(m.file_type().is_socket(), "socket file"),
         (HostPathType::CharDevice, Some(m)) => {
             want(m.file_type().is_char_device(), "character device")
         }

@@ -69,27 +69,27 @@ fn host_path_kinds_are_checked_and_created() {
         "FileOrCreate must not truncate"
     );
 
+    // Upstream's FailedMount messages, a missing path included.
     let bad = [
-        ("missing", HostPathType::Directory, "does not exist"),
-        ("missing", HostPathType::Socket, "does not exist"),
+        ("missing", HostPathType::Directory, "is not a directory"),
+        ("missing", HostPathType::File, "is not a file"),
+        ("missing", HostPathType::Socket, "is not a socket file"),
         ("file", HostPathType::Directory, "is not a directory"),
         ("dir", HostPathType::File, "is not a file"),
-        ("file", HostPathType::Socket, "is not a socket"),
+        ("file", HostPathType::Socket, "is not a socket file"),
         ("dir", HostPathType::CharDevice, "is not a character device"),
         ("file", HostPathType::BlockDevice, "is not a block device"),
     ];
     for (name, kind, reason) in bad {
-        let plan = plan_with(
-            vec![host("spec.volumes[3].hostPath", &t.join(name), kind)],
-            vec![],
-        );
+        let plan = plan_with(vec![host("data", &t.join(name), kind)], vec![]);
         let err = apply_volume_plan(&plan, &pod_dir).unwrap_err();
-        let text = err.to_string();
-        assert!(
-            text.contains("spec.volumes[3].hostPath")
-                && text.contains(name)
-                && text.contains(reason),
-            "{name} {kind:?}: {text}"
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "MountVolume.SetUp failed for volume \"data\" : hostPath type check failed: {} {reason}",
+                t.join(name).display()
+            ),
+            "{name} {kind:?}"
         );
     }
     // /dev/null is a character device.
@@ -123,7 +123,7 @@ fn host_path_kinds_are_checked_and_created() {
     );
     assert!(matches!(
         apply_volume_plan(&orphan, &pod_dir),
-        Err(VolumeError::Io { .. })
+        Err(VolumeError::SetUp { volume, .. }) if volume == "f"
     ));
 }
 
