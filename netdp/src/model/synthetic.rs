@@ -14,6 +14,9 @@ use super::input::LABEL_SERVICE_NAME;
 /// The node the synthetic endpoints are spread over (every 7th endpoint is on it).
 pub const SYNTHETIC_NODE: &str = "node-a";
 
+/// How many NodePorts the default range 30000-32767 holds.
+const NODE_PORTS: usize = 2768;
+
 /// Services and their EndpointSlices.
 #[derive(Debug, Clone, Default)]
 pub struct Synthetic {
@@ -22,7 +25,7 @@ pub struct Synthetic {
 }
 
 /// `n` Services in namespace `bench` (`svc-<i>`, ClusterIP from 10.96.0.0/12, TCP port 80 named
-/// `http` to target port 8080; every 10th also a NodePort) with `m` ready endpoints each, one
+/// `http` to target port 8080; every 10th also a NodePort, while the 30000-32767 range lasts) with `m` ready endpoints each, one
 /// EndpointSlice per Service, endpoints numbered from 10.244.0.0 upwards.
 pub fn synthetic(n: usize, m: usize) -> Synthetic {
     let mut out = Synthetic::default();
@@ -30,7 +33,8 @@ pub fn synthetic(n: usize, m: usize) -> Synthetic {
         let index = u32::try_from(i).unwrap_or(u32::MAX);
         let cluster_ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 1)).wrapping_add(index));
         let name = format!("svc-{i}");
-        let node_port = (i % 10 == 0).then(|| 30000 + i32::try_from((i / 10) % 2768).unwrap_or(0));
+        let node_port = (i % 10 == 0 && i / 10 < NODE_PORTS)
+            .then(|| 30000 + i32::try_from(i / 10).unwrap_or(0));
         out.services.push(Service {
             metadata: ObjectMeta {
                 namespace: Some("bench".into()),
