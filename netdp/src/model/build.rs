@@ -4,18 +4,20 @@
 //! kube-proxy.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::categorize::{EndpointInfo, categorize_endpoints};
 use super::input::{InputProblem, ProxyInput, ServiceInfo, TrafficPolicy};
 use super::rules::{
-    Backend, FrontEnd, FrontEndKey, FrontEndKind, HealthCheck, Masquerade, RuleSet, Target,
+    Backend, FrontEnd, FrontEndChange, FrontEndKey, FrontEndKind, HealthCheck, Masquerade,
+    RuleDiff, RuleSet, Target,
 };
-use super::{IpFamily, ServicePortName};
+use super::{IpFamily, Protocol, ServiceName, ServicePortName};
 
-/// Builds the rule set. Two Services claiming the same front end: the first in name order
-/// keeps it, the conflict goes to `problems`.
+/// Builds the rule set. Two Services claiming the same front end (or NodePort, or health-check
+/// port): the first in name order keeps it, the conflict goes to `problems`.
 pub fn build_rules(input: &ProxyInput, problems: &mut Vec<InputProblem>) -> RuleSet {
     let mut rules = RuleSet {
         node_port_addresses: node_port_addresses(&input.node.ips),
@@ -26,6 +28,7 @@ pub fn build_rules(input: &ProxyInput, problems: &mut Vec<InputProblem>) -> Rule
         input,
         rules: &mut rules,
         problems,
+        touched: None,
     };
     for service in input.services.values() {
         builder.add_service(service);
@@ -69,6 +72,8 @@ struct Builder<'i, 'r> {
     input: &'i ProxyInput,
     rules: &'r mut RuleSet,
     problems: &'r mut Vec<InputProblem>,
+    /// Incremental updates record old values here.
+    touched: Option<&'r mut Touched>,
 }
 
 impl Builder<'_, '_> {
@@ -175,10 +180,7 @@ impl Builder<'_, '_> {
                     );
                 }
                 if let Some(node_port) = port.node_port {
-                    self.rules
-                        .node_ports
-                        .entry((port.protocol, node_port))
-                        .or_insert_with(|| name.clone());
+                    self.claim_node_port((port.protocol, node_port), &name);
                     let addresses: Vec<IpAddr> = self
                         .rules
                         .node_port_addresses
@@ -207,28 +209,197 @@ impl Builder<'_, '_> {
                 .filter(|e| e.node_local && (e.ready || service.publish_not_ready_addresses))
                 .map(|e| e.ip)
                 .collect();
-            self.rules
-                .health_check_node_ports
-                .entry(hc_port)
-                .or_insert_with(|| HealthCheck {
+            self.claim_health_check(
+                hc_port,
+                HealthCheck {
                     service: service.name.clone(),
                     local_endpoints: local_ips.len(),
-                });
+                },
+            );
         }
     }
 
+    /// Claims `key` for `front_end`: the Service first in name order keeps a contested key
+    /// (so the result does not depend on the order Services are added), the other one is
+    /// recorded as shadowed and reported.
     fn insert(&mut self, key: FrontEndKey, front_end: FrontEnd) {
+        let service = front_end.service.service.clone();
         match self.rules.front_ends.entry(key) {
-            std::collections::btree_map::Entry::Vacant(v) => {
+            Entry::Vacant(v) => {
+                if let Some(t) = self.touched.as_deref_mut() {
+                    t.front_ends.entry(key).or_insert(None);
+                }
                 v.insert(front_end);
             }
-            std::collections::btree_map::Entry::Occupied(o) => {
-                self.problems.push(InputProblem::FrontEndConflict {
-                    key,
-                    kept: o.get().service.clone(),
-                    dropped: front_end.service,
-                });
+            Entry::Occupied(mut o) => {
+                let holder = &o.get().service.service;
+                if *holder == service {
+                    // Two addresses of one Service coincide: the first one stays.
+                    return;
+                }
+                let (kept, dropped) = if service < *holder {
+                    if let Some(t) = self.touched.as_deref_mut() {
+                        t.front_ends
+                            .entry(key)
+                            .or_insert_with(|| Some(o.get().clone()));
+                    }
+                    let displaced = std::mem::replace(o.get_mut(), front_end);
+                    (o.get().service.clone(), displaced.service)
+                } else {
+                    (o.get().service.clone(), front_end.service)
+                };
+                self.rules.shadowed.insert(dropped.service.clone());
+                self.problems
+                    .push(InputProblem::FrontEndConflict { key, kept, dropped });
             }
         }
     }
+
+    fn claim_node_port(&mut self, key: (Protocol, u16), name: &ServicePortName) {
+        match self.rules.node_ports.entry(key) {
+            Entry::Vacant(v) => {
+                v.insert(name.clone());
+            }
+            Entry::Occupied(mut o) => {
+                if name.service < o.get().service {
+                    let displaced = std::mem::replace(o.get_mut(), name.clone());
+                    self.rules.shadowed.insert(displaced.service);
+                } else if name.service != o.get().service {
+                    self.rules.shadowed.insert(name.service.clone());
+                }
+            }
+        }
+    }
+
+    fn claim_health_check(&mut self, port: u16, check: HealthCheck) {
+        let old = self.rules.health_check_node_ports.get(&port).cloned();
+        let wins = match &old {
+            None => true,
+            Some(held) if check.service < held.service => {
+                self.rules.shadowed.insert(held.service.clone());
+                true
+            }
+            Some(held) => {
+                if held.service != check.service {
+                    self.rules.shadowed.insert(check.service.clone());
+                }
+                false
+            }
+        };
+        if wins {
+            if let Some(t) = self.touched.as_deref_mut() {
+                t.health_checks.entry(port).or_insert(old);
+            }
+            self.rules.health_check_node_ports.insert(port, check);
+        }
+    }
+
+    /// Removes everything `name` holds, recording the old values.
+    fn remove_service(&mut self, name: &ServiceName) {
+        let keys: Vec<FrontEndKey> = self
+            .rules
+            .front_ends
+            .iter()
+            .filter(|(_, f)| f.service.service == *name)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            if let Some(old) = self.rules.front_ends.remove(&key)
+                && let Some(t) = self.touched.as_deref_mut()
+            {
+                t.front_ends.entry(key).or_insert(Some(old));
+            }
+        }
+        self.rules.node_ports.retain(|_, n| n.service != *name);
+        let ports: Vec<u16> = self
+            .rules
+            .health_check_node_ports
+            .iter()
+            .filter(|(_, h)| h.service == *name)
+            .map(|(p, _)| *p)
+            .collect();
+        for port in ports {
+            if let Some(old) = self.rules.health_check_node_ports.remove(&port)
+                && let Some(t) = self.touched.as_deref_mut()
+            {
+                t.health_checks.entry(port).or_insert(Some(old));
+            }
+        }
+        self.rules.shadowed.remove(name);
+    }
+}
+
+/// The previous values of everything an incremental update touched: `None` where nothing
+/// was. With the updated rule set it gives the update's [`RuleDiff`] through
+/// [`Touched::diff`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    pub front_ends: BTreeMap<FrontEndKey, Option<FrontEnd>>,
+    pub health_checks: BTreeMap<u16, Option<HealthCheck>>,
+}
+
+impl Touched {
+    /// The difference between the touched entries' old values and their values in `new`.
+    pub fn diff<'a>(&'a self, new: &'a RuleSet) -> RuleDiff<'a> {
+        let mut out = RuleDiff::default();
+        for (key, old) in &self.front_ends {
+            match (old, new.front_ends.get(key)) {
+                (None, None) => {}
+                (None, Some(n)) => out.added.push((key, n)),
+                (Some(o), None) => out.removed.push((key, o)),
+                (Some(o), Some(n)) => {
+                    if o != n {
+                        out.changed.push(FrontEndChange::between(key, o, n));
+                    }
+                }
+            }
+        }
+        for (port, old) in &self.health_checks {
+            match new.health_check_node_ports.get(port) {
+                Some(n) if old.as_ref() != Some(n) => out.health_checks_set.push((*port, n)),
+                None if old.is_some() => out.health_checks_removed.push(*port),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// Updates `rules` after Service `name` (its spec or its endpoints) changed in `input`, and
+/// returns what changed. Equivalent to a full [`build_rules`] as long as the node addresses,
+/// zone and options are the same as when `rules` was built (rebuild fully when they change).
+/// Costs one scan of the front ends plus the work for this Service (and for Services whose
+/// conflicting claims it may release).
+pub fn update_service(
+    rules: &mut RuleSet,
+    input: &ProxyInput,
+    name: &ServiceName,
+    problems: &mut Vec<InputProblem>,
+) -> Touched {
+    let mut touched = Touched::default();
+    let mut builder = Builder {
+        input,
+        rules,
+        problems,
+        touched: Some(&mut touched),
+    };
+    builder.remove_service(name);
+    if let Some(service) = input.services.get(name) {
+        builder.add_service(service);
+    }
+    // Services that lost a claim may win it now (or lose to this one): redo them.
+    let shadowed: Vec<ServiceName> = builder
+        .rules
+        .shadowed
+        .iter()
+        .filter(|s| *s != name)
+        .cloned()
+        .collect();
+    for other in shadowed {
+        builder.remove_service(&other);
+        if let Some(service) = input.services.get(&other) {
+            builder.add_service(service);
+        }
+    }
+    touched
 }

@@ -431,7 +431,8 @@ pub struct ProxyInput {
 
 impl ProxyInput {
     /// Parses Services and EndpointSlices; slices are joined to Services by their
-    /// `kubernetes.io/service-name` label (slices without it, or of ignored Services, are unused).
+    /// `kubernetes.io/service-name` label (slices without it are unused; those of unknown or
+    /// ignored Services are kept but unused until such a Service appears).
     pub fn from_api<'s, 'e>(
         services: impl IntoIterator<Item = &'s Service>,
         slices: impl IntoIterator<Item = &'e EndpointSlice>,
@@ -446,9 +447,7 @@ impl ProxyInput {
             .collect();
         let mut grouped: HashMap<ServiceName, Vec<&EndpointSlice>> = HashMap::new();
         for slice in slices {
-            if let Some(owner) = slice_service(slice)
-                && services.contains_key(&owner)
-            {
+            if let Some(owner) = slice_service(slice) {
                 grouped.entry(owner).or_default().push(slice);
             }
         }
@@ -458,6 +457,7 @@ impl ProxyInput {
                 let eps = endpoints_from_slices(slices, &node.name, &mut problems);
                 (owner, eps)
             })
+            .filter(|(_, eps)| !eps.is_empty())
             .collect();
         ProxyInput {
             node,
@@ -465,6 +465,44 @@ impl ProxyInput {
             services,
             endpoints,
             problems,
+        }
+    }
+
+    /// Records an added or updated Service (an ignored one is removed, as if deleted) and
+    /// returns its name; follow with [`super::update_service`]. Problems go to `problems`.
+    pub fn apply_service(&mut self, service: &Service) -> ServiceName {
+        let name = ServiceName::new(
+            service.metadata.namespace.clone().unwrap_or_default(),
+            service.metadata.name.clone().unwrap_or_default(),
+        );
+        match ServiceInfo::from_service(service, &mut self.problems) {
+            Some(info) => {
+                self.services.insert(name.clone(), info);
+            }
+            None => {
+                self.services.remove(&name);
+            }
+        }
+        name
+    }
+
+    /// Forgets a deleted Service (its endpoints stay until its slices are gone).
+    pub fn remove_service(&mut self, name: &ServiceName) {
+        self.services.remove(name);
+    }
+
+    /// Replaces the endpoints of Service `name` with those of `slices`: every slice the Service
+    /// has now (an empty list when the last one was deleted).
+    pub fn apply_slices<'e>(
+        &mut self,
+        name: &ServiceName,
+        slices: impl IntoIterator<Item = &'e EndpointSlice>,
+    ) {
+        let eps = endpoints_from_slices(slices, &self.node.name, &mut self.problems);
+        if eps.is_empty() {
+            self.endpoints.remove(name);
+        } else {
+            self.endpoints.insert(name.clone(), eps);
         }
     }
 }

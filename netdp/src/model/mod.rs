@@ -10,10 +10,13 @@ pub mod input;
 pub mod rules;
 pub mod synthetic;
 
+#[cfg(test)]
+mod incremental_tests;
+
 use std::fmt;
 use std::net::IpAddr;
 
-pub use build::build_rules;
+pub use build::{Touched, build_rules, update_service};
 pub use categorize::{Categorized, EndpointInfo, categorize_endpoints};
 pub use cidr::{Cidr, CidrParseError};
 pub use input::{

@@ -133,6 +133,9 @@ pub struct RuleSet {
     pub health_check_node_ports: BTreeMap<u16, HealthCheck>,
     /// The cluster CIDRs that tell pod traffic from other traffic.
     pub cluster_cidrs: Vec<Cidr>,
+    /// Services that lost a contested front end, NodePort or health-check port to another
+    /// Service (incremental updates redo them).
+    pub shadowed: BTreeSet<ServiceName>,
 }
 
 impl RuleSet {
@@ -152,6 +155,28 @@ pub struct FrontEndChange<'a> {
     pub backends_added: Vec<&'a Backend>,
     /// Backends in `old` but not in `new` (their conntrack entries are stale).
     pub backends_removed: Vec<&'a Backend>,
+}
+
+impl<'a> FrontEndChange<'a> {
+    /// The change from `old` to `new` at `key`, with the backends each side lacks.
+    pub fn between(key: &'a FrontEndKey, old: &'a FrontEnd, new: &'a FrontEnd) -> Self {
+        let (ob, nb) = (backend_set(old), backend_set(new));
+        let backends_added = sorted_minus(&nb, &ob)
+            .into_iter()
+            .filter_map(|b| find_backend(new, b))
+            .collect();
+        let backends_removed = sorted_minus(&ob, &nb)
+            .into_iter()
+            .filter_map(|b| find_backend(old, b))
+            .collect();
+        FrontEndChange {
+            key,
+            old,
+            new,
+            backends_added,
+            backends_removed,
+        }
+    }
 }
 
 /// What a sync has to change to go from one rule set to another.
@@ -230,22 +255,7 @@ pub fn diff<'a>(old: &'a RuleSet, new: &'a RuleSet) -> RuleDiff<'a> {
                 }
                 std::cmp::Ordering::Equal => {
                     if ov != nv {
-                        let (ob, nb) = (backend_set(ov), backend_set(nv));
-                        let backends_added = sorted_minus(&nb, &ob)
-                            .into_iter()
-                            .filter_map(|b| find_backend(nv, b))
-                            .collect();
-                        let backends_removed = sorted_minus(&ob, &nb)
-                            .into_iter()
-                            .filter_map(|b| find_backend(ov, b))
-                            .collect();
-                        out.changed.push(FrontEndChange {
-                            key: nk,
-                            old: ov,
-                            new: nv,
-                            backends_added,
-                            backends_removed,
-                        });
+                        out.changed.push(FrontEndChange::between(nk, ov, nv));
                     }
                     olds.next();
                     news.next();
