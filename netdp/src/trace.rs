@@ -107,6 +107,12 @@ pub fn trace(rules: &RuleSet, packet: &Packet, env: &mut TraceEnv) -> Verdict {
     let Some(front_end) = rules.front_ends.get(&key) else {
         return Verdict::Accept;
     };
+    // loadBalancerSourceRanges are checked before any NAT, for every source.
+    if let Some(allowed) = &front_end.allowed_sources
+        && !allowed.iter().any(|c| c.contains(packet.src))
+    {
+        return Verdict::Drop;
+    }
     let pod_source = rules.is_pod_source(packet.src);
     let from_node = packet.arrives_on == ArrivesOn::Local;
 

@@ -14,7 +14,7 @@ use super::rules::{
     Backend, FrontEnd, FrontEndChange, FrontEndKey, FrontEndKind, HealthCheck, Masquerade,
     RuleDiff, RuleSet, Target,
 };
-use super::{IpFamily, Protocol, ServiceName, ServicePortName};
+use super::{Cidr, IpFamily, Protocol, ServiceName, ServicePortName};
 
 /// Builds the rule set. Two Services claiming the same front end (or NodePort, or health-check
 /// port): the first in name order keeps it, the conflict goes to `problems`.
@@ -142,6 +142,7 @@ impl Builder<'_, '_> {
                         masquerade: cluster_ip_masquerade,
                         affinity_timeout_seconds: service.affinity_timeout_seconds,
                         local_short_circuit: None,
+                        allowed_sources: None,
                     },
                 );
 
@@ -159,6 +160,7 @@ impl Builder<'_, '_> {
                     },
                     affinity_timeout_seconds: service.affinity_timeout_seconds,
                     local_short_circuit: (etp_local && cat.has_any).then_some(cluster),
+                    allowed_sources: None,
                 };
                 let in_family = |ip: &&IpAddr| IpFamily::of(**ip) == family;
                 for ip in service.external_ips.iter().filter(in_family) {
@@ -170,11 +172,13 @@ impl Builder<'_, '_> {
                         },
                     );
                 }
+                let allowed_sources = self.load_balancer_firewall(service, family);
                 for ip in service.load_balancer_ips.iter().filter(in_family) {
                     self.insert(
                         FrontEndKey::new(*ip, port.protocol, port.port),
                         FrontEnd {
                             kind: FrontEndKind::LoadBalancer,
+                            allowed_sources: allowed_sources.clone(),
                             ..external.clone()
                         },
                     );
@@ -217,6 +221,37 @@ impl Builder<'_, '_> {
                 },
             );
         }
+    }
+
+    /// The sources a load balancer address of `service` accepts in `family`: `None` without
+    /// `loadBalancerSourceRanges`; else the ranges of the family (none: everything is dropped),
+    /// plus the load balancer addresses themselves when a node address is in range (a local
+    /// VIP answers the node's own requests with itself as the source), as upstream.
+    fn load_balancer_firewall(&self, service: &ServiceInfo, family: IpFamily) -> Option<Vec<Cidr>> {
+        if service.load_balancer_source_ranges.is_empty() {
+            return None;
+        }
+        let mut allowed: Vec<Cidr> = service
+            .load_balancer_source_ranges
+            .iter()
+            .filter(|c| c.family() == family)
+            .copied()
+            .collect();
+        let node_in_range = self
+            .rules
+            .node_port_addresses
+            .iter()
+            .any(|ip| allowed.iter().any(|c| c.contains(*ip)));
+        if node_in_range {
+            allowed.extend(
+                service
+                    .load_balancer_ips
+                    .iter()
+                    .filter(|ip| IpFamily::of(**ip) == family)
+                    .filter_map(|ip| Cidr::new(*ip, if family == IpFamily::V4 { 32 } else { 128 })),
+            );
+        }
+        Some(allowed)
     }
 
     /// Claims `key` for `front_end`: the Service first in name order keeps a contested key

@@ -57,7 +57,7 @@ pub enum TrafficPolicy {
 /// A value the proxy could not use; the object (or the part of it) is skipped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InputProblem {
-    #[error("service {service}: {field} {value:?} is not an IP address")]
+    #[error("service {service}: {field} {value:?} is not an IP address (or CIDR)")]
     BadServiceIp {
         service: ServiceName,
         field: &'static str,
@@ -113,6 +113,9 @@ pub struct ServiceInfo {
     pub external_ips: Vec<IpAddr>,
     /// `status.loadBalancer.ingress[].ip` whose `ipMode` is not `Proxy`.
     pub load_balancer_ips: Vec<IpAddr>,
+    /// `loadBalancerSourceRanges` (only of `LoadBalancer` Services): when non-empty, load
+    /// balancer addresses accept only these sources.
+    pub load_balancer_source_ranges: Vec<Cidr>,
     /// `sessionAffinity: ClientIP` → its timeout in seconds.
     pub affinity_timeout_seconds: Option<u32>,
     pub external_policy: TrafficPolicy,
@@ -218,6 +221,23 @@ impl ServiceInfo {
             problems,
         );
 
+        let mut load_balancer_source_ranges = Vec::new();
+        for range in spec
+            .load_balancer_source_ranges
+            .iter()
+            .flatten()
+            .filter(|_| is_load_balancer)
+        {
+            match range.trim().parse::<Cidr>() {
+                Ok(cidr) => load_balancer_source_ranges.push(cidr),
+                Err(_) => problems.push(InputProblem::BadServiceIp {
+                    service: name.clone(),
+                    field: "loadBalancerSourceRanges",
+                    value: range.clone(),
+                }),
+            }
+        }
+
         let mut ports = Vec::new();
         for port in spec.ports.iter().flatten() {
             let Some(protocol) = Protocol::from_api(port.protocol.as_deref()) else {
@@ -285,6 +305,7 @@ impl ServiceInfo {
             ports,
             external_ips,
             load_balancer_ips,
+            load_balancer_source_ranges,
             affinity_timeout_seconds,
             external_policy,
             internal_policy: policy(spec.internal_traffic_policy.as_deref()),

@@ -109,6 +109,11 @@ pub struct FrontEnd {
     /// (the latter masqueraded), as upstream short-circuits them. Empty: nothing to
     /// short-circuit to (then `target` applies).
     pub local_short_circuit: Option<Vec<Backend>>,
+    /// Load balancer front ends of a Service with `loadBalancerSourceRanges`: only these
+    /// sources get through, every other packet is dropped before NAT (pods included). `None`:
+    /// no firewall. The node's own traffic, which reaches a local VIP with the VIP as its
+    /// source, is allowed (the VIPs are in the list) when a node address is in the ranges.
+    pub allowed_sources: Option<Vec<Cidr>>,
 }
 
 /// A `healthCheckNodePort` served for a Service with `externalTrafficPolicy: Local`.

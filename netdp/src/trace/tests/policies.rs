@@ -382,3 +382,63 @@ fn dual_stack_families_stay_apart() {
     }
     assert_eq!(r.front_ends.len(), 4);
 }
+
+#[test]
+fn load_balancer_source_ranges_drop_other_sources_before_nat() {
+    let mut svc = service("web", "LoadBalancer", &["10.96.0.10"]);
+    spec(&mut svc).load_balancer_source_ranges = Some(vec!["203.0.113.0/24".into()]);
+    svc.status = Some(ServiceStatus {
+        load_balancer: Some(LoadBalancerStatus {
+            ingress: Some(vec![LoadBalancerIngress {
+                ip: Some("198.51.100.1".into()),
+                ..LoadBalancerIngress::default()
+            }]),
+        }),
+        conditions: None,
+    });
+    let sl = slice(
+        "web-1",
+        "web",
+        "IPv4",
+        8080,
+        vec![ep("10.244.2.3", "R", &[])],
+    );
+    let r = rules(std::slice::from_ref(&svc), std::slice::from_ref(&sl));
+    let cases = [
+        (CLIENT, ArrivesOn::External, dnat("10.244.2.3:8080", true)),
+        ("198.18.0.1", ArrivesOn::External, "Drop".into()),
+        (POD, ArrivesOn::FromPod, "Drop".into()),
+        // Node address not in range: the VIP as a source is not allowed either.
+        ("198.51.100.1", ArrivesOn::Local, "Drop".into()),
+    ];
+    for (src, on, want) in cases {
+        assert_eq!(
+            verdicts(&r, &packet(src, "198.51.100.1", 80, on)),
+            set(&[want]),
+            "from {src}"
+        );
+    }
+    // The firewall is for the load balancer address only: NodePort and ClusterIP are open.
+    assert_eq!(
+        verdicts(
+            &r,
+            &packet("198.18.0.1", NODE_IP, 30080, ArrivesOn::External)
+        ),
+        set(&[dnat("10.244.2.3:8080", true)])
+    );
+    assert_eq!(
+        verdicts(&r, &packet(POD, "10.96.0.10", 80, ArrivesOn::FromPod)),
+        set(&[dnat("10.244.2.3:8080", false)])
+    );
+    // A node address in range: the node's own requests, sourced from the VIP, get through.
+    spec(&mut svc).load_balancer_source_ranges =
+        Some(vec!["203.0.113.0/24".into(), "192.168.1.0/24".into()]);
+    let r = rules(&[svc], &[sl]);
+    assert_eq!(
+        verdicts(
+            &r,
+            &packet("198.51.100.1", "198.51.100.1", 80, ArrivesOn::Local)
+        ),
+        set(&[dnat("10.244.2.3:8080", true)])
+    );
+}
