@@ -265,6 +265,11 @@ impl Builder<'_, '_> {
                     t.front_ends.entry(key).or_insert(None);
                 }
                 v.insert(front_end);
+                self.rules
+                    .keys_by_service
+                    .entry(service)
+                    .or_default()
+                    .insert(key);
             }
             Entry::Occupied(mut o) => {
                 let holder = &o.get().service.service;
@@ -279,6 +284,23 @@ impl Builder<'_, '_> {
                             .or_insert_with(|| Some(o.get().clone()));
                     }
                     let displaced = std::mem::replace(o.get_mut(), front_end);
+                    if let Some(keys) = self
+                        .rules
+                        .keys_by_service
+                        .get_mut(&displaced.service.service)
+                    {
+                        keys.remove(&key);
+                        if keys.is_empty() {
+                            self.rules
+                                .keys_by_service
+                                .remove(&displaced.service.service);
+                        }
+                    }
+                    self.rules
+                        .keys_by_service
+                        .entry(service)
+                        .or_default()
+                        .insert(key);
                     (o.get().service.clone(), displaced.service)
                 } else {
                     (o.get().service.clone(), front_end.service)
@@ -331,13 +353,7 @@ impl Builder<'_, '_> {
 
     /// Removes everything `name` holds, recording the old values.
     fn remove_service(&mut self, name: &ServiceName) {
-        let keys: Vec<FrontEndKey> = self
-            .rules
-            .front_ends
-            .iter()
-            .filter(|(_, f)| f.service.service == *name)
-            .map(|(k, _)| *k)
-            .collect();
+        let keys = self.rules.keys_by_service.remove(name).unwrap_or_default();
         for key in keys {
             if let Some(old) = self.rules.front_ends.remove(&key)
                 && let Some(t) = self.touched.as_deref_mut()
@@ -403,8 +419,8 @@ impl Touched {
 /// Updates `rules` after Service `name` (its spec or its endpoints) changed in `input`, and
 /// returns what changed. Equivalent to a full [`build_rules`] as long as the node addresses,
 /// zone and options are the same as when `rules` was built (rebuild fully when they change).
-/// Costs one scan of the front ends plus the work for this Service (and for Services whose
-/// conflicting claims it may release).
+/// Costs the work for this Service (and for Services whose conflicting claims it may
+/// release), plus a scan of the NodePorts and health-check ports.
 pub fn update_service(
     rules: &mut RuleSet,
     input: &ProxyInput,

@@ -3,7 +3,7 @@
 //! listeners; and [`diff`], the difference between two rule sets that a sync applies. Plain,
 //! ordered, comparable data: renderers for every mode read it, the tracer evaluates it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
 use super::{Cidr, IpFamily, Protocol, ServiceName, ServicePortName};
@@ -141,6 +141,8 @@ pub struct RuleSet {
     /// Services that lost a contested front end, NodePort or health-check port to another
     /// Service (incremental updates redo them).
     pub shadowed: BTreeSet<ServiceName>,
+    /// Index: the front-end keys each Service holds (for incremental updates).
+    pub keys_by_service: HashMap<ServiceName, BTreeSet<FrontEndKey>>,
 }
 
 impl RuleSet {
