@@ -4,6 +4,12 @@
 //! mode-independent [`model::RuleSet`] (what kube-proxy would program, whatever the backend), and
 //! [`model::diff`] computes what a sync has to change. [`trace`] evaluates a `RuleSet` for one
 //! packet; the unit tests of every rendering mode use it to assert behaviour rather than text.
+//!
+//! A sync, in order: [`model::ProxyInput::from_api`] (or keep one and feed it changes with
+//! `apply_service` / `remove_service` / `apply_slices`), [`model::build_rules`] for a full
+//! sync, or [`model::update_service`] per changed Service (its [`model::Touched::diff`] is that
+//! change's [`model::RuleDiff`]); a renderer applies the diff. Rebuild fully when the node's
+//! addresses, zone or the proxy options change.
 
 pub mod model;
 pub mod trace;

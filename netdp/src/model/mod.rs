@@ -1,7 +1,8 @@
 //! The mode-independent rule model of kube-proxy's job: inputs ([`input`]), endpoint
 //! categorisation as upstream's `CategorizeEndpoints` ([`categorize`]), the pure builder
-//! ([`build`]), the output [`RuleSet`] and its [`diff`] ([`rules`]), and a synthetic input
-//! generator for benchmarks ([`synthetic`]). Nothing here does I/O.
+//! ([`build`]: full, or incremental per Service), the output [`RuleSet`] and its [`diff`]
+//! ([`rules`]), and a synthetic input generator for benchmarks ([`mod@synthetic`]). Nothing
+//! here does I/O.
 
 pub mod build;
 pub mod categorize;
