@@ -105,6 +105,46 @@ fn duplicate_endpoints_across_slices_are_kept_once() {
 }
 
 #[test]
+fn duplicate_endpoint_first_slice_wins_unless_a_later_copy_is_local() {
+    // First copy (slice "web-a", by name) is ready; the later unready copy does not override.
+    let svc = service("web", "ClusterIP", &["10.96.0.10"]);
+    let a = slice(
+        "web-a",
+        "web",
+        "IPv4",
+        8080,
+        vec![ep("10.244.2.3", "R", &[])],
+    );
+    let b = slice(
+        "web-b",
+        "web",
+        "IPv4",
+        8080,
+        vec![ep("10.244.2.3", "", &[])],
+    );
+    let r = rules(std::slice::from_ref(&svc), &[b.clone(), a.clone()]);
+    assert_eq!(
+        verdicts(&r, &packet(POD, "10.96.0.10", 80, ArrivesOn::FromPod)),
+        set(&[dnat("10.244.2.3:8080", false)])
+    );
+    // A later copy that says the endpoint is on this node wins: ITP Local then uses it.
+    let mut local = svc;
+    spec(&mut local).internal_traffic_policy = Some("Local".into());
+    let b = slice(
+        "web-b",
+        "web",
+        "IPv4",
+        8080,
+        vec![ep("10.244.2.3", "RL", &[])],
+    );
+    let r = rules(&[local], &[a, b]);
+    assert_eq!(
+        verdicts(&r, &packet(POD, "10.96.0.10", 80, ArrivesOn::FromPod)),
+        set(&[dnat("10.244.2.3:8080", false)])
+    );
+}
+
+#[test]
 fn publish_not_ready_addresses_uses_unready_endpoints() {
     let mut svc = service("web", "ClusterIP", &["10.96.0.10"]);
     spec(&mut svc).publish_not_ready_addresses = Some(true);
