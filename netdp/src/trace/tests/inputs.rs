@@ -122,7 +122,7 @@ fn duplicate_endpoint_first_slice_wins_unless_a_later_copy_is_local() {
         8080,
         vec![ep("10.244.2.3", "", &[])],
     );
-    let r = rules(std::slice::from_ref(&svc), &[b.clone(), a.clone()]);
+    let r = rules(std::slice::from_ref(&svc), &[b, a.clone()]);
     assert_eq!(
         verdicts(&r, &packet(POD, "10.96.0.10", 80, ArrivesOn::FromPod)),
         set(&[dnat("10.244.2.3:8080", false)])
