@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::categorize::EndpointInfo;
@@ -238,56 +238,9 @@ impl ServiceInfo {
             }
         }
 
-        let mut ports = Vec::new();
-        for port in spec.ports.iter().flatten() {
-            let Some(protocol) = Protocol::from_api(port.protocol.as_deref()) else {
-                problems.push(InputProblem::BadProtocol {
-                    service: name.clone(),
-                    port: port.port,
-                    protocol: port.protocol.clone().unwrap_or_default(),
-                });
-                continue;
-            };
-            let Some(number) = port_number(port.port) else {
-                problems.push(InputProblem::BadPort {
-                    service: name.clone(),
-                    field: "port",
-                    value: port.port,
-                });
-                continue;
-            };
-            let node_port = match port.node_port {
-                None | Some(0) => None,
-                Some(n) => match port_number(n) {
-                    Some(n) => Some(n),
-                    None => {
-                        problems.push(InputProblem::BadPort {
-                            service: name.clone(),
-                            field: "nodePort",
-                            value: n,
-                        });
-                        None
-                    }
-                },
-            };
-            ports.push(ServicePortInfo {
-                name: port.name.clone().unwrap_or_default(),
-                protocol,
-                port: number,
-                node_port,
-            });
-        }
+        let ports = parse_ports(spec, &name, problems);
 
-        let affinity_timeout_seconds =
-            (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
-                spec.session_affinity_config
-                    .as_ref()
-                    .and_then(|c| c.client_ip.as_ref())
-                    .and_then(|c| c.timeout_seconds)
-                    .and_then(|t| u32::try_from(t).ok())
-                    .filter(|t| *t > 0)
-                    .unwrap_or(DEFAULT_AFFINITY_TIMEOUT_SECONDS)
-            });
+        let affinity_timeout_seconds = affinity_timeout(spec);
         let policy = |value: Option<&str>| match value {
             Some("Local") => TrafficPolicy::Local,
             _ => TrafficPolicy::Cluster,
@@ -314,6 +267,67 @@ impl ServiceInfo {
             traffic_distribution: spec.traffic_distribution.clone(),
         })
     }
+}
+
+/// The Service's ports; unusable ones are skipped into `problems`.
+fn parse_ports(
+    spec: &ServiceSpec,
+    name: &ServiceName,
+    problems: &mut Vec<InputProblem>,
+) -> Vec<ServicePortInfo> {
+    let mut ports = Vec::new();
+    for port in spec.ports.iter().flatten() {
+        let Some(protocol) = Protocol::from_api(port.protocol.as_deref()) else {
+            problems.push(InputProblem::BadProtocol {
+                service: name.clone(),
+                port: port.port,
+                protocol: port.protocol.clone().unwrap_or_default(),
+            });
+            continue;
+        };
+        let Some(number) = port_number(port.port) else {
+            problems.push(InputProblem::BadPort {
+                service: name.clone(),
+                field: "port",
+                value: port.port,
+            });
+            continue;
+        };
+        let node_port = match port.node_port {
+            None | Some(0) => None,
+            Some(n) => match port_number(n) {
+                Some(n) => Some(n),
+                None => {
+                    problems.push(InputProblem::BadPort {
+                        service: name.clone(),
+                        field: "nodePort",
+                        value: n,
+                    });
+                    None
+                }
+            },
+        };
+        ports.push(ServicePortInfo {
+            name: port.name.clone().unwrap_or_default(),
+            protocol,
+            port: number,
+            node_port,
+        });
+    }
+    ports
+}
+
+/// `sessionAffinity: ClientIP` → the timeout (default 10800 s); `None` without affinity.
+fn affinity_timeout(spec: &ServiceSpec) -> Option<u32> {
+    (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        spec.session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .and_then(|t| u32::try_from(t).ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(DEFAULT_AFFINITY_TIMEOUT_SECONDS)
+    })
 }
 
 fn port_number(value: i32) -> Option<u16> {
