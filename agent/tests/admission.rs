@@ -8,7 +8,6 @@
     reason = "test code: a failed expectation aborts the test"
 )]
 
-use std::ffi::OsStr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -119,9 +118,8 @@ async fn pods_that_do_not_fit_are_rejected_and_fitting_ones_run() -> anyhow::Res
     }
     let containerd = TestContainerd::start().await?;
     let apiserver = TestApiServer::start().await?;
-    let kubeconfig = apiserver.kubeconfig();
-    let args = [OsStr::new("--kubeconfig"), kubeconfig.as_os_str()];
-    let mut node = TestNode::start_with_args(&containerd, Path::new(BIN), "", &args).await?;
+    let mut node =
+        TestNode::start_joined(&containerd, Path::new(BIN), &apiserver.kubeconfig()).await?;
     let client = apiserver.client().await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let events: Api<Event> = Api::namespaced(client.clone(), "default");

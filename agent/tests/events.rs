@@ -9,7 +9,6 @@
     reason = "test code: a failed expectation aborts the test"
 )]
 
-use std::ffi::OsStr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -155,9 +154,7 @@ async fn start_node(
     containerd: &TestContainerd,
     apiserver: &TestApiServer,
 ) -> anyhow::Result<TestNode> {
-    let kubeconfig = apiserver.kubeconfig();
-    let args = [OsStr::new("--kubeconfig"), kubeconfig.as_os_str()];
-    TestNode::start_with_args(containerd, Path::new(BIN), "", &args).await
+    TestNode::start_joined(containerd, Path::new(BIN), &apiserver.kubeconfig()).await
 }
 
 fn pod_status(pod: Option<Pod>) -> Value {

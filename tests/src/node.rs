@@ -44,6 +44,16 @@ impl TestNode {
         Self::start_with_args(containerd, binary, extra, &[]).await
     }
 
+    /// A node joined to the cluster behind `kubeconfig` (`--kubeconfig`).
+    pub async fn start_joined(
+        containerd: &TestContainerd,
+        binary: &Path,
+        kubeconfig: &Path,
+    ) -> anyhow::Result<Self> {
+        let args = [std::ffi::OsStr::new("--kubeconfig"), kubeconfig.as_os_str()];
+        Self::start_with_args(containerd, binary, "", &args).await
+    }
+
     /// As [`TestNode::start_with`], with further command-line arguments.
     pub async fn start_with_args(
         containerd: &TestContainerd,
