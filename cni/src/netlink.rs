@@ -182,7 +182,7 @@ impl Rtnl {
     }
 
     /// Creates a veth pair in one message: `host_name` here (up, attached to `master`) and its
-    /// peer `peer_name` directly inside the namespace `peer_netns` (up), both with `mtu`.
+    /// peer `peer_name` directly inside the namespace `peer_netns` (still down), both with `mtu`.
     pub fn create_veth(
         &mut self,
         host_name: &str,
@@ -191,9 +191,9 @@ impl Rtnl {
         mtu: Option<u32>,
         master: u32,
     ) -> io::Result<()> {
+        // The peer cannot be brought up inside this message (veth_open fails with ENOTCONN
+        // until the pair is linked): the caller sets it up afterwards.
         let mut peer = LinkMessage::default();
-        peer.header.flags = LinkFlags::Up;
-        peer.header.change_mask = LinkFlags::Up;
         peer.attributes
             .push(LinkAttribute::IfName(peer_name.to_owned()));
         peer.attributes

@@ -84,7 +84,8 @@ pub struct ObservedPod {
 pub enum LinkStep {
     /// Remove a leftover host-side veth whose pod end is gone.
     DeleteHostVeth,
-    /// Create the pair, the peer directly in the pod namespace, host end up and on the bridge.
+    /// Create the pair, the peer directly in the pod namespace (down), host end up and on the
+    /// bridge.
     CreateVeth,
     AttachHostToBridge,
     SetHostUp,
@@ -128,7 +129,7 @@ pub fn plan_pod_links(
     if observed.host_veth.is_some() {
         steps.push(LinkStep::DeleteHostVeth);
     }
-    steps.push(LinkStep::CreateVeth);
+    steps.extend([LinkStep::CreateVeth, LinkStep::SetPodUp]);
     Ok(steps)
 }
 
@@ -293,7 +294,7 @@ mod tests {
         };
         use LinkStep::*;
         let cases: Vec<(&str, ObservedPod, Result<Vec<LinkStep>, ()>)> = vec![
-            ("fresh", ObservedPod::default(), Ok(vec![CreateVeth])),
+            ("fresh", ObservedPod::default(), Ok(vec![CreateVeth, SetPodUp])),
             (
                 "repeated ADD: nothing to do",
                 ObservedPod {
@@ -316,7 +317,7 @@ mod tests {
                     host_veth: Some(host(true, Some(3))),
                     pod_link: None,
                 },
-                Ok(vec![DeleteHostVeth, CreateVeth]),
+                Ok(vec![DeleteHostVeth, CreateVeth, SetPodUp]),
             ),
             (
                 "ifname held by something else",

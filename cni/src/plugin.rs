@@ -198,6 +198,7 @@ fn add_links(
     };
     let steps = plan::plan_pod_links(&env.ifname, bridge.index, &observed)
         .map_err(|err| CniError::InvalidConfig(err.to_string()))?;
+    let mut bring_pod_up = false;
     for step in steps {
         match step {
             LinkStep::DeleteHostVeth => {
@@ -223,11 +224,8 @@ fn add_links(
                     nl("setting the host veth up", host_nl.set_up(host.index))?;
                 }
             }
-            LinkStep::SetPodUp => {
-                if let Some(pod) = &observed.pod_link {
-                    nl("setting the pod interface up", pod_nl.set_up(pod.index))?;
-                }
-            }
+            // Done below, once the (possibly new) pod interface's index is known.
+            LinkStep::SetPodUp => bring_pod_up = true,
         }
     }
     let missing = |what: &str| CniError::netlink(what, ErrorKind::NotFound.into());
@@ -238,6 +236,9 @@ fn add_links(
         pod_nl.link_by_name(&env.ifname),
     )?
     .ok_or_else(|| missing("pod interface vanished"))?;
+    if bring_pod_up {
+        nl("setting the pod interface up", pod_nl.set_up(pod.index))?;
+    }
     if net.hairpin {
         nl(
             "setting hairpin mode",
@@ -254,6 +255,8 @@ fn add_links(
             pod_nl.replace_route(route.dst, route.gw, pod.index),
         )?;
     }
+    // The bridge takes its MAC from its ports: read it again now that ours is attached.
+    let bridge = nl("reading the bridge", host_nl.link_by_name(&net.bridge))?.unwrap_or(bridge);
     Ok(CniResult {
         interfaces: vec![
             Interface {
