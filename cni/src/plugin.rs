@@ -115,8 +115,14 @@ fn add(env: &CniEnv, net: &Network) -> Result<String, CniError> {
     match add_links(env, net, &ns, &mut pod_nl, pod_cidr) {
         Ok(result) => to_json(&result.for_version(&net.cni_version)),
         Err(err) => {
-            // Leave nothing behind, as a DEL would (ignoring its own errors).
-            let _ = del(env, net);
+            // Leave nothing of ours behind: the address, and our veth pair (through its host end,
+            // never `CNI_IFNAME` itself, which may belong to someone else).
+            if let Ok(store) = IpamStore::lock(&net.data_dir) {
+                let _ = store.release_owner(&env.container_id, &env.ifname);
+            }
+            if let Ok(mut host_nl) = Rtnl::new() {
+                let _ = host_nl.delete_link(&host_veth_name(&env.container_id, &env.ifname));
+            }
             Err(err)
         }
     }
