@@ -317,6 +317,37 @@ impl Rtnl {
             .collect())
     }
 
+    /// Sets a link administratively down.
+    pub fn set_down(&mut self, index: u32) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.header.change_mask = LinkFlags::Up;
+        self.ack(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    /// Renames a link (it must be down).
+    pub fn rename(&mut self, index: u32, name: &str) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        self.ack(RouteNetlinkMessage::SetLink(msg), 0)
+    }
+
+    /// The names of all links.
+    pub fn link_names(&mut self) -> io::Result<Vec<String>> {
+        let replies = self.request(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewLink(link) => Some(link_state(&link).name),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Deletes a link by name; `false` if there was none.
     pub fn delete_link(&mut self, name: &str) -> io::Result<bool> {
         let mut msg = LinkMessage::default();

@@ -20,6 +20,21 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
     format!("veth{:08x}", (hash ^ (hash >> 32)) as u32)
 }
 
+/// Prefix of retired veth ends: renamed out of the way by DEL, deleted right after by a
+/// detached reaper (or by GC if that never ran).
+pub const RETIRED_PREFIX: &str = "kwkd";
+
+/// A unique name for a retired veth (`kwkd` + 8 hex digits); `salt` makes repeated retirements
+/// of the same attachment distinct.
+pub fn retired_name(host_veth: &str, salt: u64) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in host_veth.bytes().chain(salt.to_le_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{RETIRED_PREFIX}{:08x}", (hash ^ (hash >> 32)) as u32)
+}
+
 /// The bridge as found in the host namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedBridge {
@@ -233,6 +248,9 @@ mod tests {
         assert_ne!(a, host_veth_name("abd", "eth0"));
         assert_eq!(a.len(), 12);
         assert!(crate::config::valid_ifname(&a));
+        let retired = retired_name(&a, 1);
+        assert!(retired.starts_with(RETIRED_PREFIX) && crate::config::valid_ifname(&retired));
+        assert_ne!(retired, retired_name(&a, 2));
     }
 
     #[test]
@@ -294,7 +312,11 @@ mod tests {
         };
         use LinkStep::*;
         let cases: Vec<(&str, ObservedPod, Result<Vec<LinkStep>, ()>)> = vec![
-            ("fresh", ObservedPod::default(), Ok(vec![CreateVeth, SetPodUp])),
+            (
+                "fresh",
+                ObservedPod::default(),
+                Ok(vec![CreateVeth, SetPodUp]),
+            ),
             (
                 "repeated ADD: nothing to do",
                 ObservedPod {

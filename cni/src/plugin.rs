@@ -300,27 +300,105 @@ fn add_links(
     })
 }
 
-/// Releases the address and removes the veth pair; everything already gone is success.
+/// Environment variable that turns the binary into the reaper of one retired link.
+pub const REAP_ENV: &str = "KWK_CNI_REAP_LINK";
+
+/// Releases the address and takes the veth pair off the network; everything already gone is
+/// success.
+///
+/// The kernel's unregister of a veth pair waits for an RCU barrier (~17 ms here), longer than all
+/// the rest of DEL. So DEL detaches synchronously — address released, both ends down and renamed
+/// to a `kwkd*` name, so a new ADD never meets them — and a detached child of this binary
+/// deletes the pair right after (GC removes any `kwkd*` link a reaper left behind).
 fn del(env: &CniEnv, net: &Network) -> Result<(), CniError> {
     IpamStore::lock(&net.data_dir)?.release_owner(&env.container_id, &env.ifname)?;
-    let mut removed = false;
+    let host_name = host_veth_name(&env.container_id, &env.ifname);
+    let mut host_nl = nl("socket in the host namespace", Rtnl::new())?;
+    let host = nl("reading the host veth", host_nl.link_by_name(&host_name))?;
+    let mut pod_nl = None;
     if !env.netns.is_empty()
         && let Ok(ns) = netns::open(Path::new(&env.netns))
-        && let Ok(Ok(mut pod_nl)) = netns::with_netns(&ns, Rtnl::new)
+        && let Ok(Ok(socket)) = netns::with_netns(&ns, Rtnl::new)
     {
-        removed = nl(
-            "deleting the pod interface",
-            pod_nl.delete_link(&env.ifname),
+        pod_nl = Some(socket);
+    }
+    let Some(host) = host else {
+        // No pair of ours (already deleted, or the namespace went with it): remove CNI_IFNAME
+        // if the namespace still has one, as upstream's bridge plugin does.
+        if let Some(pod_nl) = &mut pod_nl {
+            nl(
+                "deleting the pod interface",
+                pod_nl.delete_link(&env.ifname),
+            )?;
+        }
+        return Ok(());
+    };
+    let salt = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id());
+    let retired = plan::retired_name(&host_name, salt);
+    if let Some(pod_nl) = &mut pod_nl
+        && let Some(pod) = nl(
+            "reading the pod interface",
+            pod_nl.link_by_name(&env.ifname),
+        )?
+        && pod.peer_index == Some(host.index)
+    {
+        nl("setting the pod interface down", pod_nl.set_down(pod.index))?;
+        nl(
+            "renaming the pod interface",
+            pod_nl.rename(pod.index, &retired),
         )?;
     }
-    if !removed {
-        // The namespace is gone (its veth end with it) or held no interface: drop a leftover
-        // host end, if any.
-        let mut host_nl = nl("socket in the host namespace", Rtnl::new())?;
-        nl(
-            "deleting the host veth",
-            host_nl.delete_link(&host_veth_name(&env.container_id, &env.ifname)),
-        )?;
+    nl("setting the host veth down", host_nl.set_down(host.index))?;
+    nl(
+        "renaming the host veth",
+        host_nl.rename(host.index, &retired),
+    )?;
+    if spawn_reaper(&retired).is_err() {
+        nl("deleting the veth pair", host_nl.delete_link(&retired))?;
+    }
+    Ok(())
+}
+
+/// Starts `kwk-cni` again, detached (stdio on /dev/null so the runtime never waits for it), to
+/// delete the retired link.
+fn spawn_reaper(link: &str) -> std::io::Result<()> {
+    let exe = std::env::current_exe()?;
+    #[allow(
+        clippy::zombie_processes,
+        reason = "detached on purpose: this process exits at once and init (or the runtime's subreaper) reaps the child"
+    )]
+    std::process::Command::new(exe)
+        .env_clear()
+        .env(REAP_ENV, link)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    Ok(())
+}
+
+/// The reaper's job: delete one retired (`kwkd*`) link in the current namespace.
+pub fn reap_link(name: &str) -> Result<(), CniError> {
+    if !name.starts_with(plan::RETIRED_PREFIX) {
+        return Err(CniError::InvalidEnv(format!(
+            "{name:?} is not a retired link"
+        )));
+    }
+    let mut host_nl = nl("socket", Rtnl::new())?;
+    nl("deleting a retired link", host_nl.delete_link(name))?;
+    Ok(())
+}
+
+/// Deletes retired links a reaper did not get to.
+fn sweep_retired_links() -> Result<(), CniError> {
+    let mut host_nl = nl("socket in the host namespace", Rtnl::new())?;
+    for name in nl("listing links", host_nl.link_names())? {
+        if name.starts_with(plan::RETIRED_PREFIX) {
+            nl("deleting a retired link", host_nl.delete_link(&name))?;
+        }
     }
     Ok(())
 }
@@ -356,7 +434,7 @@ fn gc(conf: &NetConf) -> Result<(), CniError> {
         .as_deref()
         .ok_or_else(|| CniError::InvalidConfig("GC needs cni.dev/valid-attachments".into()))?;
     IpamStore::lock(&conf.ipam_dir()?)?.gc(valid)?;
-    Ok(())
+    sweep_retired_links()
 }
 
 /// Ready when the allocation directory can be written.

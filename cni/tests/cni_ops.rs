@@ -37,7 +37,12 @@ fn call(command: &'static str, id: &str, pod: &NetNs, config: &Value) -> Call {
 
 fn pod_ip(result: &Value) -> Ipv4Addr {
     let address = result["ips"][0]["address"].as_str().expect("address");
-    address.split('/').next().expect("ip").parse().expect("ipv4")
+    address
+        .split('/')
+        .next()
+        .expect("ip")
+        .parse()
+        .expect("ipv4")
 }
 
 fn allocated(data_dir: &Path, network: &str) -> Vec<String> {
@@ -74,10 +79,16 @@ fn add_twice_check_del_twice() {
     let link = pod.ip(&["-d", "link", "show", "eth0"]);
     assert!(link.contains("mtu 1400") && link.contains("UP"), "{link}");
     assert!(pod.ip(&["addr", "show", "eth0"]).contains("10.61.0.2/24"));
-    assert!(pod.ip(&["route"]).contains("default via 10.61.0.1 dev eth0"));
+    assert!(
+        pod.ip(&["route"])
+            .contains("default via 10.61.0.1 dev eth0")
+    );
     let host_veth = first["interfaces"][1]["name"].as_str().expect("host veth");
     let port = host.ip(&["-d", "link", "show", host_veth]);
-    assert!(port.contains("master kbr0") && port.contains("hairpin on"), "{port}");
+    assert!(
+        port.contains("master kbr0") && port.contains("hairpin on"),
+        "{port}"
+    );
     assert!(host.ip(&["addr", "show", "kbr0"]).contains("10.61.0.1/24"));
 
     // ADD again: no error, the same address and interfaces.
@@ -91,7 +102,10 @@ fn add_twice_check_del_twice() {
     check_conf["prevResult"] = first.clone();
     invoke(&host, &call("CHECK", "ctr-1", &pod, &check_conf)).ok();
     pod.ip(&["route", "del", "default"]);
-    assert_eq!(invoke(&host, &call("CHECK", "ctr-1", &pod, &check_conf)).err_code(), 101);
+    assert_eq!(
+        invoke(&host, &call("CHECK", "ctr-1", &pod, &check_conf)).err_code(),
+        101
+    );
 
     // DEL twice: both succeed, the address is free and the pair is gone.
     invoke(&host, &call("DEL", "ctr-1", &pod, &conf)).ok();
@@ -99,6 +113,25 @@ fn add_twice_check_del_twice() {
     assert!(allocated(dir.path(), "ops").is_empty());
     assert!(!pod.ip(&["link"]).contains("eth0"));
     assert!(!host.ip(&["link"]).contains(host_veth));
+    // DEL's background reaper finishes deleting the retired pair.
+    assert!(
+        eventually(|| !host.ip(&["link"]).contains("kwkd") && !pod.ip(&["link"]).contains("kwkd")),
+        "retired veth pair not reaped: {}",
+        host.ip(&["link"])
+    );
+    // A fresh ADD for the same attachment right after DEL works.
+    let again = invoke(&host, &call("ADD", "ctr-1", &pod, &conf)).ok();
+    assert_eq!(again["ips"][0]["address"], "10.61.0.3/24");
+}
+
+fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 #[test]
@@ -115,7 +148,10 @@ fn old_spec_versions_get_their_result_shape() {
     assert_eq!(result["cniVersion"], "0.4.0");
     assert_eq!(result["ips"][0]["version"], "4");
     conf["cniVersion"] = json!("0.2.0");
-    assert_eq!(invoke(&host, &call("DEL", "ctr", &pod, &conf)).err_code(), 1);
+    assert_eq!(
+        invoke(&host, &call("DEL", "ctr", &pod, &conf)).err_code(),
+        1
+    );
 }
 
 #[test]
@@ -128,7 +164,10 @@ fn del_is_idempotent_when_the_pod_is_gone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let conf = config("gone", dir.path(), "10.63.0.0/24");
     let result = invoke(&host, &call("ADD", "ctr", &pod, &conf)).ok();
-    let host_veth = result["interfaces"][1]["name"].as_str().expect("veth").to_owned();
+    let host_veth = result["interfaces"][1]["name"]
+        .as_str()
+        .expect("veth")
+        .to_owned();
     let netns_path = pod.path_str();
     pod.delete();
     let mut del = call("DEL", "ctr", &NetNs::new("cni-gone-unused"), &conf);
@@ -157,7 +196,10 @@ fn add_with_missing_netns_fails_with_cni_error() {
     let reply = invoke(&host, &add);
     assert_eq!(reply.err_code(), 3);
     assert_eq!(reply.json()["cniVersion"], "1.0.0");
-    assert!(allocated(dir.path(), "nons").is_empty(), "nothing allocated");
+    assert!(
+        allocated(dir.path(), "nons").is_empty(),
+        "nothing allocated"
+    );
     // A path that is not a network namespace at all.
     add.netns = dir.path().display().to_string();
     assert_eq!(invoke(&host, &add).err_code(), 3);
@@ -169,7 +211,9 @@ fn gc_releases_unlisted_allocations() {
         return;
     }
     let host = NetNs::new("cni-gc-h");
-    let pods: Vec<NetNs> = (0..3).map(|i| NetNs::new(&format!("cni-gc-p{i}"))).collect();
+    let pods: Vec<NetNs> = (0..3)
+        .map(|i| NetNs::new(&format!("cni-gc-p{i}")))
+        .collect();
     let dir = tempfile::tempdir().expect("tempdir");
     let conf = config("gc", dir.path(), "10.65.0.0/24");
     let ips: Vec<Ipv4Addr> = pods
@@ -187,8 +231,20 @@ fn gc_releases_unlisted_allocations() {
         ifname: String::new(),
         config: gc_conf,
     };
+    // A retired link whose reaper never ran is swept by GC.
+    host.ip(&[
+        "link",
+        "add",
+        "kwkd00000001",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "kwkd00000002",
+    ]);
     invoke(&host, &gc).ok();
     assert_eq!(allocated(dir.path(), "gc"), [ips[1].to_string()]);
+    assert!(!host.ip(&["link"]).contains("kwkd0000000"));
     // Without the attachment list GC refuses rather than freeing everything.
     let mut bad = gc.clone();
     bad.config = conf.clone();
@@ -217,7 +273,10 @@ fn pods_on_the_bridge_reach_each_other_and_the_gateway() {
     // The host namespace reaches the pod through the bridge address.
     assert!(ping(&host, ip_b, wait), "host -> b");
     invoke(&host, &call("DEL", "b", &b, &conf)).ok();
-    assert!(!ping(&a, ip_b, Duration::from_millis(600)), "b is gone after DEL");
+    assert!(
+        !ping(&a, ip_b, Duration::from_millis(600)),
+        "b is gone after DEL"
+    );
 }
 
 #[test]
@@ -241,8 +300,16 @@ fn exhausted_range_gives_the_no_addresses_error() {
     add.ifname = "eth2".into();
     let reply = invoke(&host, &add);
     assert_eq!(reply.err_code(), 100);
-    assert!(reply.json()["msg"].as_str().expect("msg").contains("no IP addresses"));
-    assert!(!pod.ip(&["link"]).contains("eth2"), "nothing created for the failed ADD");
+    assert!(
+        reply.json()["msg"]
+            .as_str()
+            .expect("msg")
+            .contains("no IP addresses")
+    );
+    assert!(
+        !pod.ip(&["link"]).contains("eth2"),
+        "nothing created for the failed ADD"
+    );
 }
 
 #[test]
@@ -251,7 +318,9 @@ fn concurrent_adds_get_distinct_addresses() {
         return;
     }
     let host = NetNs::new("cni-conc-h");
-    let pods: Vec<NetNs> = (0..10).map(|i| NetNs::new(&format!("cni-conc-{i}"))).collect();
+    let pods: Vec<NetNs> = (0..10)
+        .map(|i| NetNs::new(&format!("cni-conc-{i}")))
+        .collect();
     let dir = tempfile::tempdir().expect("tempdir");
     let conf = config("conc", dir.path(), "10.68.0.0/24");
     let calls: Vec<Call> = pods
@@ -264,7 +333,10 @@ fn concurrent_adds_get_distinct_addresses() {
     assert_eq!(ips.len(), 10, "{ips:?}");
     assert_eq!(allocated(dir.path(), "conc").len(), 10);
     for (pod, ip) in pods.iter().zip(replies.iter().map(|r| pod_ip(&r.ok()))) {
-        assert!(pod.ip(&["addr", "show", "eth0"]).contains(&format!("{ip}/24")));
+        assert!(
+            pod.ip(&["addr", "show", "eth0"])
+                .contains(&format!("{ip}/24"))
+        );
     }
 }
 

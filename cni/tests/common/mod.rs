@@ -1,7 +1,10 @@
 //! Test harness for the privileged kwk-cni tests: throwaway network namespaces (deleted on drop,
 //! also when a test fails), running the plugin binary as a runtime would (env + stdin) from
 //! inside a "host" namespace, and an ICMP echo from inside a namespace.
-#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
 
 use std::fs::File;
 use std::io::Write as _;
@@ -43,7 +46,10 @@ fn ip(args: &[&str]) -> Result<String, String> {
         .output()
         .map_err(|err| format!("ip {args:?}: {err}"))?;
     if !out.status.success() {
-        return Err(format!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
