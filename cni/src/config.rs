@@ -268,7 +268,7 @@ impl NetConf {
         let conf: Self = serde_json::from_slice(bytes)
             .map_err(|err| CniError::Decode(format!("network configuration: {err}")))?;
         if !SUPPORTED_VERSIONS.contains(&conf.cni_version.as_str()) {
-            return Err(CniError::IncompatibleVersion(conf.cni_version.clone()));
+            return Err(CniError::IncompatibleVersion(conf.cni_version));
         }
         Ok(conf)
     }

@@ -88,7 +88,15 @@ mod tests {
         let r24 = range("10.0.0.0/24", None, None);
         let r30 = range("10.0.0.0/30", None, None);
         let narrow = range("10.0.0.0/24", Some("10.0.0.10"), Some("10.0.0.12"));
-        let cases: &[(&str, &IpRange, Option<&str>, &[&str], Option<&str>)] = &[
+        // (name, range, last reserved, taken, expected)
+        type Case<'a> = (
+            &'a str,
+            &'a IpRange,
+            Option<&'a str>,
+            &'a [&'a str],
+            Option<&'a str>,
+        );
+        let cases: &[Case<'_>] = &[
             (
                 "empty pool skips the gateway",
                 &r24,
@@ -203,7 +211,7 @@ mod tests {
         assert!(legacy.held_by("a", "eth7"));
         let modern = Allocation {
             ifname: Some("eth0".into()),
-            ..legacy.clone()
+            ..legacy
         };
         assert!(modern.held_by("a", "eth0"));
         assert!(!modern.held_by("a", "eth1"));

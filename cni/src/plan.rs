@@ -261,12 +261,14 @@ mod tests {
             addresses: addrs.iter().map(|s| cidr(s)).collect(),
         };
         use BridgeStep::*;
-        let cases: Vec<(
-            &str,
+        // (name, observed bridge, gateway, expected steps)
+        type Case = (
+            &'static str,
             Option<ObservedBridge>,
             Option<Ipv4Cidr>,
             Vec<BridgeStep>,
-        )> = vec![
+        );
+        let cases: Vec<Case> = vec![
             ("missing", None, Some(gw), vec![Create, AddAddress(gw)]),
             ("missing, no gateway", None, None, vec![Create]),
             (
@@ -311,7 +313,9 @@ mod tests {
             ..link(2, "veth", up)
         };
         use LinkStep::*;
-        let cases: Vec<(&str, ObservedPod, Result<Vec<LinkStep>, ()>)> = vec![
+        // (name, observed links, expected steps or an error)
+        type Case = (&'static str, ObservedPod, Result<Vec<LinkStep>, ()>);
+        let cases: Vec<Case> = vec![
             (
                 "fresh",
                 ObservedPod::default(),

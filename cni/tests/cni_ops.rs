@@ -124,6 +124,10 @@ fn add_twice_check_del_twice() {
     assert_eq!(again["ips"][0]["address"], "10.61.0.3/24");
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "synchronous test polling the kernel state"
+)]
 fn eventually(mut done: impl FnMut() -> bool) -> bool {
     for _ in 0..100 {
         if done() {
@@ -246,8 +250,8 @@ fn gc_releases_unlisted_allocations() {
     assert_eq!(allocated(dir.path(), "gc"), [ips[1].to_string()]);
     assert!(!host.ip(&["link"]).contains("kwkd0000000"));
     // Without the attachment list GC refuses rather than freeing everything.
-    let mut bad = gc.clone();
-    bad.config = conf.clone();
+    let mut bad = gc;
+    bad.config = conf;
     assert_eq!(invoke(&host, &bad).err_code(), 7);
     assert_eq!(allocated(dir.path(), "gc").len(), 1);
 }

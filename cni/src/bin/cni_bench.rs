@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, setns};
 
+/// Pause before each timed call (see the loop).
+const SETTLE: Duration = Duration::from_millis(30);
+
 /// A namespace created with `ip netns add`, deleted on drop.
 struct NetNs {
     name: String,
@@ -118,6 +121,10 @@ fn config(kind: &str, name: &str, bridge: &str, subnet: &str, data_dir: &Path) -
     .to_string()
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a synchronous benchmark: sleeping between timed calls blocks nothing"
+)]
 fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
     let iterations: usize = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(200);
@@ -164,7 +171,11 @@ fn run() -> Result<(), String> {
         for (index, plugin) in plugins.iter().enumerate() {
             let pod = NetNs::new(format!("kwkb-pod-{pid}-{index}"))?;
             let id = format!("bench-{round}-{index}");
+            // Let the kernel's deferred work (netns creation and teardown, the previous DEL's
+            // unregister) settle so each call is timed on a quiet rtnl lock, for both plugins.
+            std::thread::sleep(SETTLE);
             let add_time = invoke(plugin, "ADD", &id, &pod.path())?;
+            std::thread::sleep(SETTLE);
             let del_time = invoke(plugin, "DEL", &id, &pod.path())?;
             if round > 0 {
                 add[index].push(add_time);

@@ -212,6 +212,10 @@ fn checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "synchronous test helper retrying a send"
+)]
 /// Sends ICMP echo requests from inside `ns` to `dst` until one is answered (or `timeout`).
 pub(crate) fn ping(ns: &NetNs, dst: Ipv4Addr, timeout: Duration) -> bool {
     ns.run(|| {
