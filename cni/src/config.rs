@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::error::CniError;
 use crate::ipv4::Ipv4Cidr;
-use crate::result::CniResult;
+use crate::result::{CniResult, Dns};
 
 /// CNI spec versions this plugin speaks, oldest first.
 pub const SUPPORTED_VERSIONS: [&str; 4] = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"];
@@ -128,6 +128,9 @@ pub struct NetConf {
     pub ipam: IpamConf,
     #[serde(default)]
     pub prev_result: Option<CniResult>,
+    /// Passed through to the result, as upstream's bridge plugin does.
+    #[serde(default)]
+    pub dns: Dns,
     #[serde(rename = "cni.dev/valid-attachments", default)]
     pub valid_attachments: Option<Vec<Attachment>>,
 }
@@ -260,6 +263,7 @@ pub struct Network {
     pub range: IpRange,
     pub routes: Vec<PodRoute>,
     pub data_dir: PathBuf,
+    pub dns: Dns,
 }
 
 impl NetConf {
@@ -346,6 +350,7 @@ impl NetConf {
             range,
             routes,
             data_dir: self.ipam_dir()?,
+            dns: self.dns.clone(),
         })
     }
 }
@@ -469,6 +474,7 @@ mod tests {
         assert_eq!(err.code(), 6);
         let conf = NetConf::parse(
             br#"{"cniVersion":"1.0.0","name":"k","type":"kwk-cni","isDefaultGateway":true,
+                "dns":{"nameservers":["10.96.0.10"],"search":["svc.cluster.local"]},
                 "ipam":{"type":"host-local","ranges":[[{"subnet":"10.9.0.0/24"}]],
                         "routes":[{"dst":"10.96.0.0/12"}],"dataDir":"/tmp/x"}}"#,
         )
@@ -477,6 +483,8 @@ mod tests {
         assert!(net.is_gateway);
         assert_eq!(net.bridge, "cni0");
         assert_eq!(net.data_dir, PathBuf::from("/tmp/x/k"));
+        assert_eq!(net.dns.nameservers, ["10.96.0.10"]);
+        assert_eq!(net.dns.search, ["svc.cluster.local"]);
         let routes: Vec<String> = net
             .routes
             .iter()

@@ -296,6 +296,7 @@ fn add_links(
                 gw: Some(route.gw.to_string()),
             })
             .collect(),
+        dns: net.dns.clone(),
         ..CniResult::default()
     })
 }

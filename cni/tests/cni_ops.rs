@@ -21,6 +21,7 @@ fn config(name: &str, data_dir: &Path, subnet: &str) -> Value {
         "isDefaultGateway": true,
         "hairpinMode": true,
         "mtu": 1400,
+        "dns": {"nameservers": ["10.96.0.10"]},
         "ipam": {"type": "host-local", "subnet": subnet, "dataDir": data_dir},
     })
 }
@@ -75,6 +76,7 @@ fn add_twice_check_del_twice() {
     assert_eq!(first["ips"][0]["gateway"], "10.61.0.1");
     assert_eq!(first["interfaces"][2]["sandbox"], pod.path_str());
     assert_eq!(first["routes"][0]["dst"], "0.0.0.0/0");
+    assert_eq!(first["dns"]["nameservers"], json!(["10.96.0.10"]));
     // The kernel state the result describes.
     let link = pod.ip(&["-d", "link", "show", "eth0"]);
     assert!(link.contains("mtu 1400") && link.contains("UP"), "{link}");
