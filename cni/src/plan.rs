@@ -155,6 +155,8 @@ pub struct ObservedCheck {
     pub addresses: Vec<Ipv4Cidr>,
     pub routes: Vec<RouteState>,
     pub allocation: Option<Ipv4Addr>,
+    /// The host end of the pair is up and attached to the configured bridge.
+    pub host_on_bridge: bool,
 }
 
 /// Whether the attachment still matches `prev` (the ADD result): the interface exists with the
@@ -187,6 +189,11 @@ pub fn check_against(
     }
     if !link.up {
         return Err(format!("interface {ifname:?} is down"));
+    }
+    if !observed.host_on_bridge {
+        return Err(format!(
+            "the host end of {ifname:?} is not up on the bridge"
+        ));
     }
     for ip in prev.ips.iter().filter(|ip| ip.interface == Some(index)) {
         let cidr = Ipv4Cidr::parse(&ip.address).map_err(|err| format!("prevResult: {err}"))?;
@@ -414,6 +421,7 @@ mod tests {
                 },
             ],
             allocation: Some("10.0.0.2".parse().expect("ip")),
+            host_on_bridge: true,
         };
         assert_eq!(check_against(&prev, "eth0", &good), Ok(()));
         let broken: Vec<(&str, ObservedCheck)> = vec![
@@ -452,6 +460,13 @@ mod tests {
                 "released",
                 ObservedCheck {
                     allocation: None,
+                    ..good.clone()
+                },
+            ),
+            (
+                "host end detached",
+                ObservedCheck {
+                    host_on_bridge: false,
                     ..good.clone()
                 },
             ),

@@ -425,8 +425,20 @@ fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         addresses,
         routes: nl("reading pod routes", pod_nl.routes())?,
         allocation: IpamStore::lock(&net.data_dir)?.find(&env.container_id, &env.ifname)?,
+        host_on_bridge: host_on_bridge(env, &net)?,
     };
     plan::check_against(prev, &env.ifname, &observed).map_err(CniError::CheckFailed)
+}
+
+fn host_on_bridge(env: &CniEnv, net: &Network) -> Result<bool, CniError> {
+    let mut host_nl = nl("socket in the host namespace", Rtnl::new())?;
+    let bridge = nl("reading the bridge", host_nl.link_by_name(&net.bridge))?;
+    let host_name = host_veth_name(&env.container_id, &env.ifname);
+    let host = nl("reading the host veth", host_nl.link_by_name(&host_name))?;
+    Ok(match (bridge, host) {
+        (Some(bridge), Some(host)) => host.up && host.master == Some(bridge.index),
+        _ => false,
+    })
 }
 
 fn gc(conf: &NetConf) -> Result<(), CniError> {

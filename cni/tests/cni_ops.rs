@@ -103,6 +103,14 @@ fn add_twice_check_del_twice() {
     let mut check_conf = conf.clone();
     check_conf["prevResult"] = first.clone();
     invoke(&host, &call("CHECK", "ctr-1", &pod, &check_conf)).ok();
+    host.ip(&["link", "set", host_veth, "nomaster"]);
+    assert_eq!(
+        invoke(&host, &call("CHECK", "ctr-1", &pod, &check_conf)).err_code(),
+        101
+    );
+    // A repeated ADD repairs it.
+    invoke(&host, &call("ADD", "ctr-1", &pod, &conf)).ok();
+    invoke(&host, &call("CHECK", "ctr-1", &pod, &check_conf)).ok();
     pod.ip(&["route", "del", "default"]);
     assert_eq!(
         invoke(&host, &call("CHECK", "ctr-1", &pod, &check_conf)).err_code(),
