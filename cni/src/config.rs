@@ -1,7 +1,6 @@
 //! The plugin's inputs: the `CNI_*` environment variables and the network configuration on stdin
 //! (CNI spec 1.x), parsed into typed values. No I/O besides what the caller hands in.
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
@@ -355,16 +354,10 @@ impl NetConf {
     }
 }
 
-/// `CNI_ARGS` as key/value pairs (`K1=V1;K2=V2`); malformed pairs are skipped.
-pub fn parse_cni_args(args: &str) -> HashMap<&str, &str> {
-    args.split(';')
-        .filter_map(|pair| pair.split_once('='))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let vars: HashMap<String, String> = vars
@@ -499,12 +492,5 @@ mod tests {
         )
         .expect("parse");
         assert_eq!(conf.network().expect_err("bad name").code(), 7);
-    }
-
-    #[test]
-    fn cni_args_pairs() {
-        let args = parse_cni_args("IgnoreUnknown=1;K8S_POD_NAME=web;junk");
-        assert_eq!(args.get("K8S_POD_NAME"), Some(&"web"));
-        assert_eq!(args.len(), 2);
     }
 }
