@@ -54,6 +54,15 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// The allocation directory of both plugins, removed on drop (also when the run fails).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 struct Plugin {
     label: &'static str,
     binary: PathBuf,
@@ -139,18 +148,24 @@ fn run() -> Result<(), String> {
         return Err("cni-bench needs root (network namespaces)".into());
     }
     let pid = std::process::id();
-    let data_dir = std::env::temp_dir().join(format!("kwkb-ipam-{pid}"));
+    let data_dir = TempDir(std::env::temp_dir().join(format!("kwkb-ipam-{pid}")));
     let mut plugins = vec![Plugin {
         label: "kwk-cni",
         binary: kwk,
-        config: config("kwk-cni", "bench-kwk", "kwkb0", "10.201.0.0/16", &data_dir),
+        config: config(
+            "kwk-cni",
+            "bench-kwk",
+            "kwkb0",
+            "10.201.0.0/16",
+            &data_dir.0,
+        ),
     }];
     let reference = reference_dir.join("bridge");
     if reference.exists() && reference_dir.join("host-local").exists() {
         plugins.push(Plugin {
             label: "bridge+host-local",
             binary: reference,
-            config: config("bridge", "bench-ref", "refb0", "10.202.0.0/16", &data_dir),
+            config: config("bridge", "bench-ref", "refb0", "10.202.0.0/16", &data_dir.0),
         });
     } else {
         println!(
@@ -188,7 +203,7 @@ fn run() -> Result<(), String> {
         .map(|_| invoke(&plugins[0], "VERSION", "", ""))
         .collect::<Result<_, _>>()?;
     drop(host);
-    let _ = std::fs::remove_dir_all(&data_dir);
+    drop(data_dir);
 
     println!("CNI latency, {iterations} iterations each, interleaved (ms, whole plugin process)");
     println!(
