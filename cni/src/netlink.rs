@@ -156,12 +156,15 @@ impl Rtnl {
         }
     }
 
-    /// Creates a bridge, up (fails with EEXIST if the name is taken).
-    pub fn create_bridge(&mut self, name: &str, mtu: Option<u32>) -> io::Result<()> {
+    /// Creates a bridge, up, with the MAC `mac` (fails with EEXIST if the name is taken).
+    /// The MAC is set explicitly so it stays put (an unset bridge MAC follows the lowest port
+    /// MAC and changes as pods come and go, leaving stale gateway ARP entries in pods).
+    pub fn create_bridge(&mut self, name: &str, mtu: Option<u32>, mac: [u8; 6]) -> io::Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.flags = LinkFlags::Up;
         msg.header.change_mask = LinkFlags::Up;
         msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
         if let Some(mtu) = mtu {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
         }

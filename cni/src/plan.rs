@@ -35,6 +35,24 @@ pub fn retired_name(host_veth: &str, salt: u64) -> String {
     format!("{RETIRED_PREFIX}{:08x}", (hash ^ (hash >> 32)) as u32)
 }
 
+/// A locally administered unicast MAC for a new bridge, from a hash of its name and `salt`.
+pub fn bridge_mac(bridge: &str, salt: u64) -> [u8; 6] {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bridge.bytes().chain(salt.to_le_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let bytes = hash.to_le_bytes();
+    [
+        (bytes[0] & 0xfe) | 0x02,
+        bytes[1],
+        bytes[2],
+        bytes[3],
+        bytes[4],
+        bytes[5],
+    ]
+}
+
 /// The bridge as found in the host namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedBridge {
@@ -258,6 +276,16 @@ mod tests {
         let retired = retired_name(&a, 1);
         assert!(retired.starts_with(RETIRED_PREFIX) && crate::config::valid_ifname(&retired));
         assert_ne!(retired, retired_name(&a, 2));
+    }
+
+    #[test]
+    fn bridge_macs_are_local_unicast() {
+        for salt in 0..64 {
+            let mac = bridge_mac("cni0", salt);
+            assert_eq!(mac[0] & 0x01, 0, "unicast");
+            assert_eq!(mac[0] & 0x02, 0x02, "locally administered");
+        }
+        assert_ne!(bridge_mac("cni0", 1), bridge_mac("cni0", 2));
     }
 
     #[test]

@@ -147,7 +147,11 @@ fn ensure_bridge(host: &mut Rtnl, net: &Network) -> Result<LinkState, CniError> 
     let mut link = observed.map(|bridge| bridge.link);
     for step in steps {
         match step {
-            BridgeStep::Create => match host.create_bridge(&net.bridge, net.mtu) {
+            BridgeStep::Create => match host.create_bridge(
+                &net.bridge,
+                net.mtu,
+                plan::bridge_mac(&net.bridge, salt()),
+            ) {
                 // A concurrent ADD created it first: fine.
                 Err(err) if !is_exists(&err) => {
                     return Err(CniError::netlink("creating the bridge", err));
@@ -261,8 +265,13 @@ fn add_links(
             pod_nl.replace_route(route.dst, route.gw, pod.index),
         )?;
     }
-    // The bridge takes its MAC from its ports: read it again now that ours is attached.
-    let bridge = nl("reading the bridge", host_nl.link_by_name(&net.bridge))?.unwrap_or(bridge);
+    // A bridge without a MAC of its own (not created by us) takes it from its ports: read it
+    // again now that ours is attached.
+    let bridge = if bridge.mac.iter().all(|byte| *byte == 0) {
+        nl("reading the bridge", host_nl.link_by_name(&net.bridge))?.unwrap_or(bridge)
+    } else {
+        bridge
+    };
     Ok(CniResult {
         interfaces: vec![
             Interface {
@@ -334,11 +343,7 @@ fn del(env: &CniEnv, net: &Network) -> Result<(), CniError> {
         }
         return Ok(());
     };
-    let salt = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-        ^ u64::from(std::process::id());
-    let retired = plan::retired_name(&host_name, salt);
+    let retired = plan::retired_name(&host_name, salt());
     if let Some(pod_nl) = &mut pod_nl
         && let Some(pod) = nl(
             "reading the pod interface",
@@ -361,6 +366,14 @@ fn del(env: &CniEnv, net: &Network) -> Result<(), CniError> {
         nl("deleting the veth pair", host_nl.delete_link(&retired))?;
     }
     Ok(())
+}
+
+/// Varies generated names and MACs between calls: the clock and the process ID.
+fn salt() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id())
 }
 
 /// Starts `kwk-cni` again, detached (stdio on /dev/null so the runtime never waits for it), to

@@ -117,6 +117,11 @@ fn add_twice_check_del_twice() {
         101
     );
 
+    // The gateway MAC the pod learned stays put while ports come and go.
+    let bridge_mac = first["interfaces"][0]["mac"].as_str().expect("bridge mac");
+    assert_ne!(bridge_mac, "00:00:00:00:00:00");
+    assert_eq!(second["interfaces"][0]["mac"], bridge_mac);
+
     // DEL twice: both succeed, the address is free and the pair is gone.
     invoke(&host, &call("DEL", "ctr-1", &pod, &conf)).ok();
     invoke(&host, &call("DEL", "ctr-1", &pod, &conf)).ok();
@@ -129,9 +134,11 @@ fn add_twice_check_del_twice() {
         "retired veth pair not reaped: {}",
         host.ip(&["link"])
     );
+    assert!(host.ip(&["link", "show", "kbr0"]).contains(bridge_mac));
     // A fresh ADD for the same attachment right after DEL works.
     let again = invoke(&host, &call("ADD", "ctr-1", &pod, &conf)).ok();
     assert_eq!(again["ips"][0]["address"], "10.61.0.3/24");
+    assert_eq!(again["interfaces"][0]["mac"], bridge_mac);
 }
 
 #[allow(
