@@ -354,6 +354,35 @@ impl NetConf {
     }
 }
 
+/// The network configuration list the node agent writes for this plugin
+/// (`/etc/cni/net.d/10-kwk.conflist`): the bridge is the gateway of the node's podCIDR and the
+/// pods' default route.
+pub fn node_conflist(
+    network: &str,
+    pod_cidr: &str,
+    mtu: Option<u32>,
+) -> Result<serde_json::Value, CniError> {
+    let subnet = Ipv4Cidr::parse(pod_cidr)
+        .map_err(|err| CniError::InvalidConfig(format!("podCIDR: {err}")))?
+        .truncated();
+    let mut plugin = serde_json::json!({
+        "type": "kwk-cni",
+        "bridge": DEFAULT_BRIDGE,
+        "isGateway": true,
+        "isDefaultGateway": true,
+        "hairpinMode": true,
+        "ipam": {"type": "host-local", "subnet": subnet.to_string()},
+    });
+    if let Some(mtu) = mtu {
+        plugin["mtu"] = mtu.into();
+    }
+    Ok(serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": network,
+        "plugins": [plugin],
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,6 +446,23 @@ mod tests {
                 assert_eq!(err.code(), 4, "{vars:?}");
             }
         }
+    }
+
+    #[test]
+    fn node_conflist_round_trips_through_the_plugin_parser() {
+        let list = node_conflist("kwk", "10.244.3.0/24", Some(1450)).expect("conflist");
+        // What libcni hands the plugin: the list's version and name merged into the plugin.
+        let mut plugin = list["plugins"][0].clone();
+        plugin["cniVersion"] = list["cniVersion"].clone();
+        plugin["name"] = list["name"].clone();
+        let conf = NetConf::parse(plugin.to_string().as_bytes()).expect("parse");
+        let net = conf.network().expect("valid");
+        assert_eq!(net.range.gateway, Ipv4Addr::new(10, 244, 3, 1));
+        assert_eq!(net.range.subnet.to_string(), "10.244.3.0/24");
+        assert_eq!(net.mtu, Some(1450));
+        assert_eq!(net.routes.len(), 1, "default route via the bridge");
+        assert!(net.hairpin && net.is_gateway);
+        assert!(node_conflist("kwk", "10.244.3.0", None).is_err());
     }
 
     #[test]

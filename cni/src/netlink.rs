@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{AsRawFd as _, BorrowedFd};
+use std::os::fd::{AsRawFd as _, BorrowedFd, RawFd};
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkBuffer,
@@ -184,8 +184,7 @@ impl Rtnl {
         self.ack(RouteNetlinkMessage::SetLink(msg), 0)
     }
 
-    /// Creates a veth pair in one message: `host_name` here (up, attached to `master`) and its
-    /// peer `peer_name` directly inside the namespace `peer_netns` (still down), both with `mtu`.
+    /// Creates a veth pair in one message (see [`veth_message`]).
     pub fn create_veth(
         &mut self,
         host_name: &str,
@@ -194,27 +193,7 @@ impl Rtnl {
         mtu: Option<u32>,
         master: u32,
     ) -> io::Result<()> {
-        // The peer cannot be brought up inside this message (veth_open fails with ENOTCONN
-        // until the pair is linked): the caller sets it up afterwards.
-        let mut peer = LinkMessage::default();
-        peer.attributes
-            .push(LinkAttribute::IfName(peer_name.to_owned()));
-        peer.attributes
-            .push(LinkAttribute::NetNsFd(peer_netns.as_raw_fd()));
-        let mut msg = LinkMessage::default();
-        msg.header.flags = LinkFlags::Up;
-        msg.header.change_mask = LinkFlags::Up;
-        msg.attributes
-            .push(LinkAttribute::IfName(host_name.to_owned()));
-        if let Some(mtu) = mtu {
-            peer.attributes.push(LinkAttribute::Mtu(mtu));
-            msg.attributes.push(LinkAttribute::Mtu(mtu));
-        }
-        msg.attributes.push(LinkAttribute::Controller(master));
-        msg.attributes.push(LinkAttribute::LinkInfo(vec![
-            LinkInfo::Kind(InfoKind::Veth),
-            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
-        ]));
+        let msg = veth_message(host_name, peer_name, peer_netns.as_raw_fd(), mtu, master);
         self.ack(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
     }
 
@@ -363,6 +342,38 @@ impl Rtnl {
     }
 }
 
+/// The `RTM_NEWLINK` body of a veth pair: `host_name` here (up, attached to `master`) and its
+/// peer `peer_name` created directly inside the namespace open as `peer_netns_fd` (moving it
+/// afterwards would cost ~16 ms), both with `mtu`. The peer stays down: it cannot be brought up
+/// inside this message (`veth_open` fails with ENOTCONN until the pair is linked).
+pub fn veth_message(
+    host_name: &str,
+    peer_name: &str,
+    peer_netns_fd: RawFd,
+    mtu: Option<u32>,
+    master: u32,
+) -> LinkMessage {
+    let mut peer = LinkMessage::default();
+    peer.attributes
+        .push(LinkAttribute::IfName(peer_name.to_owned()));
+    peer.attributes.push(LinkAttribute::NetNsFd(peer_netns_fd));
+    let mut msg = LinkMessage::default();
+    msg.header.flags = LinkFlags::Up;
+    msg.header.change_mask = LinkFlags::Up;
+    msg.attributes
+        .push(LinkAttribute::IfName(host_name.to_owned()));
+    if let Some(mtu) = mtu {
+        peer.attributes.push(LinkAttribute::Mtu(mtu));
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    msg.attributes.push(LinkAttribute::Controller(master));
+    msg.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Veth),
+        LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+    ]));
+    msg
+}
+
 fn link_state(link: &LinkMessage) -> LinkState {
     let mut state = LinkState {
         index: link.header.index,
@@ -415,4 +426,67 @@ pub fn format_mac(mac: &[u8]) -> String {
         .map(|byte| format!("{byte:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use netlink_packet_core::Emitable as _;
+
+    use super::*;
+
+    #[test]
+    fn veth_peer_is_created_in_the_pod_namespace_and_left_down() {
+        let msg = veth_message("veth0123abcd", "eth0", 7, Some(1400), 3);
+        assert!(
+            msg.header.flags.contains(LinkFlags::Up),
+            "host end up at creation"
+        );
+        assert!(msg.attributes.contains(&LinkAttribute::Controller(3)));
+        let peer = msg
+            .attributes
+            .iter()
+            .find_map(|attr| match attr {
+                LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|info| match info {
+                    LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))) => Some(peer),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .expect("VETH_INFO_PEER");
+        assert!(peer.attributes.contains(&LinkAttribute::NetNsFd(7)));
+        assert!(
+            peer.attributes
+                .contains(&LinkAttribute::IfName("eth0".into()))
+        );
+        assert!(peer.attributes.contains(&LinkAttribute::Mtu(1400)));
+        assert!(peer.header.flags.is_empty() && peer.header.change_mask.is_empty());
+        // Wire format: IFLA_NET_NS_FD (28) = 7 inside the nested peer message.
+        let mut bytes = vec![0; msg.buffer_len()];
+        msg.emit(&mut bytes);
+        let needle = [8, 0, 28, 0, 7, 0, 0, 0];
+        assert!(
+            bytes.windows(needle.len()).any(|w| w == needle),
+            "{bytes:?}"
+        );
+    }
+
+    #[test]
+    fn link_state_reads_what_the_planner_needs() {
+        let mut msg = LinkMessage::default();
+        msg.header.index = 5;
+        msg.header.flags = LinkFlags::Up;
+        msg.attributes = vec![
+            LinkAttribute::IfName("eth0".into()),
+            LinkAttribute::Address(vec![2, 0, 0, 0, 0, 1]),
+            LinkAttribute::Controller(3),
+            LinkAttribute::Link(9),
+            LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth)]),
+        ];
+        let state = link_state(&msg);
+        assert_eq!(state.index, 5);
+        assert!(state.up);
+        assert_eq!(state.kind.as_deref(), Some("veth"));
+        assert_eq!((state.master, state.peer_index), (Some(3), Some(9)));
+        assert_eq!(format_mac(&state.mac), "02:00:00:00:00:01");
+    }
 }
