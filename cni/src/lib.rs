@@ -6,8 +6,9 @@
 //! allocation files) and [`netlink`] (a synchronous rtnetlink client) perform; [`plugin`] runs
 //! one command and renders the result or the error JSON ([`error`] maps errors to CNI codes).
 //!
-//! What the node agent writes (`/etc/cni/net.d/10-kwk.conflist`, the bridge plugin's keys plus
-//! host-local's `ipam` keys; containerd still runs `loopback` itself):
+//! What the node agent writes (`/etc/cni/net.d/10-kwk.conflist`, rendered by
+//! [`config::node_conflist`]; the bridge plugin's keys plus host-local's `ipam` keys; containerd
+//! still runs `loopback` itself):
 //!
 //! ```json
 //! {"cniVersion": "1.0.0", "name": "kwk", "plugins": [{
