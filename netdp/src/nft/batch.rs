@@ -219,7 +219,9 @@ impl Batch {
                 w.u64_be(NFTA_SET_TIMEOUT, millis(timeout));
             }
             w.u32_be(NFTA_SET_ID, id);
-            if set.key.is_concat() {
+            // Field lengths are for the concatenated-range (pipapo) backend only; the kernel
+            // refuses them without NFT_SET_CONCAT, which goes with interval sets.
+            if set.key.is_concat() && set.flags.interval {
                 let desc = w.begin_nested(NFTA_SET_DESC);
                 let concat = w.begin_nested(NFTA_SET_DESC_CONCAT);
                 for part in &set.key.0 {
@@ -484,11 +486,15 @@ mod tests {
     }
 
     #[test]
-    fn concatenated_set_describes_field_lengths() {
+    fn concatenated_interval_set_describes_field_lengths() {
         let set = SetSpec::verdict_map(
             "svc",
             vec![KeyType::Ipv4Addr, KeyType::InetProto, KeyType::InetService],
-        );
+        )
+        .with_flags(super::super::objects::SetFlags {
+            interval: true,
+            ..Default::default()
+        });
         let mut b = Batch::new();
         b.add_set(Family::Ip, "kwk", &set);
         let (buf, _) = b.finish().expect("encodes");
