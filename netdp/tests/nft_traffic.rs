@@ -70,26 +70,44 @@ impl Topology {
     }
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "synchronous test code, no executor"
+)]
+fn pause() {
+    std::thread::sleep(Duration::from_millis(5));
+}
+
 /// Accepts one connection within 5 s; returns the client address the backend sees.
 fn accept_one(listener: &TcpListener) -> SocketAddr {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match listener.accept() {
             Ok((_, peer)) => return peer,
-            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => pause(),
             Err(e) => panic!("no connection reached the backend: {e}"),
         }
     }
 }
 
-fn drain(listener: &TcpListener) -> usize {
-    let mut n = 0;
-    while listener.accept().is_ok() {
-        n += 1;
+/// Accepts until `total` connections arrived on the listeners (or 5 s passed); counts per
+/// listener.
+fn accept_counts(listeners: &[&TcpListener], total: usize) -> Vec<usize> {
+    let mut counts = vec![0; listeners.len()];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counts.iter().sum::<usize>() < total && Instant::now() < deadline {
+        let mut got = false;
+        for (listener, count) in listeners.iter().zip(&mut counts) {
+            if listener.accept().is_ok() {
+                *count += 1;
+                got = true;
+            }
+        }
+        if !got {
+            pause();
+        }
     }
-    n
+    counts
 }
 
 fn service_key(ip: [u8; 4], port: u16) -> [Datum; 3] {
@@ -328,8 +346,8 @@ fn numgen_spreads_connections_over_two_backends() {
     for _ in 0..connections {
         streams.push(topo.connect(SERVICE, 80).expect("connect"));
     }
-    std::thread::sleep(Duration::from_millis(50));
-    let (n1, n2) = (drain(&l1), drain(&l2));
+    let counts = accept_counts(&[&l1, &l2], connections);
+    let (n1, n2) = (counts[0], counts[1]);
     eprintln!("backend 1: {n1}, backend 2: {n2}");
     assert_eq!(n1 + n2, connections);
     // Each side gets at least 5 of 40 except with probability < 1e-6.

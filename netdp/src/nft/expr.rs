@@ -613,11 +613,13 @@ mod tests {
         (name, data)
     }
 
+    type Case = (Expr, &'static str, Vec<(u16, Vec<u8>)>);
+
     #[test]
     fn expressions_encode_like_nft() {
         let be = |v: u32| v.to_be_bytes().to_vec();
         // Register numbers are 32-bit (NFT_REG32_00 = 8); all integers big-endian.
-        let cases: Vec<(Expr, &str, Vec<(u16, Vec<u8>)>)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 Expr::ip_daddr(Reg::R0),
                 "payload",
