@@ -281,6 +281,8 @@ fn objects_programmed_over_netlink_read_back_identically_in_nft() {
         "dnat ip to ip daddr . meta l4proto . th dport map @dnat",
         "update @affinity { ip saddr timeout 3h }",
         "numgen random mod 2 vmap @backends",
+        // Host-order integer keys print as numbers (set userdata carries the byte order).
+        "elements = { 0 : goto ep-1, 1 : goto ep-2 }",
         "meta mark & 0x00004000 == 0x00004000 counter packets 0 bytes 0 masquerade fully-random",
         "ct state new meta l4proto tcp th dport 9999 reject with tcp reset",
         "iifname \"lo\" accept",

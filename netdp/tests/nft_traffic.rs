@@ -229,6 +229,16 @@ fn dnat_map_sends_service_traffic_to_the_backend_and_no_endpoints_rejects() {
                 vec![KeyType::Ipv4Addr, KeyType::InetService],
             ),
         )
+        .add_set(
+            F,
+            T,
+            &SetSpec::set("affinity", vec![KeyType::Ipv4Addr])
+                .with_flags(SetFlags {
+                    dynamic: true,
+                    ..SetFlags::default()
+                })
+                .with_timeout(Duration::from_secs(10800)),
+        )
         .add_elements(
             F,
             T,
@@ -249,6 +259,14 @@ fn dnat_map_sends_service_traffic_to_the_backend_and_no_endpoints_rejects() {
         );
     let mut dnat = load_daddr_proto_dport().to_vec();
     dnat.extend([
+        // ClientIP affinity bookkeeping: remember the client for 60 s.
+        Expr::ip_saddr(Reg::R4),
+        Expr::Dynset {
+            set: "affinity".into(),
+            op: DynsetOp::Update,
+            sreg_key: Reg::R4,
+            timeout: Some(Duration::from_secs(60)),
+        },
         Expr::map("dnat", Reg::R0, Reg::R0),
         Expr::Nat {
             kind: NatKind::Dnat,
@@ -269,6 +287,15 @@ fn dnat_map_sends_service_traffic_to_the_backend_and_no_endpoints_rejects() {
         peer.ip(),
         CLIENT,
         "no masquerade: the backend sees the client"
+    );
+    let affinity = nft.list_elements(F, T, "affinity").expect("list affinity");
+    assert_eq!(affinity.len(), 1, "{affinity:?}");
+    assert_eq!(affinity[0].key, encode_value(&[Datum::Ipv4(CLIENT)]));
+    assert_eq!(affinity[0].timeout, Some(Duration::from_secs(60)));
+    assert!(
+        affinity[0]
+            .expires
+            .is_some_and(|e| e <= Duration::from_secs(60))
     );
 
     let started = Instant::now();
@@ -301,45 +328,47 @@ fn numgen_spreads_connections_over_two_backends() {
     let mut b = base_ruleset();
     endpoint_chain(&mut b, "ep-1", BACKEND_1, 8080, false);
     endpoint_chain(&mut b, "ep-2", BACKEND_2, 8080, false);
-    b.add_chain(F, T, &Chain::regular("svc-web"))
-        .add_set(
-            F,
-            T,
-            &SetSpec::verdict_map("svc-web-endpoints", vec![KeyType::Integer32]),
-        )
-        .add_elements(
-            F,
-            T,
-            "svc-web-endpoints",
-            &[
-                Element::verdict(&[Datum::U32(0)], Verdict::Goto("ep-1".into())),
-                Element::verdict(&[Datum::U32(1)], Verdict::Goto("ep-2".into())),
-            ],
-        )
-        .add_rule(
-            F,
-            T,
-            "svc-web",
-            &[
-                Expr::Numgen {
-                    kind: NumgenKind::Random,
-                    modulus: 2,
-                    offset: 0,
-                    dreg: Reg::R0,
-                },
-                Expr::vmap("svc-web-endpoints", Reg::R0),
-            ],
-        )
-        .add_elements(
-            F,
-            T,
-            "services",
-            &[Element::verdict(
-                &service_key(SERVICE, 80),
-                Verdict::Goto("svc-web".into()),
-            )],
-        );
+    // As kube-proxy does: an anonymous verdict map bound to the service chain's rule.
+    b.add_chain(F, T, &Chain::regular("svc-web"));
+    let endpoints = b.add_anonymous_set(
+        F,
+        T,
+        vec![KeyType::Integer32],
+        Some(MapType::Verdict),
+        &[
+            Element::verdict(&[Datum::U32(0)], Verdict::Goto("ep-1".into())),
+            Element::verdict(&[Datum::U32(1)], Verdict::Goto("ep-2".into())),
+        ],
+    );
+    b.add_rule(
+        F,
+        T,
+        "svc-web",
+        &[
+            Expr::Numgen {
+                kind: NumgenKind::Random,
+                modulus: 2,
+                offset: 0,
+                dreg: Reg::R0,
+            },
+            Expr::anonymous_vmap(&endpoints, Reg::R0),
+        ],
+    )
+    .add_elements(
+        F,
+        T,
+        "services",
+        &[Element::verdict(
+            &service_key(SERVICE, 80),
+            Verdict::Goto("svc-web".into()),
+        )],
+    );
     nft.apply(&b).expect("apply");
+    let text = topo.router.nft_text();
+    assert!(
+        text.contains("numgen random mod 2 vmap { 0 : goto ep-1, 1 : goto ep-2 }"),
+        "{text}"
+    );
 
     let connections = 40;
     let mut streams = Vec::new();

@@ -4,7 +4,9 @@
 
 use super::error::NftError;
 use super::expr::{Expr, millis, value_data, verdict_data};
-use super::objects::{Chain, Element, ElementData, Family, MapType, SetSpec};
+use super::objects::{
+    AnonymousSet, Chain, Element, ElementData, Family, MapType, SetFlags, SetSpec,
+};
 use super::sys::*;
 use super::wire::Writer;
 
@@ -219,6 +221,12 @@ impl Batch {
                 w.u64_be(NFTA_SET_TIMEOUT, millis(timeout));
             }
             w.u32_be(NFTA_SET_ID, id);
+            if set.key.is_host_order() {
+                // Only for `nft list`: host-order integers print as numbers, not byte-swapped.
+                let mut udata = vec![NFTNL_UDATA_SET_KEYBYTEORDER, 4];
+                udata.extend_from_slice(&NFT_BYTEORDER_HOST_ENDIAN.to_ne_bytes());
+                w.attr(NFTA_SET_USERDATA, &udata);
+            }
             // Field lengths are for the concatenated-range (pipapo) backend only; the kernel
             // refuses them without NFT_SET_CONCAT, which goes with interval sets.
             if set.key.is_concat() && set.flags.interval {
@@ -234,6 +242,40 @@ impl Batch {
             }
             Ok(())
         })
+    }
+
+    /// Creates a constant anonymous set (or map, with `map`) holding `elements`; look it up
+    /// in a rule added later in this batch (e.g. [`Expr::anonymous_vmap`]). The kernel refuses
+    /// the batch if no rule binds it.
+    pub fn add_anonymous_set(
+        &mut self,
+        family: Family,
+        table: &str,
+        key: Vec<super::objects::KeyType>,
+        map: Option<MapType>,
+        elements: &[Element],
+    ) -> AnonymousSet {
+        let name = if map.is_some() { "__map%d" } else { "__set%d" };
+        let id = u32::try_from(self.ops.len() + 1).unwrap_or(u32::MAX);
+        let spec = SetSpec {
+            map,
+            flags: SetFlags {
+                constant: true,
+                ..SetFlags::default()
+            },
+            ..SetSpec::set(name, key)
+        };
+        self.add_set(family, table, &spec);
+        self.elements(
+            NFT_MSG_NEWSETELEM,
+            NLM_F_CREATE,
+            "add",
+            family,
+            table,
+            (name, Some(id)),
+            elements,
+        );
+        AnonymousSet { name, id }
     }
 
     /// `delete set` / `delete map` (must be unreferenced).
@@ -271,7 +313,7 @@ impl Batch {
             "add",
             family,
             table,
-            set,
+            (set, None),
             elements,
         )
     }
@@ -290,7 +332,7 @@ impl Batch {
             "delete",
             family,
             table,
-            set,
+            (set, None),
             elements,
         )
     }
@@ -306,7 +348,7 @@ impl Batch {
         verb: &str,
         family: Family,
         table: &str,
-        set: &str,
+        (set, set_id): (&str, Option<u32>),
         elements: &[Element],
     ) -> &mut Self {
         let mut rest = elements;
@@ -320,6 +362,9 @@ impl Batch {
             self.message(msg, flags, family, what, |w| {
                 w.str(NFTA_SET_ELEM_LIST_TABLE, table);
                 w.str(NFTA_SET_ELEM_LIST_SET, set);
+                if let Some(id) = set_id {
+                    w.u32_be(NFTA_SET_ELEM_LIST_SET_ID, id);
+                }
                 let list = w.begin_nested(NFTA_SET_ELEM_LIST_ELEMENTS);
                 let budget_end = list + ELEMENT_LIST_BUDGET;
                 for element in rest {

@@ -2,7 +2,7 @@
 //! netlink encoding, plus small constructors for the common matches (`ip daddr`, `th dport`, ...).
 
 use super::error::NftError;
-use super::objects::{Datum, Family, Verdict, encode_value};
+use super::objects::{AnonymousSet, Datum, Family, Verdict, encode_value};
 use super::sys::*;
 use super::wire::Writer;
 
@@ -171,6 +171,8 @@ pub enum Expr {
     /// `verdict: true`).
     Lookup {
         set: String,
+        /// The batch-local id of an anonymous set created in the same batch.
+        set_id: Option<u32>,
         sreg: Reg,
         dreg: Option<Reg>,
         verdict_map: bool,
@@ -281,12 +283,16 @@ impl Expr {
             }
             Self::Lookup {
                 set,
+                set_id,
                 sreg,
                 dreg,
                 verdict_map,
                 invert,
             } => {
                 w.str(NFTA_LOOKUP_SET, set);
+                if let Some(id) = set_id {
+                    w.u32_be(NFTA_LOOKUP_SET_ID, *id);
+                }
                 w.u32_be(NFTA_LOOKUP_SREG, sreg.wire());
                 if *verdict_map {
                     w.u32_be(NFTA_LOOKUP_DREG, 0);
@@ -485,6 +491,19 @@ impl Expr {
     pub fn vmap(set: impl Into<String>, sreg: Reg) -> Self {
         Self::Lookup {
             set: set.into(),
+            set_id: None,
+            sreg,
+            dreg: None,
+            verdict_map: true,
+            invert: false,
+        }
+    }
+    /// A lookup in an anonymous verdict map created earlier in the same batch
+    /// ([`Batch::add_anonymous_set`](super::Batch::add_anonymous_set)).
+    pub fn anonymous_vmap(set: &AnonymousSet, sreg: Reg) -> Self {
+        Self::Lookup {
+            set: set.name.to_owned(),
+            set_id: Some(set.id),
             sreg,
             dreg: None,
             verdict_map: true,
@@ -495,6 +514,7 @@ impl Expr {
     pub fn map(set: impl Into<String>, sreg: Reg, dreg: Reg) -> Self {
         Self::Lookup {
             set: set.into(),
+            set_id: None,
             sreg,
             dreg: Some(dreg),
             verdict_map: false,
@@ -505,6 +525,7 @@ impl Expr {
     pub fn in_set(set: impl Into<String>, sreg: Reg, invert: bool) -> Self {
         Self::Lookup {
             set: set.into(),
+            set_id: None,
             sreg,
             dreg: None,
             verdict_map: false,

@@ -26,7 +26,7 @@ pub use expr::{
 };
 pub use list::{ListedElement, ListedSet};
 pub use objects::{
-    Chain, ChainType, Datum, Element, ElementData, Family, Hook, KeyType, MapType, Policy,
-    SetFlags, SetSpec, TypeSpec, Verdict, encode_value, priority,
+    AnonymousSet, Chain, ChainType, Datum, Element, ElementData, Family, Hook, KeyType, MapType,
+    Policy, SetFlags, SetSpec, TypeSpec, Verdict, encode_value, priority,
 };
 pub use socket::{NftApi, NftSocket};

@@ -244,6 +244,11 @@ impl TypeSpec {
         self.0.is_empty()
     }
 
+    /// A single host-order integer key (numgen results, marks).
+    pub(crate) fn is_host_order(&self) -> bool {
+        matches!(self.0[..], [KeyType::Integer32 | KeyType::Mark])
+    }
+
     pub(crate) fn is_concat(&self) -> bool {
         self.0.len() > 1
     }
@@ -356,6 +361,9 @@ impl SetSpec {
 
     pub(crate) fn kernel_flags(&self) -> u32 {
         let mut flags = 0;
+        if self.name.starts_with("__") && self.name.ends_with("%d") {
+            flags |= sys::NFT_SET_ANONYMOUS;
+        }
         if self.flags.constant {
             flags |= sys::NFT_SET_CONSTANT;
         }
@@ -376,6 +384,15 @@ impl SetSpec {
         }
         flags
     }
+}
+
+/// A set or map created in a batch without a name of its own (`__set%d` / `__map%d`, numbered
+/// by the kernel) and bound to the rule that looks it up in the same batch; it disappears with
+/// that rule. kube-proxy uses them for `numgen ... vmap { 0 : goto a, 1 : goto b }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnonymousSet {
+    pub(crate) name: &'static str,
+    pub(crate) id: u32,
 }
 
 /// The data of a map element.

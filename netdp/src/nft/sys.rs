@@ -60,6 +60,11 @@ pub(crate) const NFTA_SET_DATA_LEN: u16 = 7;
 pub(crate) const NFTA_SET_DESC: u16 = 9;
 pub(crate) const NFTA_SET_ID: u16 = 10;
 pub(crate) const NFTA_SET_TIMEOUT: u16 = 11;
+pub(crate) const NFTA_SET_USERDATA: u16 = 13;
+/// libnftnl's set userdata TLV (u8 type, u8 len, value) telling `nft` the key byte order.
+pub(crate) const NFTNL_UDATA_SET_KEYBYTEORDER: u8 = 0;
+/// `nft`'s `BYTEORDER_HOST_ENDIAN`.
+pub(crate) const NFT_BYTEORDER_HOST_ENDIAN: u32 = 1;
 pub(crate) const NFTA_SET_DESC_CONCAT: u16 = 2;
 pub(crate) const NFTA_SET_FIELD_LEN: u16 = 1;
 pub(crate) const NFTA_SET_ELEM_KEY: u16 = 1;
@@ -70,6 +75,7 @@ pub(crate) const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
 pub(crate) const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 pub(crate) const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 pub(crate) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+pub(crate) const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
 pub(crate) const NFTA_DATA_VALUE: u16 = 1;
 pub(crate) const NFTA_DATA_VERDICT: u16 = 2;
 pub(crate) const NFTA_VERDICT_CODE: u16 = 1;
@@ -89,6 +95,7 @@ pub(crate) const NFTA_CMP_DATA: u16 = 3;
 pub(crate) const NFTA_LOOKUP_SET: u16 = 1;
 pub(crate) const NFTA_LOOKUP_SREG: u16 = 2;
 pub(crate) const NFTA_LOOKUP_DREG: u16 = 3;
+pub(crate) const NFTA_LOOKUP_SET_ID: u16 = 4;
 pub(crate) const NFTA_LOOKUP_FLAGS: u16 = 5;
 pub(crate) const NFT_LOOKUP_F_INV: u32 = 1;
 pub(crate) const NFTA_DYNSET_SET_NAME: u16 = 1;
