@@ -398,3 +398,131 @@ fn a_batch_whose_last_message_fails_leaves_nothing_behind() {
     nft.apply(&sample_ruleset()).expect("apply after abort");
     assert_eq!(objects(&ns.nft_json(), "table").len(), 1);
 }
+
+#[test]
+fn ip6_and_inet_tables_with_ipv6_keys_and_family_specific_statements() {
+    if !privileged_tests_enabled() {
+        return;
+    }
+    let ns = TestNs::new("families");
+    let nft = ns.nft();
+    let v6 = |s: &str| Datum::Ipv6(s.parse().expect("ipv6"));
+    let key6 = vec![KeyType::Ipv6Addr, KeyType::InetProto, KeyType::InetService];
+    let mut b = Batch::new();
+    b.add_table(Family::Ip6, T)
+        .add_chain(
+            Family::Ip6,
+            T,
+            &Chain::base(
+                "prerouting",
+                ChainType::Nat,
+                Hook::Prerouting,
+                priority::DSTNAT,
+                Policy::Accept,
+            ),
+        )
+        .add_chain(
+            Family::Ip6,
+            T,
+            &Chain::base(
+                "output",
+                ChainType::Filter,
+                Hook::Output,
+                priority::FILTER,
+                Policy::Accept,
+            ),
+        )
+        .add_set(
+            Family::Ip6,
+            T,
+            &SetSpec::data_map(
+                "dnat6",
+                key6.clone(),
+                vec![KeyType::Ipv6Addr, KeyType::InetService],
+            ),
+        )
+        .add_elements(
+            Family::Ip6,
+            T,
+            "dnat6",
+            &[Element::value(
+                &[v6("fd00:96::1"), Datum::Proto(17), Datum::Port(53)],
+                &[v6("fd00:10::5"), Datum::Port(5353)],
+            )],
+        )
+        .add_rule(
+            Family::Ip6,
+            T,
+            "prerouting",
+            &[
+                Expr::ip6_daddr(Reg::R0),
+                Expr::meta(MetaKey::L4proto, Reg::R4),
+                Expr::th_dport(Reg(5)),
+                Expr::map("dnat6", Reg::R0, Reg::R0),
+                Expr::Nat {
+                    kind: NatKind::Dnat,
+                    family: Family::Ip6,
+                    addr: Some(Reg::R0),
+                    port: Some(Reg::R4),
+                    flags: NatFlags::default(),
+                },
+            ],
+        )
+        .add_rule(
+            Family::Ip6,
+            T,
+            "output",
+            &[
+                Expr::ip6_daddr(Reg::R0),
+                Expr::cmp_eq(Reg::R0, &[v6("fd00:96::2")]),
+                Expr::Reject(Reject::Icmp(4)),
+            ],
+        )
+        .add_table(Family::Inet, T)
+        .add_chain(
+            Family::Inet,
+            T,
+            &Chain::base(
+                "input",
+                ChainType::Filter,
+                Hook::Input,
+                priority::FILTER,
+                Policy::Accept,
+            ),
+        )
+        .add_rule(
+            Family::Inet,
+            T,
+            "input",
+            &[
+                Expr::meta(MetaKey::Nfproto, Reg::R0),
+                Expr::cmp_eq(Reg::R0, &[Datum::Proto(10)]),
+                Expr::Counter,
+                Expr::Reject(Reject::Icmpx(1)),
+            ],
+        );
+    nft.apply(&b).expect("apply ip6 and inet");
+    let text = ns.nft_text();
+    eprintln!("{text}");
+    for want in [
+        "table ip6 kwk-test",
+        "type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service",
+        "fd00:96::1 . udp . 53 : fd00:10::5 . 5353",
+        "dnat ip6 to ip6 daddr . meta l4proto . th dport map @dnat6",
+        "ip6 daddr fd00:96::2 reject",
+        "table inet kwk-test",
+        "meta nfproto ipv6 counter packets 0 bytes 0 reject",
+    ] {
+        assert!(text.contains(want), "`{want}` not in:\n{text}");
+    }
+    let json = ns.nft_json();
+    let families: Vec<_> = objects(&json, "table")
+        .iter()
+        .map(|t| t["family"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(families, ["ip6", "inet"]);
+    let sets = nft.list_sets(Family::Ip6, T).expect("list ip6 sets");
+    assert_eq!(sets.len(), 1);
+    assert_eq!(sets[0].key_len, 24);
+    assert_eq!(sets[0].data_len, 20);
+}
