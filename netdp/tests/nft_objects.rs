@@ -366,6 +366,27 @@ fn element_delete_flush_and_table_delete_take_effect() {
         "{err}"
     );
 
+    // A planned resync: one element changes its verdict, one is new, the rest stays.
+    let desired = [
+        Element::verdict(
+            &svc_key([10, 96, 0, 1], 6, 80),
+            Verdict::Goto("svc-b".into()),
+        ),
+        Element::verdict(
+            &svc_key([10, 96, 0, 3], 6, 443),
+            Verdict::Goto("svc-a".into()),
+        ),
+    ];
+    let observed = nft.list_elements(F, T, "service-ips").expect("list");
+    let plan = plan_elements(&desired, &observed);
+    assert_eq!((plan.delete.len(), plan.add.len()), (1, 2));
+    let mut b = Batch::new();
+    b.delete_elements(F, T, "service-ips", &plan.delete)
+        .add_elements(F, T, "service-ips", &plan.add);
+    nft.apply(&b).expect("apply plan");
+    let after = nft.list_elements(F, T, "service-ips").expect("list");
+    assert!(plan_elements(&desired, &after).is_empty(), "{after:?}");
+
     let mut b = Batch::new();
     b.delete_table(F, T);
     nft.apply(&b).expect("delete table");

@@ -4,11 +4,13 @@
 //! - [`Batch`] builds one atomic transaction (tables, chains, rules, sets/maps, elements);
 //! - [`NftSocket`] sends it as one datagram and checks one ACK per message, and lists a table's
 //!   sets and elements back ([`NftApi`]);
-//! - [`Expr`] covers the expressions kube-proxy's nftables mode uses.
+//! - [`Expr`] covers the expressions kube-proxy's nftables mode uses;
+//! - [`plan_elements`] computes the element changes that bring a set to its desired content.
 //!
 //! Encoding and ACK bookkeeping are pure and unit-tested; only `socket` does I/O.
 
 mod batch;
+mod diff;
 mod error;
 mod expr;
 mod list;
@@ -18,6 +20,7 @@ mod sys;
 mod wire;
 
 pub use batch::Batch;
+pub use diff::{ElementChanges, plan_elements};
 pub use error::NftError;
 pub use expr::{
     CmpOp, CtKey, DynsetOp, Expr, Immediate, MetaKey, NatFlags, NatKind, NumgenKind, PayloadBase,
