@@ -456,11 +456,7 @@ fn ip6_and_inet_tables_with_ipv6_keys_and_family_specific_statements() {
         .add_set(
             Family::Ip6,
             T,
-            &SetSpec::data_map(
-                "dnat6",
-                key6.clone(),
-                vec![KeyType::Ipv6Addr, KeyType::InetService],
-            ),
+            &SetSpec::data_map("dnat6", key6, vec![KeyType::Ipv6Addr, KeyType::InetService]),
         )
         .add_elements(
             Family::Ip6,
