@@ -8,11 +8,13 @@
 //! - [`plan_elements`] computes the element changes that bring a set to its desired content.
 //!
 //! Encoding and ACK bookkeeping are pure and unit-tested; only `socket` does I/O.
+//! [`MemoryNft`] is an in-memory [`NftApi`] for tests of callers.
 
 mod batch;
 mod diff;
 mod error;
 mod expr;
+mod fake;
 mod list;
 mod objects;
 mod socket;
@@ -27,6 +29,7 @@ pub use expr::{
     Reg, Reject, ct_state, ifname, load_daddr_proto_dport, match_ct_state, match_l4proto,
     match_mark, set_mark_bits,
 };
+pub use fake::MemoryNft;
 pub use list::{ListedElement, ListedSet};
 pub use objects::{
     AnonymousSet, Chain, ChainType, Datum, Element, ElementData, Family, Hook, KeyType, MapType,

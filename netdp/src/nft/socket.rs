@@ -2,6 +2,7 @@
 //! one transaction), matches one ACK per message, and runs dump requests (list sets/elements).
 
 use std::io;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -23,9 +24,13 @@ const ACK_TRUESIZE: usize = 2048;
 const RECV_BUF: usize = 64 * 1024;
 
 /// A connection to nf_tables in the network namespace the socket was opened in.
+///
+/// Blocking: call it from a dedicated thread or `spawn_blocking`. Requests from several threads
+/// are serialised (one exchange at a time).
 #[derive(Debug)]
 pub struct NftSocket {
     socket: Socket,
+    exchange: Mutex<()>,
     seq: AtomicU32,
     sndbuf: AtomicUsize,
     rcvbuf: AtomicUsize,
@@ -70,6 +75,7 @@ impl NftSocket {
             .unwrap_or(1);
         Ok(Self {
             socket,
+            exchange: Mutex::new(()),
             seq: AtomicU32::new(seed),
             sndbuf: AtomicUsize::new(0),
             rcvbuf: AtomicUsize::new(0),
@@ -115,6 +121,7 @@ impl NftSocket {
         what: &str,
         encode: impl FnOnce(&mut Writer),
     ) -> Result<Vec<Vec<u8>>, NftError> {
+        let _exchange = self.exchange.lock().unwrap_or_else(|p| p.into_inner());
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let mut w = Writer::default();
         let start = w.begin_msg(
@@ -185,6 +192,7 @@ impl NftApi for NftSocket {
         if ops.is_empty() {
             return Ok(());
         }
+        let _exchange = self.exchange.lock().unwrap_or_else(|p| p.into_inner());
         // Reserve a sequence number for every message, BATCH_BEGIN and BATCH_END included.
         let count = u32::try_from(ops.len() + 2).unwrap_or(u32::MAX);
         let first = self.seq.fetch_add(count, Ordering::Relaxed);
