@@ -1,6 +1,6 @@
 //! A transaction: the builder that encodes tables, chains, rules, sets and elements into one
-//! `NFNL_MSG_BATCH_BEGIN ... BATCH_END` buffer, remembering what each message does so a kernel
-//! error can name it. Pure; [`super::socket::NftSocket::apply`] sends it.
+//! `NFNL_MSG_BATCH_BEGIN ... BATCH_END` buffer, and describes any of its messages on demand so a
+//! kernel error can name it (`add chain ip kwk services`) without a string per message. Pure; [`super::socket::NftSocket::apply`] sends it.
 
 use super::error::NftError;
 use super::expr::{Expr, millis, value_data, verdict_data};
@@ -14,10 +14,11 @@ use super::wire::Writer;
 /// attribute length (the kernel cannot take more than 64 KiB in one attribute).
 const ELEMENT_LIST_BUDGET: usize = 48 * 1024;
 
-/// One message of a batch: what it does (for error messages).
-#[derive(Debug, Clone)]
+/// One message of a batch: where it starts in the buffer (described on demand, see
+/// [`Batch::describe`]).
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Op {
-    pub(crate) what: String,
+    pub(crate) offset: usize,
 }
 
 /// An atomic nf_tables transaction under construction.
@@ -77,7 +78,6 @@ impl Batch {
         msg: u8,
         flags: u16,
         family: Family,
-        what: String,
         encode: impl FnOnce(&mut Writer) -> Result<(), NftError>,
     ) -> &mut Self {
         if self.error.is_some() {
@@ -93,7 +93,7 @@ impl Batch {
         match encode(&mut self.w) {
             Ok(()) => {
                 self.w.end_msg(start);
-                self.ops.push(Op { what });
+                self.ops.push(Op { offset: start });
             }
             Err(err) => {
                 self.w.buf.truncate(start);
@@ -105,8 +105,7 @@ impl Batch {
 
     /// `add table` (no error if it exists).
     pub fn add_table(&mut self, family: Family, table: &str) -> &mut Self {
-        let what = format!("add table {} {table}", family.name());
-        self.message(NFT_MSG_NEWTABLE, NLM_F_CREATE, family, what, |w| {
+        self.message(NFT_MSG_NEWTABLE, NLM_F_CREATE, family, |w| {
             w.str(NFTA_TABLE_NAME, table);
             Ok(())
         })
@@ -114,8 +113,7 @@ impl Batch {
 
     /// `delete table`: the table and everything in it.
     pub fn delete_table(&mut self, family: Family, table: &str) -> &mut Self {
-        let what = format!("delete table {} {table}", family.name());
-        self.message(NFT_MSG_DELTABLE, 0, family, what, |w| {
+        self.message(NFT_MSG_DELTABLE, 0, family, |w| {
             w.str(NFTA_TABLE_NAME, table);
             Ok(())
         })
@@ -123,8 +121,7 @@ impl Batch {
 
     /// `flush table`: deletes every rule of every chain in the table (chains and sets stay).
     pub fn flush_table(&mut self, family: Family, table: &str) -> &mut Self {
-        let what = format!("flush table {} {table}", family.name());
-        self.message(NFT_MSG_DELRULE, 0, family, what, |w| {
+        self.message(NFT_MSG_DELRULE, 0, family, |w| {
             w.str(NFTA_RULE_TABLE, table);
             Ok(())
         })
@@ -132,8 +129,7 @@ impl Batch {
 
     /// `add chain` (no error if it exists with the same hook).
     pub fn add_chain(&mut self, family: Family, table: &str, chain: &Chain) -> &mut Self {
-        let what = format!("add chain {} {table} {}", family.name(), chain.name);
-        self.message(NFT_MSG_NEWCHAIN, NLM_F_CREATE, family, what, |w| {
+        self.message(NFT_MSG_NEWCHAIN, NLM_F_CREATE, family, |w| {
             w.str(NFTA_CHAIN_TABLE, table);
             w.str(NFTA_CHAIN_NAME, &chain.name);
             if let Some((hook, priority, policy, chain_type)) = chain.hook_number() {
@@ -150,8 +146,7 @@ impl Batch {
 
     /// `flush chain`: deletes the chain's rules.
     pub fn flush_chain(&mut self, family: Family, table: &str, chain: &str) -> &mut Self {
-        let what = format!("flush chain {} {table} {chain}", family.name());
-        self.message(NFT_MSG_DELRULE, 0, family, what, |w| {
+        self.message(NFT_MSG_DELRULE, 0, family, |w| {
             w.str(NFTA_RULE_TABLE, table);
             w.str(NFTA_RULE_CHAIN, chain);
             Ok(())
@@ -160,8 +155,7 @@ impl Batch {
 
     /// `delete chain` (must be empty and unreferenced).
     pub fn delete_chain(&mut self, family: Family, table: &str, chain: &str) -> &mut Self {
-        let what = format!("delete chain {} {table} {chain}", family.name());
-        self.message(NFT_MSG_DELCHAIN, 0, family, what, |w| {
+        self.message(NFT_MSG_DELCHAIN, 0, family, |w| {
             w.str(NFTA_CHAIN_TABLE, table);
             w.str(NFTA_CHAIN_NAME, chain);
             Ok(())
@@ -176,34 +170,21 @@ impl Batch {
         chain: &str,
         exprs: &[Expr],
     ) -> &mut Self {
-        let what = format!(
-            "add rule {} {table} {chain} ({} exprs)",
-            family.name(),
-            exprs.len()
-        );
-        self.message(
-            NFT_MSG_NEWRULE,
-            NLM_F_CREATE | NLM_F_APPEND,
-            family,
-            what,
-            |w| {
-                w.str(NFTA_RULE_TABLE, table);
-                w.str(NFTA_RULE_CHAIN, chain);
-                let list = w.begin_nested(NFTA_RULE_EXPRESSIONS);
-                for expr in exprs {
-                    expr.encode(w)?;
-                }
-                w.end_nested(list)
-            },
-        )
+        self.message(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, |w| {
+            w.str(NFTA_RULE_TABLE, table);
+            w.str(NFTA_RULE_CHAIN, chain);
+            let list = w.begin_nested(NFTA_RULE_EXPRESSIONS);
+            for expr in exprs {
+                expr.encode(w)?;
+            }
+            w.end_nested(list)
+        })
     }
 
     /// `add set` / `add map` (no error if it exists with the same definition).
     pub fn add_set(&mut self, family: Family, table: &str, set: &SetSpec) -> &mut Self {
-        let kind = if set.map.is_some() { "map" } else { "set" };
-        let what = format!("add {kind} {} {table} {}", family.name(), set.name);
         let id = u32::try_from(self.ops.len() + 1).unwrap_or(u32::MAX);
-        self.message(NFT_MSG_NEWSET, NLM_F_CREATE, family, what, |w| {
+        self.message(NFT_MSG_NEWSET, NLM_F_CREATE, family, |w| {
             w.str(NFTA_SET_TABLE, table);
             w.str(NFTA_SET_NAME, &set.name);
             w.u32_be(NFTA_SET_FLAGS, set.kernel_flags());
@@ -269,7 +250,6 @@ impl Batch {
         self.elements(
             NFT_MSG_NEWSETELEM,
             NLM_F_CREATE,
-            "add",
             family,
             table,
             (name, Some(id)),
@@ -280,8 +260,7 @@ impl Batch {
 
     /// `delete set` / `delete map` (must be unreferenced).
     pub fn delete_set(&mut self, family: Family, table: &str, set: &str) -> &mut Self {
-        let what = format!("delete set {} {table} {set}", family.name());
-        self.message(NFT_MSG_DELSET, 0, family, what, |w| {
+        self.message(NFT_MSG_DELSET, 0, family, |w| {
             w.str(NFTA_SET_TABLE, table);
             w.str(NFTA_SET_NAME, set);
             Ok(())
@@ -290,8 +269,7 @@ impl Batch {
 
     /// `flush set`: removes all elements.
     pub fn flush_set(&mut self, family: Family, table: &str, set: &str) -> &mut Self {
-        let what = format!("flush set {} {table} {set}", family.name());
-        self.message(NFT_MSG_DELSETELEM, 0, family, what, |w| {
+        self.message(NFT_MSG_DELSETELEM, 0, family, |w| {
             w.str(NFTA_SET_ELEM_LIST_TABLE, table);
             w.str(NFTA_SET_ELEM_LIST_SET, set);
             Ok(())
@@ -310,7 +288,6 @@ impl Batch {
         self.elements(
             NFT_MSG_NEWSETELEM,
             NLM_F_CREATE,
-            "add",
             family,
             table,
             (set, None),
@@ -326,15 +303,7 @@ impl Batch {
         set: &str,
         elements: &[Element],
     ) -> &mut Self {
-        self.elements(
-            NFT_MSG_DELSETELEM,
-            0,
-            "delete",
-            family,
-            table,
-            (set, None),
-            elements,
-        )
+        self.elements(NFT_MSG_DELSETELEM, 0, family, table, (set, None), elements)
     }
 
     #[allow(
@@ -345,21 +314,15 @@ impl Batch {
         &mut self,
         msg: u8,
         flags: u16,
-        verb: &str,
         family: Family,
         table: &str,
         (set, set_id): (&str, Option<u32>),
         elements: &[Element],
     ) -> &mut Self {
         let mut rest = elements;
-        let mut first = 0;
         while !rest.is_empty() {
             let mut taken = 0;
-            let what = format!(
-                "{verb} element {} {table} {set} (elements {first}..)",
-                family.name()
-            );
-            self.message(msg, flags, family, what, |w| {
+            self.message(msg, flags, family, |w| {
                 w.str(NFTA_SET_ELEM_LIST_TABLE, table);
                 w.str(NFTA_SET_ELEM_LIST_SET, set);
                 if let Some(id) = set_id {
@@ -380,9 +343,20 @@ impl Batch {
                 break;
             }
             rest = &rest[taken..];
-            first += taken;
         }
         self
+    }
+
+    /// What the `index`-th object message does, e.g. `add chain ip kwk services`, decoded from
+    /// its bytes.
+    pub fn describe(&self, index: usize) -> String {
+        let Some(op) = self.ops.get(index) else {
+            return "the batch".to_owned();
+        };
+        let Some(Ok(message)) = super::wire::messages(&self.w.buf[op.offset..]).next() else {
+            return "an unreadable message".to_owned();
+        };
+        describe_message(&message)
     }
 
     /// The encoded batch with `BATCH_END` appended, and its operations; fails if any message
@@ -410,6 +384,62 @@ impl Batch {
         w.end_msg(end);
         Ok((w.buf, &self.ops))
     }
+}
+
+/// `verb object family table name` of one encoded object message.
+fn describe_message(message: &super::wire::Message<'_>) -> String {
+    use super::wire::{attrs, string};
+    let family = match message.payload.first() {
+        Some(2) => "ip",
+        Some(10) => "ip6",
+        Some(1) => "inet",
+        _ => "?",
+    };
+    let body = message.payload.get(4..).unwrap_or(&[]);
+    let attr = |ty: u16| {
+        attrs(body)
+            .find(|(t, _)| *t == ty)
+            .map(|(_, v)| string(v))
+            .unwrap_or_default()
+    };
+    // Attribute 1 is the table name in every message kind used here.
+    let table = attr(1);
+    let msg = (message.msg_type & 0xff) as u8;
+    let (verb, name) = match msg {
+        NFT_MSG_NEWTABLE => ("add table", String::new()),
+        NFT_MSG_DELTABLE => ("delete table", String::new()),
+        NFT_MSG_NEWCHAIN => ("add chain", attr(NFTA_CHAIN_NAME)),
+        NFT_MSG_DELCHAIN => ("delete chain", attr(NFTA_CHAIN_NAME)),
+        NFT_MSG_NEWRULE => ("add rule", attr(NFTA_RULE_CHAIN)),
+        NFT_MSG_DELRULE if attr(NFTA_RULE_CHAIN).is_empty() => ("flush table", String::new()),
+        NFT_MSG_DELRULE => ("flush chain", attr(NFTA_RULE_CHAIN)),
+        NFT_MSG_NEWSET => ("add set", attr(NFTA_SET_NAME)),
+        NFT_MSG_DELSET => ("delete set", attr(NFTA_SET_NAME)),
+        NFT_MSG_NEWSETELEM => ("add element", attr(NFTA_SET_ELEM_LIST_SET)),
+        NFT_MSG_DELSETELEM => {
+            let has_list = attrs(body).any(|(t, _)| t == NFTA_SET_ELEM_LIST_ELEMENTS);
+            let verb = if has_list {
+                "delete element"
+            } else {
+                "flush set"
+            };
+            (verb, attr(NFTA_SET_ELEM_LIST_SET))
+        }
+        _ => ("message", String::new()),
+    };
+    let mut out = format!("{verb} {family} {table}");
+    if !name.is_empty() {
+        out.push(' ');
+        out.push_str(&name);
+    }
+    let element_msg = msg == NFT_MSG_NEWSETELEM || msg == NFT_MSG_DELSETELEM;
+    if let Some((_, list)) = attrs(body)
+        .find(|(t, _)| *t == NFTA_SET_ELEM_LIST_ELEMENTS)
+        .filter(|_| element_msg)
+    {
+        out.push_str(&format!(" ({} elements)", attrs(list).count()));
+    }
+    out
 }
 
 fn len32(len: usize) -> u32 {
@@ -495,6 +525,45 @@ mod tests {
         assert_eq!(
             msgs.iter().map(|m| m.seq).collect::<Vec<_>>(),
             vec![100, 101, 102, 103]
+        );
+    }
+
+    #[test]
+    fn messages_describe_themselves() {
+        let mut b = Batch::new();
+        b.add_table(Family::Ip6, "kwk")
+            .add_chain(Family::Ip6, "kwk", &Chain::regular("svc"))
+            .add_rule(Family::Ip6, "kwk", "svc", &[Expr::accept()])
+            .flush_chain(Family::Ip6, "kwk", "svc")
+            .flush_table(Family::Ip6, "kwk")
+            .add_set(
+                Family::Ip6,
+                "kwk",
+                &SetSpec::set("s", vec![KeyType::Ipv6Addr]),
+            )
+            .add_elements(
+                Family::Ip6,
+                "kwk",
+                "s",
+                &[Element::key(&[Datum::Ipv6(std::net::Ipv6Addr::LOCALHOST)])],
+            )
+            .flush_set(Family::Ip6, "kwk", "s")
+            .delete_table(Family::Ip6, "kwk");
+        let got: Vec<_> = (0..=b.len()).map(|i| b.describe(i)).collect();
+        assert_eq!(
+            got,
+            [
+                "add table ip6 kwk",
+                "add chain ip6 kwk svc",
+                "add rule ip6 kwk svc",
+                "flush chain ip6 kwk svc",
+                "flush table ip6 kwk",
+                "add set ip6 kwk s",
+                "add element ip6 kwk s (1 elements)",
+                "flush set ip6 kwk s",
+                "delete table ip6 kwk",
+                "the batch",
+            ]
         );
     }
 

@@ -155,8 +155,8 @@ impl NftApi for MemoryNft {
             .unwrap_or_else(|p| p.into_inner())
             .take()
         {
-            let last = ops.last().map(|op| op.what.as_str()).unwrap_or("the batch");
-            return Err(rejected(last, errno));
+            let last = batch.describe(ops.len().saturating_sub(1));
+            return Err(rejected(&last, errno));
         }
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = state.clone();
@@ -170,8 +170,7 @@ impl NftApi for MemoryNft {
             let family = message.payload.first().copied().unwrap_or(0);
             let payload = message.payload.get(NFGENMSG_LEN..).unwrap_or(&[]);
             if let Err(errno) = next.apply_message(msg, family, payload) {
-                let what = ops.get(index).map(|op| op.what.as_str()).unwrap_or("?");
-                return Err(rejected(what, errno));
+                return Err(rejected(&batch.describe(index), errno));
             }
             index += 1;
         }
@@ -179,7 +178,7 @@ impl NftApi for MemoryNft {
         self.applied
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(ops.iter().map(|op| op.what.clone()).collect());
+            .push((0..ops.len()).map(|i| batch.describe(i)).collect());
         Ok(())
     }
 

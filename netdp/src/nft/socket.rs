@@ -222,7 +222,7 @@ impl NftApi for NftSocket {
                 }
             }
         }
-        acks.result(|i| ops[i].what.clone())
+        acks.result(|i| batch.describe(i))
     }
 
     fn list_sets(&self, family: Family, table: &str) -> Result<Vec<ListedSet>, NftError> {
