@@ -292,6 +292,27 @@ fn objects_programmed_over_netlink_read_back_identically_in_nft() {
     }
 
     // Our own read-back.
+    assert_eq!(nft.list_tables(F).expect("list tables"), [T]);
+    assert!(
+        nft.list_tables(Family::Ip6)
+            .expect("list tables")
+            .is_empty()
+    );
+    let chains = nft.list_chains(F, T).expect("list chains");
+    let mut names: Vec<_> = chains.iter().map(|c| (c.name.as_str(), c.base)).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            ("ep-1", false),
+            ("ep-2", false),
+            ("filter-input", true),
+            ("postrouting", true),
+            ("prerouting", true),
+            ("svc-a", false),
+            ("svc-b", false),
+        ]
+    );
     let sets = nft.list_sets(F, T).expect("list sets");
     let mut names: Vec<_> = sets.iter().map(|s| s.name.as_str()).collect();
     names.sort_unstable();

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use super::batch::Batch;
 use super::error::NftError;
-use super::list::{ListedElement, ListedSet, parse_elements, parse_set};
+use super::list::{ListedChain, ListedElement, ListedSet, parse_elements, parse_set};
 use super::objects::Family;
 use super::socket::NftApi;
 use super::sys::*;
@@ -20,6 +20,7 @@ type SetKey = (u8, String, String);
 #[derive(Debug, Default, Clone)]
 struct State {
     tables: BTreeSet<(u8, String)>,
+    chains: BTreeMap<SetKey, bool>,
     sets: BTreeMap<SetKey, (ListedSet, BTreeMap<Vec<u8>, ListedElement>)>,
 }
 
@@ -87,11 +88,25 @@ impl State {
                 }
                 self.sets
                     .retain(|(f, t, _), _| !(*f == family && *t == table));
+                self.chains
+                    .retain(|(f, t, _), _| !(*f == family && *t == table));
             }
-            NFT_MSG_NEWCHAIN | NFT_MSG_NEWRULE | NFT_MSG_DELCHAIN | NFT_MSG_DELRULE => {
-                let table = str_attr(payload, NFTA_CHAIN_TABLE); // same number for rules
+            NFT_MSG_NEWRULE | NFT_MSG_DELRULE => {
+                if !table_exists(self, &str_attr(payload, NFTA_RULE_TABLE)) {
+                    return Err(nix::libc::ENOENT);
+                }
+            }
+            NFT_MSG_NEWCHAIN | NFT_MSG_DELCHAIN => {
+                let table = str_attr(payload, NFTA_CHAIN_TABLE);
                 if !table_exists(self, &table) {
                     return Err(nix::libc::ENOENT);
+                }
+                let key = (family, table, str_attr(payload, NFTA_CHAIN_NAME));
+                if msg == NFT_MSG_NEWCHAIN {
+                    let base = attrs(payload).any(|(t, _)| t == NFTA_CHAIN_HOOK);
+                    self.chains.insert(key, base);
+                } else {
+                    self.chains.remove(&key).ok_or(nix::libc::ENOENT)?;
                 }
             }
             NFT_MSG_NEWSET => {
@@ -182,6 +197,29 @@ impl NftApi for MemoryNft {
         Ok(())
     }
 
+    fn list_tables(&self, family: Family) -> Result<Vec<String>, NftError> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(state
+            .tables
+            .iter()
+            .filter(|(f, _)| *f == family.nfproto())
+            .map(|(_, t)| t.clone())
+            .collect())
+    }
+
+    fn list_chains(&self, family: Family, table: &str) -> Result<Vec<ListedChain>, NftError> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(state
+            .chains
+            .iter()
+            .filter(|((f, t, _), _)| *f == family.nfproto() && t == table)
+            .map(|((_, _, name), base)| ListedChain {
+                name: name.clone(),
+                base: *base,
+            })
+            .collect())
+    }
+
     fn list_sets(&self, family: Family, table: &str) -> Result<Vec<ListedSet>, NftError> {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         Ok(state
@@ -213,7 +251,7 @@ impl NftApi for MemoryNft {
 
 #[cfg(test)]
 mod tests {
-    use super::super::objects::{Datum, Element, KeyType, SetSpec, Verdict};
+    use super::super::objects::{Chain, Datum, Element, KeyType, SetSpec, Verdict};
     use super::*;
 
     fn element(k: u32) -> Element {
@@ -231,7 +269,17 @@ mod tests {
                 &SetSpec::verdict_map("m", vec![KeyType::Integer32]),
             )
             .add_elements(Family::Ip, "t", "m", &[element(1), element(2)]);
+        b.add_chain(Family::Ip, "t", &Chain::regular("c"));
         nft.apply(&b).expect("apply");
+        assert_eq!(nft.list_tables(Family::Ip).expect("tables"), ["t"]);
+        assert!(nft.list_tables(Family::Ip6).expect("tables").is_empty());
+        assert_eq!(
+            nft.list_chains(Family::Ip, "t").expect("chains"),
+            [ListedChain {
+                name: "c".into(),
+                base: false
+            }]
+        );
         assert_eq!(
             nft.list_elements(Family::Ip, "t", "m").expect("list").len(),
             2
@@ -266,6 +314,7 @@ mod tests {
         b.delete_table(Family::Ip, "t");
         nft.apply(&b).expect("delete table");
         assert!(!nft.has_table(Family::Ip, "t"));
+        assert!(nft.list_chains(Family::Ip, "t").expect("chains").is_empty());
         assert!(nft.list_sets(Family::Ip, "t").expect("sets").is_empty());
     }
 }

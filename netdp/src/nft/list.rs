@@ -44,6 +44,39 @@ pub struct ListedElement {
     pub interval_end: bool,
 }
 
+/// A chain as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedChain {
+    pub name: String,
+    /// Attached to a hook (a base chain).
+    pub base: bool,
+}
+
+/// Decodes one `NEWTABLE` reply: the table name.
+pub(crate) fn parse_table(payload: &[u8]) -> Option<String> {
+    attrs(payload)
+        .find(|(ty, _)| *ty == NFTA_TABLE_NAME)
+        .map(|(_, v)| string(v))
+}
+
+/// Decodes one `NEWCHAIN` reply if it belongs to `table`.
+pub(crate) fn parse_chain(payload: &[u8], table: &str) -> Option<ListedChain> {
+    let mut chain = ListedChain {
+        name: String::new(),
+        base: false,
+    };
+    let mut in_table = false;
+    for (ty, value) in attrs(payload) {
+        match ty {
+            NFTA_CHAIN_TABLE => in_table = string(value) == table,
+            NFTA_CHAIN_NAME => chain.name = string(value),
+            NFTA_CHAIN_HOOK => chain.base = true,
+            _ => {}
+        }
+    }
+    (in_table && !chain.name.is_empty()).then_some(chain)
+}
+
 /// Decodes one `NEWSET` reply (attributes after the `nfgenmsg` header).
 pub(crate) fn parse_set(payload: &[u8]) -> Option<ListedSet> {
     let mut set = ListedSet {

@@ -30,7 +30,7 @@ pub use expr::{
     match_mark, set_mark_bits,
 };
 pub use fake::MemoryNft;
-pub use list::{ListedElement, ListedSet};
+pub use list::{ListedChain, ListedElement, ListedSet};
 pub use objects::{
     AnonymousSet, Chain, ChainType, Datum, Element, ElementData, Family, Hook, KeyType, MapType,
     Policy, SetFlags, SetSpec, TypeSpec, Verdict, encode_value, priority,

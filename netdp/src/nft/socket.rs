@@ -12,7 +12,9 @@ use nix::sys::time::TimeVal;
 
 use super::batch::{Batch, number_messages};
 use super::error::NftError;
-use super::list::{ListedElement, ListedSet, parse_elements, parse_set};
+use super::list::{
+    ListedChain, ListedElement, ListedSet, parse_chain, parse_elements, parse_set, parse_table,
+};
 use super::objects::Family;
 use super::sys::*;
 use super::wire::{Message, Writer, attrs, messages, string};
@@ -41,6 +43,10 @@ pub struct NftSocket {
 pub trait NftApi {
     /// Applies `batch` atomically.
     fn apply(&self, batch: &Batch) -> Result<(), NftError>;
+    /// The tables of one family.
+    fn list_tables(&self, family: Family) -> Result<Vec<String>, NftError>;
+    /// The chains of one table.
+    fn list_chains(&self, family: Family, table: &str) -> Result<Vec<ListedChain>, NftError>;
     /// The sets and maps of one table.
     fn list_sets(&self, family: Family, table: &str) -> Result<Vec<ListedSet>, NftError>;
     /// The elements of one set or map.
@@ -223,6 +229,23 @@ impl NftApi for NftSocket {
             }
         }
         acks.result(|i| batch.describe(i))
+    }
+
+    fn list_tables(&self, family: Family) -> Result<Vec<String>, NftError> {
+        let what = format!("tables of family {}", family.name());
+        let replies = self.dump(NFT_MSG_GETTABLE, family, &what, |_| {})?;
+        Ok(replies.iter().filter_map(|r| parse_table(r)).collect())
+    }
+
+    fn list_chains(&self, family: Family, table: &str) -> Result<Vec<ListedChain>, NftError> {
+        let what = format!("chains of {} {table}", family.name());
+        let replies = self.dump(NFT_MSG_GETCHAIN, family, &what, |w| {
+            w.str(NFTA_CHAIN_TABLE, table);
+        })?;
+        Ok(replies
+            .iter()
+            .filter_map(|r| parse_chain(r, table))
+            .collect())
     }
 
     fn list_sets(&self, family: Family, table: &str) -> Result<Vec<ListedSet>, NftError> {

@@ -25,8 +25,10 @@ pub(crate) const NFGENMSG_LEN: usize = 4;
 
 // enum nf_tables_msg_types
 pub(crate) const NFT_MSG_NEWTABLE: u8 = 0;
+pub(crate) const NFT_MSG_GETTABLE: u8 = 1;
 pub(crate) const NFT_MSG_DELTABLE: u8 = 2;
 pub(crate) const NFT_MSG_NEWCHAIN: u8 = 3;
+pub(crate) const NFT_MSG_GETCHAIN: u8 = 4;
 pub(crate) const NFT_MSG_DELCHAIN: u8 = 5;
 pub(crate) const NFT_MSG_NEWRULE: u8 = 6;
 pub(crate) const NFT_MSG_DELRULE: u8 = 8;
