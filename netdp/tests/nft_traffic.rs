@@ -415,3 +415,115 @@ fn masquerade_shows_the_router_address_at_the_backend() {
         "masqueraded to the router's address"
     );
 }
+
+#[test]
+fn ipv6_dnat_map_sends_service_traffic_to_the_backend() {
+    if !privileged_tests_enabled() {
+        return;
+    }
+    let client = TestNs::new("v6-c");
+    let router = TestNs::new("v6-r");
+    let backend = TestNs::new("v6-b");
+    client.ip(&[
+        "link",
+        "add",
+        "c0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "r0",
+        "netns",
+        &router.name,
+    ]);
+    router.ip(&[
+        "link",
+        "add",
+        "r1",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "b0",
+        "netns",
+        &backend.name,
+    ]);
+    for (ns, dev, addr) in [
+        (&client, "c0", "fd00:1::2/64"),
+        (&router, "r0", "fd00:1::1/64"),
+        (&router, "r1", "fd00:2::1/64"),
+        (&backend, "b0", "fd00:2::2/64"),
+    ] {
+        ns.ip(&["addr", "add", addr, "dev", dev, "nodad"]);
+        ns.ip(&["link", "set", dev, "up"]);
+    }
+    client.ip(&["-6", "route", "add", "default", "via", "fd00:1::1"]);
+    backend.ip(&["-6", "route", "add", "default", "via", "fd00:2::1"]);
+    router.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+
+    let backend_ip: std::net::Ipv6Addr = "fd00:2::2".parse().expect("ipv6");
+    let service_ip: std::net::Ipv6Addr = "fd00:96::10".parse().expect("ipv6");
+    let listener = backend
+        .run(|| TcpListener::bind((backend_ip, 8080)))
+        .expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+
+    let nft = router.nft();
+    let key6 = vec![KeyType::Ipv6Addr, KeyType::InetProto, KeyType::InetService];
+    let mut b = Batch::new();
+    b.add_table(Family::Ip6, T)
+        .add_chain(
+            Family::Ip6,
+            T,
+            &Chain::base(
+                "nat-prerouting",
+                ChainType::Nat,
+                Hook::Prerouting,
+                priority::DSTNAT,
+                Policy::Accept,
+            ),
+        )
+        .add_set(
+            Family::Ip6,
+            T,
+            &SetSpec::data_map("dnat6", key6, vec![KeyType::Ipv6Addr, KeyType::InetService]),
+        )
+        .add_elements(
+            Family::Ip6,
+            T,
+            "dnat6",
+            &[Element::value(
+                &[Datum::Ipv6(service_ip), Datum::Proto(6), Datum::Port(80)],
+                &[Datum::Ipv6(backend_ip), Datum::Port(8080)],
+            )],
+        )
+        .add_rule(
+            Family::Ip6,
+            T,
+            "nat-prerouting",
+            &[
+                Expr::ip6_daddr(Reg::R0),
+                Expr::meta(MetaKey::L4proto, Reg::R4),
+                Expr::th_dport(Reg(5)),
+                Expr::map("dnat6", Reg::R0, Reg::R0),
+                Expr::Nat {
+                    kind: NatKind::Dnat,
+                    family: Family::Ip6,
+                    addr: Some(Reg::R0),
+                    port: Some(Reg::R4),
+                    flags: NatFlags::default(),
+                },
+            ],
+        );
+    nft.apply(&b).expect("apply");
+
+    let addr = SocketAddr::from((service_ip, 80));
+    let _stream = client
+        .run(|| TcpStream::connect_timeout(&addr, Duration::from_secs(3)))
+        .expect("connect to the IPv6 service");
+    let peer = accept_one(&listener);
+    assert_eq!(
+        peer.ip(),
+        "fd00:1::2".parse::<std::net::IpAddr>().expect("ip")
+    );
+}
