@@ -115,7 +115,8 @@ fn sample_ruleset() -> Batch {
                 Element::verdict(
                     &svc_key([10, 96, 0, 1], 6, 80),
                     Verdict::Goto("svc-a".into()),
-                ),
+                )
+                .with_comment("default/web:http"),
                 Element::verdict(
                     &svc_key([10, 96, 0, 2], 17, 53),
                     Verdict::Jump("svc-b".into()),
@@ -161,7 +162,7 @@ fn sample_ruleset() -> Batch {
             flags: NatFlags::default(),
         },
     ]);
-    b.add_rule(F, T, "svc-a", &dnat);
+    b.add_rule_commented(F, T, "svc-a", &dnat, Some("default/web:http"));
     b.add_rule(
         F,
         T,
@@ -281,6 +282,8 @@ fn objects_programmed_over_netlink_read_back_identically_in_nft() {
         "dnat ip to ip daddr . meta l4proto . th dport map @dnat",
         "update @affinity { ip saddr timeout 3h }",
         "numgen random mod 2 vmap @backends",
+        "map @dnat comment \"default/web:http\"",
+        "10.96.0.1 . tcp . 80 comment \"default/web:http\" : goto svc-a",
         // Host-order integer keys print as numbers (set userdata carries the byte order).
         "elements = { 0 : goto ep-1, 1 : goto ep-2 }",
         "meta mark & 0x00004000 == 0x00004000 counter packets 0 bytes 0 masquerade fully-random",
@@ -332,6 +335,7 @@ fn objects_programmed_over_netlink_read_back_identically_in_nft() {
         goto_a.data,
         Some(ElementData::Verdict(Verdict::Goto("svc-a".into())))
     );
+    assert_eq!(goto_a.comment.as_deref(), Some("default/web:http"));
     let dnat = nft.list_elements(F, T, "dnat").expect("list dnat");
     assert_eq!(
         dnat[0].data,

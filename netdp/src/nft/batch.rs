@@ -170,6 +170,18 @@ impl Batch {
         chain: &str,
         exprs: &[Expr],
     ) -> &mut Self {
+        self.add_rule_commented(family, table, chain, exprs, None)
+    }
+
+    /// `add rule ... comment "..."`: the comment shows in `nft list ruleset`, as kube-proxy's do.
+    pub fn add_rule_commented(
+        &mut self,
+        family: Family,
+        table: &str,
+        chain: &str,
+        exprs: &[Expr],
+        comment: Option<&str>,
+    ) -> &mut Self {
         self.message(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, |w| {
             w.str(NFTA_RULE_TABLE, table);
             w.str(NFTA_RULE_CHAIN, chain);
@@ -177,7 +189,11 @@ impl Batch {
             for expr in exprs {
                 expr.encode(w)?;
             }
-            w.end_nested(list)
+            w.end_nested(list)?;
+            if let Some(comment) = comment {
+                w.attr(NFTA_RULE_USERDATA, &comment_udata(comment));
+            }
+            Ok(())
         })
     }
 
@@ -442,6 +458,32 @@ fn describe_message(message: &super::wire::Message<'_>) -> String {
     out
 }
 
+/// libnftnl's userdata TLV holding a NUL-terminated comment (at most 128 bytes, like `nft`).
+pub(crate) fn comment_udata(comment: &str) -> Vec<u8> {
+    let mut end = comment.len().min(127);
+    while !comment.is_char_boundary(end) {
+        end -= 1;
+    }
+    let text = &comment.as_bytes()[..end];
+    let mut out = vec![NFTNL_UDATA_COMMENT, (text.len() + 1) as u8];
+    out.extend_from_slice(text);
+    out.push(0);
+    out
+}
+
+/// The comment in a userdata blob written by [`comment_udata`] (or by `nft`).
+pub(crate) fn parse_comment_udata(mut udata: &[u8]) -> Option<String> {
+    while udata.len() >= 2 {
+        let (ty, len) = (udata[0], usize::from(udata[1]));
+        let value = udata.get(2..2 + len)?;
+        if ty == NFTNL_UDATA_COMMENT {
+            return Some(super::wire::string(value));
+        }
+        udata = &udata[2 + len..];
+    }
+    None
+}
+
 fn len32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
@@ -458,6 +500,9 @@ fn encode_element(w: &mut Writer, element: &Element, with_data: bool) -> Result<
         if let Some(timeout) = element.timeout {
             w.u64_be(NFTA_SET_ELEM_TIMEOUT, millis(timeout));
         }
+    }
+    if let Some(comment) = element.comment.as_deref().filter(|_| with_data) {
+        w.attr(NFTA_SET_ELEM_USERDATA, &comment_udata(comment));
     }
     if element.interval_end {
         w.u32_be(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
@@ -526,6 +571,19 @@ mod tests {
             msgs.iter().map(|m| m.seq).collect::<Vec<_>>(),
             vec![100, 101, 102, 103]
         );
+    }
+
+    #[test]
+    fn comments_round_trip_and_are_capped() {
+        assert_eq!(comment_udata("ab"), [0, 3, b'a', b'b', 0]);
+        assert_eq!(
+            parse_comment_udata(&comment_udata("ns/svc:http")).as_deref(),
+            Some("ns/svc:http")
+        );
+        let long = "é".repeat(100);
+        let udata = comment_udata(&long);
+        assert!(udata.len() <= 130);
+        assert!(parse_comment_udata(&udata).is_some_and(|c| long.starts_with(&c)));
     }
 
     #[test]

@@ -55,6 +55,7 @@ fn key_only(key: &[u8]) -> Element {
         data: None,
         timeout: None,
         interval_end: false,
+        comment: None,
     }
 }
 
@@ -75,6 +76,7 @@ mod tests {
             timeout: None,
             expires: None,
             interval_end: false,
+            comment: None,
         }
     }
 

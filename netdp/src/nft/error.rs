@@ -35,6 +35,9 @@ pub enum NftError {
         #[source]
         source: io::Error,
     },
+    /// The ruleset changed while it was being listed; list again.
+    #[error("listing {what} was interrupted by a concurrent change")]
+    DumpInterrupted { what: String },
     #[error("the kernel did not acknowledge {missing} of the batch's messages")]
     MissingAcks { missing: usize },
     #[error("malformed netlink data: {0}")]

@@ -42,6 +42,7 @@ pub struct ListedElement {
     /// Time left before a timed-out element disappears.
     pub expires: Option<Duration>,
     pub interval_end: bool,
+    pub comment: Option<String>,
 }
 
 /// A chain as the kernel reports it.
@@ -116,6 +117,7 @@ pub(crate) fn parse_elements(payload: &[u8], out: &mut Vec<ListedElement>) {
             timeout: None,
             expires: None,
             interval_end: false,
+            comment: None,
         };
         for (ty, value) in attrs(elem) {
             match ty {
@@ -128,6 +130,9 @@ pub(crate) fn parse_elements(payload: &[u8], out: &mut Vec<ListedElement>) {
                 NFTA_SET_ELEM_TIMEOUT => element.timeout = be64(value).map(Duration::from_millis),
                 NFTA_SET_ELEM_EXPIRATION => {
                     element.expires = be64(value).map(Duration::from_millis);
+                }
+                NFTA_SET_ELEM_USERDATA => {
+                    element.comment = super::batch::parse_comment_udata(value);
                 }
                 NFTA_SET_ELEM_FLAGS => {
                     element.interval_end =

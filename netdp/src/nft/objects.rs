@@ -412,6 +412,8 @@ pub struct Element {
     pub timeout: Option<Duration>,
     /// Marks the end of a range in a (non-concatenated) interval set.
     pub interval_end: bool,
+    /// Shown by `nft list` (kube-proxy names the Service here).
+    pub comment: Option<String>,
 }
 
 impl Element {
@@ -421,6 +423,7 @@ impl Element {
             data: None,
             timeout: None,
             interval_end: false,
+            comment: None,
         }
     }
 
@@ -440,6 +443,11 @@ impl Element {
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    pub fn with_comment(mut self, comment: impl Into<String>) -> Self {
+        self.comment = Some(comment.into());
         self
     }
 }

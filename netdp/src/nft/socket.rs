@@ -125,7 +125,24 @@ impl NftSocket {
         msg: u8,
         family: Family,
         what: &str,
-        encode: impl FnOnce(&mut Writer),
+        encode: impl Fn(&mut Writer),
+    ) -> Result<Vec<Vec<u8>>, NftError> {
+        // A dump that raced with a change is inconsistent: try again a few times.
+        let mut attempt = 0;
+        loop {
+            match self.dump_once(msg, family, what, &encode) {
+                Err(NftError::DumpInterrupted { .. }) if attempt < 3 => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    fn dump_once(
+        &self,
+        msg: u8,
+        family: Family,
+        what: &str,
+        encode: &impl Fn(&mut Writer),
     ) -> Result<Vec<Vec<u8>>, NftError> {
         let _exchange = self.exchange.lock().unwrap_or_else(|p| p.into_inner());
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
@@ -151,6 +168,16 @@ impl NftSocket {
         };
         let mut out = Vec::new();
         let mut buf = Vec::new();
+        let mut interrupted = false;
+        let done = |out: Vec<Vec<u8>>, interrupted: bool| {
+            if interrupted {
+                Err(NftError::DumpInterrupted {
+                    what: what.to_owned(),
+                })
+            } else {
+                Ok(out)
+            }
+        };
         loop {
             self.recv(&mut buf).map_err(list_err)?;
             for message in messages(&buf) {
@@ -158,20 +185,21 @@ impl NftSocket {
                 if message.seq != seq {
                     continue; // a stale answer to an earlier request
                 }
+                interrupted |= message.flags & NLM_F_DUMP_INTR != 0;
                 match message.msg_type {
-                    NLMSG_DONE => return Ok(out),
+                    NLMSG_DONE => return done(out, interrupted),
                     NLMSG_ERROR => {
                         let ack = parse_ack(&message)?;
                         if ack.errno != 0 {
                             return Err(list_err(io::Error::from_raw_os_error(ack.errno)));
                         }
-                        return Ok(out);
+                        return done(out, interrupted);
                     }
                     _ => {
                         // Skip the nfgenmsg header.
                         out.push(message.payload.get(NFGENMSG_LEN..).unwrap_or(&[]).to_vec());
                         if message.flags & NLM_F_MULTI == 0 {
-                            return Ok(out);
+                            return done(out, interrupted);
                         }
                     }
                 }
