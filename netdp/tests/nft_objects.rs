@@ -568,3 +568,36 @@ fn ip6_and_inet_tables_with_ipv6_keys_and_family_specific_statements() {
     assert_eq!(sets[0].key_len, 24);
     assert_eq!(sets[0].data_len, 20);
 }
+
+#[test]
+fn a_large_batch_failing_in_the_middle_names_the_message_and_leaves_nothing() {
+    if !privileged_tests_enabled() {
+        return;
+    }
+    // Above the per-message ACK limit: only errors and a final ACK come back.
+    let ns = TestNs::new("large-abort");
+    let nft = ns.nft();
+    let mut b = Batch::new();
+    b.add_table(F, T);
+    for i in 0..6_000 {
+        b.add_chain(F, T, &Chain::regular(format!("c{i}")));
+        if i == 3_000 {
+            b.add_rule(F, T, "c3000", &[Expr::jump("missing")]);
+        }
+    }
+    let err = nft.apply(&b).expect_err("the batch must fail");
+    assert!(
+        err.to_string().contains("add rule ip kwk-test c3000"),
+        "{err}"
+    );
+    assert!(nft.list_tables(F).expect("tables").is_empty());
+
+    // Without the bad rule the same large batch applies and every chain is there.
+    let mut b = Batch::new();
+    b.add_table(F, T);
+    for i in 0..6_000 {
+        b.add_chain(F, T, &Chain::regular(format!("c{i}")));
+    }
+    nft.apply(&b).expect("large batch");
+    assert_eq!(nft.list_chains(F, T).expect("chains").len(), 6_000);
+}

@@ -512,10 +512,13 @@ fn encode_element(w: &mut Writer, element: &Element, with_data: bool) -> Result<
 
 /// Gives every message of an encoded batch its sequence number: `first` for BATCH_BEGIN, then
 /// consecutive. Returns the sequence number of each object message (parallel to the ops).
-pub(crate) fn number_messages(buf: &mut [u8], first: u32) -> Vec<u32> {
+/// Unless `ack_all`, only the last object message keeps its ACK request: errors are reported
+/// for every message anyway, and that last ACK marks the end of the answers.
+pub(crate) fn number_messages(buf: &mut [u8], first: u32, ack_all: bool) -> Vec<u32> {
     let mut seqs = Vec::new();
     let mut offset = 0;
     let mut seq = first;
+    let mut last_object = None;
     while offset + NLMSG_HDRLEN <= buf.len() {
         let len = u32::from_ne_bytes([
             buf[offset],
@@ -527,6 +530,10 @@ pub(crate) fn number_messages(buf: &mut [u8], first: u32) -> Vec<u32> {
         buf[offset + 8..offset + 12].copy_from_slice(&seq.to_ne_bytes());
         if msg_type != NFNL_MSG_BATCH_BEGIN && msg_type != NFNL_MSG_BATCH_END {
             seqs.push(seq);
+            if !ack_all {
+                set_ack_flag(buf, offset, false);
+                last_object = Some(offset);
+            }
         }
         seq = seq.wrapping_add(1);
         if len < NLMSG_HDRLEN {
@@ -534,7 +541,20 @@ pub(crate) fn number_messages(buf: &mut [u8], first: u32) -> Vec<u32> {
         }
         offset += super::wire::align4(len);
     }
+    if let Some(offset) = last_object {
+        set_ack_flag(buf, offset, true);
+    }
     seqs
+}
+
+fn set_ack_flag(buf: &mut [u8], offset: usize, on: bool) {
+    let flags = u16::from_ne_bytes([buf[offset + 6], buf[offset + 7]]);
+    let flags = if on {
+        flags | NLM_F_ACK
+    } else {
+        flags & !NLM_F_ACK
+    };
+    buf[offset + 6..offset + 8].copy_from_slice(&flags.to_ne_bytes());
 }
 
 #[cfg(test)]
@@ -551,7 +571,7 @@ mod tests {
             .add_chain(Family::Ip, "kwk", &Chain::regular("services"));
         let (mut buf, ops) = b.finish().expect("encodes");
         assert_eq!(ops.len(), 2);
-        let seqs = number_messages(&mut buf, 100);
+        let seqs = number_messages(&mut buf, 100, true);
         assert_eq!(seqs, vec![101, 102]);
         let msgs: Vec<_> = messages(&buf).collect::<Result<_, _>>().expect("parses");
         let types: Vec<_> = msgs.iter().map(|m| m.msg_type).collect();
@@ -571,6 +591,15 @@ mod tests {
             msgs.iter().map(|m| m.seq).collect::<Vec<_>>(),
             vec![100, 101, 102, 103]
         );
+        assert!(msgs[1..3].iter().all(|m| m.flags & NLM_F_ACK != 0));
+
+        // Large batches: only the last object message asks for an ACK.
+        let (mut buf, _) = b.finish().expect("encodes");
+        number_messages(&mut buf, 100, false);
+        let acked: Vec<bool> = messages(&buf)
+            .map(|m| m.expect("parses").flags & NLM_F_ACK != 0)
+            .collect();
+        assert_eq!(acked, [false, false, true, false]);
     }
 
     #[test]
