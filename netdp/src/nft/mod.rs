@@ -8,6 +8,19 @@
 //! - [`plan_elements`] computes the element changes that bring a set to its desired content.
 //!
 //! Encoding and ACK bookkeeping are pure and unit-tested; only `socket` does I/O.
+//!
+//! Kernel costs measured on this kernel (6.18, `tests/nft_scale.rs`), which the rule layout
+//! should respect:
+//! - every commit walks all chains of the table: ~20-40 ns per chain, so one element change
+//!   costs ~2 ms with 60k chains (kube-proxy's chain per endpoint at 10k Services) but ~5 us
+//!   with few chains; rules do not add to it;
+//! - adding or removing a verdict-map element that jumps/gotos a chain revalidates the jump
+//!   graph from the base chains: 15-25 ms at 10k Services x 5 endpoints; value data (DNAT
+//!   maps) and chain-less verdicts do not;
+//! - sets are found by name through a list and anonymous sets by id through the transaction:
+//!   one set per Service is quadratic in a full sync (1k: 0.25 s, 10k: ~30 s);
+//! - a full sync costs ~5 us per message in the kernel (170k messages: 0.85 s); 50k map
+//!   elements in one batch take ~85 ms, listing them back ~100 ms (dumps restart the hash walk).
 //! [`MemoryNft`] is an in-memory [`NftApi`] for tests of callers.
 
 mod batch;
