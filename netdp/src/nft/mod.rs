@@ -2,8 +2,9 @@
 //! nftables proxy mode, and the CNI's masquerade and hostPort rules, program the kernel through.
 //!
 //! - [`Batch`] builds one atomic transaction (tables, chains, rules, sets/maps, elements);
-//! - [`NftSocket`] sends it as one datagram and checks one ACK per message, and lists a table's
-//!   sets and elements back ([`NftApi`]);
+//! - [`NftSocket`] sends it as one datagram and checks one ACK per message (above 4096
+//!   messages: every error plus a final ACK), and lists tables, chains, sets and elements back
+//!   ([`NftApi`]); [`MemoryNft`] is an in-memory [`NftApi`] for tests of callers;
 //! - [`Expr`] covers the expressions kube-proxy's nftables mode uses;
 //! - [`plan_elements`] computes the element changes that bring a set to its desired content.
 //!
@@ -21,7 +22,6 @@
 //!   one set per Service is quadratic in a full sync (1k: 0.25 s, 10k: ~30 s);
 //! - a full sync costs ~5 us per message in the kernel (170k messages: 0.85 s); 50k map
 //!   elements in one batch take ~85 ms, listing them back ~100 ms (dumps restart the hash walk).
-//! [`MemoryNft`] is an in-memory [`NftApi`] for tests of callers.
 
 mod batch;
 mod diff;
