@@ -1,6 +1,7 @@
 //! A transaction: the builder that encodes tables, chains, rules, sets and elements into one
 //! `NFNL_MSG_BATCH_BEGIN ... BATCH_END` buffer, and describes any of its messages on demand so a
-//! kernel error can name it (`add chain ip kwk services`) without a string per message. Pure; [`super::socket::NftSocket::apply`] sends it.
+//! kernel error can name it (`add chain ip kwk services`) without a string per message. Pure;
+//! [`NftApi::apply`](super::NftApi::apply) sends it.
 
 use super::error::NftError;
 use super::expr::{Expr, millis, value_data, verdict_data};
@@ -24,7 +25,7 @@ pub(crate) struct Op {
 /// An atomic nf_tables transaction under construction.
 ///
 /// Every method appends one or more messages; nothing is sent until
-/// [`NftSocket::apply`](super::socket::NftSocket::apply). The kernel applies all messages or
+/// [`NftSocket::apply`](super::NftApi::apply). The kernel applies all messages or
 /// none.
 #[derive(Debug)]
 pub struct Batch {
