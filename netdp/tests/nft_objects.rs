@@ -211,6 +211,10 @@ fn sample_ruleset() -> Batch {
             Expr::accept(),
         ],
     );
+    let mut nodeports = match_daddr_local().to_vec();
+    nodeports.extend(match_l4proto(6));
+    nodeports.push(Expr::Counter);
+    b.add_rule(F, T, "prerouting", &nodeports);
     let mut mark = set_mark_bits(0x4000).to_vec();
     mark.push(Expr::Reject(Reject::Icmp(3)));
     b.add_rule(F, T, "svc-b", &mark);
@@ -289,6 +293,7 @@ fn objects_programmed_over_netlink_read_back_identically_in_nft() {
         "meta mark & 0x00004000 == 0x00004000 counter packets 0 bytes 0 masquerade fully-random",
         "ct state new meta l4proto tcp th dport 9999 reject with tcp reset",
         "iifname \"lo\" accept",
+        "fib daddr type local meta l4proto tcp counter",
         "meta mark set meta mark | 0x00004000 reject",
     ] {
         assert!(text.contains(want), "`{want}` not in:\n{text}");

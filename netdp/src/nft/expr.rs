@@ -199,6 +199,10 @@ pub enum Expr {
         dreg: Reg,
     },
     Reject(Reject),
+    /// `fib daddr type`: the route type of the destination address (host order, `RTN_*`).
+    FibDaddrType {
+        dreg: Reg,
+    },
     Dynset {
         set: String,
         op: DynsetOp,
@@ -223,6 +227,7 @@ impl Expr {
             Self::Masquerade(_) => "masq",
             Self::Numgen { .. } => "numgen",
             Self::Reject(_) => "reject",
+            Self::FibDaddrType { .. } => "fib",
             Self::Dynset { .. } => "dynset",
         }
     }
@@ -375,6 +380,11 @@ impl Expr {
                 };
                 w.u32_be(NFTA_REJECT_TYPE, ty);
                 w.attr(NFTA_REJECT_ICMP_CODE, &[code]);
+            }
+            Self::FibDaddrType { dreg } => {
+                w.u32_be(NFTA_FIB_DREG, dreg.wire());
+                w.u32_be(NFTA_FIB_RESULT, NFT_FIB_RESULT_ADDRTYPE);
+                w.u32_be(NFTA_FIB_FLAGS, NFTA_FIB_F_DADDR);
             }
             Self::Dynset {
                 set,
@@ -595,6 +605,15 @@ pub fn set_mark_bits(bits: u32) -> [Expr; 3] {
     ]
 }
 
+/// `fib daddr type local`: the destination is an address of this node (kube-proxy's NodePort
+/// match when no explicit node IPs are given).
+pub fn match_daddr_local() -> [Expr; 2] {
+    [
+        Expr::FibDaddrType { dreg: Reg::R0 },
+        Expr::cmp_eq(Reg::R0, &[Datum::U32(RTN_LOCAL)]),
+    ]
+}
+
 /// `meta l4proto <proto>`.
 pub fn match_l4proto(proto: u8) -> [Expr; 2] {
     [
@@ -680,6 +699,11 @@ mod tests {
                 vec![(1, be(0)), (2, vec![3])],
             ),
             (Expr::Counter, "counter", vec![]),
+            (
+                Expr::FibDaddrType { dreg: Reg::R0 },
+                "fib",
+                vec![(1, be(8)), (2, be(3)), (3, be(2))],
+            ),
         ];
         for (expr, name, want) in cases {
             let (got_name, got) = encoded(&expr);

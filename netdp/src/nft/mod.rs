@@ -39,8 +39,8 @@ pub use diff::{ElementChanges, plan_elements};
 pub use error::NftError;
 pub use expr::{
     CmpOp, CtKey, DynsetOp, Expr, Immediate, MetaKey, NatFlags, NatKind, NumgenKind, PayloadBase,
-    Reg, Reject, ct_state, ifname, load_daddr_proto_dport, match_ct_state, match_l4proto,
-    match_mark, set_mark_bits,
+    Reg, Reject, ct_state, ifname, load_daddr_proto_dport, match_ct_state, match_daddr_local,
+    match_l4proto, match_mark, set_mark_bits,
 };
 pub use fake::MemoryNft;
 pub use list::{ListedChain, ListedElement, ListedSet};

@@ -128,6 +128,13 @@ pub(crate) const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
 pub(crate) const NFTA_NAT_REG_PROTO_MAX: u16 = 6;
 pub(crate) const NFTA_NAT_FLAGS: u16 = 7;
 pub(crate) const NFTA_MASQ_FLAGS: u16 = 1;
+pub(crate) const NFTA_FIB_DREG: u16 = 1;
+pub(crate) const NFTA_FIB_RESULT: u16 = 2;
+pub(crate) const NFTA_FIB_FLAGS: u16 = 3;
+pub(crate) const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+pub(crate) const NFTA_FIB_F_DADDR: u32 = 2;
+/// `RTN_LOCAL`: an address of this host.
+pub(crate) const RTN_LOCAL: u32 = 2;
 pub(crate) const NFTA_NG_DREG: u16 = 1;
 pub(crate) const NFTA_NG_MODULUS: u16 = 2;
 pub(crate) const NFTA_NG_TYPE: u16 = 3;
