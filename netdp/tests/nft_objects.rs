@@ -211,6 +211,26 @@ fn sample_ruleset() -> Batch {
             Expr::accept(),
         ],
     );
+    b.add_rule(
+        F,
+        T,
+        "postrouting",
+        &[
+            Expr::ip_saddr(Reg::R0),
+            Expr::cmp_eq(Reg::R0, &[Datum::Ipv4(Ipv4Addr::new(10, 244, 0, 9))]),
+            Expr::load(Reg::R1, &[Datum::Ipv4(Ipv4Addr::new(192, 168, 1, 1))]),
+            Expr::Nat {
+                kind: NatKind::Snat,
+                family: Family::Ip,
+                addr: Some(Reg::R1),
+                port: None,
+                flags: NatFlags {
+                    random: true,
+                    ..NatFlags::default()
+                },
+            },
+        ],
+    );
     let mut nodeports = match_daddr_local().to_vec();
     nodeports.extend(match_l4proto(6));
     nodeports.push(Expr::Counter);
@@ -294,6 +314,7 @@ fn objects_programmed_over_netlink_read_back_identically_in_nft() {
         "ct state new meta l4proto tcp th dport 9999 reject with tcp reset",
         "iifname \"lo\" accept",
         "fib daddr type local meta l4proto tcp counter",
+        "ip saddr 10.244.0.9 snat to 192.168.1.1 random",
         "meta mark set meta mark | 0x00004000 reject",
     ] {
         assert!(text.contains(want), "`{want}` not in:\n{text}");
