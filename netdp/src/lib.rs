@@ -10,6 +10,9 @@
 //! sync, or [`model::update_service`] per changed Service (its [`model::Touched::diff`] is that
 //! change's [`model::RuleDiff`]); a renderer applies the diff. Rebuild fully when the node's
 //! addresses, zone or the proxy options change.
+//!
+//! [`nft`] is the nf_tables netlink client the nftables mode programs the kernel through.
 
 pub mod model;
+pub mod nft;
 pub mod trace;
