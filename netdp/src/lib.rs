@@ -11,8 +11,10 @@
 //! change's [`model::RuleDiff`]); a renderer applies the diff. Rebuild fully when the node's
 //! addresses, zone or the proxy options change.
 //!
-//! [`nft`] is the nf_tables netlink client the nftables mode programs the kernel through.
+//! [`nft`] is the nf_tables netlink client the nftables mode programs the kernel through;
+//! [`dataplane::Dataplane`] is what every mode implements for the sync loop.
 
+pub mod dataplane;
 pub mod model;
 pub mod nft;
 pub mod trace;
