@@ -1,11 +1,11 @@
 //! The seam between the sync loop and a rendering mode (nftables, iptables, IPVS): a
-//! [`Dataplane`] makes the kernel match a [`RuleSet`], given the rule set it applied last.
+//! [`Dataplane`] makes the kernel match a [`RuleSet`], given what changed since it last applied one.
 //! Modes own their rendering and their kernel objects; the sync loop only decides when to sync
 //! and whether the next sync must be full.
 
 use std::error::Error as StdError;
 
-use crate::model::RuleSet;
+use crate::model::{RuleDiff, RuleSet};
 
 /// A proxy mode that programs the kernel from the model.
 ///
@@ -18,20 +18,21 @@ pub trait Dataplane: Send {
 
     /// Makes the kernel match `rules`.
     ///
-    /// `previous` is the rule set this dataplane last applied successfully, for an incremental
-    /// sync that writes only the difference. `None` asks for a full sync: the first sync, the
-    /// periodic resync, and every sync after a failure. A full sync rewrites all of the mode's
-    /// objects and removes whatever of its own is not in `rules` (also objects someone else
-    /// changed or flushed). An incremental sync that finds its objects gone repairs them (a
-    /// full sync) and says so in the report.
+    /// `change` is the difference from the rule set this dataplane last applied successfully
+    /// to `rules` (with the old values), for an incremental sync that writes only that; it
+    /// costs the size of the change, never of the whole rule set. `None` asks for a full sync:
+    /// the first sync, the periodic full resync, and every sync after a failure. A full sync
+    /// rewrites all of the mode's objects and removes whatever of its own is not in `rules`
+    /// (also objects someone else changed or flushed). An incremental sync that finds its
+    /// objects gone repairs them (a full sync) and says so in the report.
     ///
     /// On error, no half-applied state is visible to traffic: each mode applies a sync as one
     /// kernel transaction (an nf_tables batch, one `iptables-restore` run), or documents the
     /// unit it applies atomically. The caller passes `None` next time.
     fn sync(
         &mut self,
-        previous: Option<&RuleSet>,
         rules: &RuleSet,
+        change: Option<&RuleDiff<'_>>,
     ) -> Result<SyncReport, DataplaneError>;
 
     /// Removes everything this mode programmed (switching modes, uninstalling). Idempotent.

@@ -17,4 +17,8 @@
 pub mod dataplane;
 pub mod model;
 pub mod nft;
+pub mod runner;
 pub mod trace;
+
+#[cfg(test)]
+mod testkit;

@@ -390,6 +390,23 @@ pub struct Touched {
 }
 
 impl Touched {
+    /// Adds what a later update touched, keeping for each entry its oldest value: after
+    /// several updates, `self` holds the values before the first, so [`Touched::diff`] is the
+    /// difference since then.
+    pub fn merge(&mut self, later: Touched) {
+        for (key, old) in later.front_ends {
+            self.front_ends.entry(key).or_insert(old);
+        }
+        for (port, old) in later.health_checks {
+            self.health_checks.entry(port).or_insert(old);
+        }
+    }
+
+    /// Nothing was touched.
+    pub fn is_empty(&self) -> bool {
+        self.front_ends.is_empty() && self.health_checks.is_empty()
+    }
+
     /// The difference between the touched entries' old values and their values in `new`.
     pub fn diff<'a>(&'a self, new: &'a RuleSet) -> RuleDiff<'a> {
         let mut out = RuleDiff::default();

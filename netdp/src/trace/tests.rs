@@ -1,136 +1,17 @@
 //! Behaviour of the model, asserted by tracing packets: API objects → `ProxyInput` →
 //! `RuleSet` → `trace`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::discovery::v1::{
-    Endpoint, EndpointConditions, EndpointHints, EndpointPort, EndpointSlice, ForZone,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::discovery::v1::{EndpointPort, EndpointSlice};
 
 use super::*;
-use crate::model::{
-    Cidr, FrontEndKind, NodeState, ProxyInput, ProxyOptions, RuleSet, build_rules, diff,
-};
+use crate::model::{Cidr, FrontEndKind, ProxyInput, ProxyOptions, RuleSet, build_rules, diff};
+pub(super) use crate::testkit::*;
 
 mod inputs;
 mod policies;
-
-pub(super) const NODE: &str = "node-a";
-pub(super) const NODE_IP: &str = "192.168.1.10";
-pub(super) const NODE_IP6: &str = "fd00:1::10";
-
-pub(super) fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-pub(super) fn sa(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-/// A Service with one TCP port 80 named `http` (nodePort 30080 for NodePort/LoadBalancer).
-pub(super) fn service(name: &str, type_: &str, cluster_ips: &[&str]) -> Service {
-    let node_port = (type_ == "NodePort" || type_ == "LoadBalancer").then_some(30080);
-    Service {
-        metadata: ObjectMeta {
-            namespace: Some("default".into()),
-            name: Some(name.into()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(ServiceSpec {
-            type_: Some(type_.into()),
-            cluster_ip: cluster_ips.first().map(|s| (*s).to_owned()),
-            cluster_ips: Some(cluster_ips.iter().map(|s| (*s).to_owned()).collect()),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                protocol: Some("TCP".into()),
-                port: 80,
-                node_port,
-                ..ServicePort::default()
-            }]),
-            ..ServiceSpec::default()
-        }),
-        status: None,
-    }
-}
-
-pub(super) fn spec(svc: &mut Service) -> &mut ServiceSpec {
-    svc.spec.as_mut().unwrap()
-}
-
-/// An endpoint: flags R ready, S serving, T terminating, L on this node; `zones` as hints.
-pub(super) fn ep(addr: &str, flags: &str, zones: &[&str]) -> Endpoint {
-    let ready = flags.contains('R');
-    Endpoint {
-        addresses: vec![addr.into()],
-        conditions: Some(EndpointConditions {
-            ready: Some(ready),
-            serving: Some(ready || flags.contains('S')),
-            terminating: Some(flags.contains('T')),
-        }),
-        node_name: Some(if flags.contains('L') { NODE } else { "node-b" }.into()),
-        hints: (!zones.is_empty()).then(|| EndpointHints {
-            for_zones: Some(
-                zones
-                    .iter()
-                    .map(|z| ForZone { name: (*z).into() })
-                    .collect(),
-            ),
-            for_nodes: None,
-        }),
-        ..Endpoint::default()
-    }
-}
-
-/// A slice of Service `service` with port `http`/TCP → `port`.
-pub(super) fn slice(
-    name: &str,
-    service: &str,
-    family: &str,
-    port: i32,
-    endpoints: Vec<Endpoint>,
-) -> EndpointSlice {
-    EndpointSlice {
-        metadata: ObjectMeta {
-            namespace: Some("default".into()),
-            name: Some(name.into()),
-            labels: Some(BTreeMap::from([(
-                "kubernetes.io/service-name".to_owned(),
-                service.to_owned(),
-            )])),
-            ..ObjectMeta::default()
-        },
-        address_type: family.into(),
-        endpoints,
-        ports: Some(vec![EndpointPort {
-            name: Some("http".into()),
-            protocol: Some("TCP".into()),
-            port: Some(port),
-            app_protocol: None,
-        }]),
-    }
-}
-
-pub(super) fn node() -> NodeState {
-    NodeState {
-        name: NODE.into(),
-        ips: vec![ip(NODE_IP), ip("127.0.0.1"), ip(NODE_IP6), ip("::1")],
-        pod_cidrs: vec!["10.244.1.0/24".parse().unwrap()],
-        zone: Some("zone-a".into()),
-    }
-}
-
-pub(super) fn options() -> ProxyOptions {
-    ProxyOptions {
-        cluster_cidrs: vec![
-            "10.244.0.0/16".parse().unwrap(),
-            "fd00:244::/56".parse().unwrap(),
-        ],
-        masquerade_all: false,
-    }
-}
 
 pub(super) fn rules_with(
     services: &[Service],

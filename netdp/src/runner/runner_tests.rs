@@ -1,0 +1,227 @@
+//! The sync loop against a recording fake dataplane: what each sync is given (full or the
+//! difference), failure → full retry, observers, batching and shutdown of the thread.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+
+use super::*;
+use crate::testkit::*;
+
+/// One sync as the fake saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Call {
+    full: bool,
+    front_ends: usize,
+    /// (added, removed, changed) for incremental syncs.
+    change: Option<(usize, usize, usize)>,
+}
+
+#[derive(Clone, Default)]
+struct Fake {
+    calls: Arc<Mutex<Vec<Call>>>,
+    fail: Arc<AtomicBool>,
+}
+
+impl Dataplane for Fake {
+    fn mode(&self) -> &'static str {
+        "fake"
+    }
+
+    fn sync(
+        &mut self,
+        rules: &RuleSet,
+        change: Option<&RuleDiff<'_>>,
+    ) -> Result<SyncReport, DataplaneError> {
+        self.calls.lock().unwrap().push(Call {
+            full: change.is_none(),
+            front_ends: rules.front_ends.len(),
+            change: change.map(|d| (d.added.len(), d.removed.len(), d.changed.len())),
+        });
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(DataplaneError::mode(
+                "fake",
+                std::io::Error::other("injected failure"),
+            ));
+        }
+        Ok(SyncReport {
+            full: change.is_none(),
+            ..SyncReport::default()
+        })
+    }
+
+    fn cleanup(&mut self) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+}
+
+/// Records the backends removed by each observed sync.
+#[derive(Clone, Default)]
+struct Removed(Arc<Mutex<Vec<Vec<String>>>>);
+
+impl SyncObserver for Removed {
+    fn synced(&mut self, _rules: &RuleSet, diff: &RuleDiff<'_>, _report: &SyncReport) {
+        let removed = diff
+            .changed
+            .iter()
+            .flat_map(|c| c.backends_removed.iter().map(|b| b.addr().to_string()))
+            .collect();
+        self.0.lock().unwrap().push(removed);
+    }
+}
+
+fn runner(fake: &Fake, removed: &Removed) -> ProxyRunner {
+    ProxyRunner::new(
+        ProxyState::new(node(), options()),
+        Box::new(fake.clone()),
+        SyncPeriods::default(),
+    )
+    .with_observer(Box::new(removed.clone()))
+}
+
+fn with_backend(addr: &str) -> ProxyEvent {
+    ProxyEvent::SliceApplied(Box::new(slice(
+        "a-1",
+        "a",
+        "IPv4",
+        8080,
+        vec![ep(addr, "R", &[])],
+    )))
+}
+
+#[test]
+fn syncs_get_the_difference_and_a_failure_makes_the_next_full() {
+    let (fake, removed) = (Fake::default(), Removed::default());
+    let mut r = runner(&fake, &removed);
+    r.record(ProxyEvent::ServiceApplied(Box::new(service(
+        "a",
+        "ClusterIP",
+        &["10.96.0.10"],
+    ))));
+    r.record(with_backend("10.244.2.1"));
+    assert!(
+        r.sync(false).full,
+        "the first sync is full whatever is asked"
+    );
+
+    r.record(with_backend("10.244.2.2"));
+    assert!(r.sync(false).result.is_ok());
+
+    fake.fail.store(true, Ordering::SeqCst);
+    r.record(with_backend("10.244.2.3"));
+    assert!(r.sync(false).result.is_err());
+    fake.fail.store(false, Ordering::SeqCst);
+    assert!(
+        matches!(r.schedule.next(Instant::now()), Next::WaitUntil(_)),
+        "back-off first"
+    );
+    assert_eq!(
+        r.schedule.next(Instant::now() + Duration::from_secs(2)),
+        Next::Sync { full: true }
+    );
+    assert!(r.sync(true).result.is_ok());
+
+    let calls = fake.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls,
+        [
+            Call {
+                full: true,
+                front_ends: 1,
+                change: None
+            },
+            Call {
+                full: false,
+                front_ends: 1,
+                change: Some((0, 0, 1))
+            },
+            Call {
+                full: false,
+                front_ends: 1,
+                change: Some((0, 0, 1))
+            },
+            Call {
+                full: true,
+                front_ends: 1,
+                change: None
+            },
+        ]
+    );
+    // Observers hear of successful syncs only; the retry still reports the backend the
+    // failed sync would have removed (its conntrack entries are stale now).
+    assert_eq!(
+        removed.0.lock().unwrap().clone(),
+        [
+            vec![],
+            vec!["10.244.2.1:8080".to_owned()],
+            vec!["10.244.2.2:8080".to_owned()]
+        ]
+    );
+}
+
+#[test]
+fn a_node_change_makes_the_sync_full() {
+    let (fake, removed) = (Fake::default(), Removed::default());
+    let mut r = runner(&fake, &removed);
+    r.sync(false);
+    let mut moved = node();
+    moved.ips = vec![ip("192.168.1.99")];
+    r.record(ProxyEvent::Node(moved));
+    assert!(r.sync(false).full);
+}
+
+#[test]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "polls a real thread; sleeps only between checks, asserts on what happened"
+)]
+fn the_thread_waits_for_the_initial_lists_batches_bursts_and_stops() {
+    let (fake, removed) = (Fake::default(), Removed::default());
+    let periods = SyncPeriods {
+        min_sync_period: Duration::from_millis(200),
+        ..SyncPeriods::default()
+    };
+    let r = ProxyRunner::new(
+        ProxyState::new(node(), options()),
+        Box::new(fake.clone()),
+        periods,
+    )
+    .with_observer(Box::new(removed));
+    let (tx, rx) = mpsc::channel();
+    let handle = r.spawn(rx).unwrap();
+    for i in 0..50 {
+        let svc = service(&format!("s{i}"), "ClusterIP", &[&format!("10.96.1.{i}")]);
+        tx.send(ProxyEvent::ServiceApplied(Box::new(svc))).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        fake.calls.lock().unwrap().is_empty(),
+        "no sync before the initial lists"
+    );
+    tx.send(ProxyEvent::InitialListsDone).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fake.calls.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no sync after the initial lists");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for i in 50..100 {
+        let svc = service(&format!("s{i}"), "ClusterIP", &[&format!("10.96.1.{i}")]);
+        tx.send(ProxyEvent::ServiceApplied(Box::new(svc))).unwrap();
+    }
+    while fake.calls.lock().unwrap().last().map(|c| c.front_ends) != Some(100) {
+        assert!(
+            Instant::now() < deadline,
+            "the burst never reached the dataplane"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    tx.send(ProxyEvent::Shutdown).unwrap();
+    handle.join().unwrap();
+    let calls = fake.calls.lock().unwrap().clone();
+    assert!(calls[0].full && calls[0].front_ends == 50, "{calls:?}");
+    // 50 events sent at once: batched into a few syncs, not one each.
+    assert!(
+        calls.len() <= 4,
+        "{} syncs for two bursts: {calls:?}",
+        calls.len()
+    );
+}
