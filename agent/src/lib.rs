@@ -22,6 +22,7 @@ pub mod logs;
 pub mod node;
 pub mod node_status;
 pub mod pod;
+pub mod proxy;
 pub use kwk_api::quantity;
 pub mod runtime_spec;
 pub mod static_pods;
