@@ -17,6 +17,7 @@
 pub mod dataplane;
 pub mod model;
 pub mod nft;
+pub mod routes;
 pub mod runner;
 pub mod trace;
 
