@@ -19,6 +19,7 @@ pub mod kubelet_api;
 pub mod labels;
 pub mod local_api;
 pub mod logs;
+pub mod network;
 pub mod node;
 pub mod node_status;
 pub mod pod;

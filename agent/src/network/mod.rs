@@ -1,0 +1,1 @@
+//! Pod networking on the node: routes to the other nodes' pod CIDRs ([`routes`], host-gw).
