@@ -18,6 +18,7 @@ pub mod dataplane;
 pub mod model;
 pub mod nft;
 pub mod routes;
+pub mod rtnl;
 pub mod runner;
 pub mod trace;
 
