@@ -17,20 +17,20 @@ use nft_support::{TestNs, privileged_tests_enabled, veth};
 fn peer(name: &str, ip: &str, cidr: &str) -> PeerNode {
     PeerNode {
         name: name.into(),
-        internal_ips: vec![ip.parse().unwrap()],
-        pod_cidrs: vec![cidr.parse().unwrap()],
+        internal_ips: vec![ip.parse().expect("test IP")],
+        pod_cidrs: vec![cidr.parse().expect("test CIDR")],
     }
 }
 
 /// Installs this node's routes to the others, as kwk-node's reconciler would.
 fn reconcile(node: &TestNs, me: &str, own: &str, peers: &[PeerNode]) -> usize {
-    let own: Vec<Cidr> = vec![own.parse().unwrap()];
+    let own: Vec<Cidr> = vec![own.parse().expect("test CIDR")];
     node.run(|| {
-        let mut rtnl = RtnlSocket::open().unwrap();
+        let mut rtnl = RtnlSocket::open().expect("rtnetlink socket");
         let desired = desired_routes(me, &own, peers);
-        let plan = plan_routes(&desired, &rtnl.host_routes().unwrap());
+        let plan = plan_routes(&desired, &rtnl.host_routes().expect("listing routes"));
         for action in &plan {
-            rtnl.apply_route(action).unwrap();
+            rtnl.apply_route(action).expect("applying a route");
         }
         plan.len()
     })
