@@ -24,6 +24,17 @@ pub trait RouteTable: Send + 'static {
     fn apply(&mut self, action: &RouteAction) -> std::io::Result<()>;
 }
 
+/// The kernel's main table through rtnetlink, opened in kwk-node's network namespace.
+impl RouteTable for kwk_netdp::rtnl::RtnlSocket {
+    fn list(&mut self) -> std::io::Result<Vec<HostRoute>> {
+        self.host_routes()
+    }
+
+    fn apply(&mut self, action: &RouteAction) -> std::io::Result<()> {
+        self.apply_route(action)
+    }
+}
+
 /// Applies the plan from the kernel's routes to `desired`; returns the failed steps' count
 /// (each is logged and retried at the next reconcile).
 pub fn reconcile(table: &mut dyn RouteTable, desired: &std::collections::BTreeSet<HostRoute>) -> usize {

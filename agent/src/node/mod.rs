@@ -186,8 +186,7 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
     }
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(manager.run(desired, cancel.clone()));
-    // The podCIDR receiver is for pod networking (not wired yet).
-    let _pod_cidr = crate::node_status::spawn(
+    let pod_cidr = crate::node_status::spawn(
         api_client.clone(),
         &options,
         &config,
@@ -195,6 +194,9 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
         &tasks,
         &cancel,
     );
+    if let (Some(client), Some(pod_cidr)) = (&api_client, &pod_cidr) {
+        start_pod_routes(client.clone(), &options, pod_cidr.clone(), &tasks, &cancel);
+    }
     tasks.spawn(crate::kubelet_api::run(
         config.clone(),
         crate::kubelet_api::NodeContext {
@@ -221,6 +223,31 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
     tasks.wait().await;
     tracing::info!("kwk-node stopped");
     Ok(served?)
+}
+
+/// host-gw: routes to the other nodes' pod CIDRs (none on a single node).
+fn start_pod_routes(
+    client: kube::Client,
+    options: &NodeOptions,
+    pod_cidr: crate::node_status::PodCidr,
+    tasks: &tokio_util::task::TaskTracker,
+    cancel: &CancellationToken,
+) {
+    match kwk_netdp::rtnl::RtnlSocket::open() {
+        Ok(socket) => {
+            tasks.spawn(crate::network::routes::run(
+                client,
+                options.node_name.clone(),
+                pod_cidr,
+                Box::new(socket),
+                Duration::from_secs(30),
+                cancel.clone(),
+            ));
+        }
+        Err(err) => {
+            tracing::warn!(%err, "no rtnetlink socket: pods on other nodes are unreachable")
+        }
+    }
 }
 
 /// The desired pods from the static pod directory. The first value is a completed scan (never
