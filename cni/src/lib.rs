@@ -32,8 +32,10 @@
 
 pub mod config;
 pub mod error;
+pub mod hostport;
 pub mod ipam;
 pub mod ipv4;
+pub mod nat;
 pub mod netlink;
 pub mod netns;
 pub mod plan;
