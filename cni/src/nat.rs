@@ -378,3 +378,82 @@ impl<A: NftApi> NatTable<A> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hostport::Proto;
+    use kwk_netdp::nft::MemoryNft;
+
+    fn params(masq: bool) -> NatParams {
+        NatParams {
+            pod_subnet: Ipv4Cidr::parse("10.62.1.0/24").expect("cidr"),
+            masquerade_outside: masq.then(|| Ipv4Cidr::parse("10.62.0.0/16").expect("cidr")),
+        }
+    }
+
+    fn record(id: &str, port: u16, host_ip: Option<Ipv4Addr>) -> HostPortRecord {
+        HostPortRecord {
+            container_id: id.into(),
+            ifname: "eth0".into(),
+            pod_ip: Ipv4Addr::new(10, 62, 1, 9),
+            mappings: vec![PortMapping {
+                host_port: port,
+                container_port: 80,
+                protocol: Proto::Tcp,
+                host_ip,
+            }],
+        }
+    }
+
+    #[test]
+    fn layout_check_wants_every_chain_and_the_same_parameters() {
+        let chain = |name: &str| ListedChain {
+            name: name.into(),
+            base: false,
+        };
+        let all: Vec<ListedChain> = ["prerouting", "output", "postrouting", "hostports"]
+            .iter()
+            .map(|n| chain(n))
+            .chain([chain(&params(true).layout_chain())])
+            .collect();
+        assert!(layout_is_current(&params(true), &all));
+        assert!(!layout_is_current(&params(false), &all), "masquerade changed");
+        assert!(!layout_is_current(&params(true), &all[1..]), "a chain is gone");
+        assert!(!layout_is_current(&params(true), &[]));
+        assert_ne!(params(true).layout_chain(), params(false).layout_chain());
+    }
+
+    #[test]
+    fn postrouting_masquerades_only_with_ip_masq() {
+        assert_eq!(postrouting_rules(&params(false)).len(), 1, "hairpin only");
+        assert_eq!(postrouting_rules(&params(true)).len(), 2);
+        assert_eq!(hostport_rules(params(true).pod_subnet).len(), 4);
+    }
+
+    #[test]
+    fn ensure_builds_once_and_sync_tracks_the_records() {
+        let table = NatTable::new(MemoryNft::new());
+        let fake = &table.api;
+        let records = vec![record("a", 8080, None)];
+        assert!(table.ensure(&params(true), || Ok(records.clone())).expect("build"));
+        assert!(fake.has_table(FAMILY, TABLE));
+        assert!(!table.ensure(&params(true), || panic!("not needed")).unwrap_or(true));
+        let listed = fake.list_elements(FAMILY, TABLE, MAP_ANY_IP).expect("list");
+        assert_eq!(listed.len(), 1, "built with the records' elements");
+        assert!(table.missing(&records[0]).expect("missing").is_empty());
+
+        let more = vec![
+            record("a", 8080, None),
+            record("b", 9090, Some(Ipv4Addr::new(192, 168, 1, 1))),
+        ];
+        table.sync_hostports(&more).expect("sync");
+        assert_eq!(fake.list_elements(FAMILY, TABLE, MAP_HOST_IP).expect("list").len(), 1);
+        table.sync_hostports(&more[1..]).expect("sync");
+        assert!(fake.list_elements(FAMILY, TABLE, MAP_ANY_IP).expect("list").is_empty());
+        assert_eq!(table.missing(&records[0]).expect("missing").len(), 1);
+        let batches = fake.applied().len();
+        table.sync_hostports(&more[1..]).expect("no-op");
+        assert_eq!(fake.applied().len(), batches, "nothing to change, nothing sent");
+    }
+}
