@@ -107,7 +107,9 @@ fn port(value: i64, what: &str) -> Result<u16, CniError> {
     u16::try_from(value)
         .ok()
         .filter(|port| *port != 0)
-        .ok_or_else(|| CniError::InvalidConfig(format!("portMappings: {what} {value} out of range")))
+        .ok_or_else(|| {
+            CniError::InvalidConfig(format!("portMappings: {what} {value} out of range"))
+        })
 }
 
 /// Validates the runtime's mappings: ports 1..=65535, IPv4 or empty/`0.0.0.0` host IPs (IPv6
@@ -233,7 +235,8 @@ pub fn read_records(ipam_dir: &Path) -> Result<Vec<HostPortRecord>, CniError> {
 /// Writes (replaces) one attachment's record. Call with the IPAM lock held.
 pub fn write_record(ipam_dir: &Path, record: &HostPortRecord) -> Result<(), CniError> {
     let dir = record_dir(ipam_dir);
-    fs::create_dir_all(&dir).map_err(|err| CniError::io(format!("creating {}", dir.display()), err))?;
+    fs::create_dir_all(&dir)
+        .map_err(|err| CniError::io(format!("creating {}", dir.display()), err))?;
     let path = record_path(ipam_dir, &record.container_id, &record.ifname);
     let bytes = serde_json::to_vec(record)
         .map_err(|err| CniError::Decode(format!("encoding the hostPort record: {err}")))?;
@@ -278,10 +281,19 @@ mod tests {
             (&[conf(8080, 80, "tcp", "")], Ok(1)),
             (&[conf(8080, 80, "TCP", "0.0.0.0")], Ok(1)),
             (&[conf(8080, 80, "", "10.0.0.1")], Ok(1)),
-            (&[conf(8080, 80, "udp", ""), conf(8080, 80, "tcp", "")], Ok(2)),
+            (
+                &[conf(8080, 80, "udp", ""), conf(8080, 80, "tcp", "")],
+                Ok(2),
+            ),
             // The same mapping twice collapses; the same port to two places is refused.
-            (&[conf(8080, 80, "tcp", ""), conf(8080, 80, "tcp", "")], Ok(1)),
-            (&[conf(8080, 80, "tcp", ""), conf(8080, 81, "tcp", "10.0.0.1")], Err(())),
+            (
+                &[conf(8080, 80, "tcp", ""), conf(8080, 80, "tcp", "")],
+                Ok(1),
+            ),
+            (
+                &[conf(8080, 80, "tcp", ""), conf(8080, 81, "tcp", "10.0.0.1")],
+                Err(()),
+            ),
             (&[conf(8080, 80, "tcp", "::1")], Ok(0)),
             (&[conf(0, 80, "tcp", "")], Err(())),
             (&[conf(70000, 80, "tcp", "")], Err(())),
@@ -330,11 +342,20 @@ mod tests {
             record("a", vec![mapping(8080, Proto::Tcp, None)]),
             record("b", vec![mapping(9090, Proto::Udp, None)]),
         ];
-        let wanted = record("c", vec![mapping(9090, Proto::Tcp, None), mapping(8080, Proto::Tcp, Some([1, 2, 3, 4]))]);
+        let wanted = record(
+            "c",
+            vec![
+                mapping(9090, Proto::Tcp, None),
+                mapping(8080, Proto::Tcp, Some([1, 2, 3, 4])),
+            ],
+        );
         let (port, holder) = find_conflict(&wanted, &existing).expect("conflict");
         assert_eq!(holder.container_id, "a");
         let err = conflict_error(&port, holder).to_string();
-        assert!(err.contains("tcp/1.2.3.4:8080") && err.contains("container a"), "{err}");
+        assert!(
+            err.contains("tcp/1.2.3.4:8080") && err.contains("container a"),
+            "{err}"
+        );
         // A repeated ADD of the holder itself is no conflict.
         assert!(find_conflict(&existing[0], &existing).is_none());
         let free = record("c", vec![mapping(9090, Proto::Tcp, None)]);

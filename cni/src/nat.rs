@@ -71,10 +71,7 @@ impl NatParams {
         let masq = self
             .masquerade_outside
             .map_or_else(|| "nomasq".to_owned(), |c| format!("masq-{}", cidr(c)));
-        format!(
-            "layout-{LAYOUT_VERSION}-{}-{masq}",
-            cidr(self.pod_subnet)
-        )
+        format!("layout-{LAYOUT_VERSION}-{}-{masq}", cidr(self.pod_subnet))
     }
 }
 
@@ -82,7 +79,10 @@ impl NatParams {
 pub fn layout_is_current(params: &NatParams, chains: &[ListedChain]) -> bool {
     let want = params.layout_chain();
     let has = |name: &str| chains.iter().any(|c| c.name == name);
-    has(&want) && ["prerouting", "output", "postrouting", CHAIN_HOSTPORTS].iter().all(|n| has(n))
+    has(&want)
+        && ["prerouting", "output", "postrouting", CHAIN_HOSTPORTS]
+            .iter()
+            .all(|n| has(n))
 }
 
 fn match_prefix(load: Expr, cidr: Ipv4Cidr, op: CmpOp) -> [Expr; 3] {
@@ -173,9 +173,14 @@ fn postrouting_rules(params: &NatParams) -> Vec<Vec<Expr>> {
     hairpin.push(Expr::Masquerade(NatFlags::default()));
     let mut rules = vec![hairpin];
     if let Some(cluster) = params.masquerade_outside {
-        let mut egress = match_prefix(Expr::ip_saddr(Reg::R0), params.pod_subnet, CmpOp::Eq).to_vec();
+        let mut egress =
+            match_prefix(Expr::ip_saddr(Reg::R0), params.pod_subnet, CmpOp::Eq).to_vec();
         egress.extend(match_prefix(Expr::ip_daddr(Reg::R0), cluster, CmpOp::Neq));
-        egress.extend(match_prefix(Expr::ip_daddr(Reg::R0), cidr([224, 0, 0, 0], 4), CmpOp::Neq));
+        egress.extend(match_prefix(
+            Expr::ip_daddr(Reg::R0),
+            cidr([224, 0, 0, 0], 4),
+            CmpOp::Neq,
+        ));
         egress.push(Expr::Masquerade(NatFlags::default()));
         rules.push(egress);
     }
@@ -248,9 +253,12 @@ pub fn build_table(params: &NatParams, records: &[HostPortRecord]) -> Batch {
     }
     for (name, hook) in [("prerouting", Hook::Prerouting), ("output", Hook::Output)] {
         let chain = Chain::base(name, ChainType::Nat, hook, priority::DSTNAT, Policy::Accept);
-        batch
-            .add_chain(FAMILY, TABLE, &chain)
-            .add_rule(FAMILY, TABLE, name, &[Expr::jump(CHAIN_HOSTPORTS)]);
+        batch.add_chain(FAMILY, TABLE, &chain).add_rule(
+            FAMILY,
+            TABLE,
+            name,
+            &[Expr::jump(CHAIN_HOSTPORTS)],
+        );
     }
     let post = Chain::base(
         "postrouting",
@@ -332,8 +340,13 @@ impl<A: NftApi> NatTable<A> {
     /// Lists both maps; `None` when the table does not exist.
     fn list_maps(
         &self,
-    ) -> Result<Option<(Vec<kwk_netdp::nft::ListedElement>, Vec<kwk_netdp::nft::ListedElement>)>, CniError>
-    {
+    ) -> Result<
+        Option<(
+            Vec<kwk_netdp::nft::ListedElement>,
+            Vec<kwk_netdp::nft::ListedElement>,
+        )>,
+        CniError,
+    > {
         let list = |set: &str| self.api.list_elements(FAMILY, TABLE, set);
         match (list(MAP_ANY_IP), list(MAP_HOST_IP)) {
             (Ok(any), Ok(host)) => Ok(Some((any, host))),
@@ -418,8 +431,14 @@ mod tests {
             .chain([chain(&params(true).layout_chain())])
             .collect();
         assert!(layout_is_current(&params(true), &all));
-        assert!(!layout_is_current(&params(false), &all), "masquerade changed");
-        assert!(!layout_is_current(&params(true), &all[1..]), "a chain is gone");
+        assert!(
+            !layout_is_current(&params(false), &all),
+            "masquerade changed"
+        );
+        assert!(
+            !layout_is_current(&params(true), &all[1..]),
+            "a chain is gone"
+        );
         assert!(!layout_is_current(&params(true), &[]));
         assert_ne!(params(true).layout_chain(), params(false).layout_chain());
     }
@@ -436,9 +455,17 @@ mod tests {
         let table = NatTable::new(MemoryNft::new());
         let fake = &table.api;
         let records = vec![record("a", 8080, None)];
-        assert!(table.ensure(&params(true), || Ok(records.clone())).expect("build"));
+        assert!(
+            table
+                .ensure(&params(true), || Ok(records.clone()))
+                .expect("build")
+        );
         assert!(fake.has_table(FAMILY, TABLE));
-        assert!(!table.ensure(&params(true), || panic!("not needed")).unwrap_or(true));
+        assert!(
+            !table
+                .ensure(&params(true), || panic!("not needed"))
+                .unwrap_or(true)
+        );
         let listed = fake.list_elements(FAMILY, TABLE, MAP_ANY_IP).expect("list");
         assert_eq!(listed.len(), 1, "built with the records' elements");
         assert!(table.missing(&records[0]).expect("missing").is_empty());
@@ -448,12 +475,25 @@ mod tests {
             record("b", 9090, Some(Ipv4Addr::new(192, 168, 1, 1))),
         ];
         table.sync_hostports(&more).expect("sync");
-        assert_eq!(fake.list_elements(FAMILY, TABLE, MAP_HOST_IP).expect("list").len(), 1);
+        assert_eq!(
+            fake.list_elements(FAMILY, TABLE, MAP_HOST_IP)
+                .expect("list")
+                .len(),
+            1
+        );
         table.sync_hostports(&more[1..]).expect("sync");
-        assert!(fake.list_elements(FAMILY, TABLE, MAP_ANY_IP).expect("list").is_empty());
+        assert!(
+            fake.list_elements(FAMILY, TABLE, MAP_ANY_IP)
+                .expect("list")
+                .is_empty()
+        );
         assert_eq!(table.missing(&records[0]).expect("missing").len(), 1);
         let batches = fake.applied().len();
         table.sync_hostports(&more[1..]).expect("no-op");
-        assert_eq!(fake.applied().len(), batches, "nothing to change, nothing sent");
+        assert_eq!(
+            fake.applied().len(),
+            batches,
+            "nothing to change, nothing sent"
+        );
     }
 }

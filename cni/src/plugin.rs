@@ -11,8 +11,8 @@ use serde::Serialize;
 use crate::config::{CniEnv, Command, NetConf, Network, SUPPORTED_VERSIONS};
 use crate::error::CniError;
 use crate::hostport::{self, HostPortRecord};
-use crate::nat::NatTable;
 use crate::ipv4::Ipv4Cidr;
+use crate::nat::NatTable;
 use crate::netlink::{LinkState, Rtnl, format_mac, is_exists};
 use crate::netns;
 use crate::plan::{
@@ -202,7 +202,10 @@ fn check_nat(env: &CniEnv, net: &Network) -> Result<(), CniError> {
     let mine = records
         .into_iter()
         .find(|r| r.held_by(&env.container_id, &env.ifname));
-    let recorded = mine.as_ref().map(|r| r.mappings.clone()).unwrap_or_default();
+    let recorded = mine
+        .as_ref()
+        .map(|r| r.mappings.clone())
+        .unwrap_or_default();
     let mut wanted = net.port_mappings.clone();
     let mut have = recorded.clone();
     wanted.sort_by_key(|m| (m.protocol, m.host_port, m.host_ip));

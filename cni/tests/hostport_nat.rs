@@ -46,7 +46,12 @@ fn call(command: &'static str, id: &str, pod: &NetNs, config: &Value) -> Call {
 
 fn pod_ip(result: &Value) -> Ipv4Addr {
     let address = result["ips"][0]["address"].as_str().expect("address");
-    address.split('/').next().expect("ip").parse().expect("ipv4")
+    address
+        .split('/')
+        .next()
+        .expect("ip")
+        .parse()
+        .expect("ipv4")
 }
 
 /// Serves TCP on `port` inside `ns` from a background thread: every connection gets the peer
@@ -92,7 +97,15 @@ fn node_with_outside(tag: &str) -> (NetNs, NetNs) {
     let node = NetNs::new(&format!("{tag}-n"));
     let outside = NetNs::new(&format!("{tag}-o"));
     node.ip(&[
-        "link", "add", "ext0", "type", "veth", "peer", "name", "ext0", "netns",
+        "link",
+        "add",
+        "ext0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "ext0",
+        "netns",
         &outside.path_str(),
     ]);
     node.ip(&["addr", "add", "192.168.77.1/24", "dev", "ext0"]);
@@ -158,7 +171,10 @@ fn hostport_dnat_masquerade_conflicts_and_del() {
     // DEL without runtimeConfig removes exactly A's mapping (from the store); twice is fine.
     invoke(&node, &call("DEL", "ctr-a", &pod_a, &conf_plain)).ok();
     invoke(&node, &call("DEL", "ctr-a", &pod_a, &conf_plain)).ok();
-    assert!(ask(&outside, NODE_IP, 18080).is_err(), "mapping survived DEL");
+    assert!(
+        ask(&outside, NODE_IP, 18080).is_err(),
+        "mapping survived DEL"
+    );
     // Now the port is free for C.
     invoke(&node, &call("ADD", "ctr-c", &pod_c, &clash)).ok();
     let listing = nft_list(&node);
@@ -190,12 +206,24 @@ fn gc_removes_mappings_of_gone_containers() {
     assert!(ask(&outside, NODE_IP, 18081).is_ok());
     gc["cni.dev/valid-attachments"] = json!([]);
     invoke(&node, &call("GC", "", &pod, &gc)).ok();
-    assert!(ask(&outside, NODE_IP, 18081).is_err(), "mapping survived GC");
+    assert!(
+        ask(&outside, NODE_IP, 18081).is_err(),
+        "mapping survived GC"
+    );
 }
 
 fn nft_list(ns: &NetNs) -> String {
     let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns_name(ns), "nft", "list", "table", "ip", "kwk-cni"])
+        .args([
+            "netns",
+            "exec",
+            &ns_name(ns),
+            "nft",
+            "list",
+            "table",
+            "ip",
+            "kwk-cni",
+        ])
         .output()
         .expect("nft");
     String::from_utf8_lossy(&out.stdout).into_owned()
