@@ -131,7 +131,7 @@ pub fn validate(confs: &[PortMappingConf]) -> Result<Vec<PortMapping>, CniError>
             protocol: Proto::parse(&conf.protocol)?,
             host_ip,
         };
-        if out.iter().any(|m| *m == mapping) {
+        if out.contains(&mapping) {
             continue;
         }
         if let Some(clash) = out.iter().find(|m| m.overlaps(&mapping)) {
@@ -372,12 +372,18 @@ mod tests {
             mappings: vec![mapping(8080, Proto::Sctp, Some([10, 1, 1, 1]))],
         };
         write_record(tmp.path(), &record).expect("write");
-        assert_eq!(read_records(tmp.path()).expect("read"), [record.clone()]);
+        assert_eq!(
+            read_records(tmp.path()).expect("read"),
+            std::slice::from_ref(&record)
+        );
         let valid = [Attachment {
             container_id: "abc".into(),
             ifname: "eth1".into(),
         }];
-        assert_eq!(stale_records(&[record.clone()], &valid).len(), 1);
+        assert_eq!(
+            stale_records(std::slice::from_ref(&record), &valid).len(),
+            1
+        );
         assert!(remove_record(tmp.path(), "abc", "eth0").expect("remove"));
         assert!(!remove_record(tmp.path(), "abc", "eth0").expect("again"));
         assert!(read_records(tmp.path()).expect("read").is_empty());

@@ -37,8 +37,8 @@ use std::net::Ipv4Addr;
 
 use kwk_netdp::nft::{
     Batch, Chain, ChainType, CmpOp, Datum, Element, Expr, Family, Hook, KeyType, ListedChain,
-    MetaKey, NatFlags, NatKind, NftApi, NftError, Policy, Reg, SetSpec, match_daddr_local,
-    match_mark, plan_elements, priority, set_mark_bits,
+    ListedElement, MetaKey, NatFlags, NatKind, NftApi, NftError, Policy, Reg, SetSpec,
+    match_daddr_local, match_mark, plan_elements, priority, set_mark_bits,
 };
 
 use crate::error::CniError;
@@ -278,8 +278,8 @@ pub fn build_table(params: &NatParams, records: &[HostPortRecord]) -> Batch {
 /// The mappings of `record` the listed map contents lack (CHECK).
 pub fn missing_mappings(
     record: &HostPortRecord,
-    any_ip: &[kwk_netdp::nft::ListedElement],
-    host_ip: &[kwk_netdp::nft::ListedElement],
+    any_ip: &[ListedElement],
+    host_ip: &[ListedElement],
 ) -> Vec<PortMapping> {
     record
         .mappings
@@ -337,19 +337,11 @@ impl<A: NftApi> NatTable<A> {
         Ok(!layout_is_current(params, &chains))
     }
 
-    /// Lists both maps; `None` when the table does not exist.
-    fn list_maps(
-        &self,
-    ) -> Result<
-        Option<(
-            Vec<kwk_netdp::nft::ListedElement>,
-            Vec<kwk_netdp::nft::ListedElement>,
-        )>,
-        CniError,
-    > {
+    /// Lists both maps (`hostports`, `hostip-ports`); `None` when the table does not exist.
+    fn list_maps(&self) -> Result<Option<[Vec<ListedElement>; 2]>, CniError> {
         let list = |set: &str| self.api.list_elements(FAMILY, TABLE, set);
         match (list(MAP_ANY_IP), list(MAP_HOST_IP)) {
-            (Ok(any), Ok(host)) => Ok(Some((any, host))),
+            (Ok(any), Ok(host)) => Ok(Some([any, host])),
             (Err(err), _) | (_, Err(err)) if is_enoent(&err) => Ok(None),
             (Err(err), _) | (_, Err(err)) => Err(CniError::nft("listing the hostPort maps", err)),
         }
@@ -358,7 +350,7 @@ impl<A: NftApi> NatTable<A> {
     /// Brings both maps to exactly the mappings of `records` (nothing when the table does not
     /// exist: there is nothing to remove, and ADD builds it first).
     pub fn sync_hostports(&self, records: &[HostPortRecord]) -> Result<(), CniError> {
-        let Some((any_listed, host_listed)) = self.list_maps()? else {
+        let Some([any_listed, host_listed]) = self.list_maps()? else {
             return Ok(());
         };
         let (any_ip, host_ip) = desired_elements(records);
@@ -386,7 +378,7 @@ impl<A: NftApi> NatTable<A> {
     /// The mappings of `record` missing from the kernel (all of them without the table).
     pub fn missing(&self, record: &HostPortRecord) -> Result<Vec<PortMapping>, CniError> {
         Ok(match self.list_maps()? {
-            Some((any, host)) => missing_mappings(record, &any, &host),
+            Some([any, host]) => missing_mappings(record, &any, &host),
             None => record.mappings.clone(),
         })
     }

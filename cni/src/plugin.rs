@@ -202,12 +202,11 @@ fn check_nat(env: &CniEnv, net: &Network) -> Result<(), CniError> {
     let mine = records
         .into_iter()
         .find(|r| r.held_by(&env.container_id, &env.ifname));
-    let recorded = mine
+    let mut have = mine
         .as_ref()
         .map(|r| r.mappings.clone())
         .unwrap_or_default();
     let mut wanted = net.port_mappings.clone();
-    let mut have = recorded.clone();
     wanted.sort_by_key(|m| (m.protocol, m.host_port, m.host_ip));
     have.sort_by_key(|m| (m.protocol, m.host_port, m.host_ip));
     if wanted != have {

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
 const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
 
-fn config(data_dir: &Path, mappings: Value) -> Value {
+fn config(data_dir: &Path, mappings: &Value) -> Value {
     json!({
         "cniVersion": "1.0.0",
         "name": "natnet",
@@ -127,8 +127,8 @@ fn hostport_dnat_masquerade_conflicts_and_del() {
     let pod_c = NetNs::new("nat-c");
     let dir = tempfile::tempdir().expect("tempdir");
     let mapping_a = json!([{"hostPort": 18080, "containerPort": 8080, "protocol": "tcp"}]);
-    let conf_a = config(dir.path(), mapping_a.clone());
-    let conf_plain = config(dir.path(), json!([]));
+    let conf_a = config(dir.path(), &mapping_a);
+    let conf_plain = config(dir.path(), &json!([]));
 
     let a_ip = pod_ip(&invoke(&node, &call("ADD", "ctr-a", &pod_a, &conf_a)).ok());
     let b_ip = pod_ip(&invoke(&node, &call("ADD", "ctr-b", &pod_b, &conf_plain)).ok());
@@ -156,7 +156,7 @@ fn hostport_dnat_masquerade_conflicts_and_del() {
     // A second container claiming the same hostPort fails and leaves the first working.
     let clash = config(
         dir.path(),
-        json!([{"hostPort": 18080, "containerPort": 80, "protocol": "TCP", "hostIP": "192.168.77.1"}]),
+        &json!([{"hostPort": 18080, "containerPort": 80, "protocol": "TCP", "hostIP": "192.168.77.1"}]),
     );
     let reply = invoke(&node, &call("ADD", "ctr-c", &pod_c, &clash));
     assert_eq!(reply.err_code(), 103);
@@ -194,13 +194,13 @@ fn gc_removes_mappings_of_gone_containers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let conf = config(
         dir.path(),
-        json!([{"hostPort": 18081, "containerPort": 8081, "protocol": "tcp"}]),
+        &json!([{"hostPort": 18081, "containerPort": 8081, "protocol": "tcp"}]),
     );
     invoke(&node, &call("ADD", "ctr-gc", &pod, &conf)).ok();
     serve_peer_address(&pod, 8081);
     assert!(ask(&outside, NODE_IP, 18081).is_ok());
     // GC keeping it changes nothing; GC without it removes the mapping.
-    let mut gc = config(dir.path(), json!([]));
+    let mut gc = config(dir.path(), &json!([]));
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "ctr-gc", "ifname": "eth0"}]);
     invoke(&node, &call("GC", "", &pod, &gc)).ok();
     assert!(ask(&outside, NODE_IP, 18081).is_ok());
