@@ -534,6 +534,52 @@ mod tests {
     }
 
     #[test]
+    fn masquerade_and_port_mapping_fields() {
+        let list = node_conflist_in_cluster("kwk", "10.244.3.0/24", Some("10.244.0.0/16"), None)
+            .expect("conflist");
+        assert_eq!(list["plugins"][0]["capabilities"]["portMappings"], true);
+        let mut plugin = list["plugins"][0].clone();
+        plugin["cniVersion"] = list["cniVersion"].clone();
+        plugin["name"] = list["name"].clone();
+        plugin["runtimeConfig"] = serde_json::json!({"portMappings": [
+            {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+            {"hostPort": 53, "containerPort": 53, "protocol": "udp", "hostIP": "10.0.0.1"}]});
+        let net = NetConf::parse(plugin.to_string().as_bytes())
+            .expect("parse")
+            .network()
+            .expect("valid");
+        assert_eq!(net.port_mappings.len(), 2);
+        let params = net.nat_params();
+        assert_eq!(params.pod_subnet.to_string(), "10.244.3.0/24");
+        assert_eq!(
+            params.masquerade_outside.map(|c| c.to_string()).as_deref(),
+            Some("10.244.0.0/16")
+        );
+        // No clusterCIDR: outside the subnet; no ipMasq: no masquerade.
+        let bare = |extra: &str| {
+            let text = format!(
+                r#"{{"cniVersion":"1.0.0","name":"k","ipam":{{"subnet":"10.9.0.0/24"}}{extra}}}"#
+            );
+            NetConf::parse(text.as_bytes()).expect("parse").network()
+        };
+        let masq = bare(r#","ipMasq":true"#).expect("valid").nat_params();
+        assert_eq!(
+            masq.masquerade_outside.map(|c| c.to_string()).as_deref(),
+            Some("10.9.0.0/24")
+        );
+        assert!(
+            bare("")
+                .expect("valid")
+                .nat_params()
+                .masquerade_outside
+                .is_none()
+        );
+        assert_eq!(bare(r#","clusterCIDR":"x""#).expect_err("bad").code(), 7);
+        let bad_port = r#","runtimeConfig":{"portMappings":[{"hostPort":0,"containerPort":1}]}"#;
+        assert_eq!(bare(bad_port).expect_err("bad port").code(), 7);
+    }
+
+    #[test]
     fn range_defaults_and_validation() {
         let conf =
             |subnet: &str, start: Option<&str>, end: Option<&str>, gw: Option<&str>| RangeConf {

@@ -152,6 +152,29 @@ fn hostport_dnat_masquerade_conflicts_and_del() {
     let first = invoke(&node, &call("ADD", "ctr-a", &pod_a, &conf_a)).ok();
     check_conf["prevResult"] = first;
     invoke(&node, &call("CHECK", "ctr-a", &pod_a, &check_conf)).ok();
+    nft(
+        &node,
+        &[
+            "delete",
+            "element",
+            "ip",
+            "kwk-cni",
+            "hostports",
+            "{ tcp . 18080 }",
+        ],
+    );
+    assert_eq!(
+        invoke(&node, &call("CHECK", "ctr-a", &pod_a, &check_conf)).err_code(),
+        101
+    );
+    assert!(ask(&outside, NODE_IP, 18080).is_err(), "element deleted");
+    // A repeated ADD puts it back.
+    invoke(&node, &call("ADD", "ctr-a", &pod_a, &conf_a)).ok();
+    invoke(&node, &call("CHECK", "ctr-a", &pod_a, &check_conf)).ok();
+    // Someone deleting the whole table: the next ADD rebuilds it with every mapping.
+    nft(&node, &["delete", "table", "ip", "kwk-cni"]);
+    invoke(&node, &call("ADD", "ctr-b", &pod_b, &conf_plain)).ok();
+    assert_eq!(ask(&outside, NODE_IP, 18080).as_deref(), Ok("192.168.77.2"));
 
     // A second container claiming the same hostPort fails and leaves the first working.
     let clash = config(
@@ -213,19 +236,21 @@ fn gc_removes_mappings_of_gone_containers() {
 }
 
 fn nft_list(ns: &NetNs) -> String {
+    nft(ns, &["list", "table", "ip", "kwk-cni"])
+}
+
+/// `nft ARGS` inside `ns` (assertions and fault injection only), which must succeed.
+fn nft(ns: &NetNs, args: &[&str]) -> String {
     let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns_name(ns),
-            "nft",
-            "list",
-            "table",
-            "ip",
-            "kwk-cni",
-        ])
+        .args(["netns", "exec", &ns_name(ns), "nft"])
+        .args(args)
         .output()
         .expect("nft");
+    assert!(
+        out.status.success(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
