@@ -89,17 +89,19 @@ impl PortMapping {
     }
 }
 
-/// What the runtime passes: `{"hostPort", "containerPort", "protocol", "hostIP"}`.
+/// What the runtime passes: `{"hostPort", "containerPort", "protocol", "hostIP"}`. containerd
+/// (go-cni) sends the Go field names (`HostPort`, ...), which portmap reads through Go's
+/// case-insensitive JSON decoding: both spellings are accepted.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PortMappingConf {
-    #[serde(default)]
+    #[serde(default, alias = "HostPort")]
     pub host_port: i64,
-    #[serde(default)]
+    #[serde(default, alias = "ContainerPort")]
     pub container_port: i64,
-    #[serde(default)]
+    #[serde(default, alias = "Protocol")]
     pub protocol: String,
-    #[serde(default, rename = "hostIP")]
+    #[serde(default, rename = "hostIP", alias = "HostIP", alias = "hostIp")]
     pub host_ip: String,
 }
 
@@ -308,6 +310,19 @@ mod tests {
                 Err(()) => assert_eq!(got.expect_err("invalid").code(), 7, "{confs:?}"),
             }
         }
+    }
+
+    #[test]
+    fn containerd_go_field_names_parse() {
+        let confs: Vec<PortMappingConf> = serde_json::from_str(
+            r#"[{"HostPort":18090,"ContainerPort":80,"Protocol":"tcp","HostIP":""},
+                {"hostPort":53,"containerPort":53,"protocol":"udp","hostIP":"10.0.0.1"}]"#,
+        )
+        .expect("parse");
+        let mappings = validate(&confs).expect("valid");
+        assert_eq!(mappings[0].host_port, 18090);
+        assert_eq!(mappings[0].container_port, 80);
+        assert_eq!(mappings[1].host_ip, Some(Ipv4Addr::new(10, 0, 0, 1)));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! containerd end to end with our own CNI plugin: the sandbox gets its IP from `kwk-cni` (bin
 //! dir holding the cargo-built `kwk-cni` and the reference `loopback`), the IP comes from the
-//! conflist's subnet, a busybox httpd in it answers on that IP, and removing the sandbox frees
-//! the address.
+//! conflist's subnet, a busybox httpd in it answers on that IP and on the sandbox's hostPort,
+//! and removing the sandbox frees the address and the hostPort.
 //!
 //! Needs `target/debug/kwk-cni`: `cargo build -p kwk-cni` before `cargo test -p kwk-tests`.
 
@@ -20,6 +20,9 @@ use kwk_tests::pods::{PodShape, container_config};
 use kwk_tests::{TestContainerd, privileged_tests_enabled, wait_for};
 
 const SUBNET: &str = "10.89.7.0/24";
+/// The bridge's address: a local address of the containerd "node" namespace.
+const GATEWAY: &str = "10.89.7.1";
+const HOST_PORT: i32 = 18090;
 
 /// `kwk-cni` next to this test binary's directory (`target/<profile>/deps/..`).
 fn built_plugin() -> anyhow::Result<PathBuf> {
@@ -65,13 +68,20 @@ async fn containerd_sandbox_gets_its_ip_from_kwk_cni() -> anyhow::Result<()> {
     })
     .await?;
     let cri = &node.cri;
-    let sandbox = node.sandbox(
+    let mut sandbox = node.sandbox(
         "kwk-cni-web",
         PodShape {
             host_network: false,
             shared_pid: false,
         },
     )?;
+    // containerd passes it as runtimeConfig.portMappings (the conflist declares the capability).
+    sandbox.port_mappings = vec![api::PortMapping {
+        protocol: api::Protocol::Tcp as i32,
+        container_port: 80,
+        host_port: HOST_PORT,
+        host_ip: String::new(),
+    }];
     let pod_id = cri
         .run_pod_sandbox(sandbox.clone(), "")
         .await
@@ -112,6 +122,12 @@ async fn containerd_sandbox_gets_its_ip_from_kwk_cni() -> anyhow::Result<()> {
     })
     .await
     .with_context(|| format!("last response {response:?}"))?;
+    // The same server through the hostPort on the node's own address.
+    let via_host_port: SocketAddr = format!("{GATEWAY}:{HOST_PORT}").parse()?;
+    let body = node
+        .netns()
+        .run(|| kwk_tests::http::get(via_host_port, "/index.html"))??;
+    assert!(body.contains("kwk-cni-web"), "hostPort answer: {body:?}");
 
     cri.stop_container(&container_id, Duration::from_secs(1))
         .await?;
@@ -119,5 +135,12 @@ async fn containerd_sandbox_gets_its_ip_from_kwk_cni() -> anyhow::Result<()> {
     cri.stop_pod_sandbox(&pod_id).await?;
     cri.remove_pod_sandbox(&pod_id).await?;
     assert!(!allocation.exists(), "DEL released {pod_ip}");
+    let records = node.layout().cni_data_dir().join("kwk-e2e/hostports");
+    let left = std::fs::read_dir(&records).map_or(0, Iterator::count);
+    assert_eq!(left, 0, "DEL removed the hostPort record in {records:?}");
+    let refused = node
+        .netns()
+        .run(|| kwk_tests::http::get(via_host_port, "/index.html"))?;
+    assert!(refused.is_err(), "hostPort still answers after DEL");
     Ok(())
 }
