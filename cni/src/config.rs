@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::error::CniError;
+use crate::hostport::{PortMapping, PortMappingConf};
 use crate::ipv4::Ipv4Cidr;
+use crate::nat::NatParams;
 use crate::result::{CniResult, Dns};
 
 /// CNI spec versions this plugin speaks, oldest first.
@@ -132,6 +134,24 @@ pub struct NetConf {
     pub dns: Dns,
     #[serde(rename = "cni.dev/valid-attachments", default)]
     pub valid_attachments: Option<Vec<Attachment>>,
+    /// Masquerade pod traffic leaving the cluster CIDR (upstream bridge's `ipMasq`, done once
+    /// per node in the `ip kwk-cni` table instead of a chain per container).
+    #[serde(default)]
+    pub ip_masq: bool,
+    /// The cluster's pod CIDR: destinations inside it are not masqueraded (absent: the subnet).
+    #[serde(rename = "clusterCIDR", default)]
+    pub cluster_cidr: Option<String>,
+    /// What the runtime passes for the capabilities the conflist declares (`portMappings`).
+    #[serde(default)]
+    pub runtime_config: RuntimeConfig,
+}
+
+/// `runtimeConfig`: the capability arguments this plugin uses.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeConfig {
+    #[serde(default)]
+    pub port_mappings: Vec<PortMappingConf>,
 }
 
 /// One `cni.dev/valid-attachments` entry of a GC call.
@@ -263,6 +283,24 @@ pub struct Network {
     pub routes: Vec<PodRoute>,
     pub data_dir: PathBuf,
     pub dns: Dns,
+    /// `ipMasq`.
+    pub masquerade: bool,
+    /// `clusterCIDR`.
+    pub cluster_cidr: Option<Ipv4Cidr>,
+    /// `runtimeConfig.portMappings`, validated.
+    pub port_mappings: Vec<PortMapping>,
+}
+
+impl Network {
+    /// The parameters of the node-wide NAT table.
+    pub fn nat_params(&self) -> NatParams {
+        NatParams {
+            pod_subnet: self.range.subnet.truncated(),
+            masquerade_outside: self
+                .masquerade
+                .then(|| self.cluster_cidr.unwrap_or(self.range.subnet).truncated()),
+        }
+    }
 }
 
 impl NetConf {
@@ -338,7 +376,16 @@ impl NetConf {
         {
             return Err(CniError::InvalidConfig(format!("mtu {mtu} out of range")));
         }
+        let cluster_cidr = self
+            .cluster_cidr
+            .as_deref()
+            .map(Ipv4Cidr::parse)
+            .transpose()
+            .map_err(|err| CniError::InvalidConfig(format!("clusterCIDR: {err}")))?;
         Ok(Network {
+            masquerade: self.ip_masq,
+            cluster_cidr,
+            port_mappings: crate::hostport::validate(&self.runtime_config.port_mappings)?,
             cni_version: self.cni_version.clone(),
             name: self.name.clone(),
             bridge,
@@ -357,9 +404,22 @@ impl NetConf {
 /// The network configuration list the node agent writes for this plugin
 /// (`/etc/cni/net.d/10-kwk.conflist`): the bridge is the gateway of the node's podCIDR and the
 /// pods' default route.
+///
+/// It masquerades pod egress leaving the pod subnet (`ipMasq`) and declares the `portMappings`
+/// capability; [`node_conflist_in_cluster`] names the cluster CIDR as well.
 pub fn node_conflist(
     network: &str,
     pod_cidr: &str,
+    mtu: Option<u32>,
+) -> Result<serde_json::Value, CniError> {
+    node_conflist_in_cluster(network, pod_cidr, None, mtu)
+}
+
+/// [`node_conflist`] with `clusterCIDR`: traffic to other nodes' pods keeps its source address.
+pub fn node_conflist_in_cluster(
+    network: &str,
+    pod_cidr: &str,
+    cluster_cidr: Option<&str>,
     mtu: Option<u32>,
 ) -> Result<serde_json::Value, CniError> {
     let subnet = Ipv4Cidr::parse(pod_cidr)
@@ -371,8 +431,16 @@ pub fn node_conflist(
         "isGateway": true,
         "isDefaultGateway": true,
         "hairpinMode": true,
+        "ipMasq": true,
+        "capabilities": {"portMappings": true},
         "ipam": {"type": "host-local", "subnet": subnet.to_string()},
     });
+    if let Some(cluster) = cluster_cidr {
+        let cluster = Ipv4Cidr::parse(cluster)
+            .map_err(|err| CniError::InvalidConfig(format!("clusterCIDR: {err}")))?
+            .truncated();
+        plugin["clusterCIDR"] = cluster.to_string().into();
+    }
     if let Some(mtu) = mtu {
         plugin["mtu"] = mtu.into();
     }
@@ -463,6 +531,52 @@ mod tests {
         assert_eq!(net.routes.len(), 1, "default route via the bridge");
         assert!(net.hairpin && net.is_gateway);
         assert!(node_conflist("kwk", "10.244.3.0", None).is_err());
+    }
+
+    #[test]
+    fn masquerade_and_port_mapping_fields() {
+        let list = node_conflist_in_cluster("kwk", "10.244.3.0/24", Some("10.244.0.0/16"), None)
+            .expect("conflist");
+        assert_eq!(list["plugins"][0]["capabilities"]["portMappings"], true);
+        let mut plugin = list["plugins"][0].clone();
+        plugin["cniVersion"] = list["cniVersion"].clone();
+        plugin["name"] = list["name"].clone();
+        plugin["runtimeConfig"] = serde_json::json!({"portMappings": [
+            {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+            {"hostPort": 53, "containerPort": 53, "protocol": "udp", "hostIP": "10.0.0.1"}]});
+        let net = NetConf::parse(plugin.to_string().as_bytes())
+            .expect("parse")
+            .network()
+            .expect("valid");
+        assert_eq!(net.port_mappings.len(), 2);
+        let params = net.nat_params();
+        assert_eq!(params.pod_subnet.to_string(), "10.244.3.0/24");
+        assert_eq!(
+            params.masquerade_outside.map(|c| c.to_string()).as_deref(),
+            Some("10.244.0.0/16")
+        );
+        // No clusterCIDR: outside the subnet; no ipMasq: no masquerade.
+        let bare = |extra: &str| {
+            let text = format!(
+                r#"{{"cniVersion":"1.0.0","name":"k","ipam":{{"subnet":"10.9.0.0/24"}}{extra}}}"#
+            );
+            NetConf::parse(text.as_bytes()).expect("parse").network()
+        };
+        let masq = bare(r#","ipMasq":true"#).expect("valid").nat_params();
+        assert_eq!(
+            masq.masquerade_outside.map(|c| c.to_string()).as_deref(),
+            Some("10.9.0.0/24")
+        );
+        assert!(
+            bare("")
+                .expect("valid")
+                .nat_params()
+                .masquerade_outside
+                .is_none()
+        );
+        assert_eq!(bare(r#","clusterCIDR":"x""#).expect_err("bad").code(), 7);
+        let bad_port = r#","runtimeConfig":{"portMappings":[{"hostPort":0,"containerPort":1}]}"#;
+        assert_eq!(bare(bad_port).expect_err("bad port").code(), 7);
     }
 
     #[test]

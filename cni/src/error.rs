@@ -29,6 +29,14 @@ pub enum CniError {
     },
     #[error("no IP addresses available in range {0}")]
     NoAddresses(String),
+    #[error("{0}")]
+    HostPortTaken(String),
+    #[error("nftables: {what}: {source}")]
+    Nft {
+        what: String,
+        #[source]
+        source: kwk_netdp::nft::NftError,
+    },
     #[error("CHECK failed: {0}")]
     CheckFailed(String),
     #[error("plugin not available: {0}")]
@@ -39,10 +47,18 @@ pub enum CniError {
 pub const CODE_NO_ADDRESSES: u32 = 100;
 pub const CODE_CHECK_FAILED: u32 = 101;
 pub const CODE_NETLINK: u32 = 102;
+pub const CODE_HOSTPORT_TAKEN: u32 = 103;
 
 impl CniError {
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub fn nft(what: impl Into<String>, source: kwk_netdp::nft::NftError) -> Self {
+        Self::Nft {
             what: what.into(),
             source,
         }
@@ -67,7 +83,8 @@ impl CniError {
             Self::NotAvailable(_) => 50,
             Self::NoAddresses(_) => CODE_NO_ADDRESSES,
             Self::CheckFailed(_) => CODE_CHECK_FAILED,
-            Self::Netlink { .. } => CODE_NETLINK,
+            Self::Netlink { .. } | Self::Nft { .. } => CODE_NETLINK,
+            Self::HostPortTaken(_) => CODE_HOSTPORT_TAKEN,
         }
     }
 
@@ -75,6 +92,7 @@ impl CniError {
     pub fn to_reply(&self, cni_version: &str) -> ErrorReply {
         let details = match self {
             Self::Io { source, .. } | Self::Netlink { source, .. } => source.to_string(),
+            Self::Nft { source, .. } => source.to_string(),
             _ => String::new(),
         };
         ErrorReply {

@@ -52,6 +52,11 @@ impl Ipv4Cidr {
         }
     }
 
+    /// The prefix as an address mask (`/24` is 255.255.255.0).
+    pub fn netmask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.mask())
+    }
+
     pub fn network(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.addr) & self.mask())
     }

@@ -13,7 +13,8 @@
 //! ```json
 //! {"cniVersion": "1.0.0", "name": "kwk", "plugins": [{
 //!   "type": "kwk-cni", "bridge": "cni0", "isGateway": true, "isDefaultGateway": true,
-//!   "hairpinMode": true, "mtu": 1500,
+//!   "hairpinMode": true, "mtu": 1500, "ipMasq": true, "clusterCIDR": "<cluster CIDR>",
+//!   "capabilities": {"portMappings": true},
 //!   "ipam": {"type": "host-local", "subnet": "<node podCIDR>"}}]}
 //! ```
 //!
@@ -27,13 +28,19 @@
 //! - DEL takes the pair off the network synchronously (address released, both ends down and
 //!   renamed `kwkd*`) and leaves the kernel's slow unregister (~17 ms, an RCU barrier) to a
 //!   detached child of the same binary; GC deletes any `kwkd*` link left behind.
-//! - Not here yet: masquerade of pod egress and hostPort (they need the nftables layer), IPv6,
-//!   several range sets, requested IPs (`CNI_ARGS IP=`, `runtimeConfig.ips`).
+//! - `ipMasq` (pod egress leaving `clusterCIDR`, default the subnet) and hostPorts
+//!   (`runtimeConfig.portMappings`) live in one node-wide nftables table, `ip kwk-cni`
+//!   ([`nat`]); a hostPort is a map element, recorded next to the allocations ([`hostport`]) so
+//!   DEL and GC work from the store. ADD costs one chain listing when nothing changes.
+//! - Not here yet: IPv6, several range sets, requested IPs (`CNI_ARGS IP=`,
+//!   `runtimeConfig.ips`).
 
 pub mod config;
 pub mod error;
+pub mod hostport;
 pub mod ipam;
 pub mod ipv4;
+pub mod nat;
 pub mod netlink;
 pub mod netns;
 pub mod plan;

@@ -10,7 +10,9 @@ use serde::Serialize;
 
 use crate::config::{CniEnv, Command, NetConf, Network, SUPPORTED_VERSIONS};
 use crate::error::CniError;
+use crate::hostport::{self, HostPortRecord};
 use crate::ipv4::Ipv4Cidr;
+use crate::nat::NatTable;
 use crate::netlink::{LinkState, Rtnl, format_mac, is_exists};
 use crate::netns;
 use crate::plan::{
@@ -18,6 +20,7 @@ use crate::plan::{
 };
 use crate::result::{CniResult, Interface, IpConfig, Route};
 use crate::store::IpamStore;
+use kwk_netdp::nft::NftSocket;
 
 /// What the process prints and whether it exits 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,13 +115,18 @@ fn add(env: &CniEnv, net: &Network) -> Result<String, CniError> {
         IpamStore::lock(&net.data_dir)?.allocate(&net.range, &env.container_id, &env.ifname)?;
     let pod_cidr = Ipv4Cidr::new(ip, net.range.subnet.prefix_len())
         .ok_or_else(|| CniError::InvalidConfig("subnet prefix".into()))?;
-    match add_links(env, net, &ns, &mut pod_nl, pod_cidr) {
+    match add_links(env, net, &ns, &mut pod_nl, pod_cidr)
+        .and_then(|result| add_nat(env, net, ip).map(|()| result))
+    {
         Ok(result) => to_json(&result.for_version(&net.cni_version)),
         Err(err) => {
             // Leave nothing of ours behind: the address, and our veth pair (through its host end,
             // never `CNI_IFNAME` itself, which may belong to someone else).
             if let Ok(store) = IpamStore::lock(&net.data_dir) {
                 let _ = store.release_owner(&env.container_id, &env.ifname);
+                if !matches!(err, CniError::HostPortTaken(_)) {
+                    let _ = del_nat_locked(env, &net.data_dir);
+                }
             }
             if let Ok(mut host_nl) = Rtnl::new() {
                 let _ = host_nl.delete_link(&host_veth_name(&env.container_id, &env.ifname));
@@ -126,6 +134,115 @@ fn add(env: &CniEnv, net: &Network) -> Result<String, CniError> {
             Err(err)
         }
     }
+}
+
+fn nft_socket() -> Result<NatTable<NftSocket>, CniError> {
+    NftSocket::open()
+        .map(NatTable::new)
+        .map_err(|err| CniError::nft("opening the nf_tables socket", err))
+}
+
+/// ADD's NAT part: records this attachment's hostPorts (refusing ones another attachment
+/// holds), makes sure the node's `ip kwk-cni` table is current, and syncs its maps. Nothing
+/// at all without `ipMasq`, mappings, or mappings left from an earlier ADD.
+fn add_nat(env: &CniEnv, net: &Network, pod_ip: std::net::Ipv4Addr) -> Result<(), CniError> {
+    let dir = &net.data_dir;
+    let _store = IpamStore::lock(dir)?;
+    let mappings_changed = if net.port_mappings.is_empty() {
+        hostport::remove_record(dir, &env.container_id, &env.ifname)?
+    } else {
+        true
+    };
+    if !net.masquerade && !mappings_changed {
+        return Ok(());
+    }
+    let mut records = None;
+    if !net.port_mappings.is_empty() {
+        let mine = HostPortRecord {
+            container_id: env.container_id.clone(),
+            ifname: env.ifname.clone(),
+            pod_ip,
+            mappings: net.port_mappings.clone(),
+        };
+        let mut all = hostport::read_records(dir)?;
+        if let Some((mapping, holder)) = hostport::find_conflict(&mine, &all) {
+            return Err(hostport::conflict_error(&mapping, holder));
+        }
+        hostport::write_record(dir, &mine)?;
+        all.retain(|r| !r.held_by(&env.container_id, &env.ifname));
+        all.push(mine);
+        records = Some(all);
+    }
+    let load = |records: &Option<Vec<HostPortRecord>>| match records {
+        Some(records) => Ok(records.clone()),
+        None => hostport::read_records(dir),
+    };
+    let table = nft_socket()?;
+    let rebuilt = table.ensure(&net.nat_params(), || load(&records))?;
+    if !rebuilt && mappings_changed {
+        table.sync_hostports(&load(&records)?)?;
+    }
+    Ok(())
+}
+
+/// DEL's NAT part (IPAM lock held): drops the attachment's record and its map elements.
+fn del_nat_locked(env: &CniEnv, ipam_dir: &Path) -> Result<(), CniError> {
+    if !hostport::remove_record(ipam_dir, &env.container_id, &env.ifname)? {
+        return Ok(());
+    }
+    nft_socket()?.sync_hostports(&hostport::read_records(ipam_dir)?)
+}
+
+/// CHECK's NAT part: the table is current and the attachment's mappings are in its maps.
+fn check_nat(env: &CniEnv, net: &Network) -> Result<(), CniError> {
+    let records = {
+        let _store = IpamStore::lock(&net.data_dir)?;
+        hostport::read_records(&net.data_dir)?
+    };
+    let mine = records
+        .into_iter()
+        .find(|r| r.held_by(&env.container_id, &env.ifname));
+    let mut have = mine
+        .as_ref()
+        .map(|r| r.mappings.clone())
+        .unwrap_or_default();
+    let mut wanted = net.port_mappings.clone();
+    wanted.sort_by_key(|m| (m.protocol, m.host_port, m.host_ip));
+    have.sort_by_key(|m| (m.protocol, m.host_port, m.host_ip));
+    if wanted != have {
+        return Err(CniError::CheckFailed(format!(
+            "hostPorts recorded for the container ({}) differ from runtimeConfig ({})",
+            describe_all(&have),
+            describe_all(&wanted)
+        )));
+    }
+    if !net.masquerade && mine.is_none() {
+        return Ok(());
+    }
+    let table = nft_socket()?;
+    if table.ensure_would_rebuild(&net.nat_params())? {
+        return Err(CniError::CheckFailed(
+            "the ip kwk-cni table is missing or built for other parameters".into(),
+        ));
+    }
+    if let Some(mine) = &mine {
+        let missing = table.missing(mine)?;
+        if !missing.is_empty() {
+            return Err(CniError::CheckFailed(format!(
+                "hostPorts not programmed: {}",
+                describe_all(&missing)
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn describe_all(mappings: &[hostport::PortMapping]) -> String {
+    mappings
+        .iter()
+        .map(hostport::PortMapping::describe)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn observe_bridge(host: &mut Rtnl, name: &str) -> Result<Option<ObservedBridge>, CniError> {
@@ -321,7 +438,11 @@ pub const REAP_ENV: &str = "KWK_CNI_REAP_LINK";
 /// to a `kwkd*` name, so a new ADD never meets them — and a detached child of this binary
 /// deletes the pair right after (GC removes any `kwkd*` link a reaper left behind).
 fn del(env: &CniEnv, net: &Network) -> Result<(), CniError> {
-    IpamStore::lock(&net.data_dir)?.release_owner(&env.container_id, &env.ifname)?;
+    {
+        let store = IpamStore::lock(&net.data_dir)?;
+        del_nat_locked(env, &net.data_dir)?;
+        store.release_owner(&env.container_id, &env.ifname)?;
+    }
     let host_name = host_veth_name(&env.container_id, &env.ifname);
     let mut host_nl = nl("socket in the host namespace", Rtnl::new())?;
     let host = nl("reading the host veth", host_nl.link_by_name(&host_name))?;
@@ -440,7 +561,8 @@ fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         allocation: IpamStore::lock(&net.data_dir)?.find(&env.container_id, &env.ifname)?,
         host_on_bridge: host_on_bridge(env, &net)?,
     };
-    plan::check_against(prev, &env.ifname, &observed).map_err(CniError::CheckFailed)
+    plan::check_against(prev, &env.ifname, &observed).map_err(CniError::CheckFailed)?;
+    check_nat(env, &net)
 }
 
 fn host_on_bridge(env: &CniEnv, net: &Network) -> Result<bool, CniError> {
@@ -459,7 +581,23 @@ fn gc(conf: &NetConf) -> Result<(), CniError> {
         .valid_attachments
         .as_deref()
         .ok_or_else(|| CniError::InvalidConfig("GC needs cni.dev/valid-attachments".into()))?;
-    IpamStore::lock(&conf.ipam_dir()?)?.gc(valid)?;
+    let dir = conf.ipam_dir()?;
+    let store = IpamStore::lock(&dir)?;
+    store.gc(valid)?;
+    let records = hostport::read_records(&dir)?;
+    let stale = hostport::stale_records(&records, valid);
+    for record in &stale {
+        hostport::remove_record(&dir, &record.container_id, &record.ifname)?;
+    }
+    if !records.is_empty() {
+        let kept: Vec<HostPortRecord> = records
+            .iter()
+            .filter(|r| !stale.contains(r))
+            .cloned()
+            .collect();
+        nft_socket()?.sync_hostports(&kept)?;
+    }
+    drop(store);
     sweep_retired_links()
 }
 

@@ -13,6 +13,8 @@ pub struct Layout {
     pub cni_bin_dir: PathBuf,
     /// Subnet of the test bridge (each containerd has its own netns, so this can repeat).
     pub pod_subnet: String,
+    /// The CNI network list to install; `None`: [`cni_conflist`] (the reference bridge plugin).
+    pub cni_conflist: Option<String>,
 }
 
 impl Layout {
@@ -22,6 +24,7 @@ impl Layout {
             sandbox_image: sandbox_image.to_owned(),
             cni_bin_dir: PathBuf::from("/usr/lib/cni"),
             pod_subnet: "10.88.0.0/16".into(),
+            cni_conflist: None,
         }
     }
 
@@ -131,6 +134,9 @@ disabled_plugins = [
 /// A CNI 1.0 network list: a gateway bridge with masquerade and host-local IPAM whose
 /// allocations live under the layout (not the machine-wide `/var/lib/cni`).
 pub fn cni_conflist(layout: &Layout) -> String {
+    if let Some(custom) = &layout.cni_conflist {
+        return custom.clone();
+    }
     let doc = serde_json::json!({
         "cniVersion": "1.0.0",
         "name": "kwk-test",

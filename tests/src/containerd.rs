@@ -56,11 +56,21 @@ impl TestContainerd {
     /// Starts a fresh containerd with `pause` imported (it must be, for any sandbox to start)
     /// and busybox only if `busybox`.
     pub async fn start_importing(busybox: bool) -> anyhow::Result<Self> {
+        Self::start_with(busybox, |_| {}).await
+    }
+
+    /// [`Self::start_importing`] with the layout adjusted first (e.g. another CNI bin dir and
+    /// network list: `cni_bin_dir`, `cni_conflist`).
+    pub async fn start_with(
+        busybox: bool,
+        configure: impl FnOnce(&mut Layout),
+    ) -> anyhow::Result<Self> {
         let images = tokio::task::spawn_blocking(test_images).await??;
         let id = unique_id();
         let dir = PathBuf::from(format!("/tmp/kwkt-{id}"));
         let _ = std::fs::remove_dir_all(&dir);
-        let layout = Layout::new(&dir, &images.pause_reference);
+        let mut layout = Layout::new(&dir, &images.pause_reference);
+        configure(&mut layout);
         // From here on, dropping `instance` tears down whatever was started.
         let mut instance = Instance::spawn(layout, &id)?;
         let (cri, native) = instance

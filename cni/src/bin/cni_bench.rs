@@ -118,8 +118,12 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// `ipMasq` is on for kwk-cni (as `node_conflist` renders it: one nftables table, checked on
+/// every ADD) and off for the reference (its `ipMasq` runs `iptables` per container, which
+/// would only flatter the comparison).
 fn config(kind: &str, name: &str, bridge: &str, subnet: &str, data_dir: &Path) -> String {
     serde_json::json!({
+        "ipMasq": kind == "kwk-cni",
         "cniVersion": "1.0.0",
         "name": name,
         "type": kind,
