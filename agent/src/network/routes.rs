@@ -37,7 +37,10 @@ impl RouteTable for kwk_netdp::rtnl::RtnlSocket {
 
 /// Applies the plan from the kernel's routes to `desired`; returns the failed steps' count
 /// (each is logged and retried at the next reconcile).
-pub fn reconcile(table: &mut dyn RouteTable, desired: &std::collections::BTreeSet<HostRoute>) -> usize {
+pub fn reconcile(
+    table: &mut dyn RouteTable,
+    desired: &std::collections::BTreeSet<HostRoute>,
+) -> usize {
     let observed = match table.list() {
         Ok(routes) => routes,
         Err(err) => {
@@ -67,8 +70,8 @@ pub async fn run(
     resync: Duration,
     cancel: CancellationToken,
 ) {
-    let stream = watcher::watcher(Api::<Node>::all(client), watcher::Config::default())
-        .default_backoff();
+    let stream =
+        watcher::watcher(Api::<Node>::all(client), watcher::Config::default()).default_backoff();
     let mut stream = std::pin::pin!(stream);
     let mut relist = Relist::default();
     let mut peers: BTreeMap<String, PeerNode> = BTreeMap::new();
