@@ -2,9 +2,9 @@
 
 use std::sync::Mutex;
 
+use super::Flow;
 use super::error::ConntrackError;
 use super::socket::ConntrackApi;
-use super::Flow;
 use crate::model::IpFamily;
 
 /// A conntrack table in memory: seed it with flows, run the cleanup, look at what is left.

@@ -273,8 +273,18 @@ mod tests {
         let mut short_circuited = fe(NodePort, Udp, Target::Drop);
         short_circuited.local_short_circuit = Some(vec![be("10.2.0.9")]);
         let new = rules(&[
-            ("10.96.0.10", Udp, 53, fe(ClusterIp, Udp, backends(&["10.2.0.2"]))),
-            ("10.96.0.10", Tcp, 53, fe(ClusterIp, Tcp, backends(&["10.2.0.2"]))),
+            (
+                "10.96.0.10",
+                Udp,
+                53,
+                fe(ClusterIp, Udp, backends(&["10.2.0.2"])),
+            ),
+            (
+                "10.96.0.10",
+                Tcp,
+                53,
+                fe(ClusterIp, Tcp, backends(&["10.2.0.2"])),
+            ),
             ("10.96.0.11", Udp, 53, fe(ClusterIp, Udp, Target::Reject)),
             ("192.168.1.5", Udp, 30053, short_circuited),
         ]);

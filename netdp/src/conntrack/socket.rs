@@ -39,8 +39,7 @@ pub trait ConntrackApi {
     fn delete(&self, filters: &[FlowFilter]) -> Result<usize, ConntrackError> {
         let mut deleted = 0;
         for family in [IpFamily::V4, IpFamily::V6] {
-            let wanted: Vec<&FlowFilter> =
-                filters.iter().filter(|f| f.family == family).collect();
+            let wanted: Vec<&FlowFilter> = filters.iter().filter(|f| f.family == family).collect();
             if wanted.is_empty() {
                 continue;
             }
@@ -110,9 +109,7 @@ impl Conntrack {
             encode_delete(&mut w, flow, seq);
             pending.insert(seq, ());
         }
-        self.socket
-            .send(&w.buf, 0)
-            .map_err(ConntrackError::Send)?;
+        self.socket.send(&w.buf, 0).map_err(ConntrackError::Send)?;
         let mut deleted = 0;
         let mut failure = None;
         let mut buf = Vec::new();
@@ -149,9 +146,7 @@ impl ConntrackApi for Conntrack {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let mut w = Writer::default();
         encode_dump(&mut w, family, seq);
-        self.socket
-            .send(&w.buf, 0)
-            .map_err(ConntrackError::Send)?;
+        self.socket.send(&w.buf, 0).map_err(ConntrackError::Send)?;
         let mut out = Vec::new();
         let mut buf = Vec::new();
         loop {

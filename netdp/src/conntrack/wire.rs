@@ -111,7 +111,9 @@ pub(crate) fn parse_flow(payload: &[u8]) -> Result<Option<Flow>, Malformed> {
     let Some((_, reply)) = parse_tuple(reply)? else {
         return Ok(None);
     };
-    let zone = find_attr(payload, CTA_ZONE).and_then(be16).filter(|z| *z != 0);
+    let zone = find_attr(payload, CTA_ZONE)
+        .and_then(be16)
+        .filter(|z| *z != 0);
     Ok(Some(Flow {
         protocol,
         original,
