@@ -20,6 +20,7 @@ pub mod conntrack;
 pub mod dataplane;
 pub mod ipvs;
 pub mod model;
+mod netlink_socket;
 mod netlink_wire;
 pub mod nft;
 pub mod trace;

@@ -14,7 +14,6 @@ pub(crate) const NLM_F_REQUEST: u16 = 0x1;
 pub(crate) const NLM_F_MULTI: u16 = 0x2;
 pub(crate) const NLM_F_ACK: u16 = 0x4;
 pub(crate) const NLM_F_DUMP: u16 = 0x300;
-pub(crate) const NLM_F_DUMP_INTR: u16 = 0x10;
 /// Set in an error message's flags when extended-ack attributes follow.
 pub(crate) const NLM_F_ACK_TLVS: u16 = 0x200;
 pub(crate) const NLA_F_NESTED: u16 = 0x8000;

@@ -245,7 +245,7 @@ fn a_udp_client_follows_a_replaced_endpoint_only_after_the_cleanup() {
     let sender = std::thread::spawn(move || {
         while !sender_stop.load(Ordering::Relaxed) {
             let _ = client.send_to(b"ping", SocketAddr::from((VIP, 53)));
-            std::thread::sleep(Duration::from_millis(50));
+            sleep(50);
         }
     });
     let wait_for = |counter: &AtomicUsize, what: &str| {
@@ -363,7 +363,7 @@ fn a_flow_cached_while_the_service_had_no_endpoint_is_cleared_when_one_appears()
     let sender = std::thread::spawn(move || {
         while !sender_stop.load(Ordering::Relaxed) {
             let _ = client.send_to(b"ping", SocketAddr::from((VIP, 53)));
-            std::thread::sleep(Duration::from_millis(50));
+            sleep(50);
         }
     });
     let ct = t.conntrack();

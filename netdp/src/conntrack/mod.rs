@@ -134,10 +134,8 @@ mod tests {
             orig_dst_port: 53,
             reply_src: ReplySource::Is(ep1),
         };
-        let not_in = FlowFilter {
-            reply_src: ReplySource::NotIn([ep1].into()),
-            ..is.clone()
-        };
+        let mut not_in = is.clone();
+        not_in.reply_src = ReplySource::NotIn([ep1].into());
         let to_ep1 = udp("10.96.0.10", 53, "10.2.0.2");
         let to_ep2 = udp("10.96.0.10", 53, "10.2.0.3");
         let rejected = udp("10.96.0.10", 53, "10.96.0.10");

@@ -181,7 +181,7 @@ mod tests {
             },
             Row {
                 name: "TCP is never cleaned",
-                old: rules(&[(vip, Tcp, 53, fe(ClusterIp, Tcp, two.clone()))]),
+                old: rules(&[(vip, Tcp, 53, fe(ClusterIp, Tcp, two))]),
                 new: rules(&[(vip, Tcp, 53, fe(ClusterIp, Tcp, Target::Reject))]),
                 want: vec![],
             },
@@ -211,7 +211,7 @@ mod tests {
                 ]),
                 new: rules(&[
                     (vip, Udp, 53, fe(ClusterIp, Udp, replaced.clone())),
-                    (node, Udp, 30053, fe(NodePort, Udp, replaced.clone())),
+                    (node, Udp, 30053, fe(NodePort, Udp, replaced)),
                 ]),
                 want: vec![is(vip, 53, "10.2.0.3"), is(node, 30053, "10.2.0.3")],
             },
@@ -250,7 +250,7 @@ mod tests {
             },
             Row {
                 name: "a new Service without endpoints, a deleted one: nothing",
-                old: rules(&[(vip, Udp, 53, fe(ClusterIp, Udp, one.clone()))]),
+                old: rules(&[(vip, Udp, 53, fe(ClusterIp, Udp, one))]),
                 new: rules(&[("10.96.0.11", Udp, 53, fe(ClusterIp, Udp, Target::Reject))]),
                 want: vec![],
             },
