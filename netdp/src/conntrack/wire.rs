@@ -193,10 +193,8 @@ mod tests {
         }
     }
 
-    /// Derived by hand from nfnetlink_conntrack.h and the netlink attribute layout (what
-    /// `conntrack -D -p udp -s 10.1.0.2 -d 10.96.0.10 --sport 40000 --dport 53` sends, minus
-    /// the extra attributes that tool adds): header, nfgenmsg, then
-    /// ORIG{ IP{ V4_SRC, V4_DST }, PROTO{ NUM, SRC_PORT, DST_PORT } }.
+    /// Derived by hand from nfnetlink_conntrack.h and the netlink attribute layout: header,
+    /// nfgenmsg, then ORIG{ IP{ V4_SRC, V4_DST }, PROTO{ NUM, SRC_PORT, DST_PORT } }.
     #[test]
     fn delete_ipv4_udp_is_byte_exact() {
         let mut w = Writer::default();
@@ -230,6 +228,32 @@ mod tests {
         want.extend_from_slice(&3u16.to_ne_bytes()); // CTA_PROTO_DST_PORT
         want.extend_from_slice(&[0, 53, 0, 0]);
         assert_eq!(w.buf, want);
+    }
+
+    /// A known-good vector: the CTA_TUPLE_ORIG attribute conntrack-tools 1.4.7 sent for
+    /// `conntrack -D -p udp -s 127.0.0.1 -d 127.0.0.2 --sport 40000 --dport 53`, captured on
+    /// this machine with `strace -e sendto -xx` (it also sends the reply tuple, status, timeout
+    /// and mark, which the kernel does not need to find the entry).
+    #[test]
+    fn delete_tuple_matches_a_conntrack_tools_capture() {
+        const CAPTURED_ORIG: [u8; 52] = [
+            0x34, 0x00, 0x01, 0x80, // nla_len=52, NLA_F_NESTED|CTA_TUPLE_ORIG
+            0x14, 0x00, 0x01, 0x80, 0x08, 0x00, 0x01, 0x00, 0x7f, 0x00, 0x00, 0x01, 0x08, 0x00,
+            0x02, 0x00, 0x7f, 0x00, 0x00, 0x02, 0x1c, 0x00, 0x02, 0x80, 0x05, 0x00, 0x01, 0x00,
+            0x11, 0x00, 0x00, 0x00, 0x06, 0x00, 0x02, 0x00, 0x9c, 0x40, 0x00, 0x00, 0x06, 0x00,
+            0x03, 0x00, 0x00, 0x35, 0x00, 0x00,
+        ];
+        let mut f = flow();
+        f.original.src = "127.0.0.1".parse().expect("ip");
+        f.original.dst = "127.0.0.2".parse().expect("ip");
+        let mut w = Writer::default();
+        encode_delete(&mut w, &f, 1);
+        assert_eq!(&w.buf[16..20], &[2, 0, 0, 0]);
+        assert_eq!(&w.buf[20..], &CAPTURED_ORIG[..]);
+        // The same tool's dump request: 20 bytes, CT_GET, REQUEST|DUMP, AF_INET.
+        let mut w = Writer::default();
+        encode_dump(&mut w, IpFamily::V4, 0);
+        assert_eq!(&w.buf[..8], &[20, 0, 0, 0, 0x01, 0x01, 0x01, 0x03]);
     }
 
     #[test]
