@@ -7,9 +7,11 @@
 //!   [`Destination`] (real server, weight, masquerade forwarding);
 //! - [`plan`]: [`desired_services`] and [`plan_changes`] → [`IpvsAction`]s, table-tested;
 //! - `wire`: the byte encodings, tested byte for byte (this kernel has no `ip_vs`);
-//! - [`IpvsSocket`]: the executor over `NETLINK_GENERIC`, behind [`IpvsApi`].
+//! - [`IpvsSocket`]: the executor over `NETLINK_GENERIC`, behind [`IpvsApi`]; [`MemoryIpvs`]
+//!   is an in-memory [`IpvsApi`] with the kernel's refusals.
 
 mod error;
+mod fake;
 pub mod plan;
 mod socket;
 mod wire;
@@ -17,6 +19,7 @@ mod wire;
 use std::net::IpAddr;
 
 pub use error::IpvsError;
+pub use fake::MemoryIpvs;
 pub use plan::{DesiredService, IpvsAction, IpvsOptions, desired_services, plan_changes};
 pub use socket::{IpvsApi, IpvsSocket, resolve_family};
 
