@@ -127,6 +127,18 @@ fn deleting_by_endpoint_removes_exactly_the_matching_udp_flows() {
         5,
         "conntrack -L agrees on 5 UDP entries: {cli:?}"
     );
+    // The kernel filters dumps: by front end, and by protocol alone.
+    let to_vip = ct
+        .list_kernel_filtered(IpFamily::V4, 17, Some((v4(VIP), 53)))
+        .expect("filtered dump");
+    assert_eq!(to_vip.len(), 4, "{to_vip:?}");
+    assert!(to_vip.iter().all(|f| f.original.dst == v4(VIP)));
+    let udp = ct
+        .list_kernel_filtered(IpFamily::V4, 17, None)
+        .expect("udp");
+    assert_eq!(udp.len(), 5);
+    let tcp = ct.list_kernel_filtered(IpFamily::V4, 6, None).expect("tcp");
+    assert!(tcp.is_empty(), "{tcp:?}");
 
     let filter = FlowFilter {
         family: IpFamily::V4,
@@ -332,6 +344,10 @@ fn ipv6_flows_are_listed_and_deleted() {
         |f| f.reply.src == "fd00::2".parse::<IpAddr>().expect("ip") && f.reply.src_port == 5353
     ));
     assert!(ct.list(IpFamily::V4).expect("list v4").is_empty());
+    let filtered = ct
+        .list_kernel_filtered(IpFamily::V6, 17, Some((IpAddr::V6(vip), 53)))
+        .expect("filtered dump");
+    assert_eq!(filtered.len(), 2, "{filtered:?}");
     let filter = FlowFilter {
         family: IpFamily::V6,
         protocol: Protocol::Udp,

@@ -88,4 +88,31 @@ mod tests {
         assert_eq!(ct.delete(&[filter.clone(), filter]).expect("delete"), 1);
         assert_eq!(ct.flows(), vec![fresh, other, v6]);
     }
+
+    #[test]
+    fn many_front_ends_take_the_per_protocol_path_with_the_same_result() {
+        let mut flows = Vec::new();
+        let mut filters = Vec::new();
+        for i in 0..40u8 {
+            let vip = format!("10.96.1.{i}");
+            flows.push(flow(&vip, "10.2.0.2"));
+            flows.push(flow(&vip, "10.2.0.3"));
+            filters.push(FlowFilter {
+                family: IpFamily::V4,
+                protocol: Protocol::Udp,
+                orig_dst: vip.parse().expect("ip"),
+                orig_dst_port: 53,
+                reply_src: ReplySource::NotIn(["10.2.0.3".parse().expect("ip")].into()),
+            });
+        }
+        let ct = MemoryConntrack::new(flows);
+        assert_eq!(ct.delete(&filters[..10]).expect("few"), 10);
+        assert_eq!(ct.delete(&filters).expect("many"), 30);
+        assert!(
+            ct.flows()
+                .iter()
+                .all(|f| f.reply.src.to_string() == "10.2.0.3")
+        );
+        assert_eq!(ct.flows().len(), 40);
+    }
 }

@@ -3,17 +3,25 @@
 //! applies [`FlowFilter`]s by listing and deleting what they match (as upstream's netlink
 //! library does: the kernel has no "delete by reply source" request).
 
+use std::collections::BTreeSet;
 use std::io;
+use std::net::IpAddr;
 
 use netlink_sys::protocols::NETLINK_NETFILTER;
 
 use super::error::ConntrackError;
-use super::wire::{NFGENMSG_LEN, encode_delete, encode_dump, parse_flow};
-use super::{Flow, FlowFilter};
+use super::wire::{NFGENMSG_LEN, encode_delete, encode_dump, encode_filtered_dump, parse_flow};
+use super::{Flow, FlowFilter, protocol_number};
 use crate::model::IpFamily;
 use crate::netlink_socket::{ExchangeError, NlSocket};
+use crate::netlink_wire::Writer;
 
 const ENOENT: i32 = 2;
+
+/// Above this many distinct front ends, [`ConntrackApi::delete`] lists all entries of the
+/// protocol once instead of one kernel-filtered dump per front end (each dump walks the
+/// whole table in the kernel).
+const FILTERED_DUMPS_UP_TO: usize = 16;
 
 /// What the cleanup needs from conntrack; [`Conntrack`] is the kernel, [`super::MemoryConntrack`]
 /// a fake.
@@ -24,25 +32,59 @@ pub trait ConntrackApi {
     /// counted and not an error).
     fn delete_flows(&self, flows: &[Flow]) -> Result<usize, ConntrackError>;
 
-    /// Deletes every entry one of `filters` matches; returns how many were deleted. Lists each
-    /// family the filters name once.
+    /// The entries of `family` and `protocol` (IANA number), to `dst` (original destination
+    /// address and port) when given. The kernel client filters in the kernel.
+    fn list_matching(
+        &self,
+        family: IpFamily,
+        protocol: u8,
+        dst: Option<(IpAddr, u16)>,
+    ) -> Result<Vec<Flow>, ConntrackError> {
+        Ok(self
+            .list(family)?
+            .into_iter()
+            .filter(|f| {
+                f.protocol == protocol
+                    && dst.is_none_or(|(ip, port)| {
+                        f.original.dst == ip && f.original.dst_port == port
+                    })
+            })
+            .collect())
+    }
+
+    /// Deletes every entry one of `filters` matches; returns how many were deleted.
     fn delete(&self, filters: &[FlowFilter]) -> Result<usize, ConntrackError> {
-        let mut deleted = 0;
+        let mut stale: BTreeSet<Flow> = BTreeSet::new();
         for family in [IpFamily::V4, IpFamily::V6] {
             let wanted: Vec<&FlowFilter> = filters.iter().filter(|f| f.family == family).collect();
-            if wanted.is_empty() {
-                continue;
-            }
-            let stale: Vec<Flow> = self
-                .list(family)?
-                .into_iter()
-                .filter(|flow| wanted.iter().any(|f| f.matches(flow)))
+            let front_ends: BTreeSet<(u8, IpAddr, u16)> = wanted
+                .iter()
+                .map(|f| (protocol_number(f.protocol), f.orig_dst, f.orig_dst_port))
                 .collect();
-            if !stale.is_empty() {
-                deleted += self.delete_flows(&stale)?;
-            }
+            let candidates = if front_ends.len() <= FILTERED_DUMPS_UP_TO {
+                let mut all = Vec::new();
+                for (protocol, ip, port) in &front_ends {
+                    all.extend(self.list_matching(family, *protocol, Some((*ip, *port)))?);
+                }
+                all
+            } else {
+                let protocols: BTreeSet<u8> = front_ends.iter().map(|f| f.0).collect();
+                let mut all = Vec::new();
+                for protocol in protocols {
+                    all.extend(self.list_matching(family, protocol, None)?);
+                }
+                all
+            };
+            stale.extend(
+                candidates
+                    .into_iter()
+                    .filter(|flow| wanted.iter().any(|f| f.matches(flow))),
+            );
         }
-        Ok(deleted)
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        self.delete_flows(&stale.into_iter().collect::<Vec<_>>())
     }
 }
 
@@ -70,12 +112,20 @@ fn exchange_error(e: ExchangeError) -> ConntrackError {
     }
 }
 
-impl ConntrackApi for Conntrack {
-    fn list(&self, family: IpFamily) -> Result<Vec<Flow>, ConntrackError> {
-        let replies = self
-            .socket
-            .dump(|w, seq| encode_dump(w, family, seq))
-            .map_err(exchange_error)?;
+impl Conntrack {
+    /// The entries the kernel's dump filter returns for `protocol` (and `dst`), without the
+    /// re-check [`ConntrackApi::list_matching`] adds: shows whether the kernel filters.
+    pub fn list_kernel_filtered(
+        &self,
+        family: IpFamily,
+        protocol: u8,
+        dst: Option<(IpAddr, u16)>,
+    ) -> Result<Vec<Flow>, ConntrackError> {
+        self.dump(|w, seq| encode_filtered_dump(w, family, protocol, dst, seq))
+    }
+
+    fn dump(&self, encode: impl FnOnce(&mut Writer, u32)) -> Result<Vec<Flow>, ConntrackError> {
+        let replies = self.socket.dump(encode).map_err(exchange_error)?;
         let mut out = Vec::with_capacity(replies.len());
         for reply in &replies {
             if let Some(flow) = parse_flow(reply.get(NFGENMSG_LEN..).unwrap_or(&[]))? {
@@ -83,6 +133,32 @@ impl ConntrackApi for Conntrack {
             }
         }
         Ok(out)
+    }
+}
+
+impl ConntrackApi for Conntrack {
+    fn list(&self, family: IpFamily) -> Result<Vec<Flow>, ConntrackError> {
+        self.dump(|w, seq| encode_dump(w, family, seq))
+    }
+
+    fn list_matching(
+        &self,
+        family: IpFamily,
+        protocol: u8,
+        dst: Option<(IpAddr, u16)>,
+    ) -> Result<Vec<Flow>, ConntrackError> {
+        // The kernel narrows the dump; matching again here keeps old kernels (which ignore
+        // the filter) correct.
+        Ok(self
+            .list_kernel_filtered(family, protocol, dst)?
+            .into_iter()
+            .filter(|f| {
+                f.protocol == protocol
+                    && dst.is_none_or(|(ip, port)| {
+                        f.original.dst == ip && f.original.dst_port == port
+                    })
+            })
+            .collect())
     }
 
     fn delete_flows(&self, flows: &[Flow]) -> Result<usize, ConntrackError> {

@@ -18,6 +18,13 @@ pub(crate) const IPCTNL_MSG_CT_DELETE: u16 = 2;
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
 const CTA_ZONE: u16 = 18;
+const CTA_FILTER: u16 = 25;
+const CTA_FILTER_ORIG_FLAGS: u16 = 1;
+const CTA_FILTER_REPLY_FLAGS: u16 = 2;
+// Filter flags (net/netfilter/nf_internals.h; ABI, not exported in uapi).
+const CTA_FILTER_F_CTA_IP_DST: u32 = 1 << 1;
+const CTA_FILTER_F_CTA_PROTO_NUM: u32 = 1 << 3;
+const CTA_FILTER_F_CTA_PROTO_DST_PORT: u32 = 1 << 5;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_IP_V4_SRC: u16 = 1;
@@ -52,6 +59,58 @@ pub(crate) fn encode_dump(w: &mut Writer, family: IpFamily, seq: u32) {
         seq,
         &nfgenmsg(family),
     );
+    w.end_msg(m);
+}
+
+/// Appends a dump request the kernel filters (Linux >= 5.8; older kernels ignore the filter
+/// and dump everything, which the caller's own matching then narrows): entries of `protocol`,
+/// and when given, to this original destination address and port.
+pub(crate) fn encode_filtered_dump(
+    w: &mut Writer,
+    family: IpFamily,
+    protocol: u8,
+    dst: Option<(IpAddr, u16)>,
+    seq: u32,
+) {
+    let m = w.begin_msg(
+        (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+        &nfgenmsg(family),
+    );
+    let t = w.begin_nested(CTA_TUPLE_ORIG);
+    // IPv6 addresses are not filtered in the kernel: its `ctnetlink_filter_match_tuple`
+    // tests IPv6 addresses with `!ipv6_addr_cmp(..)`, i.e. inverted, so an IPv6 destination
+    // filter drops exactly the matching entries (seen on 6.18 here). The port and protocol
+    // narrow the dump; the caller's matching does the rest.
+    let ip_dst = match dst {
+        Some((IpAddr::V4(a), _)) => Some(a),
+        _ => None,
+    };
+    if let Some(a) = ip_dst {
+        let n = w.begin_nested(CTA_TUPLE_IP);
+        w.attr(CTA_IP_V4_DST, &a.octets());
+        w.end_nested(n);
+    }
+    let p = w.begin_nested(CTA_TUPLE_PROTO);
+    w.u8(CTA_PROTO_NUM, protocol);
+    if let Some((_, port)) = dst {
+        w.u16_be(CTA_PROTO_DST_PORT, port);
+    }
+    w.end_nested(p);
+    w.end_nested(t);
+    let mut flags = CTA_FILTER_F_CTA_PROTO_NUM;
+    if ip_dst.is_some() {
+        flags |= CTA_FILTER_F_CTA_IP_DST;
+    }
+    if dst.is_some() {
+        flags |= CTA_FILTER_F_CTA_PROTO_DST_PORT;
+    }
+    let f = w.begin_nested(CTA_FILTER);
+    // The flags are host order (`nla_get_u32`), unlike the rest of ctnetlink.
+    w.u32_ne(CTA_FILTER_ORIG_FLAGS, flags);
+    w.u32_ne(CTA_FILTER_REPLY_FLAGS, 0);
+    w.end_nested(f);
     w.end_msg(m);
 }
 
@@ -287,6 +346,31 @@ mod tests {
         want.extend_from_slice(&9u32.to_ne_bytes());
         want.extend_from_slice(&0u32.to_ne_bytes());
         want.extend_from_slice(&[10, 0, 0, 0]);
+        assert_eq!(w.buf, want);
+    }
+
+    #[test]
+    fn filtered_dump_is_byte_exact() {
+        let mut w = Writer::default();
+        let dst = Some(("10.96.0.10".parse().expect("ip"), 53));
+        encode_filtered_dump(&mut w, IpFamily::V4, 17, dst, 9);
+        let mut want = Vec::new();
+        want.extend_from_slice(&76u32.to_ne_bytes());
+        want.extend_from_slice(&0x0101u16.to_ne_bytes());
+        want.extend_from_slice(&0x0301u16.to_ne_bytes());
+        want.extend_from_slice(&9u32.to_ne_bytes());
+        want.extend_from_slice(&0u32.to_ne_bytes());
+        want.extend_from_slice(&[2, 0, 0, 0]);
+        want.extend_from_slice(&[36, 0, 0x01, 0x80]); // CTA_TUPLE_ORIG
+        want.extend_from_slice(&[12, 0, 0x01, 0x80]); // CTA_TUPLE_IP
+        want.extend_from_slice(&[8, 0, 2, 0, 10, 96, 0, 10]); // CTA_IP_V4_DST
+        want.extend_from_slice(&[20, 0, 0x02, 0x80]); // CTA_TUPLE_PROTO
+        want.extend_from_slice(&[5, 0, 1, 0, 17, 0, 0, 0]); // CTA_PROTO_NUM
+        want.extend_from_slice(&[6, 0, 3, 0, 0, 53, 0, 0]); // CTA_PROTO_DST_PORT
+        want.extend_from_slice(&[20, 0, 25, 0x80]); // CTA_FILTER
+        want.extend_from_slice(&[8, 0, 1, 0]); // ORIG: IP_DST|NUM|DST_PORT, host order
+        want.extend_from_slice(&0x2au32.to_ne_bytes());
+        want.extend_from_slice(&[8, 0, 2, 0, 0, 0, 0, 0]); // REPLY: none
         assert_eq!(w.buf, want);
     }
 
