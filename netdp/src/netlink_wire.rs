@@ -85,10 +85,6 @@ impl Writer {
         self.attr(ty, &value.to_ne_bytes());
     }
 
-    pub(crate) fn u32_be(&mut self, ty: u16, value: u32) {
-        self.attr(ty, &value.to_be_bytes());
-    }
-
     pub(crate) fn u32_ne(&mut self, ty: u16, value: u32) {
         self.attr(ty, &value.to_ne_bytes());
     }

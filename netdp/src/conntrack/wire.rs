@@ -383,7 +383,7 @@ mod tests {
             ..flow()
         };
         let mut w = Writer::default();
-        w.u32_be(3, 0x188); // CTA_STATUS
+        w.attr(3, &0x188u32.to_be_bytes()); // CTA_STATUS
         encode_tuple(&mut w, CTA_TUPLE_ORIG, 17, &f.original);
         encode_tuple(&mut w, CTA_TUPLE_REPLY, 17, &f.reply);
         w.u16_be(CTA_ZONE, 3);

@@ -2,10 +2,11 @@
 //! family lookup. Pure; tested byte for byte.
 //!
 //! Layout facts, from the uapi header and the kernel's parser (`ip_vs_genl_parse_service` /
-//! `_dest` in net/netfilter/ipvs/ip_vs_ctl.c): every message is `nlmsghdr` + `genlmsghdr
+//! `_dest` in net/netfilter/ipvs/ip_vs_ctl.c, checked against a real kernel in the VM tier
+//! with the `ipvs_check` example): every message is `nlmsghdr` + `genlmsghdr
 //! { cmd, version 1, 0 }` + attributes; the service sits in a nested `IPVS_CMD_ATTR_SERVICE`,
-//! the destination in `IPVS_CMD_ATTR_DEST`. Integers are host order except ports and the
-//! persistence netmask (network order); addresses are a 16-byte `union nf_inet_addr` (IPv4 in
+//! the destination in `IPVS_CMD_ATTR_DEST`. Integers are host order except ports (network order)
+//! and the persistence netmask (IPv4: a network-order mask; IPv6: a host-order prefix length); addresses are a 16-byte `union nf_inet_addr` (IPv4 in
 //! the first 4 bytes). `NEW`/`SET` need the full entry, `DEL` only the identity.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -103,6 +104,23 @@ fn parse_inet_addr(af_code: u16, data: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// The kernel keeps the netmask as raw `__be32` bytes: an IPv4 mask in network order, but an
+/// IPv6 prefix length read back with a plain cast (`ip_vs_add_service`), i.e. host order. An
+/// IPv6 length sent in network order is refused with EINVAL (seen in the VM tier).
+fn netmask_bytes(family: IpFamily, netmask: u32) -> [u8; 4] {
+    match family {
+        IpFamily::V4 => netmask.to_be_bytes(),
+        IpFamily::V6 => netmask.to_ne_bytes(),
+    }
+}
+
+fn netmask_from(family: IpFamily, data: &[u8]) -> Option<u32> {
+    match family {
+        IpFamily::V4 => be32(data),
+        IpFamily::V6 => ne32(data),
+    }
+}
+
 fn genl_header(cmd: u8, version: u8) -> [u8; 4] {
     [cmd, version, 0, 0]
 }
@@ -142,7 +160,10 @@ fn nested_service(w: &mut Writer, key: &ServiceKey, full: Option<&VirtualService
         flags[4..].copy_from_slice(&u32::MAX.to_ne_bytes());
         w.attr(IPVS_SVC_ATTR_FLAGS, &flags);
         w.u32_ne(IPVS_SVC_ATTR_TIMEOUT, svc.timeout);
-        w.u32_be(IPVS_SVC_ATTR_NETMASK, svc.netmask);
+        w.attr(
+            IPVS_SVC_ATTR_NETMASK,
+            &netmask_bytes(key.family(), svc.netmask),
+        );
     }
     w.end_nested(n);
 }
@@ -273,7 +294,9 @@ pub(crate) fn parse_service(data: &[u8]) -> Result<Option<VirtualService>, Malfo
             IPVS_SVC_ATTR_SCHED_NAME => out.scheduler = string(value),
             IPVS_SVC_ATTR_FLAGS => out.flags = ne32(value).unwrap_or(0) & !super::SVC_F_HASHED,
             IPVS_SVC_ATTR_TIMEOUT => out.timeout = ne32(value).unwrap_or(0),
-            IPVS_SVC_ATTR_NETMASK => out.netmask = be32(value).unwrap_or(0),
+            IPVS_SVC_ATTR_NETMASK => {
+                out.netmask = netmask_from(IpFamily::of(addr), value).unwrap_or(0);
+            }
             _ => {}
         }
     }

@@ -2,7 +2,9 @@
 //! `linux/ip_vs.h` (attribute numbers), `linux/genetlink.h` (header), and the kernel's parser
 //! and dumper in net/netfilter/ipvs/ip_vs_ctl.c (which attributes are required, their sizes
 //! and byte order). No capture of real IPVS traffic was possible here (no `ip_vs` in this
-//! kernel); the family lookup is checked against a capture of iproute2's `genl`. The
+//! kernel); the family lookup is checked against a capture of iproute2's `genl`, and the whole
+//! codec against Debian 12's kernel in the VM tier (`examples/ipvs_check.rs`, which found the
+//! IPv6 netmask's host byte order). The
 //! host-order fields are written for a little-endian host (the only target here).
 
 use super::*;
@@ -80,7 +82,7 @@ fn set_service_ipv6_tcp_sh_with_affinity_is_byte_exact() {
     want.extend_from_slice(&[7, 0, 6, 0, b's', b'h', 0, 0]);
     want.extend_from_slice(&[12, 0, 7, 0, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]); // PERSISTENT
     want.extend_from_slice(&[8, 0, 8, 0, 0x30, 0x2a, 0, 0]); // 10800 s, host order
-    want.extend_from_slice(&[8, 0, 9, 0, 0, 0, 0, 128]); // prefix 128, be32
+    want.extend_from_slice(&[8, 0, 9, 0, 128, 0, 0, 0]); // prefix 128, host order (!)
     assert_eq!(w.buf, want);
 }
 
@@ -174,7 +176,7 @@ fn dumped_service_and_destination_parse_back() {
     flags[4..].copy_from_slice(&u32::MAX.to_ne_bytes());
     w.attr(7, &flags);
     w.u32_ne(8, 10800);
-    w.u32_be(9, 128);
+    w.u32_ne(9, 128);
     let stats = w.begin_nested(10);
     w.u32_ne(1, 99);
     w.end_nested(stats);
