@@ -12,10 +12,16 @@
 //! addresses, zone or the proxy options change.
 //!
 //! [`nft`] is the nf_tables netlink client the nftables mode programs the kernel through;
-//! [`dataplane::Dataplane`] is what every mode implements for the sync loop.
+//! [`dataplane::Dataplane`] is what every mode implements for the sync loop. [`conntrack`]
+//! deletes the UDP conntrack entries a sync made stale; [`ipvs`] is the IPVS mode's
+//! generic-netlink client and planner.
 
+pub mod conntrack;
 pub mod dataplane;
+pub mod ipvs;
 pub mod model;
+mod netlink_socket;
+mod netlink_wire;
 pub mod nft;
 pub mod routes;
 pub mod rtnl;
