@@ -182,3 +182,23 @@ impl ConntrackApi for Conntrack {
         Ok(deleted)
     }
 }
+
+/// A shared client (the sync loop's observer and a test holding the same fake).
+impl<T: ConntrackApi + ?Sized> ConntrackApi for std::sync::Arc<T> {
+    fn list(&self, family: IpFamily) -> Result<Vec<Flow>, ConntrackError> {
+        (**self).list(family)
+    }
+
+    fn delete_flows(&self, flows: &[Flow]) -> Result<usize, ConntrackError> {
+        (**self).delete_flows(flows)
+    }
+
+    fn list_matching(
+        &self,
+        family: IpFamily,
+        protocol: u8,
+        dst: Option<(IpAddr, u16)>,
+    ) -> Result<Vec<Flow>, ConntrackError> {
+        (**self).list_matching(family, protocol, dst)
+    }
+}

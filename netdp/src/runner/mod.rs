@@ -5,6 +5,7 @@
 //! change), and tells [`SyncObserver`]s (conntrack cleanup, health checks) what changed once it
 //! is in the kernel.
 
+mod conntrack;
 pub mod schedule;
 pub mod state;
 
@@ -17,6 +18,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::dataplane::{Dataplane, DataplaneError, SyncReport};
 use crate::model::{NodeState, ProxyOptions, RuleDiff, RuleSet, ServiceName};
+pub use conntrack::ConntrackCleanup;
 pub use schedule::{Next, Schedule, SyncPeriods};
 pub use state::ProxyState;
 

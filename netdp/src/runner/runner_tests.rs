@@ -225,3 +225,63 @@ fn the_thread_waits_for_the_initial_lists_batches_bursts_and_stops() {
         calls.len()
     );
 }
+
+#[test]
+fn udp_flows_to_a_removed_endpoint_are_deleted_after_the_sync() {
+    use crate::conntrack::{Flow, FlowTuple, MemoryConntrack};
+    let udp = |mut svc: Service| {
+        spec(&mut svc).ports.as_mut().unwrap()[0].protocol = Some("UDP".into());
+        svc
+    };
+    let udp_slice = |addr: &str| {
+        let mut s = slice("a-1", "a", "IPv4", 53, vec![ep(addr, "R", &[])]);
+        s.ports.as_mut().unwrap()[0].protocol = Some("UDP".into());
+        ProxyEvent::SliceApplied(Box::new(s))
+    };
+    let flow = |backend: &str| Flow {
+        protocol: 17,
+        original: FlowTuple {
+            src: ip("10.244.1.7"),
+            dst: ip("10.96.0.10"),
+            src_port: 40000,
+            dst_port: 80,
+        },
+        reply: FlowTuple {
+            src: ip(backend),
+            dst: ip("10.244.1.7"),
+            src_port: 53,
+            dst_port: 40000,
+        },
+        zone: None,
+    };
+    let table = Arc::new(MemoryConntrack::new(vec![
+        flow("10.244.2.1"),
+        flow("10.244.2.2"),
+    ]));
+    let mut r = ProxyRunner::new(
+        ProxyState::new(node(), options()),
+        Box::new(Fake::default()),
+        SyncPeriods::default(),
+    )
+    .with_observer(Box::new(ConntrackCleanup::new(table.clone())));
+    r.record(ProxyEvent::ServiceApplied(Box::new(udp(service(
+        "a",
+        "ClusterIP",
+        &["10.96.0.10"],
+    )))));
+    // Two endpoints, then one goes: only its flow is stale.
+    let mut two = slice(
+        "a-1",
+        "a",
+        "IPv4",
+        53,
+        vec![ep("10.244.2.1", "R", &[]), ep("10.244.2.2", "R", &[])],
+    );
+    two.ports.as_mut().unwrap()[0].protocol = Some("UDP".into());
+    r.record(ProxyEvent::SliceApplied(Box::new(two)));
+    assert!(r.sync(false).result.is_ok());
+    assert_eq!(table.flows().len(), 2, "nothing stale yet");
+    r.record(udp_slice("10.244.2.2"));
+    assert!(r.sync(false).result.is_ok());
+    assert_eq!(table.flows(), vec![flow("10.244.2.2")]);
+}
