@@ -15,6 +15,7 @@
 //! [`dataplane::Dataplane`] is what every mode implements for the sync loop.
 
 pub mod dataplane;
+pub mod iptables;
 pub mod model;
 pub mod nft;
 pub mod trace;
