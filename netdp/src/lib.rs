@@ -17,4 +17,5 @@
 pub mod dataplane;
 pub mod model;
 pub mod nft;
+pub mod nftables;
 pub mod trace;
