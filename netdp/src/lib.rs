@@ -18,4 +18,5 @@ pub mod dataplane;
 pub mod iptables;
 pub mod model;
 pub mod nft;
+pub mod nftables;
 pub mod trace;
