@@ -77,6 +77,10 @@ impl Tables {
                         .or_default()
                         .insert(pos - 1, t[3..].to_vec());
                 }
+                "-C" => {
+                    let rules = self.chains.get(&chain).expect("-C in a missing chain");
+                    assert!(rules.iter().any(|r| r[..] == t[2..]), "-C failed: {line}");
+                }
                 "-D" => {
                     let rules = self.chains.get_mut(&chain).expect("-D in a missing chain");
                     let i = rules

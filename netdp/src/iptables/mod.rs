@@ -11,8 +11,9 @@
 //! caller hands back the rule set of the last successful sync), flushes and rewrites only the
 //! chains whose text changed, deletes chains that disappeared, and edits the shared dispatch
 //! chains rule by rule (`-D`/`-I`), so one endpoint change writes a handful of lines at any
-//! scale. If an incremental run fails (our chains were removed under us, say) a full sync
-//! repairs at once. `iptables-restore` applies each table atomically: a failed run leaves
+//! scale. Every incremental run first checks (`-C`) that the jumps into our nat and filter
+//! chains exist; when a run fails and that check alone fails too, our objects were removed
+//! under us and a full sync repairs at once (reported as `repaired`). `iptables-restore` applies each table atomically: a failed run leaves
 //! the table as it was, and the error makes the caller's next sync full.
 
 pub mod exec;
@@ -162,9 +163,17 @@ impl IptablesDataplane {
         }
         Ok(objects)
     }
+
+    /// Whether our jumps and chains are all in place (after a failed incremental run).
+    fn objects_in_place(&self) -> bool {
+        let check = restore::check_restore();
+        self.tools
+            .iter()
+            .all(|(_, tools)| self.apply(tools, &check.text).is_ok())
+    }
 }
 
-/// The incremental restore input of each family that has something to write.
+/// The incremental restore input of each family (its checks, and its changes if any).
 pub fn incremental_plan(
     previous: &RuleSet,
     rules: &RuleSet,
@@ -202,13 +211,12 @@ pub fn incremental_plan(
             groups.push(health(r));
             groups
         };
-        if let Some(input) = restore::incremental_restore(
+        let input = restore::incremental_restore(
             &render_touched(previous),
             &render_touched(rules),
             extra_nat_line,
-        ) {
-            out.push((family, input));
-        }
+        );
+        out.push((family, input));
     }
     out
 }
@@ -237,8 +245,10 @@ impl Dataplane for IptablesDataplane {
                     self.last_ok = true;
                     return Ok(report);
                 }
-                // Our chains may be gone or changed: repair with a full sync now.
-                Err(_) => report.repaired = true,
+                // Our chains are gone: repair with a full sync now. Otherwise the input was
+                // refused: report it (the run changed nothing; the caller's next sync is full).
+                Err(_) if !self.objects_in_place() => report.repaired = true,
+                Err(e) => return Err(DataplaneError::mode(MODE, e)),
             }
         }
         report.full = true;

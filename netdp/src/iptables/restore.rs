@@ -159,13 +159,41 @@ pub fn full_restore(
     out
 }
 
+/// The checks every incremental run starts with: the jumps into our nat and filter chains
+/// exist (`-C` fails the run when they, or our chains, were removed).
+pub fn check_lines(table: Table) -> Vec<String> {
+    let (chain, target) = match table {
+        Table::Nat => ("PREROUTING", names::SERVICES),
+        Table::Filter => ("FORWARD", names::SERVICES),
+    };
+    builtin_jumps()
+        .into_iter()
+        .filter(|(t, c, spec)| *t == table && *c == chain && jump_target(spec) == Some(target))
+        .map(|(_, c, spec)| format!("-C {c} {spec}"))
+        .collect()
+}
+
+/// Only the checks of [`check_lines`]: whether our objects are still in place.
+pub fn check_restore() -> Restore {
+    let mut out = Restore::default();
+    for table in [Table::Nat, Table::Filter] {
+        out.raw(&format!("*{}", table.name()));
+        for check in check_lines(table) {
+            out.raw(&check);
+        }
+        out.raw("COMMIT");
+    }
+    out
+}
+
 /// The incremental sync of one family from the old and new renderings of the Service ports
-/// that changed (plus the health-check pseudo-group). `None`: nothing to write.
+/// that changed (plus the health-check pseudo-group), after the checks of [`check_lines`].
+/// `objects` counts the changes only (0: nothing changed, the run only checks).
 pub fn incremental_restore(
     old: &[GroupRules],
     new: &[GroupRules],
     extra_nat_line: Option<&str>,
-) -> Option<Restore> {
+) -> Restore {
     let merge_chains = |groups: &[GroupRules]| -> BTreeMap<ChainId, Vec<String>> {
         groups
             .iter()
@@ -230,14 +258,15 @@ pub fn incremental_restore(
         if let (Table::Nat, Some(extra)) = (table, extra_nat_line) {
             body.line(format_args!("{extra}"));
         }
-        if body.objects > 0 {
-            out.raw(&format!("*{}", table.name()));
-            out.text.push_str(&body.text);
-            out.objects += body.objects;
-            out.raw("COMMIT");
+        out.raw(&format!("*{}", table.name()));
+        for check in check_lines(table) {
+            out.raw(&check);
         }
+        out.text.push_str(&body.text);
+        out.objects += body.objects;
+        out.raw("COMMIT");
     }
-    (out.objects > 0).then_some(out)
+    out
 }
 
 /// Removes everything of ours `observed` shows: jumps from built-in chains, then our chains

@@ -16,24 +16,75 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kwk_netdp::dataplane::Dataplane;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use kwk_netdp::dataplane::{Dataplane, DataplaneError, SyncReport};
+use kwk_netdp::iptables::{IptablesBackend, IptablesConfig, IptablesDataplane};
+use kwk_netdp::model::IpFamily;
 use kwk_netdp::model::{NodeState, ProxyInput, ProxyOptions, RuleSet, build_rules};
 use kwk_netdp::nftables::NftablesDataplane;
 
 use crate::nft_support::{TestNs, veth};
 
-/// The proxy modes every scenario runs for (iptables joins at integration).
+/// The proxy modes every scenario runs for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
     Nftables,
+    Iptables,
 }
 
-pub(crate) const MODES: &[Mode] = &[Mode::Nftables];
+pub(crate) const MODES: &[Mode] = &[Mode::Nftables, Mode::Iptables];
 
 /// A dataplane of `mode` programming the node namespace.
 pub(crate) fn dataplane_for(mode: Mode, node: &TestNs) -> Box<dyn Dataplane> {
     match mode {
         Mode::Nftables => Box::new(NftablesDataplane::new(node.nft())),
+        Mode::Iptables => Box::new(IptablesUnderTest {
+            dataplane: IptablesDataplane::new(IptablesConfig {
+                backend: IptablesBackend::Default,
+                families: vec![IpFamily::V4],
+                netns: Some(format!("/run/netns/{}", node.name).into()),
+            })
+            .expect("iptables binaries"),
+            node: node.name.clone(),
+        }),
+    }
+}
+
+/// Restore-input lines planted per node namespace by [`plant_conflict`] for the iptables mode.
+static PLANTED_RESTORE_LINES: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+
+/// The iptables dataplane with [`plant_conflict`]'s conflict: the planted line joins every
+/// restore run (the kernel refuses it) until a full sync, which (as the nftables mode's full
+/// sync flushing the planted element) no longer carries it.
+struct IptablesUnderTest {
+    dataplane: IptablesDataplane,
+    node: String,
+}
+
+impl Dataplane for IptablesUnderTest {
+    fn mode(&self) -> &'static str {
+        self.dataplane.mode()
+    }
+
+    fn sync(
+        &mut self,
+        previous: Option<&RuleSet>,
+        rules: &RuleSet,
+    ) -> Result<SyncReport, DataplaneError> {
+        let mut planted = PLANTED_RESTORE_LINES.lock().expect("plant registry");
+        if previous.is_none() {
+            planted.remove(&self.node);
+        }
+        self.dataplane
+            .set_fault_injection(planted.get(&self.node).cloned());
+        drop(planted);
+        self.dataplane.sync(previous, rules)
+    }
+
+    fn cleanup(&mut self) -> Result<(), DataplaneError> {
+        self.dataplane.cleanup()
     }
 }
 
@@ -289,6 +340,16 @@ pub(crate) fn plant_conflict(mode: Mode, node: &TestNs, ip: std::net::Ipv4Addr, 
                 &[Element::value(&key, &[Datum::U32(u32::MAX)])],
             );
             node.nft().apply(&b).expect("plant conflicting element");
+        }
+        Mode::Iptables => {
+            // A rule jumping to a chain that does not exist: iptables-restore refuses the run.
+            let line = format!(
+                "-A KUBE-SERVICES -d {ip}/32 -p tcp -m tcp --dport {port} -j KUBE-PLANTED-MISSING"
+            );
+            PLANTED_RESTORE_LINES
+                .lock()
+                .expect("plant registry")
+                .insert(node.name.clone(), line);
         }
     }
 }
