@@ -12,7 +12,9 @@
 //! addresses, zone or the proxy options change.
 //!
 //! [`nft`] is the nf_tables netlink client the nftables mode programs the kernel through;
-//! [`dataplane::Dataplane`] is what every mode implements for the sync loop.
+//! [`dataplane::Dataplane`] is what every mode implements for the sync loop;
+//! [`iptables::IptablesDataplane`] is the iptables mode (kube-proxy's chain layout, applied
+//! with `iptables-restore`).
 
 pub mod dataplane;
 pub mod iptables;

@@ -408,3 +408,64 @@ fn deleted_chains_are_repaired() {
         .expect("and the change applied");
     assert_eq!(accept_peers(&[&l1], 2)[0].len(), 2);
 }
+
+#[test]
+fn ipv6_rules_load_through_ip6tables_restore_and_clean_up() {
+    if !privileged_tests_enabled() {
+        return;
+    }
+    let ns = TestNs::new("ipt-v6");
+    let mut dp = IptablesDataplane::new(IptablesConfig {
+        backend: IptablesBackend::Default,
+        families: vec![IpFamily::V4, IpFamily::V6],
+        netns: Some(format!("/run/netns/{}", ns.name).into()),
+    })
+    .expect("iptables binaries");
+    let mut svc = service("dual", "10.96.0.20", Some(30090));
+    let spec = svc.spec.as_mut().expect("spec");
+    spec.cluster_ips = Some(vec!["10.96.0.20".into(), "fd00:96::20".into()]);
+    spec.ip_families = Some(vec!["IPv4".into(), "IPv6".into()]);
+    spec.session_affinity = Some("ClientIP".into());
+    let mut v6 = slice("dual", &[]);
+    v6.metadata.name = Some("dual-v6".into());
+    v6.address_type = "IPv6".into();
+    v6.endpoints = slice("dual", &[BACKEND_1]).endpoints;
+    v6.endpoints[0].addresses = vec!["fd00:244::2".into()];
+    let input = ProxyInput::from_api(
+        &[svc],
+        &[slice("dual", &[BACKEND_1]), v6],
+        NodeState {
+            name: "node-a".into(),
+            ips: vec![ROUTER.into(), "fd00:1::1".parse().expect("ip")],
+            pod_cidrs: vec![],
+            zone: None,
+        },
+        ProxyOptions {
+            cluster_cidrs: vec![
+                "10.2.0.0/24".parse().expect("cidr"),
+                "fd00:244::/64".parse().expect("cidr"),
+            ],
+            masquerade_all: false,
+        },
+    );
+    assert!(input.problems.is_empty(), "{:?}", input.problems);
+    let rules = build_rules(&input, &mut Vec::new());
+    dp.sync(None, &rules).expect("dual-stack sync");
+    let saved6 = ns.exec(&["ip6tables-save"]);
+    assert!(
+        saved6.contains("--to-destination [fd00:244::2]:8080"),
+        "{saved6}"
+    );
+    assert!(saved6.contains("-d fd00:96::20/128"), "{saved6}");
+    assert!(saved6.contains("--rcheck --seconds 10800"), "{saved6}");
+    assert!(saved6.contains("-d fd00:1::1/128 -m comment"), "{saved6}");
+    let saved4 = ns.exec(&["iptables-save"]);
+    assert!(
+        saved4.contains("--to-destination 10.2.0.2:8080"),
+        "{saved4}"
+    );
+    assert!(!saved4.contains("fd00"), "{saved4}");
+    dp.cleanup().expect("cleanup");
+    assert!(!ns.exec(&["ip6tables-save"]).contains("KUBE-"));
+    assert!(!ns.exec(&["iptables-save"]).contains("KUBE-"));
+}
