@@ -96,10 +96,10 @@ impl<N: NftApi + Send> Dataplane for NftablesDataplane<N> {
             full: true,
             ..SyncReport::default()
         };
-        let (Some(previous), Some(applied)) = (previous, self.applied.as_ref()) else {
+        let (Some(previous), Some(applied)) = (previous, self.applied.take()) else {
             return self.apply(plan_full(rules), full);
         };
-        let intact = self.objects_intact(applied).map_err(nft_error)?;
+        let intact = self.objects_intact(&applied).map_err(nft_error)?;
         if !intact {
             let repaired = SyncReport {
                 repaired: true,

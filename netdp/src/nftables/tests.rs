@@ -269,3 +269,40 @@ fn classes_capture_slots_masquerade_affinity_and_short_circuit() {
     // Unused in this table but kept honest: the slices type is what the model consumes.
     let _: Option<&EndpointSlice> = None;
 }
+
+#[test]
+fn firewall_chains_follow_allowed_sources() {
+    let plain = rules_of(&synthetic(3, 1));
+    let mut guarded = plain.clone();
+    let (key, fe) = guarded.front_ends.iter_mut().next().expect("a front end");
+    fe.allowed_sources = Some(vec!["192.0.2.0/24".parse().expect("cidr")]);
+    let chain = super::plan::firewall_chain(key);
+    let mut narrower = guarded.clone();
+    if let Some(fe) = narrower.front_ends.values_mut().next() {
+        fe.allowed_sources = Some(vec!["192.0.2.0/28".parse().expect("cidr")]);
+    }
+    let has_chain = |dp: &NftablesDataplane<MemoryNft>| {
+        dp.nft
+            .list_chains(Fam::ALL[0].family(), TABLE)
+            .expect("chains")
+            .iter()
+            .any(|c| c.name == chain)
+    };
+    let mut dp = NftablesDataplane::new(MemoryNft::new());
+    dp.sync(None, &plain).expect("full");
+    assert!(!has_chain(&dp));
+    for (old, new, present) in [
+        (&plain, &guarded, true),
+        (&guarded, &narrower, true),
+        (&narrower, &plain, false),
+        (&plain, &narrower, true),
+    ] {
+        let report = dp.sync(Some(old), new).expect("incremental");
+        assert!(!report.full, "{report:?}");
+        assert_eq!(has_chain(&dp), present);
+        let mut full = NftablesDataplane::new(MemoryNft::new());
+        full.sync(None, new).expect("full");
+        assert_eq!(has_chain(&full), present);
+        assert_eq!(listing(&dp), listing(&full));
+    }
+}
