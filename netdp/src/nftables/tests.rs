@@ -142,7 +142,7 @@ fn incremental_sync_equals_full_sync_of_the_new_rules() {
         (
             "many at once",
             with_affinity(without_endpoints(base.clone(), 1), 2),
-            without_service(with_endpoints(base.clone(), 2, &["10.244.0.7"]), 30),
+            without_service(with_endpoints(base, 2, &["10.244.0.7"]), 30),
         ),
     ];
     for (name, old, new) in cases {
@@ -256,7 +256,7 @@ fn classes_capture_slots_masquerade_affinity_and_short_circuit() {
     let cases = [
         (fe(Target::Reject, None, None), None),
         (fe(Target::Drop, Some(vec![]), None), None),
-        (fe(two.clone(), None, Some(30)), Some((3, 0, Some(30)))),
+        (fe(two, None, Some(30)), Some((3, 0, Some(30)))),
         (
             fe(Target::Drop, Some(vec![backend("10.0.0.3", 1)]), None),
             Some((0, 1, None)),
