@@ -6,15 +6,18 @@
 use std::time::{Duration, Instant};
 
 use kwk_netdp::dataplane::Dataplane;
+use kwk_netdp::model::input::slice_service;
 use kwk_netdp::model::synthetic::{SYNTHETIC_NODE, Synthetic};
-use kwk_netdp::model::{NodeState, ProxyInput, ProxyOptions, RuleSet, build_rules, synthetic};
+use kwk_netdp::model::{
+    NodeState, ProxyInput, ProxyOptions, RuleSet, build_rules, synthetic, update_service,
+};
 use kwk_netdp::nft::NftSocket;
 use kwk_netdp::nftables::NftablesDataplane;
 use nix::sched::{CloneFlags, unshare};
 
 const RUNS: usize = 3;
 
-fn rules_of(objects: &Synthetic) -> RuleSet {
+fn input_of(objects: &Synthetic) -> ProxyInput {
     let node = NodeState {
         name: SYNTHETIC_NODE.into(),
         ips: vec![std::net::Ipv4Addr::new(192, 168, 1, 10).into()],
@@ -25,8 +28,48 @@ fn rules_of(objects: &Synthetic) -> RuleSet {
         cluster_cidrs: Vec::new(),
         masquerade_all: false,
     };
-    let input = ProxyInput::from_api(&objects.services, &objects.slices, node, options);
-    build_rules(&input, &mut Vec::new())
+    ProxyInput::from_api(&objects.services, &objects.slices, node, options)
+}
+
+fn rules_of(objects: &Synthetic) -> RuleSet {
+    build_rules(&input_of(objects), &mut Vec::new())
+}
+
+/// The nftables mode fed the model's incremental result (`update_service` + `Touched::diff`)
+/// instead of two rule sets: p50 of the dataplane part.
+fn nftables_known_changes(
+    objects: &Synthetic,
+    changed: &Synthetic,
+    n: usize,
+) -> Result<Duration, String> {
+    let mut input = input_of(objects);
+    let mut rules = build_rules(&input, &mut Vec::new());
+    let socket = NftSocket::open().map_err(|e| e.to_string())?;
+    let mut dp = NftablesDataplane::new(socket);
+    dp.sync(None, &rules).map_err(|e| e.to_string())?;
+    let index = n / 2 + 1;
+    let owner = slice_service(&objects.slices[index]).ok_or("slice without service")?;
+    let mut samples = Vec::new();
+    for run in 0..RUNS {
+        let slice = if run % 2 == 0 {
+            &changed.slices[index]
+        } else {
+            &objects.slices[index]
+        };
+        input.apply_slices(&owner, [slice]);
+        let touched = update_service(&mut rules, &input, &owner, &mut Vec::new());
+        let changes = touched.diff(&rules);
+        let t = Instant::now();
+        let report = dp
+            .sync_changes(&changes, &rules)
+            .map_err(|e| e.to_string())?;
+        samples.push(t.elapsed());
+        if report.full || report.objects == 0 {
+            return Err(format!("unexpected report {report:?}"));
+        }
+    }
+    dp.cleanup().map_err(|e| e.to_string())?;
+    Ok(p50(samples))
 }
 
 fn p50(mut samples: Vec<Duration>) -> Duration {
@@ -63,8 +106,12 @@ fn main() -> Result<(), String> {
                 full.push(t.elapsed());
                 objects_written = report.objects;
             }
+            let t = Instant::now();
+            let planned = kwk_netdp::nftables::plan::plan_full(&old);
+            let planning = t.elapsed();
+            drop(planned);
             print!(
-                "{mode}: {n} services x 5 ({} front ends): full sync p50 {:?} ({objects_written} objects)",
+                "{mode}: {n} services x 5 ({} front ends): full sync p50 {:?} ({objects_written} objects, planning {planning:?})",
                 old.front_ends.len(),
                 p50(full)
             );
@@ -91,6 +138,12 @@ fn main() -> Result<(), String> {
             }
             println!();
             dp.cleanup().map_err(|e| e.to_string())?;
+        }
+        if n >= 10_000 {
+            let t = nftables_known_changes(&objects, &changed, n)?;
+            println!(
+                "nftables: {n}: one Service changed, given the model's Touched diff: p50 {t:?}"
+            );
         }
     }
     Ok(())

@@ -210,11 +210,13 @@ impl Fam {
         let mut affinity_key = vec![a];
         affinity_key.extend(key.iter().copied());
         vec![
-            SetSpec::data_map(SERVICE_CLASSES, key.clone(), vec![KeyType::Integer32]),
-            SetSpec::verdict_map(CLASS_CHAINS, vec![KeyType::Integer32]),
+            SetSpec::data_map(SERVICE_CLASSES, key.clone(), vec![KeyType::Mark]),
+            SetSpec::verdict_map(CLASS_CHAINS, vec![KeyType::Mark]),
             SetSpec::data_map(
                 BACKENDS,
-                with(&[KeyType::Integer32]),
+                // `mark` (a 32-bit host-order type) rather than `integer`, whose unknown length
+                // in a concatenation makes `nft list` abort.
+                with(&[KeyType::Mark]),
                 vec![a, KeyType::InetService],
             ),
             SetSpec::set(REJECT_SERVICES, key.clone()),

@@ -11,7 +11,7 @@ use super::layout::{
     REJECT_SERVICES, SERVICE_CLASSES, SHORT_CIRCUIT_SLOTS, TABLE,
 };
 use crate::model::{
-    Backend, Cidr, FrontEnd, FrontEndKey, IpFamily, Protocol, RuleSet, Target, diff,
+    Backend, Cidr, FrontEnd, FrontEndKey, IpFamily, Protocol, RuleDiff, RuleSet, Target, diff,
 };
 use crate::nft::{Batch, Datum, Element, Verdict};
 
@@ -262,8 +262,13 @@ pub fn plan_full(rules: &RuleSet) -> Plan {
 
 /// Only the difference from `old` to `new`, on top of `applied` (the state after `old`).
 /// `None` when the change needs a full sync (node addresses or cluster CIDRs changed).
-pub fn plan_incremental(old: &RuleSet, new: &RuleSet, mut applied: Applied) -> Option<Plan> {
-    let d = diff(old, new);
+pub fn plan_incremental(old: &RuleSet, new: &RuleSet, applied: Applied) -> Option<Plan> {
+    plan_changes(&diff(old, new), new, applied)
+}
+
+/// Only the changes `d` (which lead to `new`), on top of `applied`. `None` when they need a
+/// full sync.
+pub fn plan_changes(d: &RuleDiff<'_>, new: &RuleSet, mut applied: Applied) -> Option<Plan> {
     if d.node_globals_changed {
         return None;
     }
