@@ -284,3 +284,49 @@ fn an_incremental_sync_repairs_a_flushed_ruleset() {
         );
     });
 }
+
+#[test]
+fn load_balancer_source_ranges_admit_only_listed_clients() {
+    each_mode(|mode| {
+        let c = Cluster::new("fw", 2);
+        let _a = c.serve(0, 8080, "fw-0");
+        let lb = |ranges: &[&str]| {
+            service(
+                "guarded",
+                json!({"type": "LoadBalancer", "clusterIP": "10.96.0.80", "clusterIPs": ["10.96.0.80"],
+                       "loadBalancerSourceRanges": ranges, "ports": ports(Some(30082))}),
+                json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.20"}]}}),
+            )
+        };
+        let eps = [slice("guarded", &[(c.pods[0].ip, NODE_NAME)], 8080)];
+        let only_external = c.rules(&[lb(&["192.168.77.2/32"])], &eps);
+        let only_pods = c.rules(&[lb(&["10.244.0.0/16"])], &eps);
+        let mut dp = dataplane_for(mode, &c.node);
+        dp.sync(None, &only_external).expect("sync");
+        assert_eq!(
+            fetch(&c.external, "203.0.113.20:80").expect("allowed").0,
+            "fw-0"
+        );
+        assert!(
+            fetch(&c.pods[1].ns, "203.0.113.20:80").is_err(),
+            "pods are filtered too"
+        );
+        // The ClusterIP is not firewalled.
+        assert_eq!(
+            fetch(&c.pods[1].ns, "10.96.0.80:80").expect("ClusterIP").0,
+            "fw-0"
+        );
+        let report = dp
+            .sync(Some(&only_external), &only_pods)
+            .expect("incremental");
+        assert!(!report.full, "{report:?}");
+        assert!(
+            fetch(&c.external, "203.0.113.20:80").is_err(),
+            "no longer allowed"
+        );
+        assert_eq!(
+            fetch(&c.pods[1].ns, "203.0.113.20:80").expect("allowed").0,
+            "fw-0"
+        );
+    });
+}

@@ -16,7 +16,10 @@
 //! - `affinity`: dynamic map with timeouts `saddr . daddr . l4proto . dport -> addr . port`,
 //!   filled from the packet path; `affinity-backends`: the `key . addr . port` pairs an
 //!   affinity entry may still use (a removed backend stops matching at once);
-//! - `hairpin`: `addr . addr` of node-local backends, masqueraded in postrouting.
+//! - `hairpin`: `addr . addr` of node-local backends, masqueraded in postrouting;
+//! - `firewall-chains`: verdict map `key -> goto fw-<addr>-<proto>-<port>` for load balancer
+//!   front ends with `loadBalancerSourceRanges` (rare: one small chain each, returning for
+//!   allowed sources and dropping the rest, in filter hooks before DNAT).
 //!
 //! A class chain marks for masquerade (`Always`, or `OffCluster` for sources outside the
 //! cluster CIDRs), short-circuits pod and node-local sources of `externalTrafficPolicy: Local`
@@ -46,6 +49,7 @@ pub const DROP_SERVICES: &str = "drop-services";
 pub const AFFINITY: &str = "affinity";
 pub const AFFINITY_BACKENDS: &str = "affinity-backends";
 pub const HAIRPIN: &str = "hairpin";
+pub const FIREWALL_CHAINS: &str = "firewall-chains";
 
 pub const NAT_PREROUTING: &str = "nat-prerouting";
 pub const NAT_OUTPUT: &str = "nat-output";
@@ -55,9 +59,12 @@ pub const FILTER_FORWARD: &str = "filter-forward";
 pub const FILTER_OUTPUT: &str = "filter-output";
 pub const SERVICES: &str = "services";
 pub const ENDPOINTS_CHECK: &str = "endpoints-check";
+pub const FILTER_PREROUTING: &str = "filter-prerouting";
+pub const FILTER_OUTPUT_PRE_NAT: &str = "filter-output-pre-nat";
+pub const FIREWALL_CHECK: &str = "firewall-check";
 
 /// The named sets and maps of a table, in creation order.
-pub const SETS: [&str; 8] = [
+pub const SETS: [&str; 9] = [
     SERVICE_CLASSES,
     CLASS_CHAINS,
     BACKENDS,
@@ -66,10 +73,11 @@ pub const SETS: [&str; 8] = [
     AFFINITY,
     AFFINITY_BACKENDS,
     HAIRPIN,
+    FIREWALL_CHAINS,
 ];
 
 /// The fixed chains of a table.
-pub const FIXED_CHAINS: [&str; 8] = [
+pub const FIXED_CHAINS: [&str; 11] = [
     NAT_PREROUTING,
     NAT_OUTPUT,
     NAT_POSTROUTING,
@@ -78,6 +86,9 @@ pub const FIXED_CHAINS: [&str; 8] = [
     FILTER_OUTPUT,
     SERVICES,
     ENDPOINTS_CHECK,
+    FILTER_PREROUTING,
+    FILTER_OUTPUT_PRE_NAT,
+    FIREWALL_CHECK,
 ];
 
 /// The behaviour a front end's class chain implements (everything but its key and backends).
@@ -199,11 +210,13 @@ impl Fam {
         let mut affinity_key = vec![a];
         affinity_key.extend(key.iter().copied());
         vec![
-            SetSpec::data_map(SERVICE_CLASSES, key.clone(), vec![KeyType::Integer32]),
-            SetSpec::verdict_map(CLASS_CHAINS, vec![KeyType::Integer32]),
+            SetSpec::data_map(SERVICE_CLASSES, key.clone(), vec![KeyType::Mark]),
+            SetSpec::verdict_map(CLASS_CHAINS, vec![KeyType::Mark]),
             SetSpec::data_map(
                 BACKENDS,
-                with(&[KeyType::Integer32]),
+                // `mark` (a 32-bit host-order type) rather than `integer`, whose unknown length
+                // in a concatenation makes `nft list` abort.
+                with(&[KeyType::Mark]),
                 vec![a, KeyType::InetService],
             ),
             SetSpec::set(REJECT_SERVICES, key.clone()),
@@ -217,6 +230,7 @@ impl Fam {
             ),
             SetSpec::set(AFFINITY_BACKENDS, with(&[a, KeyType::InetService])),
             SetSpec::set(HAIRPIN, vec![a, a]),
+            SetSpec::verdict_map(FIREWALL_CHAINS, key.clone()),
         ]
     }
 
@@ -257,12 +271,25 @@ impl Fam {
                 Hook::Output,
                 priority::FILTER - 10,
             ),
+            (
+                FILTER_PREROUTING,
+                ChainType::Filter,
+                Hook::Prerouting,
+                priority::DSTNAT - 10,
+            ),
+            (
+                FILTER_OUTPUT_PRE_NAT,
+                ChainType::Filter,
+                Hook::Output,
+                priority::DSTNAT - 10,
+            ),
         ];
         for (name, ty, hook, prio) in base {
             b.add_chain(f, TABLE, &Chain::base(name, ty, hook, prio, Policy::Accept));
         }
         b.add_chain(f, TABLE, &Chain::regular(SERVICES));
         b.add_chain(f, TABLE, &Chain::regular(ENDPOINTS_CHECK));
+        b.add_chain(f, TABLE, &Chain::regular(FIREWALL_CHECK));
         for spec in self.sets() {
             b.add_set(f, TABLE, &spec);
         }
@@ -274,6 +301,14 @@ impl Fam {
             rule.push(Expr::jump(ENDPOINTS_CHECK));
             b.add_rule(f, TABLE, chain, &rule);
         }
+        for chain in [FILTER_PREROUTING, FILTER_OUTPUT_PRE_NAT] {
+            let mut rule = match_ct_state(ct_state::NEW).to_vec();
+            rule.push(Expr::jump(FIREWALL_CHECK));
+            b.add_rule(f, TABLE, chain, &rule);
+        }
+        let mut firewall = self.load_packet();
+        firewall.push(Expr::vmap(FIREWALL_CHAINS, self.daddr()));
+        b.add_rule(f, TABLE, FIREWALL_CHECK, &firewall);
         // services: key -> class id -> goto class chain.
         let mut dispatch = self.load_packet();
         dispatch.push(Expr::map(SERVICE_CLASSES, self.daddr(), self.slot()));
@@ -395,6 +430,35 @@ impl Fam {
                 crate::nft::Verdict::Goto(main),
             )],
         );
+    }
+
+    /// Creates (or, with `flush`, rewrites) the firewall chain `name`: sources in `allowed`
+    /// return, everything else is dropped.
+    pub fn write_firewall_chain(self, b: &mut Batch, name: &str, allowed: &[Cidr], flush: bool) {
+        let f = self.family();
+        if flush {
+            b.flush_chain(f, TABLE, name);
+        } else {
+            b.add_chain(f, TABLE, &Chain::regular(name));
+        }
+        for cidr in allowed.iter().filter(|c| c.family() == self.ip) {
+            let mut r = self.match_source(cidr);
+            r.push(Expr::verdict(crate::nft::Verdict::Return));
+            b.add_rule(f, TABLE, name, &r);
+        }
+        b.add_rule_commented(
+            f,
+            TABLE,
+            name,
+            &[Expr::drop()],
+            Some("source not in loadBalancerSourceRanges"),
+        );
+    }
+
+    /// Removes a firewall chain (after its `firewall-chains` element is gone).
+    pub fn delete_firewall_chain(self, b: &mut Batch, name: &str) {
+        b.flush_chain(self.family(), TABLE, name);
+        b.delete_chain(self.family(), TABLE, name);
     }
 
     /// `saddr & mask == network`.

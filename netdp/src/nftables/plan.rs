@@ -7,11 +7,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use super::layout::{
-    AFFINITY_BACKENDS, BACKENDS, Class, DROP_SERVICES, Fam, HAIRPIN, REJECT_SERVICES,
-    SERVICE_CLASSES, SHORT_CIRCUIT_SLOTS, TABLE,
+    AFFINITY_BACKENDS, BACKENDS, Class, DROP_SERVICES, FIREWALL_CHAINS, Fam, HAIRPIN,
+    REJECT_SERVICES, SERVICE_CLASSES, SHORT_CIRCUIT_SLOTS, TABLE,
 };
-use crate::model::{Backend, FrontEnd, FrontEndKey, IpFamily, Protocol, RuleSet, Target, diff};
-use crate::nft::{Batch, Datum, Element};
+use crate::model::{
+    Backend, Cidr, FrontEnd, FrontEndKey, IpFamily, Protocol, RuleDiff, RuleSet, Target, diff,
+};
+use crate::nft::{Batch, Datum, Element, Verdict};
 
 /// What the kernel holds after the last successful sync, beyond the rule set itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,6 +78,11 @@ pub fn class_of(fe: &FrontEnd) -> Option<Class> {
     (class.slots > 0 || class.short_circuit_slots > 0).then_some(class)
 }
 
+/// The firewall chain of a front end with `allowed_sources`.
+pub fn firewall_chain(key: &FrontEndKey) -> String {
+    format!("fw-{}-{}-{}", key.ip, key.protocol, key.port)
+}
+
 /// One element of one named set of one family.
 pub type Placed = (usize, &'static str, Element);
 
@@ -110,6 +117,10 @@ pub fn front_end_elements(key: &FrontEndKey, fe: &FrontEnd, class_id: Option<u32
         Target::Reject => out.push((fam, REJECT_SERVICES, Element::key(&k))),
         Target::Drop => out.push((fam, DROP_SERVICES, Element::key(&k))),
         Target::Backends(_) => {}
+    }
+    if fe.allowed_sources.is_some() {
+        let goto = Verdict::Goto(firewall_chain(key));
+        out.push((fam, FIREWALL_CHAINS, Element::verdict(&k, goto)));
     }
     if fe.affinity_timeout_seconds.is_some() {
         let mut seen = Vec::new();
@@ -233,6 +244,12 @@ pub fn plan_full(rules: &RuleSet) -> Plan {
     for (fam, id, class) in &new_classes {
         Fam::ALL[*fam].add_class(&mut b, *id, class, &rules.cluster_cidrs);
     }
+    for (key, fe) in &rules.front_ends {
+        if let Some(allowed) = &fe.allowed_sources {
+            let fam = Fam::ALL[fam_index(key.family)];
+            fam.write_firewall_chain(&mut b, &firewall_chain(key), allowed, false);
+        }
+    }
     let mut objects = b.len() + elements.count();
     elements.write(&mut b);
     objects = objects.max(b.len());
@@ -245,12 +262,18 @@ pub fn plan_full(rules: &RuleSet) -> Plan {
 
 /// Only the difference from `old` to `new`, on top of `applied` (the state after `old`).
 /// `None` when the change needs a full sync (node addresses or cluster CIDRs changed).
-pub fn plan_incremental(old: &RuleSet, new: &RuleSet, applied: &Applied) -> Option<Plan> {
-    let d = diff(old, new);
+pub fn plan_incremental(old: &RuleSet, new: &RuleSet, applied: Applied) -> Option<Plan> {
+    plan_changes(&diff(old, new), new, applied)
+}
+
+/// Only the changes `d` (which lead to `new`), on top of `applied`. `None` when they need a
+/// full sync.
+pub fn plan_changes(d: &RuleDiff<'_>, new: &RuleSet, mut applied: Applied) -> Option<Plan> {
     if d.node_globals_changed {
         return None;
     }
-    let mut applied = applied.clone();
+    // (family, chain, allowed sources; None = delete), written around the element changes.
+    let mut firewalls: Vec<(usize, String, Option<Vec<Cidr>>, bool)> = Vec::new();
     let mut new_classes = Vec::new();
     let mut elements = ElementBatch::default();
     let mut hairpin_delta: BTreeMap<IpAddr, isize> = BTreeMap::new();
@@ -294,6 +317,16 @@ pub fn plan_incremental(old: &RuleSet, new: &RuleSet, applied: &Applied) -> Opti
                 elements.add.entry((fam, set)).or_default().push(e);
             }
         }
+        let old_fw = old.and_then(|fe| fe.allowed_sources.as_deref());
+        let new_fw = new.and_then(|fe| fe.allowed_sources.as_deref());
+        if old_fw != new_fw {
+            firewalls.push((
+                fam,
+                firewall_chain(key),
+                new_fw.map(<[Cidr]>::to_vec),
+                old_fw.is_some(),
+            ));
+        }
         for ip in old.map(local_ips).unwrap_or_default() {
             *hairpin_delta.entry(ip).or_default() -= 1;
         }
@@ -330,8 +363,19 @@ pub fn plan_incremental(old: &RuleSet, new: &RuleSet, applied: &Applied) -> Opti
     for (fam, id, class) in &new_classes {
         Fam::ALL[*fam].add_class(&mut b, *id, class, &new.cluster_cidrs);
     }
+    for (fam, chain, allowed, existed) in &firewalls {
+        if let Some(allowed) = allowed {
+            Fam::ALL[*fam].write_firewall_chain(&mut b, chain, allowed, *existed);
+        }
+    }
     let objects = b.len() + elements.count();
     elements.write(&mut b);
+    for (fam, chain, allowed, _) in &firewalls {
+        if allowed.is_none() {
+            Fam::ALL[*fam].delete_firewall_chain(&mut b, chain);
+        }
+    }
+    let objects = objects.max(b.len());
     Some(Plan {
         batch: b,
         objects,

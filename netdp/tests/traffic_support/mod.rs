@@ -288,12 +288,15 @@ pub(crate) fn fetch_udp(ns: &TestNs, addr: &str) -> std::io::Result<String> {
 
 /// A Service from its JSON spec (`metadata` filled in, namespace `default`).
 pub(crate) fn service(name: &str, spec: serde_json::Value, status: serde_json::Value) -> Service {
-    serde_json::from_value(serde_json::json!({
-        "metadata": {"namespace": "default", "name": name},
-        "spec": spec,
-        "status": status,
-    }))
-    .expect("valid Service")
+    let mut object = serde_json::Map::new();
+    object.insert(
+        "metadata".into(),
+        serde_json::json!({"namespace": "default", "name": name}),
+    );
+    object.insert("spec".into(), spec);
+    object.insert("status".into(), status);
+    let object = serde_json::Value::Object(object);
+    serde_json::from_value(object).expect("valid Service")
 }
 
 /// An EndpointSlice of `service` with ready endpoints `(ip, node)` on TCP `port` named `p`.
