@@ -26,14 +26,14 @@ mod eval;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use exec::{IptablesBackend, Tools};
 pub use render::{FamilyRules, GroupRules, Table, render_family, render_group};
 
 use crate::dataplane::{Dataplane, DataplaneError, SyncReport};
-use crate::model::{IpFamily, RuleSet, ServicePortName, diff};
+use crate::model::{FrontEnd, FrontEndKey, IpFamily, RuleDiff, RuleSet, ServicePortName, diff};
 
 const MODE: &str = "iptables";
 
@@ -79,6 +79,8 @@ pub struct IptablesDataplane {
     netns: Option<PathBuf>,
     /// The last sync succeeded (an incremental sync is safe on top of it).
     last_ok: bool,
+    /// Health-check rules of the last successful sync (their removal needs the old text).
+    applied_health: Vec<String>,
     fault_line: Option<String>,
 }
 
@@ -102,6 +104,7 @@ impl IptablesDataplane {
             tools,
             netns: config.netns,
             last_ok: false,
+            applied_health: Vec::new(),
             fault_line: None,
         })
     }
@@ -153,7 +156,13 @@ impl IptablesDataplane {
         previous: &RuleSet,
         rules: &RuleSet,
     ) -> Result<usize, IptablesError> {
-        let plan = incremental_plan(previous, rules, self.fault_line.as_deref());
+        let change = diff(previous, rules);
+        let plan = incremental_plan(
+            rules,
+            &change,
+            &self.applied_health,
+            self.fault_line.as_deref(),
+        );
         let mut objects = 0;
         for (family, tools) in &self.tools {
             if let Some((_, input)) = plan.iter().find(|(f, _)| f == family) {
@@ -173,50 +182,92 @@ impl IptablesDataplane {
     }
 }
 
-/// The incremental restore input of each family (its checks, and its changes if any).
+/// The incremental restore input of each family (its checks, and its changes if any), from
+/// the new rule set and the change since the last successful sync (with the old values):
+/// only the Service ports the change names are rendered, old and new, at the cost of the
+/// change (through `keys_by_service`), never of the whole rule set. `applied_health` are the
+/// health-check rules of the last successful sync.
 pub fn incremental_plan(
-    previous: &RuleSet,
     rules: &RuleSet,
+    change: &RuleDiff<'_>,
+    applied_health: &[String],
     extra_nat_line: Option<&str>,
 ) -> Vec<(IpFamily, restore::Restore)> {
-    let changes = diff(previous, rules);
-    let touched: HashSet<&ServicePortName> = changes
-        .added
-        .iter()
-        .chain(&changes.removed)
-        .map(|(_, fe)| &fe.service)
-        .chain(
-            changes
-                .changed
-                .iter()
-                .flat_map(|c| [&c.old.service, &c.new.service]),
-        )
-        .collect();
-    let health = |r: &RuleSet| GroupRules {
-        chains: Default::default(),
-        dispatch: render::health_check_rules(r)
+    // Per Service port and family: how its old front ends differ from its new ones
+    // (`None`: the key was absent before).
+    type Group<'a> = (&'a ServicePortName, IpFamily);
+    let mut old_values: BTreeMap<Group<'_>, Vec<(&FrontEndKey, Option<&FrontEnd>)>> =
+        BTreeMap::new();
+    for (key, fe) in &change.added {
+        old_values
+            .entry((&fe.service, key.family))
+            .or_default()
+            .push((key, None));
+    }
+    for (key, fe) in &change.removed {
+        old_values
+            .entry((&fe.service, key.family))
+            .or_default()
+            .push((key, Some(fe)));
+    }
+    for c in &change.changed {
+        if c.old.service != c.new.service {
+            old_values
+                .entry((&c.new.service, c.key.family))
+                .or_default()
+                .push((c.key, None));
+        }
+        old_values
+            .entry((&c.old.service, c.key.family))
+            .or_default()
+            .push((c.key, Some(c.old)));
+    }
+    let mut old_groups: BTreeMap<IpFamily, Vec<GroupRules>> = BTreeMap::new();
+    let mut new_groups: BTreeMap<IpFamily, Vec<GroupRules>> = BTreeMap::new();
+    for ((spn, family), edits) in old_values {
+        let new: BTreeMap<&FrontEndKey, &FrontEnd> = rules
+            .keys_by_service
+            .get(&spn.service)
+            .into_iter()
+            .flatten()
+            .filter(|k| k.family == family)
+            .filter_map(|k| rules.front_ends.get_key_value(k))
+            .filter(|(_, fe)| fe.service == *spn)
+            .collect();
+        let mut old = new.clone();
+        for (key, value) in edits {
+            match value {
+                Some(fe) => old.insert(key, fe),
+                None => old.remove(key),
+            };
+        }
+        let cidrs = render::family_cidrs(rules, family);
+        for (fes, out) in [(old, &mut old_groups), (new, &mut new_groups)] {
+            if !fes.is_empty() {
+                let fes: Vec<_> = fes.into_iter().collect();
+                out.entry(family)
+                    .or_default()
+                    .push(render_group(spn, &fes, &cidrs));
+            }
+        }
+    }
+    let health = |rules: Vec<String>| GroupRules {
+        chains: BTreeMap::new(),
+        dispatch: rules
             .into_iter()
             .map(|rule| (Table::Filter, names::NODE_PORTS, rule))
             .collect(),
     };
     let mut out = Vec::new();
     for family in [IpFamily::V4, IpFamily::V6] {
-        let render_touched = |r: &RuleSet| -> Vec<GroupRules> {
-            let cidrs = render::family_cidrs(r, family);
-            let mut groups: Vec<GroupRules> = render::groups(r, family)
-                .into_iter()
-                .filter(|(spn, _)| touched.contains(spn))
-                .map(|(spn, fes)| render_group(spn, &fes, &cidrs))
-                .collect();
-            groups.push(health(r));
-            groups
-        };
-        let input = restore::incremental_restore(
-            &render_touched(previous),
-            &render_touched(rules),
-            extra_nat_line,
-        );
-        out.push((family, input));
+        let mut old = old_groups.remove(&family).unwrap_or_default();
+        let mut new = new_groups.remove(&family).unwrap_or_default();
+        old.push(health(applied_health.to_vec()));
+        new.push(health(render::health_check_rules(rules)));
+        out.push((
+            family,
+            restore::incremental_restore(&old, &new, extra_nat_line),
+        ));
     }
     out
 }
@@ -243,6 +294,7 @@ impl Dataplane for IptablesDataplane {
                 Ok(objects) => {
                     report.objects = objects;
                     self.last_ok = true;
+                    self.applied_health = render::health_check_rules(rules);
                     return Ok(report);
                 }
                 // Our chains are gone: repair with a full sync now. Otherwise the input was
@@ -256,6 +308,7 @@ impl Dataplane for IptablesDataplane {
             .sync_full(rules)
             .map_err(|e| DataplaneError::mode(MODE, e))?;
         self.last_ok = true;
+        self.applied_health = render::health_check_rules(rules);
         Ok(report)
     }
 

@@ -12,9 +12,10 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::eval::{EvalEnv, Tables, evaluate};
+use super::names;
+use super::render::health_check_rules;
 use super::render::{Table, render_family};
 use super::restore::{self, Observed, full_restore, incremental_restore, parse_save};
-use super::{incremental_plan, names};
 use crate::model::{IpFamily, NodeState, Protocol, ProxyInput, ProxyOptions, RuleSet, build_rules};
 use crate::trace::{ArrivesOn, Packet, TraceEnv, Verdict, trace};
 
@@ -430,6 +431,16 @@ fn chain_layout_uses_upstream_names() {
     );
 }
 
+/// The incremental plan from `old` to `new`, as the dataplane computes it.
+fn plan(old: &RuleSet, new: &RuleSet) -> Vec<(IpFamily, restore::Restore)> {
+    super::incremental_plan(
+        new,
+        &crate::model::diff(old, new),
+        &health_check_rules(old),
+        None,
+    )
+}
+
 fn with_endpoints(svcs: &mut [Svc], name: &str, eps: Vec<(&'static str, bool)>) {
     svcs.iter_mut().find(|s| s.name == name).unwrap().endpoints = eps;
 }
@@ -444,7 +455,7 @@ fn one_endpoint_change_rewrites_only_that_services_chains() {
         vec![("10.244.1.2", true), ("10.244.2.3", false)],
     );
     let (old, new) = (model(&old_svcs), model(&new_svcs));
-    let plan = incremental_plan(&old, &new, None);
+    let plan = plan(&old, &new);
     assert_eq!(plan[1].1.objects, 0, "nothing for IPv6");
     let text = &plan[0].1.text;
     let web = names::port_hash(&crate::model::ServicePortName {
@@ -574,7 +585,7 @@ fn incremental_changes_are_tables_of_exact_outcomes() {
         let mut svcs = base.clone();
         edit(&mut svcs);
         let new = model(&svcs);
-        let plan = incremental_plan(&old, &new, None);
+        let plan = plan(&old, &new);
         let changed = plan.iter().filter(|(_, r)| r.objects > 0).count();
         assert_eq!(changed, families, "{name}");
         let mut applied = tables_of(&old);
