@@ -153,13 +153,12 @@ impl IptablesDataplane {
 
     fn sync_incremental(
         &self,
-        previous: &RuleSet,
         rules: &RuleSet,
+        change: &RuleDiff<'_>,
     ) -> Result<usize, IptablesError> {
-        let change = diff(previous, rules);
         let plan = incremental_plan(
             rules,
-            &change,
+            change,
             &self.applied_health,
             self.fault_line.as_deref(),
         );
@@ -179,6 +178,42 @@ impl IptablesDataplane {
         self.tools
             .iter()
             .all(|(_, tools)| self.apply(tools, &check.text).is_ok())
+    }
+}
+
+impl IptablesDataplane {
+    /// Makes the kernel match `rules`, given `change`, the difference since the last
+    /// successful sync (with the old values); `None`: a full sync. The shape of the sync loop's
+    /// change-based `Dataplane::sync`; the previous-rule-set form delegates here.
+    pub fn sync_change(
+        &mut self,
+        rules: &RuleSet,
+        change: Option<&RuleDiff<'_>>,
+    ) -> Result<SyncReport, DataplaneError> {
+        let incremental = change.filter(|c| self.last_ok && !c.node_globals_changed);
+        self.last_ok = false;
+        let mut report = SyncReport::default();
+        if let Some(change) = incremental {
+            match self.sync_incremental(rules, change) {
+                Ok(objects) => {
+                    report.objects = objects;
+                    self.last_ok = true;
+                    self.applied_health = render::health_check_rules(rules);
+                    return Ok(report);
+                }
+                // Our chains are gone: repair with a full sync now. Otherwise the input was
+                // refused: report it (the run changed nothing; the caller's next sync is full).
+                Err(_) if !self.objects_in_place() => report.repaired = true,
+                Err(e) => return Err(DataplaneError::mode(MODE, e)),
+            }
+        }
+        report.full = true;
+        report.objects = self
+            .sync_full(rules)
+            .map_err(|e| DataplaneError::mode(MODE, e))?;
+        self.last_ok = true;
+        self.applied_health = render::health_check_rules(rules);
+        Ok(report)
     }
 }
 
@@ -282,34 +317,8 @@ impl Dataplane for IptablesDataplane {
         previous: Option<&RuleSet>,
         rules: &RuleSet,
     ) -> Result<SyncReport, DataplaneError> {
-        let incremental_base = previous.filter(|p| {
-            self.last_ok
-                && p.node_port_addresses == rules.node_port_addresses
-                && p.cluster_cidrs == rules.cluster_cidrs
-        });
-        self.last_ok = false;
-        let mut report = SyncReport::default();
-        if let Some(prev) = incremental_base {
-            match self.sync_incremental(prev, rules) {
-                Ok(objects) => {
-                    report.objects = objects;
-                    self.last_ok = true;
-                    self.applied_health = render::health_check_rules(rules);
-                    return Ok(report);
-                }
-                // Our chains are gone: repair with a full sync now. Otherwise the input was
-                // refused: report it (the run changed nothing; the caller's next sync is full).
-                Err(_) if !self.objects_in_place() => report.repaired = true,
-                Err(e) => return Err(DataplaneError::mode(MODE, e)),
-            }
-        }
-        report.full = true;
-        report.objects = self
-            .sync_full(rules)
-            .map_err(|e| DataplaneError::mode(MODE, e))?;
-        self.last_ok = true;
-        self.applied_health = render::health_check_rules(rules);
-        Ok(report)
+        let change = previous.map(|p| diff(p, rules));
+        self.sync_change(rules, change.as_ref())
     }
 
     fn cleanup(&mut self) -> Result<(), DataplaneError> {
