@@ -12,17 +12,22 @@
 //! addresses, zone or the proxy options change.
 //!
 //! [`nft`] is the nf_tables netlink client the nftables mode programs the kernel through;
-//! [`dataplane::Dataplane`] is what every mode implements for the sync loop. [`conntrack`]
-//! deletes the UDP conntrack entries a sync made stale; [`ipvs`] is the IPVS mode's
-//! generic-netlink client and planner.
+//! [`dataplane::Dataplane`] is what every mode implements for the sync loop ([`runner`]);
+//! [`nftables::NftablesDataplane`] is the nftables mode (a few global maps over netlink),
+//! [`iptables::IptablesDataplane`] the iptables mode (kube-proxy's chain layout, applied with
+//! `iptables-restore`), [`ipvs`] the IPVS mode's generic-netlink client and planner.
+//! [`conntrack`] deletes the UDP conntrack entries a sync made stale; [`routes`] and [`rtnl`]
+//! route pod CIDRs between nodes (host-gw).
 
 pub mod conntrack;
 pub mod dataplane;
+pub mod iptables;
 pub mod ipvs;
 pub mod model;
 mod netlink_socket;
 mod netlink_wire;
 pub mod nft;
+pub mod nftables;
 pub mod routes;
 pub mod rtnl;
 pub mod runner;

@@ -209,6 +209,15 @@ pub enum Expr {
         sreg_key: Reg,
         timeout: Option<std::time::Duration>,
     },
+    /// `update @map { key : data }` from the packet path: a dynamic map element whose data
+    /// comes from registers too (e.g. a session-affinity map client -> backend).
+    DynsetMap {
+        set: String,
+        op: DynsetOp,
+        sreg_key: Reg,
+        sreg_data: Reg,
+        timeout: Option<std::time::Duration>,
+    },
 }
 
 impl Expr {
@@ -228,7 +237,7 @@ impl Expr {
             Self::Numgen { .. } => "numgen",
             Self::Reject(_) => "reject",
             Self::FibDaddrType { .. } => "fib",
-            Self::Dynset { .. } => "dynset",
+            Self::Dynset { .. } | Self::DynsetMap { .. } => "dynset",
         }
     }
 
@@ -404,9 +413,32 @@ impl Expr {
                     w.u64_be(NFTA_DYNSET_TIMEOUT, millis(*timeout));
                 }
             }
+            Self::DynsetMap {
+                set,
+                op,
+                sreg_key,
+                sreg_data,
+                timeout,
+            } => {
+                w.str(NFTA_DYNSET_SET_NAME, set);
+                w.u32_be(NFTA_DYNSET_OP, dynset_op(*op));
+                w.u32_be(NFTA_DYNSET_SREG_KEY, sreg_key.wire());
+                w.u32_be(NFTA_DYNSET_SREG_DATA, sreg_data.wire());
+                if let Some(timeout) = timeout {
+                    w.u64_be(NFTA_DYNSET_TIMEOUT, millis(*timeout));
+                }
+            }
         }
         w.end_nested(data)?;
         w.end_nested(elem)
+    }
+}
+
+fn dynset_op(op: DynsetOp) -> u32 {
+    match op {
+        DynsetOp::Add => 0,
+        DynsetOp::Update => 1,
+        DynsetOp::Delete => 2,
     }
 }
 

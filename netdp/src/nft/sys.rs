@@ -108,6 +108,7 @@ pub(crate) const NFT_LOOKUP_F_INV: u32 = 1;
 pub(crate) const NFTA_DYNSET_SET_NAME: u16 = 1;
 pub(crate) const NFTA_DYNSET_OP: u16 = 3;
 pub(crate) const NFTA_DYNSET_SREG_KEY: u16 = 4;
+pub(crate) const NFTA_DYNSET_SREG_DATA: u16 = 5;
 pub(crate) const NFTA_DYNSET_TIMEOUT: u16 = 6;
 pub(crate) const NFTA_PAYLOAD_DREG: u16 = 1;
 pub(crate) const NFTA_PAYLOAD_BASE: u16 = 2;

@@ -1,0 +1,384 @@
+//! Pure planning: a [`RuleSet`] (full) or the difference between two (incremental) becomes the
+//! contents of one nf_tables [`Batch`]. The only state carried between syncs is [`Applied`]:
+//! the class ids allocated so far and how many front ends use each node-local backend address
+//! (the shared `hairpin` elements).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use super::layout::{
+    AFFINITY_BACKENDS, BACKENDS, Class, DROP_SERVICES, FIREWALL_CHAINS, Fam, HAIRPIN,
+    REJECT_SERVICES, SERVICE_CLASSES, SHORT_CIRCUIT_SLOTS, TABLE,
+};
+use crate::model::{
+    Backend, Cidr, FrontEnd, FrontEndKey, IpFamily, Protocol, RuleDiff, RuleSet, Target, diff,
+};
+use crate::nft::{Batch, Datum, Element, Verdict};
+
+/// What the kernel holds after the last successful sync, beyond the rule set itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Class -> id, per family (index of [`Fam::ALL`]); ids are never reused until a full sync.
+    pub classes: [BTreeMap<Class, u32>; 2],
+    /// Node-local backend address -> number of front-end backend entries using it.
+    pub hairpin_refs: HashMap<IpAddr, usize>,
+}
+
+impl Applied {
+    /// The class chains that must exist, per family.
+    pub fn class_chains(&self, fam: usize) -> impl Iterator<Item = u32> + '_ {
+        self.classes[fam].values().copied()
+    }
+}
+
+fn fam_index(ip: IpFamily) -> usize {
+    match ip {
+        IpFamily::V4 => 0,
+        IpFamily::V6 => 1,
+    }
+}
+
+fn proto_number(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+        Protocol::Sctp => 132,
+    }
+}
+
+fn addr(ip: IpAddr) -> Datum {
+    match ip {
+        IpAddr::V4(a) => Datum::Ipv4(a),
+        IpAddr::V6(a) => Datum::Ipv6(a),
+    }
+}
+
+fn key_parts(key: &FrontEndKey) -> [Datum; 3] {
+    [
+        addr(key.ip),
+        Datum::Proto(proto_number(key.protocol)),
+        Datum::Port(key.port),
+    ]
+}
+
+fn slots(backends: &[Backend]) -> u32 {
+    backends.iter().map(|b| u32::from(b.weight.max(1))).sum()
+}
+
+/// The class chain a front end needs; `None` when it never NATs (Reject/Drop without
+/// short-circuit backends).
+pub fn class_of(fe: &FrontEnd) -> Option<Class> {
+    let short_circuit_slots = fe.local_short_circuit.as_deref().map(slots).unwrap_or(0);
+    let class = Class {
+        slots: slots(fe.target.backends()),
+        short_circuit_slots,
+        masquerade: fe.masquerade,
+        affinity_seconds: fe.affinity_timeout_seconds,
+    };
+    (class.slots > 0 || class.short_circuit_slots > 0).then_some(class)
+}
+
+/// The firewall chain of a front end with `allowed_sources`.
+pub fn firewall_chain(key: &FrontEndKey) -> String {
+    format!("fw-{}-{}-{}", key.ip, key.protocol, key.port)
+}
+
+/// One element of one named set of one family.
+pub type Placed = (usize, &'static str, Element);
+
+/// The elements a front end owns in the maps (not the shared hairpin set).
+pub fn front_end_elements(key: &FrontEndKey, fe: &FrontEnd, class_id: Option<u32>) -> Vec<Placed> {
+    let fam = fam_index(key.family);
+    let k = key_parts(key);
+    let mut out = Vec::new();
+    if let Some(id) = class_id {
+        out.push((
+            fam,
+            SERVICE_CLASSES,
+            Element::value(&k, &[Datum::U32(id)]).with_comment(fe.service.to_string()),
+        ));
+    }
+    let slot_elements = |backends: &[Backend], offset: u32, out: &mut Vec<Placed>| {
+        let mut slot = offset;
+        for b in backends {
+            for _ in 0..b.weight.max(1) {
+                let key = [k[0], k[1], k[2], Datum::U32(slot)];
+                let data = [addr(b.ip), Datum::Port(b.port)];
+                out.push((fam, BACKENDS, Element::value(&key, &data)));
+                slot += 1;
+            }
+        }
+    };
+    slot_elements(fe.target.backends(), 0, &mut out);
+    if let Some(local) = &fe.local_short_circuit {
+        slot_elements(local, SHORT_CIRCUIT_SLOTS, &mut out);
+    }
+    match fe.target {
+        Target::Reject => out.push((fam, REJECT_SERVICES, Element::key(&k))),
+        Target::Drop => out.push((fam, DROP_SERVICES, Element::key(&k))),
+        Target::Backends(_) => {}
+    }
+    if fe.allowed_sources.is_some() {
+        let goto = Verdict::Goto(firewall_chain(key));
+        out.push((fam, FIREWALL_CHAINS, Element::verdict(&k, goto)));
+    }
+    if fe.affinity_timeout_seconds.is_some() {
+        let mut seen = Vec::new();
+        for b in all_backends(fe) {
+            if !seen.contains(&b) {
+                seen.push(b);
+                let parts = [k[0], k[1], k[2], addr(b.ip), Datum::Port(b.port)];
+                out.push((fam, AFFINITY_BACKENDS, Element::key(&parts)));
+            }
+        }
+    }
+    out
+}
+
+fn all_backends(fe: &FrontEnd) -> impl Iterator<Item = &Backend> {
+    fe.target
+        .backends()
+        .iter()
+        .chain(fe.local_short_circuit.iter().flatten())
+}
+
+/// Node-local backend addresses of a front end, once each.
+fn local_ips(fe: &FrontEnd) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = all_backends(fe)
+        .filter(|b| b.node_local)
+        .map(|b| b.ip)
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+fn hairpin_element(ip: IpAddr) -> Placed {
+    (
+        fam_index(IpFamily::of(ip)),
+        HAIRPIN,
+        Element::key(&[addr(ip), addr(ip)]),
+    )
+}
+
+/// Allocates (or finds) the id of a class.
+fn class_id(
+    applied: &mut Applied,
+    fam: usize,
+    class: Class,
+    new: &mut Vec<(usize, u32, Class)>,
+) -> u32 {
+    let ids = &mut applied.classes[fam];
+    if let Some(id) = ids.get(&class) {
+        return *id;
+    }
+    let id = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+    ids.insert(class, id);
+    new.push((fam, id, class));
+    id
+}
+
+/// Element messages grouped by family and set, deletions first.
+#[derive(Debug, Default)]
+struct ElementBatch {
+    delete: BTreeMap<(usize, &'static str), Vec<Element>>,
+    add: BTreeMap<(usize, &'static str), Vec<Element>>,
+}
+
+impl ElementBatch {
+    fn count(&self) -> usize {
+        self.delete
+            .values()
+            .chain(self.add.values())
+            .map(Vec::len)
+            .sum()
+    }
+
+    fn write(self, b: &mut Batch) {
+        for (changes, delete) in [(self.delete, true), (self.add, false)] {
+            for ((fam, set), elements) in changes {
+                let f = Fam::ALL[fam].family();
+                if delete {
+                    b.delete_elements(f, TABLE, set, &elements);
+                } else {
+                    b.add_elements(f, TABLE, set, &elements);
+                }
+            }
+        }
+    }
+}
+
+/// A planned sync: the batch and how many objects it writes.
+#[derive(Debug)]
+pub struct Plan {
+    pub batch: Batch,
+    pub objects: usize,
+    pub applied: Applied,
+}
+
+/// Both tables rebuilt from scratch in one batch: whatever was there (ours) is deleted first.
+pub fn plan_full(rules: &RuleSet) -> Plan {
+    let mut applied = Applied::default();
+    let mut b = Batch::new();
+    for fam in Fam::ALL {
+        b.add_table(fam.family(), TABLE);
+        b.delete_table(fam.family(), TABLE);
+        fam.add_skeleton(&mut b);
+    }
+    let mut new_classes = Vec::new();
+    let mut elements = ElementBatch::default();
+    for (key, fe) in &rules.front_ends {
+        let fam = fam_index(key.family);
+        let id = class_of(fe).map(|c| class_id(&mut applied, fam, c, &mut new_classes));
+        for (fam, set, e) in front_end_elements(key, fe, id) {
+            elements.add.entry((fam, set)).or_default().push(e);
+        }
+        for ip in local_ips(fe) {
+            *applied.hairpin_refs.entry(ip).or_default() += 1;
+        }
+    }
+    for ip in applied.hairpin_refs.keys() {
+        let (fam, set, e) = hairpin_element(*ip);
+        elements.add.entry((fam, set)).or_default().push(e);
+    }
+    for (fam, id, class) in &new_classes {
+        Fam::ALL[*fam].add_class(&mut b, *id, class, &rules.cluster_cidrs);
+    }
+    for (key, fe) in &rules.front_ends {
+        if let Some(allowed) = &fe.allowed_sources {
+            let fam = Fam::ALL[fam_index(key.family)];
+            fam.write_firewall_chain(&mut b, &firewall_chain(key), allowed, false);
+        }
+    }
+    let mut objects = b.len() + elements.count();
+    elements.write(&mut b);
+    objects = objects.max(b.len());
+    Plan {
+        batch: b,
+        objects,
+        applied,
+    }
+}
+
+/// Only the difference from `old` to `new`, on top of `applied` (the state after `old`).
+/// `None` when the change needs a full sync (node addresses or cluster CIDRs changed).
+pub fn plan_incremental(old: &RuleSet, new: &RuleSet, applied: Applied) -> Option<Plan> {
+    plan_changes(&diff(old, new), new, applied)
+}
+
+/// Only the changes `d` (which lead to `new`), on top of `applied`. `None` when they need a
+/// full sync.
+pub fn plan_changes(d: &RuleDiff<'_>, new: &RuleSet, mut applied: Applied) -> Option<Plan> {
+    if d.node_globals_changed {
+        return None;
+    }
+    // (family, chain, allowed sources; None = delete), written around the element changes.
+    let mut firewalls: Vec<(usize, String, Option<Vec<Cidr>>, bool)> = Vec::new();
+    let mut new_classes = Vec::new();
+    let mut elements = ElementBatch::default();
+    let mut hairpin_delta: BTreeMap<IpAddr, isize> = BTreeMap::new();
+    let mut change = |key: &FrontEndKey,
+                      old: Option<&FrontEnd>,
+                      new: Option<&FrontEnd>,
+                      applied: &mut Applied,
+                      elements: &mut ElementBatch| {
+        let fam = fam_index(key.family);
+        let before = old
+            .map(|fe| {
+                let id = class_of(fe).and_then(|c| applied.classes[fam].get(&c).copied());
+                front_end_elements(key, fe, id)
+            })
+            .unwrap_or_default();
+        let after = new
+            .map(|fe| {
+                let id = class_of(fe).map(|c| class_id(applied, fam, c, &mut new_classes));
+                front_end_elements(key, fe, id)
+            })
+            .unwrap_or_default();
+        for placed in &before {
+            let same = after
+                .iter()
+                .find(|a| a.0 == placed.0 && a.1 == placed.1 && a.2.key == placed.2.key);
+            if same.is_none_or(|a| a.2.data != placed.2.data) {
+                let (fam, set, e) = placed;
+                elements
+                    .delete
+                    .entry((*fam, set))
+                    .or_default()
+                    .push(e.clone());
+            }
+        }
+        for placed in after {
+            let same = before
+                .iter()
+                .find(|p| p.0 == placed.0 && p.1 == placed.1 && p.2.key == placed.2.key);
+            if same.is_none_or(|p| p.2.data != placed.2.data) {
+                let (fam, set, e) = placed;
+                elements.add.entry((fam, set)).or_default().push(e);
+            }
+        }
+        let old_fw = old.and_then(|fe| fe.allowed_sources.as_deref());
+        let new_fw = new.and_then(|fe| fe.allowed_sources.as_deref());
+        if old_fw != new_fw {
+            firewalls.push((
+                fam,
+                firewall_chain(key),
+                new_fw.map(<[Cidr]>::to_vec),
+                old_fw.is_some(),
+            ));
+        }
+        for ip in old.map(local_ips).unwrap_or_default() {
+            *hairpin_delta.entry(ip).or_default() -= 1;
+        }
+        for ip in new.map(local_ips).unwrap_or_default() {
+            *hairpin_delta.entry(ip).or_default() += 1;
+        }
+    };
+    for (key, fe) in &d.removed {
+        change(key, Some(fe), None, &mut applied, &mut elements);
+    }
+    for (key, fe) in &d.added {
+        change(key, None, Some(fe), &mut applied, &mut elements);
+    }
+    for c in &d.changed {
+        change(c.key, Some(c.old), Some(c.new), &mut applied, &mut elements);
+    }
+    for (ip, delta) in hairpin_delta {
+        let before = applied.hairpin_refs.get(&ip).copied().unwrap_or(0);
+        let after = before.saturating_add_signed(delta);
+        let (fam, set, e) = hairpin_element(ip);
+        match (before, after) {
+            (0, 0) => {}
+            (0, _) => elements.add.entry((fam, set)).or_default().push(e),
+            (_, 0) => elements.delete.entry((fam, set)).or_default().push(e),
+            _ => {}
+        }
+        if after == 0 {
+            applied.hairpin_refs.remove(&ip);
+        } else {
+            applied.hairpin_refs.insert(ip, after);
+        }
+    }
+    let mut b = Batch::new();
+    for (fam, id, class) in &new_classes {
+        Fam::ALL[*fam].add_class(&mut b, *id, class, &new.cluster_cidrs);
+    }
+    for (fam, chain, allowed, existed) in &firewalls {
+        if let Some(allowed) = allowed {
+            Fam::ALL[*fam].write_firewall_chain(&mut b, chain, allowed, *existed);
+        }
+    }
+    let objects = b.len() + elements.count();
+    elements.write(&mut b);
+    for (fam, chain, allowed, _) in &firewalls {
+        if allowed.is_none() {
+            Fam::ALL[*fam].delete_firewall_chain(&mut b, chain);
+        }
+    }
+    let objects = objects.max(b.len());
+    Some(Plan {
+        batch: b,
+        objects,
+        applied,
+    })
+}
