@@ -95,7 +95,8 @@ pub fn front_end_elements(key: &FrontEndKey, fe: &FrontEnd, class_id: Option<u32
         out.push((
             fam,
             SERVICE_CLASSES,
-            Element::value(&k, &[Datum::U32(id)]).with_comment(fe.service.to_string()),
+            Element::verdict(&k, Verdict::Goto(super::layout::class_chain(id)))
+                .with_comment(fe.service.to_string()),
         ));
     }
     let slot_elements = |backends: &[Backend], offset: u32, out: &mut Vec<Placed>| {

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::NftablesDataplane;
-use super::layout::{CLASS_CHAINS, Class, Fam, SERVICE_CLASSES, SETS, TABLE};
+use super::layout::{Class, Fam, SERVICE_CLASSES, SETS, TABLE};
 use super::plan::class_of;
 use crate::dataplane::Dataplane;
 use crate::model::synthetic::{SYNTHETIC_NODE, Synthetic};
@@ -16,7 +16,7 @@ use crate::model::{
     Backend, FrontEnd, Masquerade, NodeState, ProxyInput, ProxyOptions, RuleSet, Target,
     build_rules, synthetic,
 };
-use crate::nft::{Batch, ElementData, MemoryNft, NftApi};
+use crate::nft::{Batch, ElementData, MemoryNft, NftApi, Verdict};
 
 fn rules_of(objects: &Synthetic) -> RuleSet {
     let node = NodeState {
@@ -43,9 +43,6 @@ fn listing(dp: &NftablesDataplane<MemoryNft>) -> Listing {
         let by_id: BTreeMap<u32, &Class> =
             applied.classes[i].iter().map(|(c, id)| (*id, c)).collect();
         for set in SETS {
-            if set == CLASS_CHAINS {
-                continue; // compared through the ids below
-            }
             let elements = dp
                 .nft
                 .list_elements(fam.family(), TABLE, set)
@@ -53,8 +50,11 @@ fn listing(dp: &NftablesDataplane<MemoryNft>) -> Listing {
             let entry = out.entry((i, set)).or_default();
             for e in elements {
                 let data = match (&e.data, set) {
-                    (Some(ElementData::Value(v)), SERVICE_CLASSES) => {
-                        let id = u32::from_ne_bytes([v[0], v[1], v[2], v[3]]);
+                    (Some(ElementData::Verdict(Verdict::Goto(chain))), SERVICE_CLASSES) => {
+                        let id: u32 = chain
+                            .strip_prefix("class-")
+                            .and_then(|n| n.parse().ok())
+                            .expect("a class chain");
                         format!("{:?}", by_id.get(&id))
                     }
                     (data, _) => format!("{data:?}"),
