@@ -330,3 +330,42 @@ fn load_balancer_source_ranges_admit_only_listed_clients() {
         );
     });
 }
+
+#[test]
+fn ipv6_pods_reach_an_ipv6_cluster_ip_with_affinity_and_udp() {
+    each_mode(|mode| {
+        let c = Cluster::new("v6", 3);
+        c.enable_ipv6();
+        let _a = c.serve_on(0, Cluster::pod_ipv6(0), 8080, "v6-0");
+        let _b = c.serve_on(1, Cluster::pod_ipv6(1), 8080, "v6-1");
+        let spec = |affinity: &str| {
+            json!({"type": "ClusterIP", "clusterIP": "fd00:96::10", "clusterIPs": ["fd00:96::10"],
+                   "ipFamilies": ["IPv6"], "sessionAffinity": affinity, "ports": ports(None)})
+        };
+        let eps = [slice(
+            "web6",
+            &[
+                (Cluster::pod_ipv6(0), NODE_NAME),
+                (Cluster::pod_ipv6(1), NODE_NAME),
+            ],
+            8080,
+        )];
+        let spread = c.rules(&[service("web6", spec("None"), json!({}))], &eps);
+        let sticky = c.rules(&[service("web6", spec("ClientIP"), json!({}))], &eps);
+        let mut dp = dataplane_for(mode, &c.node);
+        dp.sync(None, &spread).expect("sync");
+        let client = &c.pods[2].ns;
+        let both: BTreeSet<String> = ["v6-0".into(), "v6-1".into()].into();
+        assert_eq!(names(client, "[fd00:96::10]:80", 30), both);
+        let (_, peer) = fetch(client, "[fd00:96::10]:80").expect("v6");
+        assert_eq!(
+            peer,
+            Cluster::pod_ipv6(2).to_string(),
+            "no masquerade inside the cluster"
+        );
+        let udp = fetch_udp(client, "[fd00:96::10]:80").expect("UDP");
+        assert!(udp.starts_with("v6-"), "{udp}");
+        dp.sync(Some(&spread), &sticky).expect("affinity on");
+        assert_eq!(names(client, "[fd00:96::10]:80", 20).len(), 1);
+    });
+}
