@@ -140,9 +140,10 @@ fn external_traffic_policy_local_keeps_the_client_address_and_uses_local_endpoin
 #[test]
 fn session_affinity_keeps_a_client_on_one_backend() {
     each_mode(|mode| {
-        let c = Cluster::new("aff", 3);
-        let _a = c.serve(0, 8080, "s-0");
-        let _b = c.serve(1, 8080, "s-1");
+        let c = Cluster::new("aff", 4);
+        let _servers: Vec<_> = (0..3)
+            .map(|i| c.serve(i, 8080, &format!("s-{i}")))
+            .collect();
         let svc = service(
             "sticky",
             json!({"type": "ClusterIP", "clusterIP": "10.96.0.30", "clusterIPs": ["10.96.0.30"],
@@ -151,16 +152,34 @@ fn session_affinity_keeps_a_client_on_one_backend() {
                    "ports": ports(None)}),
             json!({}),
         );
-        let eps = slice(
-            "sticky",
-            &[(c.pods[0].ip, NODE_NAME), (c.pods[1].ip, NODE_NAME)],
-            8080,
-        );
-        let rules = c.rules(&[svc], &[eps]);
+        let endpoints = |pods: &[usize]| {
+            let eps: Vec<_> = pods.iter().map(|i| (c.pods[*i].ip, NODE_NAME)).collect();
+            [slice("sticky", &eps, 8080)]
+        };
+        let all = c.rules(std::slice::from_ref(&svc), &endpoints(&[0, 1, 2]));
         let mut dp = dataplane_for(mode, &c.node);
-        dp.sync(None, &rules).expect("sync");
-        let seen = names(&c.pods[2].ns, "10.96.0.30:80", 20);
+        dp.sync(None, &all).expect("sync");
+        let client = &c.pods[3].ns;
+        let seen = names(client, "10.96.0.30:80", 20);
         assert_eq!(seen.len(), 1, "one backend for one client: {seen:?}");
+        // The pinned backend goes away: the client is pinned to one of the others.
+        let pinned: usize = seen
+            .iter()
+            .next()
+            .and_then(|n| n.strip_prefix("s-"))
+            .and_then(|n| n.parse().ok())
+            .expect("a server name");
+        let others: Vec<usize> = (0..3).filter(|i| *i != pinned).collect();
+        let fewer = c.rules(std::slice::from_ref(&svc), &endpoints(&others));
+        let report = dp.sync(Some(&all), &fewer).expect("incremental");
+        assert!(!report.full, "{report:?}");
+        let seen = names(client, "10.96.0.30:80", 20);
+        assert_eq!(
+            seen.len(),
+            1,
+            "pinned again after its backend left: {seen:?}"
+        );
+        assert!(!seen.contains(&format!("s-{pinned}")));
     });
 }
 

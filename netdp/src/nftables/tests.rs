@@ -306,3 +306,48 @@ fn firewall_chains_follow_allowed_sources() {
         assert_eq!(listing(&dp), listing(&full));
     }
 }
+
+#[test]
+fn removing_a_backend_of_an_affinity_service_forgets_pinned_clients() {
+    use crate::nft::{Datum, Element, Family};
+    let old_objects = with_affinity(synthetic(4, 3), 1);
+    let fewer = with_endpoints(old_objects.clone(), 1, &["10.244.0.3"]);
+    let more = with_endpoints(
+        old_objects.clone(),
+        1,
+        &["10.244.0.3", "10.244.0.4", "10.244.0.5", "10.250.0.1"],
+    );
+    let pinned = || {
+        let key = [
+            Datum::Ipv4("10.1.1.1".parse().expect("ip")),
+            Datum::Ipv4("10.96.0.2".parse().expect("ip")),
+            Datum::Proto(6),
+            Datum::Port(80),
+        ];
+        let data = [
+            Datum::Ipv4("10.244.0.4".parse().expect("ip")),
+            Datum::Port(8080),
+        ];
+        let mut b = Batch::new();
+        b.add_elements(
+            Family::Ip,
+            TABLE,
+            super::layout::AFFINITY,
+            &[Element::value(&key, &data)],
+        );
+        b
+    };
+    // (new rules, affinity entries kept)
+    for (new, kept) in [(&more, 1), (&fewer, 0)] {
+        let (old, new) = (rules_of(&old_objects), rules_of(new));
+        let mut dp = NftablesDataplane::new(MemoryNft::new());
+        dp.sync(None, &old).expect("full");
+        dp.nft.apply(&pinned()).expect("a client is pinned");
+        dp.sync(Some(&old), &new).expect("incremental");
+        let left = dp
+            .nft
+            .list_elements(Family::Ip, TABLE, super::layout::AFFINITY)
+            .expect("list");
+        assert_eq!(left.len(), kept);
+    }
+}
