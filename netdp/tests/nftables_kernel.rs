@@ -14,6 +14,7 @@ use serde_json::json;
 
 fn dual_stack_objects(
     with_endpoints: bool,
+    affinity: bool,
 ) -> (
     Vec<k8s_openapi::api::core::v1::Service>,
     Vec<k8s_openapi::api::discovery::v1::EndpointSlice>,
@@ -38,7 +39,7 @@ fn dual_stack_objects(
                         "clusterIPs": [cluster_ip.replace("10", &format!("1{i}{j}"))],
                         "ipFamilies": [family],
                         "externalTrafficPolicy": policy,
-                        "sessionAffinity": "ClientIP",
+                        "sessionAffinity": if affinity { "ClientIP" } else { "None" },
                         "loadBalancerSourceRanges": ["192.0.2.0/24", "2001:db8::/64"],
                         "ports": [{"name": "p", "protocol": "TCP", "port": 80,
                                    "targetPort": 8080, "nodePort": 30100 + i * 2 + j}],
@@ -91,13 +92,22 @@ fn every_rule_shape_is_accepted_for_both_families() {
         ],
         masquerade_all: false,
     };
-    let rules_for = |with_endpoints: bool| {
-        let (services, slices) = dual_stack_objects(with_endpoints);
+    let rules_for = |with_endpoints: bool, affinity: bool| {
+        let (services, slices) = dual_stack_objects(with_endpoints, affinity);
         let input = ProxyInput::from_api(&services, &slices, node.clone(), options.clone());
         assert!(input.problems.is_empty(), "{:?}", input.problems);
         build_rules(&input, &mut Vec::new())
     };
-    let (full, empty) = (rules_for(true), rules_for(false));
+    // Without session affinity every rule also decodes with the `nft` tool.
+    let plain = rules_for(true, false);
+    let mut dp = NftablesDataplane::new(ns.nft());
+    dp.sync(None, &plain).expect("full sync");
+    let text = ns.nft_text();
+    assert!(
+        text.contains("table ip6 kwk-proxy") && text.contains("numgen random mod 2"),
+        "{text}"
+    );
+    let (full, empty) = (rules_for(true, true), rules_for(false, true));
     assert!(full.front_ends.keys().any(|k| k.ip.is_ipv6()));
     assert!(
         full.front_ends

@@ -140,9 +140,10 @@ fn external_traffic_policy_local_keeps_the_client_address_and_uses_local_endpoin
 #[test]
 fn session_affinity_keeps_a_client_on_one_backend() {
     each_mode(|mode| {
-        let c = Cluster::new("aff", 3);
-        let _a = c.serve(0, 8080, "s-0");
-        let _b = c.serve(1, 8080, "s-1");
+        let c = Cluster::new("aff", 4);
+        let _servers: Vec<_> = (0..3)
+            .map(|i| c.serve(i, 8080, &format!("s-{i}")))
+            .collect();
         let svc = service(
             "sticky",
             json!({"type": "ClusterIP", "clusterIP": "10.96.0.30", "clusterIPs": ["10.96.0.30"],
@@ -151,16 +152,34 @@ fn session_affinity_keeps_a_client_on_one_backend() {
                    "ports": ports(None)}),
             json!({}),
         );
-        let eps = slice(
-            "sticky",
-            &[(c.pods[0].ip, NODE_NAME), (c.pods[1].ip, NODE_NAME)],
-            8080,
-        );
-        let rules = c.rules(&[svc], &[eps]);
+        let endpoints = |pods: &[usize]| {
+            let eps: Vec<_> = pods.iter().map(|i| (c.pods[*i].ip, NODE_NAME)).collect();
+            [slice("sticky", &eps, 8080)]
+        };
+        let all = c.rules(std::slice::from_ref(&svc), &endpoints(&[0, 1, 2]));
         let mut dp = dataplane_for(mode, &c.node);
-        dp.sync(None, &rules).expect("sync");
-        let seen = names(&c.pods[2].ns, "10.96.0.30:80", 20);
+        dp.sync(None, &all).expect("sync");
+        let client = &c.pods[3].ns;
+        let seen = names(client, "10.96.0.30:80", 20);
         assert_eq!(seen.len(), 1, "one backend for one client: {seen:?}");
+        // The pinned backend goes away: the client is pinned to one of the others.
+        let pinned: usize = seen
+            .iter()
+            .next()
+            .and_then(|n| n.strip_prefix("s-"))
+            .and_then(|n| n.parse().ok())
+            .expect("a server name");
+        let others: Vec<usize> = (0..3).filter(|i| *i != pinned).collect();
+        let fewer = c.rules(std::slice::from_ref(&svc), &endpoints(&others));
+        let report = dp.sync(Some(&all), &fewer).expect("incremental");
+        assert!(!report.full, "{report:?}");
+        let seen = names(client, "10.96.0.30:80", 20);
+        assert_eq!(
+            seen.len(),
+            1,
+            "pinned again after its backend left: {seen:?}"
+        );
+        assert!(!seen.contains(&format!("s-{pinned}")));
     });
 }
 
@@ -328,5 +347,44 @@ fn load_balancer_source_ranges_admit_only_listed_clients() {
             fetch(&c.pods[1].ns, "203.0.113.20:80").expect("allowed").0,
             "fw-0"
         );
+    });
+}
+
+#[test]
+fn ipv6_pods_reach_an_ipv6_cluster_ip_with_affinity_and_udp() {
+    each_mode(|mode| {
+        let c = Cluster::new("v6", 3);
+        c.enable_ipv6();
+        let _a = c.serve_on(0, Cluster::pod_ipv6(0), 8080, "v6-0");
+        let _b = c.serve_on(1, Cluster::pod_ipv6(1), 8080, "v6-1");
+        let spec = |affinity: &str| {
+            json!({"type": "ClusterIP", "clusterIP": "fd00:96::10", "clusterIPs": ["fd00:96::10"],
+                   "ipFamilies": ["IPv6"], "sessionAffinity": affinity, "ports": ports(None)})
+        };
+        let eps = [slice(
+            "web6",
+            &[
+                (Cluster::pod_ipv6(0), NODE_NAME),
+                (Cluster::pod_ipv6(1), NODE_NAME),
+            ],
+            8080,
+        )];
+        let spread = c.rules(&[service("web6", spec("None"), json!({}))], &eps);
+        let sticky = c.rules(&[service("web6", spec("ClientIP"), json!({}))], &eps);
+        let mut dp = dataplane_for(mode, &c.node);
+        dp.sync(None, &spread).expect("sync");
+        let client = &c.pods[2].ns;
+        let both: BTreeSet<String> = ["v6-0".into(), "v6-1".into()].into();
+        assert_eq!(names(client, "[fd00:96::10]:80", 30), both);
+        let (_, peer) = fetch(client, "[fd00:96::10]:80").expect("v6");
+        assert_eq!(
+            peer,
+            Cluster::pod_ipv6(2).to_string(),
+            "no masquerade inside the cluster"
+        );
+        let udp = fetch_udp(client, "[fd00:96::10]:80").expect("UDP");
+        assert!(udp.starts_with("v6-"), "{udp}");
+        dp.sync(Some(&spread), &sticky).expect("affinity on");
+        assert_eq!(names(client, "[fd00:96::10]:80", 20).len(), 1);
     });
 }

@@ -136,6 +136,19 @@ fn main() -> Result<(), String> {
                     d.changed.len()
                 );
             }
+            if n >= 10_000 {
+                // A Service added and removed again: `service-classes` (a verdict map) changes.
+                let added = rules_of(&synthetic(n + 1, 5));
+                let mut samples = Vec::new();
+                let (mut from, mut to) = (&old, &added);
+                for _ in 0..RUNS {
+                    let t = Instant::now();
+                    dp.sync(Some(from), to).map_err(|e| e.to_string())?;
+                    samples.push(t.elapsed());
+                    std::mem::swap(&mut from, &mut to);
+                }
+                print!("; one Service added/removed p50 {:?}", p50(samples));
+            }
             println!();
             dp.cleanup().map_err(|e| e.to_string())?;
         }

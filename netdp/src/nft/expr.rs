@@ -768,6 +768,29 @@ mod tests {
     }
 
     #[test]
+    fn dynset_map_names_key_and_data_registers() {
+        let (name, got) = encoded(&Expr::DynsetMap {
+            set: "aff".into(),
+            op: DynsetOp::Update,
+            sreg_key: Reg::R0,
+            sreg_data: Reg::R4,
+            timeout: Some(std::time::Duration::from_secs(3)),
+        });
+        let be = |v: u32| v.to_be_bytes().to_vec();
+        assert_eq!(name, "dynset");
+        assert_eq!(
+            got,
+            vec![
+                (NFTA_DYNSET_SET_NAME, b"aff\0".to_vec()),
+                (NFTA_DYNSET_OP, be(1)),
+                (NFTA_DYNSET_SREG_KEY, be(8)),
+                (NFTA_DYNSET_SREG_DATA, be(12)),
+                (NFTA_DYNSET_TIMEOUT, 3000u64.to_be_bytes().to_vec()),
+            ]
+        );
+    }
+
+    #[test]
     fn jump_verdict_carries_the_chain_name() {
         let (_, got) = encoded(&Expr::jump("svc-x"));
         assert_eq!(got[0], (NFTA_IMMEDIATE_DREG, 0u32.to_be_bytes().to_vec()));

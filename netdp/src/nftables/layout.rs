@@ -4,10 +4,11 @@
 //! timeout and short-circuit count).
 //!
 //! Per family (`ip`, `ip6`) table `kwk-proxy`:
-//! - `service-classes`: data map `daddr . l4proto . dport -> class id` (every front end that
-//!   NATs, i.e. has backends or short-circuit backends);
-//! - `class-chains`: verdict map `class id -> goto class-<id>` (one element per class, a
-//!   handful: the only verdict map, so element changes never revalidate big maps);
+//! - `service-classes`: verdict map `daddr . l4proto . dport -> goto class-<id>` (every front
+//!   end that NATs, i.e. has backends or short-circuit backends). Its elements only change
+//!   when a front end appears, goes or changes class (not when endpoints are replaced), and
+//!   all point at the few class chains, so the kernel's jump-graph revalidation on those
+//!   changes stays short;
 //! - `backends`: data map `daddr . l4proto . dport . slot -> addr . port`; slots
 //!   `0..n` are the front end's backends (repeated by weight), `SHORT_CIRCUIT_SLOTS + 0..k`
 //!   its `local_short_circuit` backends;
@@ -42,7 +43,6 @@ pub const MASQ_MARK: u32 = 0x4000;
 pub const SHORT_CIRCUIT_SLOTS: u32 = 1 << 16;
 
 pub const SERVICE_CLASSES: &str = "service-classes";
-pub const CLASS_CHAINS: &str = "class-chains";
 pub const BACKENDS: &str = "backends";
 pub const REJECT_SERVICES: &str = "reject-services";
 pub const DROP_SERVICES: &str = "drop-services";
@@ -64,9 +64,8 @@ pub const FILTER_OUTPUT_PRE_NAT: &str = "filter-output-pre-nat";
 pub const FIREWALL_CHECK: &str = "firewall-check";
 
 /// The named sets and maps of a table, in creation order.
-pub const SETS: [&str; 9] = [
+pub const SETS: [&str; 8] = [
     SERVICE_CLASSES,
-    CLASS_CHAINS,
     BACKENDS,
     REJECT_SERVICES,
     DROP_SERVICES,
@@ -210,8 +209,7 @@ impl Fam {
         let mut affinity_key = vec![a];
         affinity_key.extend(key.iter().copied());
         vec![
-            SetSpec::data_map(SERVICE_CLASSES, key.clone(), vec![KeyType::Mark]),
-            SetSpec::verdict_map(CLASS_CHAINS, vec![KeyType::Mark]),
+            SetSpec::verdict_map(SERVICE_CLASSES, key.clone()),
             SetSpec::data_map(
                 BACKENDS,
                 // `mark` (a 32-bit host-order type) rather than `integer`, whose unknown length
@@ -309,10 +307,9 @@ impl Fam {
         let mut firewall = self.load_packet();
         firewall.push(Expr::vmap(FIREWALL_CHAINS, self.daddr()));
         b.add_rule(f, TABLE, FIREWALL_CHECK, &firewall);
-        // services: key -> class id -> goto class chain.
+        // services: key -> goto class chain.
         let mut dispatch = self.load_packet();
-        dispatch.push(Expr::map(SERVICE_CLASSES, self.daddr(), self.slot()));
-        dispatch.push(Expr::vmap(CLASS_CHAINS, self.slot()));
+        dispatch.push(Expr::vmap(SERVICE_CLASSES, self.daddr()));
         b.add_rule_commented(
             f,
             TABLE,
@@ -365,7 +362,7 @@ impl Fam {
         );
     }
 
-    /// Adds the chains of class `id` and its `class-chains` element.
+    /// Adds the chains of class `id`.
     pub fn add_class(self, b: &mut Batch, id: u32, class: &Class, cluster_cidrs: &[Cidr]) {
         let f = self.family();
         let main = class_chain(id);
@@ -421,15 +418,6 @@ impl Fam {
             b.add_rule(f, TABLE, &main, &[Expr::goto(dnat.as_str())]);
             self.add_pick(b, &dnat, class.slots, 0, class);
         }
-        b.add_elements(
-            f,
-            TABLE,
-            CLASS_CHAINS,
-            &[crate::nft::Element::verdict(
-                &[Datum::U32(id)],
-                crate::nft::Verdict::Goto(main),
-            )],
-        );
     }
 
     /// Creates (or, with `flush`, rewrites) the firewall chain `name`: sources in `allowed`

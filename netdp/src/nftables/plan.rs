@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use super::layout::{
-    AFFINITY_BACKENDS, BACKENDS, Class, DROP_SERVICES, FIREWALL_CHAINS, Fam, HAIRPIN,
+    AFFINITY, AFFINITY_BACKENDS, BACKENDS, Class, DROP_SERVICES, FIREWALL_CHAINS, Fam, HAIRPIN,
     REJECT_SERVICES, SERVICE_CLASSES, SHORT_CIRCUIT_SLOTS, TABLE,
 };
 use crate::model::{
@@ -95,7 +95,8 @@ pub fn front_end_elements(key: &FrontEndKey, fe: &FrontEnd, class_id: Option<u32
         out.push((
             fam,
             SERVICE_CLASSES,
-            Element::value(&k, &[Datum::U32(id)]).with_comment(fe.service.to_string()),
+            Element::verdict(&k, Verdict::Goto(super::layout::class_chain(id)))
+                .with_comment(fe.service.to_string()),
         ));
     }
     let slot_elements = |backends: &[Backend], offset: u32, out: &mut Vec<Placed>| {
@@ -277,6 +278,11 @@ pub fn plan_changes(d: &RuleDiff<'_>, new: &RuleSet, mut applied: Applied) -> Op
     let mut new_classes = Vec::new();
     let mut elements = ElementBatch::default();
     let mut hairpin_delta: BTreeMap<IpAddr, isize> = BTreeMap::new();
+    // Families whose `affinity` map must be flushed: a client pinned to a backend that is gone
+    // would otherwise keep its stale entry (refreshed by every new connection). Flushing
+    // re-pins every affinity client of the family once; kernel-side per-entry deletion of
+    // timed-out elements could race with their expiry and fail the batch.
+    let mut flush_affinity = [false; 2];
     let mut change = |key: &FrontEndKey,
                       old: Option<&FrontEnd>,
                       new: Option<&FrontEnd>,
@@ -327,6 +333,12 @@ pub fn plan_changes(d: &RuleDiff<'_>, new: &RuleSet, mut applied: Applied) -> Op
                 old_fw.is_some(),
             ));
         }
+        if let Some(old) = old.filter(|o| o.affinity_timeout_seconds.is_some()) {
+            let kept = |b: &Backend| new.is_some_and(|n| all_backends(n).any(|x| x == b));
+            if !all_backends(old).all(kept) {
+                flush_affinity[fam] = true;
+            }
+        }
         for ip in old.map(local_ips).unwrap_or_default() {
             *hairpin_delta.entry(ip).or_default() -= 1;
         }
@@ -370,6 +382,11 @@ pub fn plan_changes(d: &RuleDiff<'_>, new: &RuleSet, mut applied: Applied) -> Op
     }
     let objects = b.len() + elements.count();
     elements.write(&mut b);
+    for (fam, flush) in flush_affinity.iter().enumerate() {
+        if *flush {
+            b.flush_set(Fam::ALL[fam].family(), TABLE, AFFINITY);
+        }
+    }
     for (fam, chain, allowed, _) in &firewalls {
         if allowed.is_none() {
             Fam::ALL[*fam].delete_firewall_chain(&mut b, chain);

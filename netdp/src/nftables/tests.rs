@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::NftablesDataplane;
-use super::layout::{CLASS_CHAINS, Class, Fam, SERVICE_CLASSES, SETS, TABLE};
+use super::layout::{Class, Fam, SERVICE_CLASSES, SETS, TABLE};
 use super::plan::class_of;
 use crate::dataplane::Dataplane;
 use crate::model::synthetic::{SYNTHETIC_NODE, Synthetic};
@@ -16,7 +16,7 @@ use crate::model::{
     Backend, FrontEnd, Masquerade, NodeState, ProxyInput, ProxyOptions, RuleSet, Target,
     build_rules, synthetic,
 };
-use crate::nft::{Batch, ElementData, MemoryNft, NftApi};
+use crate::nft::{Batch, ElementData, MemoryNft, NftApi, Verdict};
 
 fn rules_of(objects: &Synthetic) -> RuleSet {
     let node = NodeState {
@@ -43,9 +43,6 @@ fn listing(dp: &NftablesDataplane<MemoryNft>) -> Listing {
         let by_id: BTreeMap<u32, &Class> =
             applied.classes[i].iter().map(|(c, id)| (*id, c)).collect();
         for set in SETS {
-            if set == CLASS_CHAINS {
-                continue; // compared through the ids below
-            }
             let elements = dp
                 .nft
                 .list_elements(fam.family(), TABLE, set)
@@ -53,8 +50,11 @@ fn listing(dp: &NftablesDataplane<MemoryNft>) -> Listing {
             let entry = out.entry((i, set)).or_default();
             for e in elements {
                 let data = match (&e.data, set) {
-                    (Some(ElementData::Value(v)), SERVICE_CLASSES) => {
-                        let id = u32::from_ne_bytes([v[0], v[1], v[2], v[3]]);
+                    (Some(ElementData::Verdict(Verdict::Goto(chain))), SERVICE_CLASSES) => {
+                        let id: u32 = chain
+                            .strip_prefix("class-")
+                            .and_then(|n| n.parse().ok())
+                            .expect("a class chain");
                         format!("{:?}", by_id.get(&id))
                     }
                     (data, _) => format!("{data:?}"),
@@ -304,5 +304,50 @@ fn firewall_chains_follow_allowed_sources() {
         full.sync(None, new).expect("full");
         assert_eq!(has_chain(&full), present);
         assert_eq!(listing(&dp), listing(&full));
+    }
+}
+
+#[test]
+fn removing_a_backend_of_an_affinity_service_forgets_pinned_clients() {
+    use crate::nft::{Datum, Element, Family};
+    let old_objects = with_affinity(synthetic(4, 3), 1);
+    let fewer = with_endpoints(old_objects.clone(), 1, &["10.244.0.3"]);
+    let more = with_endpoints(
+        old_objects.clone(),
+        1,
+        &["10.244.0.3", "10.244.0.4", "10.244.0.5", "10.250.0.1"],
+    );
+    let pinned = || {
+        let key = [
+            Datum::Ipv4("10.1.1.1".parse().expect("ip")),
+            Datum::Ipv4("10.96.0.2".parse().expect("ip")),
+            Datum::Proto(6),
+            Datum::Port(80),
+        ];
+        let data = [
+            Datum::Ipv4("10.244.0.4".parse().expect("ip")),
+            Datum::Port(8080),
+        ];
+        let mut b = Batch::new();
+        b.add_elements(
+            Family::Ip,
+            TABLE,
+            super::layout::AFFINITY,
+            &[Element::value(&key, &data)],
+        );
+        b
+    };
+    // (new rules, affinity entries kept)
+    for (new, kept) in [(&more, 1), (&fewer, 0)] {
+        let (old, new) = (rules_of(&old_objects), rules_of(new));
+        let mut dp = NftablesDataplane::new(MemoryNft::new());
+        dp.sync(None, &old).expect("full");
+        dp.nft.apply(&pinned()).expect("a client is pinned");
+        dp.sync(Some(&old), &new).expect("incremental");
+        let left = dp
+            .nft
+            .list_elements(Family::Ip, TABLE, super::layout::AFFINITY)
+            .expect("list");
+        assert_eq!(left.len(), kept);
     }
 }

@@ -185,9 +185,52 @@ impl Cluster {
         rules
     }
 
+    /// Gives the bridge `fd00:10:244:1::1/64` and pod `i` `fd00:10:244:1::<10+i>/64` (no
+    /// duplicate address detection), with IPv6 forwarding on the node.
+    pub(crate) fn enable_ipv6(&self) {
+        self.node
+            .exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+        self.node
+            .exec(&["sysctl", "-qw", "net.bridge.bridge-nf-call-ip6tables=1"]);
+        self.node
+            .ip(&["addr", "add", "fd00:10:244:1::1/64", "dev", "br0", "nodad"]);
+        for (i, pod) in self.pods.iter().enumerate() {
+            let ip = format!("{}/64", Self::pod_ipv6(i));
+            pod.ns.ip(&["addr", "add", &ip, "dev", "eth0", "nodad"]);
+            pod.ns
+                .ip(&["-6", "route", "add", "default", "via", "fd00:10:244:1::1"]);
+        }
+        // Link-local addresses run duplicate address detection (~1-2 s); neighbour discovery
+        // waits for it. Wait until no address is tentative.
+        let namespaces = std::iter::once(&self.node).chain(self.pods.iter().map(|p| &p.ns));
+        for ns in namespaces {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while !ns
+                .ip(&["-6", "addr", "show", "tentative"])
+                .trim()
+                .is_empty()
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "IPv6 DAD did not finish"
+                );
+                pause_long();
+            }
+        }
+    }
+
+    /// Pod `i`'s IPv6 address once [`Self::enable_ipv6`] ran.
+    pub(crate) fn pod_ipv6(i: usize) -> IpAddr {
+        format!("fd00:10:244:1::{}", 10 + i).parse().expect("ipv6")
+    }
+
     /// Starts TCP and UDP servers named `name` in pod `i` on `port`.
     pub(crate) fn serve(&self, i: usize, port: u16, name: &str) -> Server {
-        let ip = self.pods[i].ip;
+        self.serve_on(i, self.pods[i].ip, port, name)
+    }
+
+    /// Starts TCP and UDP servers named `name` in pod `i` on `ip:port`.
+    pub(crate) fn serve_on(&self, i: usize, ip: IpAddr, port: u16, name: &str) -> Server {
         let (tcp, udp) = self.pods[i].ns.run(|| {
             (
                 TcpListener::bind((ip, port)).expect("bind tcp"),
@@ -210,6 +253,14 @@ pub(crate) struct Server {
 )]
 fn pause() {
     std::thread::sleep(Duration::from_millis(2));
+}
+
+#[allow(
+    clippy::disallowed_methods,
+    reason = "synchronous test setup, no executor"
+)]
+fn pause_long() {
+    std::thread::sleep(Duration::from_millis(50));
 }
 
 impl Server {
@@ -275,7 +326,12 @@ pub(crate) fn fetch(ns: &TestNs, addr: &str) -> std::io::Result<(String, String)
 pub(crate) fn fetch_udp(ns: &TestNs, addr: &str) -> std::io::Result<String> {
     let addr: SocketAddr = addr.parse().expect("socket address");
     ns.run(|| {
-        let socket = UdpSocket::bind(("0.0.0.0", 0))?;
+        let any: SocketAddr = if addr.is_ipv6() {
+            "[::]:0".parse().expect("any")
+        } else {
+            "0.0.0.0:0".parse().expect("any")
+        };
+        let socket = UdpSocket::bind(any)?;
         socket.set_read_timeout(Some(Duration::from_secs(2)))?;
         // Connected, so an ICMP port unreachable comes back as ECONNREFUSED.
         socket.connect(addr)?;
@@ -299,8 +355,14 @@ pub(crate) fn service(name: &str, spec: serde_json::Value, status: serde_json::V
     serde_json::from_value(object).expect("valid Service")
 }
 
-/// An EndpointSlice of `service` with ready endpoints `(ip, node)` on TCP `port` named `p`.
+/// An EndpointSlice of `service` with ready endpoints `(ip, node)` (one family) on TCP and UDP
+/// `port` (named `p` and `u`).
 pub(crate) fn slice(service: &str, endpoints: &[(IpAddr, &str)], port: u16) -> EndpointSlice {
+    let address_type = if endpoints.first().is_some_and(|(ip, _)| ip.is_ipv6()) {
+        "IPv6"
+    } else {
+        "IPv4"
+    };
     let endpoints: Vec<serde_json::Value> = endpoints
         .iter()
         .map(|(ip, node)| {
@@ -317,7 +379,7 @@ pub(crate) fn slice(service: &str, endpoints: &[(IpAddr, &str)], port: u16) -> E
             "name": format!("{service}-abc"),
             "labels": {"kubernetes.io/service-name": service},
         },
-        "addressType": "IPv4",
+        "addressType": address_type,
         "endpoints": endpoints,
         "ports": [
             {"name": "p", "protocol": "TCP", "port": port},
@@ -330,7 +392,7 @@ pub(crate) fn slice(service: &str, endpoints: &[(IpAddr, &str)], port: u16) -> E
 /// Plants a kernel object that makes the next sync adding a front end at `ip:port`/TCP fail
 /// inside the kernel transaction (so a real batch is refused and must leave nothing behind).
 pub(crate) fn plant_conflict(mode: Mode, node: &TestNs, ip: std::net::Ipv4Addr, port: u16) {
-    use kwk_netdp::nft::{Batch, Datum, Element, Family, NftApi};
+    use kwk_netdp::nft::{Batch, Datum, Element, Family, NftApi, Verdict};
     use kwk_netdp::nftables::layout::{SERVICE_CLASSES, TABLE};
     match mode {
         Mode::Nftables => {
@@ -340,7 +402,7 @@ pub(crate) fn plant_conflict(mode: Mode, node: &TestNs, ip: std::net::Ipv4Addr, 
                 Family::Ip,
                 TABLE,
                 SERVICE_CLASSES,
-                &[Element::value(&key, &[Datum::U32(u32::MAX)])],
+                &[Element::verdict(&key, Verdict::Drop)],
             );
             node.nft().apply(&b).expect("plant conflicting element");
         }
