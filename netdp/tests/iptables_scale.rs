@@ -67,7 +67,7 @@ fn sync_at_scale(backend: IptablesBackend, sizes: &[usize]) {
         let ns = TestNs::new(&format!("iptscale-{n}"));
         let mut dp = dataplane(&ns, backend);
         let t = Instant::now();
-        let report = dp.sync(None, &rules).expect("full sync");
+        let report = dp.sync(&rules, None).expect("full sync");
         let full = t.elapsed();
         assert!(report.full);
         let mut line = format!(
@@ -82,7 +82,9 @@ fn sync_at_scale(backend: IptablesBackend, sizes: &[usize]) {
             changed.slices[n / 2 + 1].endpoints[0].addresses = vec!["10.250.0.1".into()];
             let new = rules_for(&changed);
             let t = Instant::now();
-            let report = dp.sync(Some(&rules), &new).expect("incremental");
+            let report = dp
+                .sync(&new, Some(&kwk_netdp::model::diff(&rules, &new)))
+                .expect("incremental");
             let one = t.elapsed();
             line.push_str(&format!(
                 "; one endpoint changed: {} ({} objects)",

@@ -221,7 +221,7 @@ fn traffic_through_cluster_ip_node_port_and_reject(backend: IptablesBackend, tag
     let _decoy = topo.listen(&topo.router, ROUTER, 30081);
     let mut dp = topo.dataplane(backend);
     let first = rules(&[BACKEND_1, BACKEND_2], false);
-    let report = dp.sync(None, &first).expect("full sync");
+    let report = dp.sync(&first, None).expect("full sync");
     assert!(report.full && report.objects > 0, "{report:?}");
 
     let mut streams = Vec::new();
@@ -259,7 +259,9 @@ fn traffic_through_cluster_ip_node_port_and_reject(backend: IptablesBackend, tag
 
     // One endpoint goes: an incremental sync, then only backend 1 answers.
     let second = rules(&[BACKEND_1], false);
-    let report = dp.sync(Some(&first), &second).expect("incremental sync");
+    let report = dp
+        .sync(&second, Some(&kwk_netdp::model::diff(&first, &second)))
+        .expect("incremental sync");
     assert!(
         !report.full && report.objects > 0 && report.objects < 12,
         "{report:?}"
@@ -274,7 +276,7 @@ fn traffic_through_cluster_ip_node_port_and_reject(backend: IptablesBackend, tag
     assert_eq!((peers[0].len(), peers[1].len()), (8, 0));
 
     // A second full sync changes nothing visible: jumps stay exactly once.
-    dp.sync(None, &second).expect("full again");
+    dp.sync(&second, None).expect("full again");
     let saved = topo.save(backend);
     assert_eq!(
         saved
@@ -322,13 +324,13 @@ fn failed_restore_keeps_old_rules_and_next_full_sync_recovers() {
     let l1 = topo.listen(&topo.backend, BACKEND_1, 8080);
     let mut dp = topo.dataplane(IptablesBackend::Default);
     let first = rules(&[BACKEND_1], false);
-    dp.sync(None, &first).expect("full sync");
+    dp.sync(&first, None).expect("full sync");
     let before = topo.save(IptablesBackend::Default);
 
     dp.set_fault_injection(Some("-A KUBE-SERVICES -j KUBE-NO-SUCH-CHAIN".into()));
     let second = rules(&[BACKEND_1], true);
     let err = dp
-        .sync(Some(&first), &second)
+        .sync(&second, Some(&kwk_netdp::model::diff(&first, &second)))
         .expect_err("the injected rule fails the restore");
     assert!(err.to_string().contains("iptables"), "{err}");
     let after = topo.save(IptablesBackend::Default);
@@ -353,7 +355,7 @@ fn failed_restore_keeps_old_rules_and_next_full_sync_recovers() {
     );
 
     dp.set_fault_injection(None);
-    let report = dp.sync(None, &second).expect("full sync recovers");
+    let report = dp.sync(&second, None).expect("full sync recovers");
     assert!(report.full);
     let _s2 = topo
         .connect(Ipv4Addr::new(10, 96, 0, 12), 80)
@@ -370,7 +372,7 @@ fn deleted_chains_are_repaired() {
     let l1 = topo.listen(&topo.backend, BACKEND_1, 8080);
     let mut dp = topo.dataplane(IptablesBackend::Default);
     let first = rules(&[BACKEND_1], false);
-    dp.sync(None, &first).expect("full sync");
+    dp.sync(&first, None).expect("full sync");
 
     let vandalise = || {
         topo.router
@@ -386,7 +388,7 @@ fn deleted_chains_are_repaired() {
         );
     };
     vandalise();
-    let report = dp.sync(None, &first).expect("full sync repairs");
+    let report = dp.sync(&first, None).expect("full sync repairs");
     assert!(report.full);
     let _s1 = topo
         .connect(Ipv4Addr::new(10, 96, 0, 10), 80)
@@ -397,7 +399,7 @@ fn deleted_chains_are_repaired() {
     vandalise();
     let second = rules(&[BACKEND_1], true);
     let report = dp
-        .sync(Some(&first), &second)
+        .sync(&second, Some(&kwk_netdp::model::diff(&first, &second)))
         .expect("incremental sync repairs");
     assert!(report.full && report.repaired, "{report:?}");
     let _s2 = topo
@@ -450,7 +452,7 @@ fn ipv6_rules_load_through_ip6tables_restore_and_clean_up() {
     );
     assert!(input.problems.is_empty(), "{:?}", input.problems);
     let rules = build_rules(&input, &mut Vec::new());
-    dp.sync(None, &rules).expect("dual-stack sync");
+    dp.sync(&rules, None).expect("dual-stack sync");
     let saved6 = ns.exec(&["ip6tables-save"]);
     assert!(
         saved6.contains("--to-destination [fd00:244::2]:8080"),

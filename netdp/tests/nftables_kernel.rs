@@ -101,7 +101,7 @@ fn every_rule_shape_is_accepted_for_both_families() {
     // Without session affinity every rule also decodes with the `nft` tool.
     let plain = rules_for(true, false);
     let mut dp = NftablesDataplane::new(ns.nft());
-    dp.sync(None, &plain).expect("full sync");
+    dp.sync(&plain, None).expect("full sync");
     let text = ns.nft_text();
     assert!(
         text.contains("table ip6 kwk-proxy") && text.contains("numgen random mod 2"),
@@ -115,11 +115,15 @@ fn every_rule_shape_is_accepted_for_both_families() {
             .any(|fe| fe.local_short_circuit.is_some())
     );
     let mut dp = NftablesDataplane::new(ns.nft());
-    dp.sync(None, &full)
+    dp.sync(&full, None)
         .unwrap_or_else(|e| panic!("{e}\n{}", ns.nft_text()));
-    let report = dp.sync(Some(&full), &empty).expect("to no endpoints");
+    let report = dp
+        .sync(&empty, Some(&kwk_netdp::model::diff(&full, &empty)))
+        .expect("to no endpoints");
     assert!(!report.full, "{report:?}");
-    let report = dp.sync(Some(&empty), &full).expect("back");
+    let report = dp
+        .sync(&full, Some(&kwk_netdp::model::diff(&empty, &full)))
+        .expect("back");
     assert!(!report.full, "{report:?}");
     for family in [kwk_netdp::nft::Family::Ip, kwk_netdp::nft::Family::Ip6] {
         let nft = dp.nft();

@@ -70,7 +70,7 @@ fn pods_node_and_external_clients_reach_cluster_ip_node_port_and_load_balancer()
         );
         let rules = c.rules(&[svc], &[eps]);
         let mut dp = dataplane_for(mode, &c.node);
-        let report = dp.sync(None, &rules).expect("full sync");
+        let report = dp.sync(&rules, None).expect("full sync");
         assert!(report.full && report.objects > 0, "{report:?}");
 
         let client = &c.pods[2].ns;
@@ -128,7 +128,7 @@ fn external_traffic_policy_local_keeps_the_client_address_and_uses_local_endpoin
         );
         let rules = c.rules(&[svc], &[eps]);
         let mut dp = dataplane_for(mode, &c.node);
-        dp.sync(None, &rules).expect("sync");
+        dp.sync(&rules, None).expect("sync");
         for _ in 0..20 {
             let (name, peer) = fetch(&c.external, &format!("{NODE_IP}:30081")).expect("NodePort");
             assert_eq!(name, "local-0");
@@ -158,7 +158,7 @@ fn session_affinity_keeps_a_client_on_one_backend() {
         };
         let all = c.rules(std::slice::from_ref(&svc), &endpoints(&[0, 1, 2]));
         let mut dp = dataplane_for(mode, &c.node);
-        dp.sync(None, &all).expect("sync");
+        dp.sync(&all, None).expect("sync");
         let client = &c.pods[3].ns;
         let seen = names(client, "10.96.0.30:80", 20);
         assert_eq!(seen.len(), 1, "one backend for one client: {seen:?}");
@@ -171,7 +171,9 @@ fn session_affinity_keeps_a_client_on_one_backend() {
             .expect("a server name");
         let others: Vec<usize> = (0..3).filter(|i| *i != pinned).collect();
         let fewer = c.rules(std::slice::from_ref(&svc), &endpoints(&others));
-        let report = dp.sync(Some(&all), &fewer).expect("incremental");
+        let report = dp
+            .sync(&fewer, Some(&kwk_netdp::model::diff(&all, &fewer)))
+            .expect("incremental");
         assert!(!report.full, "{report:?}");
         let seen = names(client, "10.96.0.30:80", 20);
         assert_eq!(
@@ -189,7 +191,7 @@ fn a_service_without_endpoints_is_refused_at_once() {
         let c = Cluster::new("rej", 1);
         let rules = c.rules(&[cluster_ip_service("empty", "10.96.0.40")], &[]);
         let mut dp = dataplane_for(mode, &c.node);
-        dp.sync(None, &rules).expect("sync");
+        dp.sync(&rules, None).expect("sync");
         for ns in [&c.pods[0].ns, &c.node] {
             let start = Instant::now();
             let err = fetch(ns, "10.96.0.40:80").expect_err("no endpoints");
@@ -215,7 +217,7 @@ fn a_backend_reaches_itself_through_its_service() {
             &[slice("hair", &[(c.pods[0].ip, NODE_NAME)], 8080)],
         );
         let mut dp = dataplane_for(mode, &c.node);
-        dp.sync(None, &rules).expect("sync");
+        dp.sync(&rules, None).expect("sync");
         let (name, peer) = fetch(&c.pods[0].ns, "10.96.0.50:80").expect("hairpin");
         assert_eq!(name, "self");
         assert_eq!(peer, GATEWAY, "hairpin traffic is masqueraded");
@@ -243,16 +245,20 @@ fn incremental_syncs_scale_endpoints_and_a_refused_batch_keeps_the_old_rules() {
         );
         let client = &c.pods[2].ns;
         let mut dp = dataplane_for(mode, &c.node);
-        dp.sync(None, &one).expect("full");
+        dp.sync(&one, None).expect("full");
         assert_eq!(names(client, "10.96.0.60:80", 10), ["e-0".into()].into());
-        let report = dp.sync(Some(&one), &two).expect("incremental");
+        let report = dp
+            .sync(&two, Some(&kwk_netdp::model::diff(&one, &two)))
+            .expect("incremental");
         assert!(
             !report.full && report.objects > 0 && report.objects < 20,
             "{report:?}"
         );
         let both: BTreeSet<String> = ["e-0".into(), "e-1".into()].into();
         assert_eq!(names(client, "10.96.0.60:80", 30), both);
-        let report = dp.sync(Some(&two), &one).expect("scale down");
+        let report = dp
+            .sync(&one, Some(&kwk_netdp::model::diff(&two, &one)))
+            .expect("scale down");
         assert!(!report.full, "{report:?}");
         assert_eq!(names(client, "10.96.0.60:80", 20), ["e-0".into()].into());
 
@@ -271,9 +277,10 @@ fn incremental_syncs_scale_endpoints_and_a_refused_batch_keeps_the_old_rules() {
             ],
         );
         plant_conflict(mode, &c.node, "10.96.0.61".parse().expect("ip"), 80);
-        dp.sync(Some(&one), &three).expect_err("refused batch");
+        dp.sync(&three, Some(&kwk_netdp::model::diff(&one, &three)))
+            .expect_err("refused batch");
         assert_eq!(names(client, "10.96.0.60:80", 20), ["e-0".into()].into());
-        let report = dp.sync(None, &three).expect("full sync after failure");
+        let report = dp.sync(&three, None).expect("full sync after failure");
         assert!(report.full);
         assert_eq!(names(client, "10.96.0.60:80", 30), both);
         assert_eq!(names(client, "10.96.0.61:80", 5), ["e-1".into()].into());
@@ -288,14 +295,16 @@ fn an_incremental_sync_repairs_a_flushed_ruleset() {
         let svc = cluster_ip_service("web", "10.96.0.70");
         let rules = c.rules(&[svc], &[slice("web", &[(c.pods[0].ip, NODE_NAME)], 8080)]);
         let mut dp = dataplane_for(mode, &c.node);
-        dp.sync(None, &rules).expect("sync");
+        dp.sync(&rules, None).expect("sync");
         assert!(fetch(&c.pods[1].ns, "10.96.0.70:80").is_ok());
         c.node.exec(&["nft", "flush", "ruleset"]);
         assert!(
             fetch(&c.pods[1].ns, "10.96.0.70:80").is_err(),
             "rules are gone"
         );
-        let report = dp.sync(Some(&rules), &rules).expect("repair");
+        let report = dp
+            .sync(&rules, Some(&kwk_netdp::model::diff(&rules, &rules)))
+            .expect("repair");
         assert!(report.repaired && report.full, "{report:?}");
         assert_eq!(
             fetch(&c.pods[1].ns, "10.96.0.70:80").expect("repaired").0,
@@ -321,7 +330,7 @@ fn load_balancer_source_ranges_admit_only_listed_clients() {
         let only_external = c.rules(&[lb(&["192.168.77.2/32"])], &eps);
         let only_pods = c.rules(&[lb(&["10.244.0.0/16"])], &eps);
         let mut dp = dataplane_for(mode, &c.node);
-        dp.sync(None, &only_external).expect("sync");
+        dp.sync(&only_external, None).expect("sync");
         assert_eq!(
             fetch(&c.external, "203.0.113.20:80").expect("allowed").0,
             "fw-0"
@@ -336,7 +345,10 @@ fn load_balancer_source_ranges_admit_only_listed_clients() {
             "fw-0"
         );
         let report = dp
-            .sync(Some(&only_external), &only_pods)
+            .sync(
+                &only_pods,
+                Some(&kwk_netdp::model::diff(&only_external, &only_pods)),
+            )
             .expect("incremental");
         assert!(!report.full, "{report:?}");
         assert!(
@@ -372,7 +384,7 @@ fn ipv6_pods_reach_an_ipv6_cluster_ip_with_affinity_and_udp() {
         let spread = c.rules(&[service("web6", spec("None"), json!({}))], &eps);
         let sticky = c.rules(&[service("web6", spec("ClientIP"), json!({}))], &eps);
         let mut dp = dataplane_for(mode, &c.node);
-        dp.sync(None, &spread).expect("sync");
+        dp.sync(&spread, None).expect("sync");
         let client = &c.pods[2].ns;
         let both: BTreeSet<String> = ["v6-0".into(), "v6-1".into()].into();
         assert_eq!(names(client, "[fd00:96::10]:80", 30), both);
@@ -384,7 +396,8 @@ fn ipv6_pods_reach_an_ipv6_cluster_ip_with_affinity_and_udp() {
         );
         let udp = fetch_udp(client, "[fd00:96::10]:80").expect("UDP");
         assert!(udp.starts_with("v6-"), "{udp}");
-        dp.sync(Some(&spread), &sticky).expect("affinity on");
+        dp.sync(&sticky, Some(&kwk_netdp::model::diff(&spread, &sticky)))
+            .expect("affinity on");
         assert_eq!(names(client, "[fd00:96::10]:80", 20).len(), 1);
     });
 }

@@ -46,7 +46,7 @@ fn nftables_known_changes(
     let mut rules = build_rules(&input, &mut Vec::new());
     let socket = NftSocket::open().map_err(|e| e.to_string())?;
     let mut dp = NftablesDataplane::new(socket);
-    dp.sync(None, &rules).map_err(|e| e.to_string())?;
+    dp.sync(&rules, None).map_err(|e| e.to_string())?;
     let index = n / 2 + 1;
     let owner = slice_service(&objects.slices[index]).ok_or("slice without service")?;
     let mut samples = Vec::new();
@@ -102,7 +102,7 @@ fn main() -> Result<(), String> {
             for _ in 0..RUNS {
                 dp.cleanup().map_err(|e| e.to_string())?;
                 let t = Instant::now();
-                let report = dp.sync(None, &old).map_err(|e| e.to_string())?;
+                let report = dp.sync(&old, None).map_err(|e| e.to_string())?;
                 full.push(t.elapsed());
                 objects_written = report.objects;
             }
@@ -120,7 +120,9 @@ fn main() -> Result<(), String> {
                 let (mut from, mut to) = (&old, &new);
                 for _ in 0..RUNS {
                     let t = Instant::now();
-                    let report = dp.sync(Some(from), to).map_err(|e| e.to_string())?;
+                    let report = dp
+                        .sync(to, Some(&kwk_netdp::model::diff(from, to)))
+                        .map_err(|e| e.to_string())?;
                     one.push(t.elapsed());
                     if report.full {
                         return Err(format!("{mode}: the one-Service change was a full sync"));
@@ -143,7 +145,8 @@ fn main() -> Result<(), String> {
                 let (mut from, mut to) = (&old, &added);
                 for _ in 0..RUNS {
                     let t = Instant::now();
-                    dp.sync(Some(from), to).map_err(|e| e.to_string())?;
+                    dp.sync(to, Some(&kwk_netdp::model::diff(from, to)))
+                        .map_err(|e| e.to_string())?;
                     samples.push(t.elapsed());
                     std::mem::swap(&mut from, &mut to);
                 }

@@ -33,7 +33,7 @@ pub use exec::{IptablesBackend, Tools};
 pub use render::{FamilyRules, GroupRules, Table, render_family, render_group};
 
 use crate::dataplane::{Dataplane, DataplaneError, SyncReport};
-use crate::model::{FrontEnd, FrontEndKey, IpFamily, RuleDiff, RuleSet, ServicePortName, diff};
+use crate::model::{FrontEnd, FrontEndKey, IpFamily, RuleDiff, RuleSet, ServicePortName};
 
 const MODE: &str = "iptables";
 
@@ -314,11 +314,10 @@ impl Dataplane for IptablesDataplane {
 
     fn sync(
         &mut self,
-        previous: Option<&RuleSet>,
         rules: &RuleSet,
+        change: Option<&RuleDiff<'_>>,
     ) -> Result<SyncReport, DataplaneError> {
-        let change = previous.map(|p| diff(p, rules));
-        self.sync_change(rules, change.as_ref())
+        self.sync_change(rules, change)
     }
 
     fn cleanup(&mut self) -> Result<(), DataplaneError> {

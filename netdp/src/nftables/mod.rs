@@ -124,18 +124,18 @@ impl<N: NftApi + Send> Dataplane for NftablesDataplane<N> {
 
     fn sync(
         &mut self,
-        previous: Option<&RuleSet>,
         rules: &RuleSet,
+        change: Option<&RuleDiff<'_>>,
     ) -> Result<SyncReport, DataplaneError> {
-        let full = SyncReport {
-            full: true,
-            ..SyncReport::default()
-        };
-        match previous {
-            Some(previous) if self.applied.is_some() => {
-                self.sync_changes(&crate::model::diff(previous, rules), rules)
+        match change {
+            Some(change) => self.sync_changes(change, rules),
+            None => {
+                let full = SyncReport {
+                    full: true,
+                    ..SyncReport::default()
+                };
+                self.apply(plan_full(rules), full)
             }
-            _ => self.apply(plan_full(rules), full),
         }
     }
 

@@ -148,11 +148,13 @@ fn incremental_sync_equals_full_sync_of_the_new_rules() {
     for (name, old, new) in cases {
         let (old, new) = (rules_of(&old), rules_of(&new));
         let mut incremental = NftablesDataplane::new(MemoryNft::new());
-        incremental.sync(None, &old).expect("full old");
-        let report = incremental.sync(Some(&old), &new).expect("incremental");
+        incremental.sync(&old, None).expect("full old");
+        let report = incremental
+            .sync(&new, Some(&crate::model::diff(&old, &new)))
+            .expect("incremental");
         assert!(!report.full, "{name}: {report:?}");
         let mut full = NftablesDataplane::new(MemoryNft::new());
-        full.sync(None, &new).expect("full new");
+        full.sync(&new, None).expect("full new");
         assert_eq!(listing(&incremental), listing(&full), "{name}");
         if old == new {
             assert_eq!(report.objects, 0, "{name}");
@@ -176,8 +178,10 @@ fn one_service_change_writes_a_handful_of_elements_in_one_batch() {
     );
     let (old, new) = (rules_of(&base), rules_of(&changed));
     let mut dp = NftablesDataplane::new(MemoryNft::new());
-    dp.sync(None, &old).expect("full");
-    let report = dp.sync(Some(&old), &new).expect("incremental");
+    dp.sync(&old, None).expect("full");
+    let report = dp
+        .sync(&new, Some(&crate::model::diff(&old, &new)))
+        .expect("incremental");
     // A ClusterIP-only Service: 5 backend slots replaced (delete + add), and the hairpin
     // element of its one node-local endpoint removed.
     assert!(report.objects <= 11, "{report:?}");
@@ -192,20 +196,23 @@ fn a_refused_batch_changes_nothing_and_forces_a_full_sync() {
     let changed = with_endpoints(base.clone(), 4, &["10.250.0.9"]);
     let (old, new) = (rules_of(&base), rules_of(&changed));
     let mut dp = NftablesDataplane::new(MemoryNft::new());
-    dp.sync(None, &old).expect("full");
+    dp.sync(&old, None).expect("full");
     let before = listing(&dp);
     dp.nft.fail_next_apply(nix::libc::ENOMEM);
-    dp.sync(Some(&old), &new).expect_err("refused");
+    dp.sync(&new, Some(&crate::model::diff(&old, &new)))
+        .expect_err("refused");
     assert!(dp.applied.is_none());
     // The kernel kept the old state (the caller would pass None; even Some is safe).
     assert_eq!(
         dp.nft.list_tables(Fam::ALL[0].family()).expect("tables"),
         [TABLE]
     );
-    let report = dp.sync(Some(&old), &new).expect("retry");
+    let report = dp
+        .sync(&new, Some(&crate::model::diff(&old, &new)))
+        .expect("retry");
     assert!(report.full && !report.repaired, "{report:?}");
     let mut fresh = NftablesDataplane::new(MemoryNft::new());
-    fresh.sync(None, &new).expect("full");
+    fresh.sync(&new, None).expect("full");
     assert_eq!(listing(&dp), listing(&fresh));
     assert_ne!(before, listing(&fresh));
 }
@@ -214,13 +221,17 @@ fn a_refused_batch_changes_nothing_and_forces_a_full_sync() {
 fn a_deleted_table_is_repaired_by_the_next_incremental_sync() {
     let rules = rules_of(&synthetic(5, 2));
     let mut dp = NftablesDataplane::new(MemoryNft::new());
-    dp.sync(None, &rules).expect("full");
+    dp.sync(&rules, None).expect("full");
     let mut b = Batch::new();
     b.delete_table(Fam::ALL[1].family(), TABLE);
     dp.nft.apply(&b).expect("someone deletes our ip6 table");
-    let report = dp.sync(Some(&rules), &rules).expect("repair");
+    let report = dp
+        .sync(&rules, Some(&crate::model::diff(&rules, &rules)))
+        .expect("repair");
     assert!(report.full && report.repaired, "{report:?}");
-    let report = dp.sync(Some(&rules), &rules).expect("no-op");
+    let report = dp
+        .sync(&rules, Some(&crate::model::diff(&rules, &rules)))
+        .expect("no-op");
     assert_eq!(report, crate::dataplane::SyncReport::default());
     dp.cleanup().expect("cleanup");
     dp.cleanup().expect("cleanup is idempotent");
@@ -289,7 +300,7 @@ fn firewall_chains_follow_allowed_sources() {
             .any(|c| c.name == chain)
     };
     let mut dp = NftablesDataplane::new(MemoryNft::new());
-    dp.sync(None, &plain).expect("full");
+    dp.sync(&plain, None).expect("full");
     assert!(!has_chain(&dp));
     for (old, new, present) in [
         (&plain, &guarded, true),
@@ -297,11 +308,13 @@ fn firewall_chains_follow_allowed_sources() {
         (&narrower, &plain, false),
         (&plain, &narrower, true),
     ] {
-        let report = dp.sync(Some(old), new).expect("incremental");
+        let report = dp
+            .sync(new, Some(&crate::model::diff(old, new)))
+            .expect("incremental");
         assert!(!report.full, "{report:?}");
         assert_eq!(has_chain(&dp), present);
         let mut full = NftablesDataplane::new(MemoryNft::new());
-        full.sync(None, new).expect("full");
+        full.sync(new, None).expect("full");
         assert_eq!(has_chain(&full), present);
         assert_eq!(listing(&dp), listing(&full));
     }
@@ -341,9 +354,10 @@ fn removing_a_backend_of_an_affinity_service_forgets_pinned_clients() {
     for (new, kept) in [(&more, 1), (&fewer, 0)] {
         let (old, new) = (rules_of(&old_objects), rules_of(new));
         let mut dp = NftablesDataplane::new(MemoryNft::new());
-        dp.sync(None, &old).expect("full");
+        dp.sync(&old, None).expect("full");
         dp.nft.apply(&pinned()).expect("a client is pinned");
-        dp.sync(Some(&old), &new).expect("incremental");
+        dp.sync(&new, Some(&crate::model::diff(&old, &new)))
+            .expect("incremental");
         let left = dp
             .nft
             .list_elements(Family::Ip, TABLE, super::layout::AFFINITY)

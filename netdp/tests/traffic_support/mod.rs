@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use kwk_netdp::dataplane::{Dataplane, DataplaneError, SyncReport};
 use kwk_netdp::iptables::{IptablesBackend, IptablesConfig, IptablesDataplane};
 use kwk_netdp::model::IpFamily;
-use kwk_netdp::model::{NodeState, ProxyInput, ProxyOptions, RuleSet, build_rules};
+use kwk_netdp::model::{NodeState, ProxyInput, ProxyOptions, RuleDiff, RuleSet, build_rules};
 use kwk_netdp::nftables::NftablesDataplane;
 
 use crate::nft_support::{TestNs, veth};
@@ -43,7 +43,7 @@ pub(crate) fn dataplane_for(mode: Mode, node: &TestNs) -> Box<dyn Dataplane> {
         Mode::Iptables => Box::new(IptablesUnderTest {
             dataplane: IptablesDataplane::new(IptablesConfig {
                 backend: IptablesBackend::Default,
-                families: vec![IpFamily::V4],
+                families: vec![IpFamily::V4, IpFamily::V6],
                 netns: Some(format!("/run/netns/{}", node.name).into()),
             })
             .expect("iptables binaries"),
@@ -70,17 +70,17 @@ impl Dataplane for IptablesUnderTest {
 
     fn sync(
         &mut self,
-        previous: Option<&RuleSet>,
         rules: &RuleSet,
+        change: Option<&RuleDiff<'_>>,
     ) -> Result<SyncReport, DataplaneError> {
         let mut planted = PLANTED_RESTORE_LINES.lock().expect("plant registry");
-        if previous.is_none() {
+        if change.is_none() {
             planted.remove(&self.node);
         }
         self.dataplane
             .set_fault_injection(planted.get(&self.node).cloned());
         drop(planted);
-        self.dataplane.sync(previous, rules)
+        self.dataplane.sync(rules, change)
     }
 
     fn cleanup(&mut self) -> Result<(), DataplaneError> {
