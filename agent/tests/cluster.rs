@@ -74,6 +74,55 @@ spec:
         ports: [{containerPort: 80}]
 "#;
 
+const SERVICE: &str = r#"apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 8080, targetPort: 80}]
+"#;
+
+/// The `web` Service reaches every web pod from a pod (the client among them: hairpin):
+/// kwk-node's proxy programs the node's network namespace from the Service and its
+/// EndpointSlice.
+async fn the_service_reaches_every_pod(cluster: &TestCluster, pods: &[(String, String, String)]) {
+    let applied = cluster
+        .kubectl_output(&["apply", "-f", "-"], Some(SERVICE))
+        .unwrap();
+    assert!(applied.status.success(), "{applied:?}");
+    let cluster_ip = cluster
+        .kubectl(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"])
+        .unwrap();
+    let host = cluster_ip.trim();
+    let wanted: std::collections::BTreeSet<String> =
+        pods.iter().map(|(name, _, _)| name.clone()).collect();
+    // From a pod: its traffic leaves through the bridge and is DNATed on the node; 12 requests
+    // in one exec (busybox nc: the static busybox's wget crashes resolving), until every pod
+    // has answered.
+    let (client, _, _) = &pods[0];
+    let script = format!(
+        "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} 8080; done"
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    kwk_tests::wait_for(
+        Duration::from_secs(60),
+        "every web pod answering through the Service",
+        || {
+            let out = cluster
+                .kubectl(&["exec", client, "--", "sh", "-c", &script])
+                .unwrap_or_default();
+            seen.extend(
+                out.lines()
+                    .filter_map(|l| l.trim().strip_prefix("hello from ").map(str::to_owned)),
+            );
+            std::future::ready(seen == wanted)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}: saw {seen:?} of {wanted:?}\n{}", cluster.log_tail()));
+    cluster.kubectl(&["delete", "service", "web"]).unwrap();
+}
+
 /// `(name, phase, podIP)` of the `app=web` pods.
 fn web_pods(cluster: &TestCluster) -> Vec<(String, String, String)> {
     let out = cluster
@@ -182,6 +231,7 @@ async fn a_deployment_runs_scales_and_goes_away_on_the_node() {
         .unwrap();
     assert!(body.contains("hello from web-"), "{body}");
     assert_eq!(web_containers(&cluster).await, 3);
+    the_service_reaches_every_pod(&cluster, &web_pods(&cluster)).await;
     let (pod, _, _) = web_pods(&cluster)[0].clone();
     kubectl_exec_logs_and_port_forward(&cluster, &pod).await;
 

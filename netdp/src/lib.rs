@@ -26,6 +26,7 @@ pub mod ipvs;
 pub mod model;
 mod netlink_socket;
 mod netlink_wire;
+pub mod netns;
 pub mod nft;
 pub mod nftables;
 pub mod routes;

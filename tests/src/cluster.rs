@@ -202,7 +202,7 @@ evictionHard:
         let child = self.containerd.netns().run(|| {
             Command::new(binary)
                 .args(&args)
-                .env("RUST_LOG", "info,kwk_agent=debug")
+                .env("RUST_LOG", "info,kwk_agent=debug,kwk_netdp=debug")
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)

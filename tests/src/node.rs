@@ -50,7 +50,12 @@ impl TestNode {
         binary: &Path,
         kubeconfig: &Path,
     ) -> anyhow::Result<Self> {
-        let args = [std::ffi::OsStr::new("--kubeconfig"), kubeconfig.as_os_str()];
+        // In the host's network namespace: no Service proxy (it would program the host).
+        let args = [
+            std::ffi::OsStr::new("--kubeconfig"),
+            kubeconfig.as_os_str(),
+            std::ffi::OsStr::new("--no-proxy"),
+        ];
         Self::start_with_args(containerd, binary, "", &args).await
     }
 

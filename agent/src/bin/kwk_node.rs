@@ -37,6 +37,19 @@ struct Cli {
     /// OCI image archives (`*.tar`) imported into the runtime at start.
     #[arg(long, default_value = "/usr/lib/kwk/images")]
     image_dir: PathBuf,
+    /// The kube-proxy configuration (`KubeProxyConfiguration`; a missing file means the
+    /// defaults: nftables mode). Used only with `--kubeconfig`.
+    #[arg(long, default_value = "/etc/kwk/kube-proxy.yaml")]
+    proxy_config: PathBuf,
+    /// Do not run the Service proxy (another proxy serves this node's Services).
+    #[arg(long)]
+    no_proxy: bool,
+    /// The network namespace the proxy programs (default: kwk-node's own).
+    #[arg(long)]
+    proxy_netns: Option<PathBuf>,
+    /// Write the kwk-cni network configuration here once the node has a podCIDR.
+    #[arg(long)]
+    cni_conf_dir: Option<PathBuf>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -94,6 +107,9 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         image_dir: cli.image_dir,
         kubeconfig: cli.kubeconfig,
         node_ip: cli.node_ip,
+        proxy_config: (!cli.no_proxy).then_some(cli.proxy_config),
+        proxy_netns: cli.proxy_netns,
+        cni_conf_dir: cli.cni_conf_dir,
     };
     let cancel = CancellationToken::new();
     tokio::spawn(shutdown_on_signals(cancel.clone()));

@@ -40,6 +40,10 @@ impl Layout {
     pub fn kubelet_config(&self) -> PathBuf {
         self.config_dir.join("kubelet.yaml")
     }
+    /// kwk-node's proxy configuration (`KubeProxyConfiguration`).
+    pub fn proxy_config(&self) -> PathBuf {
+        self.config_dir.join("kube-proxy.yaml")
+    }
     /// kwk-node's flags for the systemd unit (`KWK_NODE_ARGS=…`).
     pub fn node_env(&self) -> PathBuf {
         self.config_dir.join("kwk-node.env")

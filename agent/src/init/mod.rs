@@ -143,6 +143,7 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
 
     let mut files = render::static_pods(options, layout);
     files.push(render::kubelet_config(layout));
+    files.push(render::proxy_config(options, layout));
     files.push(render::node_env(options, layout));
     for file in files {
         let written = write_if_missing(&file.path, file.mode, || Ok(file.content.clone()))?;

@@ -189,12 +189,29 @@ pub fn kubelet_config(layout: &Layout) -> Rendered {
     }
 }
 
+/// kwk-node's `KubeProxyConfiguration`: nftables mode, pod traffic told apart by the cluster
+/// CIDR the controller manager allocates pod CIDRs from.
+pub fn proxy_config(options: &InitOptions, layout: &Layout) -> Rendered {
+    let config = json!({
+        "apiVersion": crate::proxy::config::API_VERSION,
+        "kind": crate::proxy::config::KIND,
+        "mode": "nftables",
+        "clusterCIDR": options.cluster_cidr,
+    });
+    Rendered {
+        path: layout.proxy_config(),
+        content: to_yaml(&config),
+        mode: 0o644,
+    }
+}
+
 /// kwk-node's flags, for the systemd unit's `EnvironmentFile=` (kubeadm's `kubeadm-flags.env`).
 pub fn node_env(options: &InitOptions, layout: &Layout) -> Rendered {
     let content = format!(
         "# Written by `kwk init`: kwk-node's flags on this server.\n\
-         KWK_NODE_ARGS=\"--config={} --kubeconfig={} --hostname-override={} --node-ip={}\"\n",
+         KWK_NODE_ARGS=\"--config={} --proxy-config={} --kubeconfig={} --hostname-override={} --node-ip={}\"\n",
         layout.kubelet_config().display(),
+        layout.proxy_config().display(),
         layout.kubeconfig("kubelet").display(),
         options.node_name,
         options.advertise_address,

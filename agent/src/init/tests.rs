@@ -154,6 +154,16 @@ fn the_kubelet_configuration_loads_and_names_the_manifests() {
     );
     let env = std::fs::read_to_string(options.layout.node_env()).expect("env");
     assert!(env.contains("--node-ip=10.1.2.3"), "{env}");
+    let proxy_flag = format!("--proxy-config={}", options.layout.proxy_config().display());
+    assert!(env.contains(&proxy_flag), "{env}");
+    let proxy = crate::proxy::config::load(&options.layout.proxy_config()).expect("proxy config");
+    assert_eq!(proxy.mode, crate::proxy::ProxyMode::Nftables);
+    assert_eq!(proxy.cluster_cidrs, vec!["10.244.0.0/16".parse().unwrap()]);
+    assert!(
+        proxy.ignored_fields.is_empty(),
+        "{:?}",
+        proxy.ignored_fields
+    );
 }
 
 #[test]

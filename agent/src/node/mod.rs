@@ -46,6 +46,15 @@ pub struct NodeOptions {
     /// The node's address for the apiserver and the kubelet API (`--node-ip`; default: the
     /// address of the default route's interface).
     pub node_ip: Option<std::net::IpAddr>,
+    /// The `KubeProxyConfiguration` file (`--proxy-config`); `None` (`--no-proxy`): no proxy.
+    /// The proxy needs an apiserver.
+    pub proxy_config: Option<PathBuf>,
+    /// The network namespace the proxy programs (`--proxy-netns`, e.g. `/run/netns/pods`;
+    /// default: kwk-node's own). For nodes whose pods live in a namespace of their own.
+    pub proxy_netns: Option<PathBuf>,
+    /// Where kwk-node writes the kwk-cni conflist once the node has a podCIDR
+    /// (`--cni-conf-dir`); `None`: the runtime's CNI configuration is left alone.
+    pub cni_conf_dir: Option<PathBuf>,
 }
 
 /// Why kwk-node could not start.
@@ -68,6 +77,10 @@ pub enum NodeError {
     Kubeconfig(#[from] crate::api_client::KubeconfigError),
     #[error(transparent)]
     ApiPods(#[from] crate::api_pods::ApiPodsError),
+    #[error(transparent)]
+    ProxyConfig(#[from] crate::proxy::config::ProxyConfigError),
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::ProxyError),
     #[error("cannot create {path}: {source}")]
     StateDir {
         path: PathBuf,
@@ -82,6 +95,17 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
     loaded.log_ignored();
     loaded.log_unknown();
     let config = loaded.config;
+    // Read before anything starts, so a bad file stops start-up with the field named.
+    let proxy_config = match (&options.proxy_config, &options.kubeconfig) {
+        (Some(path), Some(_)) => {
+            let proxy = crate::proxy::config::load(path)?;
+            if !proxy.ignored_fields.is_empty() {
+                tracing::info!(fields = ?proxy.ignored_fields, file = %path.display(), "proxy configuration fields kwk does not use");
+            }
+            Some(proxy)
+        }
+        _ => None,
+    };
     tracing::info!(
         node = %options.node_name,
         config = %options.config.display(),
@@ -196,6 +220,40 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
     );
     if let (Some(client), Some(pod_cidr)) = (&api_client, &pod_cidr) {
         start_pod_routes(client.clone(), &options, pod_cidr.clone(), &tasks, &cancel);
+        if let Some(dir) = &options.cni_conf_dir {
+            let cluster_cidrs = proxy_config
+                .as_ref()
+                .map(|p| p.cluster_cidrs.clone())
+                .unwrap_or_default();
+            tasks.spawn(crate::network::cni_conf::run(
+                dir.clone(),
+                pod_cidr.clone(),
+                cluster_cidrs,
+                cancel.clone(),
+            ));
+        }
+    }
+    if let (Some(client), Some(proxy)) = (&api_client, &proxy_config) {
+        let (dataplane, conntrack) =
+            crate::proxy::open_dataplane(proxy, options.proxy_netns.as_deref())?;
+        let node = crate::proxy::ProxyNode {
+            name: options.node_name.clone(),
+            ips: options
+                .node_ip
+                .or_else(crate::node_status::machine::default_route_address)
+                .into_iter()
+                .collect(),
+            pod_cidr: pod_cidr.clone(),
+        };
+        crate::proxy::start(
+            client.clone(),
+            node,
+            proxy,
+            dataplane,
+            conntrack,
+            &tasks,
+            &cancel,
+        )?;
     }
     tasks.spawn(crate::kubelet_api::run(
         config.clone(),

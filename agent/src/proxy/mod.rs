@@ -8,14 +8,19 @@ pub mod health;
 pub mod watch;
 
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
+use kwk_netdp::conntrack::Conntrack;
 use kwk_netdp::dataplane::Dataplane;
+use kwk_netdp::iptables::{IptablesConfig, IptablesDataplane};
 use kwk_netdp::model::{Cidr, NodeState, ProxyOptions};
-use kwk_netdp::runner::{ProxyEvent, ProxyRunner, ProxyState};
+use kwk_netdp::nft::NftSocket;
+use kwk_netdp::nftables::NftablesDataplane;
+use kwk_netdp::runner::{ConntrackCleanup, ProxyEvent, ProxyRunner, ProxyState};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -38,6 +43,85 @@ pub struct ProxyNode {
 pub enum ProxyError {
     #[error("starting the proxy thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("entering network namespace {path}: {source}")]
+    Netns {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("proxy mode nftables: {0}")]
+    Nftables(#[source] kwk_netdp::nft::NftError),
+    #[error("proxy mode iptables: {0}")]
+    Iptables(#[source] kwk_netdp::iptables::IptablesError),
+    #[error(
+        "proxy mode ipvs is not available in this build of kwk-node (use nftables or iptables)"
+    )]
+    IpvsUnavailable,
+}
+
+/// The dataplane of `config.mode` and a conntrack client (for the stale UDP flow cleanup),
+/// both acting in the network namespace at `netns` (default: kwk-node's own).
+pub fn open_dataplane(
+    config: &ProxyConfig,
+    netns: Option<&Path>,
+) -> Result<(Box<dyn Dataplane>, Option<Conntrack>), ProxyError> {
+    let in_netns = |f: &(dyn Fn() -> Opened + Sync)| -> Result<Opened, ProxyError> {
+        match netns {
+            None => Ok(f()),
+            Some(path) => kwk_netdp::netns::run_in(path, f).map_err(|source| ProxyError::Netns {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    };
+    let opened = in_netns(&|| Opened {
+        bridged: bridge_traffic_through_netfilter(),
+        nft: matches!(config.mode, ProxyMode::Nftables).then(NftSocket::open),
+        conntrack: Conntrack::open()
+            .inspect_err(|err| tracing::warn!(%err, "no conntrack client: stale UDP flows stay"))
+            .ok(),
+    })?;
+    let dataplane: Box<dyn Dataplane> = match config.mode {
+        ProxyMode::Nftables => {
+            let socket = opened
+                .nft
+                .unwrap_or_else(|| {
+                    Err(kwk_netdp::nft::NftError::Socket(std::io::Error::other(
+                        "not opened",
+                    )))
+                })
+                .map_err(ProxyError::Nftables)?;
+            Box::new(NftablesDataplane::new(socket))
+        }
+        ProxyMode::Iptables => Box::new(
+            IptablesDataplane::new(IptablesConfig {
+                netns: netns.map(Path::to_path_buf),
+                ..IptablesConfig::default()
+            })
+            .map_err(ProxyError::Iptables)?,
+        ),
+        ProxyMode::Ipvs => return Err(ProxyError::IpvsUnavailable),
+    };
+    if let Err(err) = &opened.bridged {
+        tracing::warn!(%err, "cannot send bridged traffic through netfilter (br_netfilter): a pod reaching a Service backed by a pod on the same bridge gets no reply");
+    }
+    Ok((dataplane, opened.conntrack))
+}
+
+/// `net.bridge.bridge-nf-call-iptables` / `-ip6tables` = 1: traffic between pods on one bridge
+/// passes netfilter, so the reply of a backend to a client on the same bridge is un-NATed (as
+/// kubelet's network setup requires). Per network namespace; needs the br_netfilter module.
+fn bridge_traffic_through_netfilter() -> std::io::Result<()> {
+    for key in ["bridge-nf-call-iptables", "bridge-nf-call-ip6tables"] {
+        std::fs::write(format!("/proc/sys/net/bridge/{key}"), "1")?;
+    }
+    Ok(())
+}
+
+struct Opened {
+    bridged: std::io::Result<()>,
+    nft: Option<Result<NftSocket, kwk_netdp::nft::NftError>>,
+    conntrack: Option<Conntrack>,
 }
 
 /// Starts the proxy: its sync thread, the watches, the podCIDR follower and the health-check
@@ -48,6 +132,7 @@ pub fn start(
     node: ProxyNode,
     config: &ProxyConfig,
     dataplane: Box<dyn Dataplane>,
+    conntrack: Option<Conntrack>,
     tasks: &TaskTracker,
     cancel: &CancellationToken,
 ) -> Result<(), ProxyError> {
@@ -65,12 +150,15 @@ pub fn start(
         state.pod_cidrs = parse_cidrs(&cidr);
     }
     let (checks_tx, checks_rx) = tokio::sync::watch::channel(health::Checks::new());
-    let runner = ProxyRunner::new(
+    let mut runner = ProxyRunner::new(
         ProxyState::new(state.clone(), options),
         dataplane,
         config.periods,
     )
     .with_observer(Box::new(health::HealthPublisher(checks_tx)));
+    if let Some(conntrack) = conntrack {
+        runner = runner.with_observer(Box::new(ConntrackCleanup::new(conntrack)));
+    }
     let (events, received) = mpsc::channel();
     let thread = runner.spawn(received).map_err(ProxyError::Thread)?;
     tracing::info!(mode = ?config.mode, "proxy started");

@@ -4,12 +4,9 @@
 //! it with `setns` (a child inherits the spawning thread's namespaces): no `ip netns exec`,
 //! no extra process on the sync path.
 
-use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-use nix::sched::{CloneFlags, setns};
 
 use super::IptablesError;
 use crate::model::IpFamily;
@@ -79,27 +76,12 @@ pub fn run(
     let Some(ns_path) = netns else {
         return run_here(binary, args, stdin);
     };
-    let ns = File::open(ns_path).map_err(|source| IptablesError::Netns {
-        path: ns_path.to_owned(),
-        source,
-    })?;
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| IptablesError::Netns {
-                    path: ns_path.to_owned(),
-                    source: e.into(),
-                })?;
-                run_here(binary, args, stdin)
-            })
-            .join()
-            .unwrap_or_else(|_| {
-                Err(IptablesError::Netns {
-                    path: ns_path.to_owned(),
-                    source: std::io::Error::other("thread in the namespace panicked"),
-                })
-            })
-    })
+    crate::netns::run_in(ns_path, || run_here(binary, args, stdin)).map_err(|source| {
+        IptablesError::Netns {
+            path: ns_path.to_owned(),
+            source,
+        }
+    })?
 }
 
 fn run_here(binary: &Path, args: &[&str], stdin: Option<&str>) -> Result<String, IptablesError> {
