@@ -248,7 +248,8 @@ mod tests {
 
     #[test]
     fn plan_adds_missing_and_deletes_stale() {
-        let rows: [(&[&str], &[&str], &[&str], &[&str]); 3] = [
+        type Row<'a> = (&'a [&'a str], &'a [&'a str], &'a [&'a str], &'a [&'a str]);
+        let rows: [Row<'_>; 3] = [
             (&["10.96.0.1"], &[], &["10.96.0.1"], &[]),
             (
                 &["10.96.0.1"],

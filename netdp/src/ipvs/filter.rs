@@ -295,7 +295,7 @@ pub fn incremental_batch(
                 add.entry(set).or_default().push(e.clone());
             }
         }
-        for ip in old.into_iter().flat_map(|fe| hairpin_backends(fe)) {
+        for ip in old.iter().flat_map(|fe| hairpin_backends(fe)) {
             touched
                 .entry(ip)
                 .or_insert_with(|| hairpins.contains_key(&ip));
@@ -306,7 +306,7 @@ pub fn incremental_batch(
                 }
             }
         }
-        for ip in new.into_iter().flat_map(|fe| hairpin_backends(fe)) {
+        for ip in new.iter().flat_map(|fe| hairpin_backends(fe)) {
             touched
                 .entry(ip)
                 .or_insert_with(|| hairpins.contains_key(&ip));
