@@ -60,6 +60,7 @@ echo "rc=$?"
         .run()?
         .success()?;
     eprintln!("boot to poweroff: {:.1} s", out.wall_time.as_secs_f64());
+    eprintln!("guest facts:\n{}", out.stdout.trim_end());
     let facts = facts(&out.stdout);
     let context = || format!("stdout:\n{}\n{}", out.stdout, out.diagnostics());
     let fact = |key: &str| facts.get(key).map(String::as_str).unwrap_or("<missing>");
