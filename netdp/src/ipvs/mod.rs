@@ -8,19 +8,32 @@
 //! - [`plan`]: [`desired_services`] and [`plan_changes`] → [`IpvsAction`]s, table-tested;
 //! - `wire`: the byte encodings, tested byte for byte (this kernel has no `ip_vs`);
 //! - [`IpvsSocket`]: the executor over `NETLINK_GENERIC`, behind [`IpvsApi`]; [`MemoryIpvs`]
-//!   is an in-memory [`IpvsApi`] with the kernel's refusals.
+//!   is an in-memory [`IpvsApi`] with the kernel's refusals;
+//! - the mode itself: [`IpvsDataplane`] ([`mod@dataplane`]), with the `kube-ipvs0` dummy
+//!   interface ([`addresses`]) and the `ip kwk-ipvs` nf_tables table ([`filter`]).
 
+pub mod addresses;
+pub mod dataplane;
+#[cfg(test)]
+mod dataplane_tests;
 mod error;
 mod fake;
+pub mod filter;
 pub mod plan;
 mod socket;
 mod wire;
 
 use std::net::IpAddr;
 
+pub use addresses::{
+    DUMMY_INTERFACE, MemoryServiceAddresses, RtnlServiceAddresses, ServiceAddressApi,
+};
+pub use dataplane::{IpvsDataplane, IpvsDataplaneOptions, IpvsModeError};
 pub use error::IpvsError;
 pub use fake::MemoryIpvs;
-pub use plan::{DesiredService, IpvsAction, IpvsOptions, desired_services, plan_changes};
+pub use plan::{
+    DesiredService, IpvsAction, IpvsOptions, desired_service, desired_services, plan_changes,
+};
 pub use socket::{IpvsApi, IpvsSocket, resolve_family};
 
 use crate::model::{IpFamily, Protocol};

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::{Destination, Forward, Scheduler, ServiceKey, VirtualService};
-use crate::model::{Cidr, RuleSet};
+use crate::model::{Cidr, FrontEnd, FrontEndKey, RuleSet};
 
 /// The IPVS mode's options.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,40 +64,47 @@ pub fn desired_services(
         .front_ends
         .iter()
         .map(|(fe_key, front_end)| {
-            let key = ServiceKey {
-                addr: fe_key.ip,
-                protocol: fe_key.protocol,
-                port: fe_key.port,
-            };
-            let service = VirtualService::new(
-                key,
-                options.scheduler,
-                options.scheduler_flags,
-                front_end.affinity_timeout_seconds,
-            );
-            let destinations = front_end
-                .target
-                .backends()
-                .iter()
-                .map(|b| {
-                    let d = Destination {
-                        addr: b.ip,
-                        port: b.port,
-                        weight: u32::from(b.weight),
-                        forward: Forward::Masquerade,
-                    };
-                    (d.key(), d)
-                })
-                .collect();
-            (
-                key,
-                DesiredService {
-                    service,
-                    destinations,
-                },
-            )
+            let d = desired_service(fe_key, front_end, options);
+            (d.service.key, d)
         })
         .collect()
+}
+
+/// The virtual service of one front end, with its destinations.
+pub fn desired_service(
+    fe_key: &FrontEndKey,
+    front_end: &FrontEnd,
+    options: &IpvsOptions,
+) -> DesiredService {
+    let key = ServiceKey {
+        addr: fe_key.ip,
+        protocol: fe_key.protocol,
+        port: fe_key.port,
+    };
+    let service = VirtualService::new(
+        key,
+        options.scheduler,
+        options.scheduler_flags,
+        front_end.affinity_timeout_seconds,
+    );
+    let destinations = front_end
+        .target
+        .backends()
+        .iter()
+        .map(|b| {
+            let d = Destination {
+                addr: b.ip,
+                port: b.port,
+                weight: u32::from(b.weight),
+                forward: Forward::Masquerade,
+            };
+            (d.key(), d)
+        })
+        .collect();
+    DesiredService {
+        service,
+        destinations,
+    }
 }
 
 /// The actions from `listed` (each virtual service with its destinations) to `desired`:
