@@ -65,13 +65,23 @@ impl StatusStore {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Records the status of a pod (its spec and metadata as the worker last saw them).
+    /// Records the status of a pod (its spec and metadata as the worker last saw them). A
+    /// terminal status (`Succeeded`/`Failed`, e.g. a rejection) is never replaced by a
+    /// non-terminal one, as upstream's status manager refuses that transition: a rejected pod
+    /// being stopped keeps its reason.
     pub fn set(&self, pod: &Pod, status: PodStatus) {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let entry = entry(pod, status);
         if let Ok(mut map) = self.inner.write() {
+            let keep_terminal = map
+                .live
+                .get(&uid)
+                .and_then(|p| p.status.as_ref())
+                .is_some_and(|old| is_terminal(old) && !is_terminal(&status));
+            if keep_terminal {
+                return;
+            }
             map.terminated.remove(&uid);
-            map.live.insert(uid, entry);
+            map.live.insert(uid, entry(pod, status));
         }
         self.changed();
     }
@@ -98,7 +108,9 @@ impl StatusStore {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         if let Ok(mut map) = self.inner.write() {
             let last = map.live.remove(&uid);
-            if self.keep_final && !admission::is_static(pod) {
+            // A second report of the same end (two workers stopping one pod) keeps the first.
+            let reported = last.is_none() && map.terminated.contains_key(&uid);
+            if self.keep_final && !admission::is_static(pod) && !reported {
                 let status = match last.and_then(|p| p.status) {
                     Some(s) if is_terminal(&s) => s,
                     _ => final_status,
@@ -183,6 +195,7 @@ pub fn is_terminal_phase(phase: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn pod(uid: &str) -> Pod {
         let mut p = Pod::default();
@@ -209,6 +222,40 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn a_terminal_status_is_not_replaced_by_a_running_one() {
+        let store = StatusStore::default();
+        let pod = Pod {
+            metadata: ObjectMeta {
+                uid: Some("u".into()),
+                ..ObjectMeta::default()
+            },
+            ..Pod::default()
+        };
+        let status = |phase: &str, reason: Option<&str>| PodStatus {
+            phase: Some(phase.into()),
+            reason: reason.map(Into::into),
+            ..PodStatus::default()
+        };
+        store.set(&pod, status("Pending", None));
+        store.set(&pod, status("Failed", Some("OutOfpods")));
+        store.set(&pod, status("Running", None));
+        let kept = store.snapshot().remove(0).status.unwrap();
+        assert_eq!(kept.phase.as_deref(), Some("Failed"));
+        assert_eq!(kept.reason.as_deref(), Some("OutOfpods"));
+        // A second report of the end keeps the first.
+        let keeping = StatusStore::keeping_final_statuses();
+        keeping.set(&pod, status("Failed", Some("OutOfpods")));
+        keeping.terminated(&pod, status("Failed", None));
+        keeping.terminated(&pod, status("Failed", None));
+        let final_status = keeping.terminated_pods().remove(0).status.unwrap();
+        assert_eq!(final_status.reason.as_deref(), Some("OutOfpods"));
+        // Terminal to terminal is recorded (exit codes may complete it).
+        store.set(&pod, status("Failed", Some("Evicted")));
+        let now = store.snapshot().remove(0).status.unwrap();
+        assert_eq!(now.reason.as_deref(), Some("Evicted"));
     }
 
     #[test]

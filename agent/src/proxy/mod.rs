@@ -17,6 +17,7 @@ use kube::Api;
 use kwk_netdp::conntrack::Conntrack;
 use kwk_netdp::dataplane::Dataplane;
 use kwk_netdp::iptables::{IptablesConfig, IptablesDataplane};
+use kwk_netdp::ipvs::{IpvsDataplane, IpvsDataplaneOptions, IpvsOptions, Scheduler};
 use kwk_netdp::model::{Cidr, NodeState, ProxyOptions};
 use kwk_netdp::nft::NftSocket;
 use kwk_netdp::nftables::NftablesDataplane;
@@ -53,59 +54,74 @@ pub enum ProxyError {
     Nftables(#[source] kwk_netdp::nft::NftError),
     #[error("proxy mode iptables: {0}")]
     Iptables(#[source] kwk_netdp::iptables::IptablesError),
-    #[error(
-        "proxy mode ipvs is not available in this build of kwk-node (use nftables or iptables)"
-    )]
-    IpvsUnavailable,
+    #[error("proxy mode ipvs: {0}")]
+    Ipvs(#[source] kwk_netdp::ipvs::IpvsModeError),
 }
 
 /// The dataplane of `config.mode` and a conntrack client (for the stale UDP flow cleanup),
-/// both acting in the network namespace at `netns` (default: kwk-node's own).
+/// both acting in the network namespace at `netns` (default: kwk-node's own). In ipvs mode
+/// with `netns`, the sysctls the mode sets are kwk-node's own namespace's.
 pub fn open_dataplane(
     config: &ProxyConfig,
     netns: Option<&Path>,
 ) -> Result<(Box<dyn Dataplane>, Option<Conntrack>), ProxyError> {
-    let in_netns = |f: &(dyn Fn() -> Opened + Sync)| -> Result<Opened, ProxyError> {
-        match netns {
-            None => Ok(f()),
-            Some(path) => kwk_netdp::netns::run_in(path, f).map_err(|source| ProxyError::Netns {
-                path: path.to_path_buf(),
-                source,
-            }),
-        }
-    };
-    let opened = in_netns(&|| Opened {
+    let open = || Opened {
         bridged: bridge_traffic_through_netfilter(),
-        nft: matches!(config.mode, ProxyMode::Nftables).then(NftSocket::open),
+        dataplane: open_socket_mode(config),
         conntrack: Conntrack::open()
             .inspect_err(|err| tracing::warn!(%err, "no conntrack client: stale UDP flows stay"))
             .ok(),
-    })?;
-    let dataplane: Box<dyn Dataplane> = match config.mode {
-        ProxyMode::Nftables => {
-            let socket = opened
-                .nft
-                .unwrap_or_else(|| {
-                    Err(kwk_netdp::nft::NftError::Socket(std::io::Error::other(
-                        "not opened",
-                    )))
-                })
-                .map_err(ProxyError::Nftables)?;
-            Box::new(NftablesDataplane::new(socket))
-        }
-        ProxyMode::Iptables => Box::new(
+    };
+    let opened = match netns {
+        None => open(),
+        Some(path) => kwk_netdp::netns::run_in(path, open).map_err(|source| ProxyError::Netns {
+            path: path.to_path_buf(),
+            source,
+        })?,
+    };
+    if let Err(err) = &opened.bridged {
+        tracing::warn!(%err, "cannot send bridged traffic through netfilter (br_netfilter): a pod reaching a Service backed by a pod on the same bridge gets no reply");
+    }
+    let dataplane = match opened.dataplane {
+        Some(dataplane) => dataplane?,
+        None => Box::new(
             IptablesDataplane::new(IptablesConfig {
                 netns: netns.map(Path::to_path_buf),
                 ..IptablesConfig::default()
             })
             .map_err(ProxyError::Iptables)?,
         ),
-        ProxyMode::Ipvs => return Err(ProxyError::IpvsUnavailable),
     };
-    if let Err(err) = &opened.bridged {
-        tracing::warn!(%err, "cannot send bridged traffic through netfilter (br_netfilter): a pod reaching a Service backed by a pod on the same bridge gets no reply");
-    }
     Ok((dataplane, opened.conntrack))
+}
+
+/// The modes that program the kernel through sockets, opened in the calling thread's
+/// namespace; `None` for iptables (its executor enters the namespace per run).
+fn open_socket_mode(config: &ProxyConfig) -> Option<Result<Box<dyn Dataplane>, ProxyError>> {
+    match config.mode {
+        ProxyMode::Nftables => Some(
+            NftSocket::open()
+                .map(|socket| Box::new(NftablesDataplane::new(socket)) as Box<dyn Dataplane>)
+                .map_err(ProxyError::Nftables),
+        ),
+        ProxyMode::Ipvs => {
+            let scheduler =
+                Scheduler::from_name(&config.ipvs_scheduler).unwrap_or(Scheduler::RoundRobin);
+            let options = IpvsDataplaneOptions {
+                ipvs: IpvsOptions {
+                    scheduler,
+                    ..IpvsOptions::default()
+                },
+                ..IpvsDataplaneOptions::default()
+            };
+            Some(
+                IpvsDataplane::open(options)
+                    .map(|d| Box::new(d) as Box<dyn Dataplane>)
+                    .map_err(ProxyError::Ipvs),
+            )
+        }
+        ProxyMode::Iptables => None,
+    }
 }
 
 /// `net.bridge.bridge-nf-call-iptables` / `-ip6tables` = 1: traffic between pods on one bridge
@@ -120,7 +136,7 @@ fn bridge_traffic_through_netfilter() -> std::io::Result<()> {
 
 struct Opened {
     bridged: std::io::Result<()>,
-    nft: Option<Result<NftSocket, kwk_netdp::nft::NftError>>,
+    dataplane: Option<Result<Box<dyn Dataplane>, ProxyError>>,
     conntrack: Option<Conntrack>,
 }
 
