@@ -89,6 +89,14 @@ impl Writer {
         self.attr(ty, &value.to_ne_bytes());
     }
 
+    pub(crate) fn u32_be(&mut self, ty: u16, value: u32) {
+        self.attr(ty, &value.to_be_bytes());
+    }
+
+    pub(crate) fn u64_be(&mut self, ty: u16, value: u64) {
+        self.attr(ty, &value.to_be_bytes());
+    }
+
     /// A NUL-terminated string attribute.
     pub(crate) fn str(&mut self, ty: u16, value: &str) {
         let mut data = Vec::with_capacity(value.len() + 1);
@@ -111,6 +119,15 @@ impl Writer {
     pub(crate) fn end_nested(&mut self, start: usize) {
         let len16 = u16::try_from(self.buf.len() - start).unwrap_or(u16::MAX);
         self.buf[start..start + 2].copy_from_slice(&len16.to_ne_bytes());
+    }
+
+    /// Closes a nested attribute that may grow large (element lists); `Err(len)` when its
+    /// content exceeds the 16-bit attribute length.
+    pub(crate) fn end_nested_checked(&mut self, start: usize) -> Result<(), usize> {
+        let len = self.buf.len() - start;
+        let len16 = u16::try_from(len).map_err(|_| len)?;
+        self.buf[start..start + 2].copy_from_slice(&len16.to_ne_bytes());
+        Ok(())
     }
 
     fn pad(&mut self) {
@@ -183,6 +200,10 @@ pub(crate) fn ne16(data: &[u8]) -> Option<u16> {
 
 pub(crate) fn be32(data: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(data.get(..4)?.try_into().ok()?))
+}
+
+pub(crate) fn be64(data: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(data.get(..8)?.try_into().ok()?))
 }
 
 pub(crate) fn ne32(data: &[u8]) -> Option<u32> {

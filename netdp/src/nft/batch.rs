@@ -399,7 +399,7 @@ impl Batch {
             NFNL_SUBSYS_NFTABLES,
         );
         w.end_msg(end);
-        Ok((w.buf, &self.ops))
+        Ok((w.into_bytes(), &self.ops))
     }
 }
 

@@ -1,21 +1,14 @@
 //! The numbers of the kernel's nf_tables netlink interface (`linux/netfilter/nf_tables.h`,
 //! `nfnetlink.h`, `netlink.h`) that this client uses. Facts only; no logic.
 
-// netlink.h
-pub(crate) const NLMSG_HDRLEN: usize = 16;
-pub(crate) const NLMSG_ERROR: u16 = 2;
-pub(crate) const NLMSG_DONE: u16 = 3;
-pub(crate) const NLM_F_REQUEST: u16 = 0x1;
-pub(crate) const NLM_F_MULTI: u16 = 0x2;
-pub(crate) const NLM_F_ACK: u16 = 0x4;
-pub(crate) const NLM_F_DUMP: u16 = 0x300;
+// netlink.h (the shared byte layer's), and the flags only this client sends
+pub(crate) use crate::netlink_wire::{
+    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_DUMP, NLM_F_MULTI, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
+    NLMSG_HDRLEN, NLMSGERR_ATTR_MSG,
+};
 pub(crate) const NLM_F_APPEND: u16 = 0x800;
 pub(crate) const NLM_F_CREATE: u16 = 0x400;
-pub(crate) const NLM_F_ACK_TLVS: u16 = 0x200;
 pub(crate) const NLM_F_DUMP_INTR: u16 = 0x10;
-pub(crate) const NLA_F_NESTED: u16 = 0x8000;
-pub(crate) const NLA_TYPE_MASK: u16 = 0x3fff;
-pub(crate) const NLMSGERR_ATTR_MSG: u16 = 1;
 
 // nfnetlink.h
 pub(crate) const NFNL_SUBSYS_NFTABLES: u16 = 10;

@@ -1,24 +1,39 @@
-//! The netlink byte layer: writing messages and (nested) attributes into one contiguous buffer,
-//! and reading messages and attributes back. Pure; no sockets.
+//! The nf_tables flavour of the shared netlink byte layer ([`crate::netlink_wire`]): messages
+//! start with an `nfgenmsg` header, and a nest that outgrows the 16-bit attribute length is an
+//! error (element lists can). Pure; no sockets.
 //!
 //! nf_tables attributes carry integers in network byte order; the netlink header is host order.
 
-use super::error::NftError;
-use super::sys::{NLA_F_NESTED, NLA_TYPE_MASK, NLMSG_HDRLEN};
+use std::ops::{Deref, DerefMut};
 
-/// Rounds up to the 4-byte netlink alignment.
-pub(crate) const fn align4(len: usize) -> usize {
-    (len + 3) & !3
+use super::error::NftError;
+use crate::netlink_wire;
+pub(crate) use crate::netlink_wire::{Message, align4, attrs, be32, be64, string};
+
+/// Appends nf_tables messages and attributes to a byte buffer.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Writer(netlink_wire::Writer);
+
+impl Deref for Writer {
+    type Target = netlink_wire::Writer;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
-/// Appends netlink messages and attributes to a byte buffer.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Writer {
-    pub(crate) buf: Vec<u8>,
+impl DerefMut for Writer {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl Writer {
-    /// Starts a netlink message with an `nfgenmsg` header; returns its offset for [`Self::end_msg`].
+    /// The bytes written.
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.0.buf
+    }
+
+    /// Starts a netlink message with an `nfgenmsg` header; returns its offset for `end_msg`.
     pub(crate) fn begin_msg(
         &mut self,
         msg_type: u16,
@@ -27,147 +42,28 @@ impl Writer {
         family: u8,
         res_id: u16,
     ) -> usize {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&0u32.to_ne_bytes()); // length, patched by end_msg
-        self.buf.extend_from_slice(&msg_type.to_ne_bytes());
-        self.buf.extend_from_slice(&flags.to_ne_bytes());
-        self.buf.extend_from_slice(&seq.to_ne_bytes());
-        self.buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
-        self.buf.push(family);
-        self.buf.push(super::sys::NFNETLINK_V0);
-        self.buf.extend_from_slice(&res_id.to_be_bytes());
-        start
-    }
-
-    /// Writes the final length of the message started at `start`.
-    pub(crate) fn end_msg(&mut self, start: usize) {
-        let len = self.buf.len() - start;
-        // Messages are bounded by the batch size, far below 4 GiB.
-        let len = u32::try_from(len).unwrap_or(u32::MAX);
-        self.buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
-    }
-
-    pub(crate) fn attr(&mut self, ty: u16, data: &[u8]) {
-        let len = 4 + data.len();
-        // Attribute payloads written here are short (names, registers, keys); a value over
-        // 64 KiB would be a caller bug that the kernel then rejects as malformed.
-        let len16 = u16::try_from(len).unwrap_or(u16::MAX);
-        self.buf.extend_from_slice(&len16.to_ne_bytes());
-        self.buf.extend_from_slice(&ty.to_ne_bytes());
-        self.buf.extend_from_slice(data);
-        self.pad();
-    }
-
-    pub(crate) fn u32_be(&mut self, ty: u16, value: u32) {
-        self.attr(ty, &value.to_be_bytes());
-    }
-
-    pub(crate) fn u64_be(&mut self, ty: u16, value: u64) {
-        self.attr(ty, &value.to_be_bytes());
-    }
-
-    /// A NUL-terminated string attribute, as the kernel's `NLA_STRING` policy expects from nft.
-    pub(crate) fn str(&mut self, ty: u16, value: &str) {
-        let len = 4 + value.len() + 1;
-        let len16 = u16::try_from(len).unwrap_or(u16::MAX);
-        self.buf.extend_from_slice(&len16.to_ne_bytes());
-        self.buf.extend_from_slice(&ty.to_ne_bytes());
-        self.buf.extend_from_slice(value.as_bytes());
-        self.buf.push(0);
-        self.pad();
-    }
-
-    /// Starts a nested attribute; returns its offset for [`Self::end_nested`].
-    pub(crate) fn begin_nested(&mut self, ty: u16) -> usize {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf
-            .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
-        start
+        let [r0, r1] = res_id.to_be_bytes();
+        let nfgenmsg = [family, super::sys::NFNETLINK_V0, r0, r1];
+        self.0.begin_msg(msg_type, flags, seq, &nfgenmsg)
     }
 
     /// Closes a nested attribute; fails when its content exceeds the 16-bit attribute length.
     pub(crate) fn end_nested(&mut self, start: usize) -> Result<(), NftError> {
-        let len = self.buf.len() - start;
-        let len16 = u16::try_from(len).map_err(|_| NftError::AttributeTooLong { len })?;
-        self.buf[start..start + 2].copy_from_slice(&len16.to_ne_bytes());
-        Ok(())
+        self.0
+            .end_nested_checked(start)
+            .map_err(|len| NftError::AttributeTooLong { len })
     }
-
-    fn pad(&mut self) {
-        let padded = align4(self.buf.len());
-        self.buf.resize(padded, 0);
-    }
-}
-
-/// One netlink message as read from the socket.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Message<'a> {
-    pub(crate) msg_type: u16,
-    pub(crate) flags: u16,
-    pub(crate) seq: u32,
-    /// Everything after the 16-byte header.
-    pub(crate) payload: &'a [u8],
 }
 
 /// Splits a datagram into netlink messages.
-pub(crate) fn messages(mut data: &[u8]) -> impl Iterator<Item = Result<Message<'_>, NftError>> {
-    std::iter::from_fn(move || {
-        if data.len() < NLMSG_HDRLEN {
-            return None;
-        }
-        let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
-        if len < NLMSG_HDRLEN || len > data.len() {
-            data = &[];
-            return Some(Err(NftError::Malformed(
-                "netlink message length out of bounds",
-            )));
-        }
-        let message = Message {
-            msg_type: u16::from_ne_bytes([data[4], data[5]]),
-            flags: u16::from_ne_bytes([data[6], data[7]]),
-            seq: u32::from_ne_bytes([data[8], data[9], data[10], data[11]]),
-            payload: &data[NLMSG_HDRLEN..len],
-        };
-        data = &data[align4(len).min(data.len())..];
-        Some(Ok(message))
-    })
-}
-
-/// Iterates over attributes: `(type without flags, payload)`. Stops at the first malformed one.
-pub(crate) fn attrs(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if data.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([data[0], data[1]]) as usize;
-        let ty = u16::from_ne_bytes([data[2], data[3]]) & NLA_TYPE_MASK;
-        if len < 4 || len > data.len() {
-            return None;
-        }
-        let payload = &data[4..len];
-        data = &data[align4(len).min(data.len())..];
-        Some((ty, payload))
-    })
-}
-
-pub(crate) fn be32(data: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(data.get(..4)?.try_into().ok()?))
-}
-
-pub(crate) fn be64(data: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(data.get(..8)?.try_into().ok()?))
-}
-
-/// A NUL-terminated string attribute, without its terminator.
-pub(crate) fn string(data: &[u8]) -> String {
-    let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
-    String::from_utf8_lossy(&data[..end]).into_owned()
+pub(crate) fn messages(data: &[u8]) -> impl Iterator<Item = Result<Message<'_>, NftError>> {
+    netlink_wire::messages(data).map(|m| m.map_err(|e| NftError::Malformed(e.0)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink_wire::NLA_F_NESTED;
 
     #[test]
     fn attributes_are_padded_and_nested_lengths_cover_their_content() {
