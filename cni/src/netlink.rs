@@ -6,10 +6,8 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd as _, BorrowedFd, RawFd};
 
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkBuffer,
-    NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
+use kwk_netdp::rtnl::RtnlSocket;
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
@@ -19,7 +17,6 @@ use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use netlink_packet_core::DefaultNla;
 
@@ -52,94 +49,33 @@ pub struct RouteState {
     pub oif: Option<u32>,
 }
 
-/// An rtnetlink socket bound in the network namespace it was created in.
+/// An rtnetlink socket bound in the network namespace it was created in (the request/ack
+/// exchange is `kwk_netdp::rtnl::RtnlSocket`'s).
 #[derive(Debug)]
 pub struct Rtnl {
-    socket: Socket,
-    seq: u32,
-    buf: Vec<u8>,
+    socket: RtnlSocket,
 }
 
-/// `ENODEV`/`ENOENT`-like: the object is not there.
-pub fn is_not_found(err: &io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(code) if code == nix::libc::ENODEV || code == nix::libc::ENOENT || code == nix::libc::ESRCH
-    )
-}
-
-pub fn is_exists(err: &io::Error) -> bool {
-    err.raw_os_error() == Some(nix::libc::EEXIST)
-}
+pub use kwk_netdp::rtnl::{is_exists, is_not_found};
 
 impl Rtnl {
     /// Opens a socket in the calling thread's current network namespace.
     pub fn new() -> io::Result<Self> {
-        let mut socket = Socket::new(NETLINK_ROUTE)?;
-        socket.bind_auto()?;
-        socket.connect(&SocketAddr::new(0, 0))?;
         Ok(Self {
-            socket,
-            seq: 0,
-            buf: vec![0; 64 * 1024],
+            socket: RtnlSocket::open()?,
         })
     }
 
-    /// Sends one request and collects the replies until the ack (or `NLMSG_DONE` for dumps).
     fn request(
         &mut self,
         message: RouteNetlinkMessage,
         flags: u16,
     ) -> io::Result<Vec<RouteNetlinkMessage>> {
-        self.seq = self.seq.wrapping_add(1);
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | flags;
-        header.sequence_number = self.seq;
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
-        packet.finalize();
-        let mut out = vec![0; packet.buffer_len()];
-        packet.serialize(&mut out);
-        self.socket.send(&out, 0)?;
-        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
-        let mut replies = Vec::new();
-        loop {
-            let len = self.socket.recv(&mut &mut self.buf[..], 0)?;
-            let mut offset = 0;
-            while offset < len {
-                let bytes = &self.buf[offset..len];
-                let frame = NetlinkBuffer::new_checked(bytes)
-                    .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err.to_string()))?;
-                let frame_len = frame.length() as usize;
-                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..frame_len])
-                    .map_err(|err| {
-                    io::Error::new(io::ErrorKind::InvalidData, err.to_string())
-                })?;
-                offset += (frame_len + 3) & !3;
-                if msg.header.sequence_number != self.seq {
-                    continue;
-                }
-                match msg.payload {
-                    NetlinkPayload::Error(err) => {
-                        return match err.code {
-                            None => Ok(replies),
-                            Some(_) => Err(err.to_io()),
-                        };
-                    }
-                    NetlinkPayload::Done(_) => return Ok(replies),
-                    NetlinkPayload::InnerMessage(inner) => {
-                        replies.push(inner);
-                        if !dump && flags & NLM_F_ACK == 0 {
-                            return Ok(replies);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
+        self.socket.request(message, flags)
     }
 
     fn ack(&mut self, message: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
-        self.request(message, flags | NLM_F_ACK).map(drop)
+        self.socket.ack(message, flags)
     }
 
     /// The link called `name`, `None` if there is none.
