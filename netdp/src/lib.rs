@@ -32,6 +32,7 @@ pub mod nftables;
 pub mod routes;
 pub mod rtnl;
 pub mod runner;
+pub mod sysctl;
 pub mod trace;
 
 #[cfg(test)]

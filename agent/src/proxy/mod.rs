@@ -59,8 +59,7 @@ pub enum ProxyError {
 }
 
 /// The dataplane of `config.mode` and a conntrack client (for the stale UDP flow cleanup),
-/// both acting in the network namespace at `netns` (default: kwk-node's own). In ipvs mode
-/// with `netns`, the sysctls the mode sets are kwk-node's own namespace's.
+/// both acting in the network namespace at `netns` (default: kwk-node's own), sysctls included.
 pub fn open_dataplane(
     config: &ProxyConfig,
     netns: Option<&Path>,

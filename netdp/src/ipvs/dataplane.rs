@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::addresses::{RtnlServiceAddresses, ServiceAddressApi, plan_addresses};
 use super::filter::{FAMILY, FrontEndDelta, TABLE, full_batch, hairpin_counts, incremental_batch};
@@ -29,6 +29,7 @@ use super::{
 use crate::dataplane::{Dataplane, DataplaneError, SyncReport};
 use crate::model::{FrontEndKey, FrontEndKind, Protocol, RuleDiff, RuleSet};
 use crate::nft::{Batch, NftApi, NftError, NftSocket};
+use crate::sysctl::SysctlFile;
 
 const MODE: &str = "ipvs";
 
@@ -143,10 +144,13 @@ pub struct IpvsDataplane<I, N, A> {
     hairpins: BTreeMap<Ipv4Addr, usize>,
     /// The dummy interface's index, known after a full sync.
     link: Option<u32>,
+    /// `net/ipv4/vs/conntrack` and `net/ipv4/ip_forward` under `options.sysctl_root`, opened
+    /// when built: they stay the building thread's namespace's.
+    sysctls: [SysctlFile; 2],
 }
 
 impl IpvsDataplane<IpvsSocket, NftSocket, RtnlServiceAddresses> {
-    /// Opens the three kernel sockets in the calling thread's network namespace.
+    /// Opens the three kernel sockets and the sysctls in the calling thread's network namespace.
     pub fn open(options: IpvsDataplaneOptions) -> Result<Self, IpvsModeError> {
         Ok(Self::new(
             IpvsSocket::open()?,
@@ -164,6 +168,8 @@ where
     A: ServiceAddressApi,
 {
     pub fn new(ipvs: I, nft: N, addresses: A, options: IpvsDataplaneOptions) -> Self {
+        let sysctls = ["net/ipv4/vs/conntrack", "net/ipv4/ip_forward"]
+            .map(|name| SysctlFile::open(options.sysctl_root.join(name)));
         Self {
             ipvs,
             nft,
@@ -171,6 +177,7 @@ where
             options,
             hairpins: BTreeMap::new(),
             link: None,
+            sysctls,
         }
     }
 
@@ -187,14 +194,13 @@ where
     }
 
     /// Sets `net.ipv4.vs.conntrack=1` (IPVS keeps conntrack entries, so nf_tables NAT and
-    /// masquerade apply to its connections) and `net.ipv4.ip_forward=1`.
+    /// masquerade apply to its connections) and `net.ipv4.ip_forward=1`, in the namespace the
+    /// dataplane was built in.
     fn write_sysctls(&self) -> Result<(), IpvsModeError> {
-        for (name, missing_means_no_ipvs) in [
-            ("net/ipv4/vs/conntrack", true),
-            ("net/ipv4/ip_forward", false),
-        ] {
-            let path = self.options.sysctl_root.join(name);
-            write_sysctl(&path, "1").map_err(|source| {
+        for (sysctl, missing_means_no_ipvs) in [(&self.sysctls[0], true), (&self.sysctls[1], false)]
+        {
+            sysctl.ensure("1").map_err(|source| {
+                let path = sysctl.path().to_path_buf();
                 if missing_means_no_ipvs && source.kind() == io::ErrorKind::NotFound {
                     IpvsModeError::SysctlMissing { path, source }
                 } else {
@@ -321,14 +327,6 @@ where
         self.hairpins.clear();
         Ok(())
     }
-}
-
-/// Writes `value` unless the file already holds it.
-fn write_sysctl(path: &Path, value: &str) -> io::Result<()> {
-    if std::fs::read_to_string(path)?.trim() == value {
-        return Ok(());
-    }
-    std::fs::write(path, value)
 }
 
 impl<I, N, A> Dataplane for IpvsDataplane<I, N, A>
