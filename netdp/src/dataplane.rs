@@ -4,6 +4,7 @@
 //! and whether the next sync must be full.
 
 use std::error::Error as StdError;
+use std::time::Instant;
 
 use crate::model::{RuleDiff, RuleSet};
 
@@ -37,6 +38,19 @@ pub trait Dataplane: Send {
 
     /// Removes everything this mode programmed (switching modes, uninstalling). Idempotent.
     fn cleanup(&mut self) -> Result<(), DataplaneError>;
+
+    /// Does the work due at `now` between syncs (the IPVS mode deletes real servers whose
+    /// connections have drained) and returns the kernel objects it wrote. The sync loop calls
+    /// it after every successful sync (a mode schedules new work then) and whenever
+    /// [`Dataplane::next_maintenance`] is due. None by default.
+    fn maintain(&mut self, _now: Instant) -> Result<usize, DataplaneError> {
+        Ok(0)
+    }
+
+    /// When [`Dataplane::maintain`] has work next; `None` when nothing is pending.
+    fn next_maintenance(&self) -> Option<Instant> {
+        None
+    }
 }
 
 /// What one sync did, for logs and metrics.

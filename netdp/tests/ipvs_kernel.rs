@@ -12,6 +12,7 @@
 
 mod nft_support;
 
+use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -64,8 +65,26 @@ fn add(rules: &mut RuleSet, addr: &str, port: u16, kind: FrontEndKind, backends:
     );
 }
 
-/// A temporary sysctl tree (the namespace's real `/proc/sys` has no `vs/`).
+/// A temporary sysctl tree (the namespace's real `/proc/sys` has no `vs/`) holding the ones
+/// the mode writes, at 0.
 struct SysctlDir(PathBuf);
+
+impl SysctlDir {
+    fn new(tag: &str) -> Self {
+        let dir =
+            Self(std::env::temp_dir().join(format!("kwkt-ipvs-{tag}-{}", std::process::id())));
+        std::fs::create_dir_all(dir.0.join("net/ipv4/vs")).expect("mkdir");
+        for name in [
+            "net/ipv4/vs/conntrack",
+            "net/ipv4/vs/expire_nodest_conn",
+            "net/ipv4/vs/expire_quiescent_template",
+            "net/ipv4/ip_forward",
+        ] {
+            std::fs::write(dir.0.join(name), "0").expect("write");
+        }
+        dir
+    }
+}
 
 impl Drop for SysctlDir {
     fn drop(&mut self) {
@@ -95,10 +114,7 @@ fn ipvs_mode_programs_the_dummy_interface_and_its_table_in_a_real_namespace() {
         "192.168.77.2/24",
     );
     client.ip(&["route", "add", "10.96.0.0/16", "via", "192.168.77.1"]);
-    let sysctl = SysctlDir(std::env::temp_dir().join(format!("kwkt-ipvs-{}", std::process::id())));
-    std::fs::create_dir_all(sysctl.0.join("net/ipv4/vs")).expect("mkdir");
-    std::fs::write(sysctl.0.join("net/ipv4/vs/conntrack"), "0").expect("write");
-    std::fs::write(sysctl.0.join("net/ipv4/ip_forward"), "0").expect("write");
+    let sysctl = SysctlDir::new("main");
 
     node.ip(&["link", "add", "kube-ipvs0", "type", "bridge"]);
     let (nft, addresses, nft_probe) = node.run(|| {
@@ -176,7 +192,13 @@ fn ipvs_mode_programs_the_dummy_interface_and_its_table_in_a_real_namespace() {
         "IPv4 front ends only"
     );
     assert_eq!(elements(&nft_probe, SET_HAIRPIN), 2);
-    assert_eq!(sysctl_value(&sysctl, "net/ipv4/vs/conntrack"), "1");
+    for name in [
+        "net/ipv4/vs/conntrack",
+        "net/ipv4/vs/expire_nodest_conn",
+        "net/ipv4/vs/expire_quiescent_template",
+    ] {
+        assert_eq!(sysctl_value(&sysctl, name), "1", "{name}");
+    }
 
     // A listener behind the no-endpoint address: the reject rule answers first.
     let listener = node.run(|| TcpListener::bind("0.0.0.0:80").expect("bind"));
@@ -259,4 +281,93 @@ fn sysctl_value(dir: &SysctlDir, name: &str) -> String {
         .expect("read")
         .trim()
         .to_owned()
+}
+
+/// Only new connections to a Service without endpoints are refused: one established before
+/// the Service lost its last endpoint (in IPVS, its real server drains at weight 0) keeps
+/// carrying data. No IPVS here, so a listener behind the Service address stands in for the
+/// real server.
+#[test]
+fn an_established_connection_outlives_its_services_last_endpoint() {
+    if !privileged_tests_enabled() {
+        return;
+    }
+    let node = TestNs::new("ipvs-est-node");
+    let client = TestNs::new("ipvs-est-client");
+    veth(
+        &node,
+        "n0",
+        "192.168.78.1/24",
+        &client,
+        "c0",
+        "192.168.78.2/24",
+    );
+    client.ip(&["route", "add", "10.96.0.0/16", "via", "192.168.78.1"]);
+    let sysctl = SysctlDir::new("established");
+    node.ip(&["link", "add", "kube-ipvs0", "type", "bridge"]);
+    let (nft, addresses) = node.run(|| {
+        (
+            NftSocket::open().expect("nft"),
+            RtnlServiceAddresses::open().expect("rtnl"),
+        )
+    });
+    let mut dp = IpvsDataplane::new(
+        MemoryIpvs::default(),
+        nft,
+        addresses,
+        IpvsDataplaneOptions {
+            sysctl_root: sysctl.0.clone(),
+            ..IpvsDataplaneOptions::default()
+        },
+    );
+    let mut with = RuleSet::default();
+    add(
+        &mut with,
+        "10.96.0.30",
+        80,
+        FrontEndKind::ClusterIp,
+        &["10.244.1.2"],
+    );
+    let mut without = RuleSet::default();
+    add(&mut without, "10.96.0.30", 80, FrontEndKind::ClusterIp, &[]);
+    dp.sync(&with, None).expect("full sync");
+
+    let listener = node.run(|| TcpListener::bind("0.0.0.0:80").expect("bind"));
+    let service = "10.96.0.30:80".parse().expect("addr");
+    let connect = || client.run(|| TcpStream::connect_timeout(&service, Duration::from_secs(3)));
+    let mut at_client = connect().expect("the Service has an endpoint");
+    let (mut at_node, _) = listener.accept().expect("accept");
+    for stream in [&at_client, &at_node] {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+    }
+    let exchange = |from: &mut TcpStream, to: &mut TcpStream, what: &[u8]| {
+        from.write_all(what)?;
+        let mut got = vec![0u8; what.len()];
+        to.read_exact(&mut got)?;
+        assert_eq!(got, what);
+        std::io::Result::Ok(())
+    };
+    exchange(&mut at_client, &mut at_node, b"before").expect("before");
+
+    let change = diff(&with, &without);
+    dp.sync(&without, Some(&change)).expect("incremental sync");
+    assert_eq!(
+        elements(&node.nft(), SET_REJECT),
+        1,
+        "now without endpoints"
+    );
+    match connect() {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}"),
+        Ok(_) => panic!("a new connection was accepted:\n{}", node.nft_text()),
+    }
+    exchange(&mut at_client, &mut at_node, b"ping").unwrap_or_else(|e| {
+        panic!(
+            "the established connection was cut: {e}\n{}",
+            node.nft_text()
+        )
+    });
+    exchange(&mut at_node, &mut at_client, b"pong").expect("and back");
+    dp.cleanup().expect("cleanup");
 }

@@ -2,7 +2,14 @@
 //! `kube-ipvs0` dummy interface and its Service addresses ([`super::addresses`]), the IPVS
 //! virtual services and real servers ([`IpvsApi`], planned by [`super::plan`]), and the
 //! `ip kwk-ipvs` nf_tables table for masquerading, hairpin and rejection ([`super::filter`]);
-//! plus the sysctls IPVS needs (`net.ipv4.vs.conntrack=1`, `net.ipv4.ip_forward=1`).
+//! plus the sysctls upstream's IPVS mode sets (`super::sysctls`).
+//!
+//! Removed TCP real servers drain ([`super::graceful`]): each sync plans as if they were to be
+//! deleted, then makes those deletions graceful (weight 0 and the [`Draining`] queue, unless the
+//! kernel's counters show them idle); [`Dataplane::maintain`] deletes queued ones whose
+//! connections have ended, every [`IpvsDataplaneOptions::drain_check_interval`]. A full sync
+//! reads the counters with its listing, an incremental one lists the services it removes TCP
+//! real servers from (the size of the change).
 //!
 //! A full sync lists what is there and plans against it (addresses, virtual services), and
 //! rewrites the nft table in one transaction. An incremental sync reads nothing back: it plans
@@ -18,18 +25,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use super::addresses::{RtnlServiceAddresses, ServiceAddressApi, plan_addresses};
 use super::filter::{FAMILY, FrontEndDelta, TABLE, full_batch, hairpin_counts, incremental_batch};
-use super::plan::{DesiredService, desired_service};
+use super::graceful::{
+    Draining, GracefulPlan, RealServer, drain_removals, plan_drained, services_to_count,
+};
+use super::plan::{DesiredService, IpvsAction, desired_service};
+use super::sysctls::IpvsSysctls;
 use super::{
-    Destination, IpvsApi, IpvsError, IpvsOptions, IpvsSocket, ServiceKey, VirtualService,
-    desired_services, plan_changes,
+    Connections, Destination, IpvsApi, IpvsError, IpvsOptions, IpvsSocket, ServiceKey,
+    VirtualService, desired_services, plan_changes,
 };
 use crate::dataplane::{Dataplane, DataplaneError, SyncReport};
 use crate::model::{FrontEndKey, FrontEndKind, Protocol, RuleDiff, RuleSet};
 use crate::nft::{Batch, NftApi, NftError, NftSocket};
-use crate::sysctl::SysctlFile;
 
 const MODE: &str = "ipvs";
 
@@ -45,7 +56,14 @@ pub struct IpvsDataplaneOptions {
     pub masquerade_bit: u32,
     /// Where the namespace's sysctls are (`/proc/sys`; a directory of files in tests).
     pub sysctl_root: PathBuf,
+    /// `ipvs.strictARP`: also set `arp_ignore=1` and `arp_announce=2`.
+    pub strict_arp: bool,
+    /// How often draining real servers' connection counters are checked (upstream: 1 min).
+    pub drain_check_interval: Duration,
 }
+
+/// Upstream's `rsCheckDeleteInterval`.
+pub const DEFAULT_DRAIN_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Default for IpvsDataplaneOptions {
     fn default() -> Self {
@@ -53,6 +71,8 @@ impl Default for IpvsDataplaneOptions {
             ipvs: IpvsOptions::default(),
             masquerade_bit: DEFAULT_MASQUERADE_BIT,
             sysctl_root: PathBuf::from("/proc/sys"),
+            strict_arp: false,
+            drain_check_interval: DEFAULT_DRAIN_CHECK_INTERVAL,
         }
     }
 }
@@ -144,9 +164,14 @@ pub struct IpvsDataplane<I, N, A> {
     hairpins: BTreeMap<Ipv4Addr, usize>,
     /// The dummy interface's index, known after a full sync.
     link: Option<u32>,
-    /// `net/ipv4/vs/conntrack` and `net/ipv4/ip_forward` under `options.sysctl_root`, opened
-    /// when built: they stay the building thread's namespace's.
-    sysctls: [SysctlFile; 2],
+    /// The sysctls under `options.sysctl_root`, opened when built: they stay the building
+    /// thread's namespace's.
+    sysctls: IpvsSysctls,
+    /// TCP real servers at weight 0 waiting for their connections to end.
+    draining: Draining,
+    /// When the draining real servers are checked next (set by the first
+    /// [`Dataplane::maintain`] that finds the queue non-empty).
+    next_check: Option<Instant>,
 }
 
 impl IpvsDataplane<IpvsSocket, NftSocket, RtnlServiceAddresses> {
@@ -168,8 +193,7 @@ where
     A: ServiceAddressApi,
 {
     pub fn new(ipvs: I, nft: N, addresses: A, options: IpvsDataplaneOptions) -> Self {
-        let sysctls = ["net/ipv4/vs/conntrack", "net/ipv4/ip_forward"]
-            .map(|name| SysctlFile::open(options.sysctl_root.join(name)));
+        let sysctls = IpvsSysctls::open(&options.sysctl_root, options.strict_arp);
         Self {
             ipvs,
             nft,
@@ -178,6 +202,8 @@ where
             hairpins: BTreeMap::new(),
             link: None,
             sysctls,
+            draining: Draining::default(),
+            next_check: None,
         }
     }
 
@@ -193,26 +219,76 @@ where
         &self.addresses
     }
 
-    /// Sets `net.ipv4.vs.conntrack=1` (IPVS keeps conntrack entries, so nf_tables NAT and
-    /// masquerade apply to its connections) and `net.ipv4.ip_forward=1`, in the namespace the
-    /// dataplane was built in.
-    fn write_sysctls(&self) -> Result<(), IpvsModeError> {
-        for (sysctl, missing_means_no_ipvs) in [(&self.sysctls[0], true), (&self.sysctls[1], false)]
-        {
-            sysctl.ensure("1").map_err(|source| {
-                let path = sysctl.path().to_path_buf();
-                if missing_means_no_ipvs && source.kind() == io::ErrorKind::NotFound {
-                    IpvsModeError::SysctlMissing { path, source }
-                } else {
-                    IpvsModeError::Sysctl { path, source }
-                }
-            })?;
+    /// The TCP real servers draining at weight 0.
+    pub fn draining(&self) -> &Draining {
+        &self.draining
+    }
+
+    /// Plans `actions` gracefully and applies them; the queue changes only when the kernel
+    /// took them all (a failure makes the next sync full, which rebuilds it from the listing).
+    fn apply_gracefully(
+        &mut self,
+        actions: Vec<IpvsAction>,
+        desired: &BTreeMap<ServiceKey, DesiredService>,
+        connections: &BTreeMap<RealServer, Connections>,
+    ) -> Result<usize, IpvsModeError> {
+        let GracefulPlan { actions, draining } =
+            drain_removals(actions, desired, &self.draining, connections);
+        self.ipvs.apply(&actions)?;
+        self.draining = draining;
+        Ok(actions.len())
+    }
+
+    /// Every virtual service with its destinations, and the destinations' counters.
+    #[allow(
+        clippy::type_complexity,
+        reason = "a listing and its counters, used once"
+    )]
+    fn list_counted(
+        &self,
+    ) -> Result<
+        (
+            Vec<(VirtualService, Vec<Destination>)>,
+            BTreeMap<RealServer, Connections>,
+        ),
+        IpvsError,
+    > {
+        let mut listed = Vec::new();
+        let mut connections = BTreeMap::new();
+        for service in self.ipvs.list_services()? {
+            let dests = self.ipvs.list_destinations_counted(&service.key)?;
+            connections.extend(
+                dests
+                    .iter()
+                    .map(|(d, c)| (RealServer::new(service.key, d), *c)),
+            );
+            listed.push((service, dests.into_iter().map(|(d, _)| d).collect()));
         }
-        Ok(())
+        Ok((listed, connections))
+    }
+
+    /// The periodic check: deletes the draining real servers whose connections have ended.
+    /// Returns the real servers deleted.
+    pub fn check_draining(&mut self) -> Result<usize, IpvsModeError> {
+        let mut listed = BTreeMap::new();
+        for service in self.draining.services() {
+            listed.insert(service, self.ipvs.list_destinations_counted(&service)?);
+        }
+        let GracefulPlan { actions, draining } = plan_drained(&self.draining, &listed);
+        self.ipvs.apply(&actions)?;
+        if !actions.is_empty() || draining.len() != self.draining.len() {
+            tracing::debug!(
+                deleted = actions.len(),
+                draining = draining.len(),
+                "ipvs: drained real servers checked"
+            );
+        }
+        self.draining = draining;
+        Ok(actions.len())
     }
 
     fn full_sync(&mut self, rules: &RuleSet) -> Result<usize, IpvsModeError> {
-        self.write_sysctls()?;
+        self.sysctls.ensure()?;
         let mut objects = 0;
         let index = self
             .addresses
@@ -230,8 +306,10 @@ where
                 .map_err(addresses_error(format!("adding {ip}")))?;
         }
         let desired = desired_services(rules, &self.options.ipvs);
-        let actions = plan_changes(&desired, &self.ipvs.list_all()?, &self.options.ipvs.exclude);
-        self.ipvs.apply(&actions)?;
+        let (listed, connections) = self.list_counted()?;
+        self.draining.retain_listed(&connections);
+        let actions = plan_changes(&desired, &listed, &self.options.ipvs.exclude);
+        let applied = self.apply_gracefully(actions, &desired, &connections)?;
         for ip in &del {
             self.addresses
                 .del_address(index, *ip)
@@ -240,7 +318,7 @@ where
         self.hairpins = hairpin_counts(rules);
         let batch = full_batch(rules, &self.hairpins, self.options.masquerade_bit);
         self.nft.apply(&batch)?;
-        objects += add.len() + del.len() + actions.len() + batch.len();
+        objects += add.len() + del.len() + applied + batch.len();
         Ok(objects)
     }
 
@@ -293,8 +371,16 @@ where
             })
             .collect();
         let actions = plan_changes(&desired, &listed, &[]);
-        self.ipvs.apply(&actions)?;
-        objects += actions.len();
+        let mut connections = BTreeMap::new();
+        for service in services_to_count(&actions, &self.draining) {
+            connections.extend(
+                self.ipvs
+                    .list_destinations_counted(&service)?
+                    .iter()
+                    .map(|(d, c)| (RealServer::new(service, d), *c)),
+            );
+        }
+        objects += self.apply_gracefully(actions, &desired, &connections)?;
         stale_addresses.sort();
         stale_addresses.dedup();
         for ip in &stale_addresses {
@@ -315,6 +401,8 @@ where
         let listed = self.ipvs.list_all()?;
         let actions = plan_changes(&BTreeMap::new(), &listed, &self.options.ipvs.exclude);
         self.ipvs.apply(&actions)?;
+        self.draining = Draining::default();
+        self.next_check = None;
         if self.nft.list_tables(FAMILY)?.iter().any(|t| t == TABLE) {
             let mut batch = Batch::new();
             batch.delete_table(FAMILY, TABLE);
@@ -379,5 +467,35 @@ where
     fn cleanup(&mut self) -> Result<(), DataplaneError> {
         self.cleanup_all()
             .map_err(|e| DataplaneError::mode(MODE, e))
+    }
+
+    /// Schedules a check of the draining real servers one interval after the queue became
+    /// non-empty, and runs it when due (then again every interval while any remain).
+    fn maintain(&mut self, now: Instant) -> Result<usize, DataplaneError> {
+        if self.draining.is_empty() {
+            self.next_check = None;
+            return Ok(0);
+        }
+        let interval = self.options.drain_check_interval;
+        match self.next_check {
+            Some(at) if now >= at => {}
+            Some(_) => return Ok(0),
+            None => {
+                self.next_check = Some(now + interval);
+                return Ok(0);
+            }
+        }
+        self.next_check = Some(now + interval);
+        let deleted = self
+            .check_draining()
+            .map_err(|e| DataplaneError::mode(MODE, e))?;
+        if self.draining.is_empty() {
+            self.next_check = None;
+        }
+        Ok(deleted)
+    }
+
+    fn next_maintenance(&self) -> Option<Instant> {
+        self.next_check
     }
 }

@@ -22,25 +22,54 @@ use crate::model::{
 };
 use crate::nft::{MemoryNft, NftApi};
 
-type Memory = IpvsDataplane<MemoryIpvs, MemoryNft, MemoryServiceAddresses>;
+pub(super) type Memory = IpvsDataplane<MemoryIpvs, MemoryNft, MemoryServiceAddresses>;
 
-/// A throwaway `/proc/sys` lookalike with the two sysctls at 0; removed on drop.
-struct SysctlDir(PathBuf);
+/// The sysctls the mode may write, in a throwaway `/proc/sys` lookalike.
+pub(super) const SYSCTLS: [&str; 7] = [
+    "net/ipv4/vs/conntrack",
+    "net/ipv4/vs/conn_reuse_mode",
+    "net/ipv4/vs/expire_nodest_conn",
+    "net/ipv4/vs/expire_quiescent_template",
+    "net/ipv4/ip_forward",
+    "net/ipv4/conf/all/arp_ignore",
+    "net/ipv4/conf/all/arp_announce",
+];
+
+/// A throwaway `/proc/sys` lookalike with the sysctls at the kernel's defaults (0, except
+/// `conn_reuse_mode` 1), `vs/` only `with_ipvs`, `kernel/osrelease` only with a `release`;
+/// removed on drop.
+pub(super) struct SysctlDir(pub(super) PathBuf);
 
 impl SysctlDir {
-    fn new(name: &str, with_ipvs: bool) -> Self {
+    pub(super) fn new(name: &str, with_ipvs: bool) -> Self {
+        Self::with_release(name, with_ipvs, None)
+    }
+
+    pub(super) fn with_release(name: &str, with_ipvs: bool, release: Option<&str>) -> Self {
         let root =
             std::env::temp_dir().join(format!("kwk-ipvs-sysctl-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(root.join("net/ipv4/vs")).expect("mkdir");
-        if with_ipvs {
-            std::fs::write(root.join("net/ipv4/vs/conntrack"), "0\n").expect("write");
+        for sysctl in SYSCTLS {
+            if !with_ipvs && sysctl.contains("/vs/") {
+                continue;
+            }
+            let path = root.join(sysctl);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            let default = if sysctl.ends_with("conn_reuse_mode") {
+                "1\n"
+            } else {
+                "0\n"
+            };
+            std::fs::write(path, default).expect("write");
         }
-        std::fs::write(root.join("net/ipv4/ip_forward"), "0\n").expect("write");
+        if let Some(release) = release {
+            std::fs::create_dir_all(root.join("kernel")).expect("mkdir");
+            std::fs::write(root.join("kernel/osrelease"), format!("{release}\n")).expect("write");
+        }
         Self(root)
     }
 
-    fn read(&self, name: &str) -> String {
+    pub(super) fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.0.join(name))
             .expect("read")
             .trim()
@@ -54,7 +83,7 @@ impl Drop for SysctlDir {
     }
 }
 
-fn dataplane(sysctl: &SysctlDir, scheduler: Scheduler) -> Memory {
+pub(super) fn dataplane(sysctl: &SysctlDir, scheduler: Scheduler) -> Memory {
     IpvsDataplane::new(
         MemoryIpvs::default(),
         MemoryNft::new(),
@@ -71,11 +100,11 @@ fn dataplane(sysctl: &SysctlDir, scheduler: Scheduler) -> Memory {
     )
 }
 
-fn ip(s: &str) -> IpAddr {
+pub(super) fn ip(s: &str) -> IpAddr {
     s.parse().expect("ip")
 }
 
-fn backends(list: &[&str]) -> Target {
+pub(super) fn backends(list: &[&str]) -> Target {
     if list.is_empty() {
         return Target::Reject;
     }
@@ -91,7 +120,7 @@ fn backends(list: &[&str]) -> Target {
     )
 }
 
-fn add(
+pub(super) fn add(
     rules: &mut RuleSet,
     addr: &str,
     port: u16,
@@ -120,7 +149,7 @@ fn add(
 
 /// A sequence of rule sets exercising adds, removals, endpoint changes, policy changes, a
 /// Service losing and regaining endpoints, and IPv6.
-fn steps() -> Vec<RuleSet> {
+pub(super) fn steps() -> Vec<RuleSet> {
     use FrontEndKind::*;
     use Masquerade::*;
     let mut base = RuleSet {
@@ -216,14 +245,14 @@ fn steps() -> Vec<RuleSet> {
 
 /// Everything the kernel holds for the mode, comparable.
 #[derive(Debug, PartialEq, Eq)]
-struct KernelState {
-    services: Vec<(VirtualService, BTreeSet<Destination>)>,
+pub(super) struct KernelState {
+    pub(super) services: Vec<(VirtualService, BTreeSet<Destination>)>,
     addresses: BTreeSet<IpAddr>,
     link: bool,
     sets: Vec<(String, BTreeSet<Vec<u8>>)>,
 }
 
-fn kernel_state(dp: &Memory) -> KernelState {
+pub(super) fn kernel_state(dp: &Memory) -> KernelState {
     let services = dp
         .ipvs()
         .list_all()
@@ -270,7 +299,7 @@ fn set_len(state: &KernelState, set: &str) -> usize {
         .unwrap_or(0)
 }
 
-fn key(addr: &str, port: u16) -> ServiceKey {
+pub(super) fn key(addr: &str, port: u16) -> ServiceKey {
     ServiceKey {
         addr: ip(addr),
         protocol: Protocol::Tcp,
@@ -280,12 +309,45 @@ fn key(addr: &str, port: u16) -> ServiceKey {
 
 #[test]
 fn incremental_syncs_reach_the_state_of_full_syncs() {
-    let (sa, sb) = (SysctlDir::new("inc-a", true), SysctlDir::new("inc-b", true));
-    let mut incremental = dataplane(&sa, Scheduler::RoundRobin);
-    let mut full = dataplane(&sb, Scheduler::RoundRobin);
+    // Idle real servers are deleted at once; busy ones drain at weight 0 (both ways alike).
+    for busy in [false, true] {
+        let (sa, sb) = (
+            SysctlDir::new(&format!("inc-a-{busy}"), true),
+            SysctlDir::new(&format!("inc-b-{busy}"), true),
+        );
+        let mut incremental = dataplane(&sa, Scheduler::RoundRobin);
+        let mut full = dataplane(&sb, Scheduler::RoundRobin);
+        let drained = converge(&mut incremental, &mut full, busy);
+        assert_eq!(drained, busy, "busy {busy}: some real server drained");
+    }
+    spot_checks();
+}
+
+/// Marks every destination of `dp` as holding an established connection.
+pub(super) fn mark_all_busy(dp: &Memory) {
+    for (svc, dests) in dp.ipvs().list_all().expect("list") {
+        for d in dests {
+            let busy = super::Connections {
+                active: 1,
+                ..super::Connections::default()
+            };
+            assert!(dp.ipvs().set_connections(&svc.key, d.key(), busy));
+        }
+    }
+}
+
+/// Runs [`steps`] incrementally on one dataplane and fully on the other, comparing the
+/// kernels after each; `busy` marks every destination busy before each step. Whether any real
+/// server drained along the way.
+fn converge(incremental: &mut Memory, full: &mut Memory, busy: bool) -> bool {
     let steps = steps();
+    let mut drained = false;
     let mut previous: Option<&RuleSet> = None;
     for (i, rules) in steps.iter().enumerate() {
+        if busy {
+            mark_all_busy(incremental);
+            mark_all_busy(full);
+        }
         let change = previous.map(|p| diff(p, rules));
         let report = incremental
             .sync(rules, change.as_ref())
@@ -298,10 +360,21 @@ fn incremental_syncs_reach_the_state_of_full_syncs() {
         );
         assert!(!report.repaired, "step {i}");
         full.sync(rules, None).expect("full");
-        assert_eq!(kernel_state(&incremental), kernel_state(&full), "step {i}");
+        assert_eq!(
+            kernel_state(incremental),
+            kernel_state(full),
+            "step {i}, busy {busy}"
+        );
+        assert_eq!(incremental.draining(), full.draining(), "step {i}");
+        drained |= !incremental.draining().is_empty();
         previous = Some(rules);
     }
-    // Spot checks of what the sequence should have produced along the way.
+    drained
+}
+
+/// What the sequence should produce along the way.
+fn spot_checks() {
+    let steps = steps();
     let probe_sysctl = SysctlDir::new("inc-probe", true);
     let mut probe = dataplane(&probe_sysctl, Scheduler::RoundRobin);
     probe.sync(&steps[1], None).expect("sync");
@@ -425,11 +498,42 @@ fn front_ends_without_endpoints_are_rejected_not_dropped() {
 
 #[test]
 fn sysctls_are_set_and_a_missing_ipvs_sysctl_fails_clearly() {
-    let s = SysctlDir::new("sysctl", true);
-    let mut dp = dataplane(&s, Scheduler::RoundRobin);
-    dp.sync(&RuleSet::default(), None).expect("sync");
-    assert_eq!(s.read("net/ipv4/vs/conntrack"), "1");
-    assert_eq!(s.read("net/ipv4/ip_forward"), "1");
+    // (kernel release, strictARP) → the value of each of SYSCTLS after a sync (the defaults
+    // where the mode leaves one alone).
+    let cases: [(Option<&str>, bool, [&str; 7]); 4] = [
+        (None, false, ["1", "1", "1", "1", "1", "0", "0"]),
+        (
+            Some("6.1.0-18-amd64"),
+            false,
+            ["1", "1", "1", "1", "1", "0", "0"],
+        ),
+        (
+            Some("5.4.0-150-generic"),
+            false,
+            ["1", "0", "1", "1", "1", "0", "0"],
+        ),
+        (
+            Some("6.1.0-18-amd64"),
+            true,
+            ["1", "1", "1", "1", "1", "1", "2"],
+        ),
+    ];
+    for (i, (release, strict_arp, want)) in cases.into_iter().enumerate() {
+        let s = SysctlDir::with_release(&format!("sysctl-{i}"), true, release);
+        let mut dp = IpvsDataplane::new(
+            MemoryIpvs::default(),
+            MemoryNft::new(),
+            MemoryServiceAddresses::default(),
+            IpvsDataplaneOptions {
+                sysctl_root: s.0.clone(),
+                strict_arp,
+                ..IpvsDataplaneOptions::default()
+            },
+        );
+        dp.sync(&RuleSet::default(), None).expect("sync");
+        let got = SYSCTLS.map(|name| s.read(name));
+        assert_eq!(got, want, "release {release:?}, strictARP {strict_arp}");
+    }
 
     let missing = SysctlDir::new("sysctl-missing", false);
     let mut dp = dataplane(&missing, Scheduler::RoundRobin);

@@ -1,5 +1,5 @@
-//! [`MemoryIpvs`]: an in-memory IPVS table with the kernel's refusals (EEXIST, ESRCH, ENOENT),
-//! for tests of callers and of the planner's round trip.
+//! [`MemoryIpvs`]: an in-memory IPVS table with the kernel's refusals (EEXIST, ESRCH, ENOENT)
+//! and settable connection counters, for tests of callers and of the planner's round trip.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -9,16 +9,24 @@ use std::sync::Mutex;
 use super::error::IpvsError;
 use super::plan::IpvsAction;
 use super::socket::IpvsApi;
-use super::{Destination, ServiceKey, VirtualService};
+use super::{Connections, Destination, ServiceKey, VirtualService};
 
 const ENOENT: i32 = 2;
 const ESRCH: i32 = 3;
 const EEXIST: i32 = 17;
 
-type Table = BTreeMap<ServiceKey, (VirtualService, BTreeMap<(IpAddr, u16), Destination>)>;
+type Table = BTreeMap<
+    ServiceKey,
+    (
+        VirtualService,
+        BTreeMap<(IpAddr, u16), (Destination, Connections)>,
+    ),
+>;
 
 /// Virtual services and destinations in memory. Like the kernel, each action applies on its
-/// own: the first refused one stops `apply`, earlier ones stay applied.
+/// own: the first refused one stops `apply`, earlier ones stay applied; a new destination has
+/// no connections, a changed one keeps its counters ([`MemoryIpvs::set_connections`] sets
+/// them, standing in for traffic).
 #[derive(Debug, Default)]
 pub struct MemoryIpvs {
     table: Mutex<Table>,
@@ -33,6 +41,24 @@ fn refused(action: &IpvsAction, errno: i32) -> IpvsError {
 }
 
 impl MemoryIpvs {
+    /// Sets the connection counters of destination `dest` (address, port) of service `key`;
+    /// `false` when there is no such destination.
+    pub fn set_connections(
+        &self,
+        key: &ServiceKey,
+        dest: (IpAddr, u16),
+        connections: Connections,
+    ) -> bool {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        match table.get_mut(key).and_then(|(_, d)| d.get_mut(&dest)) {
+            Some(entry) => {
+                entry.1 = connections;
+                true
+            }
+            None => false,
+        }
+    }
+
     fn apply_one(table: &mut Table, action: &IpvsAction) -> Result<(), i32> {
         match action {
             IpvsAction::NewService(s) => {
@@ -50,15 +76,16 @@ impl MemoryIpvs {
                 if dests.contains_key(&d.key()) {
                     return Err(EEXIST);
                 }
-                dests.insert(d.key(), *d);
+                dests.insert(d.key(), (*d, Connections::default()));
             }
             IpvsAction::SetDest(k, d) => {
-                *table
+                table
                     .get_mut(k)
                     .ok_or(ESRCH)?
                     .1
                     .get_mut(&d.key())
-                    .ok_or(ENOENT)? = *d;
+                    .ok_or(ENOENT)?
+                    .0 = *d;
             }
             IpvsAction::DelDest(k, d) => {
                 table
@@ -79,7 +106,10 @@ impl IpvsApi for MemoryIpvs {
         Ok(table.values().map(|(s, _)| s.clone()).collect())
     }
 
-    fn list_destinations(&self, key: &ServiceKey) -> Result<Vec<Destination>, IpvsError> {
+    fn list_destinations_counted(
+        &self,
+        key: &ServiceKey,
+    ) -> Result<Vec<(Destination, Connections)>, IpvsError> {
         let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         Ok(table
             .get(key)

@@ -15,7 +15,9 @@
 //!   ones when the source is outside every cluster CIDR; `nat-postrouting` (srcnat)
 //!   masquerades marked and hairpin packets;
 //! - `filter-input` (filter) and `filter-output` (before IPVS's LOCAL_OUT hook at -99) jump to
-//!   `no-endpoints`, which rejects or drops by the two front-end sets.
+//!   `no-endpoints` for new connections (`ct state new`, as upstream's nftables mode), which
+//!   rejects or drops by the two front-end sets; established connections pass, so one to a
+//!   draining real server outlives its Service's last endpoint.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -23,7 +25,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::model::{Cidr, FrontEnd, FrontEndKey, Masquerade, Protocol, RuleSet, Target};
 use crate::nft::{
     Batch, Chain, ChainType, Datum, Element, Expr, Family, Hook, KeyType, NatFlags, Policy, Reg,
-    Reject, SetSpec, load_daddr_proto_dport, match_mark, priority, set_mark_bits,
+    Reject, SetSpec, ct_state, load_daddr_proto_dport, match_ct_state, match_mark, priority,
+    set_mark_bits,
 };
 
 /// The table's name (family `ip`).
@@ -190,7 +193,15 @@ pub fn full_batch(rules: &RuleSet, hairpins: &BTreeMap<Ipv4Addr, usize>, mark_bi
             TABLE,
             &Chain::base(name, kind, hook, prio, Policy::Accept),
         );
-        b.add_rule(FAMILY, TABLE, name, &[Expr::jump(target)]);
+        // Only new connections are refused: one established through a real server that is
+        // draining (graceful termination) outlives its Service's last endpoint. (NAT chains
+        // see only a connection's first packet anyway.)
+        let mut jump = match kind {
+            ChainType::Filter => match_ct_state(ct_state::NEW).to_vec(),
+            _ => Vec::new(),
+        };
+        jump.push(Expr::jump(target));
+        b.add_rule(FAMILY, TABLE, name, &jump);
     }
     b.add_chain(
         FAMILY,

@@ -6,21 +6,28 @@
 //! - the data: [`VirtualService`] (address, protocol, port, scheduler, persistence) and
 //!   [`Destination`] (real server, weight, masquerade forwarding);
 //! - [`plan`]: [`desired_services`] and [`plan_changes`] → [`IpvsAction`]s, table-tested;
+//! - [`graceful`]: graceful termination, a removed TCP real server drains at weight 0 until
+//!   its connections end ([`graceful::drain_removals`], [`graceful::plan_drained`]);
 //! - `wire`: the byte encodings, tested byte for byte (this kernel has no `ip_vs`);
 //! - [`IpvsSocket`]: the executor over `NETLINK_GENERIC`, behind [`IpvsApi`]; [`MemoryIpvs`]
 //!   is an in-memory [`IpvsApi`] with the kernel's refusals;
 //! - the mode itself: [`IpvsDataplane`] ([`mod@dataplane`]), with the `kube-ipvs0` dummy
-//!   interface ([`addresses`]) and the `ip kwk-ipvs` nf_tables table ([`filter`]).
+//!   interface ([`addresses`]), the `ip kwk-ipvs` nf_tables table ([`filter`]) and the
+//!   sysctls upstream sets (`sysctls`).
 
 pub mod addresses;
 pub mod dataplane;
+#[cfg(test)]
+mod dataplane_graceful_tests;
 #[cfg(test)]
 mod dataplane_tests;
 mod error;
 mod fake;
 pub mod filter;
+pub mod graceful;
 pub mod plan;
 mod socket;
+mod sysctls;
 mod wire;
 
 use std::net::IpAddr;
@@ -31,6 +38,7 @@ pub use addresses::{
 pub use dataplane::{IpvsDataplane, IpvsDataplaneOptions, IpvsModeError};
 pub use error::IpvsError;
 pub use fake::MemoryIpvs;
+pub use graceful::{Draining, RealServer};
 pub use plan::{
     DesiredService, IpvsAction, IpvsOptions, desired_service, desired_services, plan_changes,
 };
@@ -172,5 +180,23 @@ pub struct Destination {
 impl Destination {
     pub fn key(&self) -> (IpAddr, u16) {
         (self.addr, self.port)
+    }
+}
+
+/// A destination's connection counters, as a `GET_DEST` dump reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Connections {
+    /// `IPVS_DEST_ATTR_ACTIVE_CONNS`: connections in the TCP ESTABLISHED state.
+    pub active: u32,
+    /// `IPVS_DEST_ATTR_INACT_CONNS`: every other connection entry (closing, TIME_WAIT, UDP).
+    pub inactive: u32,
+    /// `IPVS_DEST_ATTR_PERSIST_CONNS`: persistence templates (session affinity).
+    pub persistent: u32,
+}
+
+impl Connections {
+    /// No connection entry left (templates aside, as upstream): the destination may go.
+    pub fn is_idle(&self) -> bool {
+        self.active == 0 && self.inactive == 0
     }
 }

@@ -1,5 +1,5 @@
 //! The IPVS executor over `NETLINK_GENERIC`: resolves the family id by name, lists virtual
-//! services and their destinations, and applies [`IpvsAction`]s (many per datagram, one ACK
+//! services and their destinations (with connection counters), and applies [`IpvsAction`]s (many per datagram, one ACK
 //! each; the first refusal is reported, named).
 
 use std::io;
@@ -12,7 +12,7 @@ use super::wire::{
     self, GENL_HDRLEN, IPVS_CMD_DEL_DEST, IPVS_CMD_NEW_DEST, IPVS_CMD_NEW_SERVICE,
     IPVS_CMD_SET_DEST, IPVS_CMD_SET_SERVICE, IPVS_GENL_NAME,
 };
-use super::{Destination, ServiceKey, VirtualService};
+use super::{Connections, Destination, ServiceKey, VirtualService};
 use crate::netlink_socket::{ExchangeError, NlSocket};
 use crate::netlink_wire::Writer;
 
@@ -22,10 +22,22 @@ const ENOENT: i32 = 2;
 pub trait IpvsApi {
     /// Every (non-firewall-mark) virtual service.
     fn list_services(&self) -> Result<Vec<VirtualService>, IpvsError>;
-    /// The destinations of one virtual service.
-    fn list_destinations(&self, key: &ServiceKey) -> Result<Vec<Destination>, IpvsError>;
+    /// The destinations of one virtual service with their connection counters.
+    fn list_destinations_counted(
+        &self,
+        key: &ServiceKey,
+    ) -> Result<Vec<(Destination, Connections)>, IpvsError>;
     /// Applies `actions` in order.
     fn apply(&self, actions: &[IpvsAction]) -> Result<(), IpvsError>;
+
+    /// The destinations of one virtual service.
+    fn list_destinations(&self, key: &ServiceKey) -> Result<Vec<Destination>, IpvsError> {
+        Ok(self
+            .list_destinations_counted(key)?
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect())
+    }
 
     /// Every virtual service with its destinations, as [`super::plan_changes`] takes them.
     fn list_all(&self) -> Result<Vec<(VirtualService, Vec<Destination>)>, IpvsError> {
@@ -122,7 +134,10 @@ impl IpvsApi for IpvsSocket {
         Ok(out)
     }
 
-    fn list_destinations(&self, key: &ServiceKey) -> Result<Vec<Destination>, IpvsError> {
+    fn list_destinations_counted(
+        &self,
+        key: &ServiceKey,
+    ) -> Result<Vec<(Destination, Connections)>, IpvsError> {
         let replies = self
             .socket
             .dump(|w, seq| wire::encode_dump_dests(w, self.family_id, key, seq))

@@ -11,7 +11,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{Destination, Forward, ServiceKey, VirtualService};
+use super::{Connections, Destination, Forward, ServiceKey, VirtualService};
 use crate::model::{IpFamily, Protocol};
 use crate::netlink_wire::{
     Malformed, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, Writer, attrs, be16, be32, find_attr, ne16,
@@ -57,6 +57,9 @@ const IPVS_DEST_ATTR_FWD_METHOD: u16 = 3;
 const IPVS_DEST_ATTR_WEIGHT: u16 = 4;
 const IPVS_DEST_ATTR_U_THRESH: u16 = 5;
 const IPVS_DEST_ATTR_L_THRESH: u16 = 6;
+const IPVS_DEST_ATTR_ACTIVE_CONNS: u16 = 7;
+const IPVS_DEST_ATTR_INACT_CONNS: u16 = 8;
+const IPVS_DEST_ATTR_PERSIST_CONNS: u16 = 9;
 const IPVS_DEST_ATTR_ADDR_FAMILY: u16 = 11;
 
 const AF_INET: u16 = 2;
@@ -303,9 +306,13 @@ pub(crate) fn parse_service(data: &[u8]) -> Result<Option<VirtualService>, Malfo
     Ok(Some(out))
 }
 
-/// A dumped destination (payload after the genl header). `af_code` of the service applies
-/// when the kernel does not report the destination's own family.
-pub(crate) fn parse_dest(data: &[u8], service_family: IpFamily) -> Result<Destination, Malformed> {
+/// A dumped destination (payload after the genl header) with its connection counters (zero
+/// when absent). The service's family applies when the kernel does not report the
+/// destination's own.
+pub(crate) fn parse_dest(
+    data: &[u8],
+    service_family: IpFamily,
+) -> Result<(Destination, Connections), Malformed> {
     let d = find_attr(data, IPVS_CMD_ATTR_DEST).ok_or(Malformed("no IPVS destination"))?;
     let af_code = find_attr(d, IPVS_DEST_ATTR_ADDR_FAMILY)
         .and_then(ne16)
@@ -316,18 +323,19 @@ pub(crate) fn parse_dest(data: &[u8], service_family: IpFamily) -> Result<Destin
     let port = find_attr(d, IPVS_DEST_ATTR_PORT)
         .and_then(be16)
         .ok_or(Malformed("IPVS destination without port"))?;
-    Ok(Destination {
+    let u32_attr = |ty| find_attr(d, ty).and_then(ne32).unwrap_or(0);
+    let dest = Destination {
         addr,
         port,
-        weight: find_attr(d, IPVS_DEST_ATTR_WEIGHT)
-            .and_then(ne32)
-            .unwrap_or(0),
-        forward: Forward::from_code(
-            find_attr(d, IPVS_DEST_ATTR_FWD_METHOD)
-                .and_then(ne32)
-                .unwrap_or(0),
-        ),
-    })
+        weight: u32_attr(IPVS_DEST_ATTR_WEIGHT),
+        forward: Forward::from_code(u32_attr(IPVS_DEST_ATTR_FWD_METHOD)),
+    };
+    let connections = Connections {
+        active: u32_attr(IPVS_DEST_ATTR_ACTIVE_CONNS),
+        inactive: u32_attr(IPVS_DEST_ATTR_INACT_CONNS),
+        persistent: u32_attr(IPVS_DEST_ATTR_PERSIST_CONNS),
+    };
+    Ok((dest, connections))
 }
 
 #[cfg(test)]

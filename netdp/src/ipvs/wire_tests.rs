@@ -8,7 +8,7 @@
 //! host-order fields are written for a little-endian host (the only target here).
 
 use super::*;
-use crate::ipvs::{SVC_F_HASHED, SVC_F_PERSISTENT, Scheduler};
+use crate::ipvs::{Connections, SVC_F_HASHED, SVC_F_PERSISTENT, Scheduler};
 use crate::netlink_wire::{NLA_F_NESTED, messages};
 
 const FAMILY: u16 = 0x24;
@@ -195,10 +195,67 @@ fn dumped_service_and_destination_parse_back() {
     w.u16_be(2, 5353);
     w.u32_ne(3, 0);
     w.u32_ne(4, 1);
-    w.u32_ne(7, 3); // active connections, ignored
+    w.u32_ne(7, 3);
     w.u16_ne(11, 2);
     w.end_nested(n);
-    assert_eq!(parse_dest(&w.buf, IpFamily::V4), Ok(dest()));
+    let counted = Connections {
+        active: 3,
+        ..Connections::default()
+    };
+    assert_eq!(parse_dest(&w.buf, IpFamily::V4), Ok((dest(), counted)));
+}
+
+/// A destination as Debian 12's kernel (6.1) dumps it (`ip_vs_genl_fill_dest`: ADDR, PORT,
+/// FWD_METHOD, WEIGHT, TUN_TYPE, TUN_PORT, TUN_FLAGS, U_THRESH, L_THRESH, ACTIVE_CONNS,
+/// INACT_CONNS, PERSIST_CONNS, ADDR_FAMILY, then the STATS nest, shortened here to one counter):
+/// a draining real server, weight 0, with one established and two closing connections and
+/// three persistence templates.
+#[test]
+fn dumped_destination_connection_counters_are_read_byte_exactly() {
+    let mut payload: Vec<u8> = vec![132, 0, 0x02, 0x80]; // IPVS_CMD_ATTR_DEST | NLA_F_NESTED
+    payload.extend_from_slice(&[
+        20, 0, 1, 0, 10, 244, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]);
+    payload.extend_from_slice(&[6, 0, 2, 0, 0x1f, 0x90, 0, 0]); // PORT 8080 (be16)
+    payload.extend_from_slice(&[8, 0, 3, 0, 0, 0, 0, 0]); // FWD_METHOD MASQ
+    payload.extend_from_slice(&[8, 0, 4, 0, 0, 0, 0, 0]); // WEIGHT 0
+    payload.extend_from_slice(&[5, 0, 13, 0, 0, 0, 0, 0]); // TUN_TYPE (u8), padded
+    payload.extend_from_slice(&[6, 0, 14, 0, 0, 0, 0, 0]); // TUN_PORT
+    payload.extend_from_slice(&[6, 0, 15, 0, 0, 0, 0, 0]); // TUN_FLAGS
+    payload.extend_from_slice(&[8, 0, 5, 0, 0, 0, 0, 0]); // U_THRESH
+    payload.extend_from_slice(&[8, 0, 6, 0, 0, 0, 0, 0]); // L_THRESH
+    payload.extend_from_slice(&[8, 0, 7, 0, 1, 0, 0, 0]); // ACTIVE_CONNS 1
+    payload.extend_from_slice(&[8, 0, 8, 0, 2, 0, 0, 0]); // INACT_CONNS 2
+    payload.extend_from_slice(&[8, 0, 9, 0, 3, 0, 0, 0]); // PERSIST_CONNS 3
+    payload.extend_from_slice(&[6, 0, 11, 0, 2, 0, 0, 0]); // ADDR_FAMILY AF_INET
+    payload.extend_from_slice(&[12, 0, 10, 0x80, 8, 0, 1, 0, 9, 0, 0, 0]); // STATS { CONNS 9 }
+    let (dest, connections) = parse_dest(&payload, IpFamily::V4).expect("parses");
+    assert_eq!(
+        dest,
+        Destination {
+            addr: "10.244.1.2".parse().expect("ip"),
+            port: 8080,
+            weight: 0,
+            forward: Forward::Masquerade,
+        }
+    );
+    assert_eq!(
+        connections,
+        Connections {
+            active: 1,
+            inactive: 2,
+            persistent: 3,
+        }
+    );
+    assert!(!connections.is_idle());
+    assert!(
+        Connections {
+            persistent: 3,
+            ..Connections::default()
+        }
+        .is_idle(),
+        "templates alone do not hold a real server (upstream counts active + inactive)"
+    );
 }
 
 #[test]

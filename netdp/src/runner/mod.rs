@@ -3,7 +3,8 @@
 //! bounded-frequency runner with `minSyncPeriod` / `syncPeriod`), brings the rule set up to date,
 //! hands the difference to the [`Dataplane`] (the whole rule set after a failure or a node
 //! change), and tells [`SyncObserver`]s (conntrack cleanup, health checks) what changed once it
-//! is in the kernel.
+//! is in the kernel. Between syncs the same thread runs the dataplane's own due work
+//! ([`Dataplane::maintain`]: the IPVS mode deletes drained real servers).
 
 mod conntrack;
 pub mod schedule;
@@ -61,6 +62,8 @@ pub struct ProxyRunner {
     schedule: Schedule,
     observers: Vec<Box<dyn SyncObserver>>,
     lists_done: bool,
+    /// When the dataplane has work due next ([`Dataplane::next_maintenance`]).
+    maintenance_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for ProxyRunner {
@@ -70,6 +73,7 @@ impl std::fmt::Debug for ProxyRunner {
             .field("schedule", &self.schedule)
             .field("observers", &self.observers.len())
             .field("lists_done", &self.lists_done)
+            .field("maintenance_at", &self.maintenance_at)
             .finish_non_exhaustive()
     }
 }
@@ -82,6 +86,7 @@ impl ProxyRunner {
             schedule: Schedule::new(periods),
             observers: Vec::new(),
             lists_done: false,
+            maintenance_at: None,
         }
     }
 
@@ -155,7 +160,34 @@ impl ProxyRunner {
             self.state.synced();
         }
         self.schedule.finished(started, full, ok);
+        if ok {
+            self.maintain(Instant::now());
+        }
         SyncOutcome { full, took, result }
+    }
+
+    /// Runs the dataplane's work due at `now` and notes when it has more; a failure is
+    /// logged (the dataplane says when to try again).
+    pub fn maintain(&mut self, now: Instant) {
+        match self.dataplane.maintain(now) {
+            Ok(0) => {}
+            Ok(objects) => tracing::debug!(
+                mode = self.dataplane.mode(),
+                objects,
+                "proxy dataplane maintenance"
+            ),
+            Err(error) => tracing::warn!(
+                mode = self.dataplane.mode(),
+                %error,
+                "proxy dataplane maintenance failed"
+            ),
+        }
+        self.maintenance_at = self.dataplane.next_maintenance();
+    }
+
+    /// When the dataplane has work due next.
+    pub fn maintenance_at(&self) -> Option<Instant> {
+        self.maintenance_at
     }
 
     /// Runs until [`ProxyEvent::Shutdown`] or until every sender is gone. Syncs only once the
@@ -174,13 +206,20 @@ impl ProxyRunner {
                     Err(TryRecvError::Disconnected) => return,
                 }
             }
+            let now = Instant::now();
+            if self.maintenance_at.is_some_and(|at| now >= at) {
+                self.maintain(now);
+            }
             let wait = if self.lists_done {
-                match self.schedule.next(Instant::now()) {
+                match self.schedule.next(now) {
                     Next::Sync { full } => {
                         self.sync(full);
                         continue;
                     }
-                    Next::WaitUntil(at) => Some(at.saturating_duration_since(Instant::now())),
+                    Next::WaitUntil(at) => {
+                        let at = self.maintenance_at.map_or(at, |m| m.min(at));
+                        Some(at.saturating_duration_since(Instant::now()))
+                    }
                 }
             } else {
                 None
