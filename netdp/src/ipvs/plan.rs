@@ -8,8 +8,8 @@
 //! (node-local ones only under `externalTrafficPolicy: Local`), masqueraded, weight 1;
 //! `sessionAffinity: ClientIP` is persistence with the affinity timeout. Listed services
 //! that are not desired are deleted unless their address is in `exclude` (upstream's
-//! `--ipvs-exclude-cidrs`). Not done: upstream's graceful termination (weight 0 until the
-//! destination's connections drain); a removed destination is deleted at once.
+//! `--ipvs-exclude-cidrs`). A destination no longer wanted is planned as a deletion;
+//! [`super::graceful`] turns the deletion of a busy TCP one into draining at weight 0.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -1,5 +1,6 @@
 //! The sync loop against a recording fake dataplane: what each sync is given (full or the
-//! difference), failure → full retry, observers, batching and shutdown of the thread.
+//! difference), failure → full retry, observers, batching and shutdown of the thread, and the
+//! dataplane's maintenance between syncs.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -20,6 +21,10 @@ struct Call {
 struct Fake {
     calls: Arc<Mutex<Vec<Call>>>,
     fail: Arc<AtomicBool>,
+    /// When `maintain` was called.
+    maintained: Arc<Mutex<Vec<Instant>>>,
+    /// With `Some(every)`: wants maintenance `every` after the last, three times in all.
+    maintain_every: Option<Duration>,
 }
 
 impl Dataplane for Fake {
@@ -51,6 +56,20 @@ impl Dataplane for Fake {
 
     fn cleanup(&mut self) -> Result<(), DataplaneError> {
         Ok(())
+    }
+
+    fn maintain(&mut self, now: Instant) -> Result<usize, DataplaneError> {
+        self.maintained.lock().unwrap().push(now);
+        Ok(0)
+    }
+
+    fn next_maintenance(&self) -> Option<Instant> {
+        let every = self.maintain_every?;
+        let done = self.maintained.lock().unwrap();
+        if done.len() >= 3 {
+            return None;
+        }
+        done.last().map(|at| *at + every)
     }
 }
 
@@ -284,4 +303,73 @@ fn udp_flows_to_a_removed_endpoint_are_deleted_after_the_sync() {
     r.record(udp_slice("10.244.2.2"));
     assert!(r.sync(false).result.is_ok());
     assert_eq!(table.flows(), vec![flow("10.244.2.2")]);
+}
+
+#[test]
+fn maintenance_follows_each_successful_sync_only() {
+    let (fake, removed) = (
+        Fake {
+            maintain_every: Some(Duration::from_secs(60)),
+            ..Fake::default()
+        },
+        Removed::default(),
+    );
+    let mut r = runner(&fake, &removed);
+    assert_eq!(r.maintenance_at(), None);
+    assert!(r.sync(false).result.is_ok());
+    let first = fake.maintained.lock().unwrap().clone();
+    assert_eq!(first.len(), 1, "maintained after the sync");
+    assert_eq!(r.maintenance_at(), Some(first[0] + Duration::from_secs(60)));
+    fake.fail.store(true, Ordering::SeqCst);
+    r.record(with_backend("10.244.2.1"));
+    assert!(r.sync(false).result.is_err());
+    assert_eq!(
+        fake.maintained.lock().unwrap().len(),
+        1,
+        "not after a failed sync"
+    );
+}
+
+#[test]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "polls a real thread; sleeps only between checks, asserts on what happened"
+)]
+fn the_thread_runs_due_maintenance_between_syncs() {
+    let fake = Fake {
+        maintain_every: Some(Duration::from_millis(20)),
+        ..Fake::default()
+    };
+    let r = ProxyRunner::new(
+        ProxyState::new(node(), options()),
+        Box::new(fake.clone()),
+        SyncPeriods::default(),
+    );
+    let (tx, rx) = mpsc::channel();
+    tx.send(ProxyEvent::InitialListsDone).unwrap();
+    let handle = r.spawn(rx).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fake.maintained.lock().unwrap().len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "maintenance never came due: {:?}",
+            fake.maintained.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    tx.send(ProxyEvent::Shutdown).unwrap();
+    handle.join().unwrap();
+    let maintained = fake.maintained.lock().unwrap().clone();
+    assert_eq!(
+        fake.calls.lock().unwrap().len(),
+        1,
+        "one sync (syncPeriod is 30 s): the rest ran between syncs"
+    );
+    assert_eq!(maintained.len(), 3, "{maintained:?}");
+    assert!(
+        maintained
+            .windows(2)
+            .all(|w| w[1] >= w[0] + Duration::from_millis(20)),
+        "never before it was due: {maintained:?}"
+    );
 }
