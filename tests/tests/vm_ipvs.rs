@@ -1,8 +1,10 @@
 //! The IPVS proxy mode end to end on a stock kernel with `ip_vs` (one VM boot): netdp's
 //! `ipvs_e2e` example runs in the guest, programs a ClusterIP Service with two backends, a
 //! NodePort and a Service without endpoints through `IpvsDataplane`, checks them with real
-//! connections between network namespaces, removes an endpoint with an incremental sync and
-//! cleans up; this test asserts the facts it prints.
+//! connections between network namespaces, removes an endpoint with an incremental sync,
+//! checks graceful termination (a long-lived connection survives its endpoint's removal, also
+//! the last one's; the real server drains at weight 0 and is deleted once the connection
+//! closes) and cleans up; this test asserts the facts it prints.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -72,6 +74,18 @@ echo "rc=$?"
     assert_eq!(fact("dummy_has_cluster_ip"), "true", "{}", context());
     assert_eq!(fact("dummy_has_node_ip"), "false", "{}", context());
     assert_eq!(fact("sysctl_vs_conntrack"), "1", "{}", context());
+    assert_eq!(fact("sysctl_vs_expire_nodest_conn"), "1", "{}", context());
+    assert_eq!(
+        fact("sysctl_vs_expire_quiescent_template"),
+        "1",
+        "{}",
+        context()
+    );
+    // Debian 12's 6.1 kernel: conn_reuse_mode is left at the kernel's default (upstream sets
+    // 0 only before 5.9).
+    if fact("kernel_release").starts_with("6.") {
+        assert_eq!(fact("sysctl_vs_conn_reuse_mode"), "1", "{}", context());
+    }
     // Both backends through the ClusterIP; a pod client keeps its address (OffCluster).
     assert_eq!(
         fact("cluster_ip_backends"),
@@ -120,15 +134,114 @@ echo "rc=$?"
     // The incremental sync removed pod2 from the ClusterIP Service.
     assert_eq!(fact("incremental_full"), "false", "{}", context());
     assert_eq!(fact("after_removal_backends"), "kwk-pod1", "{}", context());
-    assert_eq!(fact("ipvs_services"), "3", "{}", context());
+    // Earlier connections to pod2 linger in TIME_WAIT: its real server drains at weight 0.
+    assert!(
+        fact("after_removal_pod2_rs").starts_with("w0 a0 "),
+        "{}",
+        context()
+    );
+    assert_eq!(fact("ipvs_services"), "4", "{}", context());
+    graceful_termination(&facts, &context());
     // Cleanup removed ours.
     assert_eq!(fact("after_cleanup_dummy"), "false", "{}", context());
     assert_eq!(fact("after_cleanup_ipvs_services"), "0", "{}", context());
     assert_eq!(fact("after_cleanup_table"), "false", "{}", context());
     eprintln!(
-        "full sync {} us, incremental sync {} us",
+        "full sync {} us, incremental sync {} us; drained real server deleted {} ms and {} ms \
+         after its connection closed (check every 500 ms; IPVS keeps a reset connection 10 s)",
         fact("full_sync_us"),
-        fact("incremental_sync_us")
+        fact("incremental_sync_us"),
+        fact("graceful_deleted_after_close_ms"),
+        fact("graceful_last_deleted_after_close_ms"),
     );
     Ok(())
+}
+
+/// The graceful-termination facts: the long-lived connection to the removed pod keeps
+/// answering, new connections never reach it, its real server stays at weight 0 with the
+/// connection counted (through a full sync and due checks), and goes once it closed; the same
+/// when the last endpoint leaves, with new connections refused.
+fn graceful_termination(facts: &BTreeMap<String, String>, context: &str) {
+    let fact = |key: &str| facts.get(key).map(String::as_str).unwrap_or("<missing>");
+    let pod = fact("graceful_session_pod").to_owned();
+    let other = match pod.as_str() {
+        "kwk-pod1" => "kwk-pod2",
+        "kwk-pod2" => "kwk-pod1",
+        _ => panic!("session to {pod:?}\n{}", context),
+    };
+    assert_eq!(
+        fact("graceful_echo_before"),
+        format!("{pod} before"),
+        "{}",
+        context
+    );
+    assert_eq!(
+        fact("graceful_echo_after_removal"),
+        format!("{pod} after"),
+        "the established connection survives its endpoint's removal\n{}",
+        context
+    );
+    assert_eq!(
+        fact("graceful_new_backends"),
+        other,
+        "new connections only to the remaining pod\n{}",
+        context
+    );
+    for key in [
+        "graceful_removed_rs",
+        "graceful_after_full_sync_rs",
+        "graceful_after_checks_rs",
+    ] {
+        assert!(
+            fact(key).starts_with("w0 a1 "),
+            "{key}: weight 0, one established connection\n{}",
+            context
+        );
+    }
+    let gone = if pod == "kwk-pod1" {
+        "10.244.1.2"
+    } else {
+        "10.244.2.2"
+    };
+    assert_eq!(fact("graceful_draining"), gone, "{}", context);
+    assert_eq!(
+        fact("graceful_echo_after_checks"),
+        format!("{pod} still"),
+        "{}",
+        context
+    );
+    assert!(
+        fact("graceful_after_close_rs").starts_with("w0 a0 "),
+        "closed: no longer active, still there\n{}",
+        context
+    );
+    for key in [
+        "graceful_deleted_after_close_ms",
+        "graceful_last_deleted_after_close_ms",
+    ] {
+        assert!(
+            fact(key).parse::<u64>().is_ok(),
+            "{key}: the drained real server was deleted\n{}",
+            context
+        );
+    }
+    assert_eq!(fact("graceful_last_session_pod"), other, "{}", context);
+    assert_eq!(
+        fact("graceful_last_echo_after_removal"),
+        format!("{other} after"),
+        "the established connection survives the last endpoint's removal\n{}",
+        context
+    );
+    assert_eq!(
+        fact("graceful_last_new_connection"),
+        "ConnectionRefused",
+        "{}",
+        context
+    );
+    assert!(
+        fact("graceful_last_rs").starts_with("w0 a1 "),
+        "{}",
+        context
+    );
+    assert_eq!(fact("graceful_draining_at_end"), "", "{}", context);
 }
