@@ -36,6 +36,8 @@ pub struct ProxyConfig {
     pub periods: SyncPeriods,
     /// `ipvs.scheduler` (empty: rr).
     pub ipvs_scheduler: String,
+    /// `ipvs.strictARP`: the IPVS mode also sets `arp_ignore=1` and `arp_announce=2`.
+    pub ipvs_strict_arp: bool,
     /// Top-level fields present in the file that kwk does not act on.
     pub ignored_fields: Vec<String>,
 }
@@ -48,6 +50,7 @@ impl Default for ProxyConfig {
             masquerade_all: false,
             periods: SyncPeriods::default(),
             ipvs_scheduler: String::new(),
+            ipvs_strict_arp: false,
             ignored_fields: Vec::new(),
         }
     }
@@ -219,6 +222,18 @@ pub fn from_map(path: &Path, map: &Map<String, Value>) -> Result<ProxyConfig, Pr
             }
             config.ipvs_scheduler = s;
         }
+        if mode == ProxyMode::Ipvs {
+            match section.get("strictARP") {
+                None | Some(Value::Null) => {}
+                Some(Value::Bool(b)) => config.ipvs_strict_arp = *b,
+                Some(other) => {
+                    return Err(bad(
+                        "ipvs.strictARP",
+                        format!("want true or false, got {other}"),
+                    ));
+                }
+            }
+        }
     }
     config.ignored_fields = map
         .keys()
@@ -278,6 +293,7 @@ mod tests {
                 "nftables.masqueradeAll",
             ),
             ("mode: ipvs\nipvs:\n  scheduler: wrr\n", "ipvs.scheduler"),
+            ("mode: ipvs\nipvs:\n  strictARP: 1\n", "ipvs.strictARP"),
         ];
         for (yaml, field) in cases {
             match parse(yaml) {
@@ -285,6 +301,16 @@ mod tests {
                 other => panic!("{yaml}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn ipvs_section() {
+        let c = parse("mode: ipvs\nipvs:\n  scheduler: lc\n  strictARP: true\n").unwrap();
+        assert_eq!(c.mode, ProxyMode::Ipvs);
+        assert_eq!(c.ipvs_scheduler, "lc");
+        assert!(c.ipvs_strict_arp);
+        let c = parse("mode: ipvs\n").unwrap();
+        assert!(!c.ipvs_strict_arp, "upstream's default");
     }
 
     #[test]

@@ -111,6 +111,7 @@ fn open_socket_mode(config: &ProxyConfig) -> Option<Result<Box<dyn Dataplane>, P
                     scheduler,
                     ..IpvsOptions::default()
                 },
+                strict_arp: config.ipvs_strict_arp,
                 ..IpvsDataplaneOptions::default()
             };
             Some(
