@@ -384,7 +384,7 @@ fn e2e() -> Result<()> {
             .count(),
     );
 
-    graceful(&mut dp, second)?;
+    graceful(&mut dp, &second)?;
 
     dp.cleanup().map_err(|e| e.to_string())?;
     fact(
@@ -551,6 +551,10 @@ fn real_server_on(dp: &Dp, service: &ServiceKey, backend: &str, port: u16) -> Re
 
 /// Runs the dataplane's maintenance every 100 ms until `backend` is no real server of
 /// `service`: the milliseconds it took, or `never` after a minute.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a blocking example polling the kernel; no async runtime here"
+)]
 fn wait_drained(dp: &mut Dp, service: &ServiceKey, backend: &str) -> Result<String> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(60) {
@@ -586,7 +590,11 @@ fn sync_change(dp: &mut Dp, from: &RuleSet, to: &RuleSet) -> Result<()> {
 /// connection's endpoint is removed while another stays, then the last one is removed; each
 /// time the connection keeps working, new ones do not reach the removed pod, and its real
 /// server goes once the connection closes.
-fn graceful(dp: &mut Dp, before: RuleSet) -> Result<()> {
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a blocking example pacing the periodic check; no async runtime here"
+)]
+fn graceful(dp: &mut Dp, before: &RuleSet) -> Result<()> {
     let to = addr(GRACEFUL_IP, 80)?;
     let service = ServiceKey {
         addr: ip(GRACEFUL_IP)?,
@@ -603,7 +611,7 @@ fn graceful(dp: &mut Dp, before: RuleSet) -> Result<()> {
     fact("graceful_session_pod", &session.pod);
     fact("graceful_echo_before", session.echo("before"));
     let after = rules(&["10.244.1.2"], &[stays])?;
-    sync_change(dp, &before, &after)?;
+    sync_change(dp, before, &after)?;
     fact("graceful_echo_after_removal", session.echo("after"));
     fact(
         "graceful_new_backends",
