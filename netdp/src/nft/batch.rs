@@ -227,15 +227,21 @@ impl Batch {
             }
             // Field lengths are for the concatenated-range (pipapo) backend only; the kernel
             // refuses them without NFT_SET_CONCAT, which goes with interval sets.
-            if set.key.is_concat() && set.flags.interval {
+            let field_lengths = set.key.is_concat() && set.flags.interval;
+            if field_lengths || set.size.is_some() {
                 let desc = w.begin_nested(NFTA_SET_DESC);
-                let concat = w.begin_nested(NFTA_SET_DESC_CONCAT);
-                for part in &set.key.0 {
-                    let elem = w.begin_nested(NFTA_LIST_ELEM);
-                    w.u32_be(NFTA_SET_FIELD_LEN, len32(part.len()));
-                    w.end_nested(elem)?;
+                if let Some(size) = set.size {
+                    w.u32_be(NFTA_SET_DESC_SIZE, size);
                 }
-                w.end_nested(concat)?;
+                if field_lengths {
+                    let concat = w.begin_nested(NFTA_SET_DESC_CONCAT);
+                    for part in &set.key.0 {
+                        let elem = w.begin_nested(NFTA_LIST_ELEM);
+                        w.u32_be(NFTA_SET_FIELD_LEN, len32(part.len()));
+                        w.end_nested(elem)?;
+                    }
+                    w.end_nested(concat)?;
+                }
                 w.end_nested(desc)?;
             }
             Ok(())
@@ -710,5 +716,30 @@ mod tests {
             .filter_map(|(_, v)| super::super::wire::be32(v))
             .collect();
         assert_eq!(lens, vec![4, 1, 2]);
+    }
+
+    #[test]
+    fn a_sized_set_carries_its_size_in_the_description() {
+        let key = vec![KeyType::Ipv4Addr, KeyType::InetService];
+        for (spec, size) in [
+            (SetSpec::set("s", key.clone()), None),
+            (SetSpec::set("s", key.clone()).with_size(3000), Some(3000)),
+            (
+                SetSpec::set("s", key)
+                    .with_size(7)
+                    .with_flags(super::super::objects::SetFlags {
+                        interval: true,
+                        ..Default::default()
+                    }),
+                Some(7),
+            ),
+        ] {
+            let mut b = Batch::new();
+            b.add_set(Family::Ip, "kwk", &spec);
+            let (buf, _) = b.finish().expect("encodes");
+            let msg = messages(&buf).nth(1).expect("set message").expect("parses");
+            let listed = super::super::list::parse_set(&msg.payload[4..]).expect("a set");
+            assert_eq!(listed.size, size, "{spec:?}");
+        }
     }
 }

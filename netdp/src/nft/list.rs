@@ -20,6 +20,8 @@ pub struct ListedSet {
     pub data_type: Option<u32>,
     pub data_len: u32,
     pub timeout: Option<Duration>,
+    /// The most elements it may hold, when it was given a size.
+    pub size: Option<u32>,
 }
 
 impl ListedSet {
@@ -88,6 +90,7 @@ pub(crate) fn parse_set(payload: &[u8]) -> Option<ListedSet> {
         data_type: None,
         data_len: 0,
         timeout: None,
+        size: None,
     };
     for (ty, value) in attrs(payload) {
         match ty {
@@ -98,6 +101,11 @@ pub(crate) fn parse_set(payload: &[u8]) -> Option<ListedSet> {
             NFTA_SET_DATA_TYPE => set.data_type = be32(value),
             NFTA_SET_DATA_LEN => set.data_len = be32(value)?,
             NFTA_SET_TIMEOUT => set.timeout = be64(value).map(Duration::from_millis),
+            NFTA_SET_DESC => {
+                set.size = attrs(value)
+                    .find(|(t, _)| *t == NFTA_SET_DESC_SIZE)
+                    .and_then(|(_, v)| be32(v));
+            }
             _ => {}
         }
     }

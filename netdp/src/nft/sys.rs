@@ -62,6 +62,7 @@ pub(crate) const NFTA_SET_USERDATA: u16 = 13;
 pub(crate) const NFTNL_UDATA_SET_KEYBYTEORDER: u8 = 0;
 /// `nft`'s `BYTEORDER_HOST_ENDIAN`.
 pub(crate) const NFT_BYTEORDER_HOST_ENDIAN: u32 = 1;
+pub(crate) const NFTA_SET_DESC_SIZE: u16 = 1;
 pub(crate) const NFTA_SET_DESC_CONCAT: u16 = 2;
 pub(crate) const NFTA_SET_FIELD_LEN: u16 = 1;
 pub(crate) const NFTA_SET_ELEM_KEY: u16 = 1;

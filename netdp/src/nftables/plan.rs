@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use super::layout::{
     AFFINITY, AFFINITY_BACKENDS, BACKENDS, Class, DROP_SERVICES, FIREWALL_CHAINS, Fam, HAIRPIN,
-    REJECT_SERVICES, SERVICE_CLASSES, SHORT_CIRCUIT_SLOTS, TABLE,
+    REJECT_SERVICES, SERVICE_CLASSES, SETS, SHORT_CIRCUIT_SLOTS, TABLE, set_index, set_size, sized,
 };
 use crate::model::{
     Backend, Cidr, FrontEnd, FrontEndKey, IpFamily, Protocol, RuleDiff, RuleSet, Target, diff,
@@ -22,6 +22,16 @@ pub struct Applied {
     pub classes: [BTreeMap<Class, u32>; 2],
     /// Node-local backend address -> number of front-end backend entries using it.
     pub hairpin_refs: HashMap<IpAddr, usize>,
+    /// How full each set is, per family, by index in [`SETS`].
+    pub sets: [[SetFill; SETS.len()]; 2],
+}
+
+/// The elements a set holds and the most it may hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetFill {
+    pub elements: usize,
+    /// `None`: unbounded (not sized, see [`set_size`]).
+    pub size: Option<u32>,
 }
 
 impl Applied {
@@ -187,6 +197,25 @@ struct ElementBatch {
 }
 
 impl ElementBatch {
+    /// The element counts after this batch, or `None` when a sized set would overflow.
+    fn fill_after(
+        &self,
+        mut sets: [[SetFill; SETS.len()]; 2],
+    ) -> Option<[[SetFill; SETS.len()]; 2]> {
+        for (delete, changes) in [(true, &self.delete), (false, &self.add)] {
+            for ((fam, set), elements) in changes {
+                let fill = &mut sets[*fam][set_index(set)?];
+                fill.elements = if delete {
+                    fill.elements.saturating_sub(elements.len())
+                } else {
+                    fill.elements + elements.len()
+                };
+            }
+        }
+        let fits = |f: &SetFill| f.size.is_none_or(|size| f.elements <= size as usize);
+        sets.iter().flatten().all(fits).then_some(sets)
+    }
+
     fn count(&self) -> usize {
         self.delete
             .values()
@@ -220,12 +249,6 @@ pub struct Plan {
 /// Both tables rebuilt from scratch in one batch: whatever was there (ours) is deleted first.
 pub fn plan_full(rules: &RuleSet) -> Plan {
     let mut applied = Applied::default();
-    let mut b = Batch::new();
-    for fam in Fam::ALL {
-        b.add_table(fam.family(), TABLE);
-        b.delete_table(fam.family(), TABLE);
-        fam.add_skeleton(&mut b);
-    }
     let mut new_classes = Vec::new();
     let mut elements = ElementBatch::default();
     for (key, fe) in &rules.front_ends {
@@ -241,6 +264,20 @@ pub fn plan_full(rules: &RuleSet) -> Plan {
     for ip in applied.hairpin_refs.keys() {
         let (fam, set, e) = hairpin_element(*ip);
         elements.add.entry((fam, set)).or_default().push(e);
+    }
+    let mut b = Batch::new();
+    for (index, fam) in Fam::ALL.into_iter().enumerate() {
+        let fills = &mut applied.sets[index];
+        for (set, fill) in SETS.iter().zip(fills.iter_mut()) {
+            fill.elements = elements.add.get(&(index, *set)).map_or(0, Vec::len);
+        }
+        let sizes = std::array::from_fn(|set| sized(set).then(|| set_size(fills[set].elements)));
+        for (fill, size) in fills.iter_mut().zip(sizes) {
+            fill.size = size;
+        }
+        b.add_table(fam.family(), TABLE);
+        b.delete_table(fam.family(), TABLE);
+        fam.add_skeleton(&mut b, &sizes);
     }
     for (fam, id, class) in &new_classes {
         Fam::ALL[*fam].add_class(&mut b, *id, class, &rules.cluster_cidrs);
@@ -268,7 +305,7 @@ pub fn plan_incremental(old: &RuleSet, new: &RuleSet, applied: Applied) -> Optio
 }
 
 /// Only the changes `d` (which lead to `new`), on top of `applied`. `None` when they need a
-/// full sync.
+/// full sync (node addresses or cluster CIDRs changed, or a set would outgrow its size).
 pub fn plan_changes(d: &RuleDiff<'_>, new: &RuleSet, mut applied: Applied) -> Option<Plan> {
     if d.node_globals_changed {
         return None;
@@ -371,6 +408,7 @@ pub fn plan_changes(d: &RuleDiff<'_>, new: &RuleSet, mut applied: Applied) -> Op
             applied.hairpin_refs.insert(ip, after);
         }
     }
+    applied.sets = elements.fill_after(applied.sets)?;
     let mut b = Batch::new();
     for (fam, id, class) in &new_classes {
         Fam::ALL[*fam].add_class(&mut b, *id, class, &new.cluster_cidrs);

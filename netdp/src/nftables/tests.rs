@@ -8,7 +8,9 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::NftablesDataplane;
-use super::layout::{Class, Fam, SERVICE_CLASSES, SETS, TABLE};
+use super::layout::{
+    AFFINITY, BACKENDS, Class, Fam, MIN_SET_SIZE, SERVICE_CLASSES, SETS, TABLE, set_size,
+};
 use super::plan::class_of;
 use crate::dataplane::Dataplane;
 use crate::model::synthetic::{SYNTHETIC_NODE, Synthetic};
@@ -156,6 +158,11 @@ fn incremental_sync_equals_full_sync_of_the_new_rules() {
         let mut full = NftablesDataplane::new(MemoryNft::new());
         full.sync(&new, None).expect("full new");
         assert_eq!(listing(&incremental), listing(&full), "{name}");
+        let counts = |dp: &NftablesDataplane<MemoryNft>| {
+            let applied = dp.applied.as_ref().expect("synced");
+            applied.sets.map(|sets| sets.map(|s| s.elements))
+        };
+        assert_eq!(counts(&incremental), counts(&full), "{name}");
         if old == new {
             assert_eq!(report.objects, 0, "{name}");
         }
@@ -188,6 +195,43 @@ fn one_service_change_writes_a_handful_of_elements_in_one_batch() {
     let batches = dp.nft.applied();
     assert_eq!(batches.len(), 2);
     assert!(batches[1].len() <= 4, "{:?}", batches[1]);
+}
+
+#[test]
+fn sets_are_sized_from_their_contents_and_outgrowing_one_takes_a_full_sync() {
+    let size_of = |dp: &NftablesDataplane<MemoryNft>, set: &str| {
+        let sets = dp.nft.list_sets(Fam::ALL[0].family(), TABLE).expect("sets");
+        sets.into_iter()
+            .find(|s| s.name == set)
+            .expect("listed")
+            .size
+    };
+    // 600 Services, every 10th also a NodePort: 660 front ends, one backend each.
+    let (small, more, many) = (synthetic(600, 1), synthetic(700, 1), synthetic(1000, 1));
+    let (small, more, many) = (rules_of(&small), rules_of(&more), rules_of(&many));
+    let mut dp = NftablesDataplane::new(MemoryNft::new());
+    dp.sync(&small, None).expect("full");
+    assert_eq!(size_of(&dp, SERVICE_CLASSES), Some(MIN_SET_SIZE));
+    assert_eq!(size_of(&dp, BACKENDS), Some(MIN_SET_SIZE));
+    assert_eq!(size_of(&dp, AFFINITY), None, "filled by packets: unbounded");
+    let report = dp
+        .sync(&more, Some(&crate::model::diff(&small, &more)))
+        .expect("770 fit");
+    assert!(!report.full, "{report:?}");
+    let report = dp
+        .sync(&many, Some(&crate::model::diff(&more, &many)))
+        .expect("1100 do not");
+    assert!(report.full && !report.repaired, "{report:?}");
+    assert_eq!(size_of(&dp, SERVICE_CLASSES), Some(set_size(1100)));
+    assert!(set_size(1100) > 1100);
+    let mut fresh = NftablesDataplane::new(MemoryNft::new());
+    fresh.sync(&many, None).expect("full");
+    assert_eq!(listing(&dp), listing(&fresh));
+    // Back down: shrinking needs no full sync.
+    let report = dp
+        .sync(&small, Some(&crate::model::diff(&many, &small)))
+        .expect("shrink");
+    assert!(!report.full, "{report:?}");
 }
 
 #[test]
