@@ -2,6 +2,7 @@
 //! nftables proxy mode, and the CNI's masquerade and hostPort rules, program the kernel through.
 //!
 //! - [`Batch`] builds one atomic transaction (tables, chains, rules, sets/maps, elements);
+//!   [`ElementList`] encodes big element lists without a value per element;
 //! - [`NftSocket`] sends it as one datagram and checks one ACK per message (above 4096
 //!   messages: every error plus a final ACK), and lists tables, chains, sets and elements back
 //!   ([`NftApi`]); [`MemoryNft`] is an in-memory [`NftApi`] for tests of callers;
@@ -30,6 +31,7 @@
 
 mod batch;
 mod diff;
+mod element_list;
 mod error;
 mod expr;
 mod fake;
@@ -41,6 +43,7 @@ mod wire;
 
 pub use batch::Batch;
 pub use diff::{ElementChanges, plan_elements};
+pub use element_list::ElementList;
 pub use error::NftError;
 pub use expr::{
     CmpOp, CtKey, DynsetOp, Expr, Immediate, MetaKey, NatFlags, NatKind, NumgenKind, PayloadBase,

@@ -11,9 +11,10 @@ use super::layout::{
     REJECT_SERVICES, SERVICE_CLASSES, SETS, SHORT_CIRCUIT_SLOTS, TABLE, set_index, set_size, sized,
 };
 use crate::model::{
-    Backend, Cidr, FrontEnd, FrontEndKey, IpFamily, Protocol, RuleDiff, RuleSet, Target, diff,
+    Backend, Cidr, FrontEnd, FrontEndKey, IpFamily, Protocol, RuleDiff, RuleSet, ServicePortName,
+    Target, diff,
 };
-use crate::nft::{Batch, Datum, Element, Verdict};
+use crate::nft::{Batch, Datum, Element, ElementList, Verdict};
 
 /// What the kernel holds after the last successful sync, beyond the rule set itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -96,42 +97,57 @@ pub fn firewall_chain(key: &FrontEndKey) -> String {
 /// One element of one named set of one family.
 pub type Placed = (usize, &'static str, Element);
 
-/// The elements a front end owns in the maps (not the shared hairpin set).
-pub fn front_end_elements(key: &FrontEndKey, fe: &FrontEnd, class_id: Option<u32>) -> Vec<Placed> {
+/// The data of an element, borrowed from the front end.
+#[derive(Debug, Clone, Copy)]
+enum Data<'a> {
+    None,
+    Value(&'a [Datum]),
+    /// With the Service as the element's comment.
+    Verdict(&'a Verdict, Option<&'a ServicePortName>),
+}
+
+/// Calls `emit(family, set, key, data)` for every element a front end owns in the maps (not the
+/// shared hairpin set); `class` is the `service-classes` verdict (`goto class-<id>`), if any.
+/// The one definition of those elements, for both [`front_end_elements`] and [`plan_full`].
+fn for_each_element(
+    key: &FrontEndKey,
+    fe: &FrontEnd,
+    class: Option<&Verdict>,
+    emit: &mut impl FnMut(usize, &'static str, &[Datum], Data<'_>),
+) {
     let fam = fam_index(key.family);
     let k = key_parts(key);
-    let mut out = Vec::new();
-    if let Some(id) = class_id {
-        out.push((
+    if let Some(verdict) = class {
+        emit(
             fam,
             SERVICE_CLASSES,
-            Element::verdict(&k, Verdict::Goto(super::layout::class_chain(id)))
-                .with_comment(fe.service.to_string()),
-        ));
+            &k,
+            Data::Verdict(verdict, Some(&fe.service)),
+        );
     }
-    let slot_elements = |backends: &[Backend], offset: u32, out: &mut Vec<Placed>| {
+    let mut slot_elements = |backends: &[Backend], offset: u32| {
         let mut slot = offset;
         for b in backends {
             for _ in 0..b.weight.max(1) {
                 let key = [k[0], k[1], k[2], Datum::U32(slot)];
                 let data = [addr(b.ip), Datum::Port(b.port)];
-                out.push((fam, BACKENDS, Element::value(&key, &data)));
+                emit(fam, BACKENDS, &key, Data::Value(&data));
                 slot += 1;
             }
         }
     };
-    slot_elements(fe.target.backends(), 0, &mut out);
+    slot_elements(fe.target.backends(), 0);
     if let Some(local) = &fe.local_short_circuit {
-        slot_elements(local, SHORT_CIRCUIT_SLOTS, &mut out);
+        slot_elements(local, SHORT_CIRCUIT_SLOTS);
     }
     match fe.target {
-        Target::Reject => out.push((fam, REJECT_SERVICES, Element::key(&k))),
-        Target::Drop => out.push((fam, DROP_SERVICES, Element::key(&k))),
+        Target::Reject => emit(fam, REJECT_SERVICES, &k, Data::None),
+        Target::Drop => emit(fam, DROP_SERVICES, &k, Data::None),
         Target::Backends(_) => {}
     }
     if fe.allowed_sources.is_some() {
         let goto = Verdict::Goto(firewall_chain(key));
-        out.push((fam, FIREWALL_CHAINS, Element::verdict(&k, goto)));
+        emit(fam, FIREWALL_CHAINS, &k, Data::Verdict(&goto, None));
     }
     if fe.affinity_timeout_seconds.is_some() {
         let mut seen = Vec::new();
@@ -139,10 +155,30 @@ pub fn front_end_elements(key: &FrontEndKey, fe: &FrontEnd, class_id: Option<u32
             if !seen.contains(&b) {
                 seen.push(b);
                 let parts = [k[0], k[1], k[2], addr(b.ip), Datum::Port(b.port)];
-                out.push((fam, AFFINITY_BACKENDS, Element::key(&parts)));
+                emit(fam, AFFINITY_BACKENDS, &parts, Data::None);
             }
         }
     }
+}
+
+/// The elements a front end owns in the maps (not the shared hairpin set).
+pub fn front_end_elements(key: &FrontEndKey, fe: &FrontEnd, class_id: Option<u32>) -> Vec<Placed> {
+    let class = class_id.map(|id| Verdict::Goto(super::layout::class_chain(id)));
+    let mut out = Vec::new();
+    for_each_element(key, fe, class.as_ref(), &mut |fam, set, key, data| {
+        let element = match data {
+            Data::None => Element::key(key),
+            Data::Value(data) => Element::value(key, data),
+            Data::Verdict(verdict, comment) => {
+                let element = Element::verdict(key, verdict.clone());
+                match comment {
+                    Some(comment) => element.with_comment(comment.to_string()),
+                    None => element,
+                }
+            }
+        };
+        out.push((fam, set, element));
+    });
     out
 }
 
@@ -247,29 +283,47 @@ pub struct Plan {
 }
 
 /// Both tables rebuilt from scratch in one batch: whatever was there (ours) is deleted first.
+/// Elements are encoded straight into [`ElementList`]s, one per set.
 pub fn plan_full(rules: &RuleSet) -> Plan {
     let mut applied = Applied::default();
     let mut new_classes = Vec::new();
-    let mut elements = ElementBatch::default();
+    let mut lists: [[ElementList; SETS.len()]; 2] = Default::default();
+    // `goto class-<id>`, by family and id (ids count up from 0 here).
+    let mut class_verdicts: [Vec<Verdict>; 2] = Default::default();
     for (key, fe) in &rules.front_ends {
         let fam = fam_index(key.family);
         let id = class_of(fe).map(|c| class_id(&mut applied, fam, c, &mut new_classes));
-        for (fam, set, e) in front_end_elements(key, fe, id) {
-            elements.add.entry((fam, set)).or_default().push(e);
+        let verdicts = &mut class_verdicts[fam];
+        if let Some(id) = id.filter(|id| *id as usize == verdicts.len()) {
+            verdicts.push(Verdict::Goto(super::layout::class_chain(id)));
         }
+        let class = id.and_then(|id| verdicts.get(id as usize));
+        for_each_element(key, fe, class, &mut |fam, set, key, data| {
+            let Some(list) = set_index(set).map(|i| &mut lists[fam][i]) else {
+                return;
+            };
+            match data {
+                Data::None => list.key(key),
+                Data::Value(data) => list.value(key, data),
+                Data::Verdict(verdict, comment) => {
+                    list.verdict(key, verdict, comment.map(|c| c as &dyn std::fmt::Display));
+                }
+            }
+        });
         for ip in local_ips(fe) {
             *applied.hairpin_refs.entry(ip).or_default() += 1;
         }
     }
-    for ip in applied.hairpin_refs.keys() {
-        let (fam, set, e) = hairpin_element(*ip);
-        elements.add.entry((fam, set)).or_default().push(e);
+    if let Some(hairpin) = set_index(HAIRPIN) {
+        for ip in applied.hairpin_refs.keys() {
+            lists[fam_index(IpFamily::of(*ip))][hairpin].key(&[addr(*ip), addr(*ip)]);
+        }
     }
     let mut b = Batch::new();
     for (index, fam) in Fam::ALL.into_iter().enumerate() {
         let fills = &mut applied.sets[index];
-        for (set, fill) in SETS.iter().zip(fills.iter_mut()) {
-            fill.elements = elements.add.get(&(index, *set)).map_or(0, Vec::len);
+        for (fill, list) in fills.iter_mut().zip(&lists[index]) {
+            fill.elements = list.len();
         }
         let sizes = std::array::from_fn(|set| sized(set).then(|| set_size(fills[set].elements)));
         for (fill, size) in fills.iter_mut().zip(sizes) {
@@ -288,8 +342,15 @@ pub fn plan_full(rules: &RuleSet) -> Plan {
             fam.write_firewall_chain(&mut b, &firewall_chain(key), allowed, false);
         }
     }
-    let mut objects = b.len() + elements.count();
-    elements.write(&mut b);
+    let elements: usize = lists.iter().flatten().map(ElementList::len).sum();
+    let mut objects = b.len() + elements;
+    for (fam, lists) in Fam::ALL.iter().zip(&lists) {
+        for (set, list) in SETS.iter().zip(lists) {
+            if !list.is_empty() {
+                b.add_element_list(fam.family(), TABLE, set, list);
+            }
+        }
+    }
     objects = objects.max(b.len());
     Plan {
         batch: b,
