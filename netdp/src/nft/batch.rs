@@ -220,10 +220,19 @@ impl Batch {
                 w.u64_be(NFTA_SET_TIMEOUT, millis(timeout));
             }
             w.u32_be(NFTA_SET_ID, id);
-            if set.key.is_host_order() {
-                // Only for `nft list`: host-order integers print as numbers, not byte-swapped.
-                let mut udata = vec![NFTNL_UDATA_SET_KEYBYTEORDER, 4];
-                udata.extend_from_slice(&NFT_BYTEORDER_HOST_ENDIAN.to_ne_bytes());
+            // Only for `nft list`: host-order integers print as numbers, not byte-swapped.
+            let host_order_data = matches!(&set.map, Some(MapType::Data(d)) if d.is_host_order());
+            let mut udata = Vec::new();
+            for (tag, host_order) in [
+                (NFTNL_UDATA_SET_KEYBYTEORDER, set.key.is_host_order()),
+                (NFTNL_UDATA_SET_DATABYTEORDER, host_order_data),
+            ] {
+                if host_order {
+                    udata.extend_from_slice(&[tag, 4]);
+                    udata.extend_from_slice(&NFT_BYTEORDER_HOST_ENDIAN.to_ne_bytes());
+                }
+            }
+            if !udata.is_empty() {
                 w.attr(NFTA_SET_USERDATA, &udata);
             }
             // Field lengths are for the concatenated-range (pipapo) backend only; the kernel

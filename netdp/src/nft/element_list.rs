@@ -44,34 +44,27 @@ impl ElementList {
         self.encode(key, |_, _, _| Ok(()));
     }
 
-    /// A map element: `key : data`.
-    pub fn value(&mut self, key: &[Datum], data: &[Datum]) {
-        self.encode(key, |w, value, _| {
-            register_image(data, value);
-            value_data(w, NFTA_SET_ELEM_DATA, value)
-        });
-    }
-
-    /// A verdict-map element: `key comment "<comment>" : verdict`.
-    pub fn verdict(
-        &mut self,
-        key: &[Datum],
-        verdict: &Verdict,
-        comment: Option<&dyn fmt::Display>,
-    ) {
+    /// A map element, `key comment "<comment>" : data`.
+    pub fn value(&mut self, key: &[Datum], data: &[Datum], comment: Option<&dyn fmt::Display>) {
         self.text.clear();
         if let Some(comment) = comment {
             // Writing into a String cannot fail.
             let _ = write!(self.text, "{comment}");
         }
         self.encode(key, |w, value, text| {
-            verdict_data(w, NFTA_SET_ELEM_DATA, verdict)?;
+            register_image(data, value);
+            value_data(w, NFTA_SET_ELEM_DATA, value)?;
             if comment.is_some() {
                 comment_udata_into(text, value);
                 w.attr(NFTA_SET_ELEM_USERDATA, value);
             }
             Ok(())
         });
+    }
+
+    /// A verdict-map element: `key : verdict`.
+    pub fn verdict(&mut self, key: &[Datum], verdict: &Verdict) {
+        self.encode(key, |w, _, _| verdict_data(w, NFTA_SET_ELEM_DATA, verdict));
     }
 
     /// Any element (the general form, e.g. with a timeout).
@@ -136,14 +129,19 @@ mod tests {
                 }
                 1 => {
                     let data = [Datum::Ipv4(Ipv4Addr::LOCALHOST), Datum::Port(8080)];
-                    list.value(&key, &data);
-                    elements.push(Element::value(&key, &data));
+                    let comment = (i % 8 == 1).then(|| format!("ns/svc-{i}:http"));
+                    let shown = comment.as_ref().map(|c| c as &dyn fmt::Display);
+                    list.value(&key, &data, shown);
+                    let element = Element::value(&key, &data);
+                    elements.push(match comment {
+                        Some(comment) => element.with_comment(comment),
+                        None => element,
+                    });
                 }
                 2 => {
                     let verdict = Verdict::Goto(format!("class-{}", i % 7));
-                    let comment = format!("ns/svc-{i}:http");
-                    list.verdict(&key, &verdict, Some(&comment));
-                    elements.push(Element::verdict(&key, verdict).with_comment(comment));
+                    list.verdict(&key, &verdict);
+                    elements.push(Element::verdict(&key, verdict));
                 }
                 _ => {
                     let element = Element::key(&key).with_timeout(Duration::from_secs(3));

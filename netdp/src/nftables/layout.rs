@@ -4,11 +4,14 @@
 //! timeout and short-circuit count).
 //!
 //! Per family (`ip`, `ip6`) table `kwk-proxy`:
-//! - `service-classes`: verdict map `daddr . l4proto . dport -> goto class-<id>` (every front
-//!   end that NATs, i.e. has backends or short-circuit backends). Its elements only change
-//!   when a front end appears, goes or changes class (not when endpoints are replaced), and
-//!   all point at the few class chains, so the kernel's jump-graph revalidation on those
-//!   changes stays short;
+//! - `service-classes`: data map `daddr . l4proto . dport -> class id` (every front end that
+//!   NATs, i.e. has backends or short-circuit backends);
+//! - `class-chains`: verdict map `class id -> goto class-<id>`, one element per class. The only
+//!   verdict map that grows with the cluster is thus a handful of elements: a commit that adds
+//!   a jump/goto element or a rule walks every element of every reachable verdict map to
+//!   validate the jump graph (~100 ns each), so a goto per front end made adding a Service or
+//!   changing its class cost O(front ends) (~6 ms at 50k Services); here it is map elements
+//!   only;
 //! - `backends`: data map `daddr . l4proto . dport . slot -> addr . port`; slots
 //!   `0..n` are the front end's backends (repeated by weight), `SHORT_CIRCUIT_SLOTS + 0..k`
 //!   its `local_short_circuit` backends;
@@ -43,6 +46,7 @@ pub const MASQ_MARK: u32 = 0x4000;
 pub const SHORT_CIRCUIT_SLOTS: u32 = 1 << 16;
 
 pub const SERVICE_CLASSES: &str = "service-classes";
+pub const CLASS_CHAINS: &str = "class-chains";
 pub const BACKENDS: &str = "backends";
 pub const REJECT_SERVICES: &str = "reject-services";
 pub const DROP_SERVICES: &str = "drop-services";
@@ -64,8 +68,9 @@ pub const FILTER_OUTPUT_PRE_NAT: &str = "filter-output-pre-nat";
 pub const FIREWALL_CHECK: &str = "firewall-check";
 
 /// The named sets and maps of a table, in creation order.
-pub const SETS: [&str; 8] = [
+pub const SETS: [&str; 9] = [
     SERVICE_CLASSES,
+    CLASS_CHAINS,
     BACKENDS,
     REJECT_SERVICES,
     DROP_SERVICES,
@@ -92,9 +97,11 @@ pub fn set_size(elements: usize) -> u32 {
     u32::try_from(roomy).unwrap_or(u32::MAX).max(MIN_SET_SIZE)
 }
 
-/// Whether the sync fills `set` (so it gets a size), by index in [`SETS`].
+/// Whether the sync fills `set` with elements that grow with the cluster (so it gets a size),
+/// by index in [`SETS`]. `class-chains` holds one element per class, written with the class.
 pub fn sized(set: usize) -> bool {
-    SETS.get(set).is_some_and(|s| *s != AFFINITY)
+    SETS.get(set)
+        .is_some_and(|s| *s != AFFINITY && *s != CLASS_CHAINS)
 }
 
 /// The index of a set in [`SETS`].
@@ -236,7 +243,8 @@ impl Fam {
         let mut affinity_key = vec![a];
         affinity_key.extend(key.iter().copied());
         vec![
-            SetSpec::verdict_map(SERVICE_CLASSES, key.clone()),
+            SetSpec::data_map(SERVICE_CLASSES, key.clone(), vec![KeyType::Mark]),
+            SetSpec::verdict_map(CLASS_CHAINS, vec![KeyType::Mark]),
             SetSpec::data_map(
                 BACKENDS,
                 // `mark` (a 32-bit host-order type) rather than `integer`, whose unknown length
@@ -341,9 +349,10 @@ impl Fam {
         let mut firewall = self.load_packet();
         firewall.push(Expr::vmap(FIREWALL_CHAINS, self.daddr()));
         b.add_rule(f, TABLE, FIREWALL_CHECK, &firewall);
-        // services: key -> goto class chain.
+        // services: key -> class id -> goto class chain.
         let mut dispatch = self.load_packet();
-        dispatch.push(Expr::vmap(SERVICE_CLASSES, self.daddr()));
+        dispatch.push(Expr::map(SERVICE_CLASSES, self.daddr(), self.slot()));
+        dispatch.push(Expr::vmap(CLASS_CHAINS, self.slot()));
         b.add_rule_commented(
             f,
             TABLE,
@@ -396,7 +405,7 @@ impl Fam {
         );
     }
 
-    /// Adds the chains of class `id`.
+    /// Adds the chains of class `id` and its `class-chains` element.
     pub fn add_class(self, b: &mut Batch, id: u32, class: &Class, cluster_cidrs: &[Cidr]) {
         let f = self.family();
         let main = class_chain(id);
@@ -452,6 +461,8 @@ impl Fam {
             b.add_rule(f, TABLE, &main, &[Expr::goto(dnat.as_str())]);
             self.add_pick(b, &dnat, class.slots, 0, class);
         }
+        let goto = crate::nft::Element::verdict(&[Datum::U32(id)], crate::nft::Verdict::Goto(main));
+        b.add_elements(f, TABLE, CLASS_CHAINS, &[goto]);
     }
 
     /// Creates (or, with `flush`, rewrites) the firewall chain `name`: sources in `allowed`

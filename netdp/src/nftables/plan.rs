@@ -101,28 +101,29 @@ pub type Placed = (usize, &'static str, Element);
 #[derive(Debug, Clone, Copy)]
 enum Data<'a> {
     None,
-    Value(&'a [Datum]),
-    /// With the Service as the element's comment.
-    Verdict(&'a Verdict, Option<&'a ServicePortName>),
+    /// With the Service as the element's comment, for `service-classes`.
+    Value(&'a [Datum], Option<&'a ServicePortName>),
+    Verdict(&'a Verdict),
 }
 
 /// Calls `emit(family, set, key, data)` for every element a front end owns in the maps (not the
-/// shared hairpin set); `class` is the `service-classes` verdict (`goto class-<id>`), if any.
-/// The one definition of those elements, for both [`front_end_elements`] and [`plan_full`].
+/// shared hairpin set); `class_id` is its class, if it NATs. The one definition of those
+/// elements, for both [`front_end_elements`] and [`plan_full`].
 fn for_each_element(
     key: &FrontEndKey,
     fe: &FrontEnd,
-    class: Option<&Verdict>,
+    class_id: Option<u32>,
     emit: &mut impl FnMut(usize, &'static str, &[Datum], Data<'_>),
 ) {
     let fam = fam_index(key.family);
     let k = key_parts(key);
-    if let Some(verdict) = class {
+    if let Some(id) = class_id {
+        let id = [Datum::U32(id)];
         emit(
             fam,
             SERVICE_CLASSES,
             &k,
-            Data::Verdict(verdict, Some(&fe.service)),
+            Data::Value(&id, Some(&fe.service)),
         );
     }
     let mut slot_elements = |backends: &[Backend], offset: u32| {
@@ -131,7 +132,7 @@ fn for_each_element(
             for _ in 0..b.weight.max(1) {
                 let key = [k[0], k[1], k[2], Datum::U32(slot)];
                 let data = [addr(b.ip), Datum::Port(b.port)];
-                emit(fam, BACKENDS, &key, Data::Value(&data));
+                emit(fam, BACKENDS, &key, Data::Value(&data, None));
                 slot += 1;
             }
         }
@@ -147,7 +148,7 @@ fn for_each_element(
     }
     if fe.allowed_sources.is_some() {
         let goto = Verdict::Goto(firewall_chain(key));
-        emit(fam, FIREWALL_CHAINS, &k, Data::Verdict(&goto, None));
+        emit(fam, FIREWALL_CHAINS, &k, Data::Verdict(&goto));
     }
     if fe.affinity_timeout_seconds.is_some() {
         let mut seen = Vec::new();
@@ -163,19 +164,15 @@ fn for_each_element(
 
 /// The elements a front end owns in the maps (not the shared hairpin set).
 pub fn front_end_elements(key: &FrontEndKey, fe: &FrontEnd, class_id: Option<u32>) -> Vec<Placed> {
-    let class = class_id.map(|id| Verdict::Goto(super::layout::class_chain(id)));
     let mut out = Vec::new();
-    for_each_element(key, fe, class.as_ref(), &mut |fam, set, key, data| {
+    for_each_element(key, fe, class_id, &mut |fam, set, key, data| {
         let element = match data {
             Data::None => Element::key(key),
-            Data::Value(data) => Element::value(key, data),
-            Data::Verdict(verdict, comment) => {
-                let element = Element::verdict(key, verdict.clone());
-                match comment {
-                    Some(comment) => element.with_comment(comment.to_string()),
-                    None => element,
-                }
+            Data::Value(data, None) => Element::value(key, data),
+            Data::Value(data, Some(comment)) => {
+                Element::value(key, data).with_comment(comment.to_string())
             }
+            Data::Verdict(verdict) => Element::verdict(key, verdict.clone()),
         };
         out.push((fam, set, element));
     });
@@ -288,26 +285,19 @@ pub fn plan_full(rules: &RuleSet) -> Plan {
     let mut applied = Applied::default();
     let mut new_classes = Vec::new();
     let mut lists: [[ElementList; SETS.len()]; 2] = Default::default();
-    // `goto class-<id>`, by family and id (ids count up from 0 here).
-    let mut class_verdicts: [Vec<Verdict>; 2] = Default::default();
     for (key, fe) in &rules.front_ends {
         let fam = fam_index(key.family);
         let id = class_of(fe).map(|c| class_id(&mut applied, fam, c, &mut new_classes));
-        let verdicts = &mut class_verdicts[fam];
-        if let Some(id) = id.filter(|id| *id as usize == verdicts.len()) {
-            verdicts.push(Verdict::Goto(super::layout::class_chain(id)));
-        }
-        let class = id.and_then(|id| verdicts.get(id as usize));
-        for_each_element(key, fe, class, &mut |fam, set, key, data| {
+        for_each_element(key, fe, id, &mut |fam, set, key, data| {
             let Some(list) = set_index(set).map(|i| &mut lists[fam][i]) else {
                 return;
             };
             match data {
                 Data::None => list.key(key),
-                Data::Value(data) => list.value(key, data),
-                Data::Verdict(verdict, comment) => {
-                    list.verdict(key, verdict, comment.map(|c| c as &dyn std::fmt::Display));
+                Data::Value(data, comment) => {
+                    list.value(key, data, comment.map(|c| c as &dyn std::fmt::Display));
                 }
+                Data::Verdict(verdict) => list.verdict(key, verdict),
             }
         });
         for ip in local_ips(fe) {
