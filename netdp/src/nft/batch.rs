@@ -788,29 +788,4 @@ mod tests {
             .collect();
         assert_eq!(lens, vec![4, 1, 2]);
     }
-
-    #[test]
-    fn a_sized_set_carries_its_size_in_the_description() {
-        let key = vec![KeyType::Ipv4Addr, KeyType::InetService];
-        for (spec, size) in [
-            (SetSpec::set("s", key.clone()), None),
-            (SetSpec::set("s", key.clone()).with_size(3000), Some(3000)),
-            (
-                SetSpec::set("s", key)
-                    .with_size(7)
-                    .with_flags(super::super::objects::SetFlags {
-                        interval: true,
-                        ..Default::default()
-                    }),
-                Some(7),
-            ),
-        ] {
-            let mut b = Batch::new();
-            b.add_set(Family::Ip, "kwk", &spec);
-            let (buf, _) = b.finish().expect("encodes");
-            let msg = messages(&buf).nth(1).expect("set message").expect("parses");
-            let listed = super::super::list::parse_set(&msg.payload[4..]).expect("a set");
-            assert_eq!(listed.size, size, "{spec:?}");
-        }
-    }
 }

@@ -210,4 +210,30 @@ mod tests {
         assert_eq!(got[1].data, elements[1].data);
         assert_eq!(got[1].timeout, Some(Duration::from_secs(30)));
     }
+
+    #[test]
+    fn a_sized_set_lists_its_size() {
+        use super::super::objects::{KeyType, SetFlags, SetSpec};
+        let key = vec![KeyType::Ipv4Addr, KeyType::InetService];
+        let ranges = SetFlags {
+            interval: true,
+            ..SetFlags::default()
+        };
+        for (spec, size) in [
+            (SetSpec::set("s", key.clone()), None),
+            (SetSpec::set("s", key.clone()).with_size(3000), Some(3000)),
+            // With the field lengths of a concatenated range set in the same description.
+            (
+                SetSpec::set("s", key).with_size(7).with_flags(ranges),
+                Some(7),
+            ),
+        ] {
+            let mut b = Batch::new();
+            b.add_set(Family::Ip, "kwk", &spec);
+            let (buf, _) = b.finish().expect("encodes");
+            let msg = messages(&buf).nth(1).expect("set message").expect("parses");
+            let listed = parse_set(&msg.payload[4..]).expect("a set");
+            assert_eq!(listed.size, size, "{spec:?}");
+        }
+    }
 }
