@@ -99,10 +99,13 @@ impl Writer {
 
     /// A NUL-terminated string attribute.
     pub(crate) fn str(&mut self, ty: u16, value: &str) {
-        let mut data = Vec::with_capacity(value.len() + 1);
-        data.extend_from_slice(value.as_bytes());
-        data.push(0);
-        self.attr(ty, &data);
+        // Names: far below 64 KiB.
+        let len16 = u16::try_from(4 + value.len() + 1).unwrap_or(u16::MAX);
+        self.buf.extend_from_slice(&len16.to_ne_bytes());
+        self.buf.extend_from_slice(&ty.to_ne_bytes());
+        self.buf.extend_from_slice(value.as_bytes());
+        self.buf.push(0);
+        self.pad();
     }
 
     /// Starts a nested attribute (with `NLA_F_NESTED`); returns its offset for

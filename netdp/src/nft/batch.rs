@@ -3,6 +3,7 @@
 //! kernel error can name it (`add chain ip kwk services`) without a string per message. Pure;
 //! [`NftApi::apply`](super::NftApi::apply) sends it.
 
+use super::element_list::ElementList;
 use super::error::NftError;
 use super::expr::{Expr, millis, value_data, verdict_data};
 use super::objects::{
@@ -219,23 +220,38 @@ impl Batch {
                 w.u64_be(NFTA_SET_TIMEOUT, millis(timeout));
             }
             w.u32_be(NFTA_SET_ID, id);
-            if set.key.is_host_order() {
-                // Only for `nft list`: host-order integers print as numbers, not byte-swapped.
-                let mut udata = vec![NFTNL_UDATA_SET_KEYBYTEORDER, 4];
-                udata.extend_from_slice(&NFT_BYTEORDER_HOST_ENDIAN.to_ne_bytes());
+            // Only for `nft list`: host-order integers print as numbers, not byte-swapped.
+            let host_order_data = matches!(&set.map, Some(MapType::Data(d)) if d.is_host_order());
+            let mut udata = Vec::new();
+            for (tag, host_order) in [
+                (NFTNL_UDATA_SET_KEYBYTEORDER, set.key.is_host_order()),
+                (NFTNL_UDATA_SET_DATABYTEORDER, host_order_data),
+            ] {
+                if host_order {
+                    udata.extend_from_slice(&[tag, 4]);
+                    udata.extend_from_slice(&NFT_BYTEORDER_HOST_ENDIAN.to_ne_bytes());
+                }
+            }
+            if !udata.is_empty() {
                 w.attr(NFTA_SET_USERDATA, &udata);
             }
             // Field lengths are for the concatenated-range (pipapo) backend only; the kernel
             // refuses them without NFT_SET_CONCAT, which goes with interval sets.
-            if set.key.is_concat() && set.flags.interval {
+            let field_lengths = set.key.is_concat() && set.flags.interval;
+            if field_lengths || set.size.is_some() {
                 let desc = w.begin_nested(NFTA_SET_DESC);
-                let concat = w.begin_nested(NFTA_SET_DESC_CONCAT);
-                for part in &set.key.0 {
-                    let elem = w.begin_nested(NFTA_LIST_ELEM);
-                    w.u32_be(NFTA_SET_FIELD_LEN, len32(part.len()));
-                    w.end_nested(elem)?;
+                if let Some(size) = set.size {
+                    w.u32_be(NFTA_SET_DESC_SIZE, size);
                 }
-                w.end_nested(concat)?;
+                if field_lengths {
+                    let concat = w.begin_nested(NFTA_SET_DESC_CONCAT);
+                    for part in &set.key.0 {
+                        let elem = w.begin_nested(NFTA_LIST_ELEM);
+                        w.u32_be(NFTA_SET_FIELD_LEN, len32(part.len()));
+                        w.end_nested(elem)?;
+                    }
+                    w.end_nested(concat)?;
+                }
                 w.end_nested(desc)?;
             }
             Ok(())
@@ -323,6 +339,29 @@ impl Batch {
         self.elements(NFT_MSG_DELSETELEM, 0, family, table, (set, None), elements)
     }
 
+    /// `add element` for elements encoded ahead ([`ElementList`]): as many messages as they
+    /// need.
+    pub fn add_element_list(
+        &mut self,
+        family: Family,
+        table: &str,
+        set: &str,
+        list: &ElementList,
+    ) -> &mut Self {
+        if let Some(len) = list.too_long {
+            self.error.get_or_insert(NftError::AttributeTooLong { len });
+            return self;
+        }
+        self.element_messages(
+            NFT_MSG_NEWSETELEM,
+            NLM_F_CREATE,
+            family,
+            table,
+            (set, None),
+            &list.w.buf,
+        )
+    }
+
     #[allow(
         clippy::too_many_arguments,
         reason = "private helper of two public methods"
@@ -333,12 +372,40 @@ impl Batch {
         flags: u16,
         family: Family,
         table: &str,
-        (set, set_id): (&str, Option<u32>),
+        set: (&str, Option<u32>),
         elements: &[Element],
     ) -> &mut Self {
-        let mut rest = elements;
-        while !rest.is_empty() {
-            let mut taken = 0;
+        let mut encoded = Writer::default();
+        for element in elements {
+            if let Err(err) = encode_element(&mut encoded, element, msg == NFT_MSG_NEWSETELEM) {
+                self.error.get_or_insert(err);
+                return self;
+            }
+        }
+        self.element_messages(msg, flags, family, table, set, &encoded.buf)
+    }
+
+    /// Element messages carrying `encoded` (whole `NFTA_LIST_ELEM` attributes), cut between
+    /// elements so that each list stays under [`ELEMENT_LIST_BUDGET`].
+    fn element_messages(
+        &mut self,
+        msg: u8,
+        flags: u16,
+        family: Family,
+        table: &str,
+        (set, set_id): (&str, Option<u32>),
+        encoded: &[u8],
+    ) -> &mut Self {
+        let mut rest = encoded;
+        while !rest.is_empty() && self.error.is_none() {
+            // At least one element per message, then as many as fit the budget.
+            let mut cut = 0;
+            while cut < rest.len()
+                && (cut == 0 || cut + attr_len(&rest[cut..]) <= ELEMENT_LIST_BUDGET)
+            {
+                cut += attr_len(&rest[cut..]);
+            }
+            let (chunk, tail) = rest.split_at(cut.min(rest.len()));
             self.message(msg, flags, family, |w| {
                 w.str(NFTA_SET_ELEM_LIST_TABLE, table);
                 w.str(NFTA_SET_ELEM_LIST_SET, set);
@@ -346,20 +413,10 @@ impl Batch {
                     w.u32_be(NFTA_SET_ELEM_LIST_SET_ID, id);
                 }
                 let list = w.begin_nested(NFTA_SET_ELEM_LIST_ELEMENTS);
-                let budget_end = list + ELEMENT_LIST_BUDGET;
-                for element in rest {
-                    if taken > 0 && w.buf.len() >= budget_end {
-                        break;
-                    }
-                    encode_element(w, element, msg == NFT_MSG_NEWSETELEM)?;
-                    taken += 1;
-                }
+                w.buf.extend_from_slice(chunk);
                 w.end_nested(list)
             });
-            if self.error.is_some() || taken == 0 {
-                break;
-            }
-            rest = &rest[taken..];
+            rest = tail;
         }
         self
     }
@@ -461,15 +518,31 @@ fn describe_message(message: &super::wire::Message<'_>) -> String {
 
 /// libnftnl's userdata TLV holding a NUL-terminated comment (at most 128 bytes, like `nft`).
 pub(crate) fn comment_udata(comment: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    comment_udata_into(comment, &mut out);
+    out
+}
+
+/// [`comment_udata`] into `out` (cleared first).
+pub(crate) fn comment_udata_into(comment: &str, out: &mut Vec<u8>) {
     let mut end = comment.len().min(127);
     while !comment.is_char_boundary(end) {
         end -= 1;
     }
     let text = &comment.as_bytes()[..end];
-    let mut out = vec![NFTNL_UDATA_COMMENT, (text.len() + 1) as u8];
+    out.clear();
+    out.extend_from_slice(&[NFTNL_UDATA_COMMENT, (text.len() + 1) as u8]);
     out.extend_from_slice(text);
     out.push(0);
-    out
+}
+
+/// The aligned length of the attribute at the start of `data` (all of `data` if malformed).
+fn attr_len(data: &[u8]) -> usize {
+    let len = match data {
+        [a, b, ..] => usize::from(u16::from_ne_bytes([*a, *b])),
+        _ => data.len(),
+    };
+    super::wire::align4(len).clamp(1, data.len().max(1))
 }
 
 /// The comment in a userdata blob written by [`comment_udata`] (or by `nft`).
@@ -489,7 +562,11 @@ fn len32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 
-fn encode_element(w: &mut Writer, element: &Element, with_data: bool) -> Result<(), NftError> {
+pub(crate) fn encode_element(
+    w: &mut Writer,
+    element: &Element,
+    with_data: bool,
+) -> Result<(), NftError> {
     let nest = w.begin_nested(NFTA_LIST_ELEM);
     value_data(w, NFTA_SET_ELEM_KEY, &element.key)?;
     if with_data {

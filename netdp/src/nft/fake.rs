@@ -1,7 +1,8 @@
 //! An in-memory stand-in for nf_tables implementing [`NftApi`], for tests of the code that
 //! plans and applies rule sets: it decodes the real batch bytes, keeps tables, named sets and
 //! their elements with the kernel's all-or-nothing semantics, records every applied batch, and
-//! can be told to refuse the next one. Chains and rules are recorded, not modelled.
+//! can be told to refuse the next one; a sized set refuses elements beyond its size. Chains and
+//! rules are recorded, not modelled.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -134,7 +135,7 @@ impl State {
                     return Ok(()); // anonymous: belongs to a rule
                 }
                 let key = (family, str_attr(payload, NFTA_SET_ELEM_LIST_TABLE), name);
-                let (_, elements) = self.sets.get_mut(&key).ok_or(nix::libc::ENOENT)?;
+                let (set, elements) = self.sets.get_mut(&key).ok_or(nix::libc::ENOENT)?;
                 let mut listed = Vec::new();
                 parse_elements(payload, &mut listed);
                 let has_list = attrs(payload).any(|(t, _)| t == NFTA_SET_ELEM_LIST_ELEMENTS);
@@ -150,6 +151,10 @@ impl State {
                             Some(old) if old.data != element.data => return Err(nix::libc::EEXIST),
                             _ => {
                                 elements.insert(element.key.clone(), element);
+                                // Like the kernel: a sized set refuses elements beyond its size.
+                                if set.size.is_some_and(|size| elements.len() > size as usize) {
+                                    return Err(nix::libc::ENFILE);
+                                }
                             }
                         }
                     }
@@ -316,5 +321,35 @@ mod tests {
         assert!(!nft.has_table(Family::Ip, "t"));
         assert!(nft.list_chains(Family::Ip, "t").expect("chains").is_empty());
         assert!(nft.list_sets(Family::Ip, "t").expect("sets").is_empty());
+    }
+
+    #[test]
+    fn a_sized_set_refuses_elements_beyond_its_size() {
+        let nft = MemoryNft::new();
+        let mut b = Batch::new();
+        b.add_table(Family::Ip, "t").add_set(
+            Family::Ip,
+            "t",
+            &SetSpec::verdict_map("m", vec![KeyType::Integer32]).with_size(2),
+        );
+        b.add_elements(Family::Ip, "t", "m", &[element(1), element(2)]);
+        nft.apply(&b).expect("two fit");
+        assert_eq!(
+            nft.list_sets(Family::Ip, "t").expect("sets")[0].size,
+            Some(2)
+        );
+        let mut b = Batch::new();
+        b.add_elements(Family::Ip, "t", "m", &[element(3)]);
+        let err = nft.apply(&b).expect_err("a third does not");
+        assert_eq!(err.errno(), Some(nix::libc::ENFILE));
+        // Room made in the same batch counts.
+        let mut b = Batch::new();
+        b.delete_elements(Family::Ip, "t", "m", &[element(1)])
+            .add_elements(Family::Ip, "t", "m", &[element(3), element(2)]);
+        nft.apply(&b).expect("one out, one in");
+        assert_eq!(
+            nft.list_elements(Family::Ip, "t", "m").expect("list").len(),
+            2
+        );
     }
 }

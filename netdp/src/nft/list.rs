@@ -20,6 +20,8 @@ pub struct ListedSet {
     pub data_type: Option<u32>,
     pub data_len: u32,
     pub timeout: Option<Duration>,
+    /// The most elements it may hold, when it was given a size.
+    pub size: Option<u32>,
 }
 
 impl ListedSet {
@@ -88,6 +90,7 @@ pub(crate) fn parse_set(payload: &[u8]) -> Option<ListedSet> {
         data_type: None,
         data_len: 0,
         timeout: None,
+        size: None,
     };
     for (ty, value) in attrs(payload) {
         match ty {
@@ -98,6 +101,11 @@ pub(crate) fn parse_set(payload: &[u8]) -> Option<ListedSet> {
             NFTA_SET_DATA_TYPE => set.data_type = be32(value),
             NFTA_SET_DATA_LEN => set.data_len = be32(value)?,
             NFTA_SET_TIMEOUT => set.timeout = be64(value).map(Duration::from_millis),
+            NFTA_SET_DESC => {
+                set.size = attrs(value)
+                    .find(|(t, _)| *t == NFTA_SET_DESC_SIZE)
+                    .and_then(|(_, v)| be32(v));
+            }
             _ => {}
         }
     }
@@ -201,5 +209,31 @@ mod tests {
         assert_eq!(got[0].data, elements[0].data);
         assert_eq!(got[1].data, elements[1].data);
         assert_eq!(got[1].timeout, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_sized_set_lists_its_size() {
+        use super::super::objects::{KeyType, SetFlags, SetSpec};
+        let key = vec![KeyType::Ipv4Addr, KeyType::InetService];
+        let ranges = SetFlags {
+            interval: true,
+            ..SetFlags::default()
+        };
+        for (spec, size) in [
+            (SetSpec::set("s", key.clone()), None),
+            (SetSpec::set("s", key.clone()).with_size(3000), Some(3000)),
+            // With the field lengths of a concatenated range set in the same description.
+            (
+                SetSpec::set("s", key).with_size(7).with_flags(ranges),
+                Some(7),
+            ),
+        ] {
+            let mut b = Batch::new();
+            b.add_set(Family::Ip, "kwk", &spec);
+            let (buf, _) = b.finish().expect("encodes");
+            let msg = messages(&buf).nth(1).expect("set message").expect("parses");
+            let listed = parse_set(&msg.payload[4..]).expect("a set");
+            assert_eq!(listed.size, size, "{spec:?}");
+        }
     }
 }

@@ -321,6 +321,11 @@ pub struct SetSpec {
     pub flags: SetFlags,
     /// Default element timeout (needs `flags.timeout`).
     pub timeout: Option<Duration>,
+    /// The most elements the set may hold (`nft`'s `size`), sent as `NFTA_SET_DESC_SIZE`. The
+    /// kernel refuses elements beyond it (`ENFILE`), and sizes its hash table from it: with a
+    /// size, a set without timeouts gets the fixed-size `nft_hash` backend instead of the
+    /// resizable `rhash` one, which starts at 4 buckets and grows while a big batch inserts.
+    pub size: Option<u32>,
 }
 
 impl SetSpec {
@@ -331,6 +336,7 @@ impl SetSpec {
             map: None,
             flags: SetFlags::default(),
             timeout: None,
+            size: None,
         }
     }
 
@@ -350,6 +356,12 @@ impl SetSpec {
 
     pub fn with_flags(mut self, flags: SetFlags) -> Self {
         self.flags = flags;
+        self
+    }
+
+    /// Caps the set at `size` elements and lets the kernel size its hash table for them.
+    pub fn with_size(mut self, size: u32) -> Self {
+        self.size = Some(size);
         self
     }
 

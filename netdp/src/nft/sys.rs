@@ -60,8 +60,10 @@ pub(crate) const NFTA_SET_TIMEOUT: u16 = 11;
 pub(crate) const NFTA_SET_USERDATA: u16 = 13;
 /// libnftnl's set userdata TLV (u8 type, u8 len, value) telling `nft` the key byte order.
 pub(crate) const NFTNL_UDATA_SET_KEYBYTEORDER: u8 = 0;
+pub(crate) const NFTNL_UDATA_SET_DATABYTEORDER: u8 = 1;
 /// `nft`'s `BYTEORDER_HOST_ENDIAN`.
 pub(crate) const NFT_BYTEORDER_HOST_ENDIAN: u32 = 1;
+pub(crate) const NFTA_SET_DESC_SIZE: u16 = 1;
 pub(crate) const NFTA_SET_DESC_CONCAT: u16 = 2;
 pub(crate) const NFTA_SET_FIELD_LEN: u16 = 1;
 pub(crate) const NFTA_SET_ELEM_KEY: u16 = 1;

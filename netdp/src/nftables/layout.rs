@@ -4,11 +4,14 @@
 //! timeout and short-circuit count).
 //!
 //! Per family (`ip`, `ip6`) table `kwk-proxy`:
-//! - `service-classes`: verdict map `daddr . l4proto . dport -> goto class-<id>` (every front
-//!   end that NATs, i.e. has backends or short-circuit backends). Its elements only change
-//!   when a front end appears, goes or changes class (not when endpoints are replaced), and
-//!   all point at the few class chains, so the kernel's jump-graph revalidation on those
-//!   changes stays short;
+//! - `service-classes`: data map `daddr . l4proto . dport -> class id` (every front end that
+//!   NATs, i.e. has backends or short-circuit backends);
+//! - `class-chains`: verdict map `class id -> goto class-<id>`, one element per class. The only
+//!   verdict map that grows with the cluster is thus a handful of elements: a commit that adds
+//!   a jump/goto element or a rule walks every element of every reachable verdict map to
+//!   validate the jump graph (~100 ns each), so a goto per front end made adding a Service or
+//!   changing its class cost O(front ends) (~6 ms at 50k Services); here it is map elements
+//!   only;
 //! - `backends`: data map `daddr . l4proto . dport . slot -> addr . port`; slots
 //!   `0..n` are the front end's backends (repeated by weight), `SHORT_CIRCUIT_SLOTS + 0..k`
 //!   its `local_short_circuit` backends;
@@ -43,6 +46,7 @@ pub const MASQ_MARK: u32 = 0x4000;
 pub const SHORT_CIRCUIT_SLOTS: u32 = 1 << 16;
 
 pub const SERVICE_CLASSES: &str = "service-classes";
+pub const CLASS_CHAINS: &str = "class-chains";
 pub const BACKENDS: &str = "backends";
 pub const REJECT_SERVICES: &str = "reject-services";
 pub const DROP_SERVICES: &str = "drop-services";
@@ -64,8 +68,9 @@ pub const FILTER_OUTPUT_PRE_NAT: &str = "filter-output-pre-nat";
 pub const FIREWALL_CHECK: &str = "firewall-check";
 
 /// The named sets and maps of a table, in creation order.
-pub const SETS: [&str; 8] = [
+pub const SETS: [&str; 9] = [
     SERVICE_CLASSES,
+    CLASS_CHAINS,
     BACKENDS,
     REJECT_SERVICES,
     DROP_SERVICES,
@@ -74,6 +79,35 @@ pub const SETS: [&str; 8] = [
     HAIRPIN,
     FIREWALL_CHAINS,
 ];
+
+/// The smallest size given to a set the sync fills (see [`set_size`]).
+pub const MIN_SET_SIZE: u32 = 1024;
+
+/// The size (`NFTA_SET_DESC_SIZE`) of a set the sync fills with `elements`: room to grow by half
+/// before an incremental sync would overflow it (then a full sync sizes it anew).
+///
+/// With a size the kernel gives the maps its fixed-size hash (`nft_hash`) instead of the
+/// resizable `rhash`, which starts at 4 buckets and rehashes over and over while a full sync
+/// inserts 10^5 elements (about half the kernel's time of a 10k-Service sync), and whose
+/// walker makes the verdict-map walk of a commit's validation slower. `affinity` stays unsized:
+/// it is filled by packets, and a full dynamic set would make the DNAT rule that adds to it
+/// fail.
+pub fn set_size(elements: usize) -> u32 {
+    let roomy = elements.saturating_add(elements / 2);
+    u32::try_from(roomy).unwrap_or(u32::MAX).max(MIN_SET_SIZE)
+}
+
+/// Whether the sync fills `set` with elements that grow with the cluster (so it gets a size),
+/// by index in [`SETS`]. `class-chains` holds one element per class, written with the class.
+pub fn sized(set: usize) -> bool {
+    SETS.get(set)
+        .is_some_and(|s| *s != AFFINITY && *s != CLASS_CHAINS)
+}
+
+/// The index of a set in [`SETS`].
+pub fn set_index(name: &str) -> Option<usize> {
+    SETS.iter().position(|s| *s == name)
+}
 
 /// The fixed chains of a table.
 pub const FIXED_CHAINS: [&str; 11] = [
@@ -197,8 +231,8 @@ impl Fam {
         }
     }
 
-    /// The specs of the table's sets and maps.
-    pub fn sets(self) -> Vec<SetSpec> {
+    /// The specs of the table's sets and maps, sized by `sizes` (by index in [`SETS`]).
+    pub fn sets(self, sizes: &[Option<u32>; SETS.len()]) -> Vec<SetSpec> {
         let a = self.addr_type();
         let key = self.key_types();
         let with = |extra: &[KeyType]| {
@@ -209,7 +243,8 @@ impl Fam {
         let mut affinity_key = vec![a];
         affinity_key.extend(key.iter().copied());
         vec![
-            SetSpec::verdict_map(SERVICE_CLASSES, key.clone()),
+            SetSpec::data_map(SERVICE_CLASSES, key.clone(), vec![KeyType::Mark]),
+            SetSpec::verdict_map(CLASS_CHAINS, vec![KeyType::Mark]),
             SetSpec::data_map(
                 BACKENDS,
                 // `mark` (a 32-bit host-order type) rather than `integer`, whose unknown length
@@ -230,11 +265,18 @@ impl Fam {
             SetSpec::set(HAIRPIN, vec![a, a]),
             SetSpec::verdict_map(FIREWALL_CHAINS, key.clone()),
         ]
+        .into_iter()
+        .zip(sizes)
+        .map(|(spec, size)| match size {
+            Some(size) => spec.with_size(*size),
+            None => spec,
+        })
+        .collect()
     }
 
-    /// Creates the table, its fixed chains, sets and global rules (the table must not exist or
-    /// be empty).
-    pub fn add_skeleton(self, b: &mut Batch) {
+    /// Creates the table, its fixed chains, sets (sized by `sizes`) and global rules (the table
+    /// must not exist or be empty).
+    pub fn add_skeleton(self, b: &mut Batch, sizes: &[Option<u32>; SETS.len()]) {
         let f = self.family();
         b.add_table(f, TABLE);
         let base = [
@@ -288,7 +330,7 @@ impl Fam {
         b.add_chain(f, TABLE, &Chain::regular(SERVICES));
         b.add_chain(f, TABLE, &Chain::regular(ENDPOINTS_CHECK));
         b.add_chain(f, TABLE, &Chain::regular(FIREWALL_CHECK));
-        for spec in self.sets() {
+        for spec in self.sets(sizes) {
             b.add_set(f, TABLE, &spec);
         }
         for chain in [NAT_PREROUTING, NAT_OUTPUT] {
@@ -307,9 +349,10 @@ impl Fam {
         let mut firewall = self.load_packet();
         firewall.push(Expr::vmap(FIREWALL_CHAINS, self.daddr()));
         b.add_rule(f, TABLE, FIREWALL_CHECK, &firewall);
-        // services: key -> goto class chain.
+        // services: key -> class id -> goto class chain.
         let mut dispatch = self.load_packet();
-        dispatch.push(Expr::vmap(SERVICE_CLASSES, self.daddr()));
+        dispatch.push(Expr::map(SERVICE_CLASSES, self.daddr(), self.slot()));
+        dispatch.push(Expr::vmap(CLASS_CHAINS, self.slot()));
         b.add_rule_commented(
             f,
             TABLE,
@@ -362,7 +405,7 @@ impl Fam {
         );
     }
 
-    /// Adds the chains of class `id`.
+    /// Adds the chains of class `id` and its `class-chains` element.
     pub fn add_class(self, b: &mut Batch, id: u32, class: &Class, cluster_cidrs: &[Cidr]) {
         let f = self.family();
         let main = class_chain(id);
@@ -418,6 +461,8 @@ impl Fam {
             b.add_rule(f, TABLE, &main, &[Expr::goto(dnat.as_str())]);
             self.add_pick(b, &dnat, class.slots, 0, class);
         }
+        let goto = crate::nft::Element::verdict(&[Datum::U32(id)], crate::nft::Verdict::Goto(main));
+        b.add_elements(f, TABLE, CLASS_CHAINS, &[goto]);
     }
 
     /// Creates (or, with `flush`, rewrites) the firewall chain `name`: sources in `allowed`

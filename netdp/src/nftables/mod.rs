@@ -9,11 +9,14 @@
 //! `nft flush ruleset`), repairs with a full sync when not, and otherwise writes only the
 //! element changes of the front ends that changed.
 //!
-//! Known limitation: the `nft` tool (1.0.6 here) aborts decoding two rule shapes the kernel
-//! accepts and runs (a data-map result used as a verdict-map key in `services`; the
-//! `numgen`-keyed map lookup feeding `dnat` in `class-*-dnat`/`class-*-local`), so
-//! `nft list ruleset`/`list tables` fail in a namespace holding these tables; `nft list map`
-//! and `nft list set` work. Listing through [`crate::nft::NftApi`] is unaffected.
+//! Known limitation: the `nft` tool (1.0.6 here) aborts decoding a rule that uses a map
+//! lookup's result as (part of) another lookup's key, which the kernel accepts and runs: the
+//! `services` dispatch (`service-classes` then `class-chains`) and the session-affinity rules
+//! of class chains. So `nft list ruleset`/`list table` fail on these tables; `nft list chain`
+//! of every other chain, `nft list map` and `nft list set` work, and listing through
+//! [`crate::nft::NftApi`] is unaffected. (Dispatching through one verdict map of
+//! `key -> goto class-<id>` instead would decode, but every added Service or class change
+//! then makes the kernel walk that whole map to validate the jump graph: ~6 ms at 50k.)
 
 pub mod layout;
 pub mod plan;

@@ -8,12 +8,13 @@ use std::net::IpAddr;
 
 use super::layout::{
     AFFINITY, AFFINITY_BACKENDS, BACKENDS, Class, DROP_SERVICES, FIREWALL_CHAINS, Fam, HAIRPIN,
-    REJECT_SERVICES, SERVICE_CLASSES, SHORT_CIRCUIT_SLOTS, TABLE,
+    REJECT_SERVICES, SERVICE_CLASSES, SETS, SHORT_CIRCUIT_SLOTS, TABLE, set_index, set_size, sized,
 };
 use crate::model::{
-    Backend, Cidr, FrontEnd, FrontEndKey, IpFamily, Protocol, RuleDiff, RuleSet, Target, diff,
+    Backend, Cidr, FrontEnd, FrontEndKey, IpFamily, Protocol, RuleDiff, RuleSet, ServicePortName,
+    Target, diff,
 };
-use crate::nft::{Batch, Datum, Element, Verdict};
+use crate::nft::{Batch, Datum, Element, ElementList, Verdict};
 
 /// What the kernel holds after the last successful sync, beyond the rule set itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,6 +23,16 @@ pub struct Applied {
     pub classes: [BTreeMap<Class, u32>; 2],
     /// Node-local backend address -> number of front-end backend entries using it.
     pub hairpin_refs: HashMap<IpAddr, usize>,
+    /// How full each set is, per family, by index in [`SETS`].
+    pub sets: [[SetFill; SETS.len()]; 2],
+}
+
+/// The elements a set holds and the most it may hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetFill {
+    pub elements: usize,
+    /// `None`: unbounded (not sized, see [`set_size`]).
+    pub size: Option<u32>,
 }
 
 impl Applied {
@@ -86,42 +97,58 @@ pub fn firewall_chain(key: &FrontEndKey) -> String {
 /// One element of one named set of one family.
 pub type Placed = (usize, &'static str, Element);
 
-/// The elements a front end owns in the maps (not the shared hairpin set).
-pub fn front_end_elements(key: &FrontEndKey, fe: &FrontEnd, class_id: Option<u32>) -> Vec<Placed> {
+/// The data of an element, borrowed from the front end.
+#[derive(Debug, Clone, Copy)]
+enum Data<'a> {
+    None,
+    /// With the Service as the element's comment, for `service-classes`.
+    Value(&'a [Datum], Option<&'a ServicePortName>),
+    Verdict(&'a Verdict),
+}
+
+/// Calls `emit(family, set, key, data)` for every element a front end owns in the maps (not the
+/// shared hairpin set); `class_id` is its class, if it NATs. The one definition of those
+/// elements, for both [`front_end_elements`] and [`plan_full`].
+fn for_each_element(
+    key: &FrontEndKey,
+    fe: &FrontEnd,
+    class_id: Option<u32>,
+    emit: &mut impl FnMut(usize, &'static str, &[Datum], Data<'_>),
+) {
     let fam = fam_index(key.family);
     let k = key_parts(key);
-    let mut out = Vec::new();
     if let Some(id) = class_id {
-        out.push((
+        let id = [Datum::U32(id)];
+        emit(
             fam,
             SERVICE_CLASSES,
-            Element::verdict(&k, Verdict::Goto(super::layout::class_chain(id)))
-                .with_comment(fe.service.to_string()),
-        ));
+            &k,
+            Data::Value(&id, Some(&fe.service)),
+        );
     }
-    let slot_elements = |backends: &[Backend], offset: u32, out: &mut Vec<Placed>| {
+    let mut slot_elements = |backends: &[Backend], offset: u32| {
         let mut slot = offset;
         for b in backends {
             for _ in 0..b.weight.max(1) {
                 let key = [k[0], k[1], k[2], Datum::U32(slot)];
                 let data = [addr(b.ip), Datum::Port(b.port)];
-                out.push((fam, BACKENDS, Element::value(&key, &data)));
+                emit(fam, BACKENDS, &key, Data::Value(&data, None));
                 slot += 1;
             }
         }
     };
-    slot_elements(fe.target.backends(), 0, &mut out);
+    slot_elements(fe.target.backends(), 0);
     if let Some(local) = &fe.local_short_circuit {
-        slot_elements(local, SHORT_CIRCUIT_SLOTS, &mut out);
+        slot_elements(local, SHORT_CIRCUIT_SLOTS);
     }
     match fe.target {
-        Target::Reject => out.push((fam, REJECT_SERVICES, Element::key(&k))),
-        Target::Drop => out.push((fam, DROP_SERVICES, Element::key(&k))),
+        Target::Reject => emit(fam, REJECT_SERVICES, &k, Data::None),
+        Target::Drop => emit(fam, DROP_SERVICES, &k, Data::None),
         Target::Backends(_) => {}
     }
     if fe.allowed_sources.is_some() {
         let goto = Verdict::Goto(firewall_chain(key));
-        out.push((fam, FIREWALL_CHAINS, Element::verdict(&k, goto)));
+        emit(fam, FIREWALL_CHAINS, &k, Data::Verdict(&goto));
     }
     if fe.affinity_timeout_seconds.is_some() {
         let mut seen = Vec::new();
@@ -129,10 +156,26 @@ pub fn front_end_elements(key: &FrontEndKey, fe: &FrontEnd, class_id: Option<u32
             if !seen.contains(&b) {
                 seen.push(b);
                 let parts = [k[0], k[1], k[2], addr(b.ip), Datum::Port(b.port)];
-                out.push((fam, AFFINITY_BACKENDS, Element::key(&parts)));
+                emit(fam, AFFINITY_BACKENDS, &parts, Data::None);
             }
         }
     }
+}
+
+/// The elements a front end owns in the maps (not the shared hairpin set).
+pub fn front_end_elements(key: &FrontEndKey, fe: &FrontEnd, class_id: Option<u32>) -> Vec<Placed> {
+    let mut out = Vec::new();
+    for_each_element(key, fe, class_id, &mut |fam, set, key, data| {
+        let element = match data {
+            Data::None => Element::key(key),
+            Data::Value(data, None) => Element::value(key, data),
+            Data::Value(data, Some(comment)) => {
+                Element::value(key, data).with_comment(comment.to_string())
+            }
+            Data::Verdict(verdict) => Element::verdict(key, verdict.clone()),
+        };
+        out.push((fam, set, element));
+    });
     out
 }
 
@@ -187,6 +230,25 @@ struct ElementBatch {
 }
 
 impl ElementBatch {
+    /// The element counts after this batch, or `None` when a sized set would overflow.
+    fn fill_after(
+        &self,
+        mut sets: [[SetFill; SETS.len()]; 2],
+    ) -> Option<[[SetFill; SETS.len()]; 2]> {
+        for (delete, changes) in [(true, &self.delete), (false, &self.add)] {
+            for ((fam, set), elements) in changes {
+                let fill = &mut sets[*fam][set_index(set)?];
+                fill.elements = if delete {
+                    fill.elements.saturating_sub(elements.len())
+                } else {
+                    fill.elements + elements.len()
+                };
+            }
+        }
+        let fits = |f: &SetFill| f.size.is_none_or(|size| f.elements <= size as usize);
+        sets.iter().flatten().all(fits).then_some(sets)
+    }
+
     fn count(&self) -> usize {
         self.delete
             .values()
@@ -218,29 +280,48 @@ pub struct Plan {
 }
 
 /// Both tables rebuilt from scratch in one batch: whatever was there (ours) is deleted first.
+/// Elements are encoded straight into [`ElementList`]s, one per set.
 pub fn plan_full(rules: &RuleSet) -> Plan {
     let mut applied = Applied::default();
-    let mut b = Batch::new();
-    for fam in Fam::ALL {
-        b.add_table(fam.family(), TABLE);
-        b.delete_table(fam.family(), TABLE);
-        fam.add_skeleton(&mut b);
-    }
     let mut new_classes = Vec::new();
-    let mut elements = ElementBatch::default();
+    let mut lists: [[ElementList; SETS.len()]; 2] = Default::default();
     for (key, fe) in &rules.front_ends {
         let fam = fam_index(key.family);
         let id = class_of(fe).map(|c| class_id(&mut applied, fam, c, &mut new_classes));
-        for (fam, set, e) in front_end_elements(key, fe, id) {
-            elements.add.entry((fam, set)).or_default().push(e);
-        }
+        for_each_element(key, fe, id, &mut |fam, set, key, data| {
+            let Some(list) = set_index(set).map(|i| &mut lists[fam][i]) else {
+                return;
+            };
+            match data {
+                Data::None => list.key(key),
+                Data::Value(data, comment) => {
+                    list.value(key, data, comment.map(|c| c as &dyn std::fmt::Display));
+                }
+                Data::Verdict(verdict) => list.verdict(key, verdict),
+            }
+        });
         for ip in local_ips(fe) {
             *applied.hairpin_refs.entry(ip).or_default() += 1;
         }
     }
-    for ip in applied.hairpin_refs.keys() {
-        let (fam, set, e) = hairpin_element(*ip);
-        elements.add.entry((fam, set)).or_default().push(e);
+    if let Some(hairpin) = set_index(HAIRPIN) {
+        for ip in applied.hairpin_refs.keys() {
+            lists[fam_index(IpFamily::of(*ip))][hairpin].key(&[addr(*ip), addr(*ip)]);
+        }
+    }
+    let mut b = Batch::new();
+    for (index, fam) in Fam::ALL.into_iter().enumerate() {
+        let fills = &mut applied.sets[index];
+        for (fill, list) in fills.iter_mut().zip(&lists[index]) {
+            fill.elements = list.len();
+        }
+        let sizes = std::array::from_fn(|set| sized(set).then(|| set_size(fills[set].elements)));
+        for (fill, size) in fills.iter_mut().zip(sizes) {
+            fill.size = size;
+        }
+        b.add_table(fam.family(), TABLE);
+        b.delete_table(fam.family(), TABLE);
+        fam.add_skeleton(&mut b, &sizes);
     }
     for (fam, id, class) in &new_classes {
         Fam::ALL[*fam].add_class(&mut b, *id, class, &rules.cluster_cidrs);
@@ -251,8 +332,15 @@ pub fn plan_full(rules: &RuleSet) -> Plan {
             fam.write_firewall_chain(&mut b, &firewall_chain(key), allowed, false);
         }
     }
-    let mut objects = b.len() + elements.count();
-    elements.write(&mut b);
+    let elements: usize = lists.iter().flatten().map(ElementList::len).sum();
+    let mut objects = b.len() + elements;
+    for (fam, lists) in Fam::ALL.iter().zip(&lists) {
+        for (set, list) in SETS.iter().zip(lists) {
+            if !list.is_empty() {
+                b.add_element_list(fam.family(), TABLE, set, list);
+            }
+        }
+    }
     objects = objects.max(b.len());
     Plan {
         batch: b,
@@ -268,7 +356,7 @@ pub fn plan_incremental(old: &RuleSet, new: &RuleSet, applied: Applied) -> Optio
 }
 
 /// Only the changes `d` (which lead to `new`), on top of `applied`. `None` when they need a
-/// full sync.
+/// full sync (node addresses or cluster CIDRs changed, or a set would outgrow its size).
 pub fn plan_changes(d: &RuleDiff<'_>, new: &RuleSet, mut applied: Applied) -> Option<Plan> {
     if d.node_globals_changed {
         return None;
@@ -371,6 +459,7 @@ pub fn plan_changes(d: &RuleDiff<'_>, new: &RuleSet, mut applied: Applied) -> Op
             applied.hairpin_refs.insert(ip, after);
         }
     }
+    applied.sets = elements.fill_after(applied.sets)?;
     let mut b = Batch::new();
     for (fam, id, class) in &new_classes {
         Fam::ALL[*fam].add_class(&mut b, *id, class, &new.cluster_cidrs);

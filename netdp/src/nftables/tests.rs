@@ -8,7 +8,10 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::NftablesDataplane;
-use super::layout::{Class, Fam, SERVICE_CLASSES, SETS, TABLE};
+use super::layout::{
+    AFFINITY, BACKENDS, CLASS_CHAINS, Class, Fam, MIN_SET_SIZE, SERVICE_CLASSES, SETS, TABLE,
+    set_size,
+};
 use super::plan::class_of;
 use crate::dataplane::Dataplane;
 use crate::model::synthetic::{SYNTHETIC_NODE, Synthetic};
@@ -47,14 +50,21 @@ fn listing(dp: &NftablesDataplane<MemoryNft>) -> Listing {
                 .nft
                 .list_elements(fam.family(), TABLE, set)
                 .expect("list");
+            if set == CLASS_CHAINS {
+                // Compared through the ids below: each goes to its own class chain.
+                for e in &elements {
+                    let id = u32::from_ne_bytes([e.key[0], e.key[1], e.key[2], e.key[3]]);
+                    let want = Verdict::Goto(super::layout::class_chain(id));
+                    assert_eq!(e.data, Some(ElementData::Verdict(want)));
+                    assert!(by_id.contains_key(&id), "{id} is a class");
+                }
+                continue;
+            }
             let entry = out.entry((i, set)).or_default();
             for e in elements {
                 let data = match (&e.data, set) {
-                    (Some(ElementData::Verdict(Verdict::Goto(chain))), SERVICE_CLASSES) => {
-                        let id: u32 = chain
-                            .strip_prefix("class-")
-                            .and_then(|n| n.parse().ok())
-                            .expect("a class chain");
+                    (Some(ElementData::Value(v)), SERVICE_CLASSES) => {
+                        let id = u32::from_ne_bytes([v[0], v[1], v[2], v[3]]);
                         format!("{:?}", by_id.get(&id))
                     }
                     (data, _) => format!("{data:?}"),
@@ -156,6 +166,11 @@ fn incremental_sync_equals_full_sync_of_the_new_rules() {
         let mut full = NftablesDataplane::new(MemoryNft::new());
         full.sync(&new, None).expect("full new");
         assert_eq!(listing(&incremental), listing(&full), "{name}");
+        let counts = |dp: &NftablesDataplane<MemoryNft>| {
+            let applied = dp.applied.as_ref().expect("synced");
+            applied.sets.map(|sets| sets.map(|s| s.elements))
+        };
+        assert_eq!(counts(&incremental), counts(&full), "{name}");
         if old == new {
             assert_eq!(report.objects, 0, "{name}");
         }
@@ -188,6 +203,95 @@ fn one_service_change_writes_a_handful_of_elements_in_one_batch() {
     let batches = dp.nft.applied();
     assert_eq!(batches.len(), 2);
     assert!(batches[1].len() <= 4, "{:?}", batches[1]);
+}
+
+/// The kernel validates the jump graph, walking every element of every verdict map, whenever a
+/// batch adds a jump/goto element, a chain or a rule: the common changes must add none.
+#[test]
+fn adding_a_service_or_moving_it_to_a_known_class_adds_no_jump() {
+    let four = ["10.250.0.1", "10.250.0.2", "10.250.0.3", "10.250.0.4"];
+    let base = with_endpoints(synthetic(40, 3), 10, &four);
+    let cases = [
+        (
+            "service added",
+            without_service(base.clone(), 20),
+            base.clone(),
+        ),
+        (
+            "service removed",
+            base.clone(),
+            without_service(base.clone(), 20),
+        ),
+        (
+            "scaled into a known class",
+            base.clone(),
+            with_endpoints(base, 11, &four),
+        ),
+    ];
+    for (name, old, new) in cases {
+        let (old, new) = (rules_of(&old), rules_of(&new));
+        let mut dp = NftablesDataplane::new(MemoryNft::new());
+        dp.sync(&old, None).expect("full");
+        let report = dp
+            .sync(&new, Some(&crate::model::diff(&old, &new)))
+            .expect("incremental");
+        assert!(!report.full && report.objects > 0, "{name}: {report:?}");
+        let verdict_maps: Vec<String> = Fam::ALL
+            .iter()
+            .flat_map(|f| dp.nft.list_sets(f.family(), TABLE).expect("sets"))
+            .filter(|s| s.is_verdict_map())
+            .map(|s| s.name)
+            .collect();
+        assert!(verdict_maps.len() >= 2, "{verdict_maps:?}");
+        let batches = dp.nft.applied();
+        let messages = batches.last().expect("a batch");
+        // "add element ip kwk-proxy <set> (n elements)"
+        let into_verdict_map = |m: &String| {
+            m.starts_with("add element")
+                && verdict_maps.iter().any(|v| m.split(' ').nth(4) == Some(v))
+        };
+        let jumps = |m: &String| {
+            m.starts_with("add chain") || m.starts_with("add rule") || into_verdict_map(m)
+        };
+        assert!(!messages.iter().any(jumps), "{name}: {messages:?}");
+    }
+}
+
+#[test]
+fn sets_are_sized_from_their_contents_and_outgrowing_one_takes_a_full_sync() {
+    let size_of = |dp: &NftablesDataplane<MemoryNft>, set: &str| {
+        let sets = dp.nft.list_sets(Fam::ALL[0].family(), TABLE).expect("sets");
+        sets.into_iter()
+            .find(|s| s.name == set)
+            .expect("listed")
+            .size
+    };
+    // 600 Services, every 10th also a NodePort: 660 front ends, one backend each.
+    let (small, more, many) = (synthetic(600, 1), synthetic(700, 1), synthetic(1000, 1));
+    let (small, more, many) = (rules_of(&small), rules_of(&more), rules_of(&many));
+    let mut dp = NftablesDataplane::new(MemoryNft::new());
+    dp.sync(&small, None).expect("full");
+    assert_eq!(size_of(&dp, SERVICE_CLASSES), Some(MIN_SET_SIZE));
+    assert_eq!(size_of(&dp, BACKENDS), Some(MIN_SET_SIZE));
+    assert_eq!(size_of(&dp, AFFINITY), None, "filled by packets: unbounded");
+    let report = dp
+        .sync(&more, Some(&crate::model::diff(&small, &more)))
+        .expect("770 fit");
+    assert!(!report.full, "{report:?}");
+    let report = dp
+        .sync(&many, Some(&crate::model::diff(&more, &many)))
+        .expect("1100 do not");
+    assert!(report.full && !report.repaired, "{report:?}");
+    assert_eq!(size_of(&dp, SERVICE_CLASSES), Some(set_size(1100)));
+    assert!(set_size(1100) > 1100);
+    let mut fresh = NftablesDataplane::new(MemoryNft::new());
+    fresh.sync(&many, None).expect("full");
+    assert_eq!(listing(&dp), listing(&fresh));
+    // Back down: shrinking needs no full sync.
+    let report = dp
+        .sync(&small, Some(&crate::model::diff(&many, &small)))
+        .expect("shrink");
+    assert!(!report.full, "{report:?}");
 }
 
 #[test]

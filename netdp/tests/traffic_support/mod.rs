@@ -392,7 +392,7 @@ pub(crate) fn slice(service: &str, endpoints: &[(IpAddr, &str)], port: u16) -> E
 /// Plants a kernel object that makes the next sync adding a front end at `ip:port`/TCP fail
 /// inside the kernel transaction (so a real batch is refused and must leave nothing behind).
 pub(crate) fn plant_conflict(mode: Mode, node: &TestNs, ip: std::net::Ipv4Addr, port: u16) {
-    use kwk_netdp::nft::{Batch, Datum, Element, Family, NftApi, Verdict};
+    use kwk_netdp::nft::{Batch, Datum, Element, Family, NftApi};
     use kwk_netdp::nftables::layout::{SERVICE_CLASSES, TABLE};
     match mode {
         Mode::Nftables => {
@@ -402,7 +402,7 @@ pub(crate) fn plant_conflict(mode: Mode, node: &TestNs, ip: std::net::Ipv4Addr, 
                 Family::Ip,
                 TABLE,
                 SERVICE_CLASSES,
-                &[Element::verdict(&key, Verdict::Drop)],
+                &[Element::value(&key, &[Datum::U32(u32::MAX)])],
             );
             node.nft().apply(&b).expect("plant conflicting element");
         }
