@@ -180,7 +180,8 @@ mod tests {
 
     #[test]
     fn add_sets_only_a_down_loopback_up() {
-        let cases: &[(Option<LinkState>, Result<Option<Step>, u32>)] = &[
+        type Want = Result<Option<Step>, u32>;
+        let cases: &[(Option<LinkState>, Want)] = &[
             (Some(link(1, false)), Ok(Some(Step::SetUp))),
             (Some(link(1, true)), Ok(None)),
             // Not the namespace's loopback (a veth called lo, or CNI_IFNAME=eth0): refused.
