@@ -1,16 +1,20 @@
 //! A single-node cluster from scratch, as a server is set up: `kwk init`, then kwk-node runs the
-//! control plane as static pods from the control plane image it imports. Real containerd, real
-//! kubectl, the real apiserver in a container.
+//! control plane as static pods from the control plane image it imports. Real containerd (with
+//! kwk-cni as its only CNI plugin), real kubectl, the real apiserver in a container.
+//!
+//! Needs `kwk-control-plane` and `kwk-cni` built next to kwk-node: `cargo build -p
+//! kwk-control-plane -p kwk-cni` first.
 
 #![allow(
     clippy::unwrap_used,
     reason = "test code: a failed expectation aborts the test"
 )]
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
-use kwk_tests::cluster::{ClusterBinaries, TestCluster};
+use kwk_tests::cluster::{ClusterBinaries, NODE_NAME, TestCluster};
 use kwk_tests::privileged_tests_enabled;
 
 const KWK_NODE: &str = env!("CARGO_BIN_EXE_kwk-node");
@@ -164,6 +168,30 @@ async fn wait_web_pods(cluster: &TestCluster, running: usize) {
     .unwrap_or_else(|e| panic!("{e:#}: {:?}\n{}", web_pods(cluster), cluster.log_tail()));
 }
 
+/// The web pods' IPs come from the node's podCIDR, through the network list kwk-node wrote into
+/// containerd's conf dir and kwk-cni's allocations under the test's directory.
+fn pod_ips_come_from_kwk_cni(cluster: &TestCluster) {
+    let pod_cidr = cluster
+        .kubectl(&["get", "node", NODE_NAME, "-o", "jsonpath={.spec.podCIDR}"])
+        .unwrap();
+    let (network, prefix) = pod_cidr.trim().split_once('/').unwrap();
+    let network: Ipv4Addr = network.parse().unwrap();
+    let mask = u32::MAX << (32 - prefix.parse::<u32>().unwrap());
+    let layout = cluster.containerd().layout();
+    let conflist = std::fs::read_to_string(layout.cni_conf_dir().join("10-kwk.conflist")).unwrap();
+    assert!(conflist.contains(pod_cidr.trim()), "{conflist}");
+    for (name, _, ip) in web_pods(cluster) {
+        let ip: Ipv4Addr = ip.parse().unwrap();
+        assert_eq!(
+            u32::from(ip) & mask,
+            u32::from(network),
+            "pod {name}'s IP {ip} is outside the podCIDR {pod_cidr}"
+        );
+        let allocation = layout.cni_data_dir().join("kwk").join(ip.to_string());
+        assert!(allocation.exists(), "kwk-cni's allocation {allocation:?}");
+    }
+}
+
 /// The containers of `app=web` pods containerd runs.
 async fn web_containers(cluster: &TestCluster) -> usize {
     let containers = cluster
@@ -221,6 +249,7 @@ async fn a_deployment_runs_scales_and_goes_away_on_the_node() {
         .unwrap();
     assert!(applied.status.success(), "{applied:?}");
     wait_web_pods(&cluster, 3).await;
+    pod_ips_come_from_kwk_cni(&cluster);
     let (_, _, ip) = web_pods(&cluster)[0].clone();
     let addr: std::net::SocketAddr = format!("{ip}:80").parse().unwrap();
     let body = cluster

@@ -25,7 +25,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use kwk_tests::config::{Layout, cni_conflist, containerd_toml};
+use kwk_tests::config::{Layout, containerd_toml, reference_conflist};
 use kwk_tests::images::test_images;
 use kwk_tests::vm::{Vm, VmOutput, vm_tests_enabled};
 use serde_json::Value;
@@ -496,7 +496,11 @@ fn kwk_node_drives_real_systemd_slices_across_restart_reload_and_deletion() -> a
         .file(&images.pause_archive, "/var/lib/kwk-images/pause.tar")
         .file(&images.busybox_archive, "/var/lib/kwk-images/busybox.tar")
         .file_contents("/etc/containerd/config.toml", toml, 0o644)
-        .file_contents(&conflist.to_string_lossy(), cni_conflist(&layout), 0o644)
+        .file_contents(
+            &conflist.to_string_lossy(),
+            reference_conflist(&layout),
+            0o644,
+        )
         .file_contents(
             "/etc/kwk/kubelet.yaml",
             kubelet_config(RESERVED_BEFORE_MIB, &layout.socket()),

@@ -1,5 +1,6 @@
 //! `kwk-cni`: the kwk CNI plugin — bridge, veth and host-local style IPAM (CNI spec 0.3.1 to
-//! 1.1.0: ADD, DEL, CHECK, VERSION, GC, STATUS), IPv4.
+//! 1.1.0: ADD, DEL, CHECK, VERSION, GC, STATUS), IPv4; and the `loopback` type ([`loopback`]),
+//! which container runtimes run for every sandbox.
 //!
 //! Layout: [`config`] parses the `CNI_*` environment and the network config on stdin;
 //! [`plan`] and [`ipam`] decide, purely, what to create given what exists; [`store`] (the
@@ -7,8 +8,9 @@
 //! one command and renders the result or the error JSON ([`error`] maps errors to CNI codes).
 //!
 //! What the node agent writes (`/etc/cni/net.d/10-kwk.conflist`, rendered by
-//! [`config::node_conflist`]; the bridge plugin's keys plus host-local's `ipam` keys; containerd
-//! still runs `loopback` itself):
+//! [`config::node_conflist`]; the bridge plugin's keys plus host-local's `ipam` keys; the
+//! `loopback` containerd runs on its own is this binary too, through a `loopback` link in the
+//! CNI bin dir):
 //!
 //! ```json
 //! {"cniVersion": "1.0.0", "name": "kwk", "plugins": [{
@@ -40,6 +42,7 @@ pub mod error;
 pub mod hostport;
 pub mod ipam;
 pub mod ipv4;
+pub mod loopback;
 pub mod nat;
 pub mod netlink;
 pub mod netns;

@@ -1,5 +1,6 @@
-//! One CNI invocation: dispatches `CNI_COMMAND`, executes the planned steps through netlink and
-//! the allocation store, and renders the result or error JSON for stdout.
+//! One CNI invocation: dispatches `CNI_COMMAND` (a `loopback` network to [`crate::loopback`]),
+//! executes the planned steps through netlink and the allocation store, and renders the result
+//! or error JSON for stdout.
 
 use std::fs::File;
 use std::io::ErrorKind;
@@ -57,6 +58,9 @@ fn dispatch(get_env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<St
         return version(stdin);
     }
     let conf = NetConf::parse(stdin)?;
+    if conf.plugin_type == crate::loopback::TYPE {
+        return crate::loopback::run(&env, &conf, stdin);
+    }
     match env.command {
         Command::Add => add(&env, &conf.network()?),
         Command::Del => del(&env, &conf.network()?).map(|()| String::new()),

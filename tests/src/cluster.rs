@@ -7,7 +7,9 @@
 //! Everything lives in a [`TestContainerd`]'s directory and network namespace: kwk-node runs in
 //! the namespace (the host-network control plane pods share it), the node's address is on
 //! the namespace's loopback, and [`TestCluster::kubectl`] runs kubectl there with the admin
-//! kubeconfig. Dropping the cluster kills kwk-node and tears containerd and its pods down.
+//! kubeconfig. Pods are networked by our `kwk-cni` alone, configured by kwk-node from the
+//! node's podCIDR ([`PodNetwork`]). Dropping the cluster kills kwk-node and tears containerd and
+//! its pods down.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
+use crate::config::{CniNetwork, CniPlugins};
 use crate::containerd::{TestContainerd, wait_for};
 
 /// The node's name in every test cluster.
@@ -31,37 +34,62 @@ pub struct ClusterBinaries {
     pub kwk_node: PathBuf,
     pub kwk: PathBuf,
     pub control_plane: PathBuf,
+    /// The CNI plugin containerd runs for pods (as `kwk-cni` and as `loopback`).
+    pub kwk_cni: PathBuf,
 }
 
 impl ClusterBinaries {
-    /// `kwk-node` and `kwk` as given, `kwk-control-plane` from the same build directory (`cargo
-    /// build --workspace` and `cargo test --workspace` build it).
+    /// `kwk-node` and `kwk` as given, `kwk-control-plane` and `kwk-cni` from the same build
+    /// directory (`cargo build --workspace` builds them; `cargo test -p kwk-agent` does not).
     pub fn next_to(kwk_node: &Path, kwk: &Path) -> anyhow::Result<Self> {
-        let control_plane = kwk_node
+        let dir = kwk_node
             .parent()
-            .context("the kwk-node binary has no directory")?
-            .join("kwk-control-plane");
-        if !control_plane.exists() {
-            bail!(
-                "{} is missing: run `cargo build -p kwk-control-plane` first",
-                control_plane.display()
-            );
-        }
+            .context("the kwk-node binary has no directory")?;
+        let sibling = |name: &str, package: &str| {
+            let path = dir.join(name);
+            if path.exists() {
+                Ok(path)
+            } else {
+                Err(anyhow::anyhow!(
+                    "{} is missing (it must sit next to {}): run `cargo build -p {package}` \
+                     with the same profile first",
+                    path.display(),
+                    kwk_node.display()
+                ))
+            }
+        };
         Ok(Self {
             kwk_node: kwk_node.to_owned(),
             kwk: kwk.to_owned(),
-            control_plane,
+            control_plane: sibling("kwk-control-plane", "kwk-control-plane")?,
+            kwk_cni: sibling("kwk-cni", "kwk-cni")?,
         })
     }
 }
 
-/// Where `kwk init` writes: by default inside the test's directory (gone with it).
+/// How the cluster's pods get their network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PodNetwork {
+    /// Our own, as on a server: containerd's CNI bin dir holds only `kwk-cni` (and `loopback`,
+    /// a link to it), and kwk-node writes the network list from the podCIDR the controller
+    /// manager allocates (`--cni-conf-dir`; allocations under the test's directory,
+    /// `--cni-data-dir`). The node is NotReady (runtime network) until then.
+    #[default]
+    KwkCni,
+    /// The reference `bridge` + `host-local` plugins (`/usr/lib/cni`) on a fixed subnet,
+    /// installed before containerd starts (for comparisons).
+    Reference,
+}
+
+/// Where `kwk init` writes (by default inside the test's directory, gone with it) and how pods
+/// are networked.
 #[derive(Debug, Clone, Default)]
-pub struct ClusterDirs {
+pub struct ClusterOptions {
     /// `kwk init --config-dir` (e.g. `/etc/kwk` for the dev cluster).
     pub config_dir: Option<PathBuf>,
     /// `kwk init --data-dir` (the embedded store lives in `db/`).
     pub data_dir: Option<PathBuf>,
+    pub pod_network: PodNetwork,
 }
 
 /// A running single-node cluster.
@@ -75,18 +103,29 @@ pub struct TestCluster {
     config_dir: PathBuf,
     data_dir: PathBuf,
     node_ip: IpAddr,
+    pod_network: PodNetwork,
 }
 
 impl TestCluster {
     /// Brings the cluster up in the test's directory and waits until the apiserver answers
     /// `/readyz`.
     pub async fn start(binaries: ClusterBinaries) -> anyhow::Result<Self> {
-        Self::start_in(binaries, ClusterDirs::default()).await
+        Self::start_in(binaries, ClusterOptions::default()).await
     }
 
-    /// As [`Self::start`], with `kwk init`'s directories where `dirs` says.
-    pub async fn start_in(binaries: ClusterBinaries, dirs: ClusterDirs) -> anyhow::Result<Self> {
-        let containerd = TestContainerd::start().await?;
+    /// As [`Self::start`], with `kwk init`'s directories and the pod network as `options` say.
+    pub async fn start_in(
+        binaries: ClusterBinaries,
+        options: ClusterOptions,
+    ) -> anyhow::Result<Self> {
+        let plugin = binaries.kwk_cni.clone();
+        let containerd = TestContainerd::start_with(true, |layout| {
+            if options.pod_network == PodNetwork::KwkCni {
+                layout.cni_plugins = CniPlugins::Kwk(plugin);
+                layout.cni_network = CniNetwork::Absent;
+            }
+        })
+        .await?;
         let dir = containerd.layout().dir.join("cluster");
         for sub in ["root", "pod-logs", "images"] {
             std::fs::create_dir_all(dir.join(sub))
@@ -103,10 +142,11 @@ impl TestCluster {
             node: None,
             containerd,
             binaries,
-            config_dir: dirs.config_dir.unwrap_or_else(|| dir.join("etc")),
-            data_dir: dirs.data_dir.unwrap_or_else(|| dir.join("var")),
+            config_dir: options.config_dir.unwrap_or_else(|| dir.join("etc")),
+            data_dir: options.data_dir.unwrap_or_else(|| dir.join("var")),
             dir,
             node_ip: NODE_IP.parse().context("node IP")?,
+            pod_network: options.pod_network,
         };
         cluster.init(&image)?;
         cluster.start_node()?;
@@ -166,7 +206,8 @@ evictionHard:
     }
 
     /// kwk-node's flags from `kwk-node.env` (as the systemd unit passes them), plus the test's
-    /// own state directory, socket and image directory.
+    /// own state directory, socket and image directory, and with kwk-cni where containerd reads
+    /// its network list and where the plugin keeps its allocations.
     fn node_args(&self) -> anyhow::Result<Vec<String>> {
         let env_file = self.config_dir().join("kwk-node.env");
         let text = std::fs::read_to_string(&env_file)
@@ -186,6 +227,15 @@ evictionHard:
             ("--image-dir", self.dir.join("images")),
         ] {
             args.push(format!("{flag}={}", value.display()));
+        }
+        if self.pod_network == PodNetwork::KwkCni {
+            let layout = self.containerd.layout();
+            for (flag, value) in [
+                ("--cni-conf-dir", layout.cni_conf_dir()),
+                ("--cni-data-dir", layout.cni_data_dir()),
+            ] {
+                args.push(format!("{flag}={}", value.display()));
+            }
         }
         Ok(args)
     }

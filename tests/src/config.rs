@@ -9,22 +9,68 @@ pub struct Layout {
     pub dir: PathBuf,
     /// Image `sandbox_image` names (must be imported before the first sandbox).
     pub sandbox_image: String,
-    /// Directory of CNI plugin binaries.
-    pub cni_bin_dir: PathBuf,
-    /// Subnet of the test bridge (each containerd has its own netns, so this can repeat).
+    /// The CNI plugins containerd runs (its `bin_dir`).
+    pub cni_plugins: CniPlugins,
+    /// Subnet of the reference network list's bridge (each containerd has its own netns, so this
+    /// can repeat).
     pub pod_subnet: String,
-    /// The CNI network list to install; `None`: [`cni_conflist`] (the reference bridge plugin).
-    pub cni_conflist: Option<String>,
+    /// The CNI network list in containerd's conf dir at start.
+    pub cni_network: CniNetwork,
 }
+
+/// The CNI plugin binaries a test containerd runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CniPlugins {
+    /// The reference plugins (Debian's `containernetworking-plugins`) in `/usr/lib/cni`.
+    Reference,
+    /// Only kwk-cni: a bin dir of the layout's own holding `kwk-cni` and `loopback`, both links
+    /// to this binary (containerd runs `loopback` for every sandbox).
+    Kwk(PathBuf),
+}
+
+/// The CNI network list a test containerd starts with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CniNetwork {
+    /// [`reference_conflist`]: the reference bridge + host-local plugins.
+    Reference,
+    /// This list, as given.
+    Custom(String),
+    /// None: something else writes one later (kwk-node with `--cni-conf-dir`); until then
+    /// containerd reports `NetworkReady=false` and pod sandboxes cannot start.
+    Absent,
+}
+
+/// The reference plugins' directory.
+pub const REFERENCE_CNI_BIN_DIR: &str = "/usr/lib/cni";
 
 impl Layout {
     pub fn new(dir: &Path, sandbox_image: &str) -> Self {
         Self {
             dir: dir.to_owned(),
             sandbox_image: sandbox_image.to_owned(),
-            cni_bin_dir: PathBuf::from("/usr/lib/cni"),
+            cni_plugins: CniPlugins::Reference,
             pod_subnet: "10.88.0.0/16".into(),
-            cni_conflist: None,
+            cni_network: CniNetwork::Reference,
+        }
+    }
+
+    /// containerd's CNI `bin_dir`.
+    pub fn cni_bin_dir(&self) -> PathBuf {
+        match &self.cni_plugins {
+            CniPlugins::Reference => PathBuf::from(REFERENCE_CNI_BIN_DIR),
+            CniPlugins::Kwk(_) => self.dir.join("cni/bin"),
+        }
+    }
+
+    /// The links to make in [`Self::cni_bin_dir`]: `(link, target)`; none for the reference
+    /// plugins.
+    pub fn cni_bin_links(&self) -> Vec<(PathBuf, PathBuf)> {
+        match &self.cni_plugins {
+            CniPlugins::Reference => Vec::new(),
+            CniPlugins::Kwk(binary) => ["kwk-cni", "loopback"]
+                .into_iter()
+                .map(|name| (self.cni_bin_dir().join(name), binary.clone()))
+                .collect(),
         }
     }
 
@@ -126,17 +172,24 @@ disabled_plugins = [
         opt = q(layout.opt()),
         sandbox_image = toml_string(&layout.sandbox_image),
         runc_root = q(layout.runc_root()),
-        cni_bin = q(layout.cni_bin_dir.clone()),
+        cni_bin = q(layout.cni_bin_dir()),
         cni_conf = q(layout.cni_conf_dir()),
     )
 }
 
-/// A CNI 1.0 network list: a gateway bridge with masquerade and host-local IPAM whose
-/// allocations live under the layout (not the machine-wide `/var/lib/cni`).
-pub fn cni_conflist(layout: &Layout) -> String {
-    if let Some(custom) = &layout.cni_conflist {
-        return custom.clone();
+/// The network list to install in containerd's conf dir at start, if any.
+pub fn cni_conflist(layout: &Layout) -> Option<String> {
+    match &layout.cni_network {
+        CniNetwork::Reference => Some(reference_conflist(layout)),
+        CniNetwork::Custom(list) => Some(list.clone()),
+        CniNetwork::Absent => None,
     }
+}
+
+/// A CNI 1.0 network list for the reference plugins: a gateway bridge with masquerade and
+/// host-local IPAM whose allocations live under the layout (not the machine-wide
+/// `/var/lib/cni`).
+pub fn reference_conflist(layout: &Layout) -> String {
     let doc = serde_json::json!({
         "cniVersion": "1.0.0",
         "name": "kwk-test",
@@ -222,8 +275,35 @@ mod tests {
     }
 
     #[test]
+    fn kwk_cni_bin_dir_holds_only_links_to_kwk_cni() {
+        let mut layout = layout();
+        assert!(layout.cni_bin_links().is_empty());
+        layout.cni_plugins = CniPlugins::Kwk("/t/debug/kwk-cni".into());
+        layout.cni_network = CniNetwork::Absent;
+        let bin = Path::new("/tmp/kwkt-1/cni/bin");
+        assert_eq!(layout.cni_bin_dir(), bin);
+        let target = PathBuf::from("/t/debug/kwk-cni");
+        assert_eq!(
+            layout.cni_bin_links(),
+            [
+                (bin.join("kwk-cni"), target.clone()),
+                (bin.join("loopback"), target)
+            ]
+        );
+        let parsed: toml::Table = toml::from_str(&containerd_toml(&layout)).unwrap();
+        assert_eq!(
+            parsed["plugins"]["io.containerd.grpc.v1.cri"]["cni"]["bin_dir"].as_str(),
+            Some("/tmp/kwkt-1/cni/bin")
+        );
+        assert_eq!(cni_conflist(&layout), None);
+        layout.cni_network = CniNetwork::Custom("{}".into());
+        assert_eq!(cni_conflist(&layout).as_deref(), Some("{}"));
+    }
+
+    #[test]
     fn cni_network_keeps_ipam_state_in_the_layout() {
-        let conf: serde_json::Value = serde_json::from_str(&cni_conflist(&layout())).unwrap();
+        let conf: serde_json::Value =
+            serde_json::from_str(&cni_conflist(&layout()).unwrap()).unwrap();
         let bridge = &conf["plugins"][0];
         assert_eq!(bridge["type"], "bridge");
         assert_eq!(bridge["bridge"], BRIDGE);

@@ -59,8 +59,8 @@ impl TestContainerd {
         Self::start_with(busybox, |_| {}).await
     }
 
-    /// [`Self::start_importing`] with the layout adjusted first (e.g. another CNI bin dir and
-    /// network list: `cni_bin_dir`, `cni_conflist`).
+    /// [`Self::start_importing`] with the layout adjusted first (e.g. kwk-cni instead of the
+    /// reference plugins, another network list: `cni_plugins`, `cni_network`).
     pub async fn start_with(
         busybox: bool,
         configure: impl FnOnce(&mut Layout),
@@ -182,10 +182,17 @@ impl Instance {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         std::fs::write(layout.config_file(), containerd_toml(layout))?;
-        std::fs::write(
-            layout.cni_conf_dir().join("10-kwk-test.conflist"),
-            cni_conflist(layout),
-        )?;
+        if let Some(conflist) = cni_conflist(layout) {
+            std::fs::write(layout.cni_conf_dir().join("10-kwk-test.conflist"), conflist)?;
+        }
+        for (link, target) in layout.cni_bin_links() {
+            if let Some(dir) = link.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            std::os::unix::fs::symlink(&target, &link)
+                .with_context(|| format!("linking {} to {}", link.display(), target.display()))?;
+        }
         let netns = this.netns.insert(NetNs::create(&format!("kwkt-{id}"))?);
         let log = std::fs::File::create(layout.log_file())?;
         let config = layout.config_file();

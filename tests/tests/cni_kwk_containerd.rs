@@ -1,7 +1,8 @@
-//! containerd end to end with our own CNI plugin: the sandbox gets its IP from `kwk-cni` (bin
-//! dir holding the cargo-built `kwk-cni` and the reference `loopback`), the IP comes from the
-//! conflist's subnet, a busybox httpd in it answers on that IP and on the sandbox's hostPort,
-//! and removing the sandbox frees the address and the hostPort.
+//! containerd end to end with our own CNI plugin and nothing else: containerd's bin dir holds
+//! only `kwk-cni` and `loopback`, both links to the cargo-built `kwk-cni`. The sandbox gets its
+//! IP from the conflist's subnet, its loopback is up (the server answers on 127.0.0.1 inside
+//! the pod), a busybox httpd in it answers on the pod IP and on the sandbox's hostPort, and
+//! removing the sandbox frees the address and the hostPort.
 //!
 //! Needs `target/debug/kwk-cni`: `cargo build -p kwk-cni` before `cargo test -p kwk-tests`.
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use kwk_cri::api;
+use kwk_tests::config::{CniNetwork, CniPlugins};
 use kwk_tests::pods::{PodShape, container_config};
 use kwk_tests::{TestContainerd, privileged_tests_enabled, wait_for};
 
@@ -45,11 +47,9 @@ async fn containerd_sandbox_gets_its_ip_from_kwk_cni() -> anyhow::Result<()> {
     if !privileged_tests_enabled() {
         return Ok(());
     }
-    let bin_dir = tempfile::tempdir()?;
-    std::os::unix::fs::symlink(built_plugin()?, bin_dir.path().join("kwk-cni"))?;
-    std::os::unix::fs::symlink("/usr/lib/cni/loopback", bin_dir.path().join("loopback"))?;
+    let plugin = built_plugin()?;
     let node = TestContainerd::start_with(true, |layout| {
-        layout.cni_bin_dir = bin_dir.path().to_owned();
+        layout.cni_plugins = CniPlugins::Kwk(plugin);
         let conflist = serde_json::json!({
             "cniVersion": "1.0.0",
             "name": "kwk-e2e",
@@ -64,7 +64,7 @@ async fn containerd_sandbox_gets_its_ip_from_kwk_cni() -> anyhow::Result<()> {
                 "ipam": {"type": "host-local", "subnet": SUBNET, "dataDir": layout.cni_data_dir()},
             }],
         });
-        layout.cni_conflist = Some(conflist.to_string());
+        layout.cni_network = CniNetwork::Custom(conflist.to_string());
     })
     .await?;
     let cri = &node.cri;
@@ -122,6 +122,25 @@ async fn containerd_sandbox_gets_its_ip_from_kwk_cni() -> anyhow::Result<()> {
     })
     .await
     .with_context(|| format!("last response {response:?}"))?;
+    // Inside the pod, over its loopback (which kwk-cni, run as `loopback`, brought up).
+    let local = cri
+        .exec_sync(
+            &container_id,
+            vec![
+                "sh".into(),
+                "-c".into(),
+                "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc 127.0.0.1 80".into(),
+            ],
+            Duration::from_secs(10),
+        )
+        .await?;
+    let local_body = String::from_utf8_lossy(&local.stdout);
+    assert!(
+        local_body.contains("kwk-cni-web"),
+        "over the pod's loopback (exit {}): {local_body:?} {:?}",
+        local.exit_code,
+        String::from_utf8_lossy(&local.stderr)
+    );
     // The same server through the hostPort on the node's own address.
     let via_host_port: SocketAddr = format!("{GATEWAY}:{HOST_PORT}").parse()?;
     let body = node

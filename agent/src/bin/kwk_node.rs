@@ -50,6 +50,10 @@ struct Cli {
     /// Write the kwk-cni network configuration here once the node has a podCIDR.
     #[arg(long)]
     cni_conf_dir: Option<PathBuf>,
+    /// kwk-cni's allocation directory, written into that configuration (`ipam.dataDir`;
+    /// default: the plugin's, `/var/lib/cni/networks`).
+    #[arg(long)]
+    cni_data_dir: Option<PathBuf>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -110,6 +114,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         proxy_config: (!cli.no_proxy).then_some(cli.proxy_config),
         proxy_netns: cli.proxy_netns,
         cni_conf_dir: cli.cni_conf_dir,
+        cni_data_dir: cli.cni_data_dir,
     };
     let cancel = CancellationToken::new();
     tokio::spawn(shutdown_on_signals(cancel.clone()));

@@ -15,8 +15,10 @@ pub const FILE_NAME: &str = "10-kwk.conflist";
 pub const NETWORK: &str = "kwk";
 
 /// The conflist for `pod_cidr` (the first IPv4 CIDR of a comma-separated list; kwk-cni is
-/// IPv4 only), masquerading traffic leaving `cluster_cidrs`' IPv4 CIDR. `None`: no IPv4 podCIDR.
-pub fn render(pod_cidr: &str, cluster_cidrs: &[Cidr]) -> Option<String> {
+/// IPv4 only), masquerading traffic leaving `cluster_cidrs`' IPv4 CIDR, with the plugin's
+/// allocations in `data_dir` (`ipam.dataDir`; `None`: the plugin's default,
+/// `/var/lib/cni/networks`). `None`: no IPv4 podCIDR.
+pub fn render(pod_cidr: &str, cluster_cidrs: &[Cidr], data_dir: Option<&Path>) -> Option<String> {
     let cidr = pod_cidr
         .split(',')
         .map(str::trim)
@@ -25,8 +27,11 @@ pub fn render(pod_cidr: &str, cluster_cidrs: &[Cidr]) -> Option<String> {
         .iter()
         .find(|c| c.family() == IpFamily::V4)
         .map(ToString::to_string);
-    let value =
+    let mut value =
         kwk_cni::config::node_conflist_in_cluster(NETWORK, cidr, cluster.as_deref(), None).ok()?;
+    if let Some(dir) = data_dir {
+        value["plugins"][0]["ipam"]["dataDir"] = dir.display().to_string().into();
+    }
     serde_json::to_string_pretty(&value).ok().map(|s| s + "\n")
 }
 
@@ -43,9 +48,12 @@ pub fn write_if_changed(dir: &Path, text: &str) -> std::io::Result<bool> {
     Ok(true)
 }
 
-/// Follows the podCIDR until `cancel`, keeping the conflist in `dir` current.
+/// Follows the podCIDR until `cancel`, keeping the conflist in `dir` current (allocations in
+/// `data_dir`, see [`render`]). Until the node has a podCIDR there is no conflist, and the
+/// runtime reports its network not ready.
 pub async fn run(
     dir: PathBuf,
+    data_dir: Option<PathBuf>,
     mut pod_cidr: watch::Receiver<Option<String>>,
     cluster_cidrs: Vec<Cidr>,
     cancel: CancellationToken,
@@ -53,7 +61,7 @@ pub async fn run(
     loop {
         let current = pod_cidr.borrow_and_update().clone();
         if let Some(cidr) = current {
-            match render(&cidr, &cluster_cidrs) {
+            match render(&cidr, &cluster_cidrs, data_dir.as_deref()) {
                 Some(text) => match write_if_changed(&dir, &text) {
                     Ok(true) => {
                         tracing::info!(pod_cidr = %cidr, dir = %dir.display(), "CNI configuration written")
@@ -83,7 +91,7 @@ mod tests {
             "fd00:244::/56".parse().unwrap(),
             "10.244.0.0/16".parse().unwrap(),
         ];
-        let text = render("fd00:244:1::/64,10.244.1.0/24", &cluster).unwrap();
+        let text = render("fd00:244:1::/64,10.244.1.0/24", &cluster, None).unwrap();
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         let plugin = &json["plugins"][0];
         assert_eq!(json["name"], NETWORK);
@@ -92,16 +100,20 @@ mod tests {
         assert_eq!(plugin["clusterCIDR"], "10.244.0.0/16");
         assert_eq!(plugin["ipMasq"], true);
         assert_eq!(plugin["capabilities"]["portMappings"], true);
-        assert_eq!(render("fd00:244:1::/64", &cluster), None);
+        assert!(plugin["ipam"].get("dataDir").is_none());
+        assert_eq!(render("fd00:244:1::/64", &cluster, None), None);
+        let text = render("10.244.1.0/24", &cluster, Some(Path::new("/run/x/ipam"))).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["plugins"][0]["ipam"]["dataDir"], "/run/x/ipam");
     }
 
     #[test]
     fn writes_only_on_change() {
         let dir = tempfile::tempdir().unwrap();
-        let text = render("10.244.1.0/24", &[]).unwrap();
+        let text = render("10.244.1.0/24", &[], None).unwrap();
         assert!(write_if_changed(dir.path(), &text).unwrap());
         assert!(!write_if_changed(dir.path(), &text).unwrap());
-        let other = render("10.244.2.0/24", &[]).unwrap();
+        let other = render("10.244.2.0/24", &[], None).unwrap();
         assert!(write_if_changed(dir.path(), &other).unwrap());
         assert_eq!(
             std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap(),

@@ -55,6 +55,9 @@ pub struct NodeOptions {
     /// Where kwk-node writes the kwk-cni conflist once the node has a podCIDR
     /// (`--cni-conf-dir`); `None`: the runtime's CNI configuration is left alone.
     pub cni_conf_dir: Option<PathBuf>,
+    /// The conflist's `ipam.dataDir`, where kwk-cni keeps its allocations (`--cni-data-dir`);
+    /// `None`: the plugin's default.
+    pub cni_data_dir: Option<PathBuf>,
 }
 
 /// Why kwk-node could not start.
@@ -227,6 +230,7 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
                 .unwrap_or_default();
             tasks.spawn(crate::network::cni_conf::run(
                 dir.clone(),
+                options.cni_data_dir.clone(),
                 pod_cidr.clone(),
                 cluster_cidrs,
                 cancel.clone(),

@@ -101,8 +101,30 @@ pub async fn run<R: RuntimeSource>(
     }
 }
 
+/// How often the status is checked until the runtime first reports itself ready, network
+/// included (the CNI configuration may only appear once the Node has a podCIDR, which is read
+/// here too): the node turns Ready about a second after the runtime does, not a whole
+/// `nodeStatusUpdateFrequency` later (upstream's kubelet polls likewise, `fastStatusUpdateOnce`).
+pub(crate) const STARTUP_CHECK_PERIOD: Duration = Duration::from_secs(1);
+/// For at most this long after start (upstream's `nodeReadyGracePeriod`).
+pub(crate) const STARTUP_FAST_CHECKS_FOR: Duration = Duration::from_secs(120);
+
+/// The wait before the next status check after a successful one.
+pub(crate) fn next_status_check(
+    frequency: Duration,
+    since_start: Duration,
+    runtime_ready_once: bool,
+) -> Duration {
+    if runtime_ready_once || since_start >= STARTUP_FAST_CHECKS_FOR {
+        frequency
+    } else {
+        frequency.min(STARTUP_CHECK_PERIOD)
+    }
+}
+
 /// Registration (with backoff, as upstream: 100ms doubling to 7s), then a status check every
-/// `nodeStatusUpdateFrequency` (failures retried sooner, with backoff up to that period).
+/// `nodeStatusUpdateFrequency` (failures retried sooner, with backoff up to that period; every
+/// second while starting, see [`next_status_check`]).
 async fn status_loop<R: RuntimeSource>(
     client: &kube::Client,
     options: &NodeStatusOptions,
@@ -111,6 +133,8 @@ async fn status_loop<R: RuntimeSource>(
     cancel: &CancellationToken,
 ) {
     let nodes: Api<Node> = Api::all(client.clone());
+    let started = tokio::time::Instant::now();
+    let mut runtime_ready_once = false;
     let mut registered = !options.config.register_node;
     let mut last_report: Option<Timestamp> = None;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(7));
@@ -129,7 +153,13 @@ async fn status_loop<R: RuntimeSource>(
                         tracing::debug!(node = %options.node_name, "node status posted");
                     }
                     status_backoff.reset();
-                    options.config.node_status_update_frequency
+                    runtime_ready_once |=
+                        runtime::readiness_errors(facts.conditions.as_deref()).is_empty();
+                    next_status_check(
+                        options.config.node_status_update_frequency,
+                        started.elapsed(),
+                        runtime_ready_once,
+                    )
                 }
                 Err(err) => {
                     tracing::warn!(node = %options.node_name, %err, "error updating node status; will retry");

@@ -13,6 +13,7 @@ use super::machine::MachineFacts;
 use super::plan::{self, PlanInputs};
 use super::pressure::{EvictionHard, PressureFacts, Threshold};
 use super::runtime::{NETWORK_READY, RUNTIME_READY, RuntimeCondition, RuntimeFacts, RuntimeImage};
+use super::{STARTUP_CHECK_PERIOD, STARTUP_FAST_CHECKS_FOR, next_status_check};
 use crate::config::{KubeletConfig, MachineResources, NodeTaint, ReservedResource, TaintEffect};
 
 const GI: u64 = 1 << 30;
@@ -601,4 +602,27 @@ fn pressure_conditions_follow_the_eviction_signals() {
         Some(Time(at(1020)))
     );
     assert_eq!(c["DiskPressure"].status, "False");
+}
+
+#[test]
+fn status_is_checked_every_second_until_the_runtime_is_first_ready() {
+    let frequency = Duration::from_secs(10);
+    let cases = [
+        // (since start, runtime ready once, wait)
+        (Duration::ZERO, false, STARTUP_CHECK_PERIOD),
+        (Duration::from_secs(119), false, STARTUP_CHECK_PERIOD),
+        (Duration::from_secs(5), true, frequency),
+        // A runtime that never gets ready is not polled fast forever.
+        (STARTUP_FAST_CHECKS_FOR, false, frequency),
+    ];
+    for (since_start, ready_once, want) in cases {
+        assert_eq!(
+            next_status_check(frequency, since_start, ready_once),
+            want,
+            "{since_start:?} {ready_once}"
+        );
+    }
+    // A configured period shorter than the startup one is kept.
+    let fast = Duration::from_millis(500);
+    assert_eq!(next_status_check(fast, Duration::ZERO, false), fast);
 }

@@ -1,6 +1,7 @@
 //! The `kwk-cni` binary: reads `CNI_*` from the environment and the network config from stdin,
-//! prints the result (or the error JSON) on stdout, exits non-zero on error. With
-//! `KWK_CNI_REAP_LINK` set it is DEL's background reaper instead (see `plugin::del`).
+//! prints the result (or the error JSON) on stdout, exits non-zero on error. The config's `type`
+//! picks the network: `loopback` (installed as a `loopback` link to this binary) or the bridge.
+//! With `KWK_CNI_REAP_LINK` set it is DEL's background reaper instead (see `plugin::del`).
 
 use std::io::{Read as _, Write as _};
 use std::process::ExitCode;

@@ -189,6 +189,11 @@ pub(crate) fn invoke(host: &NetNs, call: &Call) -> Reply {
     host.run(|| collect(spawn(Path::new(plugin_bin()), call)))
 }
 
+/// [`invoke`] through another path to the plugin (a `loopback` link to it, as a CNI bin dir has).
+pub(crate) fn invoke_via(host: &NetNs, bin: &Path, call: &Call) -> Reply {
+    host.run(|| collect(spawn(bin, call)))
+}
+
 /// Starts every call at once (separate processes) and waits for all.
 pub(crate) fn invoke_concurrently(host: &NetNs, calls: &[Call]) -> Vec<Reply> {
     host.run(|| {

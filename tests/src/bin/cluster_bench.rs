@@ -18,7 +18,12 @@
 //! forward on a loopback port of this machine. Needs root, and `kwk-node`, `kwk` and
 //! `kwk-control-plane` next to this executable.
 //!
-//! Run: `cargo build --workspace --release && sudo target/release/cluster-bench [--reps N]`.
+//! Pods are networked by `kwk-cni`, configured by kwk-node from the podCIDR, as on a server;
+//! `--cni reference` runs the same bench with the reference `bridge` + `host-local` plugins
+//! (`/usr/lib/cni`) instead, for comparison.
+//!
+//! Run: `cargo build --workspace --release && sudo target/release/cluster-bench [--reps N]
+//! [--cni kwk|reference]`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,7 +34,7 @@ use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::watcher;
-use kwk_tests::cluster::{ClusterBinaries, TestCluster};
+use kwk_tests::cluster::{ClusterBinaries, ClusterOptions, PodNetwork, TestCluster};
 use kwk_tests::pods::{PodShape, container_config};
 use kwk_tests::{TestContainerd, wait_for};
 use tokio::sync::Notify;
@@ -399,10 +404,18 @@ async fn wait_node_ready(cluster: &TestCluster) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let mut reps = 10usize;
+    let mut network = PodNetwork::KwkCni;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--reps" => reps = args.next().context("--reps N")?.parse()?,
-            other => bail!("unknown argument {other:?} (only --reps N)"),
+            "--cni" => {
+                network = match args.next().as_deref() {
+                    Some("kwk") => PodNetwork::KwkCni,
+                    Some("reference") => PodNetwork::Reference,
+                    other => bail!("--cni kwk|reference, not {other:?}"),
+                }
+            }
+            other => bail!("unknown argument {other:?} (--reps N, --cni kwk|reference)"),
         }
     }
     anyhow::ensure!(reps > 0, "--reps must be at least 1");
@@ -412,12 +425,12 @@ async fn main() -> anyhow::Result<()> {
     );
     // On Ctrl-C the bench's future is dropped, and the cluster with it (torn down).
     tokio::select! {
-        result = bench(reps) => result,
+        result = bench(reps, network) => result,
         _ = tokio::signal::ctrl_c() => bail!("interrupted"),
     }
 }
 
-async fn bench(reps: usize) -> anyhow::Result<()> {
+async fn bench(reps: usize, network: PodNetwork) -> anyhow::Result<()> {
     let dir = std::env::current_exe()?
         .parent()
         .context("locating the build directory")?
@@ -429,7 +442,11 @@ async fn bench(reps: usize) -> anyhow::Result<()> {
         "starting the cluster with the binaries in {}…",
         dir.display()
     );
-    let cluster = TestCluster::start(binaries).await?;
+    let options = ClusterOptions {
+        pod_network: network,
+        ..ClusterOptions::default()
+    };
+    let cluster = TestCluster::start_in(binaries, options).await?;
     wait_node_ready(&cluster).await?;
     let pid = cluster.node_pid().context("kwk-node's pid")?;
     let (client, _forward) = cluster.admin_client().await?;
@@ -479,7 +496,14 @@ async fn bench(reps: usize) -> anyhow::Result<()> {
          pods), containerd {}",
         containerd.cri.version().await?.runtime_version
     );
-    println!("binaries: {}", dir.display());
+    println!(
+        "binaries: {}; pod network: {}",
+        dir.display(),
+        match network {
+            PodNetwork::KwkCni => "kwk-cni (kwk-node's conflist from the podCIDR)",
+            PodNetwork::Reference => "reference bridge + host-local (/usr/lib/cni)",
+        }
+    );
     println!(
         "{:<34} {:>9} {:>9} {:>9} {:>9}",
         "seconds", "p50", "p99", "max", "all"

@@ -2,11 +2,13 @@
 //!
 //! Builds the images offline (pause, busybox as `localhost/busybox:latest`, and the control
 //! plane image from the `kwk-control-plane` binary next to this one: run `cargo build
-//! --workspace` first), starts an isolated containerd in its own network namespace, runs `kwk
-//! init` with `/etc/kwk` as its config directory and `/var/lib/kwk` for the embedded store,
-//! starts `kwk-node`, which runs the apiserver, controller manager and scheduler as static pods
-//! and registers itself, and forwards `127.0.0.1:6443` on this machine to the apiserver, so
-//! `kubectl --kubeconfig /etc/kwk/admin.kubeconfig` works from here. Waits for Ctrl-C (or exits
+//! --workspace` first), starts an isolated containerd in its own network namespace whose only
+//! CNI plugin is `kwk-cni` (also next to this binary), runs `kwk init` with `/etc/kwk` as its
+//! config directory and `/var/lib/kwk` for the embedded store, starts `kwk-node`, which runs the
+//! apiserver, controller manager and scheduler as static pods, registers itself and writes the
+//! CNI network list from the podCIDR it is given, and forwards `127.0.0.1:6443` on this machine
+//! to the apiserver, so `kubectl --kubeconfig /etc/kwk/admin.kubeconfig` works from here.
+//! Waits for Ctrl-C (or exits
 //! once the node is Ready with `--once`) and tears the node down; the PKI, kubeconfigs and the
 //! store stay, so the next run brings the same cluster back. Run while a cluster is up, it says
 //! so and leaves it alone. Needs root.
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use kwk_tests::cluster::{
-    APISERVER_PORT, ClusterBinaries, ClusterDirs, NODE_NAME, TestCluster, forward_to_apiserver,
+    APISERVER_PORT, ClusterBinaries, ClusterOptions, NODE_NAME, TestCluster, forward_to_apiserver,
 };
 
 const CONFIG_DIR: &str = "/etc/kwk";
@@ -60,9 +62,10 @@ async fn main() -> anyhow::Result<()> {
     );
     let cluster = TestCluster::start_in(
         binaries,
-        ClusterDirs {
+        ClusterOptions {
             config_dir: Some(PathBuf::from(CONFIG_DIR)),
             data_dir: Some(PathBuf::from(DATA_DIR)),
+            ..ClusterOptions::default()
         },
     )
     .await?;
