@@ -19,11 +19,16 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use crate::model::Cidr;
 use crate::routes::{HostRoute, ROUTE_PROTOCOL, RouteAction};
 
+/// Room for the largest datagram the kernel sends (a dump skb is at most 32 KiB).
+const RECV_BUF: usize = 64 * 1024;
+
 /// An rtnetlink socket bound in the network namespace it was created in.
 #[derive(Debug)]
 pub struct RtnlSocket {
     socket: Socket,
     seq: u32,
+    /// Receive buffer, filled through its spare capacity: never zeroed, so a reply touches only
+    /// the pages it needs (a short-lived CLI such as kwk-cni pays a page fault per page).
     buf: Vec<u8>,
 }
 
@@ -53,7 +58,7 @@ impl RtnlSocket {
         Ok(Self {
             socket,
             seq: 0,
-            buf: vec![0; 64 * 1024],
+            buf: Vec::with_capacity(RECV_BUF),
         })
     }
 
@@ -76,7 +81,9 @@ impl RtnlSocket {
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         let mut replies = Vec::new();
         loop {
-            let len = self.socket.recv(&mut &mut self.buf[..], 0)?;
+            self.buf.clear();
+            self.buf.reserve(RECV_BUF);
+            let len = self.socket.recv(&mut self.buf, 0)?;
             let mut offset = 0;
             while offset < len {
                 let bytes = &self.buf[offset..len];
