@@ -278,10 +278,19 @@ impl Rtnl {
     }
 }
 
+/// Transmit and receive queues of each end of a pod's veth pair.
+///
+/// The kernel's default allocates `num_possible_cpus()` of each (recent kernels then drop the
+/// active count to one again) and registers sysfs objects for them: on 2 CPUs that is a third
+/// of the pair's creation time, and it grows with the CPU count. One queue is what a veth
+/// without XDP uses anyway; the cost is that `ethtool -L` cannot raise the count later.
+pub const VETH_QUEUES: u32 = 1;
+
 /// The `RTM_NEWLINK` body of a veth pair: `host_name` here (up, attached to `master`) and its
 /// peer `peer_name` created directly inside the namespace open as `peer_netns_fd` (moving it
-/// afterwards would cost ~16 ms), both with `mtu`. The peer stays down: it cannot be brought up
-/// inside this message (`veth_open` fails with ENOTCONN until the pair is linked).
+/// afterwards would cost ~16 ms), both with `mtu` and [`VETH_QUEUES`]. The peer stays down: it
+/// cannot be brought up inside this message (`veth_open` fails with ENOTCONN until the pair is
+/// linked).
 pub fn veth_message(
     host_name: &str,
     peer_name: &str,
@@ -301,6 +310,12 @@ pub fn veth_message(
     if let Some(mtu) = mtu {
         peer.attributes.push(LinkAttribute::Mtu(mtu));
         msg.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    for end in [&mut peer, &mut msg] {
+        end.attributes.extend([
+            LinkAttribute::NumTxQueues(VETH_QUEUES),
+            LinkAttribute::NumRxQueues(VETH_QUEUES),
+        ]);
     }
     msg.attributes.push(LinkAttribute::Controller(master));
     msg.attributes.push(LinkAttribute::LinkInfo(vec![
@@ -395,6 +410,10 @@ mod tests {
                 .contains(&LinkAttribute::IfName("eth0".into()))
         );
         assert!(peer.attributes.contains(&LinkAttribute::Mtu(1400)));
+        for end in [&msg, peer] {
+            assert!(end.attributes.contains(&LinkAttribute::NumTxQueues(1)));
+            assert!(end.attributes.contains(&LinkAttribute::NumRxQueues(1)));
+        }
         assert!(peer.header.flags.is_empty() && peer.header.change_mask.is_empty());
         // Wire format: IFLA_NET_NS_FD (28) = 7 inside the nested peer message.
         let mut bytes = vec![0; msg.buffer_len()];
