@@ -34,20 +34,23 @@ const LATEST: &str = "1.1.0";
 
 /// Runs one invocation: `get_env` reads `CNI_*` variables, `stdin` is the network config.
 pub fn run(get_env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Outcome {
-    let reply_version = serde_json::from_slice::<serde_json::Value>(stdin)
-        .ok()
-        .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_owned))
-        .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
-        .unwrap_or_else(|| LATEST.to_owned());
     match dispatch(get_env, stdin) {
         Ok(stdout) => Outcome {
             stdout,
             success: true,
         },
-        Err(err) => Outcome {
-            stdout: serde_json::to_string(&err.to_reply(&reply_version)).unwrap_or_default(),
-            success: false,
-        },
+        Err(err) => {
+            // Parsed again only here: the success path has no use for a generic JSON tree.
+            let reply_version = serde_json::from_slice::<serde_json::Value>(stdin)
+                .ok()
+                .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_owned))
+                .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
+                .unwrap_or_else(|| LATEST.to_owned());
+            Outcome {
+                stdout: serde_json::to_string(&err.to_reply(&reply_version)).unwrap_or_default(),
+                success: false,
+            }
+        }
     }
 }
 
