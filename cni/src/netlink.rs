@@ -145,12 +145,12 @@ impl Rtnl {
     pub fn create_veth(
         &mut self,
         host_name: &str,
-        peer_name: &str,
+        peer: VethPeer<'_>,
         peer_netns: BorrowedFd<'_>,
         mtu: Option<u32>,
         master: u32,
     ) -> io::Result<()> {
-        let msg = veth_message(host_name, peer_name, peer_netns.as_raw_fd(), mtu, master);
+        let msg = veth_message(host_name, peer, peer_netns.as_raw_fd(), mtu, master);
         self.ack(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
     }
 
@@ -305,21 +305,30 @@ impl Rtnl {
 /// without XDP uses anyway; the cost is that `ethtool -L` cannot raise the count later.
 pub const VETH_QUEUES: u32 = 1;
 
+/// The pod end of a new veth pair: its name and the MAC it gets (chosen by the caller, so it
+/// is known without reading the link back from the pod namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VethPeer<'a> {
+    pub name: &'a str,
+    pub mac: [u8; 6],
+}
+
 /// The `RTM_NEWLINK` body of a veth pair: `host_name` here (up, attached to `master`) and its
-/// peer `peer_name` created directly inside the namespace open as `peer_netns_fd` (moving it
-/// afterwards would cost ~16 ms), both with `mtu` and [`VETH_QUEUES`]. The peer stays down: it
-/// cannot be brought up inside this message (`veth_open` fails with ENOTCONN until the pair is
-/// linked).
+/// peer created directly inside the namespace open as `peer_netns_fd` (moving it afterwards
+/// would cost ~16 ms), both with `mtu` and [`VETH_QUEUES`]. The peer stays down: it cannot be
+/// brought up inside this message (`veth_open` fails with ENOTCONN until the pair is linked).
 pub fn veth_message(
     host_name: &str,
-    peer_name: &str,
+    peer_end: VethPeer<'_>,
     peer_netns_fd: RawFd,
     mtu: Option<u32>,
     master: u32,
 ) -> LinkMessage {
     let mut peer = LinkMessage::default();
     peer.attributes
-        .push(LinkAttribute::IfName(peer_name.to_owned()));
+        .push(LinkAttribute::IfName(peer_end.name.to_owned()));
+    peer.attributes
+        .push(LinkAttribute::Address(peer_end.mac.to_vec()));
     peer.attributes.push(LinkAttribute::NetNsFd(peer_netns_fd));
     let mut msg = LinkMessage::default();
     msg.header.flags = LinkFlags::Up;
@@ -431,7 +440,9 @@ mod tests {
 
     #[test]
     fn veth_peer_is_created_in_the_pod_namespace_and_left_down() {
-        let msg = veth_message("veth0123abcd", "eth0", 7, Some(1400), 3);
+        let mac = [2, 0, 0, 0, 0, 9];
+        let pod = VethPeer { name: "eth0", mac };
+        let msg = veth_message("veth0123abcd", pod, 7, Some(1400), 3);
         assert!(
             msg.header.flags.contains(LinkFlags::Up),
             "host end up at creation"
@@ -454,6 +465,10 @@ mod tests {
                 .contains(&LinkAttribute::IfName("eth0".into()))
         );
         assert!(peer.attributes.contains(&LinkAttribute::Mtu(1400)));
+        assert!(
+            peer.attributes
+                .contains(&LinkAttribute::Address(mac.to_vec()))
+        );
         for end in [&msg, peer] {
             assert!(end.attributes.contains(&LinkAttribute::NumTxQueues(1)));
             assert!(end.attributes.contains(&LinkAttribute::NumRxQueues(1)));
