@@ -21,7 +21,8 @@ fn run() -> i32 {
             Err(_) => 1,
         };
     }
-    let mut stdin = Vec::new();
+    // Room for a typical network config, so it arrives in one read (plus the one seeing EOF).
+    let mut stdin = Vec::with_capacity(16 * 1024);
     if let Err(err) = std::io::stdin().read_to_end(&mut stdin) {
         eprintln!("kwk-cni: reading stdin: {err}");
         return 1;
