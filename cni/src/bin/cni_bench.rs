@@ -94,9 +94,14 @@ fn invoke(plugin: &Plugin, command: &str, id: &str, netns: &str) -> Result<Durat
         .spawn()
         .map_err(|err| format!("{}: {err}", plugin.binary.display()))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(plugin.config.as_bytes())
-            .map_err(|err| format!("stdin: {err}"))?;
+        // A plugin may exit without reading its config (the reference's VERSION sometimes
+        // does): its exit status decides, not the closed pipe.
+        match stdin.write_all(plugin.config.as_bytes()) {
+            Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(format!("{} {command}: stdin: {err}", plugin.label));
+            }
+            _ => {}
+        }
     }
     let out = child
         .wait_with_output()
