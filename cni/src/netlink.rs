@@ -7,10 +7,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd as _, BorrowedFd, RawFd};
 
 use kwk_netdp::rtnl::RtnlSocket;
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NlasIterator};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
     LinkProtoInfoBridge,
 };
 use netlink_packet_route::route::{
@@ -24,6 +24,20 @@ use crate::ipv4::Ipv4Cidr;
 
 /// `IFLA_BRPORT_MODE`: the bridge port's hairpin flag.
 const IFLA_BRPORT_MODE: u16 = 4;
+/// `RTM_NEWLINK`, the type of a link reply.
+const RTM_NEWLINK: u16 = 16;
+/// The `ifinfomsg` header in front of a link's attributes.
+const IFINFOMSG_LEN: usize = 16;
+/// `IFF_UP`.
+const IFF_UP: u32 = 1;
+// The link attributes [`LinkState`] reads (`IFLA_*`, `IFLA_INFO_KIND`).
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+const IFLA_LINK: u16 = 5;
+const IFLA_MASTER: u16 = 10;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
 
 /// What the plugin needs to know about a link.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,15 +92,22 @@ impl Rtnl {
         self.socket.ack(message, flags)
     }
 
-    /// The link called `name`, `None` if there is none.
+    /// The link called `name`, `None` if there is none. Asks the kernel to leave out the
+    /// statistics and decodes only what [`LinkState`] holds.
     pub fn link_by_name(&mut self, name: &str) -> io::Result<Option<LinkState>> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
-        match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
-            Ok(replies) => Ok(replies.into_iter().find_map(|reply| match reply {
-                RouteNetlinkMessage::NewLink(link) => Some(link_state(&link)),
-                _ => None,
-            })),
+        msg.attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        match self
+            .socket
+            .request_raw(RouteNetlinkMessage::GetLink(msg), 0)
+        {
+            Ok(replies) => replies
+                .iter()
+                .find(|reply| reply.message_type == RTM_NEWLINK)
+                .map(|reply| link_state(&reply.payload))
+                .transpose(),
             Err(err) if is_not_found(&err) => Ok(None),
             Err(err) => Err(err),
         }
@@ -124,12 +145,12 @@ impl Rtnl {
     pub fn create_veth(
         &mut self,
         host_name: &str,
-        peer_name: &str,
+        peer: VethPeer<'_>,
         peer_netns: BorrowedFd<'_>,
         mtu: Option<u32>,
         master: u32,
     ) -> io::Result<()> {
-        let msg = veth_message(host_name, peer_name, peer_netns.as_raw_fd(), mtu, master);
+        let msg = veth_message(host_name, peer, peer_netns.as_raw_fd(), mtu, master);
         self.ack(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
     }
 
@@ -253,17 +274,15 @@ impl Rtnl {
 
     /// The names of all links.
     pub fn link_names(&mut self) -> io::Result<Vec<String>> {
-        let replies = self.request(
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            NLM_F_DUMP,
-        )?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|reply| match reply {
-                RouteNetlinkMessage::NewLink(link) => Some(link_state(&link).name),
-                _ => None,
-            })
-            .collect())
+        let mut msg = LinkMessage::default();
+        msg.attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        self.socket
+            .request_raw(RouteNetlinkMessage::GetLink(msg), NLM_F_DUMP)?
+            .iter()
+            .filter(|reply| reply.message_type == RTM_NEWLINK)
+            .map(|reply| link_state(&reply.payload).map(|link| link.name))
+            .collect()
     }
 
     /// Deletes a link by name; `false` if there was none.
@@ -278,20 +297,38 @@ impl Rtnl {
     }
 }
 
+/// Transmit and receive queues of each end of a pod's veth pair.
+///
+/// The kernel's default allocates `num_possible_cpus()` of each (recent kernels then drop the
+/// active count to one again) and registers sysfs objects for them: on 2 CPUs that is a third
+/// of the pair's creation time, and it grows with the CPU count. One queue is what a veth
+/// without XDP uses anyway; the cost is that `ethtool -L` cannot raise the count later.
+pub const VETH_QUEUES: u32 = 1;
+
+/// The pod end of a new veth pair: its name and the MAC it gets (chosen by the caller, so it
+/// is known without reading the link back from the pod namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VethPeer<'a> {
+    pub name: &'a str,
+    pub mac: [u8; 6],
+}
+
 /// The `RTM_NEWLINK` body of a veth pair: `host_name` here (up, attached to `master`) and its
-/// peer `peer_name` created directly inside the namespace open as `peer_netns_fd` (moving it
-/// afterwards would cost ~16 ms), both with `mtu`. The peer stays down: it cannot be brought up
-/// inside this message (`veth_open` fails with ENOTCONN until the pair is linked).
+/// peer created directly inside the namespace open as `peer_netns_fd` (moving it afterwards
+/// would cost ~16 ms), both with `mtu` and [`VETH_QUEUES`]. The peer stays down: it cannot be
+/// brought up inside this message (`veth_open` fails with ENOTCONN until the pair is linked).
 pub fn veth_message(
     host_name: &str,
-    peer_name: &str,
+    peer_end: VethPeer<'_>,
     peer_netns_fd: RawFd,
     mtu: Option<u32>,
     master: u32,
 ) -> LinkMessage {
     let mut peer = LinkMessage::default();
     peer.attributes
-        .push(LinkAttribute::IfName(peer_name.to_owned()));
+        .push(LinkAttribute::IfName(peer_end.name.to_owned()));
+    peer.attributes
+        .push(LinkAttribute::Address(peer_end.mac.to_vec()));
     peer.attributes.push(LinkAttribute::NetNsFd(peer_netns_fd));
     let mut msg = LinkMessage::default();
     msg.header.flags = LinkFlags::Up;
@@ -302,6 +339,12 @@ pub fn veth_message(
         peer.attributes.push(LinkAttribute::Mtu(mtu));
         msg.attributes.push(LinkAttribute::Mtu(mtu));
     }
+    for end in [&mut peer, &mut msg] {
+        end.attributes.extend([
+            LinkAttribute::NumTxQueues(VETH_QUEUES),
+            LinkAttribute::NumRxQueues(VETH_QUEUES),
+        ]);
+    }
     msg.attributes.push(LinkAttribute::Controller(master));
     msg.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::Kind(InfoKind::Veth),
@@ -310,30 +353,55 @@ pub fn veth_message(
     msg
 }
 
-fn link_state(link: &LinkMessage) -> LinkState {
+/// Reads a link reply's payload (`ifinfomsg` and attributes) into a [`LinkState`], skipping
+/// every attribute it does not hold.
+fn link_state(payload: &[u8]) -> io::Result<LinkState> {
+    let malformed =
+        |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("link: {what}"));
+    let header = payload
+        .get(..IFINFOMSG_LEN)
+        .ok_or_else(|| malformed("short ifinfomsg"))?;
+    let word = |at: usize| {
+        u32::from_ne_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
     let mut state = LinkState {
-        index: link.header.index,
-        up: link.header.flags.contains(LinkFlags::Up),
+        index: word(4),
+        up: word(8) & IFF_UP != 0,
         ..LinkState::default()
     };
-    for attr in &link.attributes {
-        match attr {
-            LinkAttribute::IfName(name) => state.name.clone_from(name),
-            LinkAttribute::Address(mac) => state.mac.clone_from(mac),
-            LinkAttribute::Mtu(mtu) => state.mtu = Some(*mtu),
-            LinkAttribute::Controller(master) => state.master = Some(*master),
-            LinkAttribute::Link(peer) => state.peer_index = Some(*peer),
-            LinkAttribute::LinkInfo(infos) => {
-                for info in infos {
-                    if let LinkInfo::Kind(kind) = info {
-                        state.kind = Some(kind.to_string());
+    let u32_value = |value: &[u8]| -> io::Result<u32> {
+        value
+            .get(..4)
+            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(|| malformed("short u32 attribute"))
+    };
+    for nla in NlasIterator::new(&payload[IFINFOMSG_LEN..]) {
+        let nla = nla.map_err(|err| malformed(&err.to_string()))?;
+        let value = nla.value();
+        match nla.kind() {
+            IFLA_IFNAME => state.name = c_string(value),
+            IFLA_ADDRESS => state.mac = value.to_vec(),
+            IFLA_MTU => state.mtu = Some(u32_value(value)?),
+            IFLA_MASTER => state.master = Some(u32_value(value)?),
+            IFLA_LINK => state.peer_index = Some(u32_value(value)?),
+            IFLA_LINKINFO => {
+                for info in NlasIterator::new(value) {
+                    let info = info.map_err(|err| malformed(&err.to_string()))?;
+                    if info.kind() == IFLA_INFO_KIND {
+                        state.kind = Some(c_string(info.value()));
                     }
                 }
             }
             _ => {}
         }
     }
-    state
+    Ok(state)
+}
+
+/// A NUL-terminated attribute string.
+fn c_string(value: &[u8]) -> String {
+    let end = value.iter().position(|b| *b == 0).unwrap_or(value.len());
+    String::from_utf8_lossy(&value[..end]).into_owned()
 }
 
 fn route_state(route: &RouteMessage) -> RouteState {
@@ -372,7 +440,9 @@ mod tests {
 
     #[test]
     fn veth_peer_is_created_in_the_pod_namespace_and_left_down() {
-        let msg = veth_message("veth0123abcd", "eth0", 7, Some(1400), 3);
+        let mac = [2, 0, 0, 0, 0, 9];
+        let pod = VethPeer { name: "eth0", mac };
+        let msg = veth_message("veth0123abcd", pod, 7, Some(1400), 3);
         assert!(
             msg.header.flags.contains(LinkFlags::Up),
             "host end up at creation"
@@ -395,6 +465,14 @@ mod tests {
                 .contains(&LinkAttribute::IfName("eth0".into()))
         );
         assert!(peer.attributes.contains(&LinkAttribute::Mtu(1400)));
+        assert!(
+            peer.attributes
+                .contains(&LinkAttribute::Address(mac.to_vec()))
+        );
+        for end in [&msg, peer] {
+            assert!(end.attributes.contains(&LinkAttribute::NumTxQueues(1)));
+            assert!(end.attributes.contains(&LinkAttribute::NumRxQueues(1)));
+        }
         assert!(peer.header.flags.is_empty() && peer.header.change_mask.is_empty());
         // Wire format: IFLA_NET_NS_FD (28) = 7 inside the nested peer message.
         let mut bytes = vec![0; msg.buffer_len()];
@@ -410,19 +488,49 @@ mod tests {
     fn link_state_reads_what_the_planner_needs() {
         let mut msg = LinkMessage::default();
         msg.header.index = 5;
-        msg.header.flags = LinkFlags::Up;
+        msg.header.flags = LinkFlags::Up | LinkFlags::Broadcast;
         msg.attributes = vec![
             LinkAttribute::IfName("eth0".into()),
+            LinkAttribute::TxQueueLen(1000),
             LinkAttribute::Address(vec![2, 0, 0, 0, 0, 1]),
+            LinkAttribute::Mtu(1400),
             LinkAttribute::Controller(3),
             LinkAttribute::Link(9),
             LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth)]),
         ];
-        let state = link_state(&msg);
-        assert_eq!(state.index, 5);
-        assert!(state.up);
-        assert_eq!(state.kind.as_deref(), Some("veth"));
-        assert_eq!((state.master, state.peer_index), (Some(3), Some(9)));
+        let mut bytes = vec![0; msg.buffer_len()];
+        msg.emit(&mut bytes);
+        let state = link_state(&bytes).expect("decodes");
+        assert_eq!(
+            state,
+            LinkState {
+                index: 5,
+                name: "eth0".into(),
+                mac: vec![2, 0, 0, 0, 0, 1],
+                mtu: Some(1400),
+                up: true,
+                kind: Some("veth".into()),
+                master: Some(3),
+                peer_index: Some(9),
+            }
+        );
         assert_eq!(format_mac(&state.mac), "02:00:00:00:00:01");
+
+        msg.header.flags = LinkFlags::Broadcast;
+        msg.attributes = vec![
+            LinkAttribute::IfName("cni0".into()),
+            LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]),
+        ];
+        let mut bytes = vec![0; msg.buffer_len()];
+        msg.emit(&mut bytes);
+        let state = link_state(&bytes).expect("decodes");
+        assert!(!state.up && state.master.is_none() && state.peer_index.is_none());
+        assert_eq!(state.kind.as_deref(), Some("bridge"));
+
+        assert!(link_state(&bytes[..10]).is_err(), "short header");
+        assert!(
+            link_state(&bytes[..bytes.len() - 2]).is_err(),
+            "cut attribute"
+        );
     }
 }

@@ -37,8 +37,19 @@ pub fn retired_name(host_veth: &str, salt: u64) -> String {
 
 /// A locally administered unicast MAC for a new bridge, from a hash of its name and `salt`.
 pub fn bridge_mac(bridge: &str, salt: u64) -> [u8; 6] {
+    local_mac(bridge.bytes(), salt)
+}
+
+/// A locally administered unicast MAC for the pod end of a new veth pair, from a hash of the
+/// attachment and `salt` (the kernel would pick a random one the same way; choosing it here
+/// saves reading the link back from the pod namespace).
+pub fn pod_mac(container_id: &str, ifname: &str, salt: u64) -> [u8; 6] {
+    local_mac(container_id.bytes().chain([0]).chain(ifname.bytes()), salt)
+}
+
+fn local_mac(seed: impl Iterator<Item = u8>, salt: u64) -> [u8; 6] {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bridge.bytes().chain(salt.to_le_bytes()) {
+    for byte in seed.chain(salt.to_le_bytes()) {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -279,13 +290,20 @@ mod tests {
     }
 
     #[test]
-    fn bridge_macs_are_local_unicast() {
+    fn generated_macs_are_local_unicast_and_distinct() {
+        let mut seen = std::collections::HashSet::new();
         for salt in 0..64 {
-            let mac = bridge_mac("cni0", salt);
-            assert_eq!(mac[0] & 0x01, 0, "unicast");
-            assert_eq!(mac[0] & 0x02, 0x02, "locally administered");
+            for mac in [
+                bridge_mac("cni0", salt),
+                pod_mac("abc", "eth0", salt),
+                pod_mac("abd", "eth0", salt),
+            ] {
+                assert_eq!(mac[0] & 0x01, 0, "unicast");
+                assert_eq!(mac[0] & 0x02, 0x02, "locally administered");
+                assert!(seen.insert(mac), "distinct");
+            }
         }
-        assert_ne!(bridge_mac("cni0", 1), bridge_mac("cni0", 2));
+        assert_ne!(pod_mac("abc", "eth0", 1), pod_mac("abc", "eth1", 1));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::error::CniError;
 use crate::hostport::{self, HostPortRecord};
 use crate::ipv4::Ipv4Cidr;
 use crate::nat::NatTable;
-use crate::netlink::{LinkState, Rtnl, format_mac, is_exists};
+use crate::netlink::{LinkState, Rtnl, VethPeer, format_mac, is_exists};
 use crate::netns;
 use crate::plan::{
     self, BridgeStep, LinkStep, ObservedBridge, ObservedCheck, ObservedPod, host_veth_name,
@@ -35,20 +35,23 @@ const LATEST: &str = "1.1.0";
 
 /// Runs one invocation: `get_env` reads `CNI_*` variables, `stdin` is the network config.
 pub fn run(get_env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Outcome {
-    let reply_version = serde_json::from_slice::<serde_json::Value>(stdin)
-        .ok()
-        .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_owned))
-        .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
-        .unwrap_or_else(|| LATEST.to_owned());
     match dispatch(get_env, stdin) {
         Ok(stdout) => Outcome {
             stdout,
             success: true,
         },
-        Err(err) => Outcome {
-            stdout: serde_json::to_string(&err.to_reply(&reply_version)).unwrap_or_default(),
-            success: false,
-        },
+        Err(err) => {
+            // Parsed again only here: the success path has no use for a generic JSON tree.
+            let reply_version = serde_json::from_slice::<serde_json::Value>(stdin)
+                .ok()
+                .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_owned))
+                .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
+                .unwrap_or_else(|| LATEST.to_owned());
+            Outcome {
+                stdout: serde_json::to_string(&err.to_reply(&reply_version)).unwrap_or_default(),
+                success: false,
+            }
+        }
     }
 }
 
@@ -330,6 +333,7 @@ fn add_links(
     let steps = plan::plan_pod_links(&env.ifname, bridge.index, &observed)
         .map_err(|err| CniError::InvalidConfig(err.to_string()))?;
     let mut bring_pod_up = false;
+    let mut created_mac = None;
     for step in steps {
         match step {
             LinkStep::DeleteHostVeth => {
@@ -338,10 +342,17 @@ fn add_links(
                     host_nl.delete_link(&host_name),
                 )?;
             }
-            LinkStep::CreateVeth => nl(
-                "creating the veth pair",
-                host_nl.create_veth(&host_name, &env.ifname, ns.as_fd(), net.mtu, bridge.index),
-            )?,
+            LinkStep::CreateVeth => {
+                let peer = VethPeer {
+                    name: &env.ifname,
+                    mac: plan::pod_mac(&env.container_id, &env.ifname, salt()),
+                };
+                nl(
+                    "creating the veth pair",
+                    host_nl.create_veth(&host_name, peer, ns.as_fd(), net.mtu, bridge.index),
+                )?;
+                created_mac = Some(peer.mac);
+            }
             LinkStep::AttachHostToBridge => {
                 if let Some(host) = &observed.host_veth {
                     nl(
@@ -362,11 +373,21 @@ fn add_links(
     let missing = |what: &str| CniError::netlink(what, ErrorKind::NotFound.into());
     let host = nl("reading the host veth", host_nl.link_by_name(&host_name))?
         .ok_or_else(|| missing("host veth vanished"))?;
-    let pod = nl(
-        "reading the pod interface",
-        pod_nl.link_by_name(&env.ifname),
-    )?
-    .ok_or_else(|| missing("pod interface vanished"))?;
+    // The pod end as just created (our MAC, the index the host end names as its peer) or as
+    // observed before the repairs (which change neither): no second lookup in the pod namespace.
+    let pod = match (created_mac, host.peer_index, &observed.pod_link) {
+        (Some(mac), Some(index), _) => LinkState {
+            index,
+            mac: mac.to_vec(),
+            ..LinkState::default()
+        },
+        (None, _, Some(pod)) => pod.clone(),
+        _ => nl(
+            "reading the pod interface",
+            pod_nl.link_by_name(&env.ifname),
+        )?
+        .ok_or_else(|| missing("pod interface vanished"))?,
+    };
     if bring_pod_up {
         nl("setting the pod interface up", pod_nl.set_up(pod.index))?;
     }

@@ -26,10 +26,16 @@ pub struct IpamStore {
 impl IpamStore {
     /// Creates the directory if needed and takes the exclusive lock (blocking).
     pub fn lock(dir: &Path) -> Result<Self, CniError> {
-        fs::create_dir_all(dir)
-            .map_err(|err| CniError::io(format!("creating {}", dir.display()), err))?;
-        let handle = File::open(dir)
-            .map_err(|err| CniError::io(format!("opening {}", dir.display()), err))?;
+        let open_err = |err| CniError::io(format!("opening {}", dir.display()), err);
+        // Usually there: one open, no mkdir.
+        let handle = match File::open(dir) {
+            Err(err) if err.kind() == ErrorKind::NotFound => {
+                fs::create_dir_all(dir)
+                    .map_err(|err| CniError::io(format!("creating {}", dir.display()), err))?;
+                File::open(dir).map_err(open_err)?
+            }
+            other => other.map_err(open_err)?,
+        };
         let lock = Flock::lock(handle, FlockArg::LockExclusive).map_err(|(_, errno)| {
             CniError::io(format!("locking {}", dir.display()), errno.into())
         })?;
@@ -94,7 +100,9 @@ impl IpamStore {
     }
 
     /// Rewrites the pointer in place: on ext4 a truncate to zero (`O_TRUNC`) or a rename over
-    /// the old file forces a data flush (`auto_da_alloc`), which costs milliseconds.
+    /// the old file forces a data flush (`auto_da_alloc`), which costs milliseconds. Cut to
+    /// length only when the text got shorter: each metadata change is a journal handle, which
+    /// waits while the journal commits.
     fn write_last_reserved(&self, ip: Ipv4Addr) -> Result<(), CniError> {
         let write_err = |err| CniError::io("writing last_reserved_ip", err);
         let text = ip.to_string();
@@ -104,8 +112,12 @@ impl IpamStore {
             .truncate(false)
             .open(self.dir.join(LAST_RESERVED))
             .map_err(write_err)?;
+        let old_len = file.metadata().map_err(write_err)?.len();
         file.write_all(text.as_bytes()).map_err(write_err)?;
-        file.set_len(text.len() as u64).map_err(write_err)
+        if old_len > text.len() as u64 {
+            file.set_len(text.len() as u64).map_err(write_err)?;
+        }
+        Ok(())
     }
 
     fn release(&self, ip: Ipv4Addr) -> Result<(), CniError> {
@@ -252,6 +264,17 @@ mod tests {
             "10.0.0.9"
         );
         assert_eq!(store.last_reserved(), Some(Ipv4Addr::new(10, 0, 0, 9)));
+        // Longer and same-length texts overwrite without a truncate.
+        for (ip, text) in [
+            (Ipv4Addr::new(10, 0, 0, 10), "10.0.0.10"),
+            (Ipv4Addr::new(10, 0, 0, 11), "10.0.0.11"),
+        ] {
+            store.write_last_reserved(ip).expect("write");
+            assert_eq!(
+                fs::read_to_string(tmp.path().join(LAST_RESERVED)).expect("read"),
+                text
+            );
+        }
     }
 
     #[test]

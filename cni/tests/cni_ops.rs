@@ -80,6 +80,10 @@ fn add_twice_check_del_twice() {
     // The kernel state the result describes.
     let link = pod.ip(&["-d", "link", "show", "eth0"]);
     assert!(link.contains("mtu 1400") && link.contains("UP"), "{link}");
+    assert!(
+        link.contains("numtxqueues 1 numrxqueues 1"),
+        "one queue each way: {link}"
+    );
     assert!(pod.ip(&["addr", "show", "eth0"]).contains("10.61.0.2/24"));
     assert!(
         pod.ip(&["route"])
@@ -88,7 +92,9 @@ fn add_twice_check_del_twice() {
     let host_veth = first["interfaces"][1]["name"].as_str().expect("host veth");
     let port = host.ip(&["-d", "link", "show", host_veth]);
     assert!(
-        port.contains("master kbr0") && port.contains("hairpin on"),
+        port.contains("master kbr0")
+            && port.contains("hairpin on")
+            && port.contains("numtxqueues 1 numrxqueues 1"),
         "{port}"
     );
     assert!(host.ip(&["addr", "show", "kbr0"]).contains("10.61.0.1/24"));

@@ -1,5 +1,6 @@
 //! A small synchronous rtnetlink client: one socket, one request at a time, acked
-//! ([`RtnlSocket::request`]), and the route operations host-gw routing needs
+//! ([`RtnlSocket::request`], or [`RtnlSocket::request_raw`] for callers that read a few
+//! attributes themselves), and the route operations host-gw routing needs
 //! ([`RtnlSocket::host_routes`], [`RtnlSocket::apply_route`]). Blocking: call it from a
 //! blocking thread; a round trip costs microseconds.
 
@@ -8,7 +9,7 @@ use std::net::IpAddr;
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkBuffer,
-    NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -19,11 +20,37 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use crate::model::Cidr;
 use crate::routes::{HostRoute, ROUTE_PROTOCOL, RouteAction};
 
+/// One reply left undecoded: its netlink message type and payload (the fixed header, e.g.
+/// `ifinfomsg`, then the attributes). Decoding a whole `RTM_NEWLINK` (statistics, per-family
+/// configuration, ~2 KiB) costs more than a short-lived caller needing three attributes
+/// wants to pay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawReply {
+    pub message_type: u16,
+    pub payload: Vec<u8>,
+}
+
+impl NetlinkDeserializable for RawReply {
+    type Error = std::convert::Infallible;
+
+    fn deserialize(header: &NetlinkHeader, payload: &[u8]) -> Result<Self, Self::Error> {
+        Ok(Self {
+            message_type: header.message_type,
+            payload: payload.to_vec(),
+        })
+    }
+}
+
+/// Room for the largest datagram the kernel sends (a dump skb is at most 32 KiB).
+const RECV_BUF: usize = 64 * 1024;
+
 /// An rtnetlink socket bound in the network namespace it was created in.
 #[derive(Debug)]
 pub struct RtnlSocket {
     socket: Socket,
     seq: u32,
+    /// Receive buffer, filled through its spare capacity: never zeroed, so a reply touches only
+    /// the pages it needs (a short-lived CLI such as kwk-cni pays a page fault per page).
     buf: Vec<u8>,
 }
 
@@ -53,7 +80,7 @@ impl RtnlSocket {
         Ok(Self {
             socket,
             seq: 0,
-            buf: vec![0; 64 * 1024],
+            buf: Vec::with_capacity(RECV_BUF),
         })
     }
 
@@ -64,6 +91,23 @@ impl RtnlSocket {
         message: RouteNetlinkMessage,
         flags: u16,
     ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        self.exchange(message, flags)
+    }
+
+    /// [`Self::request`] with the replies left undecoded.
+    pub fn request_raw(
+        &mut self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Vec<RawReply>> {
+        self.exchange(message, flags)
+    }
+
+    fn exchange<T: NetlinkDeserializable>(
+        &mut self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Vec<T>> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | flags;
@@ -76,14 +120,15 @@ impl RtnlSocket {
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         let mut replies = Vec::new();
         loop {
-            let len = self.socket.recv(&mut &mut self.buf[..], 0)?;
+            self.buf.clear();
+            self.buf.reserve(RECV_BUF);
+            let len = self.socket.recv(&mut self.buf, 0)?;
             let mut offset = 0;
             while offset < len {
                 let bytes = &self.buf[offset..len];
                 let frame = NetlinkBuffer::new_checked(bytes).map_err(invalid)?;
                 let frame_len = frame.length() as usize;
-                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..frame_len])
-                    .map_err(invalid)?;
+                let msg = NetlinkMessage::<T>::deserialize(&bytes[..frame_len]).map_err(invalid)?;
                 offset += (frame_len + 3) & !3;
                 if msg.header.sequence_number != self.seq {
                     continue;
