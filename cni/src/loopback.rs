@@ -213,8 +213,9 @@ mod tests {
         }
     }
 
-    fn env(command: &str, netns: &str) -> CniEnv {
-        let vars: HashMap<&str, &str> = [
+    /// The `CNI_*` variables of a call on `lo` (an empty value: unset).
+    fn vars<'a>(command: &'a str, netns: &'a str) -> HashMap<&'static str, &'a str> {
+        [
             ("CNI_COMMAND", command),
             ("CNI_CONTAINERID", "c1"),
             ("CNI_IFNAME", "lo"),
@@ -222,7 +223,11 @@ mod tests {
         ]
         .into_iter()
         .filter(|(_, v)| !v.is_empty())
-        .collect();
+        .collect()
+    }
+
+    fn env(command: &str, netns: &str) -> CniEnv {
+        let vars = vars(command, netns);
         CniEnv::from_lookup(|k| vars.get(k).map(|v| (*v).to_owned())).expect("env")
     }
 
@@ -259,15 +264,7 @@ mod tests {
     fn dispatched_by_type_without_touching_the_system() {
         let conf = br#"{"cniVersion":"0.3.1","name":"cni-loopback","type":"loopback"}"#;
         let call = |command: &str, netns: &str| {
-            let vars: HashMap<&str, &str> = [
-                ("CNI_COMMAND", command),
-                ("CNI_CONTAINERID", "c1"),
-                ("CNI_IFNAME", "lo"),
-                ("CNI_NETNS", netns),
-            ]
-            .into_iter()
-            .filter(|(_, v)| !v.is_empty())
-            .collect();
+            let vars = vars(command, netns);
             crate::run(|k| vars.get(k).map(|v| (*v).to_owned()), conf)
         };
         // DEL does nothing: no netns needed, and none is touched.

@@ -8,10 +8,8 @@
 use std::time::{Duration, Instant};
 
 use kwk_netdp::dataplane::Dataplane;
-use kwk_netdp::model::synthetic::{SYNTHETIC_NODE, Synthetic};
-use kwk_netdp::model::{
-    NodeState, ProxyInput, ProxyOptions, RuleSet, build_rules, diff, synthetic,
-};
+use kwk_netdp::model::synthetic::Synthetic;
+use kwk_netdp::model::{RuleSet, build_rules, diff, synthetic};
 use kwk_netdp::nft::{NftApi, NftSocket};
 use kwk_netdp::nftables::NftablesDataplane;
 use kwk_netdp::nftables::plan::plan_full;
@@ -19,18 +17,7 @@ use nix::sched::{CloneFlags, unshare};
 use nix::time::{ClockId, clock_gettime};
 
 fn rules_of(objects: &Synthetic) -> RuleSet {
-    let node = NodeState {
-        name: SYNTHETIC_NODE.into(),
-        ips: vec![std::net::Ipv4Addr::new(192, 168, 1, 10).into()],
-        pod_cidrs: Vec::new(),
-        zone: None,
-    };
-    let options = ProxyOptions {
-        cluster_cidrs: Vec::new(),
-        masquerade_all: false,
-    };
-    let input = ProxyInput::from_api(&objects.services, &objects.slices, node, options);
-    build_rules(&input, &mut Vec::new())
+    build_rules(&objects.input(Vec::new()), &mut Vec::new())
 }
 
 fn cpu_time() -> Duration {

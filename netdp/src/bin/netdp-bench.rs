@@ -20,10 +20,8 @@ use kwk_netdp::dataplane::Dataplane;
 use kwk_netdp::iptables::restore::{Observed, full_restore};
 use kwk_netdp::iptables::{IptablesBackend, IptablesConfig, IptablesDataplane, render_family};
 use kwk_netdp::model::input::slice_service;
-use kwk_netdp::model::synthetic::{SYNTHETIC_NODE, Synthetic};
-use kwk_netdp::model::{
-    IpFamily, NodeState, ProxyInput, ProxyOptions, RuleSet, build_rules, synthetic, update_service,
-};
+use kwk_netdp::model::synthetic::Synthetic;
+use kwk_netdp::model::{IpFamily, ProxyInput, RuleSet, build_rules, synthetic, update_service};
 use kwk_netdp::nft::NftSocket;
 use kwk_netdp::nftables::NftablesDataplane;
 use nix::sched::{CloneFlags, unshare};
@@ -122,17 +120,7 @@ fn measure(mut run: impl FnMut(usize) -> anyhow::Result<Duration>) -> anyhow::Re
 }
 
 fn input_of(objects: &Synthetic) -> ProxyInput {
-    let node = NodeState {
-        name: SYNTHETIC_NODE.into(),
-        ips: vec![std::net::Ipv4Addr::new(192, 168, 1, 10).into()],
-        pod_cidrs: Vec::new(),
-        zone: None,
-    };
-    let options = ProxyOptions {
-        cluster_cidrs: vec!["10.244.0.0/14".parse().expect("valid literal")],
-        masquerade_all: false,
-    };
-    ProxyInput::from_api(&objects.services, &objects.slices, node, options)
+    objects.input(vec!["10.244.0.0/14".parse().expect("valid literal")])
 }
 
 /// What one size is measured against: the objects, their rules, and the changes applied.

@@ -24,6 +24,24 @@ pub struct Synthetic {
     pub slices: Vec<EndpointSlice>,
 }
 
+impl Synthetic {
+    /// The proxy's input for these objects on [`SYNTHETIC_NODE`] (address 192.168.1.10), with
+    /// `cluster_cidrs` (benchmarks).
+    pub fn input(&self, cluster_cidrs: Vec<super::Cidr>) -> super::ProxyInput {
+        let node = super::NodeState {
+            name: SYNTHETIC_NODE.into(),
+            ips: vec![Ipv4Addr::new(192, 168, 1, 10).into()],
+            pod_cidrs: Vec::new(),
+            zone: None,
+        };
+        let options = super::ProxyOptions {
+            cluster_cidrs,
+            masquerade_all: false,
+        };
+        super::ProxyInput::from_api(&self.services, &self.slices, node, options)
+    }
+}
+
 /// `n` Services in namespace `bench` (`svc-<i>`, ClusterIP from 10.96.0.0/12, TCP port 80 named
 /// `http` to target port 8080; every 10th also a NodePort, while the 30000-32767 range lasts) with `m` ready endpoints each, one
 /// EndpointSlice per Service, endpoints numbered from 10.244.0.0 upwards.
