@@ -7,7 +7,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd as _, BorrowedFd, RawFd};
 
 use kwk_netdp::rtnl::RtnlSocket;
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NlasIterator};
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE, NlasIterator,
+};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
@@ -141,7 +143,9 @@ impl Rtnl {
         self.ack(RouteNetlinkMessage::SetLink(msg), 0)
     }
 
-    /// Creates a veth pair in one message (see [`veth_message`]).
+    /// Creates a veth pair in one message (see [`veth_message`]). Returns the host end as the
+    /// kernel reports it back (`NLM_F_ECHO`, honoured for new links since Linux 6.3): `None` on
+    /// older kernels, where the caller reads it.
     pub fn create_veth(
         &mut self,
         host_name: &str,
@@ -149,9 +153,17 @@ impl Rtnl {
         peer_netns: BorrowedFd<'_>,
         mtu: Option<u32>,
         master: u32,
-    ) -> io::Result<()> {
+    ) -> io::Result<Option<LinkState>> {
         let msg = veth_message(host_name, peer, peer_netns.as_raw_fd(), mtu, master);
-        self.ack(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+        let replies = self.socket.request_raw(
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO | NLM_F_ACK,
+        )?;
+        replies
+            .iter()
+            .find(|reply| reply.message_type == RTM_NEWLINK)
+            .map(|reply| link_state(&reply.payload))
+            .transpose()
     }
 
     /// Attaches a link to a bridge.

@@ -306,7 +306,8 @@ fn ensure_bridge(host: &mut Rtnl, net: &Network) -> Result<LinkState, CniError> 
 /// `isGateway` routes for pods, so the host namespace forwards (as upstream's bridge plugin).
 fn enable_ip_forward() -> Result<(), CniError> {
     const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
-    let current = std::fs::read_to_string(PATH).map_err(|err| CniError::io(PATH, err))?;
+    let current =
+        crate::store::read_small(Path::new(PATH)).map_err(|err| CniError::io(PATH, err))?;
     if current.trim() != "1" {
         std::fs::write(PATH, "1").map_err(|err| CniError::io(PATH, err))?;
     }
@@ -334,6 +335,7 @@ fn add_links(
         .map_err(|err| CniError::InvalidConfig(err.to_string()))?;
     let mut bring_pod_up = false;
     let mut created_mac = None;
+    let mut created_host = None;
     for step in steps {
         match step {
             LinkStep::DeleteHostVeth => {
@@ -347,7 +349,7 @@ fn add_links(
                     name: &env.ifname,
                     mac: plan::pod_mac(&env.container_id, &env.ifname, salt()),
                 };
-                nl(
+                created_host = nl(
                     "creating the veth pair",
                     host_nl.create_veth(&host_name, peer, ns.as_fd(), net.mtu, bridge.index),
                 )?;
@@ -371,8 +373,12 @@ fn add_links(
         }
     }
     let missing = |what: &str| CniError::netlink(what, ErrorKind::NotFound.into());
-    let host = nl("reading the host veth", host_nl.link_by_name(&host_name))?
-        .ok_or_else(|| missing("host veth vanished"))?;
+    // The new host end as the kernel echoed it, else read back (older kernels, or repairs).
+    let host = match created_host {
+        Some(host) => host,
+        None => nl("reading the host veth", host_nl.link_by_name(&host_name))?
+            .ok_or_else(|| missing("host veth vanished"))?,
+    };
     // The pod end as just created (our MAC, the index the host end names as its peer) or as
     // observed before the repairs (which change neither): no second lookup in the pod namespace.
     let pod = match (created_mac, host.peer_index, &observed.pod_link) {

@@ -3,8 +3,9 @@
 //! address handed out; the directory itself is `flock`ed for the whole operation.
 
 use std::fs::{self, File};
-use std::io::{ErrorKind, Write as _};
+use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -58,7 +59,7 @@ impl IpamStore {
             else {
                 continue;
             };
-            let content = match fs::read_to_string(entry.path()) {
+            let content = match read_small(&entry.path()) {
                 Ok(content) => content,
                 Err(err) if err.kind() == ErrorKind::NotFound => continue,
                 Err(err) => return Err(read_err(err)),
@@ -77,15 +78,9 @@ impl IpamStore {
         Ok(allocations)
     }
 
-    fn last_reserved(&self) -> Option<Ipv4Addr> {
-        fs::read_to_string(self.dir.join(LAST_RESERVED))
-            .ok()
-            .and_then(|text| text.trim().parse().ok())
-    }
-
-    /// Creates the allocation file (`O_EXCL`: `false` if the address is taken) and moves the
-    /// last-reserved pointer. A crash between create and write leaves an empty file that no
-    /// attachment holds, which the next GC frees.
+    /// Creates the allocation file (`O_EXCL`: `false` if the address is taken). A crash
+    /// between create and write leaves an empty file that no attachment holds, which the next
+    /// GC frees.
     fn reserve(&self, ip: Ipv4Addr, container_id: &str, ifname: &str) -> Result<bool, CniError> {
         let path = self.dir.join(ip.to_string());
         let mut file = match File::options().write(true).create_new(true).open(&path) {
@@ -95,29 +90,7 @@ impl IpamStore {
         };
         file.write_all(format!("{container_id}{LINE_BREAK}{ifname}").as_bytes())
             .map_err(|err| CniError::io(format!("writing {}", path.display()), err))?;
-        self.write_last_reserved(ip)?;
         Ok(true)
-    }
-
-    /// Rewrites the pointer in place: on ext4 a truncate to zero (`O_TRUNC`) or a rename over
-    /// the old file forces a data flush (`auto_da_alloc`), which costs milliseconds. Cut to
-    /// length only when the text got shorter: each metadata change is a journal handle, which
-    /// waits while the journal commits.
-    fn write_last_reserved(&self, ip: Ipv4Addr) -> Result<(), CniError> {
-        let write_err = |err| CniError::io("writing last_reserved_ip", err);
-        let text = ip.to_string();
-        let mut file = File::options()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(self.dir.join(LAST_RESERVED))
-            .map_err(write_err)?;
-        let old_len = file.metadata().map_err(write_err)?.len();
-        file.write_all(text.as_bytes()).map_err(write_err)?;
-        if old_len > text.len() as u64 {
-            file.set_len(text.len() as u64).map_err(write_err)?;
-        }
-        Ok(())
     }
 
     fn release(&self, ip: Ipv4Addr) -> Result<(), CniError> {
@@ -143,14 +116,17 @@ impl IpamStore {
         {
             return Ok(held.ip);
         }
-        let taken: std::collections::HashSet<Ipv4Addr> = allocations.iter().map(|a| a.ip).collect();
-        let mut last = self.last_reserved();
+        // Sorted by address (see `allocations`).
+        let taken = |ip: Ipv4Addr| allocations.binary_search_by_key(&ip, |a| a.ip).is_ok();
+        let mut pointer = LastReserved::open(&self.dir)?;
+        let mut last = pointer.ip;
         // Normally the first candidate wins; a file created behind our back (another writer not
         // honouring the lock) only makes us move on.
         for _ in 0..16 {
-            let ip = ipam::next_free(range, last, |ip| taken.contains(&ip))
+            let ip = ipam::next_free(range, last, taken)
                 .ok_or_else(|| CniError::NoAddresses(format!("{}-{}", range.start, range.end)))?;
             if self.reserve(ip, container_id, ifname)? {
+                pointer.store(ip)?;
                 return Ok(ip);
             }
             last = Some(ip);
@@ -189,6 +165,77 @@ impl IpamStore {
         }
         Ok(stale.iter().map(|a| a.ip).collect())
     }
+}
+
+/// `last_reserved_ip.0`, open for reading and rewriting: one open for both.
+struct LastReserved {
+    file: File,
+    ip: Option<Ipv4Addr>,
+    len: usize,
+}
+
+impl LastReserved {
+    fn open(dir: &Path) -> Result<Self, CniError> {
+        let err = |err| CniError::io("opening last_reserved_ip", err);
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(LAST_RESERVED))
+            .map_err(err)?;
+        let mut buf = [0u8; 64];
+        let len = read_into(&file, &mut buf).map_err(err)?;
+        let ip = std::str::from_utf8(&buf[..len])
+            .ok()
+            .and_then(|text| text.trim().parse().ok());
+        Ok(Self { file, ip, len })
+    }
+
+    /// Rewrites the pointer in place: on ext4 a truncate to zero (`O_TRUNC`) or a rename over
+    /// the old file forces a data flush (`auto_da_alloc`), which costs milliseconds. Cut to
+    /// length only when the text got shorter: each metadata change is a journal handle, which
+    /// waits while the journal commits.
+    fn store(&mut self, ip: Ipv4Addr) -> Result<(), CniError> {
+        let err = |err| CniError::io("writing last_reserved_ip", err);
+        let text = ip.to_string();
+        self.file.write_all_at(text.as_bytes(), 0).map_err(err)?;
+        if self.len > text.len() {
+            self.file.set_len(text.len() as u64).map_err(err)?;
+        }
+        self.ip = Some(ip);
+        self.len = text.len();
+        Ok(())
+    }
+}
+
+/// Reads from the start of `file` into `buf` until it is full or the file ends; the length read.
+/// One `read` for a small file: a short read of a regular file is its end.
+fn read_into(mut file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                len += n;
+                if len < buf.len() {
+                    break;
+                }
+            }
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(len)
+}
+
+/// A small file's text, such as an allocation file (`<containerID>\r\n<ifname>`: well under
+/// 512 bytes; anything longer is cut there, which no valid ID reaches) or a sysctl. Open, one read, close: `read_to_string`
+/// would also `stat` the file and read again to see its end.
+pub(crate) fn read_small(path: &Path) -> std::io::Result<String> {
+    let mut buf = [0u8; 512];
+    let len = read_into(&File::open(path)?, &mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..len]).into_owned())
 }
 
 #[cfg(test)]
@@ -252,29 +299,47 @@ mod tests {
     #[test]
     fn last_reserved_pointer_rewritten_in_place() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let store = IpamStore::lock(tmp.path()).expect("lock");
-        store
-            .write_last_reserved(Ipv4Addr::new(10, 0, 0, 100))
-            .expect("write");
-        store
-            .write_last_reserved(Ipv4Addr::new(10, 0, 0, 9))
-            .expect("shorter");
+        let mut pointer = LastReserved::open(tmp.path()).expect("open");
+        assert_eq!(pointer.ip, None, "a new store has no pointer");
+        pointer.store(Ipv4Addr::new(10, 0, 0, 100)).expect("write");
+        pointer.store(Ipv4Addr::new(10, 0, 0, 9)).expect("shorter");
         assert_eq!(
             fs::read_to_string(tmp.path().join(LAST_RESERVED)).expect("read"),
             "10.0.0.9"
         );
-        assert_eq!(store.last_reserved(), Some(Ipv4Addr::new(10, 0, 0, 9)));
+        let mut pointer = LastReserved::open(tmp.path()).expect("reopen");
+        assert_eq!(pointer.ip, Some(Ipv4Addr::new(10, 0, 0, 9)));
         // Longer and same-length texts overwrite without a truncate.
         for (ip, text) in [
             (Ipv4Addr::new(10, 0, 0, 10), "10.0.0.10"),
             (Ipv4Addr::new(10, 0, 0, 11), "10.0.0.11"),
         ] {
-            store.write_last_reserved(ip).expect("write");
+            pointer.store(ip).expect("write");
             assert_eq!(
                 fs::read_to_string(tmp.path().join(LAST_RESERVED)).expect("read"),
                 text
             );
         }
+        // host-local's own format (a trailing newline) and garbage both parse as expected.
+        fs::write(tmp.path().join(LAST_RESERVED), "10.0.0.77\n").expect("write");
+        assert_eq!(
+            LastReserved::open(tmp.path()).expect("open").ip,
+            Some(Ipv4Addr::new(10, 0, 0, 77))
+        );
+        fs::write(tmp.path().join(LAST_RESERVED), "not an address").expect("write");
+        assert_eq!(LastReserved::open(tmp.path()).expect("open").ip, None);
+    }
+
+    #[test]
+    fn allocation_files_read_whole_and_cut_at_512_bytes() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("f");
+        for text in ["", "a\r\neth0", &"x".repeat(511), &"y".repeat(512)] {
+            fs::write(&path, text).expect("write");
+            assert_eq!(read_small(&path).expect("read"), text);
+        }
+        fs::write(&path, "z".repeat(700)).expect("write");
+        assert_eq!(read_small(&path).expect("read"), "z".repeat(512));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use netlink_sys::Socket;
+use netlink_sys::{Socket, SocketAddr};
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 
@@ -47,7 +47,8 @@ impl NlSocket {
     /// Opens a `protocol` socket in the calling thread's network namespace.
     pub(crate) fn open(protocol: isize) -> io::Result<Self> {
         let mut socket = Socket::new(protocol)?;
-        socket.bind_auto()?;
+        // Port 0: the kernel picks one (no `getsockname`: nothing here needs to know it).
+        socket.bind(&SocketAddr::new(0, 0))?;
         socket.set_cap_ack(true)?;
         socket.set_ext_ack(true)?;
         let timeout = TimeVal::new(REPLY_TIMEOUT.as_secs() as _, 0);

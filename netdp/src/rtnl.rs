@@ -74,8 +74,9 @@ fn invalid(err: impl std::fmt::Display) -> io::Error {
 impl RtnlSocket {
     /// Opens a socket in the calling thread's current network namespace.
     pub fn open() -> io::Result<Self> {
-        let mut socket = Socket::new(NETLINK_ROUTE)?;
-        socket.bind_auto()?;
+        let socket = Socket::new(NETLINK_ROUTE)?;
+        // Connecting binds the socket to a kernel-chosen port (no `getsockname`: nothing here
+        // needs to know it).
         socket.connect(&SocketAddr::new(0, 0))?;
         Ok(Self {
             socket,

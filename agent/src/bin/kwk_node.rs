@@ -51,7 +51,7 @@ struct Cli {
     #[arg(long)]
     cni_conf_dir: Option<PathBuf>,
     /// kwk-cni's allocation directory, written into that configuration (`ipam.dataDir`;
-    /// default: the plugin's, `/var/lib/cni/networks`).
+    /// default: the plugin's, `/run/kwk-cni/networks`).
     #[arg(long)]
     cni_data_dir: Option<PathBuf>,
     /// Log format.

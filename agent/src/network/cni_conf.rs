@@ -17,7 +17,7 @@ pub const NETWORK: &str = "kwk";
 /// The conflist for `pod_cidr` (the first IPv4 CIDR of a comma-separated list; kwk-cni is
 /// IPv4 only), masquerading traffic leaving `cluster_cidrs`' IPv4 CIDR, with the plugin's
 /// allocations in `data_dir` (`ipam.dataDir`; `None`: the plugin's default,
-/// `/var/lib/cni/networks`). `None`: no IPv4 podCIDR.
+/// [`kwk_cni::config::DEFAULT_DATA_DIR`]). `None`: no IPv4 podCIDR.
 pub fn render(pod_cidr: &str, cluster_cidrs: &[Cidr], data_dir: Option<&Path>) -> Option<String> {
     let cidr = pod_cidr
         .split(',')

@@ -4,16 +4,18 @@
 //! Needs root. Everything happens in throwaway network namespaces (`kwkb-*`, created with
 //! `ip netns add` — the benchmark's own setup, not the plugin's), removed at the end.
 //!
-//! Usage: `cni-bench [ITERATIONS] [KWK_CNI_PATH] [REFERENCE_DIR]` (200, the `kwk-cni` next to this
-//! binary, `/usr/lib/cni`). Timing covers the whole plugin process: spawn, stdin, run, exit.
-//! Both plugins are spawned the same way (cleared environment, piped stdio), get a fresh pod
-//! namespace in the same host namespace for every round, and keep their allocations under the
-//! same directory; each round also times `VERSION` of each (its process spawn floor), so the
-//! floors see the same machine load as the calls.
-//! Ship-like numbers come from the static build (`RUSTFLAGS='-C target-feature=+crt-static'
-//! cargo build --release -p kwk-cni --target x86_64-unknown-linux-gnu`, path as the second
-//! argument): dynamic linking is a large part of the floor here. On a shared machine
-//! `nice -n -10` keeps other builds' scheduling noise out; p10 shows what a quiet machine gives.
+//! Usage: `cni-bench [--store-dir DIR] [ITERATIONS] [KWK_CNI_PATH] [REFERENCE_DIR]` (200, the
+//! `kwk-cni` next to this binary, `/usr/lib/cni`). Timing covers the whole plugin process:
+//! spawn, stdin, run, exit. Both plugins are spawned the same way (cleared environment, piped
+//! stdio), get a fresh pod namespace in the same host namespace for every round, and keep their
+//! allocations in the same place: a tmpfs private to the benchmark (kwk-cni's default `dataDir`
+//! is under `/run`, a tmpfs on a standard host), or `--store-dir` (e.g. on disk, host-local's
+//! habit). Each round also times `VERSION` of each (its process spawn floor), so the floors see
+//! the same machine load as the calls.
+//! Ship-like numbers come from the build as it ships, statically linked against musl:
+//! `rustup target add x86_64-unknown-linux-musl && cargo build-cni` (an alias in
+//! `.cargo/config.toml`) puts it and this benchmark in `target/x86_64-unknown-linux-musl/release/`. On a shared machine `nice -n -10` keeps other
+//! builds' scheduling noise out; p10 shows what a quiet machine gives.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -21,7 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sched::{CloneFlags, setns};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, setns, unshare};
 
 /// Pause before each timed call (see the loop).
 const SETTLE: Duration = Duration::from_millis(30);
@@ -67,8 +70,41 @@ struct TempDir(PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        let _ = umount2(&self.0, MntFlags::MNT_DETACH);
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A fresh directory for both plugins' allocations: on `dir` when given, else a tmpfs mounted
+/// in a mount namespace of the benchmark's own (so nothing outside sees it, even after a crash).
+fn allocation_store(dir: Option<&Path>) -> Result<(TempDir, &'static str), String> {
+    let name = format!("kwkb-ipam-{}", std::process::id());
+    let Some(dir) = dir else {
+        let path = std::env::temp_dir().join(name);
+        unshare(CloneFlags::CLONE_NEWNS).map_err(|err| format!("unshare: {err}"))?;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(|err| format!("making mounts private: {err}"))?;
+        std::fs::create_dir_all(&path).map_err(|err| format!("{}: {err}", path.display()))?;
+        let store = TempDir(path);
+        mount(
+            Some("tmpfs"),
+            &store.0,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("mode=0700"),
+        )
+        .map_err(|err| format!("mounting a tmpfs: {err}"))?;
+        return Ok((store, "tmpfs"));
+    };
+    let store = TempDir(dir.join(name));
+    std::fs::create_dir_all(&store.0).map_err(|err| format!("{}: {err}", store.0.display()))?;
+    Ok((store, "--store-dir"))
 }
 
 struct Plugin {
@@ -181,7 +217,16 @@ fn config(kind: &str, name: &str, bridge: &str, subnet: &str, data_dir: &Path) -
     reason = "a synchronous benchmark: sleeping between timed calls blocks nothing"
 )]
 fn run() -> Result<(), String> {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    let store_dir = match args.iter().position(|arg| arg == "--store-dir") {
+        Some(at) if at + 1 < args.len() => {
+            let dir = PathBuf::from(args.remove(at + 1));
+            args.remove(at);
+            Some(dir)
+        }
+        Some(_) => return Err("--store-dir needs a directory".into()),
+        None => None,
+    };
     let iterations: usize = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(200);
     let kwk = match args.get(2) {
         Some(path) => PathBuf::from(path),
@@ -194,7 +239,11 @@ fn run() -> Result<(), String> {
         return Err("cni-bench needs root (network namespaces)".into());
     }
     let pid = std::process::id();
-    let data_dir = TempDir(std::env::temp_dir().join(format!("kwkb-ipam-{pid}")));
+    let (data_dir, store_kind) = allocation_store(store_dir.as_deref())?;
+    let store_line = format!(
+        "  allocations of both in {} ({store_kind})",
+        data_dir.0.display()
+    );
     let mut plugins = vec![Plugin {
         label: "kwk-cni",
         binary: kwk,
@@ -255,6 +304,7 @@ fn run() -> Result<(), String> {
     println!(
         "CNI latency, {iterations} rounds, interleaved (ms, whole plugin process: spawn, stdin, run, exit)"
     );
+    println!("{store_line}");
     for plugin in &plugins {
         println!(
             "  {:<18} {} ({})",

@@ -7,7 +7,8 @@
 //! setup (the main thread's stack guard, found by parsing `/proc/self/maps`, an alternate signal
 //! stack and handlers for stack-overflow messages) costs ~0.13 ms of every call here, and the
 //! runtime waits for each call. `sys` keeps the parts that matter to a CLI: fds 0-2 open, and
-//! `SIGPIPE` ignored so a closed stdout is an error, not a kill.
+//! `SIGPIPE` ignored so a closed stdout is an error, not a kill. `sys` also holds the process's
+//! allocator, an arena that never frees (see [`sys::Arena`]).
 
 #![no_main]
 
@@ -39,12 +40,133 @@ fn run() -> i32 {
 mod sys {
     #![allow(
         unsafe_code,
-        reason = "the C entry point and two libc calls at start-up, before anything else runs"
+        reason = "the C entry point, two libc calls at start-up, and the global allocator"
     )]
 
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::UnsafeCell;
     use std::os::fd::IntoRawFd as _;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use nix::libc;
+
+    /// The arena's size: an ADD allocates a few hundred KiB (netlink buffers included); only
+    /// the pages touched are ever backed by memory.
+    const ARENA_SIZE: usize = 8 << 20;
+
+    /// The global allocator: hands out consecutive slices of one static arena and never reuses
+    /// them (only the newest block grows, shrinks or is given back in place), which suits a
+    /// process that lives for milliseconds. It costs no system calls: the C library's allocator
+    /// maps and unmaps pages as the plugin's buffers come and go (musl's: ~25 `mmap`/`munmap`
+    /// per ADD). What does not fit goes to the system allocator (a GC over a huge store).
+    pub(crate) struct Arena {
+        memory: UnsafeCell<[u8; ARENA_SIZE]>,
+        /// Offset of the first free byte.
+        next: AtomicUsize,
+    }
+
+    // SAFETY: the arena's bytes are only reached through blocks handed out by `alloc`, and
+    // `next` (an atomic) makes every block disjoint from every other, across threads too.
+    unsafe impl Sync for Arena {}
+
+    #[global_allocator]
+    static ALLOCATOR: Arena = Arena {
+        memory: UnsafeCell::new([0; ARENA_SIZE]),
+        next: AtomicUsize::new(0),
+    };
+
+    impl Arena {
+        fn base(&self) -> usize {
+            self.memory.get() as usize
+        }
+
+        /// The block's offset, if it lies in the arena.
+        fn offset_of(&self, ptr: *mut u8) -> Option<usize> {
+            (ptr as usize)
+                .checked_sub(self.base())
+                .filter(|offset| *offset < ARENA_SIZE)
+        }
+
+        /// Reserves `size` bytes aligned to `align`; `None` when the arena is full.
+        fn bump(&self, size: usize, align: usize) -> Option<*mut u8> {
+            let base = self.base();
+            let mut next = self.next.load(Ordering::Relaxed);
+            loop {
+                let start = (base + next).checked_next_multiple_of(align)? - base;
+                let end = start.checked_add(size).filter(|end| *end <= ARENA_SIZE)?;
+                match self.next.compare_exchange_weak(
+                    next,
+                    end,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Some(self.memory.get().cast::<u8>().wrapping_add(start)),
+                    Err(seen) => next = seen,
+                }
+            }
+        }
+    }
+
+    // SAFETY: blocks from `bump` are in bounds, aligned as asked and never handed out twice
+    // (`next` only moves back over the newest block, when its owner frees or resizes it);
+    // blocks outside the arena are the system allocator's and go back to it.
+    unsafe impl GlobalAlloc for Arena {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            match self.bump(layout.size(), layout.align()) {
+                Some(ptr) => ptr,
+                // SAFETY: the caller's layout contract is passed on unchanged.
+                None => unsafe { System.alloc(layout) },
+            }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            match self.offset_of(ptr) {
+                // The newest block: give its bytes back (if nothing was allocated since).
+                Some(offset) => {
+                    let _ = self.next.compare_exchange(
+                        offset + layout.size(),
+                        offset,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
+                // SAFETY: not ours, so `System` allocated it with this layout.
+                None => unsafe { System.dealloc(ptr, layout) },
+            }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            if let Some(offset) = self.offset_of(ptr)
+                && let Some(new_end) = offset
+                    .checked_add(new_size)
+                    .filter(|end| *end <= ARENA_SIZE)
+                && self
+                    .next
+                    .compare_exchange(
+                        offset + layout.size(),
+                        new_end,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                // The newest block grew or shrank in place.
+                return ptr;
+            }
+            // SAFETY: `new_size` with the old alignment is a valid layout (the caller's
+            // contract); the new block does not overlap the old one, both are at least
+            // `min(old, new)` bytes long, and the old block is freed exactly once.
+            unsafe {
+                let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
+                let new = self.alloc(new_layout);
+                if !new.is_null() {
+                    std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                    self.dealloc(ptr, layout);
+                }
+                new
+            }
+        }
+    }
 
     /// Called by the C runtime. `std::env` finds the arguments and environment on its own.
     // SAFETY: `#![no_main]` removes Rust's `main` symbol, so this is the only one, and it has

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 
@@ -66,7 +66,10 @@ impl NftSocket {
     /// Opens a socket in the calling thread's network namespace.
     pub fn open() -> Result<Self, NftError> {
         let mut socket = Socket::new(NETLINK_NETFILTER).map_err(NftError::Socket)?;
-        socket.bind_auto().map_err(NftError::Socket)?;
+        // Port 0: the kernel picks one (no `getsockname`: nothing here needs to know it).
+        socket
+            .bind(&SocketAddr::new(0, 0))
+            .map_err(NftError::Socket)?;
         // Short ACKs (no copy of the request) and the kernel's error text when it has one.
         socket.set_cap_ack(true).map_err(NftError::Socket)?;
         socket.set_ext_ack(true).map_err(NftError::Socket)?;
