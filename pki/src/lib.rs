@@ -7,6 +7,8 @@
 //! `admin.crt`/`admin.key` (CN `kubernetes-admin`, O `system:masters`), `admin.kubeconfig`, and
 //! `apiserver-kubelet-client.crt/key` (CN `kube-apiserver-kubelet-client`, O `system:masters`).
 
+pub mod tls;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

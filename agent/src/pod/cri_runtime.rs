@@ -7,16 +7,18 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::future::join_all;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod};
 use kwk_cri::{CriClient, CriError, api};
 
 use super::events::{EventSink, PodEvent};
+use super::hooks::{self, HookKind};
 use super::observed::{
     ContainerKind, InstanceState, ObservedContainer, ObservedPod, UnixNanos, observed_container,
     observed_sandbox,
 };
-use super::plan::Action;
+use super::plan::{Action, KillReason};
 use super::pleg::{self, Relist};
+use super::probe::tracker::RunResult;
 use super::runtime::{ExecState, PodRuntime, RuntimeError};
 use super::spec;
 use crate::labels;
@@ -195,7 +197,92 @@ impl<S: PodSetup> CriPodRuntime<S> {
             err
         })?;
         self.events.emit(pod, PodEvent::started(name));
-        Ok(())
+        self.post_start(pod, &id, name, desired.spec, &state.ips)
+            .await
+    }
+
+    /// Runs the container's `postStart` hook; a failed one kills the container (the restart
+    /// policy decides what follows) and fails the start with `PostStartHookError`.
+    async fn post_start(
+        &self,
+        pod: &Pod,
+        id: &str,
+        name: &str,
+        container: &Container,
+        ips: &[String],
+    ) -> Result<(), RuntimeError> {
+        let outcome = match hooks::hook(container, HookKind::PostStart) {
+            Ok(None) => return Ok(()),
+            Ok(Some(hook)) => {
+                hooks::run(&hook, pod_ip(ips), POST_START_LIMIT, |command, timeout| {
+                    self.exec_hook(id, command, timeout)
+                })
+                .await
+            }
+            Err(invalid) => Err(invalid),
+        };
+        let Err(message) = outcome else {
+            return Ok(());
+        };
+        self.events
+            .emit(pod, PodEvent::failed_hook(name, true, &message));
+        let grace = Duration::from_secs(u64::try_from(spec::grace_seconds(pod)).unwrap_or(0));
+        let _ = self.stop_container(id, grace).await;
+        Err(RuntimeError {
+            operation: format!("PostStartHook {name}"),
+            message,
+            waiting_reason: Some("PostStartHookError"),
+        })
+    }
+
+    /// Stops a running container: its `preStop` hook first, within the grace period, then the
+    /// stop with what is left of it (at least 2 s, as upstream).
+    async fn stop_gracefully(
+        &self,
+        pod: &Pod,
+        observed: &ObservedPod,
+        container: &ObservedContainer,
+        grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        let mut grace = grace;
+        let hook = spec::find_container(pod, &container.name)
+            .filter(|_| container.is_running())
+            .map(|c| hooks::hook(c.spec, HookKind::PreStop));
+        if let Some(hook) = hook {
+            let started = std::time::Instant::now();
+            let ips = observed
+                .current_sandbox()
+                .map(|s| s.ips.as_slice())
+                .unwrap_or_default();
+            let outcome = match hook {
+                Ok(None) => Ok(()),
+                Ok(Some(hook)) => {
+                    hooks::run(&hook, pod_ip(ips), grace, |command, timeout| {
+                        self.exec_hook(&container.id, command, timeout)
+                    })
+                    .await
+                }
+                Err(invalid) => Err(invalid),
+            };
+            if let Err(message) = outcome {
+                self.events
+                    .emit(pod, PodEvent::failed_hook(&container.name, false, &message));
+            }
+            grace = hooks::grace_after_pre_stop(grace, started.elapsed());
+        }
+        self.stop_container(&container.id, grace).await
+    }
+
+    /// A hook's exec: the probe's, with its errors as text.
+    async fn exec_hook(
+        &self,
+        id: &str,
+        command: Vec<String>,
+        timeout: Duration,
+    ) -> Result<RunResult, String> {
+        self.exec_probe(id, &command, timeout)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Images are expected to be present (imported from archives); a missing one is pulled.
@@ -249,7 +336,11 @@ impl<S: PodSetup> CriPodRuntime<S> {
             .copied()
             .filter(|c| c.kind == ContainerKind::App)
             .collect();
-        let results = join_all(apps.iter().map(|c| self.stop_container(&c.id, grace))).await;
+        let results = join_all(
+            apps.iter()
+                .map(|c| self.stop_gracefully(pod, observed, c, grace)),
+        )
+        .await;
         results.into_iter().collect::<Result<Vec<()>, _>>()?;
         // Sidecars: newest first is reverse start order.
         let mut rest: Vec<&ObservedContainer> = live
@@ -259,7 +350,7 @@ impl<S: PodSetup> CriPodRuntime<S> {
             .collect();
         rest.sort_by_key(|c| std::cmp::Reverse(c.created_at));
         for c in rest {
-            self.stop_container(&c.id, grace).await?;
+            self.stop_gracefully(pod, observed, c, grace).await?;
         }
         for s in observed.sandboxes.iter().filter(|s| s.ready) {
             self.cri
@@ -385,11 +476,27 @@ impl<S: PodSetup> PodRuntime for CriPodRuntime<S> {
                     Some("RunContainerError"),
                 )
             }),
-            Action::KillContainer { id, name, .. } => {
-                self.events.emit(pod, PodEvent::killing(name));
-                let grace =
-                    Duration::from_secs(u64::try_from(spec::grace_seconds(pod)).unwrap_or(0));
-                self.stop_container(id, grace).await
+            Action::KillContainer { id, name, reason } => {
+                let grace_seconds = match reason {
+                    KillReason::ProbeFailed {
+                        probe,
+                        grace_seconds,
+                        restart,
+                    } => {
+                        self.events
+                            .emit(pod, PodEvent::killing_unhealthy(name, probe, *restart));
+                        grace_seconds.unwrap_or_else(|| spec::grace_seconds(pod))
+                    }
+                    _ => {
+                        self.events.emit(pod, PodEvent::killing(name));
+                        spec::grace_seconds(pod)
+                    }
+                };
+                let grace = Duration::from_secs(u64::try_from(grace_seconds).unwrap_or(0));
+                match observed.containers.iter().find(|c| &c.id == id) {
+                    Some(c) => self.stop_gracefully(pod, observed, c, grace).await,
+                    None => self.stop_container(id, grace).await,
+                }
             }
             Action::RemoveContainer { id } => match self.cri.remove_container(id).await {
                 Err(e) if !e.is_not_found() => Err(cri_error("RemoveContainer", &e, None)),
@@ -418,6 +525,61 @@ impl<S: PodSetup> PodRuntime for CriPodRuntime<S> {
     fn now(&self) -> UnixNanos {
         crate::clock::unix_nanos_now()
     }
+
+    async fn exec_probe(
+        &self,
+        container_id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<RunResult, RuntimeError> {
+        match self
+            .cri
+            .exec_sync(container_id, command.to_vec(), timeout)
+            .await
+        {
+            Ok(reply) if reply.exit_code == 0 => Ok(RunResult::Success),
+            Ok(reply) => {
+                let mut output = String::from_utf8_lossy(&reply.stdout).into_owned();
+                output.push_str(&String::from_utf8_lossy(&reply.stderr));
+                Ok(RunResult::Failure(exec_failure_message(
+                    output.trim_end(),
+                    reply.exit_code,
+                )))
+            }
+            // The runtime killed the command at the timeout (or our deadline passed).
+            Err(e) if exec_timed_out(&e) => Ok(RunResult::Failure(format!(
+                "command {:?} timed out",
+                command.join(" ")
+            ))),
+            Err(e) => Err(cri_error("ExecSync", &e, None)),
+        }
+    }
+}
+
+/// An exec probe's failure message: its output, as upstream reports it, or the exit status
+/// when it printed nothing.
+fn exec_failure_message(output: &str, exit_code: i32) -> String {
+    if output.is_empty() {
+        format!("command exited with status {exit_code}")
+    } else {
+        output.to_string()
+    }
+}
+
+/// Whether `ExecSync` failed because the command outlived its timeout.
+fn exec_timed_out(err: &CriError) -> bool {
+    err.code() == Some(tonic::Code::DeadlineExceeded)
+        || err.to_string().contains("timeout")
+        || err.to_string().contains("deadline exceeded")
+}
+
+/// How long a `postStart` hook may run (upstream sets no limit; the pod's worker waits for it).
+const POST_START_LIMIT: Duration = Duration::from_secs(600);
+
+/// The default host of HTTP hooks: the pod's IP; the node's loopback for hostNetwork pods
+/// (their sandbox reports no IP).
+fn pod_ip(ips: &[String]) -> &str {
+    ips.first().map_or("127.0.0.1", String::as_str)
 }
 
 fn sandbox_ips(status: &api::PodSandboxStatus) -> Vec<String> {

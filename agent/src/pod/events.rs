@@ -131,6 +131,38 @@ impl PodEvent {
         )
     }
 
+    /// `Unhealthy`: a probe of the container failed (`kind`: `Liveness`, ...).
+    pub fn unhealthy(container: &str, kind: &str, message: &str) -> Self {
+        Self::container(
+            EventType::Warning,
+            "Unhealthy",
+            container,
+            format!("{kind} probe failed: {message}"),
+        )
+    }
+
+    /// `Killing` for a container whose liveness or startup probe failed (`probe`: `liveness`,
+    /// `startup`); `restart`: whether the restart policy brings it back.
+    pub fn killing_unhealthy(container: &str, probe: &str, restart: bool) -> Self {
+        let then = if restart { ", will be restarted" } else { "" };
+        Self::container(
+            EventType::Normal,
+            "Killing",
+            container,
+            format!("Container {container} failed {probe} probe{then}"),
+        )
+    }
+
+    /// `FailedPostStartHook` / `FailedPreStopHook`: a lifecycle hook failed with `message`.
+    pub fn failed_hook(container: &str, post_start: bool, message: &str) -> Self {
+        let reason = if post_start {
+            "FailedPostStartHook"
+        } else {
+            "FailedPreStopHook"
+        };
+        Self::container(EventType::Warning, reason, container, message.to_string())
+    }
+
     /// `FailedMount`: a volume of the pod cannot be set up.
     pub fn failed_mount(message: String) -> Self {
         Self {
@@ -224,6 +256,16 @@ mod tests {
             (PodEvent::started("c"), "Started", "Started container c"),
             (PodEvent::killing("c"), "Killing", "Stopping container c"),
             (PodEvent::failed("c", "boom"), "Failed", "Error: boom"),
+            (
+                PodEvent::unhealthy("c", "Liveness", "HTTP probe failed with statuscode: 500"),
+                "Unhealthy",
+                "Liveness probe failed: HTTP probe failed with statuscode: 500",
+            ),
+            (
+                PodEvent::killing_unhealthy("c", "liveness", true),
+                "Killing",
+                "Container c failed liveness probe, will be restarted",
+            ),
             (
                 PodEvent::back_off(&pod, "c"),
                 "BackOff",

@@ -12,6 +12,8 @@ use k8s_openapi::api::core::v1::Pod;
 
 use super::backoff::{self, Entry, PodBackoff};
 use super::observed::{ContainerKind, InstanceState, ObservedContainer, ObservedPod, UnixNanos};
+use super::probe::prober::ProbeFailure;
+use super::probe::spec::ProbeKind;
 use super::spec::{self, DesiredContainer, RestartPolicy};
 
 /// Why a running container is killed.
@@ -25,6 +27,13 @@ pub enum KillReason {
     NotInSpec,
     /// It lives in a sandbox that is no longer the pod's.
     StaleSandbox,
+    /// Its liveness or startup probe failed (`probe`: `liveness`, `startup`); killed with the
+    /// probe's grace period if it sets one; `restart`: the restart policy brings it back.
+    ProbeFailed {
+        probe: &'static str,
+        grace_seconds: Option<i64>,
+        restart: bool,
+    },
 }
 
 /// One step of a plan, executed in order.
@@ -101,6 +110,8 @@ pub struct PlanInput<'a> {
     pub now: UnixNanos,
     /// The pod is being deleted: stop it, then remove what is left.
     pub terminating: bool,
+    /// Running instances (by ID) whose liveness or startup probe failed.
+    pub probe_failures: &'a BTreeMap<String, ProbeFailure>,
 }
 
 /// Plans one sync of a pod.
@@ -365,12 +376,24 @@ impl<'a> Planner<'a> {
                     true
                 }
                 InstanceState::Running | InstanceState::Unknown => {
+                    // Killed by a failed probe, it exits non-zero: back unless `Never`.
+                    let restart_unhealthy =
+                        c.kind == ContainerKind::Sidecar || self.policy != RestartPolicy::Never;
                     let reason = if i.state == InstanceState::Unknown {
                         Some(KillReason::Unknown)
                     } else if i.fingerprint != c.fingerprint {
                         Some(KillReason::SpecChanged)
                     } else {
-                        None
+                        self.input.probe_failures.get(&i.id).map(|failure| {
+                            KillReason::ProbeFailed {
+                                probe: match failure.kind {
+                                    ProbeKind::Startup => "startup",
+                                    _ => "liveness",
+                                },
+                                grace_seconds: failure.grace_seconds,
+                                restart: restart_unhealthy,
+                            }
+                        })
                     };
                     if let Some(reason) = reason {
                         self.push(Action::KillContainer {
@@ -378,9 +401,11 @@ impl<'a> Planner<'a> {
                             name: i.name.clone(),
                             reason,
                         });
-                        self.start(c);
+                        if !matches!(reason, KillReason::ProbeFailed { restart: false, .. }) {
+                            self.start(c);
+                        }
                     }
-                    true
+                    restart_unhealthy || !self.input.probe_failures.contains_key(&i.id)
                 }
                 InstanceState::Exited { .. } => {
                     if self.should_restart(c.kind, i) {

@@ -88,6 +88,7 @@ fn plan_with(pod: &Pod, observed: &ObservedPod, backoff: &PodBackoff, terminatin
         backoff,
         now: NOW,
         terminating,
+        probe_failures: &BTreeMap::new(),
     })
 }
 
@@ -160,6 +161,78 @@ fn a_changed_spec_replaces_the_container_and_counts_a_restart() {
             start("app", ContainerKind::App, 3),
         ]
     );
+}
+
+#[test]
+fn a_failed_liveness_or_startup_probe_kills_and_restarts_per_policy() {
+    // (restart policy, probe, probe grace, expected actions after the kill)
+    let cases = [
+        ("Always", ProbeKind::Liveness, None, true),
+        ("OnFailure", ProbeKind::Startup, Some(5), true),
+        ("Never", ProbeKind::Liveness, None, false),
+    ];
+    for (policy, kind, grace_seconds, restart) in cases {
+        let p = web(policy);
+        let observed = ObservedPod::new(
+            vec![sandbox("s1", 0, true)],
+            vec![instance(&p, "app", "c1", "s1", InstanceState::Running)],
+        );
+        let failures = BTreeMap::from([(
+            "c1".to_string(),
+            ProbeFailure {
+                kind,
+                grace_seconds,
+            },
+        )]);
+        let got = plan(PlanInput {
+            pod: &p,
+            observed: &observed,
+            backoff: &PodBackoff::default(),
+            now: NOW,
+            terminating: false,
+            probe_failures: &failures,
+        });
+        let mut want = vec![Action::KillContainer {
+            id: "c1".into(),
+            name: "app".into(),
+            reason: KillReason::ProbeFailed {
+                probe: if kind == ProbeKind::Startup {
+                    "startup"
+                } else {
+                    "liveness"
+                },
+                grace_seconds,
+                restart,
+            },
+        }];
+        if restart {
+            want.push(start("app", ContainerKind::App, 1));
+        }
+        assert_eq!(got.actions, want, "{policy} {kind:?}");
+        assert_eq!(got.outcome, Outcome::Active, "{policy}");
+    }
+    // A failure recorded for another (older) instance changes nothing.
+    let p = web("Always");
+    let observed = ObservedPod::new(
+        vec![sandbox("s1", 0, true)],
+        vec![instance(&p, "app", "c2", "s1", InstanceState::Running)],
+    );
+    let failures = BTreeMap::from([(
+        "c1".to_string(),
+        ProbeFailure {
+            kind: ProbeKind::Liveness,
+            grace_seconds: None,
+        },
+    )]);
+    let got = plan(PlanInput {
+        pod: &p,
+        observed: &observed,
+        backoff: &PodBackoff::default(),
+        now: NOW,
+        terminating: false,
+        probe_failures: &failures,
+    });
+    assert!(got.actions.is_empty(), "{:?}", got.actions);
 }
 
 #[test]
@@ -245,6 +318,7 @@ fn repeated_crashes_back_off_and_report_it() {
         backoff: &backoff,
         now: NOW + 8 * S,
         terminating: false,
+        probe_failures: &BTreeMap::new(),
     });
     assert_eq!(after.actions, vec![start("app", ContainerKind::App, 1)]);
     assert_eq!(after.backoff_updates[0].1.delay, Duration::from_secs(20));

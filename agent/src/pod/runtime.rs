@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use super::observed::{ObservedPod, UnixNanos};
 use super::plan::Action;
 use super::pleg::Relist;
+use super::probe::tracker::RunResult;
 
 /// The sandbox the actions of one plan go into, updated as `CreateSandbox` runs.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -71,6 +72,25 @@ pub trait PodRuntime: Send + Sync + 'static {
     /// The clock (nanoseconds since the epoch), injectable for tests.
     fn now(&self) -> UnixNanos;
 
+    /// Runs an exec probe's `command` in the container, bounded by `timeout` (a command still
+    /// running then is killed): success for exit status 0, else a failure carrying its output.
+    /// An error is the runtime's (the probe could not run).
+    fn exec_probe(
+        &self,
+        container_id: &str,
+        command: &[String],
+        timeout: std::time::Duration,
+    ) -> impl Future<Output = Result<RunResult, RuntimeError>> + Send {
+        let _ = (container_id, command, timeout);
+        async {
+            Err(RuntimeError {
+                operation: "ExecSync".into(),
+                message: "exec probes are not supported by this runtime".into(),
+                waiting_reason: None,
+            })
+        }
+    }
+
     /// The pods that are to run on this node changed (the kubelet's active pods): node-wide
     /// settings that depend on all of them, such as the QoS cgroups' CPU shares, follow.
     /// Called before new pods' workers start; errors are the runtime's to log.
@@ -102,6 +122,15 @@ impl<R: PodRuntime> PodRuntime for Arc<R> {
 
     fn now(&self) -> UnixNanos {
         (**self).now()
+    }
+
+    fn exec_probe(
+        &self,
+        container_id: &str,
+        command: &[String],
+        timeout: std::time::Duration,
+    ) -> impl Future<Output = Result<RunResult, RuntimeError>> + Send {
+        (**self).exec_probe(container_id, command, timeout)
     }
 
     fn active_pods_changed(&self, pods: &[&Pod]) {

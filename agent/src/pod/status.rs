@@ -11,6 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::observed::{ContainerKind, InstanceState, ObservedContainer, ObservedPod, UnixNanos};
 use super::plan::{Outcome, Waiting};
+use super::probe::prober::ProbeSnapshot;
+use super::probe::spec::probe_kinds;
 use super::spec::{self, DesiredContainer};
 
 /// Facts about the node and the pod's history the status needs.
@@ -22,6 +24,9 @@ pub struct StatusContext {
     pub start_time: Option<UnixNanos>,
     /// `Guaranteed`, `Burstable` or `BestEffort`.
     pub qos_class: Option<String>,
+    /// The probes' verdicts (a running container with a readiness probe is ready once it
+    /// passes; one with a startup probe is started once that passes).
+    pub probes: ProbeSnapshot,
 }
 
 /// Computes the status of a pod.
@@ -39,11 +44,11 @@ pub fn pod_status(
 
     let init_statuses: Vec<ContainerStatus> = inits
         .iter()
-        .map(|c| container_status(c, observed, current, waiting))
+        .map(|c| container_status(c, observed, current, waiting, &ctx.probes))
         .collect();
     let app_statuses: Vec<ContainerStatus> = apps
         .iter()
-        .map(|c| container_status(c, observed, current, waiting))
+        .map(|c| container_status(c, observed, current, waiting, &ctx.probes))
         .collect();
 
     let initialized = current
@@ -159,6 +164,7 @@ fn container_status(
     observed: &ObservedPod,
     current: Option<&str>,
     waiting: &BTreeMap<String, Waiting>,
+    probes: &ProbeSnapshot,
 ) -> ContainerStatus {
     // The newest instance, preferring the current sandbox.
     let latest = current
@@ -186,9 +192,13 @@ fn container_status(
             None,
         ),
     };
+    let (started, probed_ready) = match latest {
+        Some(l) if running => probes.view(&l.id, &probe_kinds(c.spec)),
+        _ => (false, false),
+    };
     let ready = match c.kind {
         ContainerKind::Init => latest.is_some_and(ObservedContainer::succeeded),
-        ContainerKind::Sidecar | ContainerKind::App => running,
+        ContainerKind::Sidecar | ContainerKind::App => probed_ready,
     };
     ContainerStatus {
         name: c.name.to_string(),
@@ -197,7 +207,7 @@ fn container_status(
         container_id: latest.map(|l| format!("containerd://{}", l.id)),
         restart_count: latest.map_or(0, |l| i32::try_from(l.restart_count).unwrap_or(i32::MAX)),
         ready,
-        started: Some(running),
+        started: Some(started),
         state: Some(state),
         last_state: last_state.map(|s| s.unwrap_or_default()),
         ..Default::default()

@@ -172,6 +172,7 @@ fn a_new_pod_is_pending_and_creating() {
             host_ip: Some("192.0.2.1".into()),
             start_time: Some(5 * S),
             qos_class: Some("BestEffort".into()),
+            ..StatusContext::default()
         },
     );
     assert_eq!(status.phase.as_deref(), Some("Pending"));

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::backoff::PodBackoff;
 use super::events::PodEvent;
 use super::plan::{self, Action, Outcome, PlanInput, Waiting};
+use super::probe::prober::{PodProber, ProbeSnapshot};
 use super::runtime::{ExecState, PodRuntime};
 use super::spec;
 use super::status::{StatusContext, pod_status};
@@ -97,7 +98,9 @@ pub fn spawn<R: PodRuntime + Clone>(
     let (desired_tx, desired_rx) = watch::channel(desired);
     let (lifecycle_tx, lifecycle_rx) = watch::channel(Lifecycle::Syncing);
     let poke = Arc::new(Notify::new());
+    let prober = PodProber::new(runtime.clone(), config.events.clone(), poke.clone());
     let worker = Worker {
+        prober,
         desired: desired_rx,
         poke: poke.clone(),
         lifecycle: lifecycle_tx,
@@ -123,6 +126,8 @@ pub fn spawn<R: PodRuntime + Clone>(
 }
 
 struct Worker<R> {
+    /// The probes of the pod's running containers.
+    prober: PodProber<R>,
     desired: watch::Receiver<Desired>,
     poke: Arc<Notify>,
     lifecycle: watch::Sender<Lifecycle>,
@@ -143,7 +148,7 @@ const CRASH_LOOP: &str = "CrashLoopBackOff";
 /// How many rounds may follow each other without waiting when each one changed something.
 const IMMEDIATE_ROUNDS: u32 = 5;
 
-impl<R: PodRuntime> Worker<R> {
+impl<R: PodRuntime + Clone> Worker<R> {
     /// Runs until the pod is terminated (returns true) or kwk-node shuts down (false).
     async fn run(mut self, cancel: CancellationToken) -> bool {
         let mut immediate = 0;
@@ -200,12 +205,20 @@ impl<R: PodRuntime> Worker<R> {
         };
         let now = self.runtime.now();
         self.start_time.get_or_insert(now);
+        if terminating {
+            self.prober.stop_all();
+        } else {
+            self.prober
+                .sync(&pod, &observed, self.config.host_ip.as_deref());
+        }
+        let probes = self.prober.snapshot();
         let plan = plan::plan(PlanInput {
             pod: &pod,
             observed: &observed,
             backoff: &self.backoff,
             now,
             terminating,
+            probe_failures: &probes.failures(),
         });
         self.report_back_off(&pod, &plan.waiting);
         if terminating
@@ -213,7 +226,7 @@ impl<R: PodRuntime> Worker<R> {
             && !plan.actions.contains(&Action::KillPod)
         {
             // Stopped, its containers not removed yet: their exit codes make the final status.
-            let ctx = self.status_context(&pod);
+            let ctx = self.status_context(&pod, probes.clone());
             self.final_status = Some(pod_status(
                 &pod,
                 &observed,
@@ -254,7 +267,7 @@ impl<R: PodRuntime> Worker<R> {
                         &observed,
                         &plan.waiting,
                         plan.outcome,
-                        &self.status_context(&pod),
+                        &self.status_context(&pod, ProbeSnapshot::default()),
                     )
                 });
                 self.store.terminated(&pod, final_status);
@@ -266,7 +279,7 @@ impl<R: PodRuntime> Worker<R> {
         if !terminating {
             // The status reflects the state before this round's actions; a round that changed
             // something is followed by another that observes the result.
-            let ctx = self.status_context(&pod);
+            let ctx = self.status_context(&pod, probes);
             let status = pod_status(&pod, &observed, &plan.waiting, plan.outcome, &ctx);
             self.store.set(&pod, status);
         }
@@ -282,8 +295,9 @@ impl<R: PodRuntime> Worker<R> {
         }
     }
 
-    fn status_context(&self, pod: &Pod) -> StatusContext {
+    fn status_context(&self, pod: &Pod, probes: ProbeSnapshot) -> StatusContext {
         StatusContext {
+            probes,
             host_ip: self.config.host_ip.clone(),
             start_time: self.start_time,
             qos_class: crate::cgroups::qos::pod_qos(pod)
