@@ -210,3 +210,79 @@ fn a_stopped_pod_is_succeeded_only_when_every_container_exited_zero() {
         assert_eq!(cond(&status, "Ready"), "False");
     }
 }
+
+#[test]
+fn probes_decide_started_and_ready() {
+    use crate::pod::probe::prober::{ContainerProbes, ProbeSnapshot};
+    use crate::pod::probe::spec::ProbeKind;
+    use crate::pod::probe::tracker::Verdict;
+    let probed: Pod = serde_saphyr::from_str(
+        "metadata: {name: web, uid: u1}
+spec:
+  containers:
+  - name: app
+    image: busybox
+    startupProbe: {exec: {command: [true]}}
+    readinessProbe: {tcpSocket: {port: 80}}",
+    )
+    .expect("test pod parses");
+    let observed = ObservedPod::new(
+        vec![sandbox()],
+        vec![app("c1", InstanceState::Running, 0, 10 * S)],
+    );
+    // (verdicts of c1, started, ready, the pod's Ready condition)
+    let cases = [
+        (vec![], false, false, "False"),
+        (
+            vec![(ProbeKind::Startup, Verdict::Success)],
+            true,
+            false,
+            "False",
+        ),
+        (
+            vec![
+                (ProbeKind::Startup, Verdict::Success),
+                (ProbeKind::Readiness, Verdict::Success),
+            ],
+            true,
+            true,
+            "True",
+        ),
+        (
+            vec![
+                (ProbeKind::Startup, Verdict::Success),
+                (ProbeKind::Readiness, Verdict::Failure),
+            ],
+            true,
+            false,
+            "False",
+        ),
+    ];
+    for (verdicts, started, ready, condition) in cases {
+        let probes = ProbeSnapshot {
+            containers: BTreeMap::from([(
+                "c1".to_string(),
+                ContainerProbes {
+                    verdicts: verdicts.iter().copied().collect(),
+                    failure: None,
+                },
+            )]),
+        };
+        let status = pod_status(
+            &probed,
+            &observed,
+            &BTreeMap::new(),
+            Outcome::Active,
+            &StatusContext {
+                probes,
+                ..StatusContext::default()
+            },
+        );
+        let c = &status.container_statuses.as_ref().unwrap()[0];
+        assert_eq!(c.started, Some(started), "{verdicts:?}");
+        assert_eq!(c.ready, ready, "{verdicts:?}");
+        assert_eq!(cond(&status, "Ready"), condition, "{verdicts:?}");
+        assert_eq!(cond(&status, "ContainersReady"), condition, "{verdicts:?}");
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+    }
+}

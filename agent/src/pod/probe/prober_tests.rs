@@ -279,6 +279,68 @@ async fn tcp_probes_need_an_open_port() {
     }
 }
 
+/// A gRPC server on 127.0.0.1 answering every call with `serving` (a
+/// `HealthCheckResponse.status`, if any) and the trailer `grpc-status: code`.
+async fn grpc_server(serving: Option<u8>, code: u32) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                while let Some(Ok((_request, mut respond))) = conn.accept().await {
+                    let head = http::Response::builder()
+                        .status(200)
+                        .header("content-type", "application/grpc")
+                        .body(())
+                        .expect("response");
+                    let Ok(mut send) = respond.send_response(head, false) else {
+                        return;
+                    };
+                    if let Some(status) = serving {
+                        // A length-prefixed message: field 1 (varint) = status.
+                        let frame = vec![0, 0, 0, 0, 2, 0x08, status];
+                        let _ = send.send_data(bytes::Bytes::from(frame), false);
+                    }
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", code.to_string().parse().expect("header"));
+                    let _ = send.send_trailers(trailers);
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn grpc_probes_need_serving() {
+    let timeout = Duration::from_secs(3);
+    let port = grpc_server(Some(1), 0).await;
+    assert_eq!(
+        handlers::grpc("127.0.0.1", port, "", timeout).await,
+        RunResult::Success
+    );
+    let port = grpc_server(Some(2), 0).await;
+    assert_eq!(
+        handlers::grpc("127.0.0.1", port, "db", timeout).await,
+        RunResult::Failure("service unhealthy (responded with \"NOT_SERVING\")".into())
+    );
+    let port = grpc_server(None, 12).await;
+    match handlers::grpc("127.0.0.1", port, "", timeout).await {
+        RunResult::Failure(m) => assert!(m.contains("does not implement the grpc health"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let closed_port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    match handlers::grpc("127.0.0.1", closed_port, "", timeout).await {
+        RunResult::Failure(m) => assert!(m.contains("failed to connect"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_readiness_task_publishes_verdicts_and_pokes_the_worker() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
