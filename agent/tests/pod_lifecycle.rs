@@ -295,6 +295,48 @@ async fn a_container_over_its_memory_limit_is_oom_killed() -> anyhow::Result<()>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_empty_dir_is_a_sized_tmpfs_gone_with_the_pod() -> anyhow::Result<()> {
+    let Some((_containerd, node)) = start().await? else {
+        return Ok(());
+    };
+    let volume = "    volumeMounts: [{name: cache, mountPath: /cache}]
+  volumes:
+  - {name: cache, emptyDir: {medium: Memory, sizeLimit: 1Mi}}
+";
+    // Exit 0 only if /cache is a tmpfs that refuses 2 MiB.
+    let script = "grep -q ' /cache tmpfs ' /proc/mounts || exit 2; \
+        if dd if=/dev/zero of=/cache/f bs=1024 count=2048 2>/dev/null; then exit 3; fi; exit 0";
+    node.write_manifest("shm.yaml", &shell_pod("shm", "Never", script, volume))?;
+    let name = format!("shm-{}", node.node_name);
+    let pod = node
+        .wait_pod(&name, WAIT, "the tmpfs checks to pass", |p| {
+            phase(p) == "Succeeded" || phase(p) == "Failed"
+        })
+        .await?;
+    assert_eq!(phase(&pod), "Succeeded", "{pod}");
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| {
+                l.contains(&node.root_dir().display().to_string()) && l.contains("empty-dir/cache")
+            })
+    };
+    assert!(
+        mounted(),
+        "the tmpfs is mounted on the node while the pod exists"
+    );
+    node.remove_manifest("shm.yaml")?;
+    wait_for(WAIT, "the pod and its tmpfs gone", || {
+        let gone = node.pod(&name).ok().flatten().is_none() && !mounted();
+        async move { gone }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:#}\n{}", node.log_tail()))?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_logs_are_rotated_by_size_and_count() -> anyhow::Result<()> {
     if !privileged_tests_enabled() {
         return Ok(());

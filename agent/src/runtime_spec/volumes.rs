@@ -64,13 +64,22 @@ pub enum VolumeSetup {
         kind: HostPathType,
     },
     /// A directory (relative to the pod directory), mode 0777, group-owned by `fs_group`
-    /// (with setgid) when the pod sets one.
+    /// (with setgid) when the pod sets one; with `medium: Memory` a tmpfs of its own.
     EmptyDir {
         volume: String,
         field: String,
         dir: PathBuf,
         fs_group: Option<u32>,
+        memory: Option<TmpfsSize>,
     },
+}
+
+/// The size of a memory-backed emptyDir: its `sizeLimit`, or the kernel's default for a tmpfs
+/// (half the node's memory) without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TmpfsSize {
+    Limit(u64),
+    Default,
 }
 
 /// Where a mount's source lives.
@@ -262,22 +271,47 @@ fn plan_volume(
         });
     }
     if let Some(empty) = volume.empty_dir.as_ref() {
-        match empty.medium.as_deref().unwrap_or_default() {
-            "" => {}
+        let memory = match empty.medium.as_deref().unwrap_or_default() {
+            "" => None,
+            "Memory" => Some(match &empty.size_limit {
+                None => TmpfsSize::Default,
+                Some(limit) => {
+                    let bytes = crate::quantity::parse(&limit.0)
+                        .ok()
+                        .filter(|q| !q.is_negative())
+                        .and_then(|q| u64::try_from(q.value()).ok())
+                        .ok_or_else(|| {
+                            SpecError::invalid(
+                                format!("{field}.emptyDir.sizeLimit"),
+                                format!("{:?} is not a size", limit.0),
+                            )
+                        })?;
+                    // A zero-sized tmpfs would be unlimited to the kernel.
+                    TmpfsSize::Limit(bytes.max(1))
+                }
+            }),
             medium => {
                 return Err(SpecError::unsupported(
                     format!("{field}.emptyDir.medium"),
                     format!("emptyDir medium {medium:?}"),
                 ));
             }
-        }
+        };
         check_path_component(&format!("{field}.name"), &volume.name)?;
         return Ok(VolumeSetup::EmptyDir {
             volume: volume.name.clone(),
             field: format!("{field}.emptyDir"),
             dir: Path::new(EMPTY_DIR_PLUGIN_DIR).join(&volume.name),
             fs_group,
+            memory,
         });
+    }
+    if volume.git_repo.is_some() {
+        return Err(SpecError::invalid(
+            format!("{field}.gitRepo"),
+            "gitRepo volumes are refused (CVE-2024-10220: a repository's hooks run on the node); \
+             clone the repository into an emptyDir from an init container instead",
+        ));
     }
     Err(SpecError::unsupported(
         field,
@@ -489,7 +523,8 @@ spec:
                     volume: "scratch".into(),
                     field: "spec.volumes[2].emptyDir".into(),
                     dir: "volumes/kubernetes.io~empty-dir/scratch".into(),
-                    fs_group: Some(2000)
+                    fs_group: Some(2000),
+                    memory: None,
                 },
             ]
         );
@@ -601,8 +636,19 @@ spec:
                 "spec.containers[0].volumeMounts[0].name",
             ),
             (
-                POD.replace("emptyDir: {}", "emptyDir: {medium: Memory}"),
+                POD.replace("emptyDir: {}", "emptyDir: {medium: HugePages}"),
                 "spec.volumes[2].emptyDir.medium",
+            ),
+            (
+                POD.replace(
+                    "emptyDir: {}",
+                    "emptyDir: {medium: Memory, sizeLimit: lots}",
+                ),
+                "spec.volumes[2].emptyDir.sizeLimit",
+            ),
+            (
+                POD.replace("emptyDir: {}", "gitRepo: {repository: \"https://x/y.git\"}"),
+                "spec.volumes[2].gitRepo",
             ),
             (
                 POD.replace("type: Socket", "type: Pipe"),
@@ -645,6 +691,26 @@ spec:
             plan.mounts[0].propagation,
             MountPropagation::PropagationBidirectional
         );
+    }
+
+    #[test]
+    fn memory_empty_dirs_are_sized_by_their_limit() {
+        for (empty_dir, want) in [
+            ("{medium: Memory}", TmpfsSize::Default),
+            (
+                "{medium: Memory, sizeLimit: 64Mi}",
+                TmpfsSize::Limit(64 << 20),
+            ),
+            ("{medium: Memory, sizeLimit: \"0\"}", TmpfsSize::Limit(1)),
+        ] {
+            let yaml = POD.replace("emptyDir: {}", &format!("emptyDir: {empty_dir}"));
+            let plan = plan(&pod(&yaml), &["10.1.0.5"]).unwrap();
+            let memory = plan.volumes.iter().find_map(|v| match v {
+                VolumeSetup::EmptyDir { memory, .. } => Some(*memory),
+                VolumeSetup::HostPath { .. } => None,
+            });
+            assert_eq!(memory, Some(Some(want)), "{empty_dir}");
+        }
     }
 
     #[test]

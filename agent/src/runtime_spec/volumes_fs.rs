@@ -1,5 +1,5 @@
 //! Carries out a [`VolumePlan`] on the host: hostPath type checks and creation, emptyDir
-//! directories, subPaths opened component by component without following symlinks, the
+//! directories (a tmpfs for `medium: Memory`, unmounted again on removal), subPaths opened component by component without following symlinks, the
 //! managed hosts file and the termination-message file; and removes a pod directory without
 //! following symlinks or crossing into other filesystems.
 //!
@@ -13,18 +13,19 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use kwk_cri::api::Mount;
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, openat};
+use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use super::volumes::{
-    CONTAINERS_DIR, HostPathType, HostsFile, MountSource, POD_HOSTS_FILE, PlannedMount, VolumePlan,
-    VolumeSetup,
+    CONTAINERS_DIR, EMPTY_DIR_PLUGIN_DIR, HostPathType, HostsFile, MountSource, POD_HOSTS_FILE,
+    PlannedMount, TmpfsSize, VolumePlan, VolumeSetup,
 };
 
 /// Why the host side of a volume plan failed. Each names the volume or field and the path.
@@ -201,11 +202,21 @@ fn set_up(setup: &VolumeSetup, pod_dir: &Path) -> Result<(), VolumeError> {
             field,
             dir,
             fs_group,
+            memory,
             ..
         } => {
             let dir = pod_dir.join(dir);
             match fs::symlink_metadata(&dir) {
-                Ok(meta) if meta.is_dir() => return Ok(()),
+                // Set up before (a container restart); a tmpfs is mounted again if it is gone
+                // (a reboot: the pod directory stays, its mounts do not).
+                Ok(meta) if meta.is_dir() => {
+                    return match memory {
+                        Some(size) if !is_mount_point(&dir) => {
+                            mount_tmpfs(&dir, *size, *fs_group, field)
+                        }
+                        _ => Ok(()),
+                    };
+                }
                 Ok(_) => {
                     return Err(io_err(
                         field,
@@ -220,6 +231,9 @@ fn set_up(setup: &VolumeSetup, pod_dir: &Path) -> Result<(), VolumeError> {
                 Err(source) => return Err(io_err(field, &dir, source)),
             }
             fs::create_dir_all(&dir).map_err(|source| io_err(field, &dir, source))?;
+            if let Some(size) = memory {
+                return mount_tmpfs(&dir, *size, *fs_group, field);
+            }
             let mut mode = EMPTY_DIR_MODE;
             if let Some(gid) = fs_group {
                 std::os::unix::fs::lchown(&dir, None, Some(*gid))
@@ -229,6 +243,63 @@ fn set_up(setup: &VolumeSetup, pod_dir: &Path) -> Result<(), VolumeError> {
             set_mode(&dir, mode, field)
         }
     }
+}
+
+/// Mounts a tmpfs on `dir` (a memory-backed emptyDir): `nosuid,nodev`, sized, then given the
+/// emptyDir's mode and group.
+fn mount_tmpfs(
+    dir: &Path,
+    size: TmpfsSize,
+    fs_group: Option<u32>,
+    field: &str,
+) -> Result<(), VolumeError> {
+    let mut options = String::from("mode=0777");
+    if let TmpfsSize::Limit(bytes) = size {
+        options.push_str(&format!(",size={bytes}"));
+    }
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(options.as_str()),
+    )
+    .map_err(|errno| nix_err(field, dir, errno))?;
+    let mut mode = EMPTY_DIR_MODE;
+    if let Some(gid) = fs_group {
+        std::os::unix::fs::lchown(dir, None, Some(gid))
+            .map_err(|source| io_err(field, dir, source))?;
+        mode |= 0o2000;
+    }
+    set_mode(dir, mode, field)
+}
+
+/// Whether `dir` is the root of a mount (its device differs from its parent's).
+fn is_mount_point(dir: &Path) -> bool {
+    let device = |p: &Path| fs::symlink_metadata(p).map(|m| m.dev()).ok();
+    match (device(dir), dir.parent().and_then(device)) {
+        (Some(own), Some(parent)) => own != parent,
+        _ => false,
+    }
+}
+
+/// Unmounts the memory-backed emptyDirs of a pod (the tmpfs roots under its emptyDir
+/// directory), so its directory can be removed. Nothing else under the pod is unmounted.
+fn unmount_memory_volumes(pod_dir: &Path) -> Result<(), VolumeError> {
+    let volumes = pod_dir.join(EMPTY_DIR_PLUGIN_DIR);
+    let entries = match fs::read_dir(&volumes) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("emptyDir", &volumes, e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(|e| io_err("emptyDir", &volumes, e))?.path();
+        if is_mount_point(&path) {
+            nix::mount::umount2(&path, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW)
+                .map_err(|errno| nix_err("emptyDir", &path, errno))?;
+        }
+    }
+    Ok(())
 }
 
 /// The hostPath type check, as upstream `checkTypeInternal`: the *OrCreate kinds create what is
@@ -405,6 +476,7 @@ pub fn cleanup_pod_dir(pod_dir: &Path) -> Result<(), VolumeError> {
         Ok(meta) if !meta.is_dir() => return Err(cleanup("not a directory".into())),
         Ok(_) => {}
     }
+    unmount_memory_volumes(pod_dir)?;
     let fd = nix::fcntl::open(
         pod_dir,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,

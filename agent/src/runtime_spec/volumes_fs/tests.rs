@@ -137,6 +137,7 @@ fn empty_dir_is_created_world_writable_and_kept() {
         field: "spec.volumes[0].emptyDir".into(),
         dir: rel.clone(),
         fs_group: None,
+        memory: None,
     };
     let plan = plan_with(
         vec![setup],
@@ -156,6 +157,53 @@ fn empty_dir_is_created_world_writable_and_kept() {
 }
 
 #[test]
+fn a_memory_empty_dir_is_a_sized_tmpfs_unmounted_with_the_pod() {
+    if !kwk_tests::privileged_tests_enabled() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pod_dir = tmp.path().join("pods/u1");
+    let rel = PathBuf::from("volumes/kubernetes.io~empty-dir/shm");
+    let setup = VolumeSetup::EmptyDir {
+        volume: "shm".into(),
+        field: "spec.volumes[0].emptyDir".into(),
+        dir: rel.clone(),
+        fs_group: None,
+        memory: Some(TmpfsSize::Limit(1 << 20)),
+    };
+    let plan = plan_with(vec![setup], vec![]);
+    apply_volume_plan(&plan, &pod_dir).unwrap();
+    let dir = pod_dir.join(&rel);
+    let unmount = scopeguard(&dir);
+    let stat = nix::sys::statfs::statfs(&dir).unwrap();
+    assert_eq!(stat.filesystem_type(), nix::sys::statfs::TMPFS_MAGIC);
+    assert_eq!(mode(&dir), 0o777);
+    // Sized: 1 MiB fits in no more than 1 MiB.
+    let err = fs::write(dir.join("big"), vec![0u8; 2 << 20]).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(nix::libc::ENOSPC), "{err}");
+    fs::remove_file(dir.join("big")).unwrap();
+    fs::write(dir.join("state"), "1").unwrap();
+    // A container restart keeps it (no second mount on top).
+    apply_volume_plan(&plan, &pod_dir).unwrap();
+    assert_eq!(fs::read_to_string(dir.join("state")).unwrap(), "1");
+    // Removing the pod unmounts it, and only then removes the directory.
+    cleanup_pod_dir(&pod_dir).unwrap();
+    assert!(!pod_dir.exists());
+    drop(unmount);
+}
+
+/// Unmounts `dir` on drop if the test failed before its cleanup did.
+fn scopeguard(dir: &Path) -> impl Drop + '_ {
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    Unmount(dir)
+}
+
+#[test]
 fn empty_dir_with_fs_group_is_group_owned_and_setgid() {
     let tmp = tempfile::tempdir().unwrap();
     let pod_dir = tmp.path().join("pods/u1");
@@ -166,6 +214,7 @@ fn empty_dir_with_fs_group_is_group_owned_and_setgid() {
         field: "f".into(),
         dir: rel.clone(),
         fs_group: Some(gid),
+        memory: None,
     };
     apply_volume_plan(&plan_with(vec![setup], vec![]), &pod_dir).unwrap();
     let meta = fs::metadata(pod_dir.join(&rel)).unwrap();
