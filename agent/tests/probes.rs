@@ -167,17 +167,23 @@ fn endpoint_ready(cluster: &TestCluster) -> Option<bool> {
         .find_map(|e| e["conditions"]["ready"].as_bool())
 }
 
+/// A fresh cluster with `manifests` applied.
+async fn cluster_with(manifests: &str) -> TestCluster {
+    let binaries = ClusterBinaries::next_to(Path::new(KWK_NODE), Path::new(KWK)).unwrap();
+    let cluster = TestCluster::start(binaries).await.unwrap();
+    let applied = cluster
+        .kubectl_output(&["apply", "-f", "-"], Some(manifests))
+        .unwrap();
+    assert!(applied.status.success(), "{applied:?}");
+    cluster
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_drive_readiness_restarts_and_events() {
     if !privileged_tests_enabled() {
         return;
     }
-    let binaries = ClusterBinaries::next_to(Path::new(KWK_NODE), Path::new(KWK)).unwrap();
-    let cluster = TestCluster::start(binaries).await.unwrap();
-    let applied = cluster
-        .kubectl_output(&["apply", "-f", "-"], Some(PODS))
-        .unwrap();
-    assert!(applied.status.success(), "{applied:?}");
+    let cluster = cluster_with(PODS).await;
 
     // Readiness over HTTP: ready, unready when the file goes, ready again when it is back;
     // the EndpointSlice follows.
@@ -341,14 +347,9 @@ async fn lifecycle_hooks_run_in_order_and_are_bounded() {
     if !privileged_tests_enabled() {
         return;
     }
-    let binaries = ClusterBinaries::next_to(Path::new(KWK_NODE), Path::new(KWK)).unwrap();
-    let cluster = TestCluster::start(binaries).await.unwrap();
     let log = tempfile::tempdir().unwrap();
-    let pods = HOOK_PODS.replace("LOG_DIR", &log.path().display().to_string());
-    let applied = cluster
-        .kubectl_output(&["apply", "-f", "-"], Some(&pods))
-        .unwrap();
-    assert!(applied.status.success(), "{applied:?}");
+    let cluster =
+        cluster_with(&HOOK_PODS.replace("LOG_DIR", &log.path().display().to_string())).await;
 
     // postStart ran in the container; preStop runs before the container gets SIGTERM.
     wait(&cluster, "hooks Ready", || {

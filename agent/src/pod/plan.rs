@@ -13,7 +13,6 @@ use k8s_openapi::api::core::v1::Pod;
 use super::backoff::{self, Entry, PodBackoff};
 use super::observed::{ContainerKind, InstanceState, ObservedContainer, ObservedPod, UnixNanos};
 use super::probe::prober::ProbeFailure;
-use super::probe::spec::ProbeKind;
 use super::spec::{self, DesiredContainer, RestartPolicy};
 
 /// Why a running container is killed.
@@ -386,10 +385,7 @@ impl<'a> Planner<'a> {
                     } else {
                         self.input.probe_failures.get(&i.id).map(|failure| {
                             KillReason::ProbeFailed {
-                                probe: match failure.kind {
-                                    ProbeKind::Startup => "startup",
-                                    _ => "liveness",
-                                },
+                                probe: failure.kind.lowercase(),
                                 grace_seconds: failure.grace_seconds,
                                 restart: restart_unhealthy,
                             }

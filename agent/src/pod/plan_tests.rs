@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::pod::observed::{ObservedContainer, ObservedSandbox};
+use crate::pod::probe::spec::ProbeKind;
 use crate::pod::spec::find_container;
 
 const S: i64 = 1_000_000_000;
@@ -89,6 +90,22 @@ fn plan_with(pod: &Pod, observed: &ObservedPod, backoff: &PodBackoff, terminatin
         now: NOW,
         terminating,
         probe_failures: &BTreeMap::new(),
+    })
+}
+
+/// A plan where the liveness or startup probes of `failures` (by instance ID) failed.
+fn plan_with_failures(
+    pod: &Pod,
+    observed: &ObservedPod,
+    failures: &BTreeMap<String, ProbeFailure>,
+) -> Plan {
+    plan(PlanInput {
+        pod,
+        observed,
+        backoff: &PodBackoff::default(),
+        now: NOW,
+        terminating: false,
+        probe_failures: failures,
     })
 }
 
@@ -184,23 +201,12 @@ fn a_failed_liveness_or_startup_probe_kills_and_restarts_per_policy() {
                 grace_seconds,
             },
         )]);
-        let got = plan(PlanInput {
-            pod: &p,
-            observed: &observed,
-            backoff: &PodBackoff::default(),
-            now: NOW,
-            terminating: false,
-            probe_failures: &failures,
-        });
+        let got = plan_with_failures(&p, &observed, &failures);
         let mut want = vec![Action::KillContainer {
             id: "c1".into(),
             name: "app".into(),
             reason: KillReason::ProbeFailed {
-                probe: if kind == ProbeKind::Startup {
-                    "startup"
-                } else {
-                    "liveness"
-                },
+                probe: kind.lowercase(),
                 grace_seconds,
                 restart,
             },
@@ -224,14 +230,7 @@ fn a_failed_liveness_or_startup_probe_kills_and_restarts_per_policy() {
             grace_seconds: None,
         },
     )]);
-    let got = plan(PlanInput {
-        pod: &p,
-        observed: &observed,
-        backoff: &PodBackoff::default(),
-        now: NOW,
-        terminating: false,
-        probe_failures: &failures,
-    });
+    let got = plan_with_failures(&p, &observed, &failures);
     assert!(got.actions.is_empty(), "{:?}", got.actions);
 }
 

@@ -26,6 +26,15 @@ impl ProbeKind {
         }
     }
 
+    /// `startup`, `liveness`, `readiness`: how upstream's messages name it mid-sentence.
+    pub fn lowercase(self) -> &'static str {
+        match self {
+            Self::Startup => "startup",
+            Self::Liveness => "liveness",
+            Self::Readiness => "readiness",
+        }
+    }
+
     /// `startupProbe`, ...: the field, for error messages.
     pub fn field(self) -> &'static str {
         match self {
@@ -140,7 +149,7 @@ fn probe_spec(
     if kind != ProbeKind::Readiness && success_threshold != 1 {
         return Err(err(
             "successThreshold",
-            format!("must be 1 for a {} probe", kind.as_str().to_lowercase()),
+            format!("must be 1 for a {} probe", kind.lowercase()),
         ));
     }
     let handler = handler(container, kind, probe)?;
