@@ -3,6 +3,7 @@
 //! local API until shutdown. Shutdown stops kwk-node only; pods keep running and are adopted by
 //! the next start.
 
+mod api_objects;
 mod images;
 mod setup;
 
@@ -173,7 +174,7 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
     } else {
         StatusStore::default()
     };
-    let setup = NodeSetup::new(&config, &options, cgroups);
+    let setup = NodeSetup::new(&config, &options, cgroups).with_api(api_client.clone());
     let (events, event_queue) = crate::pod::events::EventSink::channel();
     let runtime = Arc::new(CriPodRuntime::new(cri.clone(), setup).with_events(events.clone()));
     let manager = PodManager::new(

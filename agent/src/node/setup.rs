@@ -17,12 +17,20 @@ use crate::pod::cri_runtime::{ContainerStart, PodSetup, mount_failure};
 use crate::pod::observed::ObservedContainer;
 use crate::pod::runtime::RuntimeError;
 use crate::pod::spec;
+use crate::runtime_spec::api_objects::ApiObjects;
 use crate::runtime_spec::container::container_config_with_env;
 use crate::runtime_spec::dns::DnsContext;
 use crate::runtime_spec::env::{DownwardContext, resolve_env};
+use crate::runtime_spec::projection::api_volume_kind;
 use crate::runtime_spec::sandbox::{SandboxContext, pod_log_dir, sandbox_config};
-use crate::runtime_spec::volumes::{VolumeContext, new_termination_file_id, plan_volumes};
-use crate::runtime_spec::volumes_fs::{VolumeError, apply_volume_plan, cleanup_pod_dir};
+use crate::runtime_spec::volumes::{
+    VolumeContext, VolumeSources, new_termination_file_id, plan_pod_volumes, plan_volumes,
+};
+use crate::runtime_spec::volumes_fs::{
+    VolumeError, apply_volume_plan, cleanup_pod_dir, setup_volume,
+};
+
+use super::api_objects::ObjectFetcher;
 use crate::runtime_spec::{ContainerContext, NodeSettings, container_field_path};
 
 /// How long a removed pod's logs stay on disk.
@@ -41,6 +49,7 @@ pub struct NodeSetup {
     cluster_domain: String,
     resolv_conf: Option<PathBuf>,
     node: NodeSettings,
+    objects: ObjectFetcher,
 }
 
 impl NodeSetup {
@@ -60,7 +69,35 @@ impl NodeSetup {
             cluster_domain: config.cluster_domain.clone(),
             resolv_conf: config.resolv_conf.clone(),
             node,
+            objects: ObjectFetcher::default(),
         }
+    }
+
+    /// Reads ConfigMaps, Secrets and service-account tokens through `client`.
+    #[must_use]
+    pub fn with_api(mut self, client: Option<kube::Client>) -> Self {
+        self.objects = ObjectFetcher::new(client);
+        self
+    }
+
+    /// The downward API's facts without the pod's IPs (what volumes may read).
+    fn downward(&self, pod_ips: &[String]) -> DownwardContext {
+        DownwardContext {
+            pod_ip: pod_ips.first().cloned(),
+            pod_ips: pod_ips.to_vec(),
+            host_ip: None,
+            host_ips: Vec::new(),
+            node_name: self.node_name.clone(),
+            allocatable: None,
+        }
+    }
+
+    async fn fetch_objects(&self, pod: &Pod) -> Result<ApiObjects, RuntimeError> {
+        self.objects.fetch(pod).await.map_err(|e| RuntimeError {
+            operation: "fetching ConfigMaps, Secrets and tokens".into(),
+            message: e.to_string(),
+            waiting_reason: Some("CreateContainerConfigError"),
+        })
     }
 
     fn pod_dir(&self, uid: &str) -> PathBuf {
@@ -117,15 +154,9 @@ impl PodSetup for NodeSetup {
             })?;
         let field = container_field_path(pod, container);
         let host_network = spec::host_network(pod);
-        let downward = DownwardContext {
-            pod_ip: start.pod_ips.first().cloned(),
-            pod_ips: start.pod_ips.to_vec(),
-            host_ip: None,
-            host_ips: Vec::new(),
-            node_name: self.node_name.clone(),
-            allocatable: None,
-        };
-        let env = resolve_env(pod, container, &field, &downward)
+        let downward = self.downward(start.pod_ips);
+        let objects = self.fetch_objects(pod).await?;
+        let env = resolve_env(pod, container, &field, &downward, &objects)
             .map_err(|e| config_error(start.name, e))?;
         let plan = plan_volumes(
             pod,
@@ -140,6 +171,10 @@ impl PodSetup for NodeSetup {
                 cluster_domain: self.cluster_domain.clone(),
                 node_hosts_file: PathBuf::from("/etc/hosts"),
                 termination_file_id: new_termination_file_id(),
+                sources: VolumeSources {
+                    objects: &objects,
+                    downward: &downward,
+                },
             },
         )
         .map_err(|e| config_error(start.name, e))?;
@@ -168,6 +203,32 @@ impl PodSetup for NodeSetup {
             .map_err(|e| config_error(start.name, e))
     }
 
+    /// Rewrites the pod's API-backed volumes from fresh copies of their objects (a volume is
+    /// only rewritten when its files changed). A failure leaves the files as they were.
+    async fn refresh_volumes(&self, pod: &Pod, pod_ips: &[String]) -> Result<(), RuntimeError> {
+        let has_api_volumes = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.as_ref())
+            .is_some_and(|v| v.iter().any(|v| api_volume_kind(v).is_some()));
+        if !has_api_volumes {
+            return Ok(());
+        }
+        let objects = self.fetch_objects(pod).await?;
+        let downward = self.downward(pod_ips);
+        let sources = VolumeSources {
+            objects: &objects,
+            downward: &downward,
+        };
+        let setups = plan_pod_volumes(pod, sources, |v| api_volume_kind(v).is_some())
+            .map_err(|e| setup_error("volumes", e))?;
+        let pod_dir = self.pod_dir(spec::uid(pod));
+        for setup in &setups {
+            setup_volume(setup, &pod_dir).map_err(|e| mount_failure(e.to_string()))?;
+        }
+        Ok(())
+    }
+
     fn termination_message(&self, container: &ObservedContainer) -> Option<String> {
         let file = std::fs::File::open(container.termination_message_file.as_ref()?).ok()?;
         let mut message = String::new();
@@ -191,6 +252,7 @@ impl PodSetup for NodeSetup {
             .remove_pod(uid)
             .map_err(|e| setup_error("pod cgroup removal", e))?;
         cleanup_pod_dir(&self.pod_dir(uid)).map_err(|e| setup_error("pod directory removal", e))?;
+        self.objects.forget_pod(uid);
         let ctx = self.sandbox_context(0, String::new());
         let log_dir = pod_log_dir(&ctx, pod);
         tokio::spawn(remove_logs_later(log_dir));

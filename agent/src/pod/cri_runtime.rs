@@ -47,6 +47,15 @@ pub trait PodSetup: Send + Sync + 'static {
 
     /// See [`PodRuntime::active_pods_changed`].
     fn active_pods_changed(&self, _pods: &[&Pod]) {}
+
+    /// See [`PodRuntime::refresh_volumes`].
+    fn refresh_volumes(
+        &self,
+        _pod: &Pod,
+        _pod_ips: &[String],
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// The operation of a [`RuntimeError`] that says a pod volume could not be set up: the
@@ -515,6 +524,10 @@ impl<S: PodSetup> PodRuntime for CriPodRuntime<S> {
 
     fn active_pods_changed(&self, pods: &[&Pod]) {
         self.setup.active_pods_changed(pods);
+    }
+
+    async fn refresh_volumes(&self, pod: &Pod, pod_ips: &[String]) -> Result<(), RuntimeError> {
+        self.setup.refresh_volumes(pod, pod_ips).await
     }
 
     async fn relist(&self) -> Result<Relist, RuntimeError> {

@@ -95,6 +95,16 @@ pub trait PodRuntime: Send + Sync + 'static {
     /// settings that depend on all of them, such as the QoS cgroups' CPU shares, follow.
     /// Called before new pods' workers start; errors are the runtime's to log.
     fn active_pods_changed(&self, _pods: &[&Pod]) {}
+
+    /// Brings the running pod's API-backed volumes (ConfigMaps, Secrets, downward API, tokens)
+    /// up to date; `pod_ips` are its sandbox's. Called every sync round of a running pod.
+    fn refresh_volumes(
+        &self,
+        _pod: &Pod,
+        _pod_ips: &[String],
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 impl<R: PodRuntime> PodRuntime for Arc<R> {
@@ -135,5 +145,13 @@ impl<R: PodRuntime> PodRuntime for Arc<R> {
 
     fn active_pods_changed(&self, pods: &[&Pod]) {
         (**self).active_pods_changed(pods)
+    }
+
+    fn refresh_volumes(
+        &self,
+        pod: &Pod,
+        pod_ips: &[String],
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        (**self).refresh_volumes(pod, pod_ips)
     }
 }

@@ -276,6 +276,11 @@ impl<R: PodRuntime + Clone> Worker<R> {
             }
             return Round::Changed;
         }
+        if !terminating && !failed && state.sandbox.is_some() {
+            if let Err(err) = self.runtime.refresh_volumes(&pod, &state.ips).await {
+                tracing::warn!(pod = %spec::name(&pod), %uid, %err, "cannot update volumes");
+            }
+        }
         if !terminating {
             // The status reflects the state before this round's actions; a round that changed
             // something is followed by another that observes the result.

@@ -65,7 +65,13 @@ pub fn container_config(
     ctx: &ContainerContext,
 ) -> Result<ContainerConfig, SpecError> {
     let field = container_field_path(pod, container);
-    let env = resolve_env(pod, container, &field, &ctx.downward)?;
+    let env = resolve_env(
+        pod,
+        container,
+        &field,
+        &ctx.downward,
+        &super::api_objects::ApiObjects::default(),
+    )?;
     container_config_with_env(pod, container, &field, &env, ctx)
 }
 

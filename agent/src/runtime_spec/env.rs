@@ -1,14 +1,18 @@
 //! A container's environment: `$(VAR)` expansion (upstream's forked `expansion` package rules),
-//! `env` resolution in declaration order with `valueFrom.fieldRef` and
-//! `valueFrom.resourceFieldRef` (the downward API), and command/args expansion.
+//! `envFrom` (ConfigMaps and Secrets, with a prefix) then `env` resolution in declaration order
+//! with `valueFrom.fieldRef` and `valueFrom.resourceFieldRef` (the downward API) and
+//! `configMapKeyRef`/`secretKeyRef` (from the fetched [`ApiObjects`]), and command/args
+//! expansion.
 //!
 //! Differences from upstream, on purpose: the result keeps declaration order (upstream goes
 //! through a Go map, so its order is random); a name declared twice keeps its first position
-//! and its last value. Service environment variables are not injected yet, and API-backed
-//! sources (configMapKeyRef, secretKeyRef, envFrom) are refused as unsupported.
+//! and its last value. Service environment variables are not injected yet.
 
-use k8s_openapi::api::core::v1::{Container, ObjectFieldSelector, Pod, ResourceFieldSelector};
+use k8s_openapi::api::core::v1::{
+    Container, EnvFromSource, EnvVarSource, ObjectFieldSelector, Pod, ResourceFieldSelector,
+};
 
+use super::api_objects::{self, ApiObjects, Lookup};
 use super::{SpecError, podx};
 use crate::quantity;
 
@@ -118,20 +122,24 @@ pub fn expand(input: &str, mut lookup: impl FnMut(&str) -> Option<String>) -> St
     out
 }
 
-/// Resolves the container's `env` (`field` is the container's path, e.g. `spec.containers[0]`).
+/// Resolves the container's `envFrom` and `env` (`field` is the container's path, e.g.
+/// `spec.containers[0]`); ConfigMap and Secret values come from `objects`.
 pub fn resolve_env(
     pod: &Pod,
     container: &Container,
     field: &str,
     ctx: &DownwardContext,
+    objects: &ApiObjects,
 ) -> Result<EnvVars, SpecError> {
-    if container.env_from.as_ref().is_some_and(|e| !e.is_empty()) {
-        return Err(SpecError::unsupported(
-            format!("{field}.envFrom"),
-            "envFrom (ConfigMap/Secret sources)",
-        ));
-    }
     let mut vars = EnvVars::default();
+    for (index, from) in container.env_from.iter().flatten().enumerate() {
+        env_from(
+            from,
+            &format!("{field}.envFrom[{index}]"),
+            objects,
+            &mut vars,
+        )?;
+    }
     for (index, var) in container.env.iter().flatten().enumerate() {
         let var_field = format!("{field}.env[{index}]");
         let value = match (
@@ -141,28 +149,10 @@ pub fn resolve_env(
             (Some(value), _) => vars.expand(value),
             (None, Some(source)) => {
                 let from = format!("{var_field}.valueFrom");
-                if let Some(fr) = source.field_ref.as_ref() {
-                    field_ref_value(pod, fr, &format!("{from}.fieldRef"), ctx)?
-                } else if let Some(rr) = source.resource_field_ref.as_ref() {
-                    resource_field_value(
-                        pod,
-                        container,
-                        rr,
-                        &format!("{from}.resourceFieldRef"),
-                        ctx,
-                    )?
-                } else if source.config_map_key_ref.is_some() {
-                    return Err(SpecError::unsupported(
-                        format!("{from}.configMapKeyRef"),
-                        "configMapKeyRef",
-                    ));
-                } else if source.secret_key_ref.is_some() {
-                    return Err(SpecError::unsupported(
-                        format!("{from}.secretKeyRef"),
-                        "secretKeyRef",
-                    ));
-                } else {
-                    String::new()
+                match value_from(pod, container, source, &from, ctx, objects)? {
+                    Some(value) => value,
+                    // An optional reference to something missing: the variable is not set.
+                    None => continue,
                 }
             }
             (None, None) => String::new(),
@@ -172,6 +162,141 @@ pub fn resolve_env(
     Ok(vars)
 }
 
+/// One `valueFrom`; `None` for an optional ConfigMap/Secret key that is missing.
+fn value_from(
+    pod: &Pod,
+    container: &Container,
+    source: &EnvVarSource,
+    from: &str,
+    ctx: &DownwardContext,
+    objects: &ApiObjects,
+) -> Result<Option<String>, SpecError> {
+    if let Some(fr) = source.field_ref.as_ref() {
+        return field_ref_value(pod, fr, &format!("{from}.fieldRef"), ctx).map(Some);
+    }
+    if let Some(rr) = source.resource_field_ref.as_ref() {
+        let field = format!("{from}.resourceFieldRef");
+        return resource_field_value(pod, container, rr, &field, ctx).map(Some);
+    }
+    if let Some(sel) = source.config_map_key_ref.as_ref() {
+        let field = format!("{from}.configMapKeyRef");
+        let optional = sel.optional.unwrap_or(false);
+        let value = match objects.config_map(&sel.name) {
+            Lookup::Found(cm) => api_objects::config_map_strings(cm)
+                .find(|(k, _)| *k == sel.key)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned()),
+            lookup => return missing_object(lookup, "configmap", &sel.name, &field, optional),
+        };
+        return match value {
+            Some(value) => Ok(Some(value)),
+            None if optional => Ok(None),
+            None => Err(SpecError::invalid(
+                field,
+                format!(
+                    "couldn't find key {} in ConfigMap {}/{}",
+                    sel.key,
+                    objects.namespace(),
+                    sel.name
+                ),
+            )),
+        };
+    }
+    if let Some(sel) = source.secret_key_ref.as_ref() {
+        let field = format!("{from}.secretKeyRef");
+        let optional = sel.optional.unwrap_or(false);
+        let value = match objects.secret(&sel.name) {
+            Lookup::Found(secret) => api_objects::secret_entries(secret)
+                .find(|(k, _)| *k == sel.key)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned()),
+            lookup => return missing_object(lookup, "secret", &sel.name, &field, optional),
+        };
+        return match value {
+            Some(value) => Ok(Some(value)),
+            None if optional => Ok(None),
+            None => Err(SpecError::invalid(
+                field,
+                format!(
+                    "couldn't find key {} in Secret {}/{}",
+                    sel.key,
+                    objects.namespace(),
+                    sel.name
+                ),
+            )),
+        };
+    }
+    Ok(Some(String::new()))
+}
+
+/// The outcome of a reference to an object that was not found (or never fetched).
+fn missing_object<T, V>(
+    lookup: Lookup<'_, T>,
+    kind: &str,
+    name: &str,
+    field: &str,
+    optional: bool,
+) -> Result<Option<V>, SpecError> {
+    match lookup {
+        Lookup::NotFound if optional => Ok(None),
+        Lookup::NotFound | Lookup::Found(_) => Err(SpecError::invalid(
+            field,
+            format!("{kind} {name:?} not found"),
+        )),
+        Lookup::NotFetched => Err(SpecError::NotKnown {
+            field: field.to_string(),
+            what: format!("{kind} {name:?} (no apiserver)"),
+        }),
+    }
+}
+
+/// One `envFrom` source: every key of the ConfigMap (`data`) or Secret, prefixed; keys that
+/// cannot be variable names (empty, or with `=`) are skipped as upstream does.
+fn env_from(
+    from: &EnvFromSource,
+    field: &str,
+    objects: &ApiObjects,
+    vars: &mut EnvVars,
+) -> Result<(), SpecError> {
+    let prefix = from.prefix.as_deref().unwrap_or_default();
+    let mut set = |entries: &mut dyn Iterator<Item = (&str, &[u8])>| {
+        for (key, value) in entries {
+            let name = format!("{prefix}{key}");
+            if valid_env_name(&name) {
+                vars.set(&name, String::from_utf8_lossy(value).into_owned());
+            }
+        }
+    };
+    if let Some(sel) = from.config_map_ref.as_ref() {
+        let field = format!("{field}.configMapRef");
+        match objects.config_map(&sel.name) {
+            Lookup::Found(cm) => set(&mut api_objects::config_map_strings(cm)),
+            lookup => {
+                missing_object::<_, ()>(lookup, "configmap", &sel.name, &field, opt(sel.optional))?;
+            }
+        }
+    } else if let Some(sel) = from.secret_ref.as_ref() {
+        let field = format!("{field}.secretRef");
+        match objects.secret(&sel.name) {
+            Lookup::Found(secret) => set(&mut api_objects::secret_entries(secret)),
+            lookup => {
+                missing_object::<_, ()>(lookup, "secret", &sel.name, &field, opt(sel.optional))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn opt(optional: Option<bool>) -> bool {
+    optional.unwrap_or(false)
+}
+
+/// Upstream's relaxed environment variable names: printable ASCII without `=`.
+fn valid_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| (b' '..=b'~').contains(&b) && b != b'=')
+}
+
 /// The container's command and args with `$(VAR)` references expanded from `env`.
 pub fn expand_command_and_args(container: &Container, env: &EnvVars) -> (Vec<String>, Vec<String>) {
     let all = |list: &Option<Vec<String>>| list.iter().flatten().map(|s| env.expand(s)).collect();
@@ -179,7 +304,7 @@ pub fn expand_command_and_args(container: &Container, env: &EnvVars) -> (Vec<Str
 }
 
 /// A `fieldRef` value, as upstream `podFieldSelectorRuntimeValue` reads it.
-fn field_ref_value(
+pub(super) fn field_ref_value(
     pod: &Pod,
     sel: &ObjectFieldSelector,
     field: &str,
@@ -266,7 +391,7 @@ fn field_ref_value(
 
 /// A `resourceFieldRef` value, as upstream `containerResourceRuntimeValue` computes it: the
 /// amount divided by the divisor, rounded up; a missing limit reads as node allocatable.
-fn resource_field_value(
+pub(super) fn resource_field_value(
     pod: &Pod,
     container: &Container,
     sel: &ResourceFieldSelector,
@@ -460,7 +585,7 @@ spec:
     fn resolves_env_in_order_with_downward_api() {
         let p = pod(POD);
         let c = &p.spec.as_ref().unwrap().containers[0];
-        let env = resolve_env(&p, c, "spec.containers[0]", &ctx()).unwrap();
+        let env = resolve_env(&p, c, "spec.containers[0]", &ctx(), &ApiObjects::default()).unwrap();
         let got: Vec<(&str, &str)> = env.iter().collect();
         assert_eq!(
             got,
@@ -494,7 +619,7 @@ spec:
     }
 
     #[test]
-    fn api_backed_sources_and_unknowns_are_refused() {
+    fn unknown_sources_and_unfetched_objects_are_refused() {
         let cases = [
             (
                 "{name: X, valueFrom: {configMapKeyRef: {name: cm, key: k}}}",
@@ -518,9 +643,10 @@ spec:
                 "metadata: {{name: p}}\nspec:\n  containers:\n  - name: c\n    env: [{env}]\n"
             ));
             let c = &p.spec.as_ref().unwrap().containers[0];
-            let err = resolve_env(&p, c, "spec.containers[0]", &ctx()).unwrap_err();
+            let err = resolve_env(&p, c, "spec.containers[0]", &ctx(), &ApiObjects::default())
+                .unwrap_err();
             let field = match &err {
-                SpecError::Unsupported { field, .. } | SpecError::Invalid { field, .. } => {
+                SpecError::NotKnown { field, .. } | SpecError::Invalid { field, .. } => {
                     field.clone()
                 }
                 other => panic!("unexpected {other:?}"),
@@ -531,10 +657,114 @@ spec:
             "metadata: {name: p}\nspec:\n  containers:\n  - name: c\n    envFrom: [{configMapRef: {name: x}}]\n",
         );
         let c = &p.spec.as_ref().unwrap().containers[0];
-        assert!(matches!(
-            resolve_env(&p, c, "spec.containers[0]", &ctx()),
-            Err(SpecError::Unsupported { .. })
-        ));
+        assert_eq!(
+            resolve_env(&p, c, "spec.containers[0]", &ctx(), &ApiObjects::default())
+                .unwrap_err()
+                .to_string(),
+            "spec.containers[0].envFrom[0].configMapRef: configmap \"x\" (no apiserver) is not known yet"
+        );
+    }
+
+    fn fetched() -> ApiObjects {
+        use k8s_openapi::ByteString;
+        use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+        let mut objects = ApiObjects::new("prod");
+        objects.insert_config_map(
+            "cfg",
+            Some(ConfigMap {
+                data: Some(
+                    [
+                        ("mode".into(), "fast".into()),
+                        ("bad=key".into(), "x".into()),
+                    ]
+                    .into(),
+                ),
+                binary_data: Some([("blob".into(), ByteString(vec![1]))].into()),
+                ..Default::default()
+            }),
+        );
+        objects.insert_config_map("gone", None);
+        objects.insert_secret(
+            "creds",
+            Some(Secret {
+                data: Some(
+                    [
+                        ("user".into(), ByteString(b"admin".to_vec())),
+                        ("mode".into(), ByteString(b"secret-mode".to_vec())),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            }),
+        );
+        objects.insert_secret("nope", None);
+        objects
+    }
+
+    #[test]
+    fn config_map_and_secret_values_with_env_from_precedence() {
+        let p = pod(r#"
+metadata: {name: p, namespace: prod}
+spec:
+  containers:
+  - name: c
+    envFrom:
+    - {configMapRef: {name: cfg}}
+    - {secretRef: {name: creds}, prefix: S_}
+    - {configMapRef: {name: gone, optional: true}}
+    env:
+    - {name: MODE_AGAIN, value: "$(mode)"}
+    - {name: mode, valueFrom: {secretKeyRef: {name: creds, key: mode}}}
+    - {name: OPT_KEY, valueFrom: {configMapKeyRef: {name: cfg, key: missing, optional: true}}}
+    - {name: OPT_OBJ, valueFrom: {secretKeyRef: {name: nope, key: k, optional: true}}}
+    - {name: USER, valueFrom: {secretKeyRef: {name: creds, key: user}}}
+"#);
+        let c = &p.spec.as_ref().unwrap().containers[0];
+        let env = resolve_env(&p, c, "spec.containers[0]", &ctx(), &fetched()).unwrap();
+        assert_eq!(
+            env.iter().collect::<Vec<_>>(),
+            vec![
+                ("mode", "secret-mode"),
+                ("S_mode", "secret-mode"),
+                ("S_user", "admin"),
+                ("MODE_AGAIN", "fast"),
+                ("USER", "admin"),
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_config_maps_secrets_and_keys_name_the_field() {
+        let cases = [
+            (
+                "env: [{name: X, valueFrom: {configMapKeyRef: {name: cfg, key: nokey}}}]",
+                "spec.containers[0].env[0].valueFrom.configMapKeyRef: couldn't find key nokey in ConfigMap prod/cfg",
+            ),
+            (
+                "env: [{name: X, valueFrom: {configMapKeyRef: {name: cfg, key: blob}}}]",
+                "spec.containers[0].env[0].valueFrom.configMapKeyRef: couldn't find key blob in ConfigMap prod/cfg",
+            ),
+            (
+                "env: [{name: X, valueFrom: {secretKeyRef: {name: nope, key: k}}}]",
+                "spec.containers[0].env[0].valueFrom.secretKeyRef: secret \"nope\" not found",
+            ),
+            (
+                "env: [{name: X, valueFrom: {secretKeyRef: {name: creds, key: k}}}]",
+                "spec.containers[0].env[0].valueFrom.secretKeyRef: couldn't find key k in Secret prod/creds",
+            ),
+            (
+                "envFrom: [{configMapRef: {name: cfg}}, {configMapRef: {name: gone}}]",
+                "spec.containers[0].envFrom[1].configMapRef: configmap \"gone\" not found",
+            ),
+        ];
+        for (container, want) in cases {
+            let p = pod(&format!(
+                "metadata: {{name: p, namespace: prod}}\nspec:\n  containers:\n  - name: c\n    {container}\n"
+            ));
+            let c = &p.spec.as_ref().unwrap().containers[0];
+            let err = resolve_env(&p, c, "spec.containers[0]", &ctx(), &fetched()).unwrap_err();
+            assert_eq!(err.to_string(), want, "{container}");
+        }
     }
 
     #[test]
@@ -546,7 +776,7 @@ spec:
         let mut context = ctx();
         context.host_ip = None;
         assert!(matches!(
-            resolve_env(&p, c, "f", &context),
+            resolve_env(&p, c, "f", &context, &ApiObjects::default()),
             Err(SpecError::NotKnown { .. })
         ));
     }
@@ -567,7 +797,7 @@ spec:
         let c = &p.spec.as_ref().unwrap().containers[0];
         let mut context = ctx();
         context.allocatable = None;
-        let env = resolve_env(&p, c, "f", &context).unwrap();
+        let env = resolve_env(&p, c, "f", &context, &ApiObjects::default()).unwrap();
         assert_eq!(
             (env.get("OTHER"), env.get("NOLIM")),
             (Some("13"), Some("0"))

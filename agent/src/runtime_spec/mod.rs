@@ -6,10 +6,12 @@
 //! [`env::resolve_env`] → [`volumes::plan_volumes`] → [`volumes_fs::apply_volume_plan`] →
 //! [`container::container_config`] (with the mounts the apply step returned).
 
+pub mod api_objects;
 pub mod container;
 pub mod dns;
 pub mod env;
 pub mod hosts;
+pub mod projection;
 pub mod resources;
 pub mod sandbox;
 pub mod security;

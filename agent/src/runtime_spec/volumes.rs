@@ -1,5 +1,6 @@
 //! The volume plan of one container instance (pure): which pod volumes to set up on the host
-//! (`hostPath` with its type check, disk `emptyDir`), the container's mounts with their
+//! (`hostPath` with its type check, `emptyDir`, and the API-backed `configMap`, `secret`,
+//! `downwardAPI` and `projected` volumes with their files), the container's mounts with their
 //! validated subPaths, the managed `/etc/hosts` and the termination-message file. The
 //! `volumes_fs` module carries the plan out.
 //!
@@ -10,8 +11,10 @@ use std::path::{Component, Path, PathBuf};
 use k8s_openapi::api::core::v1::{Container, Pod, Volume, VolumeMount};
 use kwk_cri::api::MountPropagation;
 
-use super::env::EnvVars;
+use super::api_objects::ApiObjects;
+use super::env::{DownwardContext, EnvVars};
 use super::hosts::{alias_entries, managed_hosts_content};
+use super::projection::{ApiVolumeKind, Payload, ProjectionError, api_volume_kind, volume_payload};
 use super::sandbox::pod_hostname_and_domain;
 use super::{SpecError, container_field_path, podx};
 
@@ -38,6 +41,15 @@ pub struct VolumeContext<'a> {
     /// A name for this instance's termination-message file, unique within the container
     /// (see [`new_termination_file_id`]).
     pub termination_file_id: String,
+    /// What the API-backed volumes read.
+    pub sources: VolumeSources<'a>,
+}
+
+/// The inputs of the API-backed volumes' files.
+#[derive(Debug, Clone, Copy)]
+pub struct VolumeSources<'a> {
+    pub objects: &'a ApiObjects,
+    pub downward: &'a DownwardContext,
 }
 
 /// The kind check of a `hostPath` volume (`hostPath.type`).
@@ -72,6 +84,27 @@ pub enum VolumeSetup {
         fs_group: Option<u32>,
         memory: Option<TmpfsSize>,
     },
+    /// A `configMap`, `secret`, `downwardAPI` or `projected` volume: a directory (relative to
+    /// the pod directory; a tmpfs of its own when the kind keeps it in memory) holding
+    /// `payload` through the atomic writer, or the reason it cannot be built.
+    Api {
+        volume: String,
+        field: String,
+        kind: ApiVolumeKind,
+        dir: PathBuf,
+        fs_group: Option<u32>,
+        payload: Result<Payload, ProjectionError>,
+    },
+}
+
+impl VolumeSetup {
+    pub fn volume(&self) -> &str {
+        match self {
+            Self::HostPath { volume, .. }
+            | Self::EmptyDir { volume, .. }
+            | Self::Api { volume, .. } => volume,
+        }
+    }
 }
 
 /// The size of a memory-backed emptyDir: its `sizeLimit`, or the kernel's default for a tmpfs
@@ -154,19 +187,7 @@ pub fn plan_volumes(
     let pod_volumes = podx::spec(pod)
         .and_then(|s| s.volumes.as_deref())
         .unwrap_or_default();
-    let fs_group = podx::spec(pod)
-        .and_then(|s| s.security_context.as_ref())
-        .and_then(|s| s.fs_group)
-        .map(|g| {
-            u32::try_from(g)
-                .map_err(|_| SpecError::invalid("spec.securityContext.fsGroup", "out of range"))
-        })
-        .transpose()?;
-    let volumes = pod_volumes
-        .iter()
-        .enumerate()
-        .map(|(index, volume)| plan_volume(volume, &format!("spec.volumes[{index}]"), fs_group))
-        .collect::<Result<Vec<_>, _>>()?;
+    let volumes = plan_pod_volumes(pod, ctx.sources, |_| true)?;
 
     let privileged = container
         .security_context
@@ -235,11 +256,56 @@ pub fn plan_volumes(
     })
 }
 
+/// The set-up of the pod's volumes that `select` picks, in `spec.volumes` order.
+pub fn plan_pod_volumes(
+    pod: &Pod,
+    sources: VolumeSources<'_>,
+    select: impl Fn(&Volume) -> bool,
+) -> Result<Vec<VolumeSetup>, SpecError> {
+    let fs_group = podx::spec(pod)
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|s| s.fs_group)
+        .map(|g| {
+            u32::try_from(g)
+                .map_err(|_| SpecError::invalid("spec.securityContext.fsGroup", "out of range"))
+        })
+        .transpose()?;
+    podx::spec(pod)
+        .and_then(|s| s.volumes.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter(|(_, volume)| select(volume))
+        .map(|(index, volume)| {
+            plan_volume(
+                pod,
+                volume,
+                &format!("spec.volumes[{index}]"),
+                fs_group,
+                sources,
+            )
+        })
+        .collect()
+}
+
 fn plan_volume(
+    pod: &Pod,
     volume: &Volume,
     field: &str,
     fs_group: Option<u32>,
+    sources: VolumeSources<'_>,
 ) -> Result<VolumeSetup, SpecError> {
+    if let Some(kind) = api_volume_kind(volume) {
+        check_path_component(&format!("{field}.name"), &volume.name)?;
+        return Ok(VolumeSetup::Api {
+            volume: volume.name.clone(),
+            field: field.to_string(),
+            kind,
+            dir: Path::new(kind.plugin_dir()).join(&volume.name),
+            fs_group,
+            payload: volume_payload(pod, volume, field, sources.objects, sources.downward),
+        });
+    }
     if let Some(host) = volume.host_path.as_ref() {
         let kind = match host.type_.as_deref().unwrap_or_default() {
             "" => HostPathType::Unchecked,
@@ -316,7 +382,8 @@ fn plan_volume(
     Err(SpecError::unsupported(
         field,
         format!(
-            "volume {:?}: only hostPath and emptyDir volumes",
+            "volume {:?}: only hostPath, emptyDir, configMap, secret, downwardAPI and projected \
+             volumes",
             volume.name
         ),
     ))
@@ -346,7 +413,8 @@ fn plan_mount(
             ));
         }
     };
-    let readonly = mount.read_only.unwrap_or(false);
+    // API-backed volumes are read-only in containers whatever the mount says, as upstream.
+    let readonly = mount.read_only.unwrap_or(false) || matches!(setup, VolumeSetup::Api { .. });
     match mount.recursive_read_only.as_deref() {
         None | Some("Disabled") | Some("IfPossible") => {}
         Some("Enabled") if !readonly => {
@@ -371,7 +439,9 @@ fn plan_mount(
     let sub_path = sub_path(mount, field, env)?;
     let (volume, source) = match setup {
         VolumeSetup::HostPath { volume, path, .. } => (volume, MountSource::Host(path.clone())),
-        VolumeSetup::EmptyDir { volume, dir, .. } => (volume, MountSource::PodDir(dir.clone())),
+        VolumeSetup::EmptyDir { volume, dir, .. } | VolumeSetup::Api { volume, dir, .. } => {
+            (volume, MountSource::PodDir(dir.clone()))
+        }
     };
     Ok(PlannedMount {
         field: field.to_string(),
@@ -485,7 +555,14 @@ spec:
 
     fn env_of(p: &Pod) -> EnvVars {
         let c = &p.spec.as_ref().unwrap().containers[0];
-        super::super::env::resolve_env(p, c, "spec.containers[0]", &Default::default()).unwrap()
+        super::super::env::resolve_env(
+            p,
+            c,
+            "spec.containers[0]",
+            &Default::default(),
+            &ApiObjects::default(),
+        )
+        .unwrap()
     }
 
     fn plan(p: &Pod, pod_ips: &[&str]) -> Result<VolumePlan, SpecError> {
@@ -496,6 +573,10 @@ spec:
             cluster_domain: "cluster.local".into(),
             node_hosts_file: "/etc/hosts".into(),
             termination_file_id: "0000abcd".into(),
+            sources: VolumeSources {
+                objects: &ApiObjects::default(),
+                downward: &DownwardContext::default(),
+            },
         };
         plan_volumes(p, &p.spec.as_ref().unwrap().containers[0], &ctx)
     }
@@ -655,7 +736,7 @@ spec:
                 "spec.volumes[1].hostPath.type",
             ),
             (
-                POD.replace("emptyDir: {}", "configMap: {name: cm}"),
+                POD.replace("emptyDir: {}", "nfs: {server: nas, path: /x}"),
                 "spec.volumes[2]",
             ),
             (
@@ -707,7 +788,7 @@ spec:
             let plan = plan(&pod(&yaml), &["10.1.0.5"]).unwrap();
             let memory = plan.volumes.iter().find_map(|v| match v {
                 VolumeSetup::EmptyDir { memory, .. } => Some(*memory),
-                VolumeSetup::HostPath { .. } => None,
+                _ => None,
             });
             assert_eq!(memory, Some(Some(want)), "{empty_dir}");
         }

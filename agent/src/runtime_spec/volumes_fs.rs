@@ -1,5 +1,7 @@
 //! Carries out a [`VolumePlan`] on the host: hostPath type checks and creation, emptyDir
-//! directories (a tmpfs for `medium: Memory`, unmounted again on removal), subPaths opened component by component without following symlinks, the
+//! directories (a tmpfs for `medium: Memory`, unmounted again on removal), the API-backed
+//! volumes' files (through [`atomic_writer`]; secrets on a tmpfs), subPaths opened component
+//! by component without following symlinks, the
 //! managed hosts file and the termination-message file; and removes a pod directory without
 //! following symlinks or crossing into other filesystems.
 //!
@@ -23,6 +25,7 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
+use super::projection::ApiVolumeKind;
 use super::volumes::{
     CONTAINERS_DIR, EMPTY_DIR_PLUGIN_DIR, HostPathType, HostsFile, MountSource, POD_HOSTS_FILE,
     PlannedMount, TmpfsSize, VolumePlan, VolumeSetup,
@@ -179,12 +182,9 @@ fn create_dir_with_mode(dir: &Path, mode: u32, field: &str) -> Result<(), Volume
 }
 
 /// Sets up one pod volume; a failure is a [`VolumeError::SetUp`] of that volume.
-fn setup_volume(setup: &VolumeSetup, pod_dir: &Path) -> Result<(), VolumeError> {
-    let volume = match setup {
-        VolumeSetup::HostPath { volume, .. } | VolumeSetup::EmptyDir { volume, .. } => volume,
-    };
+pub fn setup_volume(setup: &VolumeSetup, pod_dir: &Path) -> Result<(), VolumeError> {
     set_up(setup, pod_dir).map_err(|err| VolumeError::SetUp {
-        volume: volume.clone(),
+        volume: setup.volume().to_string(),
         reason: match err {
             VolumeError::SetUp { reason, .. } => reason,
             VolumeError::Io { path, source, .. } => format!("{}: {source}", path.display()),
@@ -204,45 +204,70 @@ fn set_up(setup: &VolumeSetup, pod_dir: &Path) -> Result<(), VolumeError> {
             fs_group,
             memory,
             ..
+        } => ensure_volume_dir(&pod_dir.join(dir), *memory, *fs_group, field),
+        VolumeSetup::Api {
+            field,
+            kind,
+            dir,
+            fs_group,
+            payload,
+            ..
         } => {
+            // Nothing is created for a volume whose files cannot be built.
+            let payload = payload.as_ref().map_err(|e| VolumeError::SetUp {
+                volume: setup.volume().to_string(),
+                reason: e.to_string(),
+            })?;
             let dir = pod_dir.join(dir);
-            match fs::symlink_metadata(&dir) {
-                // Set up before (a container restart); a tmpfs is mounted again if it is gone
-                // (a reboot: the pod directory stays, its mounts do not).
-                Ok(meta) if meta.is_dir() => {
-                    return match memory {
-                        Some(size) if !is_mount_point(&dir) => {
-                            mount_tmpfs(&dir, *size, *fs_group, field)
-                        }
-                        _ => Ok(()),
-                    };
-                }
-                Ok(_) => {
-                    return Err(io_err(
-                        field,
-                        &dir,
-                        io::Error::new(
-                            io::ErrorKind::AlreadyExists,
-                            "exists and is not a directory",
-                        ),
-                    ));
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => return Err(io_err(field, &dir, source)),
-            }
-            fs::create_dir_all(&dir).map_err(|source| io_err(field, &dir, source))?;
-            if let Some(size) = memory {
-                return mount_tmpfs(&dir, *size, *fs_group, field);
-            }
-            let mut mode = EMPTY_DIR_MODE;
-            if let Some(gid) = fs_group {
-                std::os::unix::fs::lchown(&dir, None, Some(*gid))
-                    .map_err(|source| io_err(field, &dir, source))?;
-                mode |= 0o2000;
-            }
-            set_mode(&dir, mode, field)
+            let memory = kind.in_memory().then_some(TmpfsSize::Default);
+            ensure_volume_dir(&dir, memory, *fs_group, field)?;
+            atomic_writer::write_payload(&dir, payload, *fs_group)
+                .map_err(|source| io_err(field, &dir, source))?;
+            Ok(())
         }
     }
+}
+
+/// Creates a volume directory (mode 0777, setgid and group-owned with an fsGroup), or a tmpfs
+/// for `memory`. One set up before (a container restart) is kept; its tmpfs is mounted again
+/// if it is gone (a reboot: the pod directory stays, its mounts do not).
+fn ensure_volume_dir(
+    dir: &Path,
+    memory: Option<TmpfsSize>,
+    fs_group: Option<u32>,
+    field: &str,
+) -> Result<(), VolumeError> {
+    match fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => {
+            return match memory {
+                Some(size) if !is_mount_point(dir) => mount_tmpfs(dir, size, fs_group, field),
+                _ => Ok(()),
+            };
+        }
+        Ok(_) => {
+            return Err(io_err(
+                field,
+                dir,
+                io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "exists and is not a directory",
+                ),
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => return Err(io_err(field, dir, source)),
+    }
+    fs::create_dir_all(dir).map_err(|source| io_err(field, dir, source))?;
+    if let Some(size) = memory {
+        return mount_tmpfs(dir, size, fs_group, field);
+    }
+    let mut mode = EMPTY_DIR_MODE;
+    if let Some(gid) = fs_group {
+        std::os::unix::fs::lchown(dir, None, Some(gid))
+            .map_err(|source| io_err(field, dir, source))?;
+        mode |= 0o2000;
+    }
+    set_mode(dir, mode, field)
 }
 
 /// Mounts a tmpfs on `dir` (a memory-backed emptyDir): `nosuid,nodev`, sized, then given the
@@ -283,20 +308,29 @@ fn is_mount_point(dir: &Path) -> bool {
     }
 }
 
-/// Unmounts the memory-backed emptyDirs of a pod (the tmpfs roots under its emptyDir
-/// directory), so its directory can be removed. Nothing else under the pod is unmounted.
+/// Unmounts the tmpfs volumes of a pod (memory-backed emptyDirs, secrets, projected and
+/// downward API volumes: the mount roots directly under their plugin directories), so its
+/// directory can be removed. Nothing else under the pod is unmounted.
 fn unmount_memory_volumes(pod_dir: &Path) -> Result<(), VolumeError> {
-    let volumes = pod_dir.join(EMPTY_DIR_PLUGIN_DIR);
-    let entries = match fs::read_dir(&volumes) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io_err("emptyDir", &volumes, e)),
-    };
-    for entry in entries {
-        let path = entry.map_err(|e| io_err("emptyDir", &volumes, e))?.path();
-        if is_mount_point(&path) {
-            nix::mount::umount2(&path, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW)
-                .map_err(|errno| nix_err("emptyDir", &path, errno))?;
+    let plugins = [
+        EMPTY_DIR_PLUGIN_DIR,
+        ApiVolumeKind::Secret.plugin_dir(),
+        ApiVolumeKind::Projected.plugin_dir(),
+        ApiVolumeKind::DownwardApi.plugin_dir(),
+    ];
+    for plugin in plugins {
+        let volumes = pod_dir.join(plugin);
+        let entries = match fs::read_dir(&volumes) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err("volumes", &volumes, e)),
+        };
+        for entry in entries {
+            let path = entry.map_err(|e| io_err("volumes", &volumes, e))?.path();
+            if is_mount_point(&path) {
+                nix::mount::umount2(&path, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW)
+                    .map_err(|errno| nix_err("volumes", &path, errno))?;
+            }
         }
     }
     Ok(())
@@ -532,5 +566,6 @@ fn remove_contents(dir_fd: OwnedFd, dev: u64, path: &Path) -> Result<(), VolumeE
     Ok(())
 }
 
+pub mod atomic_writer;
 #[cfg(test)]
 mod tests;
