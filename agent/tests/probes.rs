@@ -18,8 +18,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use kwk_tests::cluster::{ClusterBinaries, TestCluster};
-use kwk_tests::{privileged_tests_enabled, wait_for};
+use kwk_tests::cluster::{ClusterBinaries, TestCluster, pod_condition as condition};
+use kwk_tests::privileged_tests_enabled;
 use serde_json::Value;
 
 const KWK_NODE: &str = env!("CARGO_BIN_EXE_kwk-node");
@@ -104,47 +104,23 @@ spec:
 "#;
 
 fn json(cluster: &TestCluster, args: &[&str]) -> Value {
-    let out = cluster.kubectl(args).unwrap_or_default();
-    serde_json::from_str(&out).unwrap_or(Value::Null)
+    cluster.json(args)
 }
 
 fn pod(cluster: &TestCluster, name: &str) -> Value {
-    json(cluster, &["get", "pod", name, "-o", "json"])
-}
-
-fn condition(pod: &Value, type_: &str) -> String {
-    pod["status"]["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == type_))
-        .and_then(|c| c["status"].as_str())
-        .unwrap_or_default()
-        .to_string()
+    cluster.pod_json(name)
 }
 
 fn container(pod: &Value) -> &Value {
     &pod["status"]["containerStatuses"][0]
 }
 
-/// `(reason, message)` of the events about a pod.
 fn events(cluster: &TestCluster, name: &str) -> Vec<(String, String)> {
-    json(cluster, &["get", "events", "-o", "json"])["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["involvedObject"]["name"] == name)
-        .map(|e| {
-            (
-                e["reason"].as_str().unwrap_or_default().to_string(),
-                e["message"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
+    cluster.events_of(name)
 }
 
-async fn wait(cluster: &TestCluster, what: &str, mut check: impl FnMut() -> bool) {
-    wait_for(WAIT, what, || std::future::ready(check()))
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.log_tail()));
+async fn wait(cluster: &TestCluster, what: &str, check: impl FnMut() -> bool) {
+    cluster.wait_until(WAIT, what, check).await;
 }
 
 /// Whether the toggle pod's endpoint in its Service's EndpointSlice is ready.
@@ -171,10 +147,7 @@ fn endpoint_ready(cluster: &TestCluster) -> Option<bool> {
 async fn cluster_with(manifests: &str) -> TestCluster {
     let binaries = ClusterBinaries::next_to(Path::new(KWK_NODE), Path::new(KWK)).unwrap();
     let cluster = TestCluster::start(binaries).await.unwrap();
-    let applied = cluster
-        .kubectl_output(&["apply", "-f", "-"], Some(manifests))
-        .unwrap();
-    assert!(applied.status.success(), "{applied:?}");
+    cluster.apply(manifests);
     cluster
 }
 

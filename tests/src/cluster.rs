@@ -344,6 +344,48 @@ evictionHard:
         })?
     }
 
+    /// Runs kubectl and parses its output as JSON (`Null` when it fails or is not JSON).
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.kubectl(args).unwrap_or_default();
+        serde_json::from_str(&out).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The pod `name` (default namespace) as JSON.
+    pub fn pod_json(&self, name: &str) -> serde_json::Value {
+        self.json(&["get", "pod", name, "-o", "json"])
+    }
+
+    /// `(reason, message)` of the events about the object `name`.
+    pub fn events_of(&self, name: &str) -> Vec<(String, String)> {
+        self.json(&["get", "events", "-o", "json"])["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["involvedObject"]["name"] == name)
+            .map(|e| {
+                (
+                    e["reason"].as_str().unwrap_or_default().to_string(),
+                    e["message"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Waits up to `within` for `check`; panics naming `what`, with the node's log tail.
+    pub async fn wait_until(&self, within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+        wait_for(within, what, || std::future::ready(check()))
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", self.log_tail()));
+    }
+
+    /// Applies `manifests` (YAML) with kubectl; panics if kubectl fails.
+    pub fn apply(&self, manifests: &str) {
+        let applied = self
+            .kubectl_output(&["apply", "-f", "-"], Some(manifests))
+            .expect("running kubectl apply");
+        assert!(applied.status.success(), "{applied:?}");
+    }
+
     /// SIGKILLs the processes whose command line has every one of `needles` (e.g. the
     /// apiserver: `["apiserver", <this cluster's pki dir>]`); returns their PIDs.
     pub fn kill_processes(&self, needles: &[&str]) -> anyhow::Result<Vec<i32>> {
@@ -525,4 +567,14 @@ pub fn kubectl_path() -> PathBuf {
     } else {
         PathBuf::from("kubectl")
     }
+}
+
+/// The status (`"True"`, `"False"`) of a pod's condition `type_`, empty when it has none.
+pub fn pod_condition(pod: &serde_json::Value, type_: &str) -> String {
+    pod["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or_default()
+        .to_string()
 }

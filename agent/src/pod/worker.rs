@@ -111,6 +111,7 @@ pub fn spawn<R: PodRuntime + Clone>(
         start_time: None,
         final_status: None,
         backing_off: BTreeMap::new(),
+        start_errors: BTreeMap::new(),
     };
     tracker.spawn(async move {
         let uid = spec::uid(worker.desired.borrow().pod()).to_string();
@@ -140,6 +141,9 @@ struct Worker<R> {
     final_status: Option<PodStatus>,
     /// Containers in CrashLoopBackOff with the back-off message last reported as an event.
     backing_off: BTreeMap<String, String>,
+    /// Why each container's last start failed (`CreateContainerConfigError`, ...): shown as its
+    /// waiting state until a start succeeds.
+    start_errors: BTreeMap<String, Waiting>,
 }
 
 /// The waiting reason of a container in restart back-off.
@@ -242,11 +246,25 @@ impl<R: PodRuntime + Clone> Worker<R> {
                 return Round::Failed;
             }
             tracing::debug!(pod = %spec::name(&pod), ?action, "executing");
-            if let Err(err) = self
+            let result = self
                 .runtime
                 .execute(&pod, &observed, &mut state, action)
-                .await
-            {
+                .await;
+            if let Action::StartContainer { name, .. } = action {
+                match &result {
+                    Ok(()) => {
+                        self.start_errors.remove(name);
+                    }
+                    Err(err) => {
+                        if let Some(reason) = err.waiting_reason {
+                            let message = err.message.clone();
+                            self.start_errors
+                                .insert(name.clone(), Waiting { reason, message });
+                        }
+                    }
+                }
+            }
+            if let Err(err) = result {
                 tracing::warn!(pod = %spec::name(&pod), %uid, %err, "pod action failed");
                 failed = true;
                 break;
@@ -285,7 +303,13 @@ impl<R: PodRuntime + Clone> Worker<R> {
             // The status reflects the state before this round's actions; a round that changed
             // something is followed by another that observes the result.
             let ctx = self.status_context(&pod, probes);
-            let status = pod_status(&pod, &observed, &plan.waiting, plan.outcome, &ctx);
+            let mut waiting = plan.waiting.clone();
+            for (name, w) in waiting.iter_mut().filter(|(_, w)| w.reason != CRASH_LOOP) {
+                if let Some(error) = self.start_errors.get(name) {
+                    *w = error.clone();
+                }
+            }
+            let status = pod_status(&pod, &observed, &waiting, plan.outcome, &ctx);
             self.store.set(&pod, status);
         }
         if failed {
