@@ -186,7 +186,10 @@ pub fn ensure_service_account_key(paths: &PkiPaths) -> Result<(), PkiError> {
         key
     };
     if !paths.service_account_pub().exists() {
-        write_public(&paths.service_account_pub(), key.public_key_pem().as_bytes())?;
+        write_public(
+            &paths.service_account_pub(),
+            key.public_key_pem().as_bytes(),
+        )?;
     }
     Ok(())
 }
