@@ -37,6 +37,24 @@ async fn kubectl_with_token(
         .expect("join")
 }
 
+/// `status` of a TokenReview of `token`, created with the admin credentials.
+async fn token_review(api: &TestApiServer, token: &str) -> serde_json::Value {
+    let review = serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "spec": {"token": token},
+    });
+    let out = api
+        .kubectl_stdin(
+            &["create", "--validate=false", "-f", "-", "-o", "json"],
+            Some(&review.to_string()),
+        )
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let answer: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    answer["status"].clone()
+}
+
 /// The HTTP status of a GET with `token` as the bearer.
 async fn status_with_bearer(api: &TestApiServer, token: &str, path: &str) -> String {
     let header = format!("Authorization: Bearer {token}");
@@ -115,6 +133,12 @@ async fn pod_bound_token_works_until_the_pod_is_deleted() {
         user["extra"]["authentication.kubernetes.io/pod-uid"][0],
         pod_uid.as_str()
     );
+    let reviewed = token_review(&api, &token).await;
+    assert_eq!(reviewed["authenticated"], true, "{reviewed}");
+    assert_eq!(
+        reviewed["audiences"],
+        serde_json::json!(["https://kubernetes.default.svc.cluster.local"])
+    );
 
     api.kubectl_ok(&[
         "delete",
@@ -126,6 +150,14 @@ async fn pod_bound_token_works_until_the_pod_is_deleted() {
         "--force",
     ])
     .await;
+    let reviewed = token_review(&api, &token).await;
+    assert_eq!(reviewed["authenticated"], false, "{reviewed}");
+    assert!(
+        reviewed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("pod sa-tokens/web the token is bound to no longer exists")),
+        "{reviewed}"
+    );
     assert_eq!(
         status_with_bearer(&api, &token, &pods_path).await,
         "401",
