@@ -243,6 +243,12 @@ async fn token_requests_are_checked() {
         status_with_bearer(&api, unbound.trim(), "/api/v1/namespaces").await,
         "200"
     );
+    // The signing key is kept across restarts: issued tokens stay valid.
+    let api = api.restart().await;
+    assert_eq!(
+        status_with_bearer(&api, unbound.trim(), "/api/v1/namespaces").await,
+        "200"
+    );
     api.kubectl_ok(&["delete", "serviceaccount", "default", "-n", NS])
         .await;
     assert_eq!(

@@ -173,6 +173,10 @@ pub fn ensure_service_account_key(paths: &PkiPaths) -> Result<(), PkiError> {
         source,
     };
     let key_path = paths.service_account_key();
+    if key_path.exists() && paths.service_account_pub().exists() {
+        // Not parsed: whatever key the operator installed is the apiserver's to judge.
+        return Ok(());
+    }
     let key = if key_path.exists() {
         let pem = read_string(&key_path)?;
         KeyPair::from_pem(&pem).map_err(|source| PkiError::Cert {
