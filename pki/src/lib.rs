@@ -5,7 +5,9 @@
 //!
 //! Layout (kubeadm's names): `ca.crt`/`ca.key`, `apiserver.crt`/`apiserver.key`,
 //! `admin.crt`/`admin.key` (CN `kubernetes-admin`, O `system:masters`), `admin.kubeconfig`, and
-//! `apiserver-kubelet-client.crt/key` (CN `kube-apiserver-kubelet-client`, O `system:masters`).
+//! `apiserver-kubelet-client.crt/key` (CN `kube-apiserver-kubelet-client`, O `system:masters`),
+//! and `sa.key`/`sa.pub`, the ECDSA P-256 key that signs service-account tokens (PKCS#8 and
+//! SubjectPublicKeyInfo PEM; kubeadm's names, though kubeadm makes an RSA key).
 
 pub mod tls;
 
@@ -87,6 +89,14 @@ impl PkiPaths {
     pub fn admin_kubeconfig(&self) -> PathBuf {
         self.dir.join("admin.kubeconfig")
     }
+    /// The service-account token signing key (`--service-account-signing-key-file`).
+    pub fn service_account_key(&self) -> PathBuf {
+        self.dir.join("sa.key")
+    }
+    /// Its public key (`--service-account-key-file`).
+    pub fn service_account_pub(&self) -> PathBuf {
+        self.dir.join("sa.pub")
+    }
 }
 
 /// A PEM certificate and its PEM private key.
@@ -140,6 +150,7 @@ pub fn ensure_pki(paths: &PkiPaths, request: &PkiRequest) -> Result<(), PkiError
         write_private(&paths.kubelet_client_key(), client.key_pem.as_bytes())?;
         write_public(&paths.kubelet_client_cert(), client.cert_pem.as_bytes())?;
     }
+    ensure_service_account_key(paths)?;
     if !paths.admin_kubeconfig().exists() {
         let admin = load_pair(&paths.admin_cert(), &paths.admin_key())?;
         let config = kubeconfig(
@@ -149,6 +160,40 @@ pub fn ensure_pki(paths: &PkiPaths, request: &PkiRequest) -> Result<(), PkiError
             "kubernetes-admin",
         );
         write_private(&paths.admin_kubeconfig(), config.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Generates the service-account signing key if it is missing (a key that exists, the
+/// operator's or an earlier start's, is kept: tokens it signed stay valid), and writes its
+/// public key next to it if that is missing.
+pub fn ensure_service_account_key(paths: &PkiPaths) -> Result<(), PkiError> {
+    let gen_err = |source| PkiError::Generate {
+        what: "the service-account key",
+        source,
+    };
+    let key_path = paths.service_account_key();
+    if key_path.exists() && paths.service_account_pub().exists() {
+        // Not parsed: whatever key the operator installed is the apiserver's to judge.
+        return Ok(());
+    }
+    let key = if key_path.exists() {
+        let pem = read_string(&key_path)?;
+        KeyPair::from_pem(&pem).map_err(|source| PkiError::Cert {
+            path: key_path.clone(),
+            source,
+        })?
+    } else {
+        // rcgen's default: ECDSA P-256 (ES256), PKCS#8.
+        let key = KeyPair::generate().map_err(gen_err)?;
+        write_private(&key_path, key.serialize_pem().as_bytes())?;
+        key
+    };
+    if !paths.service_account_pub().exists() {
+        write_public(
+            &paths.service_account_pub(),
+            key.public_key_pem().as_bytes(),
+        )?;
     }
     Ok(())
 }
@@ -370,5 +415,37 @@ mod tests {
         assert_eq!(key_mode & 0o777, 0o600);
         let kubeconfig = fs::read_to_string(paths.admin_kubeconfig()).expect("kubeconfig");
         assert!(kubeconfig.contains("server: https://127.0.0.1:6443"));
+    }
+
+    #[test]
+    fn service_account_key_is_generated_once_and_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = PkiPaths::new(dir.path().join("pki"));
+        let request = PkiRequest {
+            serving_hosts: Vec::new(),
+            server_url: "https://127.0.0.1:6443".into(),
+        };
+        ensure_pki(&paths, &request).expect("generate");
+        let key = fs::read_to_string(paths.service_account_key()).expect("sa.key");
+        assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"), "{key}");
+        let mode = fs::metadata(paths.service_account_key())
+            .expect("sa.key")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let public = fs::read_to_string(paths.service_account_pub()).expect("sa.pub");
+        assert!(public.starts_with("-----BEGIN PUBLIC KEY-----"), "{public}");
+        fs::remove_file(paths.service_account_pub()).expect("rm sa.pub");
+        ensure_pki(&paths, &request).expect("again");
+        assert_eq!(
+            fs::read_to_string(paths.service_account_key()).expect("sa.key"),
+            key,
+            "the signing key survives a restart"
+        );
+        assert_eq!(
+            fs::read_to_string(paths.service_account_pub()).expect("sa.pub"),
+            public,
+            "the public key is derived again from the same key"
+        );
     }
 }

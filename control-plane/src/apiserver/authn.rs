@@ -1,12 +1,19 @@
 //! Authentication: who sent a request. x509 client certificates (CN = user name, each O = a
-//! group) verified against the cluster CA during the TLS handshake, and bearer tokens from a
-//! static token file (upstream's `--token-auth-file` CSV: `token,user,uid[,"group1,group2"]`).
-//! Anything else is anonymous, which the server answers with 401.
+//! group) verified against the cluster CA during the TLS handshake, bearer tokens from a
+//! static token file (upstream's `--token-auth-file` CSV: `token,user,uid[,"group1,group2"]`),
+//! and bound service-account JWTs (see [`super::service_accounts`]: verified here, their
+//! bound objects checked against the store by the handler). Anything else is anonymous, which
+//! the server answers with 401.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::service_accounts::TokenAuthority;
+use super::service_accounts::claims::{Claims, TokenError};
+use super::service_accounts::jws::looks_like_jws;
 
 /// The group every authenticated user is in.
 pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
@@ -153,6 +160,23 @@ pub struct Credentials<'a> {
 #[derive(Debug, Default, Clone)]
 pub struct Authenticator {
     tokens: TokenFile,
+    /// Verifies service-account JWTs (none: JWTs are not accepted).
+    service_accounts: Option<Arc<TokenAuthority>>,
+}
+
+/// Who the credentials name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authenticated {
+    /// Fully authenticated.
+    User(UserInfo),
+    /// A service-account token with a valid signature and claims whose ServiceAccount (and
+    /// bound Pod or Secret) must still be checked in the store
+    /// ([`super::service_accounts::resolve`]).
+    ServiceAccount {
+        claims: Box<Claims>,
+        /// The token's audiences that were accepted.
+        audiences: Vec<String>,
+    },
 }
 
 /// Why credentials were refused (the server answers 401 either way).
@@ -164,35 +188,73 @@ pub enum AuthnError {
     InvalidToken,
     #[error("client certificate: {0}")]
     BadCertificate(String),
+    #[error("service account token: {0}")]
+    ServiceAccount(#[from] TokenError),
 }
 
 impl Authenticator {
     pub fn new(tokens: TokenFile) -> Self {
-        Self { tokens }
+        Self {
+            tokens,
+            service_accounts: None,
+        }
+    }
+
+    /// The same authenticator accepting the service-account tokens `authority` signs.
+    pub fn with_service_accounts(mut self, authority: Arc<TokenAuthority>) -> Self {
+        self.service_accounts = Some(authority);
+        self
+    }
+
+    /// What issues and verifies service-account tokens, if anything.
+    pub fn service_accounts(&self) -> Option<&Arc<TokenAuthority>> {
+        self.service_accounts.as_ref()
     }
 
     /// The user behind the credentials. A bearer token, when present, is checked first (as
     /// upstream's union authenticator: any success wins; a bad token with a good certificate
-    /// still authenticates by the certificate).
-    pub fn authenticate(&self, credentials: Credentials<'_>) -> Result<UserInfo, AuthnError> {
+    /// still authenticates by the certificate). A service-account JWT is checked against
+    /// `audiences` (the apiserver's when `None`) and the clock `now` (Unix seconds).
+    pub fn authenticate(
+        &self,
+        credentials: Credentials<'_>,
+        audiences: Option<&[String]>,
+        now: i64,
+    ) -> Result<Authenticated, AuthnError> {
         let token_result = credentials
             .authorization
             .and_then(bearer_token)
-            .map(|token| {
-                self.tokens
-                    .lookup(token)
-                    .cloned()
-                    .ok_or(AuthnError::InvalidToken)
-            });
-        if let Some(Ok(user)) = token_result {
-            return Ok(user);
+            .map(|token| self.authenticate_token(token, audiences, now));
+        if let Some(Ok(found)) = token_result {
+            return Ok(found);
         }
         if let Some(der) = credentials.client_cert {
-            return user_from_certificate(der);
+            return user_from_certificate(der).map(Authenticated::User);
         }
         match token_result {
             Some(Err(e)) => Err(e),
             _ => Err(AuthnError::Anonymous),
+        }
+    }
+
+    fn authenticate_token(
+        &self,
+        token: &str,
+        audiences: Option<&[String]>,
+        now: i64,
+    ) -> Result<Authenticated, AuthnError> {
+        if let Some(user) = self.tokens.lookup(token) {
+            return Ok(Authenticated::User(user.clone()));
+        }
+        match &self.service_accounts {
+            Some(authority) if looks_like_jws(token) => {
+                let (claims, audiences) = authority.verify(token, audiences, now)?;
+                Ok(Authenticated::ServiceAccount {
+                    claims: Box::new(claims),
+                    audiences,
+                })
+            }
+            _ => Err(AuthnError::InvalidToken),
         }
     }
 }
@@ -264,24 +326,25 @@ mod tests {
     fn authenticates_token_then_certificate() {
         let tokens = TokenFile::parse("secret,alice,1\n").expect("parse");
         let authn = Authenticator::new(tokens);
-        let ok = authn.authenticate(Credentials {
+        let authn = |c| authn.authenticate(c, None, 0);
+        let ok = authn(Credentials {
             client_cert: None,
             authorization: Some("Bearer secret"),
         });
-        assert_eq!(ok.map(|u| u.name), Ok("alice".to_string()));
+        assert!(
+            matches!(&ok, Ok(Authenticated::User(u)) if u.name == "alice"),
+            "{ok:?}"
+        );
         assert_eq!(
-            authn.authenticate(Credentials {
+            authn(Credentials {
                 client_cert: None,
                 authorization: Some("Bearer wrong"),
             }),
             Err(AuthnError::InvalidToken)
         );
+        assert_eq!(authn(Credentials::default()), Err(AuthnError::Anonymous));
         assert_eq!(
-            authn.authenticate(Credentials::default()),
-            Err(AuthnError::Anonymous)
-        );
-        assert_eq!(
-            authn.authenticate(Credentials {
+            authn(Credentials {
                 client_cert: None,
                 authorization: Some("Basic Zm9vOmJhcg=="),
             }),

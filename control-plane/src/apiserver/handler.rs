@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use serde_json::{Value, json};
 
-use super::authn::{Authenticator, Credentials, UserInfo};
+use super::authn::{Authenticated, Authenticator, AuthnError, Credentials, UserInfo};
 use super::authz::{Attributes, Authorizer, Decision};
 use super::discovery;
 use super::errors::ApiError;
@@ -66,11 +66,12 @@ impl ApiHandler {
         let query = Query::parse(request.uri().query());
         let method = request.method().clone();
         let authorization = header_str(request.headers(), header::AUTHORIZATION);
-        let user = match self.authenticator.authenticate(Credentials {
+        let credentials = Credentials {
             client_cert: client_cert.as_deref().map(Vec::as_slice),
             authorization: authorization.as_deref(),
-        }) {
-            Ok(user) => user,
+        };
+        let user = match self.authenticate(credentials, None).await {
+            Ok((user, _)) => user,
             Err(_)
                 if PUBLIC_PATHS
                     .iter()
@@ -147,6 +148,36 @@ impl ApiHandler {
                         .await
                     }
                     Err(e) => error_response(&e),
+                }
+            }
+        }
+    }
+
+    /// Authenticates `credentials` for `audiences` (the apiserver's when `None`): the
+    /// synchronous authenticator, then, for a service-account token, the check that its
+    /// ServiceAccount and bound object still exist (a certificate presented alongside a token
+    /// that fails it still authenticates, as upstream's union). With the audiences a
+    /// service-account token was accepted for.
+    pub async fn authenticate(
+        &self,
+        credentials: Credentials<'_>,
+        audiences: Option<&[String]>,
+    ) -> Result<(UserInfo, Vec<String>), AuthnError> {
+        let now = super::rest::object::unix_now();
+        match self
+            .authenticator
+            .authenticate(credentials, audiences, now)?
+        {
+            Authenticated::User(user) => Ok((user, Vec::new())),
+            Authenticated::ServiceAccount { claims, audiences } => {
+                match super::service_accounts::resolve(&self.registry, &claims, now).await {
+                    Ok(user) => Ok((user, audiences)),
+                    Err(e) => match credentials.client_cert {
+                        Some(der) => {
+                            super::authn::user_from_certificate(der).map(|u| (u, Vec::new()))
+                        }
+                        None => Err(e.into()),
+                    },
                 }
             }
         }

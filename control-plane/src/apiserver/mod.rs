@@ -26,6 +26,7 @@ pub mod rest;
 pub mod reviews;
 pub mod selectors;
 pub mod server;
+pub mod service_accounts;
 pub mod table;
 pub mod verbs;
 pub mod watch_http;
@@ -70,6 +71,8 @@ pub enum StartError {
     Tls(#[from] server::TlsError),
     #[error("token file: {0}")]
     Tokens(#[from] authn::TokenFileError),
+    #[error("service account signing key: {0}")]
+    ServiceAccountKey(#[from] service_accounts::LoadError),
     #[error("listening on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -156,6 +159,16 @@ pub async fn start(options: ApiServerOptions) -> Result<RunningApiServer, StartE
         Some(path) => authn::TokenFile::load(path)?,
         None => authn::TokenFile::default(),
     };
+    let mut authenticator = authn::Authenticator::new(tokens);
+    match service_accounts::TokenAuthority::load(&paths)? {
+        Some(authority) => {
+            authenticator = authenticator.with_service_accounts(Arc::new(authority));
+        }
+        None => tracing::warn!(
+            path = %paths.service_account_key().display(),
+            "no service account signing key: TokenRequests fail and service account tokens are refused"
+        ),
+    }
     let kubelet = kubelet_proxy::KubeletClient::new(
         &options.kubelet,
         (paths.kubelet_client_cert(), paths.kubelet_client_key()),
@@ -177,7 +190,7 @@ pub async fn start(options: ApiServerOptions) -> Result<RunningApiServer, StartE
         .map_err(|e| StartError::Bootstrap(format!("the kubernetes service: {}", e.message)))?;
     let handler = Arc::new(handler::ApiHandler {
         registry,
-        authenticator: authn::Authenticator::new(tokens),
+        authenticator,
         authorizer: Arc::new(authz::AlwaysAllow),
         server_address: addr.to_string(),
         kubelet,

@@ -23,7 +23,7 @@ pub fn is_review(target: &Target) -> bool {
 }
 
 /// Answers a review: the request object with its `status` filled in.
-pub fn create_review(
+pub async fn create_review(
     handler: &ApiHandler,
     user: &UserInfo,
     target: &Target,
@@ -72,11 +72,28 @@ pub fn create_review(
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             let header = format!("Bearer {token}");
-            match handler.authenticator.authenticate(Credentials {
+            let audiences: Vec<String> = review
+                .pointer("/spec/audiences")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let credentials = Credentials {
                 client_cert: None,
                 authorization: Some(&header),
-            }) {
-                Ok(reviewed) => json!({"authenticated": true, "user": user_json(&reviewed)}),
+            };
+            let asked = (!audiences.is_empty()).then_some(audiences.as_slice());
+            match handler.authenticate(credentials, asked).await {
+                Ok((reviewed, matched)) => {
+                    let mut status = json!({"authenticated": true, "user": user_json(&reviewed)});
+                    if !matched.is_empty() {
+                        status["audiences"] = json!(matched);
+                    }
+                    status
+                }
                 Err(e) => json!({"authenticated": false, "error": e.to_string()}),
             }
         }

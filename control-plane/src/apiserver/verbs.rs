@@ -102,7 +102,22 @@ where
         }
         Verb::Create if super::reviews::is_review(&target) => {
             super::reviews::create_review(handler, user, &target, ct, &bytes)
+                .await
                 .map(|object| json_response(StatusCode::CREATED, &object))
+        }
+        Verb::Create if super::service_accounts::token_request::handles(&target) => {
+            match decode_body(ct, &bytes) {
+                Ok(body) => {
+                    super::service_accounts::token_request::create(
+                        handler,
+                        handler.authenticator.service_accounts().map(|a| &**a),
+                        &target,
+                        &body,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            }
         }
         Verb::Create if super::pod_http::handles(&target) => {
             super::pod_http::create(handler, &target, ct, &bytes, &query).await
