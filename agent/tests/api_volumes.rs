@@ -1,6 +1,7 @@
 //! ConfigMaps, Secrets and the downward API reaching pods through a whole single-node cluster
 //! (real containerd, the real apiserver, kubectl): env `configMapKeyRef`/`secretKeyRef`/
-//! `envFrom`; configMap, secret (tmpfs, `defaultMode`) and downwardAPI volumes; updates of a
+//! `envFrom`; configMap, secret (tmpfs, `defaultMode`), downwardAPI and projected volumes (a
+//! service-account token bound to the pod, accepted by the apiserver); updates of a
 //! ConfigMap, a Secret and the pod's labels appear in the running container within
 //! `syncFrequency`, atomically (a reader looping over a 2,000-line file never sees a mix of
 //! versions or a short file); a missing ConfigMap holds the pod in `ContainerCreating` with a
@@ -73,12 +74,18 @@ spec:
     - {name: config, mountPath: /config}
     - {name: creds, mountPath: /creds}
     - {name: info, mountPath: /info}
+    - {name: projected, mountPath: /var/run/secrets/tokens}
   volumes:
   - {name: config, configMap: {name: app-config}}
   - {name: creds, secret: {secretName: creds, defaultMode: 256}}
   - name: info
     downwardAPI:
       items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]
+  - name: projected
+    projected:
+      sources:
+      - serviceAccountToken: {path: token, expirationSeconds: 600}
+      - configMap: {name: app-config, items: [{key: mode, path: config/mode}]}
 "#;
 
 const WAITS_FOR_CONFIG: &str = r#"
@@ -90,7 +97,7 @@ spec:
   containers:
   - name: main
     image: localhost/busybox:latest
-    command: [sh, -c, "cat /late/key && exec sleep 3600"]
+    command: [sh, -c, "cat /late/key && echo && exec sleep 3600"]
     volumeMounts: [{name: late, mountPath: /late}]
   volumes: [{name: late, configMap: {name: late-config}}]
 ---
@@ -150,7 +157,10 @@ async fn config_maps_secrets_and_downward_api_reach_running_pods_atomically() {
         .await;
 
     // Environment from the ConfigMap and the Secret; an optional missing key is not set.
-    assert_eq!(exec(&cluster, "reader", "echo $MODE").as_deref(), Some("v0"));
+    assert_eq!(
+        exec(&cluster, "reader", "echo $MODE").as_deref(),
+        Some("v0")
+    );
     assert_eq!(
         exec(&cluster, "reader", "echo $SECRET_password $SECRET_user").as_deref(),
         Some("hunter2 admin")
@@ -162,18 +172,35 @@ async fn config_maps_secrets_and_downward_api_reach_running_pods_atomically() {
 
     // Files: keys as files, the secret on a tmpfs with mode 0400, the labels file, the
     // atomic-writer layout visible to the container.
-    assert_eq!(exec(&cluster, "reader", "cat /config/mode").as_deref(), Some("v0"));
     assert_eq!(
-        exec(&cluster, "reader", "cat /creds/password; echo; stat -L -c %a /creds/password")
-            .as_deref(),
+        exec(&cluster, "reader", "cat /config/mode").as_deref(),
+        Some("v0")
+    );
+    assert_eq!(
+        exec(
+            &cluster,
+            "reader",
+            "cat /creds/password; echo; stat -L -c %a /creds/password"
+        )
+        .as_deref(),
         Some("hunter2\n400")
     );
     assert_eq!(
-        exec(&cluster, "reader", "awk '$2 == \"/creds\" {print $3}' /proc/mounts").as_deref(),
+        exec(
+            &cluster,
+            "reader",
+            "awk '$2 == \"/creds\" {print $3}' /proc/mounts"
+        )
+        .as_deref(),
         Some("tmpfs")
     );
     assert_ne!(
-        exec(&cluster, "reader", "awk '$2 == \"/config\" {print $3}' /proc/mounts").as_deref(),
+        exec(
+            &cluster,
+            "reader",
+            "awk '$2 == \"/config\" {print $3}' /proc/mounts"
+        )
+        .as_deref(),
         Some("tmpfs")
     );
     assert_eq!(
@@ -187,6 +214,39 @@ async fn config_maps_secrets_and_downward_api_reach_running_pods_atomically() {
     assert!(
         exec(&cluster, "reader", "touch /config/x").is_none(),
         "configMap volumes are read-only"
+    );
+
+    // The projected volume: a service-account token bound to this pod, which the apiserver
+    // accepts (TokenReview), next to a ConfigMap key.
+    assert_eq!(
+        exec(
+            &cluster,
+            "reader",
+            "cat /var/run/secrets/tokens/config/mode"
+        )
+        .as_deref(),
+        Some("v0")
+    );
+    let token = exec(&cluster, "reader", "cat /var/run/secrets/tokens/token").unwrap();
+    let review = cluster
+        .kubectl_output(
+            &["create", "--validate=false", "-o", "json", "-f", "-"],
+            Some(&format!(
+                "{{\"apiVersion\": \"authentication.k8s.io/v1\", \"kind\": \"TokenReview\",                  \"spec\": {{\"token\": \"{token}\"}}}}"
+            )),
+        )
+        .unwrap();
+    let review: serde_json::Value = serde_json::from_slice(&review.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&review.stderr)));
+    assert_eq!(review["status"]["authenticated"], true, "{review}");
+    let user = &review["status"]["user"];
+    assert_eq!(
+        user["username"], "system:serviceaccount:default:default",
+        "{review}"
+    );
+    assert_eq!(
+        user["extra"]["authentication.kubernetes.io/pod-name"][0], "reader",
+        "{review}"
     );
 
     // ConfigMap updates while the reader loops: each version appears, none is half-seen.
@@ -214,8 +274,16 @@ async fn config_maps_secrets_and_downward_api_reach_running_pods_atomically() {
     cluster
         .kubectl(&["label", "pod", "reader", "tier=back", "--overwrite"])
         .unwrap();
-    wait_for_output(&cluster, "cat /info/labels", "app=\"reader\"\ntier=\"back\"").await;
-    assert_eq!(exec(&cluster, "reader", "echo $MODE").as_deref(), Some("v0"));
+    wait_for_output(
+        &cluster,
+        "cat /info/labels",
+        "app=\"reader\"\ntier=\"back\"",
+    )
+    .await;
+    assert_eq!(
+        exec(&cluster, "reader", "echo $MODE").as_deref(),
+        Some("v0")
+    );
 
     // A missing ConfigMap holds the container in ContainerCreating with FailedMount until it
     // exists; a missing Secret key is a CreateContainerConfigError naming the key.
@@ -252,6 +320,11 @@ async fn config_maps_secrets_and_downward_api_reach_running_pods_atomically() {
             cluster.pod_json("waits")["status"]["phase"] == "Running"
         })
         .await;
-    let logs = cluster.kubectl(&["logs", "waits"]).unwrap();
-    assert_eq!(logs.trim(), "here");
+    cluster
+        .wait_until(WAIT, "waits' log", || {
+            cluster
+                .kubectl(&["logs", "waits"])
+                .is_ok_and(|logs| logs.trim() == "here")
+        })
+        .await;
 }
