@@ -1,6 +1,6 @@
 //! ConfigMaps, Secrets and the downward API reaching pods through a whole single-node cluster
 //! (real containerd, the real apiserver, kubectl): env `configMapKeyRef`/`secretKeyRef`/
-//! `envFrom`; configMap, secret (tmpfs, `defaultMode`), downwardAPI and projected volumes (a
+//! `envFrom`; configMap (also one key through `subPath`), secret (tmpfs, `defaultMode`), downwardAPI and projected volumes (a
 //! service-account token bound to the pod, accepted by the apiserver); updates of a
 //! ConfigMap, a Secret and the pod's labels appear in the running container within
 //! `syncFrequency`, atomically (a reader looping over a 2,000-line file never sees a mix of
@@ -72,6 +72,7 @@ spec:
     envFrom: [{secretRef: {name: creds}, prefix: SECRET_}]
     volumeMounts:
     - {name: config, mountPath: /config}
+    - {name: config, mountPath: /etc/app/mode.conf, subPath: mode}
     - {name: creds, mountPath: /creds}
     - {name: info, mountPath: /info}
     - {name: projected, mountPath: /var/run/secrets/tokens}

@@ -1,6 +1,6 @@
 //! Pod lifecycle through kwk-node against a real containerd: restart policies and
 //! CrashLoopBackOff as seen in the status, termination messages, init containers that fail,
-//! sidecars that start first and stop last, and OOM kills.
+//! sidecars that start first and stop last, OOM kills, and volumes (memory emptyDir, subPath).
 
 #![allow(
     clippy::unwrap_used,
@@ -329,6 +329,52 @@ async fn a_memory_empty_dir_is_a_sized_tmpfs_gone_with_the_pod() -> anyhow::Resu
     node.remove_manifest("shm.yaml")?;
     wait_for(WAIT, "the pod and its tmpfs gone", || {
         let gone = node.pod(&name).ok().flatten().is_none() && !mounted();
+        async move { gone }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:#}\n{}", node.log_tail()))?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sub_path_is_bind_mounted_privately_and_unmounted_with_the_pod() -> anyhow::Result<()> {
+    let Some((_containerd, node)) = start().await? else {
+        return Ok(());
+    };
+    let volume = "    env: [{name: SUB, value: dir}]
+    volumeMounts:
+    - {name: cache, mountPath: /data, subPathExpr: \"sub/$(SUB)\"}
+    - {name: cache, mountPath: /vol}
+  volumes:
+  - {name: cache, emptyDir: {}}
+";
+    // The first run leaves a marker through the subPath and fails; the restart (a new bind of
+    // the same subPath) must see it, through the subPath and in the whole volume.
+    let script = "if test -f /data/marker; then test -f /vol/sub/dir/marker && exit 0; exit 2; fi; \
+        touch /data/marker; exit 1";
+    node.write_manifest("sub.yaml", &shell_pod("sub", "OnFailure", script, volume))?;
+    let name = format!("sub-{}", node.node_name);
+    let pod = node
+        .wait_pod(&name, WAIT, "the restarted container to succeed", |p| {
+            phase(p) == "Succeeded" || phase(p) == "Failed"
+        })
+        .await?;
+    assert_eq!(phase(&pod), "Succeeded", "{pod}");
+    assert_eq!(main_status(&pod)["restartCount"], 1, "{pod}");
+    let binds = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                l.contains(&node.root_dir().display().to_string())
+                    && l.contains("/volume-subpaths/cache/main/0 ")
+            })
+            .count()
+    };
+    assert_eq!(binds(), 1, "one bind of the subPath while the pod exists");
+    node.remove_manifest("sub.yaml")?;
+    wait_for(WAIT, "the pod and its subPath bind gone", || {
+        let gone = node.pod(&name).ok().flatten().is_none() && binds() == 0;
         async move { gone }
     })
     .await

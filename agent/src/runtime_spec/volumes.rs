@@ -1,8 +1,8 @@
 //! The volume plan of one container instance (pure): which pod volumes to set up on the host
 //! (`hostPath` with its type check, `emptyDir`, and the API-backed `configMap`, `secret`,
 //! `downwardAPI` and `projected` volumes with their files), the container's mounts with their
-//! validated subPaths, the managed `/etc/hosts` and the termination-message file. The
-//! `volumes_fs` module carries the plan out.
+//! validated subPaths (and the private path each is bind-mounted on), the managed `/etc/hosts`
+//! and the termination-message file. The `volumes_fs` module carries the plan out.
 //!
 //! Mount order follows upstream: volumeMounts, then `/etc/hosts`, then the termination file.
 
@@ -26,6 +26,9 @@ pub const POD_HOSTS_FILE: &str = "etc-hosts";
 pub const EMPTY_DIR_PLUGIN_DIR: &str = "volumes/kubernetes.io~empty-dir";
 /// Termination-message files live under `<pod dir>/containers/<container>/<id>`.
 pub const CONTAINERS_DIR: &str = "containers";
+/// The private bind mounts of subPaths live under
+/// `<pod dir>/volume-subpaths/<volume>/<container>/<volumeMount index>` (upstream's layout).
+pub const SUBPATHS_DIR: &str = "volume-subpaths";
 
 /// What the plan needs besides the pod and the container.
 #[derive(Debug, Clone)]
@@ -131,11 +134,21 @@ pub struct PlannedMount {
     pub field: String,
     pub volume: String,
     pub source: MountSource,
-    /// A relative path inside the volume, checked to have no `..` and not be absolute.
-    pub sub_path: Option<PathBuf>,
+    pub sub_path: Option<SubPath>,
     pub container_path: String,
     pub readonly: bool,
     pub propagation: MountPropagation,
+}
+
+/// A mount's subPath (or expanded subPathExpr) and where it is bind-mounted privately before the
+/// runtime mounts it into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubPath {
+    /// A relative path inside the volume, checked to have no `..` and not be absolute.
+    pub path: PathBuf,
+    /// The private bind mount, relative to the pod directory:
+    /// `volume-subpaths/<volume>/<container>/<volumeMount index>`.
+    pub bind: PathBuf,
 }
 
 /// The `/etc/hosts` to write into the pod directory.
@@ -205,7 +218,26 @@ pub fn plan_volumes(
                 field: format!("{mount_field}.name"),
                 volume: mount.name.clone(),
             })?;
-        mounts.push(plan_mount(mount, &mount_field, setup, privileged, ctx.env)?);
+        let sub_path = sub_path(mount, &mount_field, ctx.env)?
+            .map(|path| {
+                check_path_component(&format!("{mount_field}.name"), &mount.name)?;
+                check_path_component(&format!("{field}.name"), &container.name)?;
+                Ok::<_, SpecError>(SubPath {
+                    path,
+                    bind: Path::new(SUBPATHS_DIR)
+                        .join(&mount.name)
+                        .join(&container.name)
+                        .join(index.to_string()),
+                })
+            })
+            .transpose()?;
+        mounts.push(plan_mount(
+            mount,
+            &mount_field,
+            setup,
+            privileged,
+            sub_path,
+        )?);
     }
 
     let mounts_etc_hosts = container
@@ -394,7 +426,7 @@ fn plan_mount(
     field: &str,
     setup: &VolumeSetup,
     privileged: bool,
-    env: &EnvVars,
+    sub_path: Option<SubPath>,
 ) -> Result<PlannedMount, SpecError> {
     let propagation = match mount.mount_propagation.as_deref() {
         None | Some("None") => MountPropagation::PropagationPrivate,
@@ -436,7 +468,6 @@ fn plan_mount(
             ));
         }
     }
-    let sub_path = sub_path(mount, field, env)?;
     let (volume, source) = match setup {
         VolumeSetup::HostPath { volume, path, .. } => (volume, MountSource::Host(path.clone())),
         VolumeSetup::EmptyDir { volume, dir, .. } | VolumeSetup::Api { volume, dir, .. } => {
@@ -615,7 +646,7 @@ spec:
             .map(|m| {
                 (
                     m.source.clone(),
-                    m.sub_path.clone(),
+                    m.sub_path.clone().map(|s| (s.path, s.bind)),
                     m.container_path.as_str(),
                     m.readonly,
                     m.propagation,
@@ -634,7 +665,10 @@ spec:
                 ),
                 (
                     MountSource::PodDir("volumes/kubernetes.io~empty-dir/scratch".into()),
-                    Some(PathBuf::from("logs/x")),
+                    Some((
+                        PathBuf::from("logs/x"),
+                        PathBuf::from("volume-subpaths/scratch/app/1")
+                    )),
                     "/cache",
                     false,
                     MountPropagation::PropagationPrivate
@@ -714,6 +748,12 @@ spec:
             ),
             (
                 POD.replace("{name: data, mountPath", "{name: nope, mountPath"),
+                "spec.containers[0].volumeMounts[0].name",
+            ),
+            (
+                // The volume name becomes a path component of the subPath's bind mount.
+                POD.replace("name: data", "name: \"d/ata\"")
+                    .replace("mountPath: /data,", "mountPath: /data, subPath: x,"),
                 "spec.containers[0].volumeMounts[0].name",
             ),
             (

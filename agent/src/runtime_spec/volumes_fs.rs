@@ -1,14 +1,11 @@
 //! Carries out a [`VolumePlan`] on the host: hostPath type checks and creation, emptyDir
 //! directories (a tmpfs for `medium: Memory`, unmounted again on removal), the API-backed
-//! volumes' files (through [`atomic_writer`]; secrets on a tmpfs), subPaths opened component
-//! by component without following symlinks, the
-//! managed hosts file and the termination-message file; and removes a pod directory without
-//! following symlinks or crossing into other filesystems.
-//!
-//! Known gap: upstream bind-mounts a checked subPath onto a private path (through
-//! `/proc/self/fd`) so it cannot be swapped for a symlink before the runtime mounts it. Here the
-//! subPath is checked and created, and the runtime mounts its path; a container that shares the
-//! volume could race that. Symlinks anywhere in a subPath are refused outright.
+//! volumes' files (through [`atomic_writer`]; secrets on a tmpfs), subPaths (see [`subpath`]:
+//! opened beneath the volume without escaping it through a symlink and bind-mounted by file
+//! descriptor onto a private path, so swapping a component for a symlink cannot redirect
+//! them), the managed hosts file and the termination-message file; and removes a pod directory
+//! (unmounting its subPath binds and tmpfs volumes first) without following symlinks or
+//! crossing into other filesystems.
 
 use std::ffi::{CString, OsStr};
 use std::fs;
@@ -16,13 +13,13 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use kwk_cri::api::Mount;
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, openat};
 use nix::mount::{MntFlags, MsFlags};
-use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use super::projection::ApiVolumeKind;
@@ -56,6 +53,22 @@ pub enum VolumeError {
         field: String,
         path: PathBuf,
         component: String,
+    },
+    #[error("{field}: subPath {path}: bind mount on {target}: {source}")]
+    SubPathMount {
+        field: String,
+        path: PathBuf,
+        target: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{field}: subPath {path}: the bind mount on {target} shows another file than the one opened; refused"
+    )]
+    SubPathChanged {
+        field: String,
+        path: PathBuf,
+        target: PathBuf,
     },
     #[error("cleanup of {path}: {reason}; left in place")]
     Cleanup { path: PathBuf, reason: String },
@@ -390,7 +403,7 @@ fn check_host_path(field: &str, path: &Path, kind: HostPathType) -> Result<(), V
     }
 }
 
-/// The host path of a mount: the volume root, or the checked (and if missing, created) subPath.
+/// The host path of a mount: the volume root, or the private bind mount of its subPath.
 fn mount_host_path(planned: &PlannedMount, pod_dir: &Path) -> Result<PathBuf, VolumeError> {
     let root = match &planned.source {
         MountSource::Host(path) => path.clone(),
@@ -400,105 +413,24 @@ fn mount_host_path(planned: &PlannedMount, pod_dir: &Path) -> Result<PathBuf, Vo
         return Ok(root);
     };
     let field = format!("{}.subPath", planned.field);
-    open_sub_path(&root, sub, &field)?;
-    Ok(root.join(sub))
-}
-
-/// Walks `sub` inside `root` one component at a time with `openat(O_NOFOLLOW)`, refusing
-/// symlinks and `..`, creating missing directories with the mode of the volume root (as
-/// upstream `SafeMakeDir`). The last component may be any non-symlink file.
-fn open_sub_path(root: &Path, sub: &Path, field: &str) -> Result<(), VolumeError> {
-    let full = root.join(sub);
-    let root_fd = nix::fcntl::open(
-        root,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
+    subpath::bind_sub_path(
+        &root,
+        sub,
+        pod_dir,
+        &field,
+        subpath::Resolver::for_this_kernel(),
     )
-    .map_err(|e| nix_err(field, root, e))?;
-    let root_mode = fstat(&root_fd)
-        .map_err(|e| nix_err(field, root, e))?
-        .st_mode
-        & 0o7777;
-    let parts: Vec<&OsStr> = sub
-        .components()
-        .map(|c| match c {
-            Component::Normal(part) => Ok(part),
-            _ => Err(VolumeError::SubPathNotDirectory {
-                field: field.into(),
-                path: full.clone(),
-                component: format!("{c:?}"),
-            }),
-        })
-        .collect::<Result<_, _>>()?;
-    let mut dir: OwnedFd = root_fd;
-    for (index, part) in parts.iter().enumerate() {
-        let last = index + 1 == parts.len();
-        let shown = || part.to_string_lossy().into_owned();
-        let stat = match fstatat(&dir, *part, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(stat) => Some(stat),
-            Err(Errno::ENOENT) => None,
-            Err(e) => return Err(nix_err(field, &full, e)),
-        };
-        match stat {
-            Some(stat) if is_kind(&stat, SFlag::S_IFLNK) => {
-                return Err(VolumeError::SubPathSymlink {
-                    field: field.into(),
-                    path: full.clone(),
-                    component: shown(),
-                });
-            }
-            Some(stat) if !is_kind(&stat, SFlag::S_IFDIR) => {
-                if last {
-                    return Ok(());
-                }
-                return Err(VolumeError::SubPathNotDirectory {
-                    field: field.into(),
-                    path: full.clone(),
-                    component: shown(),
-                });
-            }
-            Some(_) => {}
-            None => match mkdirat(&dir, *part, Mode::from_bits_truncate(root_mode)) {
-                Ok(()) | Err(Errno::EEXIST) => {}
-                Err(e) => return Err(nix_err(field, &full, e)),
-            },
-        }
-        let next = openat(
-            &dir,
-            *part,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| match e {
-            Errno::ELOOP => VolumeError::SubPathSymlink {
-                field: field.into(),
-                path: full.clone(),
-                component: shown(),
-            },
-            Errno::ENOTDIR => VolumeError::SubPathNotDirectory {
-                field: field.into(),
-                path: full.clone(),
-                component: shown(),
-            },
-            e => nix_err(field, &full, e),
-        })?;
-        if stat.is_none() {
-            fchmod(&next, Mode::from_bits_truncate(root_mode))
-                .map_err(|e| nix_err(field, &full, e))?;
-        }
-        dir = next;
-    }
-    Ok(())
 }
 
 fn is_kind(stat: &FileStat, kind: SFlag) -> bool {
     SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) == kind
 }
 
-/// Removes a pod directory and everything in it (emptyDirs, hosts file, termination files)
-/// without following symlinks (a link is removed, never its target) and without descending
-/// into another filesystem: a directory on a different device (a mount point) stops the
-/// cleanup with an error, leaving it in place. A missing directory is fine.
+/// Removes a pod directory and everything in it (emptyDirs, subPath binds, hosts file,
+/// termination files) without following symlinks (a link is removed, never its target) and
+/// without descending into another filesystem: the subPath binds and memory emptyDirs are
+/// unmounted first, then a directory on a different device (a mount point) stops the cleanup
+/// with an error, leaving it in place. A missing directory is fine.
 pub fn cleanup_pod_dir(pod_dir: &Path) -> Result<(), VolumeError> {
     let cleanup = |reason: String| VolumeError::Cleanup {
         path: pod_dir.into(),
@@ -510,6 +442,7 @@ pub fn cleanup_pod_dir(pod_dir: &Path) -> Result<(), VolumeError> {
         Ok(meta) if !meta.is_dir() => return Err(cleanup("not a directory".into())),
         Ok(_) => {}
     }
+    subpath::unmount_sub_paths(pod_dir)?;
     unmount_memory_volumes(pod_dir)?;
     let fd = nix::fcntl::open(
         pod_dir,
@@ -567,5 +500,7 @@ fn remove_contents(dir_fd: OwnedFd, dev: u64, path: &Path) -> Result<(), VolumeE
 }
 
 pub mod atomic_writer;
+mod subpath;
+
 #[cfg(test)]
 mod tests;

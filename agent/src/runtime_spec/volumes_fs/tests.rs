@@ -1,11 +1,12 @@
-//! Effect-layer tests against a temp dir: hostPath kinds, emptyDir, subPath escapes, the hosts
-//! and termination files, and a cleanup that must not follow symlinks.
+//! Effect-layer tests against a temp dir: hostPath kinds, emptyDir, the hosts and termination
+//! files, and a cleanup that must not follow symlinks. subPaths: `subpath/tests.rs`.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::os::unix::net::UnixListener;
+use std::sync::Mutex;
 
 use super::*;
-use crate::runtime_spec::volumes::{HostPathType, TerminationFile};
+use crate::runtime_spec::volumes::{HostPathType, SubPath, TerminationFile};
 use kwk_cri::api::MountPropagation;
 
 fn mode(path: &Path) -> u32 {
@@ -21,7 +22,7 @@ fn host(field: &str, path: &Path, kind: HostPathType) -> VolumeSetup {
     }
 }
 
-fn plan_with(volumes: Vec<VolumeSetup>, mounts: Vec<PlannedMount>) -> VolumePlan {
+pub(super) fn plan_with(volumes: Vec<VolumeSetup>, mounts: Vec<PlannedMount>) -> VolumePlan {
     VolumePlan {
         volumes,
         mounts,
@@ -30,16 +31,49 @@ fn plan_with(volumes: Vec<VolumeSetup>, mounts: Vec<PlannedMount>) -> VolumePlan
     }
 }
 
-fn mount(source: MountSource, sub: Option<&str>) -> PlannedMount {
+/// Mount 0 of container `app`, volume `v`.
+pub(super) fn mount(source: MountSource, sub: Option<&str>) -> PlannedMount {
     PlannedMount {
         field: "spec.containers[0].volumeMounts[0]".into(),
         volume: "v".into(),
         source,
-        sub_path: sub.map(PathBuf::from),
+        sub_path: sub.map(|sub| SubPath {
+            path: sub.into(),
+            bind: "volume-subpaths/v/app/0".into(),
+        }),
         container_path: "/mnt".into(),
         readonly: false,
         propagation: MountPropagation::PropagationPrivate,
     }
+}
+
+/// Runs `f` on a thread of its own in a private mount namespace (`/` made rprivate), so nothing
+/// it mounts reaches the host and all of it goes when the thread ends, failed or not. The
+/// namespace is per thread (`unshare(CLONE_NEWNS)` leaves the test harness's other threads
+/// alone). Files to mount must be opened on that thread: a mount of another namespace cannot be
+/// bind-mounted here. Calls are serialised: the namespaces' teardown competes for little else,
+/// but two mount-heavy tests at once make the race test's numbers noisier.
+pub(super) fn in_private_mount_ns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+                    .expect("unshare(CLONE_NEWNS)");
+                nix::mount::mount(
+                    None::<&str>,
+                    "/",
+                    None::<&str>,
+                    MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                    None::<&str>,
+                )
+                .expect("making / rprivate in the test's mount namespace");
+                f()
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 #[test]
@@ -163,44 +197,33 @@ fn a_memory_empty_dir_is_a_sized_tmpfs_unmounted_with_the_pod() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let pod_dir = tmp.path().join("pods/u1");
-    let rel = PathBuf::from("volumes/kubernetes.io~empty-dir/shm");
-    let setup = VolumeSetup::EmptyDir {
-        volume: "shm".into(),
-        field: "spec.volumes[0].emptyDir".into(),
-        dir: rel.clone(),
-        fs_group: None,
-        memory: Some(TmpfsSize::Limit(1 << 20)),
-    };
-    let plan = plan_with(vec![setup], vec![]);
-    apply_volume_plan(&plan, &pod_dir).unwrap();
-    let dir = pod_dir.join(&rel);
-    let unmount = scopeguard(&dir);
-    let stat = nix::sys::statfs::statfs(&dir).unwrap();
-    assert_eq!(stat.filesystem_type(), nix::sys::statfs::TMPFS_MAGIC);
-    assert_eq!(mode(&dir), 0o777);
-    // Sized: 1 MiB fits in no more than 1 MiB.
-    let err = fs::write(dir.join("big"), vec![0u8; 2 << 20]).unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(nix::libc::ENOSPC), "{err}");
-    fs::remove_file(dir.join("big")).unwrap();
-    fs::write(dir.join("state"), "1").unwrap();
-    // A container restart keeps it (no second mount on top).
-    apply_volume_plan(&plan, &pod_dir).unwrap();
-    assert_eq!(fs::read_to_string(dir.join("state")).unwrap(), "1");
-    // Removing the pod unmounts it, and only then removes the directory.
-    cleanup_pod_dir(&pod_dir).unwrap();
-    assert!(!pod_dir.exists());
-    drop(unmount);
-}
-
-/// Unmounts `dir` on drop if the test failed before its cleanup did.
-fn scopeguard(dir: &Path) -> impl Drop + '_ {
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
-        }
-    }
-    Unmount(dir)
+    in_private_mount_ns(|| {
+        let rel = PathBuf::from("volumes/kubernetes.io~empty-dir/shm");
+        let setup = VolumeSetup::EmptyDir {
+            volume: "shm".into(),
+            field: "spec.volumes[0].emptyDir".into(),
+            dir: rel.clone(),
+            fs_group: None,
+            memory: Some(TmpfsSize::Limit(1 << 20)),
+        };
+        let plan = plan_with(vec![setup], vec![]);
+        apply_volume_plan(&plan, &pod_dir).unwrap();
+        let dir = pod_dir.join(&rel);
+        let stat = nix::sys::statfs::statfs(&dir).unwrap();
+        assert_eq!(stat.filesystem_type(), nix::sys::statfs::TMPFS_MAGIC);
+        assert_eq!(mode(&dir), 0o777);
+        // Sized: 1 MiB fits in no more than 1 MiB.
+        let err = fs::write(dir.join("big"), vec![0u8; 2 << 20]).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(nix::libc::ENOSPC), "{err}");
+        fs::remove_file(dir.join("big")).unwrap();
+        fs::write(dir.join("state"), "1").unwrap();
+        // A container restart keeps it (no second mount on top).
+        apply_volume_plan(&plan, &pod_dir).unwrap();
+        assert_eq!(fs::read_to_string(dir.join("state")).unwrap(), "1");
+        // Removing the pod unmounts it, and only then removes the directory.
+        cleanup_pod_dir(&pod_dir).unwrap();
+        assert!(!pod_dir.exists());
+    });
 }
 
 #[test]
@@ -222,100 +245,6 @@ fn empty_dir_with_fs_group_is_group_owned_and_setgid() {
         (meta.gid(), meta.permissions().mode() & 0o7777),
         (gid, 0o2777)
     );
-}
-
-#[test]
-fn sub_path_is_created_with_the_volume_mode() {
-    let tmp = tempfile::tempdir().unwrap();
-    let vol = tmp.path().join("vol");
-    fs::create_dir(&vol).unwrap();
-    fs::set_permissions(&vol, fs::Permissions::from_mode(0o750)).unwrap();
-    fs::create_dir(vol.join("existing")).unwrap();
-    fs::write(vol.join("existing/file"), "f").unwrap();
-    let pod_dir = tmp.path().join("pods/u1");
-
-    let plan = plan_with(
-        vec![],
-        vec![mount(MountSource::Host(vol.clone()), Some("a/b"))],
-    );
-    let applied = apply_volume_plan(&plan, &pod_dir).unwrap();
-    assert_eq!(
-        applied.mounts[0].host_path,
-        vol.join("a/b").to_string_lossy()
-    );
-    assert!(vol.join("a/b").is_dir());
-    assert_eq!(
-        (mode(&vol.join("a")), mode(&vol.join("a/b"))),
-        (0o750, 0o750)
-    );
-
-    // An existing file as the last component is fine.
-    let plan = plan_with(
-        vec![],
-        vec![mount(MountSource::Host(vol.clone()), Some("existing/file"))],
-    );
-    assert_eq!(
-        apply_volume_plan(&plan, &pod_dir).unwrap().mounts[0].host_path,
-        vol.join("existing/file").to_string_lossy()
-    );
-    // A file in the middle is not.
-    let plan = plan_with(
-        vec![],
-        vec![mount(MountSource::Host(vol), Some("existing/file/x"))],
-    );
-    assert!(matches!(
-        apply_volume_plan(&plan, &pod_dir),
-        Err(VolumeError::SubPathNotDirectory { .. })
-    ));
-}
-
-#[test]
-fn sub_path_escapes_are_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let vol = tmp.path().join("vol");
-    let outside = tmp.path().join("outside");
-    fs::create_dir_all(&vol).unwrap();
-    fs::create_dir_all(&outside).unwrap();
-    fs::write(outside.join("secret"), "s").unwrap();
-    fs::create_dir(vol.join("inner")).unwrap();
-    symlink(&outside, vol.join("escape")).unwrap();
-    symlink("../outside/secret", vol.join("inner/link")).unwrap();
-    symlink("inner", vol.join("local")).unwrap(); // even a link inside the volume is refused
-    let pod_dir = tmp.path().join("pods/u1");
-
-    for sub in [
-        "escape",
-        "escape/secret",
-        "escape/new/dir",
-        "inner/link",
-        "local/x",
-    ] {
-        let plan = plan_with(
-            vec![],
-            vec![mount(MountSource::Host(vol.clone()), Some(sub))],
-        );
-        let err = apply_volume_plan(&plan, &pod_dir).unwrap_err();
-        assert!(
-            matches!(err, VolumeError::SubPathSymlink { .. }),
-            "{sub}: {err}"
-        );
-        assert!(
-            err.to_string()
-                .contains("spec.containers[0].volumeMounts[0].subPath"),
-            "{err}"
-        );
-    }
-    assert!(
-        !outside.join("new").exists(),
-        "nothing may be created through the link"
-    );
-    // `..` never reaches the walk (the planner refuses it), and the walk refuses it too.
-    let plan = plan_with(
-        vec![],
-        vec![mount(MountSource::Host(vol), Some("inner/../../outside"))],
-    );
-    assert!(apply_volume_plan(&plan, &pod_dir).is_err());
-    assert!(!tmp.path().join("outside/inner").exists());
 }
 
 #[test]
