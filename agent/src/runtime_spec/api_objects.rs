@@ -120,7 +120,7 @@ impl References {
 }
 
 /// What a lookup found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Lookup<'a, T> {
     Found(&'a T),
     /// The apiserver says it does not exist.
@@ -128,6 +128,14 @@ pub enum Lookup<'a, T> {
     /// Nobody fetched it (a pod without an apiserver, e.g. a static pod).
     NotFetched,
 }
+
+impl<T> Clone for Lookup<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Lookup<'_, T> {}
 
 /// The fetched objects of one pod (its namespace).
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -32,7 +32,10 @@ fn objects() -> ApiObjects {
     objects
 }
 
-fn payload_of(volume_yaml: &str) -> Result<Vec<(String, String, u32)>, String> {
+/// `(path, content, mode)` of each file, or the error.
+type Files = Result<Vec<(String, String, u32)>, String>;
+
+fn payload_of(volume_yaml: &str) -> Files {
     let p = pod(&format!(
         r#"
 metadata:
@@ -73,7 +76,7 @@ spec:
     .map_err(|e| e.to_string())
 }
 
-fn files(list: &[(&str, &str, u32)]) -> Result<Vec<(String, String, u32)>, String> {
+fn files(list: &[(&str, &str, u32)]) -> Files {
     Ok(list
         .iter()
         .map(|(p, d, m)| (p.to_string(), d.to_string(), *m))
@@ -82,7 +85,7 @@ fn files(list: &[(&str, &str, u32)]) -> Result<Vec<(String, String, u32)>, Strin
 
 #[test]
 fn config_map_and_secret_layouts() {
-    let cases: &[(&str, Result<Vec<(String, String, u32)>, String>)] = &[
+    let cases: &[(&str, Files)] = &[
         (
             "{name: v, configMap: {name: cfg}}",
             files(&[
@@ -147,7 +150,7 @@ fn config_map_and_secret_layouts() {
 
 #[test]
 fn downward_api_and_projected_layouts() {
-    let cases: &[(&str, Result<Vec<(String, String, u32)>, String>)] = &[
+    let cases: &[(&str, Files)] = &[
         (
             "{name: v, downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}, {path: notes, fieldRef: {fieldPath: metadata.annotations}}, {path: name, fieldRef: {fieldPath: metadata.name}}, {path: mem, mode: 0o600, resourceFieldRef: {containerName: app, resource: limits.memory, divisor: 1Mi}}]}}",
             files(&[

@@ -145,9 +145,7 @@ pub(super) fn open_sub_path(
     if resolver == Resolver::Openat2 {
         let how = OpenHow::new()
             .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-            .resolve(
-                ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-            );
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
         match openat2(&root_fd, sub, how) {
             Ok(fd) => return Ok(fd),
             Err(Errno::ENOSYS) => NO_OPENAT2.store(true, Ordering::Relaxed),
