@@ -6,6 +6,7 @@
 //! - [`plan`]: thresholds met, grace periods, pressure conditions (pure, table-tested);
 //! - [`rank`]: which pod goes, and the eviction message (pure, table-tested).
 
+pub mod notify;
 pub mod plan;
 pub mod rank;
 pub mod signals;
