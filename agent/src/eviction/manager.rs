@@ -174,6 +174,66 @@ impl<U: UsageSource> EvictionManager<U> {
     }
 }
 
+/// Starts the eviction manager of kwk-node on `tasks`: thresholds from `config`, signals of the
+/// root dir's and the runtime's image filesystems, pod usage from `cri`, the kernel notifier of
+/// the host's cgroups. Returns the pressure conditions for the Node status.
+pub async fn spawn(
+    config: &crate::config::KubeletConfig,
+    node: &crate::node::NodeOptions,
+    cri: &kwk_cri::CriClient,
+    store: StatusStore,
+    evict: mpsc::Sender<Eviction>,
+    tasks: &tokio_util::task::TaskTracker,
+    cancel: &CancellationToken,
+) -> watch::Receiver<Pressures> {
+    let (eviction_config, ignored) = EvictionConfig::from_kubelet(config);
+    if !ignored.is_empty() {
+        tracing::info!(signals = ?ignored, "eviction signals kwk-node does not act on");
+    }
+    let image_fs = match cri.image_fs_info().await {
+        Ok(info) => info
+            .image_filesystems
+            .first()
+            .and_then(|fs| fs.fs_id.as_ref())
+            .map(|id| std::path::PathBuf::from(&id.mountpoint)),
+        Err(err) => {
+            tracing::warn!(%err, "ImageFsInfo failed; imagefs taken for the nodefs");
+            None
+        }
+    };
+    let wake = Arc::new(Notify::new());
+    let pods_cgroup = if config.cgroup_root == "/" {
+        "kubepods".to_string()
+    } else {
+        format!("{}/kubepods", config.cgroup_root.trim_end_matches('/'))
+    };
+    let notifier =
+        super::notify::Mechanism::detect(std::path::Path::new("/sys/fs/cgroup"), &pods_cgroup)
+            .map(|m| MemoryNotifier::new(m, wake.clone()));
+    tracing::info!(
+        thresholds = eviction_config.thresholds.len(),
+        notifier = ?notifier.as_ref().map(MemoryNotifier::mechanism),
+        "eviction manager starting"
+    );
+    let (pressures, receiver) = watch::channel(Pressures::default());
+    let manager = EvictionManager {
+        config: eviction_config,
+        observer: NodeObserver {
+            root_dir: node.root_dir.clone(),
+            image_fs,
+        },
+        usage: super::observe::CriUsage(cri.clone()),
+        store,
+        evict,
+        pressures,
+        notifier,
+        wake,
+        period: MONITORING_PERIOD,
+    };
+    tasks.spawn(manager.run(cancel.clone()));
+    receiver
+}
+
 /// The pods that may be evicted: those with a worker whose status is not terminal.
 fn active_pods(store: &StatusStore) -> Vec<Pod> {
     store

@@ -266,6 +266,10 @@ fn arm_psi(path: &Path, wake: Arc<Notify>) -> Result<Armed, NotifyError> {
                 if revents.contains(PollFlags::POLLPRI) {
                     wake.notify_one();
                     // One wake-up per window at most: the trigger fires again next window.
+                    #[allow(
+                        clippy::disallowed_methods,
+                        reason = "a dedicated blocking thread, outside the runtime"
+                    )]
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
             }

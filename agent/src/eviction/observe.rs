@@ -116,11 +116,7 @@ pub fn observations(
             );
         }
     };
-    filesystem(
-        node_fs.clone(),
-        Signal::NodeFsAvailable,
-        Signal::NodeFsInodesFree,
-    );
+    filesystem(node_fs, Signal::NodeFsAvailable, Signal::NodeFsInodesFree);
     filesystem(
         image_fs.or(node_fs),
         Signal::ImageFsAvailable,
@@ -167,10 +163,7 @@ pub fn pod_usage(
         add(&mut pod.memory, sample.memory_working_set_bytes);
         add(&mut pod.ephemeral_storage, disk);
         add(&mut pod.inodes, sample.rootfs.as_ref().map(|u| u.inodes));
-        let container = pod
-            .containers
-            .entry(sample.name.clone())
-            .or_insert(ContainerUsage::default());
+        let container = pod.containers.entry(sample.name.clone()).or_default();
         add(&mut container.memory, sample.memory_working_set_bytes);
         add(&mut container.ephemeral_storage, disk);
     }
