@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use kwk_cri::CriClient;
 
 use super::plan::{Observation, Observations};
-use super::rank::{ContainerUsage, PodUsage};
+use super::rank::PodUsage;
 use super::signals::Signal;
 use crate::kubelet_api::fs_net;
 use crate::node_status::pressure::{mem_available, threads_running};
