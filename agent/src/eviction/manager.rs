@@ -59,7 +59,13 @@ impl<U: UsageSource> EvictionManager<U> {
         let epoch = Instant::now();
         let mut state = State::default();
         loop {
-            let outcome = self.decide_once(&mut state, epoch.elapsed()).await;
+            if cancel.is_cancelled() {
+                return;
+            }
+            let outcome = tokio::select! {
+                () = cancel.cancelled() => return,
+                outcome = self.decide_once(&mut state, epoch.elapsed()) => outcome,
+            };
             if let Some(victim) = &outcome.victim {
                 self.wait_gone(&victim.uid, &cancel).await;
                 continue;

@@ -1,11 +1,15 @@
 //! Kernel wake-ups for memory pressure, so the eviction manager acts within milliseconds of a
 //! breach instead of at its next 10 s housekeeping (which stays, as the fallback).
 //!
-//! - cgroup v1: a memory cgroup threshold notification (upstream's `memcgThresholdNotifier`):
-//!   an eventfd registered through `cgroup.event_control` on the root memory cgroup's
-//!   `memory.usage_in_bytes`. The kernel signals it whenever usage crosses the threshold, either
-//!   way. The threshold is the usage at which `memory.available` reaches the eviction
-//!   threshold: `usage now + (available now − threshold)`, re-armed after every decision.
+//! - cgroup v1: memory cgroup threshold notifications (upstream's `memcgThresholdNotifier`):
+//!   an eventfd registered through `cgroup.event_control` on `memory.usage_in_bytes` of the
+//!   pods cgroup (`kubepods`) and of the root memory cgroup. The kernel signals it whenever
+//!   usage crosses the threshold, either way. The threshold is the usage at which
+//!   `memory.available` reaches the eviction threshold: `usage now + (available now −
+//!   threshold)`, re-armed after every decision. Both are needed: the pods cgroup's usage is an
+//!   exact page counter (pods are what grows, and what is evicted), while the root's is
+//!   computed from statistics the kernel flushes only every ~2 s (measured: 2.5 s and missed
+//!   crossings with the root alone), but it also sees memory used outside the pods.
 //! - cgroup v2 (no usage thresholds there): a PSI trigger on `memory.pressure` of the node's
 //!   pods cgroup (or `/proc/pressure/memory`), woken with `POLLPRI` when tasks stall on memory
 //!   for 100 ms within a second: reclaim has started, available memory is low.
@@ -49,8 +53,8 @@ pub enum NotifyError {
 /// Which kernel mechanism wakes the manager.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mechanism {
-    /// cgroup v1: the memory cgroup directory whose usage is watched.
-    MemcgThreshold(PathBuf),
+    /// cgroup v1: the memory cgroup directories whose usage is watched (pods, root).
+    MemcgThreshold(Vec<PathBuf>),
     /// cgroup v2: the `memory.pressure` (PSI) file a trigger is put on.
     Psi(PathBuf),
 }
@@ -62,7 +66,13 @@ impl Mechanism {
     pub fn detect(mount_root: &Path, pods_cgroup: &str) -> Option<Self> {
         let v1 = mount_root.join("memory");
         if v1.join("cgroup.event_control").exists() {
-            return Some(Self::MemcgThreshold(v1));
+            let pods = v1.join(pods_cgroup.trim_start_matches('/'));
+            let dirs = if pods != v1 && pods.join("cgroup.event_control").exists() {
+                vec![pods, v1]
+            } else {
+                vec![v1]
+            };
+            return Some(Self::MemcgThreshold(dirs));
         }
         let pods = mount_root
             .join(pods_cgroup.trim_start_matches('/'))
@@ -96,7 +106,8 @@ impl Drop for Armed {
 pub struct MemoryNotifier {
     mechanism: Mechanism,
     wake: Arc<Notify>,
-    armed: Option<Armed>,
+    /// One per watched cgroup (v1) or the PSI trigger (v2).
+    armed: Vec<Option<Armed>>,
 }
 
 /// Re-arming for a threshold closer than this to the armed one is skipped.
@@ -109,7 +120,7 @@ impl MemoryNotifier {
         Self {
             mechanism,
             wake,
-            armed: None,
+            armed: Vec::new(),
         }
     }
 
@@ -120,13 +131,7 @@ impl MemoryNotifier {
     /// The watched cgroup's memory usage now (v1: `memory.usage_in_bytes`).
     pub fn usage(&self) -> Option<u64> {
         match &self.mechanism {
-            Mechanism::MemcgThreshold(dir) => {
-                std::fs::read_to_string(dir.join("memory.usage_in_bytes"))
-                    .ok()?
-                    .trim()
-                    .parse()
-                    .ok()
-            }
+            Mechanism::MemcgThreshold(dirs) => usage_of(dirs.first()?),
             Mechanism::Psi(_) => None,
         }
     }
@@ -135,35 +140,45 @@ impl MemoryNotifier {
     /// wakes the manager, given `available` bytes now. v2's PSI trigger is armed once.
     pub fn arm(&mut self, available: u64, threshold: u64) -> Result<(), NotifyError> {
         match self.mechanism.clone() {
-            Mechanism::MemcgThreshold(dir) => {
-                let Some(usage) = self.usage() else {
-                    return Err(NotifyError::Open {
-                        path: dir.join("memory.usage_in_bytes"),
-                        source: std::io::Error::from(std::io::ErrorKind::NotFound),
-                    });
-                };
-                let target = usage_threshold(usage, available, threshold);
-                if self
-                    .armed
-                    .as_ref()
-                    .is_some_and(|a| a.threshold.abs_diff(target) < REARM_SLACK)
-                {
-                    return Ok(());
+            Mechanism::MemcgThreshold(dirs) => {
+                self.armed.resize_with(dirs.len(), || None);
+                for (dir, armed) in dirs.iter().zip(self.armed.iter_mut()) {
+                    let Some(usage) = usage_of(dir) else {
+                        return Err(NotifyError::Open {
+                            path: dir.join("memory.usage_in_bytes"),
+                            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                        });
+                    };
+                    let target = usage_threshold(usage, available, threshold);
+                    if armed
+                        .as_ref()
+                        .is_some_and(|a| a.threshold.abs_diff(target) < REARM_SLACK)
+                    {
+                        continue;
+                    }
+                    *armed = None;
+                    *armed = Some(arm_memcg(dir, target, self.wake.clone())?);
+                    tracing::debug!(dir = %dir.display(), usage, target, "memory cgroup threshold armed");
                 }
-                self.armed = None;
-                self.armed = Some(arm_memcg(&dir, target, self.wake.clone())?);
-                tracing::debug!(usage, target, "memory cgroup threshold armed");
                 Ok(())
             }
             Mechanism::Psi(path) => {
-                if self.armed.is_none() {
-                    self.armed = Some(arm_psi(&path, self.wake.clone())?);
+                if self.armed.is_empty() {
+                    self.armed = vec![Some(arm_psi(&path, self.wake.clone())?)];
                     tracing::debug!(path = %path.display(), "PSI memory trigger armed");
                 }
                 Ok(())
             }
         }
     }
+}
+
+fn usage_of(dir: &Path) -> Option<u64> {
+    std::fs::read_to_string(dir.join("memory.usage_in_bytes"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The usage at which available memory falls to `threshold`: usage grows as available
@@ -313,7 +328,16 @@ mod tests {
         std::fs::write(dir.path().join("memory/cgroup.event_control"), "").expect("write");
         assert_eq!(
             Mechanism::detect(dir.path(), "kubepods"),
-            Some(Mechanism::MemcgThreshold(dir.path().join("memory")))
+            Some(Mechanism::MemcgThreshold(vec![dir.path().join("memory")]))
+        );
+        std::fs::create_dir_all(dir.path().join("memory/kubepods")).expect("mkdir");
+        std::fs::write(dir.path().join("memory/kubepods/cgroup.event_control"), "").expect("write");
+        assert_eq!(
+            Mechanism::detect(dir.path(), "/kubepods"),
+            Some(Mechanism::MemcgThreshold(vec![
+                dir.path().join("memory/kubepods"),
+                dir.path().join("memory")
+            ]))
         );
     }
 
@@ -345,8 +369,10 @@ mod tests {
         let cgroup = root.join(format!("kwk-notify-test-{}", std::process::id()));
         std::fs::create_dir_all(&cgroup).expect("mkdir cgroup");
         let wake = Arc::new(Notify::new());
-        let mut notifier =
-            MemoryNotifier::new(Mechanism::MemcgThreshold(cgroup.clone()), wake.clone());
+        let mut notifier = MemoryNotifier::new(
+            Mechanism::MemcgThreshold(vec![cgroup.clone()]),
+            wake.clone(),
+        );
         let usage = notifier.usage().expect("usage");
         // Woken once usage grows by 32 MiB.
         notifier.arm(32 << 20, 0).expect("arm");
