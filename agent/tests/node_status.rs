@@ -97,6 +97,7 @@ async fn node_registers_heartbeats_and_survives_an_apiserver_restart() -> anyhow
             ..KubeletConfig::default()
         },
         eviction_hard: EvictionHard::default(),
+        pressures: None,
     };
     let client = kwk_agent::api_client::client_from_kubeconfig(&apiserver.kubeconfig()).await?;
     let cancel = CancellationToken::new();

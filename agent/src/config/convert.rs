@@ -48,6 +48,11 @@ pub(crate) const HONOURED_FIELDS: &[&str] = &[
     "nodeLeaseDurationSeconds",
     "nodeStatusMaxImages",
     "evictionHard",
+    "evictionSoft",
+    "evictionSoftGracePeriod",
+    "evictionMaxPodGracePeriod",
+    "evictionPressureTransitionPeriod",
+    "evictionMinimumReclaim",
     "readOnlyPort",
     "tlsCertFile",
     "tlsPrivateKeyFile",
@@ -300,8 +305,38 @@ pub(crate) fn convert(document: &Map<String, Value>) -> Result<KubeletConfig> {
             .unwrap_or(defaults.node_lease_duration_seconds),
         node_status_max_images,
         eviction_hard: match get("evictionHard") {
-            Some(v) => Some(eviction_hard(v)?),
+            Some(v) => Some(eviction_thresholds(v, "evictionHard")?),
             None => None,
+        },
+        eviction_soft: match get("evictionSoft") {
+            Some(v) => eviction_thresholds(v, "evictionSoft")?,
+            None => BTreeMap::new(),
+        },
+        eviction_soft_grace_period: match get("evictionSoftGracePeriod") {
+            Some(v) => eviction_grace_periods(v)?,
+            None => BTreeMap::new(),
+        },
+        eviction_max_pod_grace_period: match get("evictionMaxPodGracePeriod") {
+            Some(v) => {
+                let seconds = int32(v, "evictionMaxPodGracePeriod")?;
+                if seconds < 0 {
+                    return Err(out_of_range(
+                        "evictionMaxPodGracePeriod",
+                        "at least 0 seconds",
+                        &seconds,
+                    ));
+                }
+                seconds
+            }
+            None => defaults.eviction_max_pod_grace_period,
+        },
+        eviction_pressure_transition_period: duration_or(
+            "evictionPressureTransitionPeriod",
+            defaults.eviction_pressure_transition_period,
+        )?,
+        eviction_minimum_reclaim: match get("evictionMinimumReclaim") {
+            Some(v) => eviction_thresholds(v, "evictionMinimumReclaim")?,
+            None => BTreeMap::new(),
         },
         read_only_port,
         tls_cert_file,
@@ -435,6 +470,16 @@ pub(crate) fn check_cross_field_rules(
                     value: value.name(),
                     field: cgroup_field,
                 },
+            ));
+        }
+    }
+    // As upstream's ParseThresholdConfig: a soft threshold without a grace period is refused.
+    for signal in config.eviction_soft.keys() {
+        let grace = config.eviction_soft_grace_period.get(signal);
+        if grace.is_none_or(Duration::is_zero) {
+            return Err(FieldIssue::new(
+                format!("evictionSoftGracePeriod.{signal}"),
+                FieldError::MissingValue,
             ));
         }
     }
@@ -606,27 +651,48 @@ fn runtime_endpoint(value: &Value, path: &str) -> Result<Option<RuntimeEndpoint>
     ))))
 }
 
-/// `evictionHard`: signal to threshold, `"<quantity>"` or `"<percent>%"` (0–100).
-fn eviction_hard(value: &Value) -> Result<BTreeMap<String, EvictionThreshold>> {
-    let Value::Object(entries) = value else {
-        return Err(wrong_type(
-            "evictionHard",
-            "a map of signal to threshold",
-            value,
+/// The `<field>.<signal>` path of an eviction map entry, checked to name a known signal.
+fn eviction_signal_path(field: &str, signal: &str) -> Result<String> {
+    let path = format!("{field}.{signal}");
+    if !EVICTION_SIGNALS.contains(&signal) {
+        return Err(FieldIssue::new(
+            &path,
+            FieldError::UnknownValue {
+                got: signal.to_string(),
+                allowed: EVICTION_SIGNALS,
+            },
         ));
+    }
+    Ok(path)
+}
+
+/// `evictionSoftGracePeriod`: signal to a non-negative duration.
+fn eviction_grace_periods(value: &Value) -> Result<BTreeMap<String, Duration>> {
+    const FIELD: &str = "evictionSoftGracePeriod";
+    let Value::Object(entries) = value else {
+        return Err(wrong_type(FIELD, "a map of signal to duration", value));
+    };
+    let mut periods = BTreeMap::new();
+    for (signal, period) in entries {
+        let path = eviction_signal_path(FIELD, signal)?;
+        if period.is_null() {
+            continue;
+        }
+        let duration = nonzero_duration(period, &path)?.unwrap_or_default();
+        periods.insert(signal.clone(), duration);
+    }
+    Ok(periods)
+}
+
+/// `evictionHard`, `evictionSoft`, `evictionMinimumReclaim`: signal to threshold (or amount),
+/// `"<quantity>"` or `"<percent>%"` (0–100).
+fn eviction_thresholds(value: &Value, field: &str) -> Result<BTreeMap<String, EvictionThreshold>> {
+    let Value::Object(entries) = value else {
+        return Err(wrong_type(field, "a map of signal to threshold", value));
     };
     let mut thresholds = BTreeMap::new();
     for (signal, threshold) in entries {
-        let path = format!("evictionHard.{signal}");
-        if !EVICTION_SIGNALS.contains(&signal.as_str()) {
-            return Err(FieldIssue::new(
-                &path,
-                FieldError::UnknownValue {
-                    got: signal.clone(),
-                    allowed: EVICTION_SIGNALS,
-                },
-            ));
-        }
+        let path = eviction_signal_path(field, signal)?;
         if threshold.is_null() {
             continue;
         }

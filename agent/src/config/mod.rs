@@ -120,6 +120,20 @@ pub struct KubeletConfig {
     /// to threshold. `None` when unset: upstream's defaults apply. When set, as upstream, a
     /// signal it does not name has no threshold.
     pub eviction_hard: Option<BTreeMap<String, EvictionThreshold>>,
+    /// `evictionSoft`: signal to threshold, met once it has held for the signal's
+    /// `evictionSoftGracePeriod` (which each must have). Default: none.
+    pub eviction_soft: BTreeMap<String, EvictionThreshold>,
+    /// `evictionSoftGracePeriod`: signal to how long its soft threshold must hold. Default: none.
+    pub eviction_soft_grace_period: BTreeMap<String, Duration>,
+    /// `evictionMaxPodGracePeriod`: the longest grace period, in seconds, a pod evicted for a
+    /// soft threshold gets. Default: 0.
+    pub eviction_max_pod_grace_period: i64,
+    /// `evictionPressureTransitionPeriod`: how long a pressure condition stays after its last
+    /// breach. Default: 5m.
+    pub eviction_pressure_transition_period: Duration,
+    /// `evictionMinimumReclaim`: signal to the amount an eviction must free beyond the
+    /// threshold before pressure ends. Default: none.
+    pub eviction_minimum_reclaim: BTreeMap<String, EvictionThreshold>,
     /// `readOnlyPort`: upstream's unauthenticated read-only port. kwk never serves it; a
     /// non-zero value is kept only to say so in the log. Default: 0 (disabled).
     pub read_only_port: u16,
@@ -277,6 +291,11 @@ impl Default for KubeletConfig {
             node_lease_duration_seconds: 40,
             node_status_max_images: 50,
             eviction_hard: None,
+            eviction_soft: BTreeMap::new(),
+            eviction_soft_grace_period: BTreeMap::new(),
+            eviction_max_pod_grace_period: 0,
+            eviction_pressure_transition_period: Duration::from_secs(300),
+            eviction_minimum_reclaim: BTreeMap::new(),
             read_only_port: 0,
             tls_cert_file: None,
             tls_private_key_file: None,

@@ -637,7 +637,6 @@ fn an_upstream_config_loads_with_its_unimplemented_fields_listed() {
         loaded.ignored_fields,
         [
             "cpuManagerReconcilePeriod",
-            "evictionPressureTransitionPeriod",
             "featureGates",
             "healthzBindAddress",
             "healthzPort",

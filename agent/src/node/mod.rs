@@ -213,12 +213,25 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
         manager = manager.with_sources_ready(api.sources_ready);
     }
     let tasks = tokio_util::task::TaskTracker::new();
+    let (evict, evictions) = tokio::sync::mpsc::channel(1);
+    let manager = manager.with_evictions(evictions);
+    let pressures = crate::eviction::manager::spawn(
+        &config,
+        &options,
+        &cri,
+        store.clone(),
+        evict,
+        &tasks,
+        &cancel,
+    )
+    .await;
     tasks.spawn(manager.run(desired, cancel.clone()));
     let pod_cidr = crate::node_status::spawn(
         api_client.clone(),
         &options,
         &config,
         cri.clone(),
+        Some(pressures),
         &tasks,
         &cancel,
     );

@@ -46,6 +46,8 @@ pub struct NodeStatusOptions {
     pub config: KubeletConfig,
     /// The hard eviction thresholds (`evictionHard`, or upstream's defaults).
     pub eviction_hard: EvictionHard,
+    /// The eviction manager's pressure conditions; `None`: computed from `eviction_hard`.
+    pub pressures: Option<tokio::sync::watch::Receiver<pressure::Pressures>>,
 }
 
 /// The Node's `spec.podCIDR` as last read from the apiserver, for whoever sets up pod
@@ -64,6 +66,7 @@ pub fn spawn<R: RuntimeSource>(
     node: &crate::node::NodeOptions,
     config: &KubeletConfig,
     runtime: R,
+    pressures: Option<tokio::sync::watch::Receiver<pressure::Pressures>>,
     tasks: &tokio_util::task::TaskTracker,
     cancel: &CancellationToken,
 ) -> Option<PodCidr> {
@@ -74,6 +77,7 @@ pub fn spawn<R: RuntimeSource>(
         node_ip: node.node_ip,
         config: config.clone(),
         eviction_hard: EvictionHard::from_config(config.eviction_hard.as_ref()),
+        pressures,
     };
     let (sender, receiver) = pod_cidr_channel();
     tasks.spawn(run(client, options, runtime, sender, cancel.clone()));
@@ -138,6 +142,7 @@ async fn status_loop<R: RuntimeSource>(
     let mut registered = !options.config.register_node;
     let mut last_report: Option<Timestamp> = None;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(7));
+    let mut pressures = options.pressures.clone();
     let mut status_backoff = Backoff::new(
         Duration::from_millis(200),
         options.config.node_status_update_frequency,
@@ -183,7 +188,24 @@ async fn status_loop<R: RuntimeSource>(
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
+            // A pressure condition changed: posted now rather than at the next check.
+            () = pressure_changed(&mut pressures) => {}
         }
+    }
+}
+
+/// Resolves when the eviction manager's pressures change; never without one (or once it is
+/// gone: the last value stays).
+async fn pressure_changed(
+    pressures: &mut Option<tokio::sync::watch::Receiver<pressure::Pressures>>,
+) {
+    match pressures {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 
@@ -201,6 +223,7 @@ async fn register(
         config: &options.config,
         runtime: facts,
         eviction_hard: &options.eviction_hard,
+        pressures: options.pressures.as_ref().map(|p| *p.borrow()),
         now: Timestamp::now(),
     };
     let initial = plan::initial_node(&inputs);
@@ -249,6 +272,7 @@ async fn update_status(
         config: &options.config,
         runtime: facts,
         eviction_hard: &options.eviction_hard,
+        pressures: options.pressures.as_ref().map(|p| *p.borrow()),
         now,
     };
     let Some(patch) = plan::status_patch(&inputs, &existing, last_report) else {

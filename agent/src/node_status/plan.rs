@@ -48,6 +48,9 @@ pub struct PlanInputs<'a> {
     pub runtime: &'a RuntimeFacts,
     /// The hard eviction thresholds: pressure conditions and allocatable.
     pub eviction_hard: &'a EvictionHard,
+    /// The pressure conditions as the eviction manager decided them (thresholds, grace and
+    /// transition periods); `None`: computed here from `evictionHard` alone.
+    pub pressures: Option<pressure::Pressures>,
     pub now: Timestamp,
 }
 
@@ -211,12 +214,14 @@ pub fn desired_status(inputs: &PlanInputs<'_>, existing: Option<&NodeStatus>) ->
     }
     let mut conditions = status.conditions.take().unwrap_or_default();
     let time = Time(inputs.now);
-    let pressures = pressure::pressures(
-        &inputs.machine.pressure,
-        inputs.eviction_hard,
-        config::capacity(&inputs.machine.resources, inputs.config).memory_bytes,
-        inputs.machine.ephemeral_storage_bytes,
-    );
+    let pressures = inputs.pressures.unwrap_or_else(|| {
+        pressure::pressures(
+            &inputs.machine.pressure,
+            inputs.eviction_hard,
+            config::capacity(&inputs.machine.resources, inputs.config).memory_bytes,
+            inputs.machine.ephemeral_storage_bytes,
+        )
+    });
     for (type_, pressured, when_true, when_false) in [
         (
             "MemoryPressure",

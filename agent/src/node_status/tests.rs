@@ -131,6 +131,7 @@ fn inputs<'a>(
         config,
         runtime,
         eviction_hard: &EVICTION_HARD,
+        pressures: None,
         now,
     }
 }

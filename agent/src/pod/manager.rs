@@ -15,6 +15,10 @@
 //! status store and a Warning event is recorded. It stays rejected until its source drops it.
 //! An API pod already in a terminal phase (e.g. rejected before kwk-node restarted) is not
 //! started either.
+//!
+//! Evictions (`with_evictions`, from the eviction manager) are handled like a rejection of a
+//! running pod: the status becomes `Failed`/`Evicted`, a Warning event is recorded, the worker
+//! terminates the pod with the eviction's grace period, and the pod is never started again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -65,6 +69,8 @@ pub struct PodManager<R> {
     sources_ready: Option<watch::Receiver<bool>>,
     /// Pod UIDs the runtime had at the last relist.
     on_runtime: BTreeSet<String>,
+    /// Pods to evict, from the eviction manager.
+    evictions: Option<mpsc::Receiver<crate::eviction::Eviction>>,
 }
 
 impl<R: PodRuntime + Clone> PodManager<R> {
@@ -91,6 +97,7 @@ impl<R: PodRuntime + Clone> PodManager<R> {
             finished: BTreeSet::new(),
             sources_ready: None,
             on_runtime: BTreeSet::new(),
+            evictions: None,
         }
     }
 
@@ -110,6 +117,13 @@ impl<R: PodRuntime + Clone> PodManager<R> {
         self
     }
 
+    /// Evicts the pods the eviction manager sends.
+    #[must_use]
+    pub fn with_evictions(mut self, evictions: mpsc::Receiver<crate::eviction::Eviction>) -> Self {
+        self.evictions = Some(evictions);
+        self
+    }
+
     /// Runs until `cancel`, then waits for workers to stop between actions.
     pub async fn run(
         mut self,
@@ -122,6 +136,7 @@ impl<R: PodRuntime + Clone> PodManager<R> {
         let mut swept = false;
         let mut node_open = true;
         let mut sources_ready = self.sources_ready.take();
+        let mut evictions = self.evictions.take();
         let mut ticker = tokio::time::interval(pleg::RELIST_PERIOD);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -173,8 +188,13 @@ impl<R: PodRuntime + Clone> PodManager<R> {
                         self.reconcile(&pods, &cancel, &done_tx);
                     }
                 }
+                Some(eviction) = next_eviction(evictions.as_mut()) => {
+                    self.evict(eviction);
+                }
                 Some(uid) = done_rx.recv() => {
                     self.workers.remove(&uid);
+                    // Its worker cleaned it up: no longer on the runtime.
+                    self.on_runtime.remove(&uid);
                     let pods = desired.borrow().clone();
                     if pods.get(&uid).is_some_and(|p| is_deleting(p)) {
                         self.finished.insert(uid);
@@ -247,7 +267,10 @@ impl<R: PodRuntime + Clone> PodManager<R> {
                         handle.update(Desired::Terminate(with_deletion_grace(pod)));
                     }
                 }
-                Some(pod) if handle.lifecycle() == Lifecycle::Syncing => {
+                Some(pod)
+                    if handle.lifecycle() == Lifecycle::Syncing
+                        && matches!(handle.desired(), Desired::Run(_)) =>
+                {
                     if !Arc::ptr_eq(handle.desired().pod(), pod)
                         && **handle.desired().pod() != **pod
                     {
@@ -390,6 +413,42 @@ impl<R: PodRuntime + Clone> PodManager<R> {
         self.reported_active = key;
     }
 
+    /// Evicts a running pod: `Failed`/`Evicted` status, a Warning event, terminated with the
+    /// eviction's grace period, never started again. A pod already terminating is left alone.
+    fn evict(&mut self, eviction: crate::eviction::Eviction) {
+        let uid = eviction.uid;
+        let Some(handle) = self.workers.get(&uid) else {
+            tracing::info!(%uid, "pod to evict has no worker; ignored");
+            return;
+        };
+        let Desired::Run(pod) = handle.desired() else {
+            return;
+        };
+        tracing::warn!(pod = %spec::name(&pod), %uid, message = %eviction.message, "evicting pod");
+        let current = self
+            .store
+            .snapshot()
+            .into_iter()
+            .find(|p| p.metadata.uid.as_deref() == Some(uid.as_str()))
+            .and_then(|p| p.status);
+        let now = k8s_openapi::jiff::Timestamp::now();
+        self.store.set(
+            &pod,
+            crate::eviction::evicted_status(current, &eviction.message, now),
+        );
+        self.config
+            .events
+            .emit(&pod, crate::eviction::evicted_event(&eviction.message));
+        let mut stopping = (*pod).clone();
+        stopping
+            .spec
+            .get_or_insert_with(Default::default)
+            .termination_grace_period_seconds = Some(eviction.grace_period_seconds.max(0));
+        handle.update(Desired::Terminate(Arc::new(stopping)));
+        self.rejected.insert(uid);
+        self.report_active_pods();
+    }
+
     /// Stops what runs of a pod that must not run (rejected again after a restart, say);
     /// its status stays as it is.
     fn stop_if_running(
@@ -480,6 +539,19 @@ fn with_deletion_grace(pod: &Arc<Pod>) -> Arc<Pod> {
     let spec = pod.spec.get_or_insert_with(Default::default);
     spec.termination_grace_period_seconds = Some(grace.max(0));
     Arc::new(pod)
+}
+
+/// The next eviction; never when there is no channel or it closed.
+async fn next_eviction(
+    evictions: Option<&mut mpsc::Receiver<crate::eviction::Eviction>>,
+) -> Option<crate::eviction::Eviction> {
+    match evictions {
+        Some(rx) => match rx.recv().await {
+            Some(e) => Some(e),
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
 }
 
 fn is_ready(ready: Option<&watch::Receiver<bool>>) -> bool {

@@ -610,3 +610,90 @@ async fn a_running_pod_rejected_after_a_restart_is_stopped_and_keeps_its_rejecti
     assert_eq!(h.phase("a").as_deref(), Some("Running"));
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn eviction_stops_the_pod_for_good_with_an_evicted_status_and_event() {
+    let (events, mut queue) = EventSink::channel();
+    let runtime = FakeRuntime::new();
+    let store = StatusStore::keeping_final_statuses();
+    let (desired, rx) = watch::channel(DesiredPods::new());
+    let (evict, evictions) = tokio::sync::mpsc::channel(1);
+    let cancel = CancellationToken::new();
+    let manager = PodManager::new(
+        runtime.clone(),
+        store.clone(),
+        WorkerConfig {
+            sync_frequency: Duration::from_secs(60),
+            retry_after: Duration::from_secs(1),
+            host_ip: None,
+            events,
+        },
+        110,
+    )
+    .with_evictions(evictions);
+    let task = tokio::spawn(manager.run(rx, cancel.clone()));
+    let (hog, keep) = (pod("hog", "hog", "sleep"), pod("keep", "keep", "sleep"));
+    let h = Harness {
+        runtime,
+        store,
+        desired,
+        cancel,
+        task,
+    };
+    h.set(&[&hog, &keep]);
+    settle(3).await;
+    assert_eq!(h.phase("hog").as_deref(), Some("Running"));
+    let message = "The node was low on resource: memory. ";
+    evict
+        .send(crate::eviction::Eviction {
+            uid: "hog".into(),
+            grace_period_seconds: 0,
+            message: message.into(),
+        })
+        .await
+        .expect("send");
+    settle(5).await;
+    assert!(
+        h.runtime.actions("hog").contains(&Action::KillPod),
+        "{:?}",
+        h.runtime.actions("hog")
+    );
+    assert!(
+        h.store
+            .snapshot()
+            .iter()
+            .all(|p| p.metadata.name.as_deref() != Some("hog")),
+        "the evicted pod is gone from the live pods"
+    );
+    let final_status = h
+        .store
+        .terminated_pods()
+        .into_iter()
+        .find(|p| p.metadata.name.as_deref() == Some("hog"))
+        .and_then(|p| p.status)
+        .expect("final status kept for the API");
+    assert_eq!(final_status.phase.as_deref(), Some("Failed"));
+    assert_eq!(final_status.reason.as_deref(), Some("Evicted"));
+    assert_eq!(final_status.message.as_deref(), Some(message));
+    // Still desired (an API pod is not deleted by the node): never started again.
+    let started = |h: &Harness| {
+        h.runtime
+            .actions("hog")
+            .iter()
+            .filter(|a| matches!(a, Action::CreateSandbox { .. }))
+            .count()
+    };
+    let before = started(&h);
+    settle(30).await;
+    assert_eq!(started(&h), before, "an evicted pod was started again");
+    assert_eq!(h.phase("keep").as_deref(), Some("Running"));
+    let mut evicted_events = 0;
+    while let Ok(recorded) = queue.try_recv() {
+        if recorded.event.reason == "Evicted" {
+            assert_eq!(recorded.event.message, message);
+            evicted_events += 1;
+        }
+    }
+    assert_eq!(evicted_events, 1);
+    h.stop().await;
+}
