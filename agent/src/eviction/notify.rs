@@ -395,7 +395,7 @@ mod tests {
             if std::fs::remove_dir(&cgroup).is_ok() {
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         assert!(woken.is_ok(), "not woken; usage grew by {grown} bytes");
         assert!(grown >= 32 << 20, "woken before the crossing: grew {grown}");
