@@ -14,6 +14,7 @@ pub mod canonical;
 pub mod cgroups;
 pub mod clock;
 pub mod config;
+pub mod image_gc;
 pub mod init;
 pub mod kubelet_api;
 pub mod labels;
