@@ -15,6 +15,7 @@ pub mod cgroups;
 pub mod clock;
 pub mod config;
 pub mod eviction;
+pub mod image_gc;
 pub mod init;
 pub mod kubelet_api;
 pub mod labels;

@@ -11,6 +11,7 @@ use serde_json::{Map, Number, Value};
 
 use crate::config::duration::parse_go_duration;
 use crate::config::error::{FieldError, FieldIssue};
+use crate::config::image_gc;
 use crate::config::{
     AuthorizationMode, CgroupDriver, EVICTION_SIGNALS, EvictionThreshold, KubeletAuthentication,
     KubeletAuthorization, KubeletConfig, NodeAllocatableEnforcement, NodeTaint, ReservedResource,
@@ -58,6 +59,10 @@ pub(crate) const HONOURED_FIELDS: &[&str] = &[
     "tlsPrivateKeyFile",
     "authentication",
     "authorization",
+    image_gc::HIGH,
+    image_gc::LOW,
+    image_gc::MIN_AGE,
+    image_gc::MAX_AGE,
 ];
 
 type Result<T> = std::result::Result<T, FieldIssue>;
@@ -343,6 +348,7 @@ pub(crate) fn convert(document: &Map<String, Value>) -> Result<KubeletConfig> {
         tls_private_key_file,
         authentication,
         authorization,
+        image_gc: image_gc::convert(get)?,
     })
 }
 
@@ -429,6 +435,9 @@ pub(crate) fn check_cross_field_rules(
     document: &Map<String, Value>,
     config: &KubeletConfig,
 ) -> Result<()> {
+    image_gc::check(&config.image_gc, |name| {
+        document.get(name).is_some_and(|v| !v.is_null())
+    })?;
     const FIELD: &str = "enforceNodeAllocatable";
     let enforced = &config.enforce_node_allocatable;
     if !config.cgroups_per_qos && !enforced.is_empty() {
@@ -508,7 +517,11 @@ fn wrong_type(path: &str, expected: &'static str, value: &Value) -> FieldIssue {
     )
 }
 
-fn out_of_range(path: &str, expected: &'static str, got: &dyn std::fmt::Display) -> FieldIssue {
+pub(super) fn out_of_range(
+    path: &str,
+    expected: &'static str,
+    got: &dyn std::fmt::Display,
+) -> FieldIssue {
     FieldIssue::new(
         path,
         FieldError::OutOfRange {
@@ -571,7 +584,7 @@ fn integer_of(number: &Number) -> Option<i64> {
 }
 
 /// An integer that fits upstream's `int32` fields.
-fn int32(value: &Value, path: &str) -> Result<i64> {
+pub(super) fn int32(value: &Value, path: &str) -> Result<i64> {
     let n = integer(value, path)?;
     if i32::try_from(n).is_err() {
         return Err(out_of_range(path, "a 32-bit integer", &n));
@@ -580,7 +593,7 @@ fn int32(value: &Value, path: &str) -> Result<i64> {
 }
 
 /// A non-negative duration; `None` for zero, which upstream replaces with the default.
-fn nonzero_duration(value: &Value, path: &str) -> Result<Option<Duration>> {
+pub(super) fn nonzero_duration(value: &Value, path: &str) -> Result<Option<Duration>> {
     let text = string(value, path)?;
     let parsed =
         parse_go_duration(&text).map_err(|e| FieldIssue::new(path, FieldError::Duration(e)))?;

@@ -104,6 +104,12 @@ pub enum FieldError {
         value: &'static str,
         field: &'static str,
     },
+    #[error(
+        "imageGCLowThresholdPercent ({low}) must be less than imageGCHighThresholdPercent ({high})"
+    )]
+    LowThresholdNotBelowHigh { low: u8, high: u8 },
+    #[error("imageMaximumGCAge ({max_secs}s) must be greater than imageMinimumGCAge ({min_secs}s)")]
+    MaxAgeNotAboveMinAge { min_secs: u64, max_secs: u64 },
     #[error("is required")]
     MissingValue,
     #[error("is not supported unless cgroupsPerQOS is true")]

@@ -23,6 +23,7 @@ mod error;
 #[cfg(test)]
 mod eviction_tests;
 mod fields;
+mod image_gc;
 mod load;
 mod merge;
 #[cfg(test)]
@@ -39,6 +40,7 @@ use crate::quantity::Quantity;
 pub use allocatable::{MachineResources, NodeResources, allocatable, capacity};
 pub use duration::{DurationError, GoDuration, parse_go_duration};
 pub use error::{ConfigError, FieldError};
+pub use image_gc::ImageGcPolicy;
 pub use load::{MAX_FILE_BYTES, drop_in_dir, load, parse_document};
 /// JSON merge patch (RFC 7386), also how the apiserver applies `application/merge-patch+json`.
 #[cfg(test)]
@@ -146,6 +148,9 @@ pub struct KubeletConfig {
     pub authentication: KubeletAuthentication,
     /// `authorization`: what an authenticated caller may do there.
     pub authorization: KubeletAuthorization,
+    /// `imageGCHighThresholdPercent`, `imageGCLowThresholdPercent`, `imageMinimumGCAge`,
+    /// `imageMaximumGCAge`: when unused images are freed.
+    pub image_gc: ImageGcPolicy,
 }
 
 /// An `evictionHard` threshold: a quantity (bytes, or a count for `pid.available` and
@@ -301,6 +306,7 @@ impl Default for KubeletConfig {
             tls_private_key_file: None,
             authentication: KubeletAuthentication::default(),
             authorization: KubeletAuthorization::default(),
+            image_gc: ImageGcPolicy::default(),
         }
     }
 }

@@ -641,8 +641,6 @@ fn an_upstream_config_loads_with_its_unimplemented_fields_listed() {
             "healthzBindAddress",
             "healthzPort",
             "httpCheckFrequency",
-            "imageMaximumGCAge",
-            "imageMinimumGCAge",
             "logging",
             "memorySwap",
             "rotateCertificates",

@@ -1,6 +1,6 @@
 //! The `kwk-node` daemon wiring: load the config, connect to the runtime, import shipped
-//! images, set up the node's cgroups, and run the pod sources, pod manager, log rotation and
-//! local API until shutdown. Shutdown stops kwk-node only; pods keep running and are adopted by
+//! images, set up the node's cgroups, and run the pod sources, pod manager, image GC, log rotation
+//! and local API until shutdown. Shutdown stops kwk-node only; pods keep running and are adopted by
 //! the next start.
 
 mod api_objects;
@@ -283,6 +283,14 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
         },
         store.clone(),
         cri.clone(),
+        cancel.clone(),
+    ));
+    let protected = crate::image_gc::executor::sandbox_image(&cri)
+        .await
+        .into_iter()
+        .collect();
+    tasks.spawn(crate::image_gc::executor::run(
+        crate::image_gc::executor::ImageGc::new(cri.clone(), config.image_gc, protected),
         cancel.clone(),
     ));
     tasks.spawn(logs::run(
