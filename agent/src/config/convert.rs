@@ -11,11 +11,11 @@ use serde_json::{Map, Number, Value};
 
 use crate::config::duration::parse_go_duration;
 use crate::config::error::{FieldError, FieldIssue};
+use crate::config::eviction_fields::{eviction_grace_periods, eviction_thresholds};
 use crate::config::image_gc;
 use crate::config::{
-    AuthorizationMode, CgroupDriver, EVICTION_SIGNALS, EvictionThreshold, KubeletAuthentication,
-    KubeletAuthorization, KubeletConfig, NodeAllocatableEnforcement, NodeTaint, ReservedResource,
-    RuntimeEndpoint, TaintEffect,
+    AuthorizationMode, CgroupDriver, KubeletAuthentication, KubeletAuthorization, KubeletConfig,
+    NodeAllocatableEnforcement, NodeTaint, ReservedResource, RuntimeEndpoint, TaintEffect,
 };
 use crate::quantity::{self, Quantity};
 
@@ -507,7 +507,7 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-fn wrong_type(path: &str, expected: &'static str, value: &Value) -> FieldIssue {
+pub(super) fn wrong_type(path: &str, expected: &'static str, value: &Value) -> FieldIssue {
     FieldIssue::new(
         path,
         FieldError::WrongType {
@@ -533,7 +533,7 @@ pub(super) fn out_of_range(
 
 /// A string; a YAML number written where upstream expects a string reads as its digits, as
 /// upstream's YAML-to-JSON conversion does.
-fn string(value: &Value, path: &str) -> Result<String> {
+pub(super) fn string(value: &Value, path: &str) -> Result<String> {
     match value {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => Ok(n.to_string()),
@@ -603,7 +603,7 @@ pub(super) fn nonzero_duration(value: &Value, path: &str) -> Result<Option<Durat
     Ok(Some(duration).filter(|d| !d.is_zero()))
 }
 
-fn parse_quantity(value: &Value, path: &str) -> Result<(String, Quantity)> {
+pub(super) fn parse_quantity(value: &Value, path: &str) -> Result<(String, Quantity)> {
     let text = string(value, path)?;
     let parsed =
         quantity::parse(&text).map_err(|e| FieldIssue::new(path, FieldError::Quantity(e)))?;
@@ -662,97 +662,6 @@ fn runtime_endpoint(value: &Value, path: &str) -> Result<Option<RuntimeEndpoint>
     Ok(Some(RuntimeEndpoint::from_socket_path(PathBuf::from(
         socket,
     ))))
-}
-
-/// The `<field>.<signal>` path of an eviction map entry, checked to name a known signal.
-fn eviction_signal_path(field: &str, signal: &str) -> Result<String> {
-    let path = format!("{field}.{signal}");
-    if !EVICTION_SIGNALS.contains(&signal) {
-        return Err(FieldIssue::new(
-            &path,
-            FieldError::UnknownValue {
-                got: signal.to_string(),
-                allowed: EVICTION_SIGNALS,
-            },
-        ));
-    }
-    Ok(path)
-}
-
-/// `evictionSoftGracePeriod`: signal to a non-negative duration.
-fn eviction_grace_periods(value: &Value) -> Result<BTreeMap<String, Duration>> {
-    const FIELD: &str = "evictionSoftGracePeriod";
-    let Value::Object(entries) = value else {
-        return Err(wrong_type(FIELD, "a map of signal to duration", value));
-    };
-    let mut periods = BTreeMap::new();
-    for (signal, period) in entries {
-        let path = eviction_signal_path(FIELD, signal)?;
-        if period.is_null() {
-            continue;
-        }
-        let duration = nonzero_duration(period, &path)?.unwrap_or_default();
-        periods.insert(signal.clone(), duration);
-    }
-    Ok(periods)
-}
-
-/// `evictionHard`, `evictionSoft`, `evictionMinimumReclaim`: signal to threshold (or amount),
-/// `"<quantity>"` or `"<percent>%"` (0–100).
-fn eviction_thresholds(value: &Value, field: &str) -> Result<BTreeMap<String, EvictionThreshold>> {
-    let Value::Object(entries) = value else {
-        return Err(wrong_type(field, "a map of signal to threshold", value));
-    };
-    let mut thresholds = BTreeMap::new();
-    for (signal, threshold) in entries {
-        let path = eviction_signal_path(field, signal)?;
-        if threshold.is_null() {
-            continue;
-        }
-        let text = string(threshold, &path)?;
-        let parsed = match text.trim().strip_suffix('%') {
-            Some(percent) => EvictionThreshold::Percent {
-                hundredths: percent_hundredths(percent).ok_or_else(|| {
-                    FieldIssue::new(
-                        &path,
-                        FieldError::OutOfRange {
-                            expected: "a percentage from 0% to 100%",
-                            got: text.clone(),
-                        },
-                    )
-                })?,
-            },
-            None => {
-                let (text, quantity) = parse_quantity(threshold, &path)?;
-                if quantity.is_negative() {
-                    return Err(FieldIssue::new(
-                        path,
-                        FieldError::QuantityOutOfRange {
-                            expected: "non-negative",
-                            got: text,
-                        },
-                    ));
-                }
-                EvictionThreshold::Quantity(quantity)
-            }
-        };
-        thresholds.insert(signal.clone(), parsed);
-    }
-    Ok(thresholds)
-}
-
-/// `"7.5"` → 750 hundredths of a percent; `None` outside 0–100 or when not a number.
-fn percent_hundredths(text: &str) -> Option<u32> {
-    let percent: f64 = text.trim().parse().ok()?;
-    if !(0.0..=100.0).contains(&percent) {
-        return None;
-    }
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "0..=100 percent in hundredths fits a u32"
-    )]
-    Some((percent * 100.0).round() as u32)
 }
 
 /// `kubeReserved` / `systemReserved`: resource name to non-negative quantity.

@@ -20,6 +20,7 @@ mod allocatable;
 mod convert;
 mod duration;
 mod error;
+mod eviction_fields;
 #[cfg(test)]
 mod eviction_tests;
 mod fields;
