@@ -294,10 +294,12 @@ impl<R: PodRuntime + Clone> Worker<R> {
             }
             return Round::Changed;
         }
-        if !terminating && !failed && state.sandbox.is_some() {
-            if let Err(err) = self.runtime.refresh_volumes(&pod, &state.ips).await {
-                tracing::warn!(pod = %spec::name(&pod), %uid, %err, "cannot update volumes");
-            }
+        if !terminating
+            && !failed
+            && state.sandbox.is_some()
+            && let Err(err) = self.runtime.refresh_volumes(&pod, &state.ips).await
+        {
+            tracing::warn!(pod = %spec::name(&pod), %uid, %err, "cannot update volumes");
         }
         if !terminating {
             // The status reflects the state before this round's actions; a round that changed

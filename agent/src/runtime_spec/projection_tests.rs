@@ -2,6 +2,9 @@ use super::*;
 use crate::runtime_spec::testpod::pod;
 use k8s_openapi::ByteString;
 
+/// The files a case expects (path, content, mode), or the error message.
+type WantFiles = Result<Vec<(String, String, u32)>, String>;
+
 fn objects() -> ApiObjects {
     let mut objects = ApiObjects::new("prod");
     objects.insert_config_map(
@@ -82,7 +85,7 @@ fn files(list: &[(&str, &str, u32)]) -> Result<Vec<(String, String, u32)>, Strin
 
 #[test]
 fn config_map_and_secret_layouts() {
-    let cases: &[(&str, Result<Vec<(String, String, u32)>, String>)] = &[
+    let cases: &[(&str, WantFiles)] = &[
         (
             "{name: v, configMap: {name: cfg}}",
             files(&[
@@ -147,7 +150,7 @@ fn config_map_and_secret_layouts() {
 
 #[test]
 fn downward_api_and_projected_layouts() {
-    let cases: &[(&str, Result<Vec<(String, String, u32)>, String>)] = &[
+    let cases: &[(&str, WantFiles)] = &[
         (
             "{name: v, downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}, {path: notes, fieldRef: {fieldPath: metadata.annotations}}, {path: name, fieldRef: {fieldPath: metadata.name}}, {path: mem, mode: 0o600, resourceFieldRef: {containerName: app, resource: limits.memory, divisor: 1Mi}}]}}",
             files(&[
