@@ -1,5 +1,5 @@
-//! Fetches what a pod's volumes and environment read from the apiserver: its ConfigMaps and
-//! Secrets (a GET each per pod sync — upstream's `Get` change-detection strategy, so an update
+//! Fetches what a pod's volumes and environment read from the apiserver: its ConfigMaps,
+//! Secrets, PersistentVolumeClaims and their bound PersistentVolumes (a GET each per pod sync — upstream's `Get` change-detection strategy, so an update
 //! reaches running pods within `syncFrequency`) and its projected service-account tokens
 //! (TokenRequest bound to the pod, kept in memory and renewed once 80% of their lifetime has
 //! passed or they are 24 h old, as upstream's token manager does).
@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret, ServiceAccount,
+};
 use kube::api::{Api, PostParams};
 
 use crate::pod::spec;
@@ -21,6 +23,12 @@ pub(super) enum FetchError {
     Get {
         kind: &'static str,
         namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("failed to get persistentvolume {name}: {source}")]
+    GetVolume {
         name: String,
         #[source]
         source: kube::Error,
@@ -111,6 +119,31 @@ impl ObjectFetcher {
                 .await
                 .map_err(get_error("secret", name))?;
             objects.insert_secret(name, found);
+        }
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+        let volumes: Api<PersistentVolume> = Api::all(client.clone());
+        for name in &refs.claims {
+            let found = claims
+                .get_opt(name)
+                .await
+                .map_err(get_error("persistentvolumeclaim", name))?;
+            let bound_to = found
+                .as_ref()
+                .and_then(|c| c.spec.as_ref())
+                .and_then(|s| s.volume_name.clone())
+                .filter(|v| !v.is_empty());
+            objects.insert_claim(name, found);
+            if let Some(volume) = bound_to {
+                let pv =
+                    volumes
+                        .get_opt(&volume)
+                        .await
+                        .map_err(|source| FetchError::GetVolume {
+                            name: volume.clone(),
+                            source,
+                        })?;
+                objects.insert_persistent_volume(&volume, pv);
+            }
         }
         for source in refs.tokens {
             let token = self.token(client, pod, &source).await?;

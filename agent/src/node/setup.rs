@@ -94,7 +94,7 @@ impl NodeSetup {
 
     async fn fetch_objects(&self, pod: &Pod) -> Result<ApiObjects, RuntimeError> {
         self.objects.fetch(pod).await.map_err(|e| RuntimeError {
-            operation: "fetching ConfigMaps, Secrets and tokens".into(),
+            operation: "fetching ConfigMaps, Secrets, tokens and PersistentVolumeClaims".into(),
             message: e.to_string(),
             waiting_reason: Some("CreateContainerConfigError"),
         })

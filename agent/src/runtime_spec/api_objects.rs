@@ -1,10 +1,12 @@
-//! The API objects a pod's volumes and environment read — ConfigMaps, Secrets and
-//! service-account tokens: which ones a pod references ([`References::of_pod`]) and the fetched
+//! The API objects a pod's volumes and environment read — ConfigMaps, Secrets,
+//! service-account tokens, PersistentVolumeClaims and the PersistentVolumes they are bound to: which ones a pod references ([`References::of_pod`]) and the fetched
 //! set ([`ApiObjects`]) the pure builders look values up in. Fetching is the caller's job.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccountTokenProjection};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret, ServiceAccountTokenProjection,
+};
 
 use super::podx;
 
@@ -49,6 +51,8 @@ pub struct References {
     pub config_maps: BTreeSet<String>,
     pub secrets: BTreeSet<String>,
     pub tokens: BTreeSet<TokenSource>,
+    /// PersistentVolumeClaims (their bound PersistentVolumes are read through them).
+    pub claims: BTreeSet<String>,
 }
 
 impl References {
@@ -64,6 +68,9 @@ impl References {
             }
             if let Some(secret) = volume.secret.as_ref().and_then(|s| s.secret_name.clone()) {
                 refs.secrets.insert(secret);
+            }
+            if let Some(claim) = &volume.persistent_volume_claim {
+                refs.claims.insert(claim.claim_name.clone());
             }
             for source in volume
                 .projected
@@ -111,15 +118,19 @@ impl References {
         }
         refs.config_maps.remove("");
         refs.secrets.remove("");
+        refs.claims.remove("");
         refs
     }
 
     pub fn is_empty(&self) -> bool {
-        self.config_maps.is_empty() && self.secrets.is_empty() && self.tokens.is_empty()
+        self.config_maps.is_empty()
+            && self.secrets.is_empty()
+            && self.tokens.is_empty()
+            && self.claims.is_empty()
     }
 }
 
-/// What a lookup found.
+/// What a lookup found (`Copy` whatever `T`: it holds a reference).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup<'a, T> {
     Found(&'a T),
@@ -144,6 +155,9 @@ pub struct ApiObjects {
     config_maps: BTreeMap<String, Option<ConfigMap>>,
     secrets: BTreeMap<String, Option<Secret>>,
     tokens: BTreeMap<TokenSource, String>,
+    claims: BTreeMap<String, Option<PersistentVolumeClaim>>,
+    /// Cluster-scoped, by name.
+    persistent_volumes: BTreeMap<String, Option<PersistentVolume>>,
 }
 
 impl ApiObjects {
@@ -168,6 +182,16 @@ impl ApiObjects {
         self.tokens.insert(source, token);
     }
 
+    /// Records a fetched PersistentVolumeClaim (`None`: it does not exist).
+    pub fn insert_claim(&mut self, name: &str, object: Option<PersistentVolumeClaim>) {
+        self.claims.insert(name.to_string(), object);
+    }
+
+    /// Records a fetched PersistentVolume (`None`: it does not exist).
+    pub fn insert_persistent_volume(&mut self, name: &str, object: Option<PersistentVolume>) {
+        self.persistent_volumes.insert(name.to_string(), object);
+    }
+
     pub fn namespace(&self) -> &str {
         &self.namespace
     }
@@ -178,6 +202,14 @@ impl ApiObjects {
 
     pub fn secret(&self, name: &str) -> Lookup<'_, Secret> {
         lookup(self.secrets.get(name))
+    }
+
+    pub fn claim(&self, name: &str) -> Lookup<'_, PersistentVolumeClaim> {
+        lookup(self.claims.get(name))
+    }
+
+    pub fn persistent_volume(&self, name: &str) -> Lookup<'_, PersistentVolume> {
+        lookup(self.persistent_volumes.get(name))
     }
 
     pub fn token(&self, source: &TokenSource) -> Option<&str> {
@@ -242,6 +274,8 @@ spec:
       - {serviceAccountToken: {path: token, audience: vault}}
       - {serviceAccountToken: {path: t2, expirationSeconds: 7200}}
   - {name: d, emptyDir: {}}
+  - {name: e, persistentVolumeClaim: {claimName: data}}
+  - {name: f, persistentVolumeClaim: {claimName: data, readOnly: true}}
   initContainers:
   - name: init
     image: busybox
@@ -261,6 +295,7 @@ spec:
             set(&["cm-env", "cm-from", "cm-proj", "cm-vol"])
         );
         assert_eq!(refs.secrets, set(&["s-env", "s-from", "s-proj", "s-vol"]));
+        assert_eq!(refs.claims, set(&["data"]));
         let tokens: Vec<_> = refs.tokens.into_iter().collect();
         assert_eq!(
             tokens,
@@ -289,5 +324,10 @@ spec:
         assert_eq!(objects.config_map("gone"), Lookup::NotFound);
         assert_eq!(objects.config_map("never"), Lookup::NotFetched);
         assert_eq!(objects.secret("never"), Lookup::NotFetched);
+        objects.insert_claim("gone", None);
+        assert_eq!(objects.claim("gone"), Lookup::NotFound);
+        assert_eq!(objects.claim("never"), Lookup::NotFetched);
+        objects.insert_persistent_volume("pv", Some(PersistentVolume::default()));
+        assert!(matches!(objects.persistent_volume("pv"), Lookup::Found(_)));
     }
 }

@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::runtime_spec::testpod::pod;
 use std::collections::HashMap;

@@ -7,6 +7,7 @@
 //! [`container::container_config`] (with the mounts the apply step returned).
 
 pub mod api_objects;
+pub mod claims;
 pub mod container;
 pub mod dns;
 pub mod env;

@@ -1,6 +1,7 @@
 //! The volume plan of one container instance (pure): which pod volumes to set up on the host
 //! (`hostPath` with its type check, `emptyDir`, and the API-backed `configMap`, `secret`,
-//! `downwardAPI` and `projected` volumes with their files), the container's mounts with their
+//! `downwardAPI` and `projected` volumes with their files, `persistentVolumeClaim` volumes bound
+//! to `hostPath` or `local` PersistentVolumes — see [`super::claims`]), the container's mounts with their
 //! validated subPaths (and the private path each is bind-mounted on), the managed `/etc/hosts`
 //! and the termination-message file. The `volumes_fs` module carries the plan out.
 //!
@@ -12,6 +13,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, Volume, VolumeMount};
 use kwk_cri::api::MountPropagation;
 
 use super::api_objects::ApiObjects;
+use super::claims::{ClaimError, ClaimVolume, resolve_claim};
 use super::env::{DownwardContext, EnvVars};
 use super::hosts::{alias_entries, managed_hosts_content};
 use super::projection::{ApiVolumeKind, Payload, ProjectionError, api_volume_kind, volume_payload};
@@ -98,6 +100,15 @@ pub enum VolumeSetup {
         fs_group: Option<u32>,
         payload: Result<Payload, ProjectionError>,
     },
+    /// A `persistentVolumeClaim` volume: the host path of the PersistentVolume bound to
+    /// `claim`, checked like a hostPath volume, or why the claim cannot be mounted (a
+    /// `FailedMount` at set-up, so the pod waits in `ContainerCreating` until it binds).
+    Claim {
+        volume: String,
+        field: String,
+        claim: String,
+        resolved: Result<ClaimVolume, ClaimError>,
+    },
 }
 
 impl VolumeSetup {
@@ -105,7 +116,8 @@ impl VolumeSetup {
         match self {
             Self::HostPath { volume, .. }
             | Self::EmptyDir { volume, .. }
-            | Self::Api { volume, .. } => volume,
+            | Self::Api { volume, .. }
+            | Self::Claim { volume, .. } => volume,
         }
     }
 }
@@ -338,23 +350,22 @@ fn plan_volume(
             payload: volume_payload(pod, volume, field, sources.objects, sources.downward),
         });
     }
+    if let Some(claim) = volume.persistent_volume_claim.as_ref() {
+        return Ok(VolumeSetup::Claim {
+            volume: volume.name.clone(),
+            field: format!("{field}.persistentVolumeClaim"),
+            claim: claim.claim_name.clone(),
+            resolved: resolve_claim(claim, sources.objects),
+        });
+    }
     if let Some(host) = volume.host_path.as_ref() {
-        let kind = match host.type_.as_deref().unwrap_or_default() {
-            "" => HostPathType::Unchecked,
-            "DirectoryOrCreate" => HostPathType::DirectoryOrCreate,
-            "Directory" => HostPathType::Directory,
-            "FileOrCreate" => HostPathType::FileOrCreate,
-            "File" => HostPathType::File,
-            "Socket" => HostPathType::Socket,
-            "CharDevice" => HostPathType::CharDevice,
-            "BlockDevice" => HostPathType::BlockDevice,
-            other => {
-                return Err(SpecError::invalid(
-                    format!("{field}.hostPath.type"),
-                    format!("{other:?} is not a hostPath type"),
-                ));
-            }
-        };
+        let type_ = host.type_.as_deref().unwrap_or_default();
+        let kind = parse_host_path_type(type_).ok_or_else(|| {
+            SpecError::invalid(
+                format!("{field}.hostPath.type"),
+                format!("{type_:?} is not a hostPath type"),
+            )
+        })?;
         if !Path::new(&host.path).is_absolute() {
             return Err(SpecError::invalid(
                 format!("{field}.hostPath.path"),
@@ -421,6 +432,21 @@ fn plan_volume(
     ))
 }
 
+/// A `hostPath.type` (`""`: unchecked); `None` for an unknown one.
+pub fn parse_host_path_type(value: &str) -> Option<HostPathType> {
+    Some(match value {
+        "" => HostPathType::Unchecked,
+        "DirectoryOrCreate" => HostPathType::DirectoryOrCreate,
+        "Directory" => HostPathType::Directory,
+        "FileOrCreate" => HostPathType::FileOrCreate,
+        "File" => HostPathType::File,
+        "Socket" => HostPathType::Socket,
+        "CharDevice" => HostPathType::CharDevice,
+        "BlockDevice" => HostPathType::BlockDevice,
+        _ => return None,
+    })
+}
+
 fn plan_mount(
     mount: &VolumeMount,
     field: &str,
@@ -446,7 +472,13 @@ fn plan_mount(
         }
     };
     // API-backed volumes are read-only in containers whatever the mount says, as upstream.
-    let readonly = mount.read_only.unwrap_or(false) || matches!(setup, VolumeSetup::Api { .. });
+    // So are claims whose volume source says `readOnly`.
+    let readonly = mount.read_only.unwrap_or(false)
+        || match setup {
+            VolumeSetup::Api { .. } => true,
+            VolumeSetup::Claim { resolved, .. } => resolved.as_ref().is_ok_and(|c| c.readonly),
+            _ => false,
+        };
     match mount.recursive_read_only.as_deref() {
         None | Some("Disabled") | Some("IfPossible") => {}
         Some("Enabled") if !readonly => {
@@ -473,6 +505,18 @@ fn plan_mount(
         VolumeSetup::EmptyDir { volume, dir, .. } | VolumeSetup::Api { volume, dir, .. } => {
             (volume, MountSource::PodDir(dir.clone()))
         }
+        // An unresolved claim is never mounted: its set-up fails first.
+        VolumeSetup::Claim {
+            volume, resolved, ..
+        } => (
+            volume,
+            MountSource::Host(
+                resolved
+                    .as_ref()
+                    .map(|c| c.path.clone())
+                    .unwrap_or_default(),
+            ),
+        ),
     };
     Ok(PlannedMount {
         field: field.to_string(),

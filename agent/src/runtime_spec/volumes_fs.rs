@@ -218,6 +218,29 @@ fn set_up(setup: &VolumeSetup, pod_dir: &Path) -> Result<(), VolumeError> {
             memory,
             ..
         } => ensure_volume_dir(&pod_dir.join(dir), *memory, *fs_group, field),
+        VolumeSetup::Claim {
+            field,
+            claim,
+            resolved,
+            ..
+        } => {
+            let resolved = resolved.as_ref().map_err(|e| VolumeError::SetUp {
+                volume: setup.volume().to_string(),
+                reason: e.to_string(),
+            })?;
+            if resolved.local && fs::metadata(&resolved.path).is_err() {
+                return Err(VolumeError::SetUp {
+                    volume: setup.volume().to_string(),
+                    reason: format!(
+                        "local volume {} of claim {claim:?}: path {} does not exist on this \
+                         node (check the PersistentVolume's nodeAffinity)",
+                        resolved.persistent_volume,
+                        resolved.path.display()
+                    ),
+                });
+            }
+            check_host_path(field, &resolved.path, resolved.kind)
+        }
         VolumeSetup::Api {
             field,
             kind,

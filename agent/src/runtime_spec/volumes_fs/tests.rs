@@ -161,6 +161,64 @@ fn host_path_kinds_are_checked_and_created() {
     ));
 }
 
+/// A claim's volume: an unbound claim fails with the resolver's reason; a `local` volume's
+/// path must exist (its message points at nodeAffinity); a hostPath one is type-checked.
+#[test]
+fn claim_volumes_fail_mount_until_resolved_and_local_paths_must_exist() {
+    use crate::runtime_spec::claims::{ClaimError, ClaimVolume};
+    let tmp = tempfile::tempdir().unwrap();
+    let pod_dir = tmp.path().join("pod");
+    let claim = |resolved| VolumeSetup::Claim {
+        volume: "data".into(),
+        field: "spec.volumes[0].persistentVolumeClaim".into(),
+        claim: "pvc".into(),
+        resolved,
+    };
+    let resolved = |path: &Path, local, kind| {
+        Ok(ClaimVolume {
+            persistent_volume: "pv1".into(),
+            path: path.into(),
+            kind,
+            local,
+            readonly: false,
+        })
+    };
+    let message = |setup| {
+        apply_volume_plan(&plan_with(vec![setup], vec![]), &pod_dir)
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        message(claim(Err(ClaimError::ClaimNotFound {
+            claim: "pvc".into()
+        }))),
+        "MountVolume.SetUp failed for volume \"data\" : persistentvolumeclaim \"pvc\" not found"
+    );
+    let missing = tmp.path().join("disk");
+    let local_missing = message(claim(resolved(&missing, true, HostPathType::Unchecked)));
+    assert!(
+        local_missing.contains(&format!(
+            "path {} does not exist on this node",
+            missing.display()
+        )) && local_missing.contains("nodeAffinity"),
+        "{local_missing}"
+    );
+    let host_missing = message(claim(resolved(&missing, false, HostPathType::Directory)));
+    assert!(
+        host_missing.contains("is not a directory"),
+        "{host_missing}"
+    );
+    fs::create_dir(&missing).unwrap();
+    apply_volume_plan(
+        &plan_with(
+            vec![claim(resolved(&missing, true, HostPathType::Unchecked))],
+            vec![],
+        ),
+        &pod_dir,
+    )
+    .unwrap();
+}
+
 #[test]
 fn empty_dir_is_created_world_writable_and_kept() {
     let tmp = tempfile::tempdir().unwrap();

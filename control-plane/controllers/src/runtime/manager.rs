@@ -72,6 +72,9 @@ pub const DEFAULT_CONTROLLERS: &[(&str, ControllerFactory)] = &[
         crate::disruption::controller::controller(c)
     }),
     ("podgc", |c, _| crate::podgc::controller::controller(c)),
+    ("persistentvolume-binder", |c, _| {
+        crate::persistentvolume::controller::controller(c)
+    }),
     ("garbagecollector", |c, _| {
         crate::garbagecollector::controller::controller(c)
     }),
