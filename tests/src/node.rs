@@ -82,6 +82,10 @@ cgroupRoot: {cgroup_root}
 podLogsDir: {logs}
 resolvConf: \"\"
 clusterDomain: cluster.local
+# Build machines run with little free disk: evict only when it is really full.
+evictionHard:
+  memory.available: 50Mi
+  nodefs.available: 1%
 ",
             manifests = dir.join("manifests").display(),
             socket = containerd.socket().display(),

@@ -29,9 +29,9 @@ use crate::runtime_spec::volumes::{
 use crate::runtime_spec::volumes_fs::{
     VolumeError, apply_volume_plan, cleanup_pod_dir, setup_volume,
 };
+use crate::runtime_spec::{ContainerContext, NodeSettings, container_field_path};
 
 use super::api_objects::ObjectFetcher;
-use crate::runtime_spec::{ContainerContext, NodeSettings, container_field_path};
 
 /// How long a removed pod's logs stay on disk.
 pub(super) const LOG_RETENTION: Duration = Duration::from_secs(60);
@@ -204,7 +204,8 @@ impl PodSetup for NodeSetup {
     }
 
     /// Rewrites the pod's API-backed volumes from fresh copies of their objects (a volume is
-    /// only rewritten when its files changed). A failure leaves the files as they were.
+    /// only rewritten when its files changed). A volume that fails keeps its files as they
+    /// were and does not hold the others back; the first failure is returned.
     async fn refresh_volumes(&self, pod: &Pod, pod_ips: &[String]) -> Result<(), RuntimeError> {
         let has_api_volumes = pod
             .spec
@@ -223,10 +224,13 @@ impl PodSetup for NodeSetup {
         let setups = plan_pod_volumes(pod, sources, |v| api_volume_kind(v).is_some())
             .map_err(|e| setup_error("volumes", e))?;
         let pod_dir = self.pod_dir(spec::uid(pod));
+        let mut first_error = None;
         for setup in &setups {
-            setup_volume(setup, &pod_dir).map_err(|e| mount_failure(e.to_string()))?;
+            if let Err(err) = setup_volume(setup, &pod_dir) {
+                first_error.get_or_insert_with(|| mount_failure(err.to_string()));
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     fn termination_message(&self, container: &ObservedContainer) -> Option<String> {
