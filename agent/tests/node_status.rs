@@ -17,7 +17,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use kwk_agent::config::KubeletConfig;
-use kwk_agent::node_status::{self, EvictionHard, NodeStatusOptions};
+use kwk_agent::node_status::{self, EvictionReserve, NodeStatusOptions};
 use kwk_cri::{ConnectOptions, CriClient, Timeouts};
 use kwk_tests::apiserver::TestApiServer;
 use kwk_tests::{TestContainerd, privileged_tests_enabled, wait_for};
@@ -96,7 +96,7 @@ async fn node_registers_heartbeats_and_survives_an_apiserver_restart() -> anyhow
             node_lease_duration_seconds: 4,
             ..KubeletConfig::default()
         },
-        eviction_hard: EvictionHard::default(),
+        eviction_reserve: EvictionReserve::from_kubelet(&KubeletConfig::default()),
         pressures: None,
     };
     let client = kwk_agent::api_client::client_from_kubeconfig(&apiserver.kubeconfig()).await?;

@@ -13,12 +13,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Eviction;
+use super::Pressures;
 use super::notify::MemoryNotifier;
 use super::observe::{NodeObserver, UsageSource};
 use super::plan::{self, Decision, State};
 use super::rank;
 use super::signals::{Condition, EvictionConfig, Signal};
-use crate::node_status::pressure::Pressures;
 use crate::pod::store::{self, StatusStore};
 
 /// Upstream's housekeeping interval: the fallback when no kernel notification comes.

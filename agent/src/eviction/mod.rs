@@ -33,6 +33,14 @@ pub use signals::{Condition, EvictionConfig, Signal, Threshold};
 /// The reason an evicted pod's status and event carry.
 pub const REASON: &str = "Evicted";
 
+/// The Node pressure conditions, as the eviction manager decided them, for the Node status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pressures {
+    pub memory: bool,
+    pub disk: bool,
+    pub pid: bool,
+}
+
 /// A pod to evict, from the eviction manager to the pod manager.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Eviction {

@@ -24,7 +24,6 @@ use super::plan::{Observation, Observations};
 use super::rank::PodUsage;
 use super::signals::Signal;
 use crate::kubelet_api::fs_net;
-use crate::node_status::pressure::{mem_available, threads_running};
 
 /// Where the node's signals are read.
 #[derive(Debug, Clone)]
@@ -125,6 +124,26 @@ pub fn observations(
     result
 }
 
+/// `MemAvailable` of a /proc/meminfo text, in bytes.
+fn mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// The number of threads of a /proc/loadavg text (`0.00 0.01 0.05 1/234 5678`: 234).
+fn threads_running(loadavg: &str) -> Option<u64> {
+    loadavg
+        .split_whitespace()
+        .nth(3)?
+        .split_once('/')?
+        .1
+        .parse()
+        .ok()
+}
+
 /// Where pod usage comes from.
 pub trait UsageSource: Send + Sync + 'static {
     /// Usage by pod UID.
@@ -174,6 +193,17 @@ pub fn pod_usage(
 mod tests {
     use super::*;
     use crate::kubelet_api::stats::ContainerSample;
+
+    #[test]
+    fn parses_the_host_files() {
+        assert_eq!(
+            mem_available("MemTotal: 100 kB\nMemAvailable:     2048 kB\n"),
+            Some(2 << 20)
+        );
+        assert_eq!(mem_available("MemTotal: 100 kB\n"), None);
+        assert_eq!(threads_running("0.00 0.01 0.05 1/234 5678\n"), Some(234));
+        assert_eq!(threads_running(""), None);
+    }
 
     #[test]
     fn observations_from_host_figures() {

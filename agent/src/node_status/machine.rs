@@ -27,8 +27,6 @@ pub struct MachineFacts {
     pub boot_id: String,
     /// The node's IP: `--node-ip`, else the address the default route leaves from.
     pub internal_ip: Option<IpAddr>,
-    /// The eviction signals (available memory, disk, PIDs).
-    pub pressure: super::pressure::PressureFacts,
 }
 
 /// Reads the machine facts; `root_dir` is kwk-node's state directory.
@@ -43,7 +41,6 @@ pub fn read(root_dir: &Path, node_ip: Option<IpAddr>) -> MachineFacts {
         system_uuid: read_trimmed("/sys/class/dmi/id/product_uuid"),
         boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
         internal_ip: node_ip.or_else(default_route_address),
-        pressure: super::pressure::read(root_dir),
     }
 }
 

@@ -11,10 +11,10 @@
 //! is not re-created until kwk-node restarts; status updates fail (logged) meanwhile, and the
 //! Lease keeps being renewed.
 
+pub mod eviction_reserve;
 pub mod lease;
 pub mod machine;
 pub mod plan;
-pub mod pressure;
 pub mod runtime;
 #[cfg(test)]
 mod tests;
@@ -30,9 +30,10 @@ use kube::api::{Patch, PatchParams, PostParams};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KubeletConfig;
+use crate::eviction::Pressures;
+pub use eviction_reserve::EvictionReserve;
 use machine::MachineFacts;
 use plan::PlanInputs;
-pub use pressure::EvictionHard;
 pub use runtime::{RuntimeFacts, RuntimeSource};
 
 /// What the Node upkeep needs to know about this node.
@@ -44,10 +45,10 @@ pub struct NodeStatusOptions {
     /// `--node-ip`; default: the default route's source address.
     pub node_ip: Option<IpAddr>,
     pub config: KubeletConfig,
-    /// The hard eviction thresholds (`evictionHard`, or upstream's defaults).
-    pub eviction_hard: EvictionHard,
-    /// The eviction manager's pressure conditions; `None`: computed from `eviction_hard`.
-    pub pressures: Option<tokio::sync::watch::Receiver<pressure::Pressures>>,
+    /// What allocatable holds back for the hard eviction thresholds.
+    pub eviction_reserve: EvictionReserve,
+    /// The eviction manager's pressure conditions; `None` (no eviction manager): no pressure.
+    pub pressures: Option<tokio::sync::watch::Receiver<Pressures>>,
 }
 
 /// The Node's `spec.podCIDR` as last read from the apiserver, for whoever sets up pod
@@ -66,7 +67,7 @@ pub fn spawn<R: RuntimeSource>(
     node: &crate::node::NodeOptions,
     config: &KubeletConfig,
     runtime: R,
-    pressures: Option<tokio::sync::watch::Receiver<pressure::Pressures>>,
+    pressures: Option<tokio::sync::watch::Receiver<Pressures>>,
     tasks: &tokio_util::task::TaskTracker,
     cancel: &CancellationToken,
 ) -> Option<PodCidr> {
@@ -76,7 +77,7 @@ pub fn spawn<R: RuntimeSource>(
         root_dir: node.root_dir.clone(),
         node_ip: node.node_ip,
         config: config.clone(),
-        eviction_hard: EvictionHard::from_config(config.eviction_hard.as_ref()),
+        eviction_reserve: EvictionReserve::from_kubelet(config),
         pressures,
     };
     let (sender, receiver) = pod_cidr_channel();
@@ -196,9 +197,7 @@ async fn status_loop<R: RuntimeSource>(
 
 /// Resolves when the eviction manager's pressures change; never without one (or once it is
 /// gone: the last value stays).
-async fn pressure_changed(
-    pressures: &mut Option<tokio::sync::watch::Receiver<pressure::Pressures>>,
-) {
+async fn pressure_changed(pressures: &mut Option<tokio::sync::watch::Receiver<Pressures>>) {
     match pressures {
         Some(rx) => {
             if rx.changed().await.is_err() {
@@ -222,8 +221,12 @@ async fn register(
         machine,
         config: &options.config,
         runtime: facts,
-        eviction_hard: &options.eviction_hard,
-        pressures: options.pressures.as_ref().map(|p| *p.borrow()),
+        eviction_reserve: &options.eviction_reserve,
+        pressures: options
+            .pressures
+            .as_ref()
+            .map(|p| *p.borrow())
+            .unwrap_or_default(),
         now: Timestamp::now(),
     };
     let initial = plan::initial_node(&inputs);
@@ -271,8 +274,12 @@ async fn update_status(
         machine,
         config: &options.config,
         runtime: facts,
-        eviction_hard: &options.eviction_hard,
-        pressures: options.pressures.as_ref().map(|p| *p.borrow()),
+        eviction_reserve: &options.eviction_reserve,
+        pressures: options
+            .pressures
+            .as_ref()
+            .map(|p| *p.borrow())
+            .unwrap_or_default(),
         now,
     };
     let Some(patch) = plan::status_patch(&inputs, &existing, last_report) else {

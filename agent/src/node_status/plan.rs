@@ -20,10 +20,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Map, Value, json};
 
+use super::eviction_reserve::EvictionReserve;
 use super::machine::{MachineFacts, os_and_arch};
-use super::pressure::{self, EvictionHard};
 use super::runtime::{RuntimeFacts, RuntimeImage, readiness_errors};
 use crate::config::{self, KubeletConfig};
+use crate::eviction::Pressures;
 
 /// `kubeletVersion` in the node info: the Kubernetes release kwk follows, marked as kwk.
 pub const KUBELET_VERSION: &str = concat!("v1.33.0+kwk.", env!("CARGO_PKG_VERSION"));
@@ -46,11 +47,11 @@ pub struct PlanInputs<'a> {
     pub machine: &'a MachineFacts,
     pub config: &'a KubeletConfig,
     pub runtime: &'a RuntimeFacts,
-    /// The hard eviction thresholds: pressure conditions and allocatable.
-    pub eviction_hard: &'a EvictionHard,
+    /// What allocatable holds back for the hard eviction thresholds.
+    pub eviction_reserve: &'a EvictionReserve,
     /// The pressure conditions as the eviction manager decided them (thresholds, grace and
-    /// transition periods); `None`: computed here from `evictionHard` alone.
-    pub pressures: Option<pressure::Pressures>,
+    /// transition periods).
+    pub pressures: Pressures,
     pub now: Timestamp,
 }
 
@@ -214,14 +215,7 @@ pub fn desired_status(inputs: &PlanInputs<'_>, existing: Option<&NodeStatus>) ->
     }
     let mut conditions = status.conditions.take().unwrap_or_default();
     let time = Time(inputs.now);
-    let pressures = inputs.pressures.unwrap_or_else(|| {
-        pressure::pressures(
-            &inputs.machine.pressure,
-            inputs.eviction_hard,
-            config::capacity(&inputs.machine.resources, inputs.config).memory_bytes,
-            inputs.machine.ephemeral_storage_bytes,
-        )
-    });
+    let pressures = inputs.pressures;
     for (type_, pressured, when_true, when_false) in [
         (
             "MemoryPressure",
@@ -355,9 +349,9 @@ fn resources(
     capacity.insert("pods".into(), q(cap.pods.to_string()));
     allocatable.insert("cpu".into(), q(cpu_quantity(alloc.cpu_millis)));
     let memory_eviction = inputs
-        .eviction_hard
+        .eviction_reserve
         .memory_available
-        .map_or(0, |t| t.amount(cap.memory_bytes));
+        .map_or(0, |t| t.of(cap.memory_bytes));
     allocatable.insert(
         "memory".into(),
         q(binary_quantity(
@@ -376,9 +370,9 @@ fn resources(
             .fold(0u64, u64::saturating_add)
             .saturating_add(
                 inputs
-                    .eviction_hard
+                    .eviction_reserve
                     .nodefs_available
-                    .map_or(0, |t| t.amount(storage)),
+                    .map_or(0, |t| t.of(storage)),
             );
         capacity.insert("ephemeral-storage".into(), q(binary_quantity(storage)));
         allocatable.insert(

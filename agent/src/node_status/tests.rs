@@ -9,18 +9,19 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
+use super::eviction_reserve::EvictionReserve;
 use super::machine::MachineFacts;
 use super::plan::{self, PlanInputs};
-use super::pressure::{EvictionHard, PressureFacts, Threshold};
 use super::runtime::{NETWORK_READY, RUNTIME_READY, RuntimeCondition, RuntimeFacts, RuntimeImage};
 use super::{STARTUP_CHECK_PERIOD, STARTUP_FAST_CHECKS_FOR, next_status_check};
 use crate::config::{KubeletConfig, MachineResources, NodeTaint, ReservedResource, TaintEffect};
+use crate::eviction::Pressures;
+use crate::eviction::signals::Amount;
 
 const GI: u64 = 1 << 30;
-const EVICTION_HARD: EvictionHard = EvictionHard {
-    memory_available: Some(Threshold::Bytes(100 << 20)),
-    nodefs_available: Some(Threshold::Fraction(0.1)),
-    pid_available: None,
+const EVICTION_RESERVE: EvictionReserve = EvictionReserve {
+    memory_available: Some(Amount::Quantity(100 << 20)),
+    nodefs_available: Some(Amount::Percentage(0.1)),
 };
 
 fn at(seconds: i64) -> Timestamp {
@@ -41,12 +42,6 @@ fn machine() -> MachineFacts {
         system_uuid: "s-uuid".into(),
         boot_id: "b-id".into(),
         internal_ip: Some("10.0.0.5".parse().unwrap()),
-        pressure: PressureFacts {
-            memory_available_bytes: Some(4 * GI),
-            nodefs_available_bytes: Some(50 * GI),
-            pid_limit: Some(4_194_304),
-            pids_running: Some(300),
-        },
     }
 }
 
@@ -130,8 +125,8 @@ fn inputs<'a>(
         machine,
         config,
         runtime,
-        eviction_hard: &EVICTION_HARD,
-        pressures: None,
+        eviction_reserve: &EVICTION_RESERVE,
+        pressures: Pressures::default(),
         now,
     }
 }
@@ -525,7 +520,7 @@ fn backoff_doubles_to_its_cap_and_resets() {
 }
 
 #[test]
-fn pressure_conditions_follow_the_eviction_signals() {
+fn pressure_conditions_follow_the_eviction_manager() {
     let config = config();
     let runtime = ready_runtime();
     let calm = machine();
@@ -540,15 +535,16 @@ fn pressure_conditions_follow_the_eviction_signals() {
         assert_eq!(c[type_].reason.as_deref(), Some(reason), "{type_}");
     }
 
-    let mut squeezed = machine();
-    squeezed.pressure.memory_available_bytes = Some(50 << 20);
-    squeezed.pressure.nodefs_available_bytes = Some(5 * GI);
-    let patch = plan::status_patch(
-        &inputs(&squeezed, &config, &runtime, at(1010)),
-        &registered,
-        Some(at(1000)),
-    )
-    .expect("a changed status is posted at once");
+    let pressed_inputs = PlanInputs {
+        pressures: Pressures {
+            memory: true,
+            disk: true,
+            pid: false,
+        },
+        ..inputs(&calm, &config, &runtime, at(1010))
+    };
+    let patch = plan::status_patch(&pressed_inputs, &registered, Some(at(1000)))
+        .expect("a changed status is posted at once");
     let pressed = patched(&registered, &patch);
     let c = conditions(&pressed);
     let expected = [
