@@ -225,8 +225,74 @@ fn lookup<T>(entry: Option<&Option<T>>) -> Lookup<'_, T> {
     }
 }
 
+/// The objects pods read keyed data from (volumes, `env`, `envFrom`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyedKind {
+    ConfigMap,
+    Secret,
+}
+
+impl KeyedKind {
+    /// Upstream's lower-case name in messages (`configmap "x" not found`).
+    pub fn lower_name(self) -> &'static str {
+        match self {
+            KeyedKind::ConfigMap => "configmap",
+            KeyedKind::Secret => "secret",
+        }
+    }
+
+    /// The kind (`couldn't find key k in ConfigMap ns/x`).
+    pub fn kind(self) -> &'static str {
+        match self {
+            KeyedKind::ConfigMap => "ConfigMap",
+            KeyedKind::Secret => "Secret",
+        }
+    }
+}
+
+/// Which entries of a keyed object are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entries {
+    /// Every entry: a ConfigMap's `data` and `binaryData` (volumes).
+    All,
+    /// A ConfigMap's `data` only (environment variables); all of a Secret.
+    Strings,
+}
+
+impl ApiObjects {
+    /// The entries of the ConfigMap or Secret `name`, or why there are none.
+    pub fn keyed(&self, kind: KeyedKind, name: &str, which: Entries) -> KeyedEntries<'_> {
+        let found = match kind {
+            KeyedKind::ConfigMap => match self.config_map(name) {
+                Lookup::Found(cm) => match which {
+                    Entries::All => config_map_entries(cm).collect(),
+                    Entries::Strings => config_map_strings(cm).collect(),
+                },
+                Lookup::NotFound => return KeyedEntries::NotFound,
+                Lookup::NotFetched => return KeyedEntries::NotFetched,
+            },
+            KeyedKind::Secret => match self.secret(name) {
+                Lookup::Found(secret) => secret_entries(secret).collect(),
+                Lookup::NotFound => return KeyedEntries::NotFound,
+                Lookup::NotFetched => return KeyedEntries::NotFetched,
+            },
+        };
+        KeyedEntries::Found(found)
+    }
+}
+
+/// A keyed object's entries by key, or why there are none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyedEntries<'a> {
+    Found(BTreeMap<&'a str, &'a [u8]>),
+    /// The apiserver says it does not exist.
+    NotFound,
+    /// Nobody fetched it (a pod without an apiserver).
+    NotFetched,
+}
+
 /// The string entries of a ConfigMap (`data`).
-pub fn config_map_strings(cm: &ConfigMap) -> impl Iterator<Item = (&str, &[u8])> {
+fn config_map_strings(cm: &ConfigMap) -> impl Iterator<Item = (&str, &[u8])> {
     cm.data
         .iter()
         .flatten()
@@ -234,7 +300,7 @@ pub fn config_map_strings(cm: &ConfigMap) -> impl Iterator<Item = (&str, &[u8])>
 }
 
 /// Every entry of a ConfigMap: `data` and `binaryData`.
-pub fn config_map_entries(cm: &ConfigMap) -> impl Iterator<Item = (&str, &[u8])> {
+fn config_map_entries(cm: &ConfigMap) -> impl Iterator<Item = (&str, &[u8])> {
     config_map_strings(cm).chain(
         cm.binary_data
             .iter()
@@ -244,7 +310,7 @@ pub fn config_map_entries(cm: &ConfigMap) -> impl Iterator<Item = (&str, &[u8])>
 }
 
 /// Every entry of a Secret (`data`; `stringData` is write-only and never comes back).
-pub fn secret_entries(secret: &Secret) -> impl Iterator<Item = (&str, &[u8])> {
+fn secret_entries(secret: &Secret) -> impl Iterator<Item = (&str, &[u8])> {
     secret
         .data
         .iter()

@@ -8,11 +8,13 @@
 //! through a Go map, so its order is random); a name declared twice keeps its first position
 //! and its last value. Service environment variables are not injected yet.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{
     Container, EnvFromSource, EnvVarSource, ObjectFieldSelector, Pod, ResourceFieldSelector,
 };
 
-use super::api_objects::{self, ApiObjects, Lookup};
+use super::api_objects::{ApiObjects, Entries, KeyedEntries, KeyedKind};
 use super::{SpecError, podx};
 use crate::quantity;
 
@@ -180,70 +182,64 @@ fn value_from(
     }
     if let Some(sel) = source.config_map_key_ref.as_ref() {
         let field = format!("{from}.configMapKeyRef");
-        let optional = sel.optional.unwrap_or(false);
-        let value = match objects.config_map(&sel.name) {
-            Lookup::Found(cm) => api_objects::config_map_strings(cm)
-                .find(|(k, _)| *k == sel.key)
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned()),
-            lookup => return missing_object(lookup, "configmap", &sel.name, &field, optional),
-        };
-        return match value {
-            Some(value) => Ok(Some(value)),
-            None if optional => Ok(None),
-            None => Err(SpecError::invalid(
-                field,
-                format!(
-                    "couldn't find key {} in ConfigMap {}/{}",
-                    sel.key,
-                    objects.namespace(),
-                    sel.name
-                ),
-            )),
-        };
+        let optional = opt(sel.optional);
+        let source = (KeyedKind::ConfigMap, sel.name.as_str());
+        return key_ref_value(source, &sel.key, optional, &field, objects);
     }
     if let Some(sel) = source.secret_key_ref.as_ref() {
         let field = format!("{from}.secretKeyRef");
-        let optional = sel.optional.unwrap_or(false);
-        let value = match objects.secret(&sel.name) {
-            Lookup::Found(secret) => api_objects::secret_entries(secret)
-                .find(|(k, _)| *k == sel.key)
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned()),
-            lookup => return missing_object(lookup, "secret", &sel.name, &field, optional),
-        };
-        return match value {
-            Some(value) => Ok(Some(value)),
-            None if optional => Ok(None),
-            None => Err(SpecError::invalid(
-                field,
-                format!(
-                    "couldn't find key {} in Secret {}/{}",
-                    sel.key,
-                    objects.namespace(),
-                    sel.name
-                ),
-            )),
-        };
+        let optional = opt(sel.optional);
+        let source = (KeyedKind::Secret, sel.name.as_str());
+        return key_ref_value(source, &sel.key, optional, &field, objects);
     }
     Ok(Some(String::new()))
 }
 
-/// The outcome of a reference to an object that was not found (or never fetched).
-fn missing_object<T, V>(
-    lookup: Lookup<'_, T>,
-    kind: &str,
+/// The value of one key of a ConfigMap or Secret (`None`: optional and missing).
+fn key_ref_value(
+    (kind, name): (KeyedKind, &str),
+    key: &str,
+    optional: bool,
+    field: &str,
+    objects: &ApiObjects,
+) -> Result<Option<String>, SpecError> {
+    let Some(entries) = keyed_entries(objects, kind, name, field, optional)? else {
+        return Ok(None);
+    };
+    match entries.get(key) {
+        Some(value) => Ok(Some(String::from_utf8_lossy(value).into_owned())),
+        None if optional => Ok(None),
+        None => Err(SpecError::invalid(
+            field,
+            format!(
+                "couldn't find key {key} in {} {}/{name}",
+                kind.kind(),
+                objects.namespace(),
+            ),
+        )),
+    }
+}
+
+/// The entries environment variables read from a ConfigMap (`data`) or Secret; `None` when
+/// the object does not exist and is optional.
+fn keyed_entries<'a>(
+    objects: &'a ApiObjects,
+    kind: KeyedKind,
     name: &str,
     field: &str,
     optional: bool,
-) -> Result<Option<V>, SpecError> {
-    match lookup {
-        Lookup::NotFound if optional => Ok(None),
-        Lookup::NotFound | Lookup::Found(_) => Err(SpecError::invalid(
+) -> Result<Option<BTreeMap<&'a str, &'a [u8]>>, SpecError> {
+    let lower = kind.lower_name();
+    match objects.keyed(kind, name, Entries::Strings) {
+        KeyedEntries::Found(entries) => Ok(Some(entries)),
+        KeyedEntries::NotFound if optional => Ok(None),
+        KeyedEntries::NotFound => Err(SpecError::invalid(
             field,
-            format!("{kind} {name:?} not found"),
+            format!("{lower} {name:?} not found"),
         )),
-        Lookup::NotFetched => Err(SpecError::NotKnown {
+        KeyedEntries::NotFetched => Err(SpecError::NotKnown {
             field: field.to_string(),
-            what: format!("{kind} {name:?} (no apiserver)"),
+            what: format!("{lower} {name:?} (no apiserver)"),
         }),
     }
 }
@@ -257,29 +253,20 @@ fn env_from(
     vars: &mut EnvVars,
 ) -> Result<(), SpecError> {
     let prefix = from.prefix.as_deref().unwrap_or_default();
-    let mut set = |entries: &mut dyn Iterator<Item = (&str, &[u8])>| {
-        for (key, value) in entries {
-            let name = format!("{prefix}{key}");
-            if valid_env_name(&name) {
-                vars.set(&name, String::from_utf8_lossy(value).into_owned());
-            }
-        }
-    };
-    if let Some(sel) = from.config_map_ref.as_ref() {
+    let (kind, name, optional, field) = if let Some(sel) = from.config_map_ref.as_ref() {
         let field = format!("{field}.configMapRef");
-        match objects.config_map(&sel.name) {
-            Lookup::Found(cm) => set(&mut api_objects::config_map_strings(cm)),
-            lookup => {
-                missing_object::<_, ()>(lookup, "configmap", &sel.name, &field, opt(sel.optional))?;
-            }
-        }
+        (KeyedKind::ConfigMap, &sel.name, sel.optional, field)
     } else if let Some(sel) = from.secret_ref.as_ref() {
         let field = format!("{field}.secretRef");
-        match objects.secret(&sel.name) {
-            Lookup::Found(secret) => set(&mut api_objects::secret_entries(secret)),
-            lookup => {
-                missing_object::<_, ()>(lookup, "secret", &sel.name, &field, opt(sel.optional))?;
-            }
+        (KeyedKind::Secret, &sel.name, sel.optional, field)
+    } else {
+        return Ok(());
+    };
+    let entries = keyed_entries(objects, kind, name, &field, opt(optional))?;
+    for (key, value) in entries.iter().flatten() {
+        let name = format!("{prefix}{key}");
+        if valid_env_name(&name) {
+            vars.set(&name, String::from_utf8_lossy(value).into_owned());
         }
     }
     Ok(())

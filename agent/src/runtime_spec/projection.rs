@@ -7,11 +7,9 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{
-    ConfigMap, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, VolumeProjection,
-};
+use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, KeyToPath, Pod, VolumeProjection};
 
-use super::api_objects::{self, ApiObjects, Lookup, TokenSource};
+use super::api_objects::{ApiObjects, Entries, KeyedEntries, KeyedKind, TokenSource};
 use super::env::{DownwardContext, field_ref_value, resource_field_value};
 use super::podx;
 
@@ -93,22 +91,16 @@ pub fn volume_payload(
         let optional = source.optional.unwrap_or(false);
         let items = source.items.as_deref();
         let field = format!("{field}.configMap");
-        config_map_files(
-            &source.name,
-            items,
-            optional,
-            mode,
-            &field,
-            objects,
-            &mut payload,
-        )?;
+        let source = KeyedSource::new(KeyedKind::ConfigMap, &source.name, items, optional);
+        keyed_files(&source, mode, &field, objects, &mut payload)?;
     } else if let Some(source) = &volume.secret {
         let mode = default_mode(source.default_mode, &format!("{field}.secret"))?;
         let optional = source.optional.unwrap_or(false);
         let name = source.secret_name.as_deref().unwrap_or_default();
         let items = source.items.as_deref();
         let field = format!("{field}.secret");
-        secret_files(name, items, optional, mode, &field, objects, &mut payload)?;
+        let source = KeyedSource::new(KeyedKind::Secret, name, items, optional);
+        keyed_files(&source, mode, &field, objects, &mut payload)?;
     } else if let Some(source) = &volume.downward_api {
         let field = format!("{field}.downwardAPI");
         let mode = default_mode(source.default_mode, &field)?;
@@ -150,28 +142,14 @@ fn projection_files(
         let optional = source.optional.unwrap_or(false);
         let items = source.items.as_deref();
         let field = format!("{field}.configMap");
-        config_map_files(
-            &source.name,
-            items,
-            optional,
-            mode,
-            &field,
-            objects,
-            payload,
-        )
+        let source = KeyedSource::new(KeyedKind::ConfigMap, &source.name, items, optional);
+        keyed_files(&source, mode, &field, objects, payload)
     } else if let Some(source) = &projection.secret {
         let optional = source.optional.unwrap_or(false);
         let items = source.items.as_deref();
         let field = format!("{field}.secret");
-        secret_files(
-            &source.name,
-            items,
-            optional,
-            mode,
-            &field,
-            objects,
-            payload,
-        )
+        let source = KeyedSource::new(KeyedKind::Secret, &source.name, items, optional);
+        keyed_files(&source, mode, &field, objects, payload)
     } else if let Some(source) = &projection.downward_api {
         let items = source.items.as_deref().unwrap_or_default();
         let field = format!("{field}.downwardAPI");
@@ -204,46 +182,52 @@ fn projection_files(
     }
 }
 
-fn config_map_files(
-    name: &str,
-    items: Option<&[KeyToPath]>,
+/// A ConfigMap or Secret a volume or projection reads.
+struct KeyedSource<'a> {
+    kind: KeyedKind,
+    name: &'a str,
+    items: Option<&'a [KeyToPath]>,
     optional: bool,
-    mode: u32,
-    field: &str,
-    objects: &ApiObjects,
-    payload: &mut Payload,
-) -> Result<(), ProjectionError> {
-    let cm: &ConfigMap = match objects.config_map(name) {
-        Lookup::Found(cm) => cm,
-        Lookup::NotFound if optional => return Ok(()),
-        Lookup::NotFound => return Err(error(format!("configmap {name:?} not found"))),
-        Lookup::NotFetched => return Err(not_fetched("configmap", name)),
-    };
-    let entries: BTreeMap<&str, &[u8]> = api_objects::config_map_entries(cm).collect();
-    key_files(&entries, items, optional, mode, field, payload, |key| {
-        format!("configmap references non-existent config key: {key}")
-    })
 }
 
-fn secret_files(
-    name: &str,
-    items: Option<&[KeyToPath]>,
-    optional: bool,
+impl<'a> KeyedSource<'a> {
+    fn new(kind: KeyedKind, name: &'a str, items: Option<&'a [KeyToPath]>, optional: bool) -> Self {
+        Self {
+            kind,
+            name,
+            items,
+            optional,
+        }
+    }
+}
+
+/// The files of a ConfigMap or Secret source, with upstream's messages for what is missing.
+fn keyed_files(
+    source: &KeyedSource<'_>,
     mode: u32,
     field: &str,
     objects: &ApiObjects,
     payload: &mut Payload,
 ) -> Result<(), ProjectionError> {
-    let secret: &Secret = match objects.secret(name) {
-        Lookup::Found(secret) => secret,
-        Lookup::NotFound if optional => return Ok(()),
-        Lookup::NotFound => return Err(error(format!("secret {name:?} not found"))),
-        Lookup::NotFetched => return Err(not_fetched("secret", name)),
+    let (kind, name) = (source.kind.lower_name(), source.name);
+    let entries = match objects.keyed(source.kind, name, Entries::All) {
+        KeyedEntries::Found(entries) => entries,
+        KeyedEntries::NotFound if source.optional => return Ok(()),
+        KeyedEntries::NotFound => return Err(error(format!("{kind} {name:?} not found"))),
+        KeyedEntries::NotFetched => return Err(not_fetched(kind, name)),
     };
-    let entries: BTreeMap<&str, &[u8]> = api_objects::secret_entries(secret).collect();
-    key_files(&entries, items, optional, mode, field, payload, |key| {
-        format!("references non-existent secret key: {key}")
-    })
+    key_files(
+        &entries,
+        source.items,
+        source.optional,
+        mode,
+        field,
+        payload,
+        |key| match source.kind {
+            KeyedKind::ConfigMap => format!("configmap references non-existent config key: {key}"),
+            KeyedKind::Secret => format!("references non-existent secret key: {key}"),
+        },
+    )
 }
 
 fn not_fetched(kind: &str, name: &str) -> ProjectionError {

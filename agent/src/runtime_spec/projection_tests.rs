@@ -1,6 +1,7 @@
 use super::*;
 use crate::runtime_spec::testpod::pod;
 use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
 fn objects() -> ApiObjects {
     let mut objects = ApiObjects::new("prod");
