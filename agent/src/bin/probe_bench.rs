@@ -20,9 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::core::v1::Pod;
 use kwk_agent::pod::events::EventSink;
-use kwk_agent::pod::observed::{
-    ContainerKind, InstanceState, ObservedContainer, ObservedPod, ObservedSandbox, UnixNanos,
-};
+use kwk_agent::pod::observed::{ObservedContainer, ObservedPod, ObservedSandbox, UnixNanos};
 use kwk_agent::pod::plan::Action;
 use kwk_agent::pod::pleg::Relist;
 use kwk_agent::pod::probe::prober::PodProber;
@@ -141,18 +139,13 @@ fn observed(index: usize) -> ObservedPod {
             ips: vec!["127.0.0.1".into()],
         }],
         vec![ObservedContainer {
-            id: format!("container-{index}"),
-            sandbox_id: format!("sandbox-{index}"),
-            name: "app".into(),
-            kind: ContainerKind::App,
-            restart_count: 0,
-            fingerprint: String::new(),
-            state: InstanceState::Running,
             created_at: 1,
             started_at: 2,
-            image: String::new(),
-            image_ref: String::new(),
-            termination_message_file: None,
+            ..ObservedContainer::running(
+                &format!("container-{index}"),
+                &format!("sandbox-{index}"),
+                "app",
+            )
         }],
     )
 }

@@ -97,6 +97,25 @@ pub struct ObservedContainer {
 }
 
 impl ObservedContainer {
+    /// A running app container with nothing else known (restart 0, no fingerprint or image):
+    /// for tests and benchmarks that only need one to exist.
+    pub fn running(id: &str, sandbox_id: &str, name: &str) -> Self {
+        Self {
+            id: id.into(),
+            sandbox_id: sandbox_id.into(),
+            name: name.into(),
+            kind: ContainerKind::App,
+            restart_count: 0,
+            fingerprint: String::new(),
+            state: InstanceState::Running,
+            created_at: 0,
+            started_at: 0,
+            image: String::new(),
+            image_ref: String::new(),
+            termination_message_file: None,
+        }
+    }
+
     pub fn is_running(&self) -> bool {
         self.state == InstanceState::Running
     }
@@ -336,18 +355,9 @@ mod tests {
     #[test]
     fn next_restart_count_follows_the_newest_instance() {
         let inst = |id: &str, created_at, restart_count| ObservedContainer {
-            id: id.into(),
-            sandbox_id: "s".into(),
-            name: "web".into(),
-            kind: ContainerKind::App,
-            restart_count,
-            fingerprint: String::new(),
-            state: InstanceState::Running,
             created_at,
-            started_at: 0,
-            image: String::new(),
-            image_ref: String::new(),
-            termination_message_file: None,
+            restart_count,
+            ..ObservedContainer::running(id, "s", "web")
         };
         let pod = ObservedPod::new(vec![], vec![inst("a", 1, 0), inst("b", 2, 1)]);
         assert_eq!(pod.containers[0].id, "b");

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 
 use super::*;
 use crate::pod::fake_runtime::FakeRuntime;
-use crate::pod::observed::{ContainerKind, InstanceState, ObservedContainer, ObservedSandbox};
+use crate::pod::observed::{ObservedContainer, ObservedSandbox};
 use crate::pod::probe::spec::Scheme;
 
 fn pod(yaml: &str) -> Pod {
@@ -17,18 +17,9 @@ fn pod(yaml: &str) -> Pod {
 
 fn running(id: &str, name: &str, sandbox: &str) -> ObservedContainer {
     ObservedContainer {
-        id: id.into(),
-        sandbox_id: sandbox.into(),
-        name: name.into(),
-        kind: ContainerKind::App,
-        restart_count: 0,
-        fingerprint: String::new(),
-        state: InstanceState::Running,
         created_at: 1,
         started_at: 2,
-        image: String::new(),
-        image_ref: String::new(),
-        termination_message_file: None,
+        ..ObservedContainer::running(id, sandbox, name)
     }
 }
 
