@@ -7,6 +7,15 @@ const S: i64 = 1_000_000_000;
 /// `(id, pod UID, container name, created at in seconds)`.
 type Row = (&'static str, &'static str, &'static str, i64);
 
+/// `(what, policy, dead containers, now in seconds, removed in order)`.
+type Case = (
+    &'static str,
+    ContainerGcPolicy,
+    Vec<Row>,
+    i64,
+    Vec<&'static str>,
+);
+
 fn dead(rows: &[Row]) -> Vec<DeadContainer> {
     rows.iter()
         .map(|&(id, pod, name, created)| DeadContainer {
@@ -33,8 +42,7 @@ fn defaults_are_upstreams() {
 
 #[test]
 fn plans() {
-    // (what, policy, dead containers, now in seconds, removed in order)
-    let cases: Vec<(&str, ContainerGcPolicy, Vec<Row>, i64, Vec<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         ("nothing dead", policy(0, 1, -1), vec![], 100, vec![]),
         (
             "defaults: one dead instance per container, the newest; oldest removed first",
