@@ -5,7 +5,7 @@
 //! `pod` (pod manager, workers, plans, PLEG, status), `node` (the daemon wiring), `node_status` (the Node
 //! object, its status and Lease), `local_api`
 //! (the read-only socket), `logs` (rotation), and shared formats (`labels`, `quantity`,
-//! `canonical`, `clock`). Quantities and the API defaulting and validation of pods come from
+//! `canonical`, `clock`); `image_gc` and `container_gc` collect unused images and dead containers. Quantities and the API defaulting and validation of pods come from
 //! `kwk-api`, shared with the control plane.
 
 pub mod api_client;
@@ -14,6 +14,7 @@ pub mod canonical;
 pub mod cgroups;
 pub mod clock;
 pub mod config;
+pub mod container_gc;
 pub mod eviction;
 pub mod image_gc;
 pub mod init;

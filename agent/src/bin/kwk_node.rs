@@ -54,6 +54,16 @@ struct Cli {
     /// default: the plugin's, `/run/kwk-cni/networks`).
     #[arg(long)]
     cni_data_dir: Option<PathBuf>,
+    /// Dead containers kept on the node (container GC); negative: no limit.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    maximum_dead_containers: i32,
+    /// Dead instances kept per pod and container name (container GC); negative: no limit.
+    /// The pod workers keep at most the newest instance and the one before it anyway.
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    maximum_dead_containers_per_container: i32,
+    /// Dead containers younger than this (a Go duration, e.g. `1m`) are not collected.
+    #[arg(long, default_value = "0s", value_parser = non_negative_duration)]
+    minimum_container_ttl_duration: std::time::Duration,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -75,6 +85,14 @@ enum Command {
 enum LogFormat {
     Text,
     Json,
+}
+
+/// A Go duration that is not negative (`--minimum-container-ttl-duration`).
+fn non_negative_duration(value: &str) -> Result<std::time::Duration, String> {
+    let parsed = kwk_agent::config::parse_go_duration(value).map_err(|err| err.to_string())?;
+    parsed
+        .to_std()
+        .ok_or_else(|| format!("invalid minimum garbage collection age: {value}"))
 }
 
 fn main() -> ExitCode {
@@ -115,6 +133,11 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         proxy_netns: cli.proxy_netns,
         cni_conf_dir: cli.cni_conf_dir,
         cni_data_dir: cli.cni_data_dir,
+        container_gc: kwk_agent::container_gc::ContainerGcPolicy {
+            min_age: cli.minimum_container_ttl_duration,
+            max_per_pod_container: cli.maximum_dead_containers_per_container,
+            max_containers: cli.maximum_dead_containers,
+        },
     };
     let cancel = CancellationToken::new();
     tokio::spawn(shutdown_on_signals(cancel.clone()));

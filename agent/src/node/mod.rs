@@ -59,6 +59,9 @@ pub struct NodeOptions {
     /// The conflist's `ipam.dataDir`, where kwk-cni keeps its allocations (`--cni-data-dir`);
     /// `None`: the plugin's default.
     pub cni_data_dir: Option<PathBuf>,
+    /// The node-wide dead container limits (`--maximum-dead-containers`,
+    /// `--maximum-dead-containers-per-container`, `--minimum-container-ttl-duration`).
+    pub container_gc: crate::container_gc::ContainerGcPolicy,
 }
 
 /// Why kwk-node could not start.
@@ -291,6 +294,11 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
         .collect();
     tasks.spawn(crate::image_gc::executor::run(
         crate::image_gc::executor::ImageGc::new(cri.clone(), config.image_gc, protected),
+        cancel.clone(),
+    ));
+    tasks.spawn(crate::container_gc::executor::run(
+        cri.clone(),
+        options.container_gc,
         cancel.clone(),
     ));
     tasks.spawn(logs::run(

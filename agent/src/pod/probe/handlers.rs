@@ -254,8 +254,28 @@ fn describe(err: &std::io::Error) -> String {
 }
 
 /// A gRPC probe: `grpc.health.v1.Health/Check` for `service` must answer `SERVING`.
+///
+/// As upstream's blocking dial, a connection that cannot be made (a closed port) is retried
+/// until the timeout, then reported as a connect timeout; the RPC gets what is left of it.
 pub async fn grpc(host: &str, port: u16, service: &str, timeout: Duration) -> RunResult {
-    match tokio::time::timeout(timeout, health_check(host, port, service)).await {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let target = host_port(host, port);
+    let seconds = go_duration(timeout);
+    let channel = match tokio::time::timeout_at(deadline, connect_until(host, port, deadline)).await
+    {
+        Ok(Ok(channel)) => channel,
+        Ok(Err(message)) => {
+            return RunResult::Failure(format!(
+                "error: failed to connect service at \"{target}\": {message}"
+            ));
+        }
+        Err(_) => {
+            return RunResult::Failure(format!(
+                "timeout: failed to connect service \"{target}\" within {seconds}: context deadline exceeded"
+            ));
+        }
+    };
+    match tokio::time::timeout_at(deadline, health_check(channel, service, &seconds)).await {
         Ok(Ok(1)) => RunResult::Success,
         Ok(Ok(status)) => RunResult::Failure(format!(
             "service unhealthy (responded with \"{}\")",
@@ -263,19 +283,29 @@ pub async fn grpc(host: &str, port: u16, service: &str, timeout: Duration) -> Ru
         )),
         Ok(Err(message)) => RunResult::Failure(message),
         Err(_) => RunResult::Failure(format!(
-            "timeout: health rpc did not complete within {}s",
-            timeout.as_secs()
+            "timeout: health rpc did not complete within {seconds}"
         )),
     }
 }
 
-/// `grpc.health.v1.HealthCheckResponse.ServingStatus` names.
-fn serving_status_name(status: i32) -> &'static str {
+/// A duration as Go's `%v` prints the whole or fractional seconds of a probe timeout.
+fn go_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
+}
+
+/// `grpc.health.v1.HealthCheckResponse.ServingStatus` names (a number for values the enum
+/// does not know, as Go's protobuf does).
+fn serving_status_name(status: i32) -> String {
     match status {
-        1 => "SERVING",
-        2 => "NOT_SERVING",
-        3 => "SERVICE_UNKNOWN",
-        _ => "UNKNOWN",
+        0 => "UNKNOWN".into(),
+        1 => "SERVING".into(),
+        2 => "NOT_SERVING".into(),
+        3 => "SERVICE_UNKNOWN".into(),
+        other => other.to_string(),
     }
 }
 
@@ -293,24 +323,45 @@ struct HealthCheckResponse {
     status: i32,
 }
 
-/// One `Check` call over plaintext HTTP/2; the serving status.
-async fn health_check(host: &str, port: u16, service: &str) -> Result<i32, String> {
+/// Connects a plaintext HTTP/2 channel, retrying refused or failed connections with a
+/// growing pause until `deadline` (the caller's timeout ends the loop). Only an address that
+/// cannot be resolved or parsed fails at once.
+async fn connect_until(
+    host: &str,
+    port: u16,
+    deadline: tokio::time::Instant,
+) -> Result<tonic::transport::Channel, String> {
     let addr = resolve(host, port).await?;
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", addr))
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|err| err.to_string())?
         .user_agent(USER_AGENT)
         .map_err(|err| err.to_string())?;
-    let channel = endpoint.connect().await.map_err(|err| {
-        format!(
-            "failed to connect service \"{}\" within the timeout: {err}",
-            host_port(host, port)
-        )
-    })?;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        if let Ok(channel) = endpoint.connect().await {
+            return Ok(channel);
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            // The caller's timeout fires first; this only guards a zero timeout.
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// One `Check` call on `channel`; the serving status (`seconds`: the timeout, for messages).
+async fn health_check(
+    channel: tonic::transport::Channel,
+    service: &str,
+    seconds: &str,
+) -> Result<i32, String> {
     let mut client = tonic::client::Grpc::new(channel);
     client
         .ready()
         .await
-        .map_err(|err| format!("grpc client not ready: {err}"))?;
+        .map_err(|err| format!("error: health rpc probe failed: {err}"))?;
     let path = http::uri::PathAndQuery::from_static("/grpc.health.v1.Health/Check");
     let codec = tonic_prost::ProstCodec::<HealthCheckRequest, HealthCheckResponse>::default();
     let response = client
@@ -323,11 +374,17 @@ async fn health_check(host: &str, port: u16, service: &str) -> Result<i32, Strin
         )
         .await
         .map_err(|status| match status.code() {
-            tonic::Code::Unimplemented => {
-                "this server does not implement the grpc health protocol (grpc.health.v1.Health)"
-                    .to_string()
+            tonic::Code::Unimplemented => format!(
+                "error: this server does not implement the grpc health protocol (grpc.health.v1.Health): {}",
+                status.message()
+            ),
+            tonic::Code::DeadlineExceeded => {
+                format!("timeout: health rpc did not complete within {seconds}")
             }
-            code => format!("health rpc failed: {code:?}: {}", status.message()),
+            code => format!(
+                "error: health rpc probe failed: rpc error: code = {code:?} desc = {}",
+                status.message()
+            ),
         })?;
     Ok(response.into_inner().status)
 }

@@ -275,6 +275,12 @@ async fn tcp_probes_need_an_open_port() {
 async fn grpc_server(serving: Option<u8>, code: u32) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
+    serve_grpc(listener, serving, code);
+    port
+}
+
+/// Serves `listener` as [`grpc_server`] describes.
+fn serve_grpc(listener: TcpListener, serving: Option<u8>, code: u32) {
     tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
             tokio::spawn(async move {
@@ -302,7 +308,6 @@ async fn grpc_server(serving: Option<u8>, code: u32) -> u16 {
             });
         }
     });
-    port
 }
 
 #[tokio::test]
@@ -318,18 +323,70 @@ async fn grpc_probes_need_serving() {
         handlers::grpc("127.0.0.1", port, "db", timeout).await,
         RunResult::Failure("service unhealthy (responded with \"NOT_SERVING\")".into())
     );
+    let port = grpc_server(Some(3), 0).await;
+    assert_eq!(
+        handlers::grpc("127.0.0.1", port, "db", timeout).await,
+        RunResult::Failure("service unhealthy (responded with \"SERVICE_UNKNOWN\")".into())
+    );
     let port = grpc_server(None, 12).await;
     match handlers::grpc("127.0.0.1", port, "", timeout).await {
-        RunResult::Failure(m) => assert!(m.contains("does not implement the grpc health"), "{m}"),
+        RunResult::Failure(m) => assert!(
+            m.starts_with(
+                "error: this server does not implement the grpc health protocol (grpc.health.v1.Health)"
+            ),
+            "{m}"
+        ),
         other => panic!("{other:?}"),
     }
+    let port = grpc_server(None, 4).await;
+    assert_eq!(
+        handlers::grpc("127.0.0.1", port, "", timeout).await,
+        RunResult::Failure("timeout: health rpc did not complete within 3s".into())
+    );
+    let port = grpc_server(None, 14).await;
+    match handlers::grpc("127.0.0.1", port, "", timeout).await {
+        RunResult::Failure(m) => assert!(
+            m.starts_with("error: health rpc probe failed: rpc error: code = Unavailable"),
+            "{m}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A closed port is retried until the timeout, then reported as upstream's blocking dial does.
+#[tokio::test]
+async fn a_grpc_probe_to_a_closed_port_times_out_connecting() {
     let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let closed_port = closed.local_addr().expect("addr").port();
+    let port = closed.local_addr().expect("addr").port();
     drop(closed);
-    match handlers::grpc("127.0.0.1", closed_port, "", timeout).await {
-        RunResult::Failure(m) => assert!(m.contains("failed to connect"), "{m}"),
-        other => panic!("{other:?}"),
-    }
+    let started = std::time::Instant::now();
+    assert_eq!(
+        handlers::grpc("127.0.0.1", port, "", Duration::from_secs(1)).await,
+        RunResult::Failure(format!(
+            "timeout: failed to connect service \"127.0.0.1:{port}\" within 1s: context deadline exceeded"
+        ))
+    );
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(950), "{took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}
+
+/// A server that starts listening while the probe retries its connection is reached.
+#[tokio::test]
+async fn a_grpc_probe_retries_its_connection_within_the_timeout() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let probe =
+        tokio::spawn(
+            async move { handlers::grpc("127.0.0.1", port, "", Duration::from_secs(3)).await },
+        );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("rebind");
+    serve_grpc(listener, Some(1), 0);
+    assert_eq!(probe.await.expect("probe"), RunResult::Success);
 }
 
 #[tokio::test]
