@@ -288,6 +288,10 @@ struct ControllerManagerFlags {
     /// Node pod-CIDR mask size for the IPv6 cluster CIDR (default 64).
     #[arg(long)]
     node_cidr_mask_size_ipv6: Option<u8>,
+    /// The CA bundle published as the `kube-root-ca.crt` ConfigMap in every namespace
+    /// (`all`: default `<pki-dir>/ca.crt`).
+    #[arg(long)]
+    root_ca_file: Option<PathBuf>,
 }
 
 /// The scheduler's own flags (`scheduler` and `all`).
@@ -417,6 +421,7 @@ fn controller_options(flags: &ControllerManagerFlags) -> anyhow::Result<Controll
         node_cidr_mask_size: flags.node_cidr_mask_size,
         node_cidr_mask_size_ipv4: flags.node_cidr_mask_size_ipv4,
         node_cidr_mask_size_ipv6: flags.node_cidr_mask_size_ipv6,
+        root_ca_file: flags.root_ca_file.clone(),
     };
     let known: Vec<&str> = DEFAULT_CONTROLLERS.iter().map(|(name, _)| *name).collect();
     if controller_runtime::manager::select(&known, &flags.controllers)?.contains(&"nodeipam") {

@@ -29,6 +29,8 @@ pub struct ControllerOptions {
     pub node_cidr_mask_size_ipv4: Option<u8>,
     /// `--node-cidr-mask-size-ipv6` (dual-stack clusters).
     pub node_cidr_mask_size_ipv6: Option<u8>,
+    /// `--root-ca-file`: the CA bundle published as `kube-root-ca.crt` in every namespace.
+    pub root_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ControllerOptions {
@@ -40,6 +42,7 @@ impl Default for ControllerOptions {
             node_cidr_mask_size: None,
             node_cidr_mask_size_ipv4: None,
             node_cidr_mask_size_ipv6: None,
+            root_ca_file: None,
         }
     }
 }
@@ -57,6 +60,10 @@ type Constructor = Arc<dyn Fn(&kube::Client, &ControllerOptions) -> Controller +
 /// Controllers without options are wrapped in a closure that ignores them.
 pub const DEFAULT_CONTROLLERS: &[(&str, ControllerFactory)] = &[
     ("serviceaccount", crate::serviceaccount::controller),
+    (
+        "root-ca-cert-publisher",
+        crate::rootcacertpublisher::controller,
+    ),
     ("job", |c, _| crate::job::controller::controller(c)),
     ("cronjob", |c, _| crate::cronjob::controller::controller(c)),
     ("daemonset", |c, _| {

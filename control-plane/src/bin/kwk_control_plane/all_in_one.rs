@@ -40,8 +40,13 @@ pub(super) struct ComponentFlags {
 /// the component).
 pub(super) async fn run(
     apiserver: ApiServerFlags,
-    components: ComponentFlags,
+    mut components: ComponentFlags,
 ) -> anyhow::Result<()> {
+    // The cluster CA the apiserver serves with is the bundle pods are given.
+    components
+        .controllers
+        .root_ca_file
+        .get_or_insert_with(|| apiserver.pki_dir.join("ca.crt"));
     // Bad controller flags fail before anything starts.
     super::controller_options(&components.controllers).context("controller-manager")?;
     let token = CancellationToken::new();
