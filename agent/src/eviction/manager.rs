@@ -276,6 +276,7 @@ pub async fn spawn(
             cri: cri.clone(),
             root_dir: node.root_dir.clone(),
             pod_logs_dir: config.pod_logs_dir.clone(),
+            local_storage: config.local_storage_capacity_isolation,
         },
         store,
         evict,

@@ -170,10 +170,15 @@ pub struct CriUsage {
     pub cri: CriClient,
     pub root_dir: PathBuf,
     pub pod_logs_dir: PathBuf,
+    /// `localStorageCapacityIsolation`: off, local storage is not measured (nor checked).
+    pub local_storage: bool,
 }
 
 impl UsageSource for CriUsage {
     async fn pod_storage(&self, pods: Vec<Pod>) -> Option<BTreeMap<String, PodStorage>> {
+        if !self.local_storage {
+            return None;
+        }
         if pods.is_empty() {
             return Some(BTreeMap::new());
         }
