@@ -43,6 +43,7 @@ pub(crate) const HONOURED_FIELDS: &[&str] = &[
     "enforceNodeAllocatable",
     "podLogsDir",
     "registerNode",
+    "localStorageCapacityIsolation",
     "registerWithTaints",
     "nodeStatusUpdateFrequency",
     "nodeStatusReportFrequency",
@@ -298,6 +299,10 @@ pub(crate) fn convert(document: &Map<String, Value>) -> Result<KubeletConfig> {
         register_node: match get("registerNode") {
             Some(v) => boolean(v, "registerNode")?,
             None => defaults.register_node,
+        },
+        local_storage_capacity_isolation: match get("localStorageCapacityIsolation") {
+            Some(v) => boolean(v, "localStorageCapacityIsolation")?,
+            None => defaults.local_storage_capacity_isolation,
         },
         register_with_taints: match get("registerWithTaints") {
             Some(v) => taints(v, "registerWithTaints")?,

@@ -105,6 +105,9 @@ pub struct KubeletConfig {
     pub enforce_node_allocatable: Vec<NodeAllocatableEnforcement>,
     /// `registerNode`: whether kwk-node registers its Node with the apiserver. Default: true.
     pub register_node: bool,
+    /// `localStorageCapacityIsolation`: whether pods over their emptyDir `sizeLimit` or
+    /// `ephemeral-storage` limits are evicted. Default: true.
+    pub local_storage_capacity_isolation: bool,
     /// `registerWithTaints`: the taints a newly registered Node carries. Default: none.
     pub register_with_taints: Vec<NodeTaint>,
     /// `nodeStatusUpdateFrequency`: how often the node status is computed and, when it
@@ -291,6 +294,7 @@ impl Default for KubeletConfig {
             port: 10250,
             enforce_node_allocatable: vec![NodeAllocatableEnforcement::Pods],
             register_node: true,
+            local_storage_capacity_isolation: true,
             register_with_taints: Vec::new(),
             node_status_update_frequency: Duration::from_secs(10),
             node_status_report_frequency: Duration::from_secs(300),

@@ -220,6 +220,9 @@ fn each_honoured_field_is_read() {
             c.enforce_node_allocatable = vec![]
         }),
         ("registerNode: false", |c| c.register_node = false),
+        ("localStorageCapacityIsolation: false", |c| {
+            c.local_storage_capacity_isolation = false
+        }),
         (
             "registerWithTaints: [{key: dedicated, value: db, effect: NoExecute}, {key: node-role.kubernetes.io/control-plane, effect: NoSchedule, timeAdded: null}]",
             |c| {

@@ -1,6 +1,7 @@
 //! The eviction manager's thin executor: observe, decide ([`super::plan`], [`super::rank`]),
-//! publish the pressure conditions, hand at most one victim to the pod manager, wait for it to
-//! be gone, and sleep until the kernel notifier, the next housekeeping (10 s, upstream's
+//! publish the pressure conditions, evict the pods over their local storage limits
+//! ([`super::local_storage`], measured every round) or else hand at most one node-pressure
+//! victim to the pod manager, wait for them to be gone, and sleep until the kernel notifier, the next housekeeping (10 s, upstream's
 //! `evictionMonitoringPeriod`) or a grace period / transition period ending.
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Eviction;
 use super::Pressures;
+use super::local_storage;
 use super::notify::MemoryNotifier;
 use super::observe::{NodeObserver, UsageSource};
 use super::plan::{self, Decision, State};
@@ -32,6 +34,8 @@ pub const POD_CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Outcome {
     pub decision: Decision,
     pub victim: Option<rank::Victim>,
+    /// Pods evicted for their local storage use (then no node-pressure victim is chosen).
+    pub local_storage: Vec<Eviction>,
 }
 
 /// The eviction manager.
@@ -66,8 +70,14 @@ impl<U: UsageSource> EvictionManager<U> {
                 () = cancel.cancelled() => return,
                 outcome = self.decide_once(&mut state, epoch.elapsed()) => outcome,
             };
-            if let Some(victim) = &outcome.victim {
-                self.wait_gone(&victim.uid, &cancel).await;
+            let evicted: Vec<&str> = outcome
+                .victim
+                .iter()
+                .map(|v| v.uid.as_str())
+                .chain(outcome.local_storage.iter().map(|e| e.uid.as_str()))
+                .collect();
+            if !evicted.is_empty() {
+                self.wait_gone(&evicted, &cancel).await;
                 continue;
             }
             let wait = outcome
@@ -110,6 +120,14 @@ impl<U: UsageSource> EvictionManager<U> {
             tracing::warn!(err = %crate::eviction::chain(&err), "memory notifier not armed; polling only");
             self.notifier = None;
         }
+        let local_storage = self.local_storage_evictions().await;
+        if !local_storage.is_empty() {
+            return Outcome {
+                decision,
+                victim: None,
+                local_storage,
+            };
+        }
         let mut victim = None;
         for threshold in &decision.to_reclaim {
             let Some(observation) = observations.get(&threshold.signal).copied() else {
@@ -150,12 +168,38 @@ impl<U: UsageSource> EvictionManager<U> {
                 None => tracing::warn!(signal = %threshold.signal, "no pod may be evicted"),
             }
         }
-        Outcome { decision, victim }
+        Outcome {
+            decision,
+            victim,
+            local_storage: Vec::new(),
+        }
     }
 
-    /// Waits until `uid` no longer runs (its status store entry is gone or it ended), at most
-    /// [`POD_CLEANUP_TIMEOUT`].
-    async fn wait_gone(&self, uid: &str, cancel: &CancellationToken) {
+    /// Measures the active pods' local storage and hands those over their limits to the pod
+    /// manager (upstream's `localStorageEviction`).
+    async fn local_storage_evictions(&self) -> Vec<Eviction> {
+        let pods = active_pods(&self.store);
+        if pods.is_empty() {
+            return Vec::new();
+        }
+        let Some(storage) = self.usage.pod_storage(pods.clone()).await else {
+            return Vec::new();
+        };
+        let refs: Vec<&Pod> = pods.iter().collect();
+        let dedicated_image_fs = self.observer.dedicated_image_fs().is_some();
+        let evictions = local_storage::plan(&refs, &storage, dedicated_image_fs);
+        for eviction in &evictions {
+            tracing::warn!(uid = %eviction.uid, message = %eviction.message, "evicting pod for its local storage use");
+            if self.evict.send(eviction.clone()).await.is_err() {
+                tracing::warn!("pod manager gone; eviction dropped");
+            }
+        }
+        evictions
+    }
+
+    /// Waits until none of `uids` runs (their status store entries are gone or they ended), at
+    /// most [`POD_CLEANUP_TIMEOUT`].
+    async fn wait_gone(&self, uids: &[&str], cancel: &CancellationToken) {
         let mut changes = self.store.subscribe();
         let deadline = tokio::time::sleep(POD_CLEANUP_TIMEOUT);
         tokio::pin!(deadline);
@@ -164,14 +208,14 @@ impl<U: UsageSource> EvictionManager<U> {
                 .store
                 .snapshot()
                 .iter()
-                .any(|p| p.metadata.uid.as_deref() == Some(uid));
+                .any(|p| p.metadata.uid.as_deref().is_some_and(|u| uids.contains(&u)));
             if !running {
                 return;
             }
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = &mut deadline => {
-                    tracing::warn!(%uid, "evicted pod not cleaned up in time; deciding again");
+                    tracing::warn!(?uids, "evicted pod not cleaned up in time; deciding again");
                     return;
                 }
                 changed = changes.changed() => if changed.is_err() { return; }
@@ -228,7 +272,12 @@ pub async fn spawn(
             root_dir: node.root_dir.clone(),
             image_fs,
         },
-        usage: super::observe::CriUsage(cri.clone()),
+        usage: super::observe::CriUsage {
+            cri: cri.clone(),
+            root_dir: node.root_dir.clone(),
+            pod_logs_dir: config.pod_logs_dir.clone(),
+            local_storage: config.local_storage_capacity_isolation,
+        },
         store,
         evict,
         pressures,

@@ -9,6 +9,9 @@
 //! - [`rank`]: which pod goes, and the eviction message (pure, table-tested);
 //! - [`observe`]: the signals and pod usage, read from the host and the runtime;
 //! - [`notify`]: kernel wake-ups on memory pressure (memcg thresholds on v1, PSI on v2);
+//! - [`local_storage`]: pods over their emptyDir `sizeLimit` or `ephemeral-storage` limits,
+//!   evicted before any node-pressure eviction (pure, table-tested); [`disk_usage`] measures
+//!   the emptyDirs, writable layers and logs it needs;
 //! - [`manager`]: the executor loop.
 //!
 //! Evicting is the pod manager's job ([`crate::pod::manager::PodManager::with_evictions`]): it
@@ -16,6 +19,8 @@
 //! condition), emits a Warning `Evicted` event, stops the pod with the eviction's grace period
 //! and never starts it again.
 
+pub mod disk_usage;
+pub mod local_storage;
 pub mod manager;
 pub mod notify;
 pub mod observe;

@@ -11,15 +11,18 @@
 //!   image filesystem.
 //! - `pid.available`: `min(pid_max, threads-max)` less the threads running (/proc/loadavg).
 //! - Pods: each container's memory working set and writable layer from the runtime
-//!   (`ListContainerStats`), summed per pod.
+//!   (`ListContainerStats`), summed per pod; their local storage (emptyDirs, writable layers,
+//!   logs) through [`super::disk_usage`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
+use k8s_openapi::api::core::v1::Pod;
 use kwk_cri::CriClient;
 
+use super::local_storage::PodStorage;
 use super::plan::{Observation, Observations};
 use super::rank::PodUsage;
 use super::signals::Signal;
@@ -56,7 +59,7 @@ impl NodeObserver {
     }
 
     /// The image filesystem when it is not the root dir's.
-    fn dedicated_image_fs(&self) -> Option<PathBuf> {
+    pub fn dedicated_image_fs(&self) -> Option<PathBuf> {
         let image_fs = self.image_fs.as_ref()?;
         let device = |p: &Path| std::fs::metadata(p).ok().map(|m| m.dev());
         match (device(&self.root_dir), device(image_fs)) {
@@ -148,15 +151,61 @@ fn threads_running(loadavg: &str) -> Option<u64> {
 pub trait UsageSource: Send + Sync + 'static {
     /// Usage by pod UID.
     fn pod_usage(&self) -> impl Future<Output = BTreeMap<String, PodUsage>> + Send;
+
+    /// The local storage of `pods` by pod UID, for [`super::local_storage`] (`None`: not
+    /// measured, nothing is checked).
+    fn pod_storage(
+        &self,
+        pods: Vec<Pod>,
+    ) -> impl Future<Output = Option<BTreeMap<String, PodStorage>>> + Send {
+        drop(pods);
+        std::future::ready(None)
+    }
 }
 
-/// Pod usage from the runtime's container stats.
+/// Pod usage from the runtime's container stats; local storage also from the pods' emptyDirs
+/// under `root_dir` and their logs under `pod_logs_dir`.
 #[derive(Debug, Clone)]
-pub struct CriUsage(pub CriClient);
+pub struct CriUsage {
+    pub cri: CriClient,
+    pub root_dir: PathBuf,
+    pub pod_logs_dir: PathBuf,
+    /// `localStorageCapacityIsolation`: off, local storage is not measured (nor checked).
+    pub local_storage: bool,
+}
 
 impl UsageSource for CriUsage {
+    async fn pod_storage(&self, pods: Vec<Pod>) -> Option<BTreeMap<String, PodStorage>> {
+        if !self.local_storage {
+            return None;
+        }
+        if pods.is_empty() {
+            return Some(BTreeMap::new());
+        }
+        let stats = match self.cri.list_container_stats(None).await {
+            Ok(stats) => stats,
+            Err(err) => {
+                tracing::warn!(%err, "eviction: ListContainerStats failed; local storage not checked");
+                return None;
+            }
+        };
+        let samples = crate::kubelet_api::stats::container_samples(&stats);
+        let (root_dir, logs_dir) = (self.root_dir.clone(), self.pod_logs_dir.clone());
+        let measured = tokio::task::spawn_blocking(move || {
+            super::disk_usage::measure(&root_dir, &logs_dir, &pods, &samples)
+        })
+        .await;
+        match measured {
+            Ok(storage) => Some(storage),
+            Err(err) => {
+                tracing::warn!(%err, "eviction: measuring local storage failed");
+                None
+            }
+        }
+    }
+
     async fn pod_usage(&self) -> BTreeMap<String, PodUsage> {
-        match self.0.list_container_stats(None).await {
+        match self.cri.list_container_stats(None).await {
             Ok(stats) => pod_usage(&crate::kubelet_api::stats::container_samples(&stats)),
             Err(err) => {
                 tracing::warn!(%err, "eviction: ListContainerStats failed");

@@ -29,6 +29,7 @@ mod scripted_apiserver;
 pub mod stats;
 mod streaming_routes;
 pub mod tls;
+pub mod volume_stats;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -268,6 +268,10 @@ async fn stats_summary(State(shared): State<Arc<Shared>>) -> Response {
         .filter_map(|c| Some(((c.pod_uid.clone(), c.name.clone()), c.rootfs?)))
         .collect();
     fs_net::add_storage_and_network(&mut summary, &storage, &rootfs);
+    let (root_dir, pods) = (shared.root_dir.clone(), shared.store.snapshot());
+    let volumes =
+        tokio::task::spawn_blocking(move || super::volume_stats::measure(&root_dir, &pods)).await;
+    super::volume_stats::add_volumes(&mut summary, &storage.time, &volumes.unwrap_or_default());
     json(&summary)
 }
 
