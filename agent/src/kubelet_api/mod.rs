@@ -17,6 +17,7 @@
 
 pub mod authn;
 pub mod authz;
+pub mod cgroup_stats;
 pub mod configz;
 pub mod container_logs;
 pub mod cri_log;
@@ -82,6 +83,8 @@ pub struct ServerSettings {
     pub authorizer: Authorizer,
     /// The `/configz` document.
     pub configz: serde_json::Value,
+    /// Where the pod cgroups are, for their CPU and memory in `/stats/summary`.
+    pub cgroups: Option<crate::cgroups::CgroupConfig>,
 }
 
 /// What the handlers share.
@@ -140,11 +143,23 @@ pub async fn bind(
             authorizer: settings.authorizer,
             configz: settings.configz,
             store,
-            stats: stats::StatsSource::new(cri.clone()),
+            stats: stats::StatsSource::new(cri.clone(), cgroup_locator(settings.cgroups.as_ref())),
             pod_start: pod_start::PodStartTracker::default(),
             cri,
         }),
     })
+}
+
+/// The pod cgroup locator, or `None` (logged) when the cgroups cannot be read.
+fn cgroup_locator(
+    config: Option<&crate::cgroups::CgroupConfig>,
+) -> Option<crate::cgroups::CgroupLocator> {
+    let config = config?;
+    crate::cgroups::CgroupLocator::new(config)
+        .inspect_err(|err| {
+            tracing::warn!(error = %err, "pod cgroups not readable: pod stats sum their containers");
+        })
+        .ok()
 }
 
 impl std::fmt::Debug for BoundServer {
@@ -304,6 +319,7 @@ pub async fn settings_for(
         ),
         authorizer,
         configz: configz::configz(config),
+        cgroups: Some(crate::node::cgroup_config(config)),
     }))
 }
 
