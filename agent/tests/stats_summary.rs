@@ -203,6 +203,14 @@ async fn the_summary_carries_real_cpu_memory_filesystem_and_network_figures() ->
         "{}",
         context()
     );
+    // Figures only the pod cgroup gives: page faults and its processes (the pause process, two
+    // shells, nc).
+    assert!(num(&pod["memory"]["pageFaults"]) > 0, "{}", context());
+    assert!(
+        num(&pod["process_stats"]["process_count"]) >= 3,
+        "{}",
+        context()
+    );
     // A memory limit: what is left of it.
     let available = num(&burn["memory"]["availableBytes"]);
     assert!(
@@ -233,6 +241,36 @@ async fn the_summary_carries_real_cpu_memory_filesystem_and_network_figures() ->
         "{node_json:#}"
     );
     assert!(num(&node_json["rlimit"]["curproc"]) > 0, "{node_json:#}");
+    assert!(node_json["startTime"].is_string(), "{node_json:#}");
+    let all_pods = &node_json["systemContainers"][0];
+    assert_eq!(all_pods["name"], "pods", "{node_json:#}");
+    assert!(
+        num(&all_pods["memory"]["workingSetBytes"]) >= num(&pod["memory"]["workingSetBytes"]),
+        "{node_json:#}"
+    );
+    eprintln!("the pod in /stats/summary: {pod:#}");
+
+    // metrics-server's source: the pod from its cgroup, the container's start.
+    let request = http::Request::get("/metrics/resource").body(kube::client::Body::empty())?;
+    let body = client
+        .send(request)
+        .await?
+        .into_body()
+        .collect()
+        .await?
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    for prefix in [
+        format!("pod_cpu_usage_seconds_total{{namespace=\"default\",pod=\"{name}\"}} "),
+        format!(
+            "container_start_time_seconds{{container=\"burn\",namespace=\"default\",pod=\"{name}\"}} "
+        ),
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(&prefix)),
+            "{prefix} in\n{text}"
+        );
+    }
     node.remove_manifest("busy.yaml")
         .context("removing the manifest")?;
     Ok(())

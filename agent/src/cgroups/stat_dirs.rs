@@ -16,12 +16,20 @@ pub struct StatDirs {
     pub cpu: PathBuf,
     /// Holds `memory.usage_in_bytes` and `memory.stat` (v1) or `memory.current` (v2).
     pub memory: PathBuf,
+    /// Holds `pids.current`, when the pids controller is mounted.
+    pub pids: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Layout {
-    V1 { cpuacct: PathBuf, memory: PathBuf },
-    V2 { root: PathBuf },
+    V1 {
+        cpuacct: PathBuf,
+        memory: PathBuf,
+        pids: Option<PathBuf>,
+    },
+    V2 {
+        root: PathBuf,
+    },
 }
 
 /// Finds the cgroups of pods (and of all pods) as [`super::PodCgroups`] names them.
@@ -52,6 +60,7 @@ impl CgroupLocator {
                 Layout::V1 {
                     cpuacct: root("cpuacct")?,
                     memory: root("memory")?,
+                    pids: root("pids").ok(),
                 }
             }
         };
@@ -60,15 +69,21 @@ impl CgroupLocator {
 
     fn dirs(&self, cgroup: &str) -> StatDirs {
         match &self.layout {
-            Layout::V1 { cpuacct, memory } => StatDirs {
+            Layout::V1 {
+                cpuacct,
+                memory,
+                pids,
+            } => StatDirs {
                 unified: false,
                 cpu: cpuacct.join(cgroup),
                 memory: memory.join(cgroup),
+                pids: pids.as_ref().map(|p| p.join(cgroup)),
             },
             Layout::V2 { root } => StatDirs {
                 unified: true,
                 cpu: root.join(cgroup),
                 memory: root.join(cgroup),
+                pids: Some(root.join(cgroup)),
             },
         }
     }
@@ -98,7 +113,7 @@ mod tests {
     #[test]
     fn pod_cgroups_are_found_under_their_qos_class() {
         let tmp = tempfile::tempdir().unwrap();
-        for hierarchy in ["cpu,cpuacct", "memory"] {
+        for hierarchy in ["cpu,cpuacct", "memory", "pids"] {
             let dir = tmp.path().join(hierarchy);
             std::fs::create_dir_all(dir.join("kwkt/kubepods/burstable/podu-1")).unwrap();
             std::fs::write(dir.join("cgroup.procs"), "").unwrap();
@@ -121,6 +136,10 @@ mod tests {
         assert_eq!(
             dirs.memory,
             tmp.path().join("memory/kwkt/kubepods/burstable/podu-1")
+        );
+        assert_eq!(
+            dirs.pids,
+            Some(tmp.path().join("pids/kwkt/kubepods/burstable/podu-1"))
         );
         assert_eq!(locator.pod("u-2"), None);
         assert_eq!(locator.pod("../x"), None);

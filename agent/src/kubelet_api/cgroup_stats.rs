@@ -24,6 +24,8 @@ pub struct CgroupSample {
     pub major_page_faults: Option<u64>,
     /// The memory limit, when there is one.
     pub memory_limit_bytes: Option<u64>,
+    /// Processes (tasks) in the cgroup, from `pids.current`.
+    pub process_count: Option<u64>,
 }
 
 impl CgroupSample {
@@ -67,6 +69,7 @@ pub struct CgroupFiles<'a> {
     pub memory_stat: Option<&'a str>,
     /// `memory.limit_in_bytes` (v1) or `memory.max` (v2).
     pub memory_limit: Option<&'a str>,
+    pub pids_current: Option<&'a str>,
 }
 
 /// The sample a cgroup's files make (`unified`: v2 names and units).
@@ -97,6 +100,7 @@ pub fn sample(time_nanos: i64, unified: bool, files: CgroupFiles<'_>) -> CgroupS
         page_faults: stat_key("total_pgfault", "pgfault"),
         major_page_faults: stat_key("total_pgmajfault", "pgmajfault"),
         memory_limit_bytes: files.memory_limit.and_then(parse_single),
+        process_count: files.pids_current.and_then(parse_single),
     }
 }
 
@@ -117,6 +121,7 @@ pub fn read(dirs: &StatDirs) -> Option<CgroupSample> {
     let usage = file(&dirs.memory, usage)?;
     let stat = file(&dirs.memory, "memory.stat");
     let limit = file(&dirs.memory, limit);
+    let pids = dirs.pids.as_ref().and_then(|d| file(d, "pids.current"));
     Some(sample(
         time,
         dirs.unified,
@@ -125,6 +130,7 @@ pub fn read(dirs: &StatDirs) -> Option<CgroupSample> {
             memory_usage: Some(&usage),
             memory_stat: stat.as_deref(),
             memory_limit: limit.as_deref(),
+            pids_current: pids.as_deref(),
         },
     ))
 }
@@ -198,6 +204,7 @@ mod tests {
                     memory_usage: Some("10000\n"),
                     memory_stat: Some(V1_STAT),
                     memory_limit: Some("536870912\n"),
+                    pids_current: Some("4\n"),
                 },
                 CgroupSample {
                     time_nanos: 5,
@@ -208,6 +215,7 @@ mod tests {
                     page_faults: Some(77),
                     major_page_faults: Some(3),
                     memory_limit_bytes: Some(536_870_912),
+                    process_count: Some(4),
                     ..CgroupSample::default()
                 },
             ),
@@ -219,6 +227,7 @@ mod tests {
                     memory_usage: Some("500"),
                     memory_stat: Some(V1_STAT),
                     memory_limit: Some("9223372036854771712"),
+                    pids_current: None,
                 },
                 CgroupSample {
                     time_nanos: 5,
@@ -238,6 +247,7 @@ mod tests {
                     memory_usage: Some("4000\n"),
                     memory_stat: Some(V2_STAT),
                     memory_limit: Some("max\n"),
+                    pids_current: None,
                 },
                 CgroupSample {
                     time_nanos: 5,

@@ -350,6 +350,12 @@ pub fn summary(
                 "cpu": cpu,
                 "memory": memory,
             });
+            let processes = extras
+                .get(uid)
+                .and_then(|e| e.cgroup.as_ref()?.process_count);
+            if let Some(count) = processes {
+                pod_json["process_stats"] = json!({"process_count": count});
+            }
             if let Some(start) = pod.status.as_ref().and_then(|s| s.start_time.as_ref()) {
                 pod_json["startTime"] = json!(start.0.to_string());
             }
@@ -390,6 +396,7 @@ pub fn resource_metrics(
     );
     let mut container_cpu = String::new();
     let mut container_mem = String::new();
+    let mut container_start = String::new();
     let mut pod_cpu = String::new();
     let mut pod_mem = String::new();
     for pod in pods {
@@ -416,6 +423,14 @@ pub fn resource_metrics(
                 let _ = writeln!(
                     container_mem,
                     "container_memory_working_set_bytes{{{labels}}} {mem} {}",
+                    ms(c.time_nanos)
+                );
+            }
+            if let Some(start) = c.start_time_nanos {
+                let _ = writeln!(
+                    container_start,
+                    "container_start_time_seconds{{{labels}}} {} {}",
+                    start as f64 / 1e9,
                     ms(c.time_nanos)
                 );
             }
@@ -462,6 +477,12 @@ pub fn resource_metrics(
             "gauge",
             "Current working set of the container in bytes",
             container_mem,
+        ),
+        (
+            "container_start_time_seconds",
+            "gauge",
+            "When the container started, in seconds since the epoch",
+            container_start,
         ),
         (
             "pod_cpu_usage_seconds_total",
@@ -676,6 +697,7 @@ impl StatsSource {
         let mut storage = fs_net::Storage {
             time: time_json(crate::clock::unix_nanos_now()),
             node_fs: fs_net::statvfs(root_dir),
+            logs_fs: fs_net::statvfs(pod_logs_dir),
             node_interfaces: std::fs::read_to_string("/proc/net/dev")
                 .map(|t| fs_net::parse_proc_net_dev(&t))
                 .unwrap_or_default(),
@@ -844,6 +866,7 @@ btime 1700000000
             page_faults: Some(40),
             major_page_faults: Some(2),
             memory_limit_bytes: Some(1000),
+            process_count: Some(3),
         }
     }
 
@@ -876,6 +899,8 @@ btime 1700000000
             (0, "/memory/rssBytes", json!(600)),
             (0, "/memory/pageFaults", json!(40)),
             (0, "/memory/majorPageFaults", json!(2)),
+            (0, "/process_stats/process_count", json!(3)),
+            (1, "/process_stats", Value::Null),
             (0, "/containers/0/cpu/usageCoreNanoSeconds", json!(100)),
             (1, "/cpu/usageCoreNanoSeconds", json!(100)),
             (1, "/memory/workingSetBytes", json!(10)),
@@ -921,9 +946,17 @@ btime 1700000000
         };
         add_start_times(
             &mut samples,
-            &[container(0, 1), container(1, 2_000_000_000)],
+            &[container(0, 1), container(1, 2_500_000_000)],
         );
-        assert_eq!(samples[0].start_time_nanos, Some(2_000_000_000));
+        assert_eq!(samples[0].start_time_nanos, Some(2_500_000_000));
+        let text = resource_metrics(
+            &NodeSample::default(),
+            &[pod("a", "u-a")],
+            &samples,
+            &BTreeMap::new(),
+        );
+        let line = "container_start_time_seconds{container=\"app\",namespace=\"default\",pod=\"a\"} 2.5 1000";
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         let node = NodeSample {
             boot_time_secs: Some(10),
             rlimit: Some((4_194_304, 321)),
@@ -932,7 +965,7 @@ btime 1700000000
         };
         let doc = summary("n", &node, &[pod("a", "u-a")], &samples, &BTreeMap::new());
         let c = &doc["pods"][0]["containers"][0];
-        assert_eq!(c["startTime"], "1970-01-01T00:00:02Z");
+        assert_eq!(c["startTime"], "1970-01-01T00:00:02.5Z");
         assert_eq!(c["memory"]["availableBytes"], 5);
         assert_eq!(c["memory"]["pageFaults"], 7);
         assert_eq!(c["memory"]["majorPageFaults"], 1);
