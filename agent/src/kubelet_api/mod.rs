@@ -24,6 +24,7 @@ pub mod cri_log;
 pub mod fs_net;
 pub mod metrics;
 pub mod pod_start;
+pub mod resource_metrics;
 mod routes;
 #[cfg(test)]
 mod scripted_apiserver;

@@ -19,7 +19,7 @@ use super::authn::User;
 use super::authz::{attributes_for, forbidden_message};
 use super::container_logs::{container_running, find_pod, resolve_log_file, stream_log};
 use super::cri_log::parse_log_options;
-use super::{fs_net, metrics, stats};
+use super::{fs_net, metrics, resource_metrics, stats};
 
 /// The DER client certificate the TLS layer verified, if any (a request extension).
 #[derive(Clone, Debug)]
@@ -284,7 +284,7 @@ async fn resource_metrics(State(shared): State<Arc<Shared>>) -> Response {
     let containers = shared.stats.containers().await;
     let pods = shared.store.snapshot();
     let (extras, _) = shared.stats.pod_extras(&pods).await;
-    let body = stats::resource_metrics(&node, &pods, &containers, &extras);
+    let body = resource_metrics::render(&node, &pods, &containers, &extras);
     ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], body).into_response()
 }
 

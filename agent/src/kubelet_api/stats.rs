@@ -1,5 +1,6 @@
 //! `/stats/summary` (the `stats/v1alpha1` `Summary` that `kubectl top` through metrics-server
-//! and other monitors read) and `/metrics/resource` (what metrics-server scrapes today): node
+//! and other monitors read; `/metrics/resource`, what metrics-server scrapes today, renders the
+//! same samples in [`super::resource_metrics`]): node
 //! CPU and memory from `/proc/stat` and `/proc/meminfo`, its start and process limit; container
 //! CPU, memory and writable layer from the runtime (CRI `ListContainerStats`, start times from
 //! `ListContainers`); pod CPU and memory from the pod cgroup ([`super::cgroup_stats`]), or the
@@ -7,7 +8,6 @@
 //! gathers the samples.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -198,7 +198,7 @@ fn cpu_json(time: i64, core_nanos: Option<u64>, nano_cores: Option<u64>) -> Valu
     }))
 }
 
-fn sum(values: impl Iterator<Item = Option<u64>>) -> Option<u64> {
+pub(super) fn sum(values: impl Iterator<Item = Option<u64>>) -> Option<u64> {
     values.fold(None, |acc, v| match (acc, v) {
         (a, None) => a,
         (None, Some(v)) => Some(v),
@@ -207,7 +207,9 @@ fn sum(values: impl Iterator<Item = Option<u64>>) -> Option<u64> {
 }
 
 /// The latest instance of each container of each pod, by pod UID then container name.
-fn latest_by_pod(samples: &[ContainerSample]) -> BTreeMap<&str, BTreeMap<&str, &ContainerSample>> {
+pub(super) fn latest_by_pod(
+    samples: &[ContainerSample],
+) -> BTreeMap<&str, BTreeMap<&str, &ContainerSample>> {
     let mut by_pod: BTreeMap<&str, BTreeMap<&str, &ContainerSample>> = BTreeMap::new();
     for sample in samples {
         let slot = by_pod
@@ -363,151 +365,6 @@ pub fn summary(
         })
         .collect();
     json!({"node": node_json(node_name, node), "pods": pods_json})
-}
-
-/// `/metrics/resource` in the Prometheus text format (metric names as upstream's resource
-/// metrics endpoint: `node_cpu_usage_seconds_total`, `container_memory_working_set_bytes`, ...).
-/// Pod figures come from the pod cgroup in `extras` where there is one.
-pub fn resource_metrics(
-    node: &NodeSample,
-    pods: &[Pod],
-    samples: &[ContainerSample],
-    extras: &BTreeMap<String, PodExtras>,
-) -> String {
-    let mut out = String::new();
-    let ms = |nanos: i64| nanos / 1_000_000;
-    let seconds = |nanos: u64| nanos as f64 / 1e9;
-    let usage = node
-        .memory_total_bytes
-        .saturating_sub(node.memory_free_bytes);
-    let working_set = usage.saturating_sub(node.memory_inactive_file_bytes);
-    let by_pod = latest_by_pod(samples);
-    let _ = writeln!(
-        out,
-        "# HELP node_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by the node in core-seconds\n\
-         # TYPE node_cpu_usage_seconds_total counter\n\
-         node_cpu_usage_seconds_total {} {}\n\
-         # HELP node_memory_working_set_bytes [STABLE] Current working set of the node in bytes\n\
-         # TYPE node_memory_working_set_bytes gauge\n\
-         node_memory_working_set_bytes {working_set} {}",
-        seconds(node.cpu_usage_core_nanos),
-        ms(node.time_nanos),
-        ms(node.time_nanos)
-    );
-    let mut container_cpu = String::new();
-    let mut container_mem = String::new();
-    let mut container_start = String::new();
-    let mut pod_cpu = String::new();
-    let mut pod_mem = String::new();
-    for pod in pods {
-        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-        let name = pod.metadata.name.as_deref().unwrap_or_default();
-        let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
-        let Some(containers) = by_pod.get(uid) else {
-            continue;
-        };
-        for c in containers.values() {
-            let labels = format!(
-                "container=\"{}\",namespace=\"{namespace}\",pod=\"{name}\"",
-                c.name
-            );
-            if let Some(cpu) = c.cpu_usage_core_nanos {
-                let _ = writeln!(
-                    container_cpu,
-                    "container_cpu_usage_seconds_total{{{labels}}} {} {}",
-                    seconds(cpu),
-                    ms(c.time_nanos)
-                );
-            }
-            if let Some(mem) = c.memory_working_set_bytes {
-                let _ = writeln!(
-                    container_mem,
-                    "container_memory_working_set_bytes{{{labels}}} {mem} {}",
-                    ms(c.time_nanos)
-                );
-            }
-            if let Some(start) = c.start_time_nanos {
-                let _ = writeln!(
-                    container_start,
-                    "container_start_time_seconds{{{labels}}} {} {}",
-                    start as f64 / 1e9,
-                    ms(c.time_nanos)
-                );
-            }
-        }
-        let labels = format!("namespace=\"{namespace}\",pod=\"{name}\"");
-        let (time, pod_cpu_nanos, pod_working_set) =
-            match extras.get(uid).and_then(|e| e.cgroup.as_ref()) {
-                Some(c) => (
-                    c.time_nanos,
-                    c.cpu_usage_core_nanos,
-                    c.memory_working_set_bytes,
-                ),
-                None => (
-                    containers.values().map(|c| c.time_nanos).max().unwrap_or(0),
-                    sum(containers.values().map(|c| c.cpu_usage_core_nanos)),
-                    sum(containers.values().map(|c| c.memory_working_set_bytes)),
-                ),
-            };
-        if let Some(cpu) = pod_cpu_nanos {
-            let _ = writeln!(
-                pod_cpu,
-                "pod_cpu_usage_seconds_total{{{labels}}} {} {}",
-                seconds(cpu),
-                ms(time)
-            );
-        }
-        if let Some(mem) = pod_working_set {
-            let _ = writeln!(
-                pod_mem,
-                "pod_memory_working_set_bytes{{{labels}}} {mem} {}",
-                ms(time)
-            );
-        }
-    }
-    for (name, kind, help, body) in [
-        (
-            "container_cpu_usage_seconds_total",
-            "counter",
-            "Cumulative cpu time consumed by the container in core-seconds",
-            container_cpu,
-        ),
-        (
-            "container_memory_working_set_bytes",
-            "gauge",
-            "Current working set of the container in bytes",
-            container_mem,
-        ),
-        (
-            "container_start_time_seconds",
-            "gauge",
-            "When the container started, in seconds since the epoch",
-            container_start,
-        ),
-        (
-            "pod_cpu_usage_seconds_total",
-            "counter",
-            "Cumulative cpu time consumed by the pod in core-seconds",
-            pod_cpu,
-        ),
-        (
-            "pod_memory_working_set_bytes",
-            "gauge",
-            "Current working set of the pod in bytes",
-            pod_mem,
-        ),
-    ] {
-        let _ = write!(
-            out,
-            "# HELP {name} [STABLE] {help}\n# TYPE {name} {kind}\n{body}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP scrape_error [ALPHA] 1 if there was an error while getting container metrics, 0 otherwise\n\
-         # TYPE scrape_error gauge\nscrape_error 0"
-    );
-    out
 }
 
 /// Gathers node, pod cgroup and container samples.
@@ -840,18 +697,6 @@ btime 1700000000
         assert_eq!(a["memory"]["workingSetBytes"], 25);
         assert_eq!(doc["pods"][1]["containers"], json!([]));
         assert!(doc["pods"][1]["cpu"].get("usageNanoCores").is_none());
-
-        let text = resource_metrics(&node, &pods, &samples, &BTreeMap::new());
-        for line in [
-            "node_cpu_usage_seconds_total 0.000000007 2000",
-            "node_memory_working_set_bytes 700 2000",
-            "container_cpu_usage_seconds_total{container=\"app\",namespace=\"default\",pod=\"a\"} 0.0000002 1000",
-            "container_memory_working_set_bytes{container=\"side\",namespace=\"default\",pod=\"a\"} 5 1000",
-            "pod_memory_working_set_bytes{namespace=\"default\",pod=\"a\"} 25 1000",
-            "scrape_error 0",
-        ] {
-            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
-        }
     }
 
     /// A pod cgroup sample: 2 s of CPU at 1.5 cores, 900 of 1000 bytes used, 100 inactive.
@@ -913,14 +758,6 @@ btime 1700000000
                 .unwrap_or(Value::Null);
             assert_eq!(got, expected, "pod {index} {pointer}");
         }
-        let text = resource_metrics(&node, &pods, &samples, &extras);
-        for line in [
-            "pod_cpu_usage_seconds_total{namespace=\"default\",pod=\"a\"} 2 3000",
-            "pod_memory_working_set_bytes{namespace=\"default\",pod=\"a\"} 800 3000",
-            "pod_memory_working_set_bytes{namespace=\"default\",pod=\"b\"} 10 1000",
-        ] {
-            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
-        }
     }
 
     #[test]
@@ -949,14 +786,6 @@ btime 1700000000
             &[container(0, 1), container(1, 2_500_000_000)],
         );
         assert_eq!(samples[0].start_time_nanos, Some(2_500_000_000));
-        let text = resource_metrics(
-            &NodeSample::default(),
-            &[pod("a", "u-a")],
-            &samples,
-            &BTreeMap::new(),
-        );
-        let line = "container_start_time_seconds{container=\"app\",namespace=\"default\",pod=\"a\"} 2.5 1000";
-        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         let node = NodeSample {
             boot_time_secs: Some(10),
             rlimit: Some((4_194_304, 321)),
