@@ -30,6 +30,7 @@ pub mod values;
 
 mod fs;
 mod names;
+mod stat_dirs;
 mod v1;
 mod v2;
 
@@ -45,6 +46,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 pub use names::NameError;
 pub use qos::{QosClass, ResourceError};
+pub use stat_dirs::{CgroupLocator, StatDirs};
 pub use values::NodeAllocatable;
 
 use names::CgroupNamer;

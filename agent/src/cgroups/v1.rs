@@ -64,6 +64,14 @@ impl V1 {
         &self.hierarchies
     }
 
+    /// The root of the hierarchy that carries `controller` (`cpuacct`, `memory`, ...).
+    pub(crate) fn controller_root(&self, controller: &str) -> Option<&Path> {
+        self.hierarchies
+            .iter()
+            .find(|h| h.has(controller))
+            .map(|h| h.path.as_path())
+    }
+
     fn hierarchy_of(&self, controller: Controller) -> Option<&Hierarchy> {
         self.hierarchies.iter().find(|h| h.has(controller.name()))
     }

@@ -209,6 +209,8 @@ pub struct Storage {
     pub time: String,
     /// The file system of the root dir (upstream's node `fs`).
     pub node_fs: Option<FsSample>,
+    /// The file system of `podLogsDir` (the containers' `logs` capacity; the node's if unknown).
+    pub logs_fs: Option<FsSample>,
     pub node_interfaces: Vec<InterfaceSample>,
     /// The runtime's image file system: its capacity (if found) and what images use.
     pub image_fs: Option<(Option<FsSample>, Usage)>,
@@ -260,7 +262,7 @@ pub fn add_storage_and_network(
                 let logs = storage.logs.get(&key).copied().unwrap_or_default();
                 ephemeral = ephemeral + writable + logs;
                 container["rootfs"] = usage_json(time, image_capacity.or(node_fs), writable);
-                container["logs"] = usage_json(time, node_fs, logs);
+                container["logs"] = usage_json(time, storage.logs_fs.as_ref().or(node_fs), logs);
             }
         }
         if let Some((default, interfaces)) = storage.pod_networks.get(&uid) {
@@ -365,6 +367,10 @@ mod tests {
         assert_eq!(pod["containers"][0]["rootfs"]["usedBytes"], 100);
         assert_eq!(pod["containers"][0]["logs"]["usedBytes"], 30);
         assert_eq!(pod["containers"][1]["logs"]["usedBytes"], 0);
+        assert_eq!(
+            pod["containers"][1]["logs"]["capacityBytes"], 1000,
+            "no log fs known: the node's"
+        );
         assert_eq!(pod["network"]["rxBytes"], 7);
         assert_eq!(summary["node"]["fs"]["usedBytes"], 400);
         assert_eq!(summary["node"]["fs"]["inodesUsed"], 10);

@@ -17,12 +17,14 @@
 
 pub mod authn;
 pub mod authz;
+pub mod cgroup_stats;
 pub mod configz;
 pub mod container_logs;
 pub mod cri_log;
 pub mod fs_net;
 pub mod metrics;
 pub mod pod_start;
+pub mod resource_metrics;
 mod routes;
 #[cfg(test)]
 mod scripted_apiserver;
@@ -83,6 +85,8 @@ pub struct ServerSettings {
     pub authorizer: Authorizer,
     /// The `/configz` document.
     pub configz: serde_json::Value,
+    /// Where the pod cgroups are, for their CPU and memory in `/stats/summary`.
+    pub cgroups: Option<crate::cgroups::CgroupConfig>,
 }
 
 /// What the handlers share.
@@ -141,11 +145,23 @@ pub async fn bind(
             authorizer: settings.authorizer,
             configz: settings.configz,
             store,
-            stats: stats::StatsSource::new(cri.clone()),
+            stats: stats::StatsSource::new(cri.clone(), cgroup_locator(settings.cgroups.as_ref())),
             pod_start: pod_start::PodStartTracker::default(),
             cri,
         }),
     })
+}
+
+/// The pod cgroup locator, or `None` (logged) when the cgroups cannot be read.
+fn cgroup_locator(
+    config: Option<&crate::cgroups::CgroupConfig>,
+) -> Option<crate::cgroups::CgroupLocator> {
+    let config = config?;
+    crate::cgroups::CgroupLocator::new(config)
+        .inspect_err(|err| {
+            tracing::warn!(error = %err, "pod cgroups not readable: pod stats sum their containers");
+        })
+        .ok()
 }
 
 impl std::fmt::Debug for BoundServer {
@@ -305,6 +321,7 @@ pub async fn settings_for(
         ),
         authorizer,
         configz: configz::configz(config),
+        cgroups: Some(crate::node::cgroup_config(config)),
     }))
 }
 

@@ -19,7 +19,7 @@ use super::authn::User;
 use super::authz::{attributes_for, forbidden_message};
 use super::container_logs::{container_running, find_pod, resolve_log_file, stream_log};
 use super::cri_log::parse_log_options;
-use super::{fs_net, metrics, stats};
+use super::{fs_net, metrics, resource_metrics, stats};
 
 /// The DER client certificate the TLS layer verified, if any (a request extension).
 #[derive(Clone, Debug)]
@@ -248,18 +248,17 @@ async fn container_logs(
 }
 
 async fn stats_summary(State(shared): State<Arc<Shared>>) -> Response {
-    let node = shared.stats.node().await;
+    let mut node = shared.stats.node().await;
     let containers = shared.stats.containers().await;
     let storage = shared
         .stats
         .storage(&shared.root_dir, &shared.pod_logs_dir)
         .await;
-    let mut summary = stats::summary(
-        &shared.node_name,
-        &node,
-        &shared.store.snapshot(),
-        &containers,
-    );
+    let pods = shared.store.snapshot();
+    // After the runtime's figures, so that a pod's cgroup is never behind its containers.
+    let (extras, all_pods) = shared.stats.pod_extras(&pods).await;
+    node.all_pods = all_pods;
+    let mut summary = stats::summary(&shared.node_name, &node, &pods, &containers, &extras);
     // The latest instance's writable layer per container (samples sorted by attempt).
     let mut ordered: Vec<&stats::ContainerSample> = containers.iter().collect();
     ordered.sort_by_key(|c| c.attempt);
@@ -287,7 +286,9 @@ async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
 async fn resource_metrics(State(shared): State<Arc<Shared>>) -> Response {
     let node = shared.stats.node().await;
     let containers = shared.stats.containers().await;
-    let body = stats::resource_metrics(&node, &shared.store.snapshot(), &containers);
+    let pods = shared.store.snapshot();
+    let (extras, _) = shared.stats.pod_extras(&pods).await;
+    let body = resource_metrics::render(&node, &pods, &containers, &extras);
     ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], body).into_response()
 }
 

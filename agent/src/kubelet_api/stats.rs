@@ -1,11 +1,13 @@
 //! `/stats/summary` (the `stats/v1alpha1` `Summary` that `kubectl top` through metrics-server
-//! and other monitors read) and `/metrics/resource` (what metrics-server scrapes today): node
-//! CPU and memory from `/proc/stat` and `/proc/meminfo`, container CPU and memory from the
-//! runtime (CRI `ListContainerStats`), pod figures as the sum of their containers. The
-//! assembly is pure; [`StatsSource`] gathers the samples.
+//! and other monitors read; `/metrics/resource`, what metrics-server scrapes today, renders the
+//! same samples in [`super::resource_metrics`]): node
+//! CPU and memory from `/proc/stat` and `/proc/meminfo`, its start and process limit; container
+//! CPU, memory and writable layer from the runtime (CRI `ListContainerStats`, start times from
+//! `ListContainers`); pod CPU and memory from the pod cgroup ([`super::cgroup_stats`]), or the
+//! sum of the containers where no pod cgroup is found. The assembly is pure; [`StatsSource`]
+//! gathers the samples.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -13,6 +15,9 @@ use k8s_openapi::jiff::Timestamp;
 use kwk_cri::{CriClient, api};
 use serde_json::{Value, json};
 
+pub use super::cgroup_stats::nano_cores;
+use super::cgroup_stats::{self, CgroupSample, RateTracker};
+use crate::cgroups::CgroupLocator;
 use crate::labels;
 
 /// `/proc/stat` counts in USER_HZ, which Linux fixes at 100 for user space.
@@ -30,6 +35,19 @@ pub struct NodeSample {
     pub memory_free_bytes: u64,
     pub memory_available_bytes: u64,
     pub memory_inactive_file_bytes: u64,
+    /// Boot time, seconds since the epoch (`btime` of `/proc/stat`).
+    pub boot_time_secs: Option<u64>,
+    /// The process limit and the processes (threads) now (upstream's `rlimit`).
+    pub rlimit: Option<(u64, u64)>,
+    /// The cgroup of all pods (upstream's `pods` system container).
+    pub all_pods: Option<CgroupSample>,
+}
+
+/// `btime` of `/proc/stat`.
+pub fn parse_boot_time(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The CPU time (user, nice, system, irq, softirq, steal) of the `cpu` line of `/proc/stat`.
@@ -69,15 +87,6 @@ pub fn parse_meminfo(text: &str, sample: &mut NodeSample) {
     }
 }
 
-/// CPU use in nanocores between two samples (`None` if they are not in order).
-pub fn nano_cores(earlier: (i64, u64), later: (i64, u64)) -> Option<u64> {
-    let elapsed = u64::try_from(later.0.checked_sub(earlier.0)?).ok()?;
-    let used = later.1.checked_sub(earlier.1)?;
-    (elapsed > 0).then(|| {
-        u64::try_from(u128::from(used) * 1_000_000_000 / u128::from(elapsed)).unwrap_or(u64::MAX)
-    })
-}
-
 /// One container's figures from the runtime.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ContainerSample {
@@ -90,9 +99,17 @@ pub struct ContainerSample {
     pub memory_working_set_bytes: Option<u64>,
     pub memory_usage_bytes: Option<u64>,
     pub memory_rss_bytes: Option<u64>,
+    pub memory_available_bytes: Option<u64>,
+    pub page_faults: Option<u64>,
+    pub major_page_faults: Option<u64>,
+    /// When the container was created (upstream's container `startTime`), from `ListContainers`.
+    pub start_time_nanos: Option<i64>,
     /// The writable layer's bytes and inodes.
     pub rootfs: Option<super::fs_net::Usage>,
 }
+
+/// Larger "available" figures mean no limit.
+const UNLIMITED_FROM: u64 = 1 << 62;
 
 /// The runtime's stats as samples (containers without the pod labels are skipped).
 pub fn container_samples(stats: &[api::ContainerStats]) -> Vec<ContainerSample> {
@@ -117,6 +134,12 @@ pub fn container_samples(stats: &[api::ContainerStats]) -> Vec<ContainerSample> 
                 memory_working_set_bytes: memory.and_then(|m| m.working_set_bytes.map(|v| v.value)),
                 memory_usage_bytes: memory.and_then(|m| m.usage_bytes.map(|v| v.value)),
                 memory_rss_bytes: memory.and_then(|m| m.rss_bytes.map(|v| v.value)),
+                memory_available_bytes: memory
+                    .and_then(|m| m.available_bytes.map(|v| v.value))
+                    .filter(|&v| v > 0 && v < UNLIMITED_FROM),
+                page_faults: memory.and_then(|m| m.page_faults.map(|v| v.value)),
+                major_page_faults: memory.and_then(|m| m.major_page_faults.map(|v| v.value)),
+                start_time_nanos: None,
                 rootfs: s.writable_layer.as_ref().map(|w| super::fs_net::Usage {
                     bytes: w.used_bytes.as_ref().map_or(0, |v| v.value),
                     inodes: w.inodes_used.as_ref().map_or(0, |v| v.value),
@@ -124,6 +147,36 @@ pub fn container_samples(stats: &[api::ContainerStats]) -> Vec<ContainerSample> 
             })
         })
         .collect()
+}
+
+/// Sets each sample's start time from the runtime's container list (matched by pod UID,
+/// name and attempt).
+pub fn add_start_times(samples: &mut [ContainerSample], containers: &[api::Container]) {
+    let created: BTreeMap<(&str, &str, u32), i64> = containers
+        .iter()
+        .filter_map(|c| {
+            let metadata = c.metadata.as_ref()?;
+            let uid = c.labels.get(labels::POD_UID)?;
+            let name = c
+                .labels
+                .get(labels::CONTAINER_NAME)
+                .unwrap_or(&metadata.name);
+            Some((
+                (uid.as_str(), name.as_str(), metadata.attempt),
+                c.created_at,
+            ))
+        })
+        .collect();
+    for sample in samples {
+        sample.start_time_nanos = created
+            .get(&(
+                sample.pod_uid.as_str(),
+                sample.name.as_str(),
+                sample.attempt,
+            ))
+            .copied()
+            .filter(|&t| t > 0);
+    }
 }
 
 fn time_json(nanos: i64) -> String {
@@ -145,7 +198,7 @@ fn cpu_json(time: i64, core_nanos: Option<u64>, nano_cores: Option<u64>) -> Valu
     }))
 }
 
-fn sum(values: impl Iterator<Item = Option<u64>>) -> Option<u64> {
+pub(super) fn sum(values: impl Iterator<Item = Option<u64>>) -> Option<u64> {
     values.fold(None, |acc, v| match (acc, v) {
         (a, None) => a,
         (None, Some(v)) => Some(v),
@@ -154,7 +207,9 @@ fn sum(values: impl Iterator<Item = Option<u64>>) -> Option<u64> {
 }
 
 /// The latest instance of each container of each pod, by pod UID then container name.
-fn latest_by_pod(samples: &[ContainerSample]) -> BTreeMap<&str, BTreeMap<&str, &ContainerSample>> {
+pub(super) fn latest_by_pod(
+    samples: &[ContainerSample],
+) -> BTreeMap<&str, BTreeMap<&str, &ContainerSample>> {
     let mut by_pod: BTreeMap<&str, BTreeMap<&str, &ContainerSample>> = BTreeMap::new();
     for sample in samples {
         let slot = by_pod
@@ -169,27 +224,92 @@ fn latest_by_pod(samples: &[ContainerSample]) -> BTreeMap<&str, BTreeMap<&str, &
     by_pod
 }
 
-/// The `Summary` document.
-pub fn summary(
-    node_name: &str,
-    node: &NodeSample,
-    pods: &[Pod],
-    samples: &[ContainerSample],
-) -> Value {
+/// What the summary knows of a pod beyond its containers' runtime stats (more sources, such
+/// as volumes, can join here).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodExtras {
+    /// The pod cgroup's CPU and memory.
+    pub cgroup: Option<CgroupSample>,
+}
+
+/// The `CPUStats` and `MemoryStats` of a cgroup.
+fn cgroup_json(c: &CgroupSample) -> (Value, Value) {
+    (
+        cpu_json(c.time_nanos, c.cpu_usage_core_nanos, c.cpu_usage_nano_cores),
+        strip_nulls(json!({
+            "time": time_json(c.time_nanos),
+            "availableBytes": c.memory_available_bytes(),
+            "usageBytes": c.memory_usage_bytes,
+            "workingSetBytes": c.memory_working_set_bytes,
+            "rssBytes": c.memory_rss_bytes,
+            "pageFaults": c.page_faults,
+            "majorPageFaults": c.major_page_faults,
+        })),
+    )
+}
+
+fn node_json(node_name: &str, node: &NodeSample) -> Value {
     let usage = node
         .memory_total_bytes
         .saturating_sub(node.memory_free_bytes);
     let working_set = usage.saturating_sub(node.memory_inactive_file_bytes);
-    let node_json = json!({
+    let time = time_json(node.time_nanos);
+    let mut node_json = json!({
         "nodeName": node_name,
         "cpu": cpu_json(node.time_nanos, Some(node.cpu_usage_core_nanos), node.cpu_usage_nano_cores),
         "memory": {
-            "time": time_json(node.time_nanos),
+            "time": time,
             "availableBytes": node.memory_available_bytes,
             "usageBytes": usage,
             "workingSetBytes": working_set,
         },
     });
+    if let Some(boot) = node.boot_time_secs.and_then(|b| i64::try_from(b).ok()) {
+        node_json["startTime"] = json!(time_json(boot.saturating_mul(1_000_000_000)));
+    }
+    if let Some((max, current)) = node.rlimit {
+        node_json["rlimit"] = json!({"time": time, "maxpid": max, "curproc": current});
+    }
+    if let Some(pods) = &node.all_pods {
+        let (cpu, memory) = cgroup_json(pods);
+        node_json["systemContainers"] = json!([{
+            "name": "pods",
+            "startTime": node_json.get("startTime").cloned().unwrap_or_else(|| json!(time)),
+            "cpu": cpu,
+            "memory": memory,
+        }]);
+    }
+    node_json
+}
+
+fn container_json(c: &ContainerSample) -> Value {
+    let mut value = json!({
+        "name": c.name,
+        "cpu": cpu_json(c.time_nanos, c.cpu_usage_core_nanos, c.cpu_usage_nano_cores),
+        "memory": strip_nulls(json!({
+            "time": time_json(c.time_nanos),
+            "availableBytes": c.memory_available_bytes,
+            "usageBytes": c.memory_usage_bytes,
+            "workingSetBytes": c.memory_working_set_bytes,
+            "rssBytes": c.memory_rss_bytes,
+            "pageFaults": c.page_faults,
+            "majorPageFaults": c.major_page_faults,
+        })),
+    });
+    if let Some(start) = c.start_time_nanos {
+        value["startTime"] = json!(time_json(start));
+    }
+    value
+}
+
+/// The `Summary` document; `extras` by pod UID.
+pub fn summary(
+    node_name: &str,
+    node: &NodeSample,
+    pods: &[Pod],
+    samples: &[ContainerSample],
+    extras: &BTreeMap<String, PodExtras>,
+) -> Value {
     let by_pod = latest_by_pod(samples);
     let pods_json: Vec<Value> = pods
         .iter()
@@ -204,21 +324,24 @@ pub fn summary(
                 .map(|c| c.time_nanos)
                 .max()
                 .unwrap_or(node.time_nanos);
-            let containers_json: Vec<Value> = containers
-                .iter()
-                .map(|c| {
-                    json!({
-                        "name": c.name,
-                        "cpu": cpu_json(c.time_nanos, c.cpu_usage_core_nanos, c.cpu_usage_nano_cores),
-                        "memory": strip_nulls(json!({
-                            "time": time_json(c.time_nanos),
-                            "workingSetBytes": c.memory_working_set_bytes,
-                            "usageBytes": c.memory_usage_bytes,
-                            "rssBytes": c.memory_rss_bytes,
-                        })),
-                    })
-                })
-                .collect();
+            let containers_json: Vec<Value> = containers.iter().map(|c| container_json(c)).collect();
+            // Upstream reads the pod cgroup; without one, the containers' sum stands in.
+            let (cpu, memory) = match extras.get(uid).and_then(|e| e.cgroup.as_ref()) {
+                Some(cgroup) => cgroup_json(cgroup),
+                None => (
+                    cpu_json(
+                        time,
+                        sum(containers.iter().map(|c| c.cpu_usage_core_nanos)),
+                        sum(containers.iter().map(|c| c.cpu_usage_nano_cores)),
+                    ),
+                    strip_nulls(json!({
+                        "time": time_json(time),
+                        "workingSetBytes": sum(containers.iter().map(|c| c.memory_working_set_bytes)),
+                        "usageBytes": sum(containers.iter().map(|c| c.memory_usage_bytes)),
+                        "rssBytes": sum(containers.iter().map(|c| c.memory_rss_bytes)),
+                    })),
+                ),
+            };
             let mut pod_json = json!({
                 "podRef": {
                     "name": pod.metadata.name,
@@ -226,144 +349,34 @@ pub fn summary(
                     "uid": uid,
                 },
                 "containers": containers_json,
-                "cpu": cpu_json(
-                    time,
-                    sum(containers.iter().map(|c| c.cpu_usage_core_nanos)),
-                    sum(containers.iter().map(|c| c.cpu_usage_nano_cores)),
-                ),
-                "memory": strip_nulls(json!({
-                    "time": time_json(time),
-                    "workingSetBytes": sum(containers.iter().map(|c| c.memory_working_set_bytes)),
-                    "usageBytes": sum(containers.iter().map(|c| c.memory_usage_bytes)),
-                })),
+                "cpu": cpu,
+                "memory": memory,
             });
+            let processes = extras
+                .get(uid)
+                .and_then(|e| e.cgroup.as_ref()?.process_count);
+            if let Some(count) = processes {
+                pod_json["process_stats"] = json!({"process_count": count});
+            }
             if let Some(start) = pod.status.as_ref().and_then(|s| s.start_time.as_ref()) {
                 pod_json["startTime"] = json!(start.0.to_string());
             }
             pod_json
         })
         .collect();
-    json!({"node": node_json, "pods": pods_json})
+    json!({"node": node_json(node_name, node), "pods": pods_json})
 }
 
-/// `/metrics/resource` in the Prometheus text format (metric names as upstream's resource
-/// metrics endpoint: `node_cpu_usage_seconds_total`, `container_memory_working_set_bytes`, ...).
-pub fn resource_metrics(node: &NodeSample, pods: &[Pod], samples: &[ContainerSample]) -> String {
-    let mut out = String::new();
-    let ms = |nanos: i64| nanos / 1_000_000;
-    let seconds = |nanos: u64| nanos as f64 / 1e9;
-    let usage = node
-        .memory_total_bytes
-        .saturating_sub(node.memory_free_bytes);
-    let working_set = usage.saturating_sub(node.memory_inactive_file_bytes);
-    let by_pod = latest_by_pod(samples);
-    let _ = writeln!(
-        out,
-        "# HELP node_cpu_usage_seconds_total [STABLE] Cumulative cpu time consumed by the node in core-seconds\n\
-         # TYPE node_cpu_usage_seconds_total counter\n\
-         node_cpu_usage_seconds_total {} {}\n\
-         # HELP node_memory_working_set_bytes [STABLE] Current working set of the node in bytes\n\
-         # TYPE node_memory_working_set_bytes gauge\n\
-         node_memory_working_set_bytes {working_set} {}",
-        seconds(node.cpu_usage_core_nanos),
-        ms(node.time_nanos),
-        ms(node.time_nanos)
-    );
-    let mut container_cpu = String::new();
-    let mut container_mem = String::new();
-    let mut pod_cpu = String::new();
-    let mut pod_mem = String::new();
-    for pod in pods {
-        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-        let name = pod.metadata.name.as_deref().unwrap_or_default();
-        let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
-        let Some(containers) = by_pod.get(uid) else {
-            continue;
-        };
-        for c in containers.values() {
-            let labels = format!(
-                "container=\"{}\",namespace=\"{namespace}\",pod=\"{name}\"",
-                c.name
-            );
-            if let Some(cpu) = c.cpu_usage_core_nanos {
-                let _ = writeln!(
-                    container_cpu,
-                    "container_cpu_usage_seconds_total{{{labels}}} {} {}",
-                    seconds(cpu),
-                    ms(c.time_nanos)
-                );
-            }
-            if let Some(mem) = c.memory_working_set_bytes {
-                let _ = writeln!(
-                    container_mem,
-                    "container_memory_working_set_bytes{{{labels}}} {mem} {}",
-                    ms(c.time_nanos)
-                );
-            }
-        }
-        let time = containers.values().map(|c| c.time_nanos).max().unwrap_or(0);
-        let labels = format!("namespace=\"{namespace}\",pod=\"{name}\"");
-        if let Some(cpu) = sum(containers.values().map(|c| c.cpu_usage_core_nanos)) {
-            let _ = writeln!(
-                pod_cpu,
-                "pod_cpu_usage_seconds_total{{{labels}}} {} {}",
-                seconds(cpu),
-                ms(time)
-            );
-        }
-        if let Some(mem) = sum(containers.values().map(|c| c.memory_working_set_bytes)) {
-            let _ = writeln!(
-                pod_mem,
-                "pod_memory_working_set_bytes{{{labels}}} {mem} {}",
-                ms(time)
-            );
-        }
-    }
-    for (name, kind, help, body) in [
-        (
-            "container_cpu_usage_seconds_total",
-            "counter",
-            "Cumulative cpu time consumed by the container in core-seconds",
-            container_cpu,
-        ),
-        (
-            "container_memory_working_set_bytes",
-            "gauge",
-            "Current working set of the container in bytes",
-            container_mem,
-        ),
-        (
-            "pod_cpu_usage_seconds_total",
-            "counter",
-            "Cumulative cpu time consumed by the pod in core-seconds",
-            pod_cpu,
-        ),
-        (
-            "pod_memory_working_set_bytes",
-            "gauge",
-            "Current working set of the pod in bytes",
-            pod_mem,
-        ),
-    ] {
-        let _ = write!(
-            out,
-            "# HELP {name} [STABLE] {help}\n# TYPE {name} {kind}\n{body}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP scrape_error [ALPHA] 1 if there was an error while getting container metrics, 0 otherwise\n\
-         # TYPE scrape_error gauge\nscrape_error 0"
-    );
-    out
-}
-
-/// Gathers node and container samples.
+/// Gathers node, pod cgroup and container samples.
 #[derive(Debug)]
 pub struct StatsSource {
     cri: Option<CriClient>,
+    /// Finds the pod cgroups; `None` without per-QoS cgroups or a readable cgroupfs.
+    cgroups: Option<CgroupLocator>,
     /// The last node sample's (time, CPU time) and the rate computed from it.
     last_cpu: Mutex<Option<CpuMark>>,
+    /// CPU rates of the pod cgroups (by pod UID) and of all pods (key `""`).
+    cgroup_rates: Mutex<RateTracker>,
 }
 
 /// A node CPU sample, (time, CPU time), and the rate computed when it was taken.
@@ -373,11 +386,86 @@ type CpuMark = ((i64, u64), Option<u64>);
 const MIN_RATE_WINDOW_NANOS: i64 = 1_000_000_000;
 
 impl StatsSource {
-    pub fn new(cri: Option<CriClient>) -> Self {
+    pub fn new(cri: Option<CriClient>, cgroups: Option<CgroupLocator>) -> Self {
         Self {
             cri,
+            cgroups,
             last_cpu: Mutex::new(None),
+            cgroup_rates: Mutex::new(RateTracker::default()),
         }
+    }
+
+    /// Reads the cgroups `wanted` names (key, directories) and sets their CPU rates; a cgroup
+    /// seen for the first time is read again after a short pause so that it has a rate at once.
+    async fn cgroups(
+        &self,
+        wanted: Vec<(String, crate::cgroups::StatDirs)>,
+    ) -> BTreeMap<String, CgroupSample> {
+        let read_all = || {
+            wanted
+                .iter()
+                .filter_map(|(key, dirs)| Some((key.clone(), cgroup_stats::read(dirs)?)))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let mut samples = read_all();
+        let fresh = self.cgroup_rates.lock().is_ok_and(|mut tracker| {
+            let mut fresh = false;
+            for (key, s) in &samples {
+                if let Some(cpu) = s.cpu_usage_core_nanos
+                    && !tracker.knows(key)
+                {
+                    tracker.rate(key, (s.time_nanos, cpu));
+                    fresh = true;
+                }
+            }
+            fresh
+        });
+        if fresh {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            samples = read_all();
+        }
+        if let Ok(mut tracker) = self.cgroup_rates.lock() {
+            for (key, s) in &mut samples {
+                if let Some(cpu) = s.cpu_usage_core_nanos {
+                    s.cpu_usage_nano_cores = tracker.rate(key, (s.time_nanos, cpu));
+                }
+            }
+            tracker.retain(|k| samples.contains_key(k));
+        }
+        samples
+    }
+
+    /// Each pod's cgroup figures, by pod UID, and those of all pods (nothing without pod
+    /// cgroups).
+    pub async fn pod_extras(
+        &self,
+        pods: &[Pod],
+    ) -> (BTreeMap<String, PodExtras>, Option<CgroupSample>) {
+        let Some(locator) = &self.cgroups else {
+            return (BTreeMap::new(), None);
+        };
+        let mut wanted: Vec<(String, crate::cgroups::StatDirs)> = pods
+            .iter()
+            .filter_map(|p| {
+                let uid = p.metadata.uid.as_deref()?;
+                Some((uid.to_string(), locator.pod(uid)?))
+            })
+            .collect();
+        if let Some(all) = locator.all_pods() {
+            wanted.push((String::new(), all));
+        }
+        let mut samples = self.cgroups(wanted).await;
+        let all = samples.remove("");
+        let extras = samples
+            .into_iter()
+            .map(|(uid, cgroup)| {
+                let extras = PodExtras {
+                    cgroup: Some(cgroup),
+                };
+                (uid, extras)
+            })
+            .collect();
+        (extras, all)
     }
 
     /// The node now, with the CPU rate since the previous call (the first call samples twice).
@@ -422,6 +510,16 @@ impl StatsSource {
         if let Ok(text) = std::fs::read_to_string("/proc/meminfo") {
             parse_meminfo(&text, &mut sample);
         }
+        sample.boot_time_secs = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|t| parse_boot_time(&t));
+        let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        let threads = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|t| crate::node_status::pressure::threads_running(&t));
+        sample.rlimit = pid_max.zip(threads);
         sample
     }
 
@@ -430,13 +528,18 @@ impl StatsSource {
         let Some(cri) = &self.cri else {
             return Vec::new();
         };
-        match cri.list_container_stats(None).await {
+        let mut samples = match cri.list_container_stats(None).await {
             Ok(stats) => container_samples(&stats),
             Err(err) => {
                 tracing::warn!(%err, "ListContainerStats failed");
-                Vec::new()
+                return Vec::new();
             }
+        };
+        match cri.list_containers(None).await {
+            Ok(containers) => add_start_times(&mut samples, &containers),
+            Err(err) => tracing::debug!(%err, "ListContainers failed"),
         }
+        samples
     }
 }
 
@@ -451,6 +554,7 @@ impl StatsSource {
         let mut storage = fs_net::Storage {
             time: time_json(crate::clock::unix_nanos_now()),
             node_fs: fs_net::statvfs(root_dir),
+            logs_fs: fs_net::statvfs(pod_logs_dir),
             node_interfaces: std::fs::read_to_string("/proc/net/dev")
                 .map(|t| fs_net::parse_proc_net_dev(&t))
                 .unwrap_or_default(),
@@ -506,21 +610,22 @@ mod tests {
     }
 
     #[test]
-    fn rates_need_ordered_samples() {
-        let cases = [
-            ((0, 0), (1_000_000_000, 500_000_000), Some(500_000_000)),
-            ((0, 0), (2_000_000_000, 4_000_000_000), Some(2_000_000_000)),
-            ((5, 0), (5, 10), None),
-            ((10, 0), (5, 10), None),
-            ((0, 10), (1, 5), None),
-        ];
-        for (earlier, later, expected) in cases {
-            assert_eq!(
-                nano_cores(earlier, later),
-                expected,
-                "{earlier:?} {later:?}"
-            );
-        }
+    fn boot_time_is_read() {
+        assert_eq!(
+            parse_boot_time(
+                "cpu  1 2
+btime 1700000000
+"
+            ),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            parse_boot_time(
+                "cpu  1 2
+"
+            ),
+            None
+        );
     }
 
     fn pod(name: &str, uid: &str) -> Pod {
@@ -544,9 +649,7 @@ mod tests {
             cpu_usage_core_nanos: Some(cpu),
             cpu_usage_nano_cores: Some(cpu / 10),
             memory_working_set_bytes: Some(mem),
-            memory_usage_bytes: None,
-            memory_rss_bytes: None,
-            rootfs: None,
+            ..ContainerSample::default()
         }
     }
 
@@ -560,6 +663,7 @@ mod tests {
             memory_free_bytes: 200,
             memory_available_bytes: 500,
             memory_inactive_file_bytes: 100,
+            ..NodeSample::default()
         };
         let pods = [pod("a", "u-a"), pod("b", "u-b")];
         let samples = [
@@ -568,7 +672,7 @@ mod tests {
             sample("u-a", "side", 0, 50, 5),
             sample("u-other", "x", 0, 1, 1),
         ];
-        let doc = summary("node-1", &node, &pods, &samples);
+        let doc = summary("node-1", &node, &pods, &samples, &BTreeMap::new());
         assert_eq!(doc["node"]["nodeName"], "node-1");
         assert_eq!(doc["node"]["cpu"]["usageNanoCores"], 3);
         assert_eq!(doc["node"]["cpu"]["usageCoreNanoSeconds"], 7);
@@ -593,17 +697,113 @@ mod tests {
         assert_eq!(a["memory"]["workingSetBytes"], 25);
         assert_eq!(doc["pods"][1]["containers"], json!([]));
         assert!(doc["pods"][1]["cpu"].get("usageNanoCores").is_none());
+    }
 
-        let text = resource_metrics(&node, &pods, &samples);
-        for line in [
-            "node_cpu_usage_seconds_total 0.000000007 2000",
-            "node_memory_working_set_bytes 700 2000",
-            "container_cpu_usage_seconds_total{container=\"app\",namespace=\"default\",pod=\"a\"} 0.0000002 1000",
-            "container_memory_working_set_bytes{container=\"side\",namespace=\"default\",pod=\"a\"} 5 1000",
-            "pod_memory_working_set_bytes{namespace=\"default\",pod=\"a\"} 25 1000",
-            "scrape_error 0",
-        ] {
-            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+    /// A pod cgroup sample: 2 s of CPU at 1.5 cores, 900 of 1000 bytes used, 100 inactive.
+    fn cgroup() -> CgroupSample {
+        CgroupSample {
+            time_nanos: 3_000_000_000,
+            cpu_usage_core_nanos: Some(2_000_000_000),
+            cpu_usage_nano_cores: Some(1_500_000_000),
+            memory_usage_bytes: Some(900),
+            memory_working_set_bytes: Some(800),
+            memory_rss_bytes: Some(600),
+            page_faults: Some(40),
+            major_page_faults: Some(2),
+            memory_limit_bytes: Some(1000),
+            process_count: Some(3),
         }
+    }
+
+    #[test]
+    fn pod_figures_come_from_the_pod_cgroup_when_there_is_one() {
+        let node = NodeSample {
+            time_nanos: 2_000_000_000,
+            ..NodeSample::default()
+        };
+        let pods = [pod("a", "u-a"), pod("b", "u-b")];
+        let samples = [
+            sample("u-a", "app", 0, 100, 10),
+            sample("u-b", "app", 0, 100, 10),
+        ];
+        let extras = BTreeMap::from([(
+            "u-a".to_string(),
+            PodExtras {
+                cgroup: Some(cgroup()),
+            },
+        )]);
+        let doc = summary("n", &node, &pods, &samples, &extras);
+        // (pod, field, expected)
+        let cases = [
+            (0, "/cpu/usageCoreNanoSeconds", json!(2_000_000_000u64)),
+            (0, "/cpu/usageNanoCores", json!(1_500_000_000u64)),
+            (0, "/cpu/time", json!("1970-01-01T00:00:03Z")),
+            (0, "/memory/workingSetBytes", json!(800)),
+            (0, "/memory/usageBytes", json!(900)),
+            (0, "/memory/availableBytes", json!(200)),
+            (0, "/memory/rssBytes", json!(600)),
+            (0, "/memory/pageFaults", json!(40)),
+            (0, "/memory/majorPageFaults", json!(2)),
+            (0, "/process_stats/process_count", json!(3)),
+            (1, "/process_stats", Value::Null),
+            (0, "/containers/0/cpu/usageCoreNanoSeconds", json!(100)),
+            (1, "/cpu/usageCoreNanoSeconds", json!(100)),
+            (1, "/memory/workingSetBytes", json!(10)),
+            (1, "/memory/availableBytes", Value::Null),
+        ];
+        for (index, pointer, expected) in cases {
+            let got = doc["pods"][index]
+                .pointer(pointer)
+                .cloned()
+                .unwrap_or(Value::Null);
+            assert_eq!(got, expected, "pod {index} {pointer}");
+        }
+    }
+
+    #[test]
+    fn containers_carry_start_time_faults_and_available_memory() {
+        let mut samples = vec![ContainerSample {
+            pod_uid: "u-a".into(),
+            name: "app".into(),
+            attempt: 1,
+            time_nanos: 1_000_000_000,
+            memory_available_bytes: Some(5),
+            page_faults: Some(7),
+            major_page_faults: Some(1),
+            ..ContainerSample::default()
+        }];
+        let container = |attempt, created_at| api::Container {
+            metadata: Some(api::ContainerMetadata {
+                name: "app".into(),
+                attempt,
+            }),
+            labels: [(labels::POD_UID.to_string(), "u-a".to_string())].into(),
+            created_at,
+            ..api::Container::default()
+        };
+        add_start_times(
+            &mut samples,
+            &[container(0, 1), container(1, 2_500_000_000)],
+        );
+        assert_eq!(samples[0].start_time_nanos, Some(2_500_000_000));
+        let node = NodeSample {
+            boot_time_secs: Some(10),
+            rlimit: Some((4_194_304, 321)),
+            all_pods: Some(cgroup()),
+            ..NodeSample::default()
+        };
+        let doc = summary("n", &node, &[pod("a", "u-a")], &samples, &BTreeMap::new());
+        let c = &doc["pods"][0]["containers"][0];
+        assert_eq!(c["startTime"], "1970-01-01T00:00:02.5Z");
+        assert_eq!(c["memory"]["availableBytes"], 5);
+        assert_eq!(c["memory"]["pageFaults"], 7);
+        assert_eq!(c["memory"]["majorPageFaults"], 1);
+        assert!(c["memory"].get("usageBytes").is_none(), "unknown: left out");
+        let n = &doc["node"];
+        assert_eq!(n["startTime"], "1970-01-01T00:00:10Z");
+        assert_eq!(n["rlimit"]["maxpid"], 4_194_304);
+        assert_eq!(n["rlimit"]["curproc"], 321);
+        assert_eq!(n["systemContainers"][0]["name"], "pods");
+        assert_eq!(n["systemContainers"][0]["memory"]["workingSetBytes"], 800);
     }
 }

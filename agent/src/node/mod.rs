@@ -372,7 +372,8 @@ fn static_pod_source(
     rx
 }
 
-fn cgroup_config(config: &KubeletConfig) -> CgroupConfig {
+/// The pod cgroups `config` asks for.
+pub(crate) fn cgroup_config(config: &KubeletConfig) -> CgroupConfig {
     CgroupConfig {
         mount_root: PathBuf::from("/sys/fs/cgroup"),
         driver: match config.cgroup_driver {
