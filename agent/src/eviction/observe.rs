@@ -40,19 +40,9 @@ impl NodeObserver {
     /// Reads every signal that can be read now (a few small files and two `statvfs`).
     pub fn observe(&self) -> Observations {
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-        let number =
-            |path: &str| -> Option<u64> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
-        let pid_limit = match (
-            number("/proc/sys/kernel/pid_max"),
-            number("/proc/sys/kernel/threads-max"),
-        ) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
         observations(
             &meminfo,
-            pid_limit.zip(threads_running(&loadavg)),
+            pid_usage(),
             fs_net::statvfs(&self.root_dir),
             self.dedicated_image_fs().and_then(|p| fs_net::statvfs(&p)),
         )
@@ -145,6 +135,22 @@ fn threads_running(loadavg: &str) -> Option<u64> {
         .1
         .parse()
         .ok()
+}
+
+/// The node's PID limit (`min(pid_max, threads-max)`, as upstream's rlimit) and the threads
+/// running now (/proc/loadavg), when both can be read.
+pub fn pid_usage() -> Option<(u64, u64)> {
+    let number =
+        |path: &str| -> Option<u64> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    let limit = match (
+        number("/proc/sys/kernel/pid_max"),
+        number("/proc/sys/kernel/threads-max"),
+    ) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let loadavg = std::fs::read_to_string("/proc/loadavg").ok()?;
+    limit.zip(threads_running(&loadavg))
 }
 
 /// Where pod usage comes from.

@@ -513,13 +513,7 @@ impl StatsSource {
         sample.boot_time_secs = std::fs::read_to_string("/proc/stat")
             .ok()
             .and_then(|t| parse_boot_time(&t));
-        let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-            .ok()
-            .and_then(|t| t.trim().parse().ok());
-        let threads = std::fs::read_to_string("/proc/loadavg")
-            .ok()
-            .and_then(|t| crate::node_status::pressure::threads_running(&t));
-        sample.rlimit = pid_max.zip(threads);
+        sample.rlimit = crate::eviction::observe::pid_usage();
         sample
     }
 
