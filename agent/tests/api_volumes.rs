@@ -87,6 +87,7 @@ spec:
       sources:
       - serviceAccountToken: {path: token, expirationSeconds: 600}
       - configMap: {name: app-config, items: [{key: mode, path: config/mode}]}
+      - configMap: {name: kube-root-ca.crt, items: [{key: ca.crt, path: ca.crt}]}
 "#;
 
 const WAITS_FOR_CONFIG: &str = r#"
@@ -227,6 +228,13 @@ async fn config_maps_secrets_and_downward_api_reach_running_pods_atomically() {
         )
         .as_deref(),
         Some("v0")
+    );
+    // kube-root-ca.crt, published in every namespace by the controller manager, is the
+    // cluster CA (what kube-api-access volumes give in-cluster clients).
+    let cluster_ca = std::fs::read_to_string(cluster.config_dir().join("pki/ca.crt")).unwrap();
+    assert_eq!(
+        exec(&cluster, "reader", "cat /var/run/secrets/tokens/ca.crt").as_deref(),
+        Some(cluster_ca.trim_end())
     );
     let token = exec(&cluster, "reader", "cat /var/run/secrets/tokens/token").unwrap();
     let review = cluster

@@ -54,6 +54,7 @@ pub fn static_pods(options: &InitOptions, layout: &Layout) -> Vec<Rendered> {
         "250m",
     );
     let controller_manager_kubeconfig = layout.kubeconfig("controller-manager");
+    let root_ca = pki.join("ca.crt");
     let controller_manager = static_pod(
         options,
         "kube-controller-manager",
@@ -63,8 +64,12 @@ pub fn static_pods(options: &InitOptions, layout: &Layout) -> Vec<Rendered> {
             "--leader-elect=true".into(),
             "--allocate-node-cidrs=true".into(),
             format!("--cluster-cidr={}", options.cluster_cidr),
+            format!("--root-ca-file={}", root_ca.display()),
         ],
-        &[Mount::file("kubeconfig", &controller_manager_kubeconfig)],
+        &[
+            Mount::file("kubeconfig", &controller_manager_kubeconfig),
+            Mount::file("root-ca", &root_ca),
+        ],
         "200m",
     );
     let scheduler_kubeconfig = layout.kubeconfig("scheduler");

@@ -173,8 +173,18 @@ impl<R: PodRuntime + Clone> Worker<R> {
                 }
                 _ => immediate = 0,
             }
+            if round == Round::Failed {
+                // A failed round waits out `retry_after` whatever happens meanwhile: the
+                // PLEG's poke for what the failure left behind (a sandbox that did not come
+                // up) and the echo of the status just posted would otherwise retry at once,
+                // in a loop, each attempt leaving another dead sandbox.
+                tokio::select! {
+                    () = cancel.cancelled() => return false,
+                    () = tokio::time::sleep(self.config.retry_after) => {}
+                }
+                continue;
+            }
             let wait = match round {
-                Round::Failed => self.config.retry_after,
                 Round::Idle { requeue_in } => requeue_in
                     .unwrap_or(self.config.sync_frequency)
                     .min(self.config.sync_frequency),
