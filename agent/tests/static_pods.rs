@@ -1,6 +1,7 @@
 //! kwk-node end to end against a real containerd: static pods appear, answer HTTP, are replaced
 //! on edit and removed without leftovers; bad manifests are reported and harm nothing else, and
-//! a manifest broken across a kwk-node restart does not stop its pod.
+//! a manifest broken across a kwk-node restart does not stop its pod; a pod waits for the pod
+//! network without leaving dead sandboxes.
 
 #![allow(
     clippy::unwrap_used,
@@ -13,6 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use kwk_cri::api;
+use kwk_tests::config::{CniNetwork, reference_conflist};
 use kwk_tests::node::TestNode;
 use kwk_tests::{TestContainerd, privileged_tests_enabled, wait_for};
 use serde_json::Value;
@@ -410,5 +412,50 @@ async fn the_burstable_cgroup_gets_the_sum_of_its_pods_cpu_requests() -> anyhow:
     })
     .await
     .map_err(|e| e.context(format!("{:?} {}", burstable_cpu(&root), node.log_tail())))?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_waits_for_the_pod_network_without_leaving_dead_sandboxes() -> anyhow::Result<()> {
+    if !privileged_tests_enabled() {
+        return Ok(());
+    }
+    // No CNI network yet: containerd reports NetworkReady=false.
+    let containerd = TestContainerd::start_with(true, |layout| {
+        layout.cni_network = CniNetwork::Absent;
+    })
+    .await?;
+    let node = TestNode::start(&containerd, Path::new(BIN)).await?;
+    let name = format!("web-{}", node.node_name);
+    node.write_manifest("web.yaml", &web_manifest("web", "late"))?;
+    wait_for(WAIT, "the worker to report the network", || {
+        std::future::ready(node.log().contains(
+            "network is not ready: container runtime network not ready: NetworkReady=false",
+        ))
+    })
+    .await
+    .map_err(|e| e.context(node.log_tail()))?;
+    // Retried meanwhile, but no sandbox is made that the CNI plugin could not set up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let made = sandboxes(&containerd).await;
+    assert!(made.is_empty(), "sandboxes without a network: {made:?}");
+
+    // The network arrives: the pod runs, in one sandbox.
+    let layout = containerd.layout();
+    std::fs::write(
+        layout.cni_conf_dir().join("10-kwk-test.conflist"),
+        reference_conflist(layout),
+    )?;
+    let pod = node
+        .wait_pod(
+            &name,
+            WAIT,
+            "the pod to run once the network is ready",
+            is_running,
+        )
+        .await
+        .map_err(|e| e.context(node.log_tail()))?;
+    assert_eq!(page(&containerd, &pod).await?.trim(), "late");
+    assert_eq!(sandboxes(&containerd).await.len(), 1);
     Ok(())
 }

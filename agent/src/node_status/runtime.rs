@@ -71,7 +71,8 @@ impl RuntimeSource for CriClient {
     }
 }
 
-fn conditions_of(status: &api::RuntimeStatus) -> Vec<RuntimeCondition> {
+/// The runtime's conditions as its `Status` reports them.
+pub fn conditions_of(status: &api::RuntimeStatus) -> Vec<RuntimeCondition> {
     status
         .conditions
         .iter()
@@ -103,22 +104,30 @@ pub fn readiness_errors(conditions: Option<&[RuntimeCondition]>) -> Vec<String> 
     let Some(conditions) = conditions else {
         return vec!["container runtime is down".to_string()];
     };
-    let describe = |type_: &str| match conditions.iter().find(|c| c.type_ == type_) {
+    let mut errors = Vec::new();
+    if let Some(runtime) = describe(conditions, RUNTIME_READY) {
+        errors.push(format!("container runtime not ready: {runtime}"));
+    }
+    errors.extend(network_error(conditions));
+    errors
+}
+
+/// Why pod networking is not ready, in upstream's words; `None` when it is.
+pub fn network_error(conditions: &[RuntimeCondition]) -> Option<String> {
+    describe(conditions, NETWORK_READY)
+        .map(|network| format!("container runtime network not ready: {network}"))
+}
+
+/// A condition that is not true, as upstream prints it (`<nil>` when missing).
+fn describe(conditions: &[RuntimeCondition], type_: &str) -> Option<String> {
+    match conditions.iter().find(|c| c.type_ == type_) {
         Some(c) if c.status => None,
         Some(c) => Some(format!(
             "{}={} reason:{} message:{}",
             c.type_, c.status, c.reason, c.message
         )),
         None => Some("<nil>".to_string()),
-    };
-    let mut errors = Vec::new();
-    if let Some(runtime) = describe(RUNTIME_READY) {
-        errors.push(format!("container runtime not ready: {runtime}"));
     }
-    if let Some(network) = describe(NETWORK_READY) {
-        errors.push(format!("container runtime network not ready: {network}"));
-    }
-    errors
 }
 
 #[cfg(test)]

@@ -114,6 +114,19 @@ impl<S: PodSetup> CriPodRuntime<S> {
         attempt: u32,
         state: &mut ExecState,
     ) -> Result<(), RuntimeError> {
+        if !spec::host_network(pod)
+            && let Some(error) = self.network_not_ready().await
+        {
+            // As upstream's kubelet: no sandbox while the pod network is not ready (it
+            // would fail in the CNI plugin and stay behind, dead).
+            let message = format!("{NETWORK_NOT_READY}: {error}");
+            self.events.emit(pod, PodEvent::network_not_ready(&message));
+            return Err(RuntimeError {
+                operation: "RunPodSandbox".into(),
+                message,
+                waiting_reason: None,
+            });
+        }
         let config = self.setup.sandbox_config(pod, attempt).await?;
         let id = self
             .cri
@@ -129,6 +142,15 @@ impl<S: PodSetup> CriPodRuntime<S> {
         state.sandbox = Some((id, attempt));
         state.sandbox_config = Some(config);
         Ok(())
+    }
+
+    /// Why the runtime's pod network is not ready (its `Status`); `None` when it is, or when
+    /// the runtime cannot say (`RunPodSandbox` then tells).
+    async fn network_not_ready(&self) -> Option<String> {
+        let status = self.cri.status(false).await.ok()?;
+        crate::node_status::runtime::network_error(&crate::node_status::runtime::conditions_of(
+            &status.status,
+        ))
     }
 
     async fn start_container(
@@ -585,6 +607,9 @@ fn exec_timed_out(err: &CriError) -> bool {
         || err.to_string().contains("timeout")
         || err.to_string().contains("deadline exceeded")
 }
+
+/// Upstream's prefix for a pod that waits for the pod network.
+const NETWORK_NOT_READY: &str = "network is not ready";
 
 /// How long a `postStart` hook may run (upstream sets no limit; the pod's worker waits for it).
 const POST_START_LIMIT: Duration = Duration::from_secs(600);

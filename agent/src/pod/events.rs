@@ -108,6 +108,16 @@ impl PodEvent {
         )
     }
 
+    /// `NetworkNotReady`: the pod's sandbox waits for the runtime's pod network.
+    pub fn network_not_ready(message: &str) -> Self {
+        Self {
+            type_: EventType::Warning,
+            reason: Cow::Borrowed("NetworkNotReady"),
+            message: message.to_string(),
+            container: None,
+        }
+    }
+
     /// `Failed`: creating, starting or pulling for the container failed with `error`.
     pub fn failed(container: &str, error: &str) -> Self {
         Self::container(
