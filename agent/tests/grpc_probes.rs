@@ -19,6 +19,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kwk_agent::pod::probe::handlers::{HealthCheckRequest, HealthCheckResponse};
 use kwk_tests::cluster::{ClusterBinaries, NODE_IP, TestCluster, pod_condition as condition};
 use kwk_tests::privileged_tests_enabled;
 use serde_json::Value;
@@ -30,20 +31,6 @@ const WAIT: Duration = Duration::from_secs(60);
 
 const SERVING: i32 = 1;
 const NOT_SERVING: i32 = 2;
-
-/// `grpc.health.v1.HealthCheckRequest`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct HealthCheckRequest {
-    #[prost(string, tag = "1")]
-    service: String,
-}
-
-/// `grpc.health.v1.HealthCheckResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct HealthCheckResponse {
-    #[prost(int32, tag = "1")]
-    status: i32,
-}
 
 /// What the health server answers (status per service; unknown services get `NOT_FOUND`, as
 /// grpc-go's health server) and what it was asked (service, `user-agent`).

@@ -158,19 +158,7 @@ pub fn render(
 mod tests {
     use super::*;
     use crate::kubelet_api::cgroup_stats::CgroupSample;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-    fn pod(name: &str, uid: &str) -> Pod {
-        Pod {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                namespace: Some("default".into()),
-                uid: Some(uid.into()),
-                ..ObjectMeta::default()
-            },
-            ..Pod::default()
-        }
-    }
+    use crate::kubelet_api::stats::tests::pod;
 
     fn sample(uid: &str, name: &str, attempt: u32, cpu: u64, mem: u64) -> ContainerSample {
         ContainerSample {

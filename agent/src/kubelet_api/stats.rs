@@ -583,7 +583,7 @@ pub fn now() -> Timestamp {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -622,7 +622,8 @@ btime 1700000000
         );
     }
 
-    fn pod(name: &str, uid: &str) -> Pod {
+    /// A pod in `default` with a name and UID (also for `resource_metrics`' tests).
+    pub(crate) fn pod(name: &str, uid: &str) -> Pod {
         Pod {
             metadata: ObjectMeta {
                 name: Some(name.into()),

@@ -311,16 +311,16 @@ fn serving_status_name(status: i32) -> String {
 
 /// `grpc.health.v1.HealthCheckRequest`.
 #[derive(Clone, PartialEq, prost::Message)]
-struct HealthCheckRequest {
+pub struct HealthCheckRequest {
     #[prost(string, tag = "1")]
-    service: String,
+    pub service: String,
 }
 
 /// `grpc.health.v1.HealthCheckResponse`.
 #[derive(Clone, PartialEq, prost::Message)]
-struct HealthCheckResponse {
+pub struct HealthCheckResponse {
     #[prost(int32, tag = "1")]
-    status: i32,
+    pub status: i32,
 }
 
 /// Connects a plaintext HTTP/2 channel, retrying refused or failed connections with a
