@@ -48,6 +48,17 @@ impl Default for ContainerGcPolicy {
     }
 }
 
+impl ContainerGcPolicy {
+    /// How many earlier instances of each container a pod's worker keeps beside the newest:
+    /// the per-container limit but at least one (the status's `lastState` comes from it);
+    /// `None` when there is no limit. The periodic collection applies the limits exactly.
+    pub fn earlier_instances_kept(&self) -> Option<usize> {
+        usize::try_from(self.max_per_pod_container)
+            .ok()
+            .map(|n| n.max(1))
+    }
+}
+
 /// One dead (exited) container instance on the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadContainer {

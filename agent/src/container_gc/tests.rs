@@ -224,3 +224,11 @@ fn only_exited_labelled_instances_are_dead() {
         }]
     );
 }
+
+#[test]
+fn the_worker_keeps_the_per_container_limit_but_at_least_the_last_state() {
+    for (per_container, want) in [(-1, None), (0, Some(1)), (1, Some(1)), (5, Some(5))] {
+        let policy = policy(0, per_container, -1);
+        assert_eq!(policy.earlier_instances_kept(), want, "{per_container}");
+    }
+}

@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 
 use super::Eviction;
-use super::rank::is_critical;
-use super::signals::{bytes_quantity, count_quantity};
+use super::rank::{PodUsage, is_critical};
+use super::signals::{Signal, bytes_quantity, count_quantity};
 use crate::kubelet_api::fs_net::Usage;
 
 /// The resource name of local ephemeral storage.
@@ -63,6 +63,52 @@ impl PodStorage {
         self.containers.values().fold(volumes, |total, c| {
             total + c.rootfs.unwrap_or_default() + c.logs.unwrap_or_default()
         })
+    }
+}
+
+/// Replaces, for the pods measured in `storage`, the runtime's figures in `usage` (writable
+/// layers only) with what node-pressure ranking counts for the disk `signal`, as upstream:
+/// `nodefs` (and `imagefs` when the images share it) counts the writable layers, the logs and
+/// the disk-backed emptyDirs; with a dedicated image filesystem, `nodefs` counts the logs and
+/// emptyDirs, `imagefs` the writable layers. A container's figure (for the eviction message)
+/// is its writable layer plus its logs. Other signals leave `usage` as it is.
+pub fn rank_disk_usage(
+    usage: &mut BTreeMap<String, PodUsage>,
+    storage: &BTreeMap<String, PodStorage>,
+    signal: Signal,
+    dedicated_image_fs: bool,
+) {
+    let (layers, node_files) = match signal {
+        Signal::NodeFsAvailable | Signal::NodeFsInodesFree => (!dedicated_image_fs, true),
+        Signal::ImageFsAvailable | Signal::ImageFsInodesFree => (true, !dedicated_image_fs),
+        Signal::MemoryAvailable | Signal::PidAvailable => return,
+    };
+    for (uid, measured) in storage {
+        let mut total = Usage::default();
+        if node_files {
+            total = measured
+                .volumes
+                .values()
+                .filter(|v| !v.memory)
+                .fold(total, |sum, v| sum + v.used);
+        }
+        let pod = usage.entry(uid.clone()).or_default();
+        for (name, container) in &measured.containers {
+            if layers {
+                total = total + container.rootfs.unwrap_or_default();
+            }
+            if node_files {
+                total = total + container.logs.unwrap_or_default();
+            }
+            if let (Some(rootfs), Some(logs)) = (container.rootfs, container.logs) {
+                pod.containers
+                    .entry(name.clone())
+                    .or_default()
+                    .ephemeral_storage = Some(rootfs.bytes + logs.bytes);
+            }
+        }
+        pod.ephemeral_storage = Some(total.bytes);
+        pod.inodes = Some(total.inodes);
     }
 }
 
@@ -438,5 +484,57 @@ mod tests {
                 inodes: 5
             }
         );
+    }
+
+    #[test]
+    fn disk_ranking_counts_what_each_filesystem_holds() {
+        // emptyDirs: 100 MiB on disk, 1000 MiB in memory; containers: app (rootfs 10, logs 1),
+        // side (rootfs 20, logs 2).
+        let measured = BTreeMap::from([(
+            "a".to_string(),
+            storage(
+                &[("cache", 100 * MI, false), ("ram", 1000 * MI, true)],
+                &[("app", 10 * MI, MI), ("side", 20 * MI, 2 * MI)],
+            ),
+        )]);
+        // (signal, dedicated image fs, pod bytes)
+        let cases = [
+            (Signal::NodeFsAvailable, false, 133 * MI),
+            (Signal::ImageFsAvailable, false, 133 * MI),
+            (Signal::NodeFsAvailable, true, 103 * MI),
+            (Signal::ImageFsAvailable, true, 30 * MI),
+        ];
+        for (signal, dedicated, want) in cases {
+            let mut usage = BTreeMap::from([(
+                "a".to_string(),
+                PodUsage {
+                    memory: Some(7),
+                    ephemeral_storage: Some(30 * MI),
+                    ..PodUsage::default()
+                },
+            )]);
+            rank_disk_usage(&mut usage, &measured, signal, dedicated);
+            let pod = &usage["a"];
+            assert_eq!(
+                pod.ephemeral_storage,
+                Some(want),
+                "{signal} dedicated {dedicated}"
+            );
+            assert_eq!(pod.memory, Some(7), "memory figures kept");
+            assert_eq!(pod.containers["side"].ephemeral_storage, Some(22 * MI));
+        }
+        let inodes_node = {
+            let mut usage = BTreeMap::new();
+            rank_disk_usage(&mut usage, &measured, Signal::NodeFsInodesFree, false);
+            usage["a"].inodes
+        };
+        assert_eq!(
+            inodes_node,
+            Some(5),
+            "one inode per measured figure but the tmpfs"
+        );
+        let mut untouched = BTreeMap::new();
+        rank_disk_usage(&mut untouched, &measured, Signal::MemoryAvailable, false);
+        assert!(untouched.is_empty());
     }
 }

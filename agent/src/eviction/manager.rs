@@ -1,7 +1,7 @@
 //! The eviction manager's thin executor: observe, decide ([`super::plan`], [`super::rank`]),
 //! publish the pressure conditions, evict the pods over their local storage limits
-//! ([`super::local_storage`], measured every round) or else hand at most one node-pressure
-//! victim to the pod manager, wait for them to be gone, and sleep until the kernel notifier, the next housekeeping (10 s, upstream's
+//! ([`super::local_storage`], measured every round; the same figures rank pods for disk
+//! pressure) or else hand at most one node-pressure victim to the pod manager, wait for them to be gone, and sleep until the kernel notifier, the next housekeeping (10 s, upstream's
 //! `evictionMonitoringPeriod`) or a grace period / transition period ending.
 
 use std::collections::BTreeMap;
@@ -120,7 +120,16 @@ impl<U: UsageSource> EvictionManager<U> {
             tracing::warn!(err = %crate::eviction::chain(&err), "memory notifier not armed; polling only");
             self.notifier = None;
         }
-        let local_storage = self.local_storage_evictions().await;
+        let pods = active_pods(&self.store);
+        let dedicated_image_fs = self.observer.dedicated_image_fs().is_some();
+        let storage = if pods.is_empty() {
+            None
+        } else {
+            self.usage.pod_storage(pods.clone()).await
+        };
+        let local_storage = self
+            .local_storage_evictions(&pods, storage.as_ref(), dedicated_image_fs)
+            .await;
         if !local_storage.is_empty() {
             return Outcome {
                 decision,
@@ -133,13 +142,20 @@ impl<U: UsageSource> EvictionManager<U> {
             let Some(observation) = observations.get(&threshold.signal).copied() else {
                 continue;
             };
-            let pods = active_pods(&self.store);
             let refs: Vec<&Pod> = pods.iter().collect();
-            let usage = if refs.is_empty() {
+            let mut usage = if refs.is_empty() {
                 BTreeMap::new()
             } else {
                 self.usage.pod_usage().await
             };
+            if let Some(storage) = &storage {
+                local_storage::rank_disk_usage(
+                    &mut usage,
+                    storage,
+                    threshold.signal,
+                    dedicated_image_fs,
+                );
+            }
             tracing::warn!(
                 signal = %threshold.signal,
                 available = observation.available,
@@ -175,19 +191,19 @@ impl<U: UsageSource> EvictionManager<U> {
         }
     }
 
-    /// Measures the active pods' local storage and hands those over their limits to the pod
+    /// Hands the active `pods` whose measured local `storage` is over their limits to the pod
     /// manager (upstream's `localStorageEviction`).
-    async fn local_storage_evictions(&self) -> Vec<Eviction> {
-        let pods = active_pods(&self.store);
-        if pods.is_empty() {
-            return Vec::new();
-        }
-        let Some(storage) = self.usage.pod_storage(pods.clone()).await else {
+    async fn local_storage_evictions(
+        &self,
+        pods: &[Pod],
+        storage: Option<&BTreeMap<String, local_storage::PodStorage>>,
+        dedicated_image_fs: bool,
+    ) -> Vec<Eviction> {
+        let Some(storage) = storage else {
             return Vec::new();
         };
         let refs: Vec<&Pod> = pods.iter().collect();
-        let dedicated_image_fs = self.observer.dedicated_image_fs().is_some();
-        let evictions = local_storage::plan(&refs, &storage, dedicated_image_fs);
+        let evictions = local_storage::plan(&refs, storage, dedicated_image_fs);
         for eviction in &evictions {
             tracing::warn!(uid = %eviction.uid, message = %eviction.message, "evicting pod for its local storage use");
             if self.evict.send(eviction.clone()).await.is_err() {

@@ -92,6 +92,9 @@ struct Armed {
     stop_fd: Arc<EventFd>,
     /// The usage threshold (v1).
     threshold: u64,
+    /// Whether usage was below the threshold when armed, i.e. the crossing it waits for is
+    /// upward (v1).
+    rising: bool,
 }
 
 impl Drop for Armed {
@@ -150,14 +153,12 @@ impl MemoryNotifier {
                         });
                     };
                     let target = usage_threshold(usage, available, threshold);
-                    if armed
-                        .as_ref()
-                        .is_some_and(|a| a.threshold.abs_diff(target) < REARM_SLACK)
-                    {
+                    let current = armed.as_ref().map(|a| (a.threshold, a.rising));
+                    if !needs_rearm(current, usage, target) {
                         continue;
                     }
                     *armed = None;
-                    *armed = Some(arm_memcg(dir, target, self.wake.clone())?);
+                    *armed = Some(arm_memcg(dir, target, usage < target, self.wake.clone())?);
                     tracing::debug!(dir = %dir.display(), usage, target, "memory cgroup threshold armed");
                 }
                 Ok(())
@@ -171,6 +172,25 @@ impl MemoryNotifier {
             }
         }
     }
+}
+
+/// Whether a notifier armed at `current` (threshold, waiting for an upward crossing) must be
+/// replaced to wait for `target`, given `usage` now. A threshold already crossed never fires
+/// in the awaited direction again, so it is replaced even when the new target is close (the
+/// cgroup's usage counts page cache that `MemAvailable` does not, so a wake-up can come a
+/// few MiB before the signal crosses; keeping the crossed threshold would then miss the real
+/// crossing until the next poll). An uncrossed threshold within [`REARM_SLACK`] is kept.
+pub fn needs_rearm(current: Option<(u64, bool)>, usage: u64, target: u64) -> bool {
+    let Some((threshold, rising)) = current else {
+        return true;
+    };
+    let crossed = if rising {
+        usage >= threshold
+    } else {
+        usage < threshold
+    };
+    let same_direction = rising == (usage < target);
+    crossed || !same_direction || threshold.abs_diff(target) >= REARM_SLACK
 }
 
 fn usage_of(dir: &Path) -> Option<u64> {
@@ -193,7 +213,12 @@ pub fn usage_threshold(usage: u64, available: u64, threshold: u64) -> u64 {
     }
 }
 
-fn arm_memcg(dir: &Path, threshold: u64, wake: Arc<Notify>) -> Result<Armed, NotifyError> {
+fn arm_memcg(
+    dir: &Path,
+    threshold: u64,
+    rising: bool,
+    wake: Arc<Notify>,
+) -> Result<Armed, NotifyError> {
     let event = Arc::new(EventFd::from_flags(EfdFlags::EFD_CLOEXEC).map_err(NotifyError::EventFd)?);
     let usage_path = dir.join("memory.usage_in_bytes");
     let usage = File::open(&usage_path).map_err(|source| NotifyError::Open {
@@ -236,6 +261,7 @@ fn arm_memcg(dir: &Path, threshold: u64, wake: Arc<Notify>) -> Result<Armed, Not
         stop,
         stop_fd: event,
         threshold,
+        rising,
     })
 }
 
@@ -294,6 +320,7 @@ fn arm_psi(path: &Path, wake: Arc<Notify>) -> Result<Armed, NotifyError> {
         stop,
         stop_fd,
         threshold: 0,
+        rising: true,
     })
 }
 
@@ -307,6 +334,35 @@ mod tests {
         assert_eq!(usage_threshold(1000 * MI, 600 * MI, 100 * MI), 1500 * MI);
         assert_eq!(usage_threshold(1000 * MI, 50 * MI, 100 * MI), 950 * MI);
         assert_eq!(usage_threshold(10, 0, 100), 0);
+    }
+
+    #[test]
+    fn rearms_a_crossed_or_distant_threshold_only() {
+        const MI: u64 = 1 << 20;
+        // (armed (threshold, rising), usage now, new target, re-arm?)
+        let cases = [
+            (None, 100 * MI, 200 * MI, true),
+            // Uncrossed, new target within the slack: kept.
+            (Some((200 * MI, true)), 150 * MI, 202 * MI, false),
+            // Uncrossed, target moved by more than the slack: replaced.
+            (Some((200 * MI, true)), 150 * MI, 260 * MI, true),
+            // Crossed upward (the wake-up came before the signal crossed): replaced even
+            // though the new target is close.
+            (Some((200 * MI, true)), 201 * MI, 203 * MI, true),
+            // Armed for a fall (already below), usage still above: kept when close.
+            (Some((200 * MI, false)), 300 * MI, 201 * MI, false),
+            // Fell past it: replaced.
+            (Some((200 * MI, false)), 190 * MI, 198 * MI, true),
+            // Direction changed.
+            (Some((200 * MI, true)), 199 * MI, 198 * MI, true),
+        ];
+        for (current, usage, target, want) in cases {
+            assert_eq!(
+                needs_rearm(current, usage, target),
+                want,
+                "{current:?} usage {usage} target {target}"
+            );
+        }
     }
 
     #[test]

@@ -191,6 +191,7 @@ pub async fn run(options: NodeOptions, cancel: CancellationToken) -> Result<(), 
                 .or_else(crate::node_status::machine::default_route_address)
                 .map(|ip| ip.to_string()),
             events,
+            earlier_instances_kept: options.container_gc.earlier_instances_kept(),
         },
         usize::try_from(config.max_pods).unwrap_or(usize::MAX),
     );

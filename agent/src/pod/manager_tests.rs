@@ -93,6 +93,7 @@ fn start_admitting(
             retry_after: Duration::from_secs(1),
             host_ip: None,
             events,
+            earlier_instances_kept: Some(1),
         },
         max_pods,
     );
@@ -627,6 +628,7 @@ async fn eviction_stops_the_pod_for_good_with_an_evicted_status_and_event() {
             retry_after: Duration::from_secs(1),
             host_ip: None,
             events,
+            earlier_instances_kept: Some(1),
         },
         110,
     )

@@ -111,6 +111,8 @@ pub struct PlanInput<'a> {
     pub terminating: bool,
     /// Running instances (by ID) whose liveness or startup probe failed.
     pub probe_failures: &'a BTreeMap<String, ProbeFailure>,
+    /// Exited instances kept per container beside the newest (`None`: all).
+    pub earlier_instances_kept: Option<usize>,
 }
 
 /// Plans one sync of a pod.
@@ -470,8 +472,9 @@ impl<'a> Planner<'a> {
         });
     }
 
-    /// Keeps, per container name, the newest instance and the one before it (the status shows
-    /// it as `lastState`); removes older exited instances and empty stopped sandboxes.
+    /// Keeps, per container name, the newest instance and `earlier_instances_kept` before it
+    /// (at least one: the status shows it as `lastState`); removes older exited instances
+    /// and empty stopped sandboxes.
     fn collect_garbage(&mut self, inits: &[DesiredContainer<'_>], apps: &[DesiredContainer<'_>]) {
         let observed = self.input.observed;
         let known: BTreeSet<&str> = inits.iter().chain(apps).map(|c| c.name).collect();
@@ -489,13 +492,17 @@ impl<'a> Planner<'a> {
                 _ => None,
             })
             .collect();
+        let per_name = self
+            .input
+            .earlier_instances_kept
+            .map_or(usize::MAX, |n| n.saturating_add(1));
         let mut removals = Vec::new();
         for c in &observed.containers {
             let exited = matches!(c.state, InstanceState::Exited { .. });
             let count = kept.entry(c.name.as_str()).or_default();
             let keep = !exited
                 || killed.contains(c.id.as_str())
-                || (known.contains(c.name.as_str()) && *count < 2);
+                || (known.contains(c.name.as_str()) && *count < per_name);
             if keep {
                 *count += 1;
                 kept_sandboxes.insert(&c.sandbox_id);

@@ -90,6 +90,7 @@ fn plan_with(pod: &Pod, observed: &ObservedPod, backoff: &PodBackoff, terminatin
         now: NOW,
         terminating,
         probe_failures: &BTreeMap::new(),
+        earlier_instances_kept: Some(1),
     })
 }
 
@@ -106,6 +107,7 @@ fn plan_with_failures(
         now: NOW,
         terminating: false,
         probe_failures: failures,
+        earlier_instances_kept: Some(1),
     })
 }
 
@@ -318,6 +320,7 @@ fn repeated_crashes_back_off_and_report_it() {
         now: NOW + 8 * S,
         terminating: false,
         probe_failures: &BTreeMap::new(),
+        earlier_instances_kept: Some(1),
     });
     assert_eq!(after.actions, vec![start("app", ContainerKind::App, 1)]);
     assert_eq!(after.backoff_updates[0].1.delay, Duration::from_secs(20));
@@ -495,6 +498,27 @@ fn old_instances_and_sandboxes_are_collected_but_the_last_state_is_kept() {
             Action::RemoveSandbox { id: "s0".into() }
         ]
     );
+    // `--maximum-dead-containers-per-container` 2 keeps one more; negative (None) keeps all.
+    for (kept, removed) in [(Some(1), vec!["c0"]), (Some(2), vec![]), (None, vec![])] {
+        let plan = super::plan(PlanInput {
+            pod: &p,
+            observed: &observed,
+            backoff: &PodBackoff::default(),
+            now: NOW,
+            terminating: false,
+            probe_failures: &BTreeMap::new(),
+            earlier_instances_kept: kept,
+        });
+        let got: Vec<&str> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::RemoveContainer { id } => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, removed, "kept {kept:?}");
+    }
 }
 
 #[test]

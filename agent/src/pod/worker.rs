@@ -55,6 +55,9 @@ pub struct WorkerConfig {
     pub host_ip: Option<String>,
     /// Where the worker records events (`BackOff`).
     pub events: super::events::EventSink,
+    /// Exited instances kept per container beside the newest (`None`: all), from the
+    /// container GC flags ([`crate::container_gc::ContainerGcPolicy::earlier_instances_kept`]).
+    pub earlier_instances_kept: Option<usize>,
 }
 
 /// The manager's handle on a worker.
@@ -233,6 +236,7 @@ impl<R: PodRuntime + Clone> Worker<R> {
             now,
             terminating,
             probe_failures: &probes.failures(),
+            earlier_instances_kept: self.config.earlier_instances_kept,
         });
         self.report_back_off(&pod, &plan.waiting);
         if terminating
