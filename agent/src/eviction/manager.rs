@@ -86,8 +86,8 @@ impl<U: UsageSource> EvictionManager<U> {
                 .map_or(self.period, |r| r.min(self.period));
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = self.wake.notified() => {}
-                () = tokio::time::sleep(wait) => {}
+                () = self.wake.notified() => tracing::debug!("eviction round: kernel notification"),
+                () = tokio::time::sleep(wait) => tracing::debug!("eviction round: timer"),
             }
         }
     }
@@ -97,6 +97,13 @@ impl<U: UsageSource> EvictionManager<U> {
     pub async fn decide_once(&mut self, state: &mut State, now: Duration) -> Outcome {
         let observations = self.observer.observe();
         let decision = plan::evaluate(&self.config, &observations, state, now);
+        tracing::debug!(
+            memory_available = observations
+                .get(&Signal::MemoryAvailable)
+                .map(|o| o.available),
+            to_reclaim = decision.to_reclaim.len(),
+            "eviction decision"
+        );
         state.clone_from(&decision.state);
         let pressures = Pressures {
             memory: decision.conditions.contains(&Condition::Memory),

@@ -3,7 +3,8 @@
 //!
 //! - memory: pods using more than they request first, then lower priority first, then most
 //!   usage above the request first;
-//! - disk (`nodefs`/`imagefs`): the same with ephemeral storage (inodes: requests are 0);
+//! - disk (`nodefs`/`imagefs`): the same with ephemeral storage (inodes: requests are 0),
+//!   the figures of what each filesystem holds ([`super::local_storage::rank_disk_usage`]);
 //! - PIDs: lower priority first, then most processes first.
 //!
 //! A pod without usage figures ranks first (upstream: "prioritize evicting the pod for which
