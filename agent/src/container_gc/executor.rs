@@ -1,9 +1,11 @@
-//! The effect side of container GC: list the exited containers kwk-node created (CRI
-//! `ListContainers`, label `io.kwk.managed=true`, state `EXITED`), run [`super::plan`] and
-//! remove what it says with CRI `RemoveContainer`. [`run`] does that every [`GC_PERIOD`].
+//! The effect side of container GC: list the containers kwk-node created (CRI
+//! `ListContainers`, label `io.kwk.managed=true`), take the dead ones, run [`super::plan`] and
+//! remove what it says with CRI `RemoveContainer` (an `UNKNOWN` one is stopped first).
+//! [`run`] does that every [`GC_PERIOD`].
 //!
-//! Only exited instances count as dead: a `CREATED` one may be about to be started by its
-//! pod's worker.
+//! Dead, as upstream: every instance not running. A `CREATED` or `UNKNOWN` one counts only
+//! once it is older than [`GC_PERIOD`]: a younger one may be about to be started by its pod's
+//! worker.
 
 use std::time::Duration;
 
@@ -31,12 +33,18 @@ pub struct GcReport {
     pub failed: Vec<(String, String)>,
 }
 
-/// The dead containers kwk-node created, from a CRI listing (instances without the pod UID
-/// or container name labels are left out).
-pub fn dead_containers(containers: &[api::Container]) -> Vec<DeadContainer> {
+/// The dead containers kwk-node created at `now`, from a CRI listing (instances without the
+/// pod UID or container name labels are left out).
+pub fn dead_containers(containers: &[api::Container], now: UnixNanos) -> Vec<DeadContainer> {
+    let settled = now.saturating_sub(i64::try_from(GC_PERIOD.as_nanos()).unwrap_or(i64::MAX));
     containers
         .iter()
-        .filter(|c| c.state == api::ContainerState::ContainerExited as i32)
+        .filter(|c| match api::ContainerState::try_from(c.state) {
+            Ok(api::ContainerState::ContainerExited) => true,
+            Ok(api::ContainerState::ContainerRunning) => false,
+            Ok(api::ContainerState::ContainerCreated | api::ContainerState::ContainerUnknown)
+            | Err(_) => c.created_at <= settled,
+        })
         .filter_map(|c| {
             Some(DeadContainer {
                 id: c.id.clone(),
@@ -56,17 +64,20 @@ pub async fn collect(
 ) -> Result<GcReport, ContainerGcError> {
     let containers = cri
         .list_containers(Some(api::ContainerFilter {
-            state: Some(api::ContainerStateValue {
-                state: api::ContainerState::ContainerExited as i32,
-            }),
             label_selector: [(labels::MANAGED.to_string(), "true".to_string())].into(),
             ..Default::default()
         }))
         .await
         .map_err(ContainerGcError)?;
-    let dead = dead_containers(&containers);
+    let dead = dead_containers(&containers, now);
     let mut report = GcReport::default();
     for id in plan(policy, &dead, now) {
+        let unknown = containers
+            .iter()
+            .any(|c| c.id == id && c.state == api::ContainerState::ContainerUnknown as i32);
+        if unknown && let Err(err) = cri.stop_container(&id, Duration::ZERO).await {
+            tracing::debug!(container = %id, %err, "stopping a container in an unknown state");
+        }
         match cri.remove_container(&id).await {
             Ok(()) => {
                 let c = dead.iter().find(|c| c.id == id);

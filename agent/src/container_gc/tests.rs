@@ -188,12 +188,12 @@ fn a_huge_min_age_keeps_everything() {
 }
 
 #[test]
-fn only_exited_labelled_instances_are_dead() {
+fn labelled_instances_not_running_are_dead_created_ones_once_settled() {
     use kwk_cri::api;
     let container = |id: &str, state: api::ContainerState, labelled: bool| api::Container {
         id: id.into(),
         state: state as i32,
-        created_at: 42,
+        created_at: 42 * S,
         labels: if labelled {
             [
                 (crate::labels::POD_UID.to_string(), "u1".to_string()),
@@ -212,17 +212,23 @@ fn only_exited_labelled_instances_are_dead() {
         container("exited", api::ContainerState::ContainerExited, true),
         container("running", api::ContainerState::ContainerRunning, true),
         container("created", api::ContainerState::ContainerCreated, true),
+        container("unknown", api::ContainerState::ContainerUnknown, true),
         container("foreign", api::ContainerState::ContainerExited, false),
     ];
-    assert_eq!(
-        super::executor::dead_containers(&listed),
-        vec![DeadContainer {
-            id: "exited".into(),
-            pod_uid: "u1".into(),
-            name: "main".into(),
-            created_at: 42,
-        }]
-    );
+    let dead_at = |now_secs: i64| -> Vec<String> {
+        super::executor::dead_containers(&listed, now_secs * S)
+            .into_iter()
+            .map(|c| {
+                assert_eq!((c.pod_uid.as_str(), c.name.as_str()), ("u1", "main"));
+                assert_eq!(c.created_at, 42 * S);
+                c.id
+            })
+            .collect()
+    };
+    // Just created: may be about to start.
+    assert_eq!(dead_at(50), vec!["exited"]);
+    // Not started a minute on: dead.
+    assert_eq!(dead_at(42 + 60), vec!["exited", "created", "unknown"]);
 }
 
 #[test]
