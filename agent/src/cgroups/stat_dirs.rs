@@ -103,12 +103,112 @@ impl CgroupLocator {
         let dirs = self.dirs(&self.namer.node_path()?);
         dirs.memory.is_dir().then_some(dirs)
     }
+
+    /// The cgroup of the process whose `/proc/PID/cgroup` reads `proc_cgroup`, when it exists
+    /// and is not the root cgroup (the whole node) in either the CPU or the memory hierarchy.
+    pub fn process(&self, proc_cgroup: &str) -> Option<StatDirs> {
+        let (cpu, memory) = match &self.layout {
+            Layout::V1 { .. } => (
+                process_cgroup(proc_cgroup, Some("cpuacct"))?,
+                process_cgroup(proc_cgroup, Some("memory"))?,
+            ),
+            Layout::V2 { .. } => {
+                let path = process_cgroup(proc_cgroup, None)?;
+                (path, path)
+            }
+        };
+        if memory == "/" || cpu == "/" {
+            return None;
+        }
+        let mut dirs = self.dirs(memory.trim_start_matches('/'));
+        let cpu_dirs = self.dirs(cpu.trim_start_matches('/'));
+        dirs.cpu = cpu_dirs.cpu;
+        dirs.memory.is_dir().then_some(dirs)
+    }
+}
+
+/// The path of a `/proc/PID/cgroup` text in the v1 hierarchy holding `controller`, or in the
+/// unified hierarchy (`0::/path`) when `controller` is `None`.
+fn process_cgroup<'a>(text: &'a str, controller: Option<&str>) -> Option<&'a str> {
+    text.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (id, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        let wanted = match controller {
+            None => id == "0" && controllers.is_empty(),
+            Some(name) => controllers.split(',').any(|c| c == name),
+        };
+        wanted.then_some(path)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cgroups::CgroupDriver;
+
+    #[test]
+    fn process_cgroups_are_read_per_hierarchy() {
+        let v1 = "12:pids:/system.slice/containerd.service\n\
+                  4:cpu,cpuacct:/system.slice/containerd.service\n\
+                  9:memory:/system.slice/containerd.service\n\
+                  1:name=systemd:/system.slice/containerd.service\n";
+        assert_eq!(
+            process_cgroup(v1, Some("cpuacct")),
+            Some("/system.slice/containerd.service")
+        );
+        assert_eq!(
+            process_cgroup(v1, Some("memory")),
+            Some("/system.slice/containerd.service")
+        );
+        assert_eq!(process_cgroup(v1, Some("cpu,cpuacct")), None);
+        assert_eq!(process_cgroup(v1, None), None);
+        let v2 = "0::/system.slice/kwk-node.service\n";
+        assert_eq!(
+            process_cgroup(v2, None),
+            Some("/system.slice/kwk-node.service")
+        );
+        assert_eq!(process_cgroup(v2, Some("memory")), None);
+
+        let tmp = tempfile::tempdir().unwrap();
+        for hierarchy in ["cpu,cpuacct", "memory"] {
+            let dir = tmp.path().join(hierarchy);
+            std::fs::create_dir_all(dir.join("system.slice/containerd.service")).unwrap();
+            std::fs::write(dir.join("cgroup.procs"), "").unwrap();
+        }
+        let locator = CgroupLocator::new(&CgroupConfig {
+            mount_root: tmp.path().to_path_buf(),
+            driver: CgroupDriver::Cgroupfs,
+            cgroup_root: "/".into(),
+            per_qos: true,
+            pod_pids_limit: -1,
+        })
+        .unwrap();
+        let dirs = locator.process(v1).expect("containerd's cgroup");
+        assert_eq!(
+            dirs.memory,
+            tmp.path().join("memory/system.slice/containerd.service")
+        );
+        assert_eq!(
+            dirs.cpu,
+            tmp.path()
+                .join("cpu,cpuacct/system.slice/containerd.service")
+        );
+        assert_eq!(
+            locator.process("4:cpu,cpuacct:/\n9:memory:/\n"),
+            None,
+            "the root"
+        );
+        assert_eq!(
+            locator.process("4:cpu,cpuacct:/\n9:memory:/system.slice/containerd.service\n"),
+            None,
+            "the root's CPU figures are the node's"
+        );
+        assert_eq!(
+            locator.process("4:cpu,cpuacct:/gone\n9:memory:/gone\n"),
+            None,
+            "no such cgroup"
+        );
+    }
 
     #[test]
     fn pod_cgroups_are_found_under_their_qos_class() {

@@ -220,7 +220,7 @@ pub struct Storage {
     pub pod_networks: BTreeMap<String, (String, Vec<InterfaceSample>)>,
 }
 
-/// Adds node `fs`, `network` and `runtime.imageFs`, each container's `rootfs` and `logs`, and
+/// Adds node `fs`, `network` and `runtime.imageFs`/`containerFs`, each container's `rootfs` and `logs`, and
 /// each pod's `network` and `ephemeral-storage` (its containers' writable layers and logs) to
 /// a summary made by [`super::stats::summary`]; `rootfs` is by (pod UID, container name).
 pub fn add_storage_and_network(
@@ -241,7 +241,10 @@ pub fn add_storage_and_network(
     summary["node"]["network"] = network_json(time, &default, &storage.node_interfaces);
     let image_capacity = storage.image_fs.as_ref().and_then(|(fs, _)| fs.as_ref());
     if let Some((_, used)) = &storage.image_fs {
-        summary["node"]["runtime"] = json!({"imageFs": usage_json(time, image_capacity, *used)});
+        // Writable layers on the images' filesystem (the runtime reports no separate one):
+        // upstream then gives the same figures as `containerFs`.
+        let image_fs = usage_json(time, image_capacity, *used);
+        summary["node"]["runtime"] = json!({"imageFs": image_fs, "containerFs": image_fs});
     }
     let Some(pods) = summary["pods"].as_array_mut() else {
         return;

@@ -30,6 +30,7 @@ mod routes;
 mod scripted_apiserver;
 pub mod stats;
 mod streaming_routes;
+pub mod system_containers;
 pub mod tls;
 pub mod volume_stats;
 
@@ -87,6 +88,8 @@ pub struct ServerSettings {
     pub configz: serde_json::Value,
     /// Where the pod cgroups are, for their CPU and memory in `/stats/summary`.
     pub cgroups: Option<crate::cgroups::CgroupConfig>,
+    /// The runtime's socket: its server's cgroup is the `runtime` system container.
+    pub runtime_socket: Option<PathBuf>,
 }
 
 /// What the handlers share.
@@ -145,7 +148,14 @@ pub async fn bind(
             authorizer: settings.authorizer,
             configz: settings.configz,
             store,
-            stats: stats::StatsSource::new(cri.clone(), cgroup_locator(settings.cgroups.as_ref())),
+            stats: {
+                let stats =
+                    stats::StatsSource::new(cri.clone(), cgroup_locator(settings.cgroups.as_ref()));
+                match settings.runtime_socket {
+                    Some(socket) => stats.with_runtime_socket(socket),
+                    None => stats,
+                }
+            },
             pod_start: pod_start::PodStartTracker::default(),
             cri,
         }),
@@ -322,6 +332,12 @@ pub async fn settings_for(
         authorizer,
         configz: configz::configz(config),
         cgroups: Some(crate::node::cgroup_config(config)),
+        runtime_socket: Some(
+            config
+                .container_runtime_endpoint
+                .socket_path()
+                .to_path_buf(),
+        ),
     }))
 }
 

@@ -256,8 +256,8 @@ async fn stats_summary(State(shared): State<Arc<Shared>>) -> Response {
         .await;
     let pods = shared.store.snapshot();
     // After the runtime's figures, so that a pod's cgroup is never behind its containers.
-    let (extras, all_pods) = shared.stats.pod_extras(&pods).await;
-    node.all_pods = all_pods;
+    let (extras, system_containers) = shared.stats.pod_extras(&pods).await;
+    node.system_containers = system_containers;
     let mut summary = stats::summary(&shared.node_name, &node, &pods, &containers, &extras);
     // The latest instance's writable layer per container (samples sorted by attempt).
     let mut ordered: Vec<&stats::ContainerSample> = containers.iter().collect();
