@@ -7,11 +7,13 @@
 //! - [`meta`]: labels, annotations, selectors, finalizers.
 //! - [`quantity`]: resource quantities.
 //! - [`pod`]: pod defaults and validation.
+//! - [`persistent_volume`]: which volume a claim binds to (pv controller and scheduler).
 
 #![forbid(unsafe_code)]
 
 pub mod field;
 pub mod meta;
 pub mod names;
+pub mod persistent_volume;
 pub mod pod;
 pub mod quantity;

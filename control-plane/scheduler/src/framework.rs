@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use crate::fit_error::FitError;
 use crate::plugins::fit::{self, ScoringStrategy};
 use crate::plugins::topology_spread::{self, Constraint, HardState};
+use crate::plugins::volume_binding::{self, Binding};
 use crate::plugins::{FilterResult, default_normalize, inter_pod_affinity, node};
 use crate::pod_info::PodInfo;
 use crate::rng::XorShift;
@@ -101,6 +102,8 @@ pub struct CycleState<'a> {
     /// False for system default spread constraints: nodes missing a key still score.
     pub soft_spread_requires_all_keys: bool,
     pub inter_pod: inter_pod_affinity::PreFilterState,
+    /// The pod's PersistentVolumeClaims (VolumeBinding).
+    pub volumes: volume_binding::PreFilterState,
 }
 
 impl<'a> CycleState<'a> {
@@ -157,6 +160,7 @@ impl<'a> CycleState<'a> {
             soft_spread: soft,
             soft_spread_requires_all_keys,
             inter_pod: inter_pod_affinity::pre_filter(pod, snapshot),
+            volumes: volume_binding::pre_filter(&pod.pod, snapshot.volumes()),
         };
         state.spread = topology_spread::pre_filter(&state, hard, pod, snapshot);
         state
@@ -194,6 +198,7 @@ pub fn run_filters(state: &CycleState<'_>, node: &NodeInfo, snapshot: &Snapshot)
     node::node_affinity(state, node)?;
     fit::node_ports(state, node)?;
     fit::resources_fit(state, node)?;
+    volume_binding::filter(state, node)?;
     if !state.spread.constraints.is_empty() {
         topology_spread::filter(state, node)?;
     }
@@ -271,6 +276,8 @@ pub struct ScheduleResult {
     pub evaluated_nodes: usize,
     /// Nodes that passed the filters.
     pub feasible_nodes: usize,
+    /// Volumes to bind to the pod's WaitForFirstConsumer claims on `node` before the pod.
+    pub volume_bindings: Vec<Binding>,
 }
 
 /// The scheduling algorithm with the state it carries between pods: the rotating start
@@ -331,6 +338,9 @@ impl Scheduler {
             Err(e) => return Err(FitError::pre_filter(all, e.to_string())),
         };
         let state = CycleState::with_default_spread(&info, snapshot, default_spread_selector);
+        if let Some(message) = state.volumes.rejection() {
+            return Err(FitError::pre_filter(all, message.to_string()));
+        }
 
         // A nominated node (set by an earlier preemption) is tried first, on its own.
         let nominated = info
@@ -346,6 +356,7 @@ impl Scheduler {
                 node: nodes[i].name.clone(),
                 evaluated_nodes: 1,
                 feasible_nodes: 1,
+                volume_bindings: volume_binding::bindings(&state, &nodes[i]),
             });
         }
 
@@ -381,6 +392,7 @@ impl Scheduler {
             node: nodes[chosen].name.clone(),
             evaluated_nodes: processed,
             feasible_nodes: feasible.len(),
+            volume_bindings: volume_binding::bindings(&state, &nodes[chosen]),
         })
     }
 

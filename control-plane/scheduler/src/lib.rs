@@ -9,6 +9,7 @@
 //! - [`fit_error`]: the `0/N nodes are available: ...` message.
 //! - [`preemption`]: DefaultPreemption (victims and nominated node).
 //! - [`queue`]: active, backoff and unschedulable pods.
+//! - [`volumes`]: claims, volumes and classes, with the volumes assumed bound.
 
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,7 @@ pub mod rng;
 pub mod snapshot;
 #[cfg(test)]
 mod testing;
+pub mod volumes;
 
 /// The API types this crate's interface is written in, for callers without their own
 /// dependency (the benchmark).

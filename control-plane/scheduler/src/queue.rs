@@ -1,9 +1,9 @@
 //! The scheduling queue: pending pods in an active queue ordered by priority (higher first)
 //! then by when they entered the queue, a backoff queue for pods that failed recently (1s
 //! doubling per attempt up to 10s), and an unschedulable set that cluster events (a node
-//! added or updated, a bound pod deleted ...) or a 5-minute timeout move back. Pods with
-//! `spec.schedulingGates` wait aside until an update removes the last gate. Pure: every
-//! call takes `now`.
+//! added or updated, a bound pod deleted, a volume or claim added or changed ...) or a
+//! 5-minute timeout move back. Pods with `spec.schedulingGates` wait aside until an update
+//! removes the last gate. Pure: every call takes `now`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -25,6 +25,14 @@ pub enum ClusterEvent {
     NodeUpdated,
     AssignedPodDeleted,
     AssignedPodUpdated,
+    /// A PersistentVolume, PersistentVolumeClaim or StorageClass was added or changed
+    /// (VolumeBinding).
+    PvAdded,
+    PvUpdated,
+    PvcAdded,
+    PvcUpdated,
+    StorageClassAdded,
+    StorageClassUpdated,
 }
 
 /// A pending pod and its scheduling history.

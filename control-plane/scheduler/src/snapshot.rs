@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 
 use crate::pod_info::{HostPort, NamespaceLabels, PodInfo, node_labels};
 use crate::resources::Resources;
+use crate::volumes::VolumeCache;
 
 /// One node and what is bound to it.
 #[derive(Clone, Debug)]
@@ -121,6 +122,8 @@ pub struct Snapshot {
     /// How many nodes hold each normalised image name.
     image_nodes: HashMap<String, usize>,
     namespace_labels: HashMap<String, BTreeMap<String, String>>,
+    /// Claims, volumes and StorageClasses (VolumeBinding).
+    volumes: VolumeCache,
 }
 
 impl NamespaceLabels for Snapshot {
@@ -167,6 +170,16 @@ impl Snapshot {
     /// How many nodes hold the (normalised) image.
     pub fn nodes_with_image(&self, normalized: &str) -> usize {
         self.image_nodes.get(normalized).copied().unwrap_or(0)
+    }
+
+    /// Claims, volumes and StorageClasses.
+    pub fn volumes(&self) -> &VolumeCache {
+        &self.volumes
+    }
+
+    /// [`Snapshot::volumes`], to update.
+    pub fn volumes_mut(&mut self) -> &mut VolumeCache {
+        &mut self.volumes
     }
 
     /// Records a namespace's labels (for affinity terms with a namespace selector).

@@ -205,6 +205,17 @@ impl PodB {
             });
         self
     }
+    /// A `persistentVolumeClaim` volume naming `claim`.
+    pub(crate) fn claim(mut self, claim: &str) -> Self {
+        let volume = serde_json::from_value(serde_json::json!({
+            "name": format!("v-{claim}"),
+            "persistentVolumeClaim": {"claimName": claim},
+        }))
+        .expect("volume");
+        self.spec().volumes.get_or_insert_default().push(volume);
+        self
+    }
+
     pub(crate) fn nominated(mut self, node: &str) -> Self {
         self.0.status = Some(PodStatus {
             nominated_node_name: Some(node.to_string()),

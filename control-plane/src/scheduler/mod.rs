@@ -11,12 +11,17 @@
 //!
 //! Pods nominated by preemption count on their node for pods of lower or equal priority.
 //!
+//! Pods with PersistentVolumeClaims go through VolumeBinding ([`volumes`]): claims, volumes
+//! and StorageClasses are watched, WaitForFirstConsumer claims get a volume on the chosen
+//! node, written before the pod's binding.
+//!
 //! Not (yet) upstream: there is one
 //! profile, ReplicationControllers (not served by the apiserver) do not count for default
-//! spreading, and no extenders, permit/reserve plugins or volume binding.
+//! spreading, no extenders or permit plugins, and no dynamic provisioning.
 
 pub mod spread;
 pub mod state;
+pub mod volumes;
 pub mod writes;
 
 use std::collections::{BTreeMap, HashSet};
@@ -25,7 +30,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::jiff::Timestamp;
@@ -34,6 +39,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kwk_controllers::action::EventType;
 use kwk_controllers::runtime::{LeaderElector, LeaderError, LeaseConfig};
+use kwk_scheduler::plugins::volume_binding::Binding;
 use kwk_scheduler::queue::QueuedPod;
 use kwk_scheduler::{Config, FitError, Scheduler, preemption};
 use serde::de::DeserializeOwned;
@@ -59,6 +65,9 @@ pub struct SchedulerOptions {
     pub instance: String,
     /// Seed of the tie-break random generator.
     pub seed: u64,
+    /// How long PreBind waits for the pv controller to bind a pod's claims
+    /// (upstream's `bindTimeoutSeconds`).
+    pub bind_timeout: Duration,
 }
 
 impl Default for SchedulerOptions {
@@ -70,6 +79,7 @@ impl Default for SchedulerOptions {
             instance: lease.identity.clone(),
             leader_election: Some(lease),
             seed: u64::from(std::process::id()) ^ Timestamp::now().as_nanosecond() as u64,
+            bind_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -194,7 +204,7 @@ async fn run_leading(client: kube::Client, options: SchedulerOptions, token: Can
         wake: Notify::new(),
     });
     let watches = token.child_token();
-    let (senders, receivers): (Vec<_>, Vec<_>) = (0..4)
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..7)
         .map(|_| tokio::sync::oneshot::channel::<()>())
         .unzip();
     let mut senders = senders.into_iter();
@@ -261,6 +271,7 @@ async fn run_leading(client: kube::Client, options: SchedulerOptions, token: Can
         |s, pod, now| s.delete_pod(pod, now),
         |s, listed, now| s.prune_pods(listed, now),
     ));
+    volumes::spawn_watches(&mut tasks, &client, &shared, &watches, &mut senders);
     spawn_selector_watch(
         &mut tasks,
         Api::<Service>::all(client.clone()),
@@ -384,14 +395,19 @@ fn schedule_one(
     match decision {
         Ok(result) => {
             state.assume(&pod, &result.node);
+            let volumes = state.assume_volumes(&result.volume_bindings);
             drop(state);
             tokio::spawn(bind_in_background(
                 client.clone(),
                 options.clone(),
                 shared.clone(),
-                pod,
-                key,
-                result.node,
+                Assumed {
+                    pod,
+                    key,
+                    node: result.node,
+                    bindings: result.volume_bindings,
+                    volumes,
+                },
             ));
         }
         Err((fit_error, preemption)) => {
@@ -412,15 +428,62 @@ fn schedule_one(
     }
 }
 
-/// Binds the assumed pod; on failure takes the assumption back and backs the pod off.
+/// A decision assumed in the state, to be written.
+struct Assumed {
+    pod: Arc<Pod>,
+    key: String,
+    node: String,
+    /// The volumes for the pod's WaitForFirstConsumer claims, and those volumes as they
+    /// are to be written.
+    bindings: Vec<Binding>,
+    volumes: Vec<PersistentVolume>,
+}
+
+/// Binds the assumed pod (after its volumes); on failure takes the assumptions back and
+/// backs the pod off.
 async fn bind_in_background(
     client: kube::Client,
     options: Arc<SchedulerOptions>,
     shared: Arc<Shared>,
-    pod: Arc<Pod>,
-    key: String,
-    node: String,
+    assumed: Assumed,
 ) {
+    let Assumed {
+        pod,
+        key,
+        node,
+        bindings,
+        volumes,
+    } = assumed;
+    if !bindings.is_empty()
+        && let Err(err) = volumes::pre_bind(
+            &client,
+            &shared,
+            &key,
+            &bindings,
+            volumes,
+            options.bind_timeout,
+        )
+        .await
+    {
+        tracing::warn!(pod = %key, %node, "binding volumes failed: {err}");
+        {
+            let mut state = shared.lock();
+            state.restore_volumes(&bindings);
+            state.forget(&key);
+            state.queue.backoff(&key, Timestamp::now());
+        }
+        let message = format!("running PreBind plugin \"VolumeBinding\": binding volumes: {err}");
+        writes::record_event(
+            &client,
+            &options.instance,
+            &pod,
+            EventType::Warning,
+            "FailedScheduling",
+            &message,
+        )
+        .await;
+        return;
+    }
     match writes::bind(&client, &pod, &node).await {
         Ok(()) => {
             shared.lock().queue.done(&key);
@@ -438,6 +501,7 @@ async fn bind_in_background(
         Err(err) => {
             tracing::warn!(pod = %key, %node, "binding failed: {err}");
             let mut state = shared.lock();
+            state.restore_volumes(&bindings);
             state.forget(&key);
             state.queue.backoff(&key, Timestamp::now());
         }

@@ -250,6 +250,23 @@ fn claims_bind_to_the_smallest_matching_volume_or_wait() {
             vec![],
         ),
         (
+            "a WaitForFirstConsumer claim completes the binding the scheduler pre-bound",
+            vec![edit_claim(pvc("a", "1Gi", rwo), |s| {
+                s.storage_class_name = Some("local".into())
+            })],
+            vec![
+                with_class(pv("free", "1Gi", rwo), "local"),
+                with_claim_ref(
+                    with_class(pv("picked", "2Gi", rwo), "local"),
+                    "a",
+                    Some("uid-a"),
+                    "Available",
+                ),
+            ],
+            vec![class("local", WAIT_FOR_FIRST_CONSUMER)],
+            binds("a", "picked", "2Gi", "ReadWriteOnce")[1..].to_vec(),
+        ),
+        (
             "label selector",
             vec![selecting(pvc("a", "1Gi", rwo))],
             vec![pv("plain", "1Gi", rwo), labelled(pv("fast", "8Gi", rwo))],

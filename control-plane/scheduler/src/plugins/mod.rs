@@ -9,6 +9,7 @@ pub mod fit;
 pub mod inter_pod_affinity;
 pub mod node;
 pub mod topology_spread;
+pub mod volume_binding;
 
 #[cfg(test)]
 mod fit_tests;
@@ -18,6 +19,8 @@ mod inter_pod_affinity_tests;
 mod node_tests;
 #[cfg(test)]
 mod topology_spread_tests;
+#[cfg(test)]
+mod volume_binding_tests;
 
 /// Upstream's `MaxNodeScore`.
 pub const MAX_NODE_SCORE: i64 = 100;
