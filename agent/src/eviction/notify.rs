@@ -14,6 +14,12 @@
 //!   pods cgroup (or `/proc/pressure/memory`), woken with `POLLPRI` when tasks stall on memory
 //!   for 100 ms within a second: reclaim has started, available memory is low.
 //!
+//! - Under both, a watch reads `MemAvailable` every [`WATCH_PERIOD`] and wakes the manager when
+//!   it falls below the threshold (once per fall). The kernel's figures are not the signal's:
+//!   pressure from outside the pods shows in the root memory cgroup only at its ~2 s statistics
+//!   flush, and PSI fires only once tasks stall. The watch bounds those cases to a quarter of a
+//!   second for the price of four small reads a second; the 10 s housekeeping stays behind it.
+//!
 //! Each armed notifier has one blocking thread (`read` on the eventfd, or `poll`) that pokes a
 //! [`Notify`]; re-arming stops the old thread through a second eventfd and drops its
 //! registration (closing the eventfd unregisters it). Everything here is safe Rust over `nix`.
@@ -23,7 +29,8 @@ use std::io::Write as _;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -111,6 +118,71 @@ pub struct MemoryNotifier {
     wake: Arc<Notify>,
     /// One per watched cgroup (v1) or the PSI trigger (v2).
     armed: Vec<Option<Armed>>,
+    /// The `MemAvailable` watch, started by the first arming.
+    watch: Option<Watch>,
+}
+
+/// How often the watch reads `MemAvailable`.
+pub const WATCH_PERIOD: Duration = Duration::from_millis(250);
+
+/// Tells when a figure falls below a threshold: once per fall, like a kernel threshold.
+#[derive(Debug, Default)]
+pub struct FallDetector {
+    below: bool,
+}
+
+impl FallDetector {
+    /// Whether `available` is a new fall below `threshold`.
+    pub fn fell(&mut self, available: u64, threshold: u64) -> bool {
+        let below = available < threshold;
+        let fell = below && !self.below;
+        self.below = below;
+        fell
+    }
+}
+
+/// The running `MemAvailable` watch: its threshold and how to stop it.
+#[derive(Debug)]
+struct Watch {
+    stop: Arc<AtomicBool>,
+    threshold: Arc<AtomicU64>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn start_watch(threshold: u64, wake: Arc<Notify>) -> Result<Watch, NotifyError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let shared_threshold = Arc::new(AtomicU64::new(threshold));
+    let (thread_stop, thread_threshold) = (stop.clone(), shared_threshold.clone());
+    std::thread::Builder::new()
+        .name("kwk-memavail-watch".into())
+        .spawn(move || {
+            let mut detector = FallDetector::default();
+            while !thread_stop.load(Ordering::SeqCst) {
+                #[allow(
+                    clippy::disallowed_methods,
+                    reason = "a dedicated blocking thread, outside the runtime"
+                )]
+                std::thread::sleep(WATCH_PERIOD);
+                let available = std::fs::read_to_string("/proc/meminfo")
+                    .ok()
+                    .and_then(|text| super::observe::mem_available(&text));
+                if let Some(available) = available
+                    && detector.fell(available, thread_threshold.load(Ordering::SeqCst))
+                {
+                    wake.notify_one();
+                }
+            }
+        })
+        .map_err(NotifyError::Thread)?;
+    Ok(Watch {
+        stop,
+        threshold: shared_threshold,
+    })
 }
 
 /// Re-arming for a threshold closer than this to the armed one is skipped.
@@ -124,6 +196,7 @@ impl MemoryNotifier {
             mechanism,
             wake,
             armed: Vec::new(),
+            watch: None,
         }
     }
 
@@ -142,6 +215,10 @@ impl MemoryNotifier {
     /// Arms (or re-arms) the notifier so that `memory.available` falling to `threshold` bytes
     /// wakes the manager, given `available` bytes now. v2's PSI trigger is armed once.
     pub fn arm(&mut self, available: u64, threshold: u64) -> Result<(), NotifyError> {
+        match &self.watch {
+            Some(watch) => watch.threshold.store(threshold, Ordering::SeqCst),
+            None => self.watch = Some(start_watch(threshold, self.wake.clone())?),
+        }
         match self.mechanism.clone() {
             Mechanism::MemcgThreshold(dirs) => {
                 self.armed.resize_with(dirs.len(), || None);
@@ -334,6 +411,24 @@ mod tests {
         assert_eq!(usage_threshold(1000 * MI, 600 * MI, 100 * MI), 1500 * MI);
         assert_eq!(usage_threshold(1000 * MI, 50 * MI, 100 * MI), 950 * MI);
         assert_eq!(usage_threshold(10, 0, 100), 0);
+    }
+
+    #[test]
+    fn a_fall_below_the_threshold_is_told_once() {
+        let mut detector = FallDetector::default();
+        // (available, threshold, told)
+        let steps = [
+            (500, 100, false),
+            (99, 100, true),
+            (50, 100, false),
+            (150, 100, false),
+            (90, 100, true),
+            (90, 80, false),
+            (70, 80, true),
+        ];
+        for (i, (available, threshold, told)) in steps.into_iter().enumerate() {
+            assert_eq!(detector.fell(available, threshold), told, "step {i}");
+        }
     }
 
     #[test]

@@ -118,7 +118,7 @@ pub fn observations(
 }
 
 /// `MemAvailable` of a /proc/meminfo text, in bytes.
-fn mem_available(meminfo: &str) -> Option<u64> {
+pub(crate) fn mem_available(meminfo: &str) -> Option<u64> {
     let line = meminfo
         .lines()
         .find_map(|l| l.strip_prefix("MemAvailable:"))?;
