@@ -1,13 +1,15 @@
 //! `eviction-bench`: time from memory pressure onset to the eviction decision.
 //!
 //! Each run starts kwk-node's eviction manager (the real executor loop, with the host's
-//! kernel notifier: a memcg threshold on cgroup v1, a PSI trigger on v2) with
+//! kernel notifier — a memcg threshold on cgroup v1, a PSI trigger on v2 — and its 250 ms
+//! `MemAvailable` watch) with
 //! `memory.available` set 100 MiB below what is free, and one BestEffort pod in its status
 //! store. Then a process in its own memory cgroup allocates 200 MiB, 4 MiB at a time, while
 //! the bench samples `MemAvailable` every 2 ms. Printed, p50 and max over the runs: from the
 //! hog's start, and from the onset (the first sample below the threshold) to the eviction
 //! arriving at the pod manager's channel.
-//! The same is then measured with the notifier off, i.e. upstream's 10 s housekeeping poll.
+//! The same is then measured with the notifier and watch off, i.e. upstream's 10 s
+//! housekeeping poll.
 //!
 //! Run: `cargo build --release -p kwk-agent --bin eviction-bench && sudo
 //! target/release/eviction-bench [--reps N] [--poll-reps N]` (root: it makes a cgroup). Needs
@@ -274,7 +276,7 @@ async fn main() -> anyhow::Result<()> {
     if notified.is_empty() {
         bail!("every run was discarded");
     }
-    summary("kwk (kernel notifier + 10 s poll)", &notified);
+    summary("kwk (kernel notifier + 250 ms watch)", &notified);
     if !polled.is_empty() {
         summary("10 s poll only (upstream housekeeping)", &polled);
     }
