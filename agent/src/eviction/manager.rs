@@ -1,8 +1,9 @@
 //! The eviction manager's thin executor: observe, decide ([`super::plan`], [`super::rank`]),
 //! publish the pressure conditions, evict the pods over their local storage limits
 //! ([`super::local_storage`], measured every round; the same figures rank pods for disk
-//! pressure) or else hand at most one node-pressure victim to the pod manager, wait for them to be gone, and sleep until the kernel notifier, the next housekeeping (10 s, upstream's
-//! `evictionMonitoringPeriod`) or a grace period / transition period ending.
+//! pressure) or else hand at most one node-pressure victim to the pod manager, wait for them
+//! to be gone, and sleep until the memory notifier ([`super::notify`]), the next housekeeping
+//! (10 s, upstream's `evictionMonitoringPeriod`) or a grace period / transition period ending.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -86,7 +87,7 @@ impl<U: UsageSource> EvictionManager<U> {
                 .map_or(self.period, |r| r.min(self.period));
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = self.wake.notified() => tracing::debug!("eviction round: kernel notification"),
+                () = self.wake.notified() => tracing::debug!("eviction round: memory notification"),
                 () = tokio::time::sleep(wait) => tracing::debug!("eviction round: timer"),
             }
         }
