@@ -5,6 +5,7 @@
 //! - [`field`]: field errors (path, cause type, message).
 //! - [`names`]: name and value formats (DNS labels, qualified names, IPs ...).
 //! - [`meta`]: labels, annotations, selectors, finalizers.
+//! - [`node_selector`]: whether a node is selected by node selectors and node affinity.
 //! - [`quantity`]: resource quantities.
 //! - [`pod`]: pod defaults and validation.
 //! - [`persistent_volume`]: which volume a claim binds to (pv controller and scheduler).
@@ -14,6 +15,7 @@
 pub mod field;
 pub mod meta;
 pub mod names;
+pub mod node_selector;
 pub mod persistent_volume;
 pub mod pod;
 pub mod quantity;

@@ -21,9 +21,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    Container, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodStatus, Taint, Toleration,
-};
+use k8s_openapi::api::core::v1::{Container, Pod, PodStatus, Taint, Toleration};
 
 use crate::cgroups::qos;
 use crate::labels;
@@ -265,71 +263,9 @@ fn fits_resources(node: &NodeFacts, admitted: &[&Pod], pod: &Pod) -> Result<(), 
 
 /// `spec.nodeSelector` and the required node affinity (upstream `GetRequiredNodeAffinity`).
 fn matches_node_affinity(node: &NodeFacts, pod: &Pod) -> bool {
-    let Some(spec) = pod.spec.as_ref() else {
-        return true;
-    };
-    let selector_ok = spec
-        .node_selector
-        .iter()
-        .flatten()
-        .all(|(k, v)| node.labels.get(k) == Some(v));
-    if !selector_ok {
-        return false;
-    }
-    let required = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| {
-            n.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-    match required {
-        None => true,
-        Some(selector) => selector
-            .node_selector_terms
-            .iter()
-            .any(|term| term_matches(node, term)),
-    }
-}
-
-/// A term matches when all its requirements do; an empty term matches nothing.
-fn term_matches(node: &NodeFacts, term: &NodeSelectorTerm) -> bool {
-    let expressions = term.match_expressions.as_deref().unwrap_or_default();
-    let fields = term.match_fields.as_deref().unwrap_or_default();
-    if expressions.is_empty() && fields.is_empty() {
-        return false;
-    }
-    expressions
-        .iter()
-        .all(|r| requirement_matches(r, node.labels.get(&r.key).map(String::as_str)))
-        && fields.iter().all(|r| {
-            r.key == "metadata.name"
-                && matches!(r.operator.as_str(), "In" | "NotIn")
-                && requirement_matches(r, Some(&node.node_name))
-        })
-}
-
-fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = req.values.as_deref().unwrap_or_default();
-    let compare = |ordering: std::cmp::Ordering| -> bool {
-        let ([bound], Some(value)) = (values, value) else {
-            return false;
-        };
-        match (value.parse::<i64>(), bound.parse::<i64>()) {
-            (Ok(v), Ok(b)) => v.cmp(&b) == ordering,
-            _ => false,
-        }
-    };
-    match req.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| values.iter().all(|x| x != v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" => compare(std::cmp::Ordering::Greater),
-        "Lt" => compare(std::cmp::Ordering::Less),
-        _ => false,
-    }
+    pod.spec.as_ref().is_none_or(|spec| {
+        kwk_api::node_selector::pod_selects_node(spec, &node.labels, &node.node_name)
+    })
 }
 
 /// A wanted host port: protocol, IP (`0.0.0.0` for all), port.

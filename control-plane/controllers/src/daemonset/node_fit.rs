@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{
 };
 
 /// The field key upstream pins daemon pods with.
-pub const NODE_NAME_FIELD: &str = "metadata.name";
+pub use kwk_api::node_selector::NODE_NAME_FIELD;
 
 /// The tolerations every daemon pod gets (network-unavailable only with host networking):
 /// daemons keep running on not-ready, unreachable, pressured and cordoned nodes.
@@ -82,76 +82,6 @@ pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
     }
 }
 
-/// Whether one requirement holds for a node: `field` says it is a `matchFields` requirement.
-fn requirement_matches(node: &Node, req: &NodeSelectorRequirement, field: bool) -> bool {
-    let value: Option<String> = if field {
-        (req.key == NODE_NAME_FIELD)
-            .then(|| node.metadata.name.clone())
-            .flatten()
-    } else {
-        node.metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(&req.key).cloned())
-    };
-    let values = req.values.as_deref().unwrap_or_default();
-    let as_int = |s: &str| s.parse::<i64>().ok();
-    match req.operator.as_str() {
-        "In" => value.is_some_and(|v| values.contains(&v)),
-        "NotIn" => value.is_none_or(|v| !values.contains(&v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(have), Some(bound)) = (
-                value.as_deref().and_then(as_int),
-                values.first().and_then(|v| as_int(v)),
-            ) else {
-                return false;
-            };
-            if req.operator == "Gt" {
-                have > bound
-            } else {
-                have < bound
-            }
-        }
-        _ => false,
-    }
-}
-
-fn term_matches(node: &Node, term: &NodeSelectorTerm) -> bool {
-    let exprs = term.match_expressions.as_deref().unwrap_or_default();
-    let fields = term.match_fields.as_deref().unwrap_or_default();
-    if exprs.is_empty() && fields.is_empty() {
-        return false;
-    }
-    exprs.iter().all(|r| requirement_matches(node, r, false))
-        && fields.iter().all(|r| requirement_matches(node, r, true))
-}
-
-/// Whether the node satisfies the pod's `nodeSelector` and required node affinity.
-pub fn matches_node_selector_and_affinity(spec: &PodSpec, node: &Node) -> bool {
-    let labels = node.metadata.labels.clone().unwrap_or_default();
-    let selector_ok = spec
-        .node_selector
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let required = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-    let affinity_ok = required.is_none_or(|sel| {
-        sel.node_selector_terms
-            .iter()
-            .any(|t| term_matches(node, t))
-    });
-    selector_ok && affinity_ok
-}
-
 /// Whether a daemon pod should be created on a node, and whether one already there may stay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeFit {
@@ -169,7 +99,9 @@ pub fn node_fit(spec: &PodSpec, node: &Node) -> NodeFit {
         .node_name
         .as_deref()
         .is_none_or(|n| n.is_empty() || n == name);
-    let placement_ok = name_ok && matches_node_selector_and_affinity(spec, node);
+    let no_labels = std::collections::BTreeMap::new();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&no_labels);
+    let placement_ok = name_ok && kwk_api::node_selector::pod_selects_node(spec, labels, name);
     let tolerations = spec.tolerations.as_deref().unwrap_or_default();
     let untolerated = |effect: &str| {
         node.spec

@@ -3,11 +3,10 @@
 //! and required terms as a filter, preferred terms as a score).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Taint, Toleration,
-};
+use k8s_openapi::api::core::v1::{Taint, Toleration};
+
+use kwk_api::node_selector::{selector_matches, term_matches};
 
 use super::{Code, CycleState, FilterResult, Rejection};
 use crate::snapshot::NodeInfo;
@@ -130,67 +129,6 @@ pub fn taint_toleration_score(state: &CycleState<'_>, node: &NodeInfo) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
 
-/// Whether one requirement holds for a value (`None`: the label is absent).
-fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = req.values.as_deref().unwrap_or_default();
-    match req.operator.as_str() {
-        "In" => !values.is_empty() && value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => !values.is_empty() && value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => values.is_empty() && value.is_some(),
-        "DoesNotExist" => values.is_empty() && value.is_none(),
-        op @ ("Gt" | "Lt") => {
-            let [bound] = values else {
-                return false;
-            };
-            let (Ok(bound), Some(Ok(actual))) =
-                (bound.parse::<i64>(), value.map(|v| v.parse::<i64>()))
-            else {
-                return false;
-            };
-            if op == "Gt" {
-                actual > bound
-            } else {
-                actual < bound
-            }
-        }
-        _ => false,
-    }
-}
-
-/// Whether a node selector term selects a node (expressions on labels, fields on
-/// `metadata.name`, all ANDed; an empty term selects nothing).
-pub fn term_matches(
-    term: &NodeSelectorTerm,
-    labels: &BTreeMap<String, String>,
-    node_name: &str,
-) -> bool {
-    let exprs = term.match_expressions.as_deref().unwrap_or_default();
-    let fields = term.match_fields.as_deref().unwrap_or_default();
-    if exprs.is_empty() && fields.is_empty() {
-        return false;
-    }
-    exprs
-        .iter()
-        .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
-        && fields.iter().all(|r| {
-            r.key == "metadata.name"
-                && matches!(r.operator.as_str(), "In" | "NotIn")
-                && requirement_matches(r, Some(node_name))
-        })
-}
-
-/// Whether a required node selector (terms ORed) selects a node.
-pub fn node_selector_matches(
-    selector: &NodeSelector,
-    labels: &BTreeMap<String, String>,
-    node_name: &str,
-) -> bool {
-    selector
-        .node_selector_terms
-        .iter()
-        .any(|t| term_matches(t, labels, node_name))
-}
-
 /// Whether the pod's nodeSelector and required node affinity both select the node.
 pub fn pod_matches_node_affinity(state: &CycleState<'_>, node: &NodeInfo) -> bool {
     let labels = node.labels();
@@ -201,7 +139,7 @@ pub fn pod_matches_node_affinity(state: &CycleState<'_>, node: &NodeInfo) -> boo
         .all(|(k, v)| labels.get(k) == Some(v))
         && state
             .required_node_affinity
-            .is_none_or(|sel| node_selector_matches(sel, labels, &node.name))
+            .is_none_or(|sel| selector_matches(sel, labels, &node.name))
 }
 
 /// NodeAffinity filter: nodeSelector and required node affinity.

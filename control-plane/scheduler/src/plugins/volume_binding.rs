@@ -25,10 +25,10 @@ use kwk_api::persistent_volume::{
     is_fully_bound, pv_name, volume_name,
 };
 
-use super::node::node_selector_matches;
 use super::{Code, CycleState, FilterResult, Rejection};
 use crate::snapshot::NodeInfo;
 use crate::volumes::VolumeCache;
+use kwk_api::node_selector::selector_matches;
 
 pub const VOLUME_BINDING: &str = "VolumeBinding";
 
@@ -145,7 +145,7 @@ pub fn volume_fits_node(pv: &PersistentVolume, node: &NodeInfo) -> bool {
         .as_ref()
         .and_then(|s| s.node_affinity.as_ref())
         .and_then(|a| a.required.as_ref())
-        .is_none_or(|selector| node_selector_matches(selector, node.labels(), &node.name))
+        .is_none_or(|selector| selector_matches(selector, node.labels(), &node.name))
 }
 
 /// The bindings the pod's waiting claims get on `node`, or why the node does not fit.
