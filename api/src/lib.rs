@@ -8,6 +8,7 @@
 //! - [`node_selector`]: whether a node is selected by node selectors and node affinity.
 //! - [`quantity`]: resource quantities.
 //! - [`pod`]: pod defaults and validation.
+//! - [`taints`]: tolerations against taints.
 //! - [`persistent_volume`]: which volume a claim binds to (pv controller and scheduler).
 
 #![forbid(unsafe_code)]
@@ -19,3 +20,4 @@ pub mod node_selector;
 pub mod persistent_volume;
 pub mod pod;
 pub mod quantity;
+pub mod taints;

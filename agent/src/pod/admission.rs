@@ -21,7 +21,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodStatus, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Container, Pod, PodStatus, Taint};
 
 use crate::cgroups::qos;
 use crate::labels;
@@ -323,26 +323,5 @@ fn has_untolerated_no_execute_taint(node: &NodeFacts, pod: &Pod) -> bool {
     node.taints
         .iter()
         .filter(|t| t.effect == "NoExecute")
-        .any(|taint| !tolerations.iter().any(|t| tolerates(t, taint)))
-}
-
-/// Upstream `Toleration.ToleratesTaint`.
-fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    let effect = toleration.effect.as_deref().unwrap_or_default();
-    if !effect.is_empty() && effect != taint.effect {
-        return false;
-    }
-    let key = toleration.key.as_deref().unwrap_or_default();
-    let operator = toleration.operator.as_deref().unwrap_or_default();
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match operator {
-        "Exists" => true,
-        "" | "Equal" => {
-            toleration.value.as_deref().unwrap_or_default()
-                == taint.value.as_deref().unwrap_or_default()
-        }
-        _ => false,
-    }
+        .any(|taint| !kwk_api::taints::tolerated(tolerations, taint))
 }

@@ -4,11 +4,12 @@
 
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
-    PodSpec, Taint, Toleration,
+    PodSpec, Toleration,
 };
 
 /// The field key upstream pins daemon pods with.
 pub use kwk_api::node_selector::NODE_NAME_FIELD;
+pub use kwk_api::taints::tolerates;
 
 /// The tolerations every daemon pod gets (network-unavailable only with host networking):
 /// daemons keep running on not-ready, unreachable, pressured and cordoned nodes.
@@ -59,27 +60,6 @@ pub fn add_daemon_tolerations(spec: &mut PodSpec) {
 
 fn operator(t: &Toleration) -> &str {
     t.operator.as_deref().unwrap_or("Equal")
-}
-
-/// Whether `toleration` tolerates `taint`.
-pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    let effect_ok = toleration
-        .effect
-        .as_deref()
-        .is_none_or(|e| e.is_empty() || e == taint.effect);
-    let key = toleration.key.as_deref().unwrap_or_default();
-    if !effect_ok || (!key.is_empty() && key != taint.key) {
-        return false;
-    }
-    match operator(toleration) {
-        "Exists" => true,
-        "Equal" | "" => {
-            !key.is_empty()
-                && toleration.value.as_deref().unwrap_or_default()
-                    == taint.value.as_deref().unwrap_or_default()
-        }
-        _ => false,
-    }
 }
 
 /// Whether a daemon pod should be created on a node, and whether one already there may stay.

@@ -3,38 +3,15 @@
 //! `tolerationSeconds` is deleted when that runs out, counted from the taint's `timeAdded`.
 //! Before deleting, the pod gets a `DisruptionTarget` condition saying why.
 
-use k8s_openapi::api::core::v1::{Node, Pod, PodCondition, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Node, Pod, PodCondition, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 
+pub use kwk_api::taints::tolerates;
+
 use super::Plan;
 use crate::action::{Action, EventType};
-
-/// Whether `toleration` tolerates `taint` (upstream `ToleratesTaint`): same effect (or
-/// any), same key (or any with `Exists`), and with `Equal` the same value.
-pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    if let Some(effect) = toleration.effect.as_deref().filter(|e| !e.is_empty())
-        && effect != taint.effect
-    {
-        return false;
-    }
-    let key = toleration.key.as_deref().unwrap_or_default();
-    let operator = toleration.operator.as_deref().unwrap_or("Equal");
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match operator {
-        "Exists" => true,
-        "Equal" | "" => {
-            // An empty key only goes with `Exists` (validation), so it tolerates nothing else.
-            !key.is_empty()
-                && toleration.value.as_deref().unwrap_or_default()
-                    == taint.value.as_deref().unwrap_or_default()
-        }
-        _ => false,
-    }
-}
 
 /// When `pod` must go given the node's `NoExecute` `taints`: now if one is not tolerated,
 /// `None` if all are tolerated forever, else the earliest `timeAdded + tolerationSeconds`.
