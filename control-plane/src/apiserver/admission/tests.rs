@@ -9,8 +9,9 @@ use super::service_account::{self as sa, Refusal};
 use super::{AdmissionPlugins, SERVICE_ACCOUNT, TAINT_NODES_BY_CONDITION, UnknownPlugin};
 
 fn pod(spec: Value) -> Pod {
-    serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": spec}))
-        .expect("pod")
+    let mut pod = json!({"metadata": {"name": "p", "namespace": "ns"}});
+    pod["spec"] = spec;
+    serde_json::from_value(pod).expect("pod")
 }
 
 fn mirror(spec: Value) -> Pod {
@@ -22,17 +23,17 @@ fn mirror(spec: Value) -> Pod {
 
 fn account(extra: Value) -> ServiceAccount {
     let mut base = json!({"metadata": {"name": "default", "namespace": "ns"}});
-    if let (Some(base), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
-        for (k, v) in extra {
-            base.insert(k.clone(), v.clone());
-        }
+    if let (Some(base), Value::Object(extra)) = (base.as_object_mut(), extra) {
+        base.extend(extra);
     }
     serde_json::from_value(base).expect("account")
 }
 
 #[test]
 fn plugins_can_be_disabled_by_upstream_name() {
-    let cases: &[(&[&str], Result<(bool, bool), &str>)] = &[
+    // Disabled names → (ServiceAccount runs, TaintNodesByCondition runs), or the unknown name.
+    type Case<'a> = (&'a [&'a str], Result<(bool, bool), &'a str>);
+    let cases: &[Case<'_>] = &[
         (&[], Ok((true, true))),
         (&[""], Ok((true, true))),
         (&["ServiceAccount"], Ok((false, true))),
