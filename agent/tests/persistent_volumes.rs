@@ -3,8 +3,10 @@
 //! the smallest matching `hostPath` PersistentVolume (both sides `Bound`, the volume's
 //! `claimRef` carrying the claim's uid); a pod writes through the claim and the file lands
 //! in the volume's directory on the host; a `readOnly` mount of the claim is read-only; a
-//! pod whose claim cannot bind waits in `ContainerCreating` with a `FailedMount` event naming
-//! the claim; deleting the claim releases the volume (`Released`, reclaim policy Retain).
+//! pod whose claim cannot bind stays unscheduled (`pod has unbound immediate
+//! PersistentVolumeClaims`), and one bound to the node anyway waits in `ContainerCreating`
+//! with a `FailedMount` event naming the claim; deleting the claim releases the volume
+//! (`Released`, reclaim policy Retain).
 //!
 //! Needs `kwk-control-plane` and `kwk-cni` built next to kwk-node: `cargo build -p
 //! kwk-control-plane -p kwk-cni` first.
@@ -61,6 +63,19 @@ apiVersion: v1
 kind: Pod
 metadata: {name: stuck}
 spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    command: [sleep, "3600"]
+    volumeMounts: [{name: big, mountPath: /big}]
+  volumes: [{name: big, persistentVolumeClaim: {claimName: too-big}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: stuck-pinned}
+spec:
+  nodeName: kwkt-node
   terminationGracePeriodSeconds: 1
   containers:
   - name: main
@@ -162,18 +177,37 @@ async fn claims_bind_to_host_path_volumes_and_pods_write_through_them() {
     );
     assert!(!small.join("x").exists());
 
-    // An unbindable claim: ContainerCreating, with a FailedMount event naming it.
+    // An unbindable claim: the scheduler keeps the pod Pending (VolumeBinding); a pod bound
+    // to the node all the same waits in ContainerCreating with a FailedMount event naming it.
     cluster
-        .wait_until(WAIT, "stuck's FailedMount event", || {
-            cluster.events_of("stuck").iter().any(|(reason, message)| {
-                reason == "FailedMount"
-                    && message.contains("MountVolume.SetUp failed for volume \"big\"")
-                    && message.contains("PVC default/too-big has non-bound phase (\"Pending\")")
-            })
+        .wait_until(WAIT, "stuck unschedulable for its claim", || {
+            cluster.pod_json("stuck")["status"]["conditions"]
+                .as_array()
+                .is_some_and(|conditions| {
+                    conditions.iter().any(|c| {
+                        c["type"] == "PodScheduled"
+                            && c["status"] == "False"
+                            && c["message"].as_str().is_some_and(|m| {
+                                m.contains("pod has unbound immediate PersistentVolumeClaims")
+                            })
+                    })
+                })
+        })
+        .await;
+    cluster
+        .wait_until(WAIT, "stuck-pinned's FailedMount event", || {
+            cluster
+                .events_of("stuck-pinned")
+                .iter()
+                .any(|(reason, message)| {
+                    reason == "FailedMount"
+                        && message.contains("MountVolume.SetUp failed for volume \"big\"")
+                        && message.contains("PVC default/too-big has non-bound phase (\"Pending\")")
+                })
         })
         .await;
     assert_eq!(
-        cluster.pod_json("stuck")["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
+        cluster.pod_json("stuck-pinned")["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
         "ContainerCreating"
     );
 
