@@ -19,6 +19,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use kwk_agent::cgroups::node_memory::NodeMemorySource;
 use kwk_tests::cluster::{ClusterBinaries, TestCluster};
 use kwk_tests::privileged_tests_enabled;
 use serde_json::Value;
@@ -56,14 +57,12 @@ spec:
     command: ["/bin/sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.2; done; dd if=/dev/zero bs=800M count=1 | sleep 3600"]
 "#;
 
+/// `memory.available` as kwk-node computes it (capacity − the root cgroup's working set).
 fn mem_available() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
+    NodeMemorySource::detect(Path::new("/sys/fs/cgroup"))
+        .read()
         .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|l| l.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
-        .unwrap()
-        * 1024
+        .available()
 }
 
 fn json(cluster: &TestCluster, args: &[&str]) -> Value {

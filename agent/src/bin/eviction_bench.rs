@@ -2,10 +2,10 @@
 //!
 //! Each run starts kwk-node's eviction manager (the real executor loop, with the host's
 //! kernel notifier — a memcg threshold on cgroup v1, a PSI trigger on v2 — and its 250 ms
-//! `MemAvailable` watch) with
-//! `memory.available` set 100 MiB below what is free, and one BestEffort pod in its status
-//! store. Then a process in its own memory cgroup allocates 200 MiB, 4 MiB at a time, while
-//! the bench samples `MemAvailable` every 2 ms. Printed, p50 and max over the runs: from the
+//! `memory.available` watch) with the `memory.available` threshold 100 MiB below its value
+//! now (capacity − the root cgroup's working set, as upstream), and one BestEffort pod in its
+//! status store. Then a process in its own memory cgroup allocates 200 MiB, 4 MiB at a time,
+//! while the bench samples the signal every 2 ms. Printed, p50 and max over the runs: from the
 //! hog's start, and from the onset (the first sample below the threshold) to the eviction
 //! arriving at the pod manager's channel.
 //! The same is then measured with the notifier and watch off, i.e. upstream's 10 s
@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use kwk_agent::cgroups::node_memory::NodeMemorySource;
 use kwk_agent::eviction::PodUsage;
 use kwk_agent::eviction::manager::{EvictionManager, MONITORING_PERIOD};
 use kwk_agent::eviction::notify::{Mechanism, MemoryNotifier};
@@ -35,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 const MI: u64 = 1 << 20;
 const HOG_MIB: u64 = 200;
 const MARGIN_MIB: u64 = 100;
+const CGROUP_MOUNT: &str = "/sys/fs/cgroup";
 
 /// The one pod's usage: the hog's.
 struct FixedUsage;
@@ -51,14 +53,12 @@ impl UsageSource for FixedUsage {
     }
 }
 
+/// The `memory.available` signal now, as kwk-node reads it.
 fn mem_available() -> anyhow::Result<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo")?;
-    meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|l| l.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
-        .map(|kib| kib * 1024)
-        .context("no MemAvailable")
+    NodeMemorySource::detect(Path::new(CGROUP_MOUNT))
+        .read()
+        .map(|m| m.available())
+        .context("cannot read the node's memory figures")
 }
 
 struct Sample {
@@ -96,8 +96,10 @@ async fn run_once(notify: bool, cgroup: &Path) -> anyhow::Result<Sample> {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("kubepods");
-        Mechanism::detect(Path::new("/sys/fs/cgroup"), pods)
-            .map(|m| MemoryNotifier::new(m, wake.clone()))
+        Mechanism::detect(Path::new(CGROUP_MOUNT), pods).map(|m| {
+            let memory = NodeMemorySource::detect(Path::new(CGROUP_MOUNT));
+            MemoryNotifier::new(m, memory, wake.clone())
+        })
     } else {
         None
     };
@@ -107,6 +109,7 @@ async fn run_once(notify: bool, cgroup: &Path) -> anyhow::Result<Sample> {
         observer: NodeObserver {
             root_dir: PathBuf::from("/"),
             image_fs: None,
+            memory: NodeMemorySource::detect(Path::new(CGROUP_MOUNT)),
         },
         usage: FixedUsage,
         store,
@@ -128,8 +131,8 @@ async fn run_once(notify: bool, cgroup: &Path) -> anyhow::Result<Sample> {
         ) % 1000,
     );
     tokio::time::sleep(offset).await;
-    // Onset: the first moment MemAvailable is below the threshold, sampled every 2 ms while
-    // the hog grows (other processes move MemAvailable too; the signal is what counts).
+    // Onset: the first moment the signal is below the threshold, sampled every 2 ms while
+    // the hog grows (other processes move it too; the signal is what counts).
     let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let sampler = {
         let sampling = sampling.clone();
@@ -169,12 +172,12 @@ async fn run_once(notify: bool, cgroup: &Path) -> anyhow::Result<Sample> {
     cancel.cancel();
     let _ = task.await;
     let Some(onset) = onset else {
-        bail!("MemAvailable never fell below the threshold");
+        bail!("memory.available never fell below the threshold");
     };
     if !matches!(received, Ok(Some(_))) {
         // The sampler saw a dip the manager's rounds did not: other processes freed memory
-        // while the hog grew, so MemAvailable was below the threshold only for a moment.
-        bail!("no eviction within 30 s of the hog's start (MemAvailable dipped only briefly)");
+        // while the hog grew, so the signal was below the threshold only for a moment.
+        bail!("no eviction within 30 s of the hog's start (the signal dipped only briefly)");
     }
     Ok(Sample {
         from_start: decided - started,
@@ -222,7 +225,7 @@ async fn main() -> anyhow::Result<()> {
     if mem_available()? < 1 << 30 {
         bail!("needs 1 GiB free");
     }
-    let mechanism = Mechanism::detect(Path::new("/sys/fs/cgroup"), "kubepods");
+    let mechanism = Mechanism::detect(Path::new(CGROUP_MOUNT), "kubepods");
     println!("kernel notifier: {mechanism:?} (plus the hog's cgroup standing for kubepods)");
     let root = match &mechanism {
         Some(Mechanism::MemcgThreshold(dirs)) => dirs.last().cloned().unwrap_or_default(),
@@ -235,7 +238,7 @@ async fn main() -> anyhow::Result<()> {
         let sample = match run_once(true, &cgroup).await {
             Ok(sample) => sample,
             Err(err) => {
-                // Other processes freeing or taking memory move MemAvailable under the hog.
+                // Other processes freeing or taking memory move the signal under the hog.
                 eprintln!("run discarded: {err:#}");
                 continue;
             }
@@ -252,7 +255,7 @@ async fn main() -> anyhow::Result<()> {
         let sample = match run_once(false, &cgroup).await {
             Ok(sample) => sample,
             Err(err) => {
-                // Other processes freeing or taking memory move MemAvailable under the hog.
+                // Other processes freeing or taking memory move the signal under the hog.
                 eprintln!("run discarded: {err:#}");
                 continue;
             }

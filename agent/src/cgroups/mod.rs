@@ -30,6 +30,7 @@ pub mod values;
 
 mod fs;
 mod names;
+pub mod node_memory;
 mod stat_dirs;
 mod v1;
 mod v2;

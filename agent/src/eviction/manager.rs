@@ -22,6 +22,7 @@ use super::observe::{NodeObserver, UsageSource};
 use super::plan::{self, Decision, State};
 use super::rank;
 use super::signals::{Condition, EvictionConfig, Signal};
+use crate::cgroups::node_memory::NodeMemorySource;
 use crate::pod::store::{self, StatusStore};
 
 /// Upstream's housekeeping interval: the fallback when no kernel notification comes.
@@ -281,9 +282,10 @@ pub async fn spawn(
     } else {
         format!("{}/kubepods", config.cgroup_root.trim_end_matches('/'))
     };
-    let notifier =
-        super::notify::Mechanism::detect(std::path::Path::new("/sys/fs/cgroup"), &pods_cgroup)
-            .map(|m| MemoryNotifier::new(m, wake.clone()));
+    let cgroup_mount = std::path::Path::new("/sys/fs/cgroup");
+    let memory = NodeMemorySource::detect(cgroup_mount);
+    let notifier = super::notify::Mechanism::detect(cgroup_mount, &pods_cgroup)
+        .map(|m| MemoryNotifier::new(m, memory.clone(), wake.clone()));
     tracing::info!(
         thresholds = eviction_config.thresholds.len(),
         notifier = ?notifier.as_ref().map(MemoryNotifier::mechanism),
@@ -295,6 +297,7 @@ pub async fn spawn(
         observer: NodeObserver {
             root_dir: node.root_dir.clone(),
             image_fs,
+            memory,
         },
         usage: super::observe::CriUsage {
             cri: cri.clone(),

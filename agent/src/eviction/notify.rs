@@ -14,11 +14,13 @@
 //!   pods cgroup (or `/proc/pressure/memory`), woken with `POLLPRI` when tasks stall on memory
 //!   for 100 ms within a second: reclaim has started, available memory is low.
 //!
-//! - Under both, a watch reads `MemAvailable` every [`WATCH_PERIOD`] and wakes the manager when
-//!   it falls below the threshold (once per fall). The kernel's figures are not the signal's:
-//!   pressure from outside the pods shows in the root memory cgroup only at its ~2 s statistics
-//!   flush, and PSI fires only once tasks stall. The watch bounds those cases to a quarter of a
-//!   second for the price of four small reads a second; the 10 s housekeeping stays behind it.
+//! - Under both, a watch reads `memory.available` ([`NodeMemorySource`]) every
+//!   [`WATCH_PERIOD`] and wakes the manager when it falls below the threshold (once per fall).
+//!   The kernel's notifications do not cover every case: the root memory cgroup's usage
+//!   threshold fires only at its ~2 s statistics flush (reading `memory.stat`, as the watch
+//!   does, flushes them), and PSI fires only once tasks stall. The watch bounds those cases to
+//!   a quarter of a second for the price of a few small reads a second; the 10 s housekeeping
+//!   stays behind it.
 //!
 //! Each armed notifier has one blocking thread (`read` on the eventfd, or `poll`) that pokes a
 //! [`Notify`]; re-arming stops the old thread through a second eventfd and drops its
@@ -35,6 +37,8 @@ use std::time::Duration;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use tokio::sync::Notify;
+
+use crate::cgroups::node_memory::NodeMemorySource;
 
 /// Why a notifier could not be armed (the poll fallback still runs).
 #[derive(Debug, thiserror::Error)]
@@ -118,11 +122,13 @@ pub struct MemoryNotifier {
     wake: Arc<Notify>,
     /// One per watched cgroup (v1) or the PSI trigger (v2).
     armed: Vec<Option<Armed>>,
-    /// The `MemAvailable` watch, started by the first arming.
+    /// Where the watch reads `memory.available`.
+    memory: NodeMemorySource,
+    /// The `memory.available` watch, started by the first arming.
     watch: Option<Watch>,
 }
 
-/// How often the watch reads `MemAvailable`.
+/// How often the watch reads `memory.available`.
 pub const WATCH_PERIOD: Duration = Duration::from_millis(250);
 
 /// Tells when a figure falls below a threshold: once per fall, like a kernel threshold.
@@ -141,7 +147,7 @@ impl FallDetector {
     }
 }
 
-/// The running `MemAvailable` watch: its threshold and how to stop it.
+/// The running `memory.available` watch: its threshold and how to stop it.
 #[derive(Debug)]
 struct Watch {
     stop: Arc<AtomicBool>,
@@ -154,12 +160,16 @@ impl Drop for Watch {
     }
 }
 
-fn start_watch(threshold: u64, wake: Arc<Notify>) -> Result<Watch, NotifyError> {
+fn start_watch(
+    memory: NodeMemorySource,
+    threshold: u64,
+    wake: Arc<Notify>,
+) -> Result<Watch, NotifyError> {
     let stop = Arc::new(AtomicBool::new(false));
     let shared_threshold = Arc::new(AtomicU64::new(threshold));
     let (thread_stop, thread_threshold) = (stop.clone(), shared_threshold.clone());
     std::thread::Builder::new()
-        .name("kwk-memavail-watch".into())
+        .name("kwk-memory-watch".into())
         .spawn(move || {
             let mut detector = FallDetector::default();
             while !thread_stop.load(Ordering::SeqCst) {
@@ -168,10 +178,7 @@ fn start_watch(threshold: u64, wake: Arc<Notify>) -> Result<Watch, NotifyError> 
                     reason = "a dedicated blocking thread, outside the runtime"
                 )]
                 std::thread::sleep(WATCH_PERIOD);
-                let available = std::fs::read_to_string("/proc/meminfo")
-                    .ok()
-                    .and_then(|text| super::observe::mem_available(&text));
-                if let Some(available) = available
+                if let Some(available) = memory.read().map(|m| m.available())
                     && detector.fell(available, thread_threshold.load(Ordering::SeqCst))
                 {
                     wake.notify_one();
@@ -191,11 +198,12 @@ const REARM_SLACK: u64 = 4 << 20;
 const PSI_TRIGGER: &str = "some 100000 1000000";
 
 impl MemoryNotifier {
-    pub fn new(mechanism: Mechanism, wake: Arc<Notify>) -> Self {
+    pub fn new(mechanism: Mechanism, memory: NodeMemorySource, wake: Arc<Notify>) -> Self {
         Self {
             mechanism,
             wake,
             armed: Vec::new(),
+            memory,
             watch: None,
         }
     }
@@ -217,7 +225,10 @@ impl MemoryNotifier {
     pub fn arm(&mut self, available: u64, threshold: u64) -> Result<(), NotifyError> {
         match &self.watch {
             Some(watch) => watch.threshold.store(threshold, Ordering::SeqCst),
-            None => self.watch = Some(start_watch(threshold, self.wake.clone())?),
+            None => {
+                let memory = self.memory.clone();
+                self.watch = Some(start_watch(memory, threshold, self.wake.clone())?);
+            }
         }
         match self.mechanism.clone() {
             Mechanism::MemcgThreshold(dirs) => {
@@ -254,9 +265,10 @@ impl MemoryNotifier {
 /// Whether a notifier armed at `current` (threshold, waiting for an upward crossing) must be
 /// replaced to wait for `target`, given `usage` now. A threshold already crossed never fires
 /// in the awaited direction again, so it is replaced even when the new target is close (the
-/// cgroup's usage counts page cache that `MemAvailable` does not, so a wake-up can come a
-/// few MiB before the signal crosses; keeping the crossed threshold would then miss the real
-/// crossing until the next poll). An uncrossed threshold within [`REARM_SLACK`] is kept.
+/// signal leaves inactive page cache out and the pods cgroup's usage does not, so a wake-up
+/// can come a few MiB before the signal crosses; keeping the crossed threshold would then
+/// miss the real crossing until the next poll). An uncrossed threshold within
+/// [`REARM_SLACK`] is kept.
 pub fn needs_rearm(current: Option<(u64, bool)>, usage: u64, target: u64) -> bool {
     let Some((threshold, rising)) = current else {
         return true;
@@ -501,7 +513,8 @@ mod tests {
             return;
         };
         let wake = Arc::new(Notify::new());
-        let mut notifier = MemoryNotifier::new(mechanism, wake);
+        let memory = NodeMemorySource::detect(Path::new("/sys/fs/cgroup"));
+        let mut notifier = MemoryNotifier::new(mechanism, memory, wake);
         let available = 1 << 30;
         notifier.arm(available, 100 << 20).expect("arm");
         notifier
@@ -522,6 +535,7 @@ mod tests {
         let wake = Arc::new(Notify::new());
         let mut notifier = MemoryNotifier::new(
             Mechanism::MemcgThreshold(vec![cgroup.clone()]),
+            NodeMemorySource::Meminfo,
             wake.clone(),
         );
         let usage = notifier.usage().expect("usage");

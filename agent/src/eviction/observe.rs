@@ -1,9 +1,7 @@
 //! Reading the signals and pod usage from the host and the runtime.
 //!
-//! - `memory.available`: `MemAvailable` of /proc/meminfo, against `MemTotal` (the kernel's own
-//!   estimate of what can be allocated without swapping; upstream computes capacity − working
-//!   set of the root cgroup, which on cgroup v1 hosts leaves kernel memory out). The Node
-//!   conditions used it before eviction existed.
+//! - `memory.available`: capacity − working set of the root cgroup, as upstream
+//!   ([`crate::cgroups::node_memory`], which says why not `MemAvailable`).
 //! - `nodefs.*`: the filesystem of kwk-node's root dir (`statvfs`: blocks available to
 //!   unprivileged users, free inodes).
 //! - `imagefs.*`: the runtime's image filesystem (`ImageFsInfo`'s mountpoint); when it is the
@@ -26,6 +24,7 @@ use super::local_storage::PodStorage;
 use super::plan::{Observation, Observations};
 use super::rank::PodUsage;
 use super::signals::Signal;
+use crate::cgroups::node_memory::{NodeMemory, NodeMemorySource};
 use crate::kubelet_api::fs_net;
 
 /// Where the node's signals are read.
@@ -34,14 +33,15 @@ pub struct NodeObserver {
     pub root_dir: PathBuf,
     /// The runtime's image filesystem mountpoint, when known.
     pub image_fs: Option<PathBuf>,
+    /// Where the node's memory figures are read.
+    pub memory: NodeMemorySource,
 }
 
 impl NodeObserver {
     /// Reads every signal that can be read now (a few small files and two `statvfs`).
     pub fn observe(&self) -> Observations {
-        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         observations(
-            &meminfo,
+            self.memory.read(),
             pid_usage(),
             fs_net::statvfs(&self.root_dir),
             self.dedicated_image_fs().and_then(|p| fs_net::statvfs(&p)),
@@ -61,23 +61,18 @@ impl NodeObserver {
 
 /// The observations from the host's figures (pure); `image_fs` only when dedicated.
 pub fn observations(
-    meminfo: &str,
+    memory: Option<NodeMemory>,
     pids: Option<(u64, u64)>,
     node_fs: Option<fs_net::FsSample>,
     image_fs: Option<fs_net::FsSample>,
 ) -> Observations {
     let mut result = Observations::new();
-    let total = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|l| l.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
-        .map(|kib| kib.saturating_mul(1024));
-    if let (Some(available), Some(capacity)) = (mem_available(meminfo), total) {
+    if let Some(memory) = memory {
         result.insert(
             Signal::MemoryAvailable,
             Observation {
-                available,
-                capacity,
+                available: memory.available(),
+                capacity: memory.capacity,
             },
         );
     }
@@ -115,15 +110,6 @@ pub fn observations(
         Signal::ImageFsInodesFree,
     );
     result
-}
-
-/// `MemAvailable` of a /proc/meminfo text, in bytes.
-pub(crate) fn mem_available(meminfo: &str) -> Option<u64> {
-    let line = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))?;
-    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
-    kib.checked_mul(1024)
 }
 
 /// The number of threads of a /proc/loadavg text (`0.00 0.01 0.05 1/234 5678`: 234).
@@ -251,18 +237,17 @@ mod tests {
 
     #[test]
     fn parses_the_host_files() {
-        assert_eq!(
-            mem_available("MemTotal: 100 kB\nMemAvailable:     2048 kB\n"),
-            Some(2 << 20)
-        );
-        assert_eq!(mem_available("MemTotal: 100 kB\n"), None);
         assert_eq!(threads_running("0.00 0.01 0.05 1/234 5678\n"), Some(234));
         assert_eq!(threads_running(""), None);
     }
 
     #[test]
     fn observations_from_host_figures() {
-        let meminfo = "MemTotal:  1048576 kB\nMemFree: 1 kB\nMemAvailable:  102400 kB\n";
+        let memory = NodeMemory {
+            capacity: 1 << 30,
+            usage: 1000 << 20,
+            working_set: 924 << 20,
+        };
         let fs = |available, inodes_free| fs_net::FsSample {
             capacity_bytes: 1000,
             available_bytes: available,
@@ -270,7 +255,7 @@ mod tests {
             inodes: 100,
             inodes_free,
         };
-        let shared = observations(meminfo, Some((1000, 900)), Some(fs(150, 7)), None);
+        let shared = observations(Some(memory), Some((1000, 900)), Some(fs(150, 7)), None);
         let get = |o: &Observations, s| o.get(&s).map(|o| (o.available, o.capacity));
         assert_eq!(
             get(&shared, Signal::MemoryAvailable),
@@ -284,11 +269,11 @@ mod tests {
             Some((150, 1000)),
             "no dedicated image fs: the nodefs figures"
         );
-        let dedicated = observations(meminfo, None, Some(fs(150, 7)), Some(fs(900, 50)));
+        let dedicated = observations(Some(memory), None, Some(fs(150, 7)), Some(fs(900, 50)));
         assert_eq!(get(&dedicated, Signal::ImageFsAvailable), Some((900, 1000)));
         assert_eq!(get(&dedicated, Signal::ImageFsInodesFree), Some((50, 100)));
         assert_eq!(get(&dedicated, Signal::PidAvailable), None);
-        assert!(observations("", None, None, None).is_empty());
+        assert!(observations(None, None, None, None).is_empty());
     }
 
     #[test]
@@ -296,6 +281,7 @@ mod tests {
         let observer = NodeObserver {
             root_dir: "/".into(),
             image_fs: Some("/".into()),
+            memory: NodeMemorySource::detect(Path::new("/sys/fs/cgroup")),
         };
         let observed = observer.observe();
         for signal in Signal::ALL {

@@ -12,7 +12,7 @@ use crate::config::{EvictionThreshold, KubeletConfig};
 /// The signals kwk-node observes and acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Signal {
-    /// `memory.available`: `MemAvailable` of /proc/meminfo, against the machine's memory.
+    /// `memory.available`: capacity − the root cgroup's working set, as upstream.
     MemoryAvailable,
     /// `nodefs.available`: free bytes of the filesystem holding the root dir.
     NodeFsAvailable,

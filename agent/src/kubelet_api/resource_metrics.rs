@@ -21,10 +21,7 @@ pub fn render(
     let mut out = String::new();
     let ms = |nanos: i64| nanos / 1_000_000;
     let seconds = |nanos: u64| nanos as f64 / 1e9;
-    let usage = node
-        .memory_total_bytes
-        .saturating_sub(node.memory_free_bytes);
-    let working_set = usage.saturating_sub(node.memory_inactive_file_bytes);
+    let working_set = node.memory.map_or(0, |m| m.working_set);
     let by_pod = latest_by_pod(samples);
     let _ = writeln!(
         out,
@@ -157,6 +154,7 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cgroups::node_memory::NodeMemory;
     use crate::kubelet_api::cgroup_stats::CgroupSample;
     use crate::kubelet_api::stats::tests::pod;
 
@@ -177,9 +175,11 @@ mod tests {
         let node = NodeSample {
             time_nanos: 2_000_000_000,
             cpu_usage_core_nanos: 7,
-            memory_total_bytes: 1000,
-            memory_free_bytes: 200,
-            memory_inactive_file_bytes: 100,
+            memory: Some(NodeMemory {
+                capacity: 1000,
+                usage: 800,
+                working_set: 700,
+            }),
             ..NodeSample::default()
         };
         let pods = [pod("a", "u-a"), pod("b", "u-b"), pod("c", "u-c")];

@@ -8,6 +8,7 @@
 //! gathers the samples.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -18,6 +19,7 @@ use serde_json::{Value, json};
 pub use super::cgroup_stats::nano_cores;
 use super::cgroup_stats::{self, CgroupSample, RateTracker};
 use crate::cgroups::CgroupLocator;
+use crate::cgroups::node_memory::{NodeMemory, NodeMemorySource};
 use crate::labels;
 
 /// `/proc/stat` counts in USER_HZ, which Linux fixes at 100 for user space.
@@ -31,10 +33,8 @@ pub struct NodeSample {
     pub cpu_usage_core_nanos: u64,
     /// The rate between this sample and an earlier one, if known.
     pub cpu_usage_nano_cores: Option<u64>,
-    pub memory_total_bytes: u64,
-    pub memory_free_bytes: u64,
-    pub memory_available_bytes: u64,
-    pub memory_inactive_file_bytes: u64,
+    /// The node's memory as upstream counts it (`None`: not readable).
+    pub memory: Option<NodeMemory>,
     /// Boot time, seconds since the epoch (`btime` of `/proc/stat`).
     pub boot_time_secs: Option<u64>,
     /// The process limit and the processes (threads) now (upstream's `rlimit`).
@@ -64,28 +64,6 @@ pub fn parse_proc_stat_cpu(text: &str) -> Option<u64> {
         .filter_map(|&i| fields.get(i))
         .sum();
     Some(ticks * NANOS_PER_TICK)
-}
-
-/// Fills the memory fields from `/proc/meminfo` (kB values).
-pub fn parse_meminfo(text: &str, sample: &mut NodeSample) {
-    for line in text.lines() {
-        let Some((key, rest)) = line.split_once(':') else {
-            continue;
-        };
-        let bytes = rest
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024;
-        match key {
-            "MemTotal" => sample.memory_total_bytes = bytes,
-            "MemFree" => sample.memory_free_bytes = bytes,
-            "MemAvailable" => sample.memory_available_bytes = bytes,
-            "Inactive(file)" => sample.memory_inactive_file_bytes = bytes,
-            _ => {}
-        }
-    }
 }
 
 /// One container's figures from the runtime.
@@ -250,21 +228,19 @@ fn cgroup_json(c: &CgroupSample) -> (Value, Value) {
 }
 
 fn node_json(node_name: &str, node: &NodeSample) -> Value {
-    let usage = node
-        .memory_total_bytes
-        .saturating_sub(node.memory_free_bytes);
-    let working_set = usage.saturating_sub(node.memory_inactive_file_bytes);
     let time = time_json(node.time_nanos);
     let mut node_json = json!({
         "nodeName": node_name,
         "cpu": cpu_json(node.time_nanos, Some(node.cpu_usage_core_nanos), node.cpu_usage_nano_cores),
-        "memory": {
-            "time": time,
-            "availableBytes": node.memory_available_bytes,
-            "usageBytes": usage,
-            "workingSetBytes": working_set,
-        },
     });
+    if let Some(memory) = node.memory {
+        node_json["memory"] = json!({
+            "time": time,
+            "availableBytes": memory.available(),
+            "usageBytes": memory.usage,
+            "workingSetBytes": memory.working_set,
+        });
+    }
     if let Some(boot) = node.boot_time_secs.and_then(|b| i64::try_from(b).ok()) {
         node_json["startTime"] = json!(time_json(boot.saturating_mul(1_000_000_000)));
     }
@@ -532,9 +508,7 @@ impl StatsSource {
             cpu_usage_nano_cores: rate,
             ..NodeSample::default()
         };
-        if let Ok(text) = std::fs::read_to_string("/proc/meminfo") {
-            parse_meminfo(&text, &mut sample);
-        }
+        sample.memory = NodeMemorySource::detect(Path::new("/sys/fs/cgroup")).read();
         sample.boot_time_secs = std::fs::read_to_string("/proc/stat")
             .ok()
             .and_then(|t| parse_boot_time(&t));

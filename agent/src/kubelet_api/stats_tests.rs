@@ -8,15 +8,6 @@ fn proc_files_are_read() {
     let stat = "cpu  100 5 50 1000 7 1 2 3 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\n";
     assert_eq!(parse_proc_stat_cpu(stat), Some(161 * NANOS_PER_TICK));
     assert_eq!(parse_proc_stat_cpu("intr 1\n"), None);
-    let mut sample = NodeSample::default();
-    parse_meminfo(
-        "MemTotal:  1000 kB\nMemFree: 200 kB\nMemAvailable: 500 kB\nInactive(file): 100 kB\n",
-        &mut sample,
-    );
-    assert_eq!(sample.memory_total_bytes, 1_024_000);
-    assert_eq!(sample.memory_free_bytes, 204_800);
-    assert_eq!(sample.memory_available_bytes, 512_000);
-    assert_eq!(sample.memory_inactive_file_bytes, 102_400);
 }
 
 #[test]
@@ -70,10 +61,11 @@ fn summary_has_node_and_pods_with_their_latest_containers() {
         time_nanos: 2_000_000_000,
         cpu_usage_core_nanos: 7,
         cpu_usage_nano_cores: Some(3),
-        memory_total_bytes: 1000,
-        memory_free_bytes: 200,
-        memory_available_bytes: 500,
-        memory_inactive_file_bytes: 100,
+        memory: Some(NodeMemory {
+            capacity: 1000,
+            usage: 800,
+            working_set: 700,
+        }),
         ..NodeSample::default()
     };
     let pods = [pod("a", "u-a"), pod("b", "u-b")];
@@ -88,7 +80,11 @@ fn summary_has_node_and_pods_with_their_latest_containers() {
     assert_eq!(doc["node"]["cpu"]["usageNanoCores"], 3);
     assert_eq!(doc["node"]["cpu"]["usageCoreNanoSeconds"], 7);
     assert_eq!(doc["node"]["memory"]["workingSetBytes"], 700);
-    assert_eq!(doc["node"]["memory"]["availableBytes"], 500);
+    assert_eq!(doc["node"]["memory"]["usageBytes"], 800);
+    assert_eq!(
+        doc["node"]["memory"]["availableBytes"], 300,
+        "capacity − working set"
+    );
     assert_eq!(doc["pods"].as_array().unwrap().len(), 2);
     let a = &doc["pods"][0];
     assert_eq!(a["podRef"]["name"], "a");
