@@ -35,12 +35,12 @@ async fn version_discovery_and_system_namespaces() {
 async fn apply_get_label_annotate_delete_configmap() {
     let api = TestApiServer::start().await;
     let out = api
-        .kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(CONFIGMAP))
+        .kubectl_stdin(&["apply", "-f", "-"], Some(CONFIGMAP))
         .await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "configmap/demo created\n");
     let again = api
-        .kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(CONFIGMAP))
+        .kubectl_stdin(&["apply", "-f", "-"], Some(CONFIGMAP))
         .await;
     assert_eq!(stdout(&again), "configmap/demo unchanged\n");
     assert_eq!(
@@ -97,7 +97,7 @@ async fn apply_get_label_annotate_delete_configmap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_watch_streams_changes() {
     let api = TestApiServer::start().await;
-    api.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(CONFIGMAP))
+    api.kubectl_stdin(&["apply", "-f", "-"], Some(CONFIGMAP))
         .await;
     let watcher = {
         let args = [
@@ -263,7 +263,7 @@ const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  na
 async fn scale_bumps_generation_and_stale_replace_conflicts() {
     let api = TestApiServer::start().await;
     let out = api
-        .kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(DEPLOYMENT))
+        .kubectl_stdin(&["apply", "-f", "-"], Some(DEPLOYMENT))
         .await;
     assert_eq!(
         stdout(&out),
@@ -291,7 +291,7 @@ async fn scale_bumps_generation_and_stale_replace_conflicts() {
     assert_eq!(after, "4 2");
     // The object read before the scale carries a stale resourceVersion: replace must conflict.
     let stale = api
-        .kubectl_stdin(&["replace", "--validate=false", "-f", "-"], Some(&before))
+        .kubectl_stdin(&["replace", "-f", "-"], Some(&before))
         .await;
     assert!(!stale.status.success());
     assert!(
@@ -312,7 +312,7 @@ async fn watch_list_sends_initial_events_then_the_end_bookmark() {
         "t,admin,1,system:masters\n",
     )
     .await;
-    api.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(CONFIGMAP))
+    api.kubectl_stdin(&["apply", "-f", "-"], Some(CONFIGMAP))
         .await;
     let base = format!(
         "{}/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=1",

@@ -106,6 +106,7 @@ pub fn default_pod_spec(spec: &mut PodSpec, set: DefaultSet) {
     set_if_none(&mut spec.termination_grace_period_seconds, 30);
     if set.upstream() {
         set_if_none(&mut spec.security_context, PodSecurityContext::default());
+        mirror_service_account(spec);
     }
     for c in spec.init_containers.iter_mut().flatten() {
         default_container(c, set);
@@ -119,6 +120,15 @@ pub fn default_pod_spec(spec: &mut PodSpec, set: DefaultSet) {
     for vol in spec.volumes.iter_mut().flatten() {
         default_volume(vol, set);
     }
+}
+
+/// The deprecated `serviceAccount` is an alias of `serviceAccountName` (upstream's v1
+/// conversion): it names the account when `serviceAccountName` is empty, and always reads back
+/// as `serviceAccountName`.
+pub fn mirror_service_account(spec: &mut PodSpec) {
+    let name = |v: &Option<String>| v.as_deref().filter(|n| !n.is_empty()).map(str::to_string);
+    spec.service_account_name = name(&spec.service_account_name).or(name(&spec.service_account));
+    spec.service_account = spec.service_account_name.clone();
 }
 
 fn default_container(c: &mut Container, set: DefaultSet) {

@@ -117,6 +117,39 @@ fn defaults_are_idempotent() {
 }
 
 #[test]
+fn the_deprecated_service_account_is_an_alias_of_service_account_name() {
+    let account = |spec: Value, set| {
+        let spec = defaulted(spec, set);
+        (
+            spec["serviceAccountName"].clone(),
+            spec["serviceAccount"].clone(),
+        )
+    };
+    let containers = json!([{"name": "a", "image": "b"}]);
+    let cases = [
+        // (serviceAccountName, serviceAccount) in → out
+        ((json!(null), json!(null)), (json!(null), json!(null))),
+        ((json!("sa"), json!(null)), (json!("sa"), json!("sa"))),
+        ((json!(null), json!("old")), (json!("old"), json!("old"))),
+        ((json!(""), json!("old")), (json!("old"), json!("old"))),
+        ((json!("sa"), json!("old")), (json!("sa"), json!("sa"))),
+    ];
+    for ((name, alias), want) in cases {
+        let mut spec = json!({"containers": containers});
+        if !name.is_null() {
+            spec["serviceAccountName"] = name.clone();
+        }
+        if !alias.is_null() {
+            spec["serviceAccount"] = alias.clone();
+        }
+        assert_eq!(account(spec.clone(), DefaultSet::Upstream), want, "{spec}");
+        // Not in the static pod hash's set: a static pod's UID stays the same.
+        let static_pod = account(spec.clone(), DefaultSet::StaticPodV1);
+        assert_eq!(static_pod, (name, alias), "{spec}");
+    }
+}
+
+#[test]
 fn template_defaults_leave_pod_only_fields() {
     let mut spec: k8s_openapi::api::core::v1::PodSpec = serde_json::from_value(json!({
         "containers": [{"name": "a", "image": "b", "resources": {"limits": {"cpu": "1"}}}]
