@@ -239,7 +239,7 @@ async fn config_maps_secrets_and_downward_api_reach_running_pods_atomically() {
     let token = exec(&cluster, "reader", "cat /var/run/secrets/tokens/token").unwrap();
     let review = cluster
         .kubectl_output(
-            &["create", "--validate=false", "-o", "json", "-f", "-"],
+            &["create", "-o", "json", "-f", "-"],
             Some(&format!(
                 "{{\"apiVersion\": \"authentication.k8s.io/v1\", \"kind\": \"TokenReview\",                  \"spec\": {{\"token\": \"{token}\"}}}}"
             )),

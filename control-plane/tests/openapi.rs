@@ -180,3 +180,54 @@ async fn apply_still_rejects_unknown_fields() {
         stderr(&out)
     );
 }
+
+/// Review kinds are create-only: `kubectl create -f` validates them (server-side, strict)
+/// without `--validate=false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_kinds_are_created_from_files_with_validation() {
+    let api = TestApiServer::start().await;
+    let create = |yaml: &'static str| {
+        let api = &api;
+        async move {
+            api.kubectl_stdin(&["create", "-f", "-", "-o", "json"], Some(yaml))
+                .await
+        }
+    };
+    let out = create(
+        "apiVersion: authentication.k8s.io/v1\nkind: TokenReview\nspec: {token: not-a-token}\n",
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let review: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(review["kind"], "TokenReview");
+    assert_ne!(review["status"]["authenticated"], true, "{review}");
+
+    let out = create(
+        "apiVersion: authorization.k8s.io/v1\nkind: SubjectAccessReview\nspec:\n  user: jane\n  \
+         resourceAttributes: {verb: get, resource: pods, namespace: default}\n",
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let review: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(review["status"]["allowed"], true);
+
+    let out = create("apiVersion: authentication.k8s.io/v1\nkind: SelfSubjectReview\n").await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let review: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert!(
+        review["status"]["userInfo"]["username"].is_string(),
+        "{review}"
+    );
+
+    // The server validates strictly: an unknown field is refused.
+    let out = create(
+        "apiVersion: authentication.k8s.io/v1\nkind: TokenReview\nspec: {token: x, tokn: y}\n",
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unknown field \"spec.tokn\""),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -46,7 +46,7 @@ async fn token_review(api: &TestApiServer, token: &str) -> serde_json::Value {
     });
     let out = api
         .kubectl_stdin(
-            &["create", "--validate=false", "-f", "-", "-o", "json"],
+            &["create", "-f", "-", "-o", "json"],
             Some(&review.to_string()),
         )
         .await;

@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use kwk_control_plane::apiserver::admission::{
+    AdmissionPlugins, SERVICE_ACCOUNT, TAINT_NODES_BY_CONDITION,
+};
 use kwk_control_plane::apiserver::allocator::ServiceRanges;
 use kwk_control_plane::apiserver::{self, ApiServerOptions, RunningApiServer};
 use kwk_control_plane::storage::embedded::{EmbeddedOptions, EmbeddedStore};
@@ -126,6 +129,10 @@ async fn serve(
         service_ranges: ServiceRanges::default(),
         advertise_address: None,
         kubelet: Default::default(),
+        // As upstream's node e2e apiserver: no serviceaccount or root-ca-cert-publisher
+        // controller runs, nor node-lifecycle to lift the not-ready taint.
+        admission: AdmissionPlugins::disabling(&[SERVICE_ACCOUNT, TAINT_NODES_BY_CONDITION])
+            .context("admission plugins")?,
     })
     .await
     .context("start the apiserver")?;

@@ -151,6 +151,9 @@ impl TestCluster {
         cluster.init(&image)?;
         cluster.start_node()?;
         cluster.wait_apiserver(Duration::from_secs(120)).await?;
+        cluster
+            .wait_default_service_account(Duration::from_secs(120))
+            .await?;
         Ok(cluster)
     }
 
@@ -284,6 +287,32 @@ evictionHard:
             bail!("kwk-node exited with {status}:\n{}", self.log_tail());
         }
         result.with_context(|| self.log_tail())
+    }
+
+    /// Waits until the serviceaccount controller has created `default/default`: pods are
+    /// admitted only with their account, as upstream's e2e framework waits for it before a
+    /// test uses a namespace.
+    pub async fn wait_default_service_account(&self, within: Duration) -> anyhow::Result<()> {
+        wait_for(
+            within,
+            "the default ServiceAccount in namespace default",
+            || {
+                let found = self
+                    .kubectl(&[
+                        "get",
+                        "serviceaccount",
+                        "default",
+                        "-n",
+                        "default",
+                        "-o",
+                        "name",
+                    ])
+                    .is_ok_and(|s| s.trim() == "serviceaccount/default");
+                std::future::ready(found)
+            },
+        )
+        .await
+        .with_context(|| self.log_tail())
     }
 
     /// Waits until the node reports Ready=True (the error carries kwk-node's log tail).

@@ -364,6 +364,7 @@ async fn kubectl_through_the_apiserver_lands_in_etcd() {
                 service_ranges: Default::default(),
                 advertise_address: None,
                 kubelet: Default::default(),
+                admission: Default::default(),
             })
             .await
             .expect("starting the apiserver")

@@ -1,6 +1,7 @@
 //! The Kubernetes API server: HTTPS (rustls) with x509 and token authentication, a pluggable
 //! authorizer, discovery, and the REST verbs over the [`crate::storage::Store`].
 
+pub mod admission;
 pub mod allocator;
 pub mod authn;
 pub mod authz;
@@ -60,6 +61,8 @@ pub struct ApiServerOptions {
     pub advertise_address: Option<std::net::IpAddr>,
     /// How to reach kubelets (`--kubelet-*`).
     pub kubelet: kubelet_proxy::KubeletClientOptions,
+    /// The optional admission plugins that run (`--disable-admission-plugins`).
+    pub admission: admission::AdmissionPlugins,
 }
 
 /// Why the apiserver could not start.
@@ -174,7 +177,8 @@ pub async fn start(options: ApiServerOptions) -> Result<RunningApiServer, StartE
         (paths.kubelet_client_cert(), paths.kubelet_client_key()),
     )?;
     let registry = rest::Registry::new(options.store.clone(), catalog::Catalog::builtin())
-        .with_service_ranges(options.service_ranges);
+        .with_service_ranges(options.service_ranges)
+        .with_admission(options.admission.clone());
     bootstrap(&registry).await?;
     // Serve the custom resources of stored CRDs from the first request on.
     crd::controller::reconcile(&registry)

@@ -106,10 +106,17 @@ fn document(
         if def.supports("patch") {
             paths.insert(item_path(def), json!({"patch": patch_operation(def)}));
         } else if def.supports("create") {
-            // Create-only kinds (reviews, token requests): a POST names the kind for
-            // `kubectl explain`.
+            // Create-only kinds (reviews): a POST names the kind for `kubectl explain`.
+            // kubectl decides whether the server validates fields only from a PATCH
+            // operation carrying `fieldValidation`; without one it falls back to
+            // `/openapi/v2`, which is not served, and refuses `create -f` unless
+            // `--validate=false`. So the collection path also describes a PATCH with the
+            // parameter (the server answers an actual PATCH 405, as upstream).
             let path = item_path(def).trim_end_matches("/{name}").to_string();
-            paths.insert(path, json!({"post": post_operation(def)}));
+            paths.insert(
+                path,
+                json!({"post": post_operation(def), "patch": patch_operation(def)}),
+            );
         }
     }
     json!({
@@ -134,12 +141,16 @@ fn post_operation(def: &ResourceDef) -> Value {
         "operationId": format!("create{}", def.kind),
         "x-kubernetes-group-version-kind": {"group": def.group, "version": def.version, "kind": def.kind},
         "x-kubernetes-action": "post",
+        "parameters": [query("dryRun"), query("fieldManager"), query("fieldValidation")],
         "responses": {"201": {"description": "Created"}},
     })
 }
 
+fn query(name: &str) -> Value {
+    json!({"name": name, "in": "query", "schema": {"type": "string"}, "uniqueItems": true})
+}
+
 fn patch_operation(def: &ResourceDef) -> Value {
-    let query = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string"}, "uniqueItems": true});
     json!({
         "operationId": format!("patch{}", def.kind),
         "x-kubernetes-group-version-kind": {"group": def.group, "version": def.version, "kind": def.kind},
@@ -181,5 +192,53 @@ mod tests {
                 .expect("url")
                 .starts_with("/openapi/v3/api/v1?hash=")
         );
+    }
+
+    #[test]
+    fn create_only_kinds_declare_field_validation_as_kubectl_looks_for_it() {
+        let catalog = Catalog::builtin();
+        let docs = documents(&catalog);
+        for (gv, path, kind) in [
+            (
+                "apis/authentication.k8s.io/v1",
+                "/apis/authentication.k8s.io/v1/tokenreviews",
+                "TokenReview",
+            ),
+            (
+                "apis/authentication.k8s.io/v1",
+                "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                "SelfSubjectReview",
+            ),
+            (
+                "apis/authorization.k8s.io/v1",
+                "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                "SubjectAccessReview",
+            ),
+        ] {
+            let doc = &docs[gv].0;
+            for verb in ["post", "patch"] {
+                let op = &doc["paths"][path][verb];
+                assert_eq!(
+                    op["x-kubernetes-group-version-kind"]["kind"], kind,
+                    "{path} {verb}"
+                );
+                assert!(
+                    op["parameters"].as_array().is_some_and(|p| p
+                        .iter()
+                        .any(|p| p["name"] == "fieldValidation" && p["in"] == "query")),
+                    "{path} {verb}"
+                );
+            }
+            let schema = format!(
+                "io.k8s.api.{}.{kind}",
+                gv.trim_start_matches("apis/")
+                    .replace(".k8s.io", "")
+                    .replace('/', ".")
+            );
+            assert!(
+                doc["components"]["schemas"][&schema].is_object(),
+                "{schema}"
+            );
+        }
     }
 }

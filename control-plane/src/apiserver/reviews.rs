@@ -1,7 +1,8 @@
 //! The virtual, create-only review resources: `SelfSubjectAccessReview`,
 //! `LocalSubjectAccessReview`, `SubjectAccessReview`, `SelfSubjectRulesReview`
 //! (`kubectl auth can-i [--list]`), `SelfSubjectReview` (`kubectl auth whoami`) and
-//! `TokenReview`. Answered from the authenticator and authorizer; nothing is stored.
+//! `TokenReview`. Answered from the authenticator and authorizer; nothing is stored. Bodies
+//! are decoded as their kind, with unknown fields handled per `fieldValidation`.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +14,8 @@ use super::errors::ApiError;
 use super::handler::ApiHandler;
 use super::http_util::{decode_object, media_type};
 use super::rest::Target;
+use super::rest::object::FieldValidation;
+use super::rest::write::{BodySource, admit_body};
 
 /// Whether the target is one of the review resources.
 pub fn is_review(target: &Target) -> bool {
@@ -29,9 +32,10 @@ pub async fn create_review(
     target: &Target,
     content_type: Option<&str>,
     bytes: &[u8],
+    validation: FieldValidation,
 ) -> Result<Value, ApiError> {
     let media = media_type(content_type);
-    let mut review = if media == "application/vnd.kubernetes.protobuf" {
+    let review = if media == "application/vnd.kubernetes.protobuf" {
         super::protobuf_body::decode(bytes)?
     } else {
         decode_object(&media, bytes)?
@@ -41,6 +45,8 @@ pub async fn create_review(
             "the request body must be a JSON object",
         ));
     }
+    // Typed, with unknown fields refused under `fieldValidation=Strict` (kubectl's default).
+    let (mut review, _warnings) = admit_body(target, review, validation, BodySource::Request)?;
     review["apiVersion"] = json!(target.def.api_version());
     review["kind"] = json!(target.def.kind);
     let status = match target.def.plural.as_str() {

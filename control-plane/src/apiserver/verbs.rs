@@ -101,9 +101,15 @@ where
             return super::watch_http::serve_watch(handler, &target, &query, accept).await;
         }
         Verb::Create if super::reviews::is_review(&target) => {
-            super::reviews::create_review(handler, user, &target, ct, &bytes)
-                .await
-                .map(|object| json_response(StatusCode::CREATED, &object))
+            let validation = FieldValidation::parse(query.get("fieldValidation"));
+            let review = match validation {
+                Ok(validation) => {
+                    super::reviews::create_review(handler, user, &target, ct, &bytes, validation)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            review.map(|object| json_response(StatusCode::CREATED, &object))
         }
         Verb::Create if super::service_accounts::token_request::handles(&target) => {
             match decode_body(ct, &bytes) {

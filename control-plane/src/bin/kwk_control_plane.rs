@@ -227,6 +227,10 @@ struct ApiServerFlags {
     /// Kubelet port used when a Node reports none.
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
+    /// Admission plugins to turn off (`ServiceAccount`, `TaintNodesByCondition`; both run
+    /// by default).
+    #[arg(long, value_delimiter = ',')]
+    disable_admission_plugins: Vec<String>,
     #[command(flatten)]
     storage: StorageFlags,
 }
@@ -364,6 +368,8 @@ const SCHEDULER_LEASE: &str = "kube-scheduler";
 async fn start_apiserver(
     flags: ApiServerFlags,
 ) -> anyhow::Result<(OpenedStore, apiserver::RunningApiServer)> {
+    let admission =
+        apiserver::admission::AdmissionPlugins::disabling(&flags.disable_admission_plugins)?;
     let opened = open_store(flags.storage_backend, flags.storage).await?;
     let server = apiserver::start(ApiServerOptions {
         bind: SocketAddr::new(flags.bind_address, flags.secure_port),
@@ -384,6 +390,7 @@ async fn start_apiserver(
             preferred_address_types: flags.kubelet_preferred_address_types,
             default_port: flags.kubelet_port,
         },
+        admission,
     })
     .await
     .context("starting the apiserver")?;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
+use kwk_control_plane::apiserver::admission::{AdmissionPlugins, SERVICE_ACCOUNT};
 use kwk_control_plane::apiserver::allocator::ServiceRanges;
 use kwk_control_plane::apiserver::{self, ApiServerOptions, RunningApiServer};
 use kwk_control_plane::storage::Store;
@@ -22,6 +23,16 @@ pub struct TestApiServer {
     embedded: Option<Arc<EmbeddedStore>>,
     /// The service ranges (kept across [`Self::restart`]).
     ranges: ServiceRanges,
+    /// The admission plugins that run (kept across [`Self::restart`]).
+    admission: AdmissionPlugins,
+}
+
+/// The admission plugins of a test apiserver: all but `ServiceAccount`, as upstream's
+/// integration tests run theirs, since no serviceaccount controller creates the `default`
+/// accounts pods would need (tests of that plugin use [`TestApiServer::start_with_admission`]).
+/// `TaintNodesByCondition` runs: [`simulate_nodes`] clears the taint as node-lifecycle would.
+pub fn test_admission() -> AdmissionPlugins {
+    AdmissionPlugins::disabling(&[SERVICE_ACCOUNT]).expect("known plugin")
 }
 
 /// The kubectl binary: `$KUBECTL`, else `.ci/bin/kubectl` of this checkout.
@@ -49,6 +60,7 @@ impl TestApiServer {
             tokens,
             "127.0.0.1:0".parse().expect("addr"),
             ServiceRanges::default(),
+            test_admission(),
         )
         .await
     }
@@ -60,6 +72,7 @@ impl TestApiServer {
         tokens: &str,
         bind: SocketAddr,
         ranges: ServiceRanges,
+        admission: AdmissionPlugins,
     ) -> Self {
         let token_file = dir.path().join("tokens.csv");
         std::fs::write(&token_file, tokens).expect("write tokens");
@@ -73,6 +86,7 @@ impl TestApiServer {
             service_ranges: ranges,
             advertise_address: None,
             kubelet: Default::default(),
+            admission: admission.clone(),
         })
         .await
         .expect("start apiserver");
@@ -83,6 +97,7 @@ impl TestApiServer {
             addr,
             embedded,
             ranges,
+            admission,
         }
     }
 
@@ -93,6 +108,15 @@ impl TestApiServer {
 
     /// [`Self::start`] allocating Service addresses and node ports from `ranges`.
     pub async fn start_with_ranges(ranges: ServiceRanges) -> Self {
+        Self::start_embedded(ranges, test_admission()).await
+    }
+
+    /// [`Self::start`] running the optional admission plugins `admission`.
+    pub async fn start_with_admission(admission: AdmissionPlugins) -> Self {
+        Self::start_embedded(ServiceRanges::default(), admission).await
+    }
+
+    async fn start_embedded(ranges: ServiceRanges, admission: AdmissionPlugins) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(
             EmbeddedStore::open(&dir.path().join("db"), EmbeddedOptions::default())
@@ -100,7 +124,7 @@ impl TestApiServer {
                 .expect("open the embedded store"),
         );
         let bind = "127.0.0.1:0".parse().expect("addr");
-        Self::start_in(dir, store.clone(), Some(store), "", bind, ranges).await
+        Self::start_in(dir, store.clone(), Some(store), "", bind, ranges, admission).await
     }
 
     /// Stops the server, closes its embedded store and starts both again on the same
@@ -133,7 +157,17 @@ impl TestApiServer {
                 .await
                 .expect("reopen the embedded store"),
         );
-        Self::start_in(dir, store.clone(), Some(store), "", self.addr, self.ranges).await
+        let admission = self.admission.clone();
+        Self::start_in(
+            dir,
+            store.clone(),
+            Some(store),
+            "",
+            self.addr,
+            self.ranges,
+            admission,
+        )
+        .await
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
@@ -229,7 +263,8 @@ pub struct SimulatedNodes {
     _renewals: tokio_util::sync::DropGuard,
 }
 
-/// Creates one Node per `(name, zone)`: Ready, capacity and allocatable cpu 4 / memory 16Gi /
+/// Creates one Node per `(name, zone)`: Ready (without the `not-ready` taint admission put
+/// on it), capacity and allocatable cpu 4 / memory 16Gi /
 /// pods 110, labels `kubernetes.io/hostname` and `topology.kubernetes.io/zone`; and renews
 /// each node's Lease in `kube-node-lease` every second until the result is dropped.
 pub async fn simulate_nodes(client: &kube::Client, nodes: &[(&str, &str)]) -> SimulatedNodes {
@@ -289,6 +324,28 @@ pub async fn simulate_nodes(client: &kube::Client, nodes: &[(&str, &str)]) -> Si
             )
             .await
             .expect("node status");
+        // TaintNodesByCondition created the node `not-ready:NoSchedule`; node-lifecycle
+        // lifts that taint from a Ready node, which this one is from the start.
+        let taints: Vec<_> = created
+            .spec
+            .and_then(|s| s.taints)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| !(t.key == "node.kubernetes.io/not-ready" && t.effect == "NoSchedule"))
+            .collect();
+        let taints = if taints.is_empty() {
+            json!(null)
+        } else {
+            json!(taints)
+        };
+        node_api
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"taints": taints}})),
+            )
+            .await
+            .expect("lift the not-ready taint");
         let lease: Lease = serde_json::from_value(json!({
             "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": name, "namespace": "kube-node-lease", "ownerReferences": [{

@@ -421,6 +421,12 @@ async fn main() -> anyhow::Result<()> {
         service_ranges: ServiceRanges::default(),
         advertise_address: None,
         kubelet: Default::default(),
+        // As upstream's scheduler benchmarks: neither the serviceaccount nor the
+        // node-lifecycle controller runs here.
+        admission: kwk_control_plane::apiserver::admission::AdmissionPlugins::disabling(&[
+            kwk_control_plane::apiserver::admission::SERVICE_ACCOUNT,
+            kwk_control_plane::apiserver::admission::TAINT_NODES_BY_CONDITION,
+        ])?,
     })
     .await
     .context("start the apiserver")?;

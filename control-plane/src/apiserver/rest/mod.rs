@@ -4,11 +4,13 @@
 
 use std::sync::{Arc, RwLock};
 
+use crate::apiserver::admission::AdmissionPlugins;
 use crate::apiserver::allocator::{ServiceAllocator, ServiceRanges};
 use crate::apiserver::catalog::{Catalog, ResourceDef};
 use crate::apiserver::errors::ApiError;
 use crate::storage::{Store, StoreError};
 
+pub mod admission;
 pub mod apply;
 pub mod binding;
 pub mod convert;
@@ -54,6 +56,8 @@ pub struct Registry {
     catalog: RwLock<Catalog>,
     /// Service ClusterIP and NodePort reservations (over the same store).
     services: Arc<ServiceAllocator>,
+    /// Which optional admission plugins run on create.
+    admission: AdmissionPlugins,
 }
 
 impl Registry {
@@ -66,7 +70,18 @@ impl Registry {
             store,
             catalog: RwLock::new(catalog),
             services,
+            admission: AdmissionPlugins::all(),
         }
+    }
+
+    /// The same registry running only `plugins` of the optional admission plugins.
+    pub fn with_admission(mut self, plugins: AdmissionPlugins) -> Self {
+        self.admission = plugins;
+        self
+    }
+
+    pub fn admission(&self) -> &AdmissionPlugins {
+        &self.admission
     }
 
     /// The same registry allocating Service addresses and node ports from `ranges`.

@@ -181,7 +181,7 @@ fn is_priority_classes(def: &ResourceDef) -> bool {
 }
 
 /// An admission plugin's refusal: `pods "name" is forbidden: reason` (403).
-fn admission_forbidden(def: &ResourceDef, name: &str, reason: &str) -> ApiError {
+pub(super) fn admission_forbidden(def: &ResourceDef, name: &str, reason: &str) -> ApiError {
     let mut error = ApiError::forbidden(format!(
         "{} \"{name}\" is forbidden: {reason}",
         qualified(&def.group, &def.plural)

@@ -150,6 +150,8 @@ impl Registry {
         };
         self.check_namespace_open(&target).await?;
         check_definition_open(&target)?;
+        self.admit_plugins_on_create(&target, &mut object, &shown_name)
+            .await?;
         self.admit_priority_on_create(&target, &mut object, &shown_name)
             .await?;
         prepare_for_create(def, &mut object);
