@@ -8,9 +8,7 @@ use serde_json::{Value, json};
 use support::{TestApiServer, stderr, stdout};
 
 async fn apply(api: &TestApiServer, yaml: &str) {
-    let out = api
-        .kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(yaml))
-        .await;
+    let out = api.kubectl_stdin(&["apply", "-f", "-"], Some(yaml)).await;
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
 }
 

@@ -92,7 +92,7 @@ async fn binding_assigns_a_pod_to_a_node_once() {
     // The legacy `bindings` collection, as `kubectl create -f` posts it.
     let binding = "apiVersion: v1\nkind: Binding\nmetadata:\n  name: web\n  annotations:\n    scheduler.example/score: \"7\"\ntarget:\n  apiVersion: v1\n  kind: Node\n  name: node-1\n";
     let out = api
-        .kubectl_stdin(&["create", "--validate=false", "-f", "-"], Some(binding))
+        .kubectl_stdin(&["create", "-f", "-"], Some(binding))
         .await;
     assert!(out.status.success(), "{}", stderr(&out));
     // The answer is upstream's Success Status, which kubectl prints as such.

@@ -99,16 +99,20 @@ pub fn check_mirror_pod(pod: &Pod) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Sets `serviceAccountName` to `default` when it is empty; returns the account's name.
+/// Sets `serviceAccountName` (and its deprecated alias `serviceAccount`) to `default` when
+/// it is empty; returns the account's name.
 pub fn default_service_account_name(pod: &mut Pod) -> String {
     let spec = pod.spec.get_or_insert_with(PodSpec::default);
-    match spec.service_account_name.as_deref() {
-        Some(name) if !name.is_empty() => name.to_string(),
-        _ => {
-            spec.service_account_name = Some(DEFAULT_SERVICE_ACCOUNT.to_string());
-            DEFAULT_SERVICE_ACCOUNT.to_string()
-        }
+    if spec
+        .service_account_name
+        .as_deref()
+        .unwrap_or_default()
+        .is_empty()
+    {
+        spec.service_account_name = Some(DEFAULT_SERVICE_ACCOUNT.to_string());
     }
+    spec.service_account = spec.service_account_name.clone();
+    spec.service_account_name.clone().unwrap_or_default()
 }
 
 /// Whether the pod gets the token volume: the pod's setting, else the account's, else yes.

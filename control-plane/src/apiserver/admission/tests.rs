@@ -152,9 +152,12 @@ fn the_account_defaults_to_default() {
     ] {
         let mut p = pod(json!({"containers": [], "serviceAccountName": given}));
         assert_eq!(sa::default_service_account_name(&mut p), want);
+        let spec = p.spec.unwrap();
+        assert_eq!(spec.service_account_name.as_deref(), Some(want));
         assert_eq!(
-            p.spec.and_then(|s| s.service_account_name).as_deref(),
-            Some(want)
+            spec.service_account.as_deref(),
+            Some(want),
+            "the alias follows"
         );
     }
 }
