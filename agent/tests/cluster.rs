@@ -275,9 +275,7 @@ async fn a_deployment_runs_scales_and_goes_away_on_the_node() {
             "jsonpath={.items[*].status.containerStatuses[0].containerID}",
         ])
         .unwrap();
-    cluster.kill_node().unwrap();
-    cluster.start_node().unwrap();
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    cluster.restart_node(Duration::from_secs(60)).await.unwrap();
     wait_web_pods(&cluster, 3).await;
     let after = cluster
         .kubectl(&[

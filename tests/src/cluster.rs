@@ -333,6 +333,24 @@ evictionHard:
         .with_context(|| self.log_tail())
     }
 
+    /// Kills kwk-node and starts it again, then waits until the new process serves the kubelet
+    /// API through the apiserver (`nodes/<node>/proxy/healthz`). The Node's `Ready` condition
+    /// is no such signal: the killed process left it `True`.
+    pub async fn restart_node(&mut self, within: Duration) -> anyhow::Result<()> {
+        self.kill_node()?;
+        self.start_node()?;
+        let path = format!("/api/v1/nodes/{NODE_NAME}/proxy/healthz");
+        wait_for(within, "kwk-node's kubelet API after its restart", || {
+            let up = self
+                .kubectl(&["get", "--raw", &path])
+                .is_ok_and(|s| s.trim() == "ok");
+            std::future::ready(up)
+        })
+        .await
+        .with_context(|| self.log_tail())?;
+        self.wait_node_ready(within).await
+    }
+
     /// Runs kubectl with the admin kubeconfig in the cluster's network namespace; its stdout,
     /// or an error with its stderr.
     pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
