@@ -13,6 +13,10 @@
 //!   volume pre-bound to it ([`MatchOptions::prebound_only`]); the scheduler checks each
 //!   volume against a node ([`MatchOptions::node_fits`]), and a pre-bound volume that does
 //!   not fit the node means no match at all.
+//!
+//! Also the finalizers of upstream's storage-object-in-use protection, which the apiserver's
+//! `StorageObjectInUseProtection` admission puts on new claims and volumes and the
+//! `pvc-protection`/`pv-protection` controllers remove once nothing uses them.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +32,10 @@ pub const ANNOTATION_BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-cont
 pub const ANNOTATION_BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
 /// The binding mode that leaves binding to the scheduler.
 pub const WAIT_FOR_FIRST_CONSUMER: &str = "WaitForFirstConsumer";
+/// Holds a deleted claim while a scheduled pod still uses it.
+pub const PVC_PROTECTION_FINALIZER: &str = "kubernetes.io/pvc-protection";
+/// Holds a deleted volume while it is `Bound` to a claim.
+pub const PV_PROTECTION_FINALIZER: &str = "kubernetes.io/pv-protection";
 
 /// The volume's name.
 pub fn pv_name(pv: &PersistentVolume) -> &str {

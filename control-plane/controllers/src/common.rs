@@ -1,11 +1,14 @@
-//! Helpers the planners share: controller owner references, the hash that names a pod
-//! template's revision, and the pod states controllers count (active, ready, available,
-//! terminal).
+//! Helpers the planners share: controller owner references, finalizers (present, added,
+//! removed), the hash that names a pod template's revision, and the pod states controllers
+//! count (active, ready, available, terminal).
 
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::{Metadata, Resource};
+use serde_json::json;
+
+use crate::action::Action;
 
 /// The controller reference an owner puts on what it creates (`controller: true`,
 /// `blockOwnerDeletion: true`, as upstream's `NewControllerRef`).
@@ -35,6 +38,58 @@ pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
 /// Whether `meta` is controlled by the object with `uid`.
 pub fn is_controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
     controller_of(meta).is_some_and(|r| r.uid == uid)
+}
+
+/// Whether `meta` lists `finalizer`.
+pub fn has_finalizer(meta: &ObjectMeta, finalizer: &str) -> bool {
+    meta.finalizers.iter().flatten().any(|f| f == finalizer)
+}
+
+/// The merge patch that sets `object`'s finalizers to `finalizers`, guarded by its
+/// `resourceVersion`: a merge patch replaces the whole list, so a concurrent change to it
+/// must conflict (and be planned again) rather than be lost.
+fn finalizers_patch<K>(object: &K, finalizers: &[&str]) -> Action
+where
+    K: Resource + Metadata<Ty = ObjectMeta>,
+{
+    let mut metadata = json!({ "finalizers": finalizers });
+    if let Some(rv) = &object.metadata().resource_version {
+        metadata["resourceVersion"] = json!(rv);
+    }
+    Action::patch(object, None, json!({ "metadata": metadata }))
+}
+
+/// The patch that drops `finalizer` from `object`, keeping the others in order.
+pub fn remove_finalizer<K>(object: &K, finalizer: &str) -> Action
+where
+    K: Resource + Metadata<Ty = ObjectMeta>,
+{
+    let remaining: Vec<&str> = object
+        .metadata()
+        .finalizers
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .filter(|f| *f != finalizer)
+        .collect();
+    finalizers_patch(object, &remaining)
+}
+
+/// The patch that appends `finalizer` to `object`'s finalizers.
+pub fn add_finalizer<K>(object: &K, finalizer: &str) -> Action
+where
+    K: Resource + Metadata<Ty = ObjectMeta>,
+{
+    let mut list: Vec<&str> = object
+        .metadata()
+        .finalizers
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .filter(|f| *f != finalizer)
+        .collect();
+    list.push(finalizer);
+    finalizers_patch(object, &list)
 }
 
 /// The alphabet upstream encodes hashes with (no vowels, no look-alikes), so a hash never
@@ -177,6 +232,54 @@ mod tests {
         };
         assert!(is_controlled_by(&meta, "u1"));
         assert!(!is_controlled_by(&meta, "u2"));
+    }
+
+    #[test]
+    fn finalizer_patches_keep_the_others_and_carry_the_resource_version() {
+        let pod = |finalizers: &[&str]| Pod {
+            metadata: ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("ns".into()),
+                resource_version: Some("42".into()),
+                finalizers: Some(finalizers.iter().map(|f| f.to_string()).collect()),
+                ..ObjectMeta::default()
+            },
+            ..Pod::default()
+        };
+        let patch_of = |action: Action| match action {
+            Action::Patch {
+                subresource: None,
+                patch,
+                ..
+            } => patch,
+            other => panic!("a patch of the object: {other:?}"),
+        };
+        // (finalizers, remove "x/y"?, want finalizers afterwards)
+        let cases: &[(&[&str], bool, &[&str])] = &[
+            (&["a/b", "x/y", "c/d"], true, &["a/b", "c/d"]),
+            (&["x/y"], true, &[]),
+            (&["a/b"], true, &["a/b"]),
+            (&["a/b"], false, &["a/b", "x/y"]),
+            (&[], false, &["x/y"]),
+            (&["x/y", "a/b"], false, &["a/b", "x/y"]),
+        ];
+        for (before, remove, after) in cases {
+            let object = pod(before);
+            assert_eq!(
+                has_finalizer(&object.metadata, "x/y"),
+                before.contains(&"x/y")
+            );
+            let action = if *remove {
+                remove_finalizer(&object, "x/y")
+            } else {
+                add_finalizer(&object, "x/y")
+            };
+            assert_eq!(
+                patch_of(action),
+                json!({"metadata": {"finalizers": after, "resourceVersion": "42"}}),
+                "{before:?} remove={remove}"
+            );
+        }
     }
 
     #[test]

@@ -10,10 +10,9 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use serde_json::json;
 
 use crate::action::Action;
-use crate::common::controller_ref;
+use crate::common::{controller_ref, has_finalizer, remove_finalizer};
 
 /// The finalizer that keeps a finished pod until the controller counted it.
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
@@ -30,28 +29,13 @@ pub const LEGACY_JOB_NAME_LABEL: &str = "job-name";
 
 /// Whether `pod` carries the tracking finalizer.
 pub fn has_tracking_finalizer(pod: &Pod) -> bool {
-    pod.metadata
-        .finalizers
-        .iter()
-        .flatten()
-        .any(|f| f == TRACKING_FINALIZER)
+    has_finalizer(&pod.metadata, TRACKING_FINALIZER)
 }
 
 /// The merge patch that drops the tracking finalizer from `pod` (guarded by the pod's
 /// `resourceVersion`, so a concurrent change to the list conflicts instead of being lost).
 pub fn remove_tracking_finalizer(pod: &Pod) -> Action {
-    let remaining: Vec<&String> = pod
-        .metadata
-        .finalizers
-        .iter()
-        .flatten()
-        .filter(|f| *f != TRACKING_FINALIZER)
-        .collect();
-    let mut metadata = json!({ "finalizers": remaining });
-    if let Some(rv) = &pod.metadata.resource_version {
-        metadata["resourceVersion"] = json!(rv);
-    }
-    Action::patch(pod, None, json!({ "metadata": metadata }))
+    remove_finalizer(pod, TRACKING_FINALIZER)
 }
 
 /// The completion index of an Indexed Job's pod (annotation first, then label), if valid.

@@ -14,7 +14,8 @@
 //!   are merge-patched.
 //! - A volume whose `claimRef` names a claim that is gone (or a successor with another uid)
 //!   is `Released` whatever its reclaim policy (Retain is what happens; Delete and Recycle
-//!   are not implemented). A volume without `claimRef` is `Available`.
+//!   are not implemented), also while it is being deleted (`pv-protection` holds a deleted
+//!   volume until it is no longer `Bound`). A volume without `claimRef` is `Available`.
 //! - A bound claim whose volume is gone or bound elsewhere is `Lost`.
 //! - Claims of a StorageClass with `volumeBindingMode: WaitForFirstConsumer` and no
 //!   `volumeName` bind only to a volume pre-bound to them: the scheduler picks the volume
@@ -77,8 +78,10 @@ pub fn plan(
         plan_claim(claim, volumes, classes, &mut taken, &mut actions);
     }
 
+    // Volumes being deleted too, as upstream: a deleted volume held by `pv-protection`
+    // while `Bound` may go once it is `Released`.
     for pv in volumes {
-        if taken.contains(pv_name(pv)) || pv.metadata.deletion_timestamp.is_some() {
+        if taken.contains(pv_name(pv)) {
             continue;
         }
         let want = match claim_ref(pv) {

@@ -376,6 +376,18 @@ fn claims_bind_to_the_smallest_matching_volume_or_wait() {
             vec!["status PersistentVolume/v Released".to_string()],
         ),
         (
+            "claim deleted while its volume is being deleted: the volume is Released",
+            vec![],
+            vec![{
+                let mut v = with_claim_ref(pv("v", "1Gi", rwo), "a", Some("uid-a"), "Bound");
+                v.metadata.deletion_timestamp =
+                    serde_json::from_value(serde_json::json!("2026-01-01T00:00:00Z")).unwrap();
+                v
+            }],
+            vec![],
+            vec!["status PersistentVolume/v Released".to_string()],
+        ),
+        (
             "claim recreated with another uid: the volume is Released",
             vec![{
                 let mut c = pvc("a", "1Gi", rwo);

@@ -82,6 +82,12 @@ pub const DEFAULT_CONTROLLERS: &[(&str, ControllerFactory)] = &[
     ("persistentvolume-binder", |c, _| {
         crate::persistentvolume::controller::controller(c)
     }),
+    ("pvc-protection", |c, _| {
+        crate::volumeprotection::controller::pvc_controller(c)
+    }),
+    ("pv-protection", |c, _| {
+        crate::volumeprotection::controller::pv_controller(c)
+    }),
     ("garbagecollector", |c, _| {
         crate::garbagecollector::controller::controller(c)
     }),
