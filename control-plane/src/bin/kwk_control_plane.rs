@@ -227,8 +227,8 @@ struct ApiServerFlags {
     /// Kubelet port used when a Node reports none.
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
-    /// Admission plugins to turn off (`ServiceAccount`, `TaintNodesByCondition`; both run
-    /// by default).
+    /// Admission plugins to turn off (`ServiceAccount`, `TaintNodesByCondition`,
+    /// `StorageObjectInUseProtection`; all run by default).
     #[arg(long, value_delimiter = ',')]
     disable_admission_plugins: Vec<String>,
     #[command(flatten)]

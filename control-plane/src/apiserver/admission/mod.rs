@@ -1,12 +1,14 @@
 //! Admission plugins that have no home in a kind's strategy: which ones run (upstream's
 //! `--disable-admission-plugins`), and the pure rules of `ServiceAccount` (see
-//! [`service_account`]) and `TaintNodesByCondition` (see [`node_taint`]). The registry
-//! applies them on create, next to the Priority plugin (`rest::admission`, `rest::priority`).
+//! [`service_account`]), `TaintNodesByCondition` (see [`node_taint`]) and
+//! `StorageObjectInUseProtection` (see [`storage_protection`]). The registry applies them on
+//! create, next to the Priority plugin (`rest::admission`, `rest::priority`).
 
 use std::collections::BTreeSet;
 
 pub mod node_taint;
 pub mod service_account;
+pub mod storage_protection;
 
 #[cfg(test)]
 mod tests;
@@ -15,9 +17,16 @@ mod tests;
 pub const SERVICE_ACCOUNT: &str = "ServiceAccount";
 /// Upstream's name of the plugin that taints new nodes `not-ready`.
 pub const TAINT_NODES_BY_CONDITION: &str = "TaintNodesByCondition";
+/// Upstream's name of the plugin that puts the protection finalizers on new claims and
+/// volumes.
+pub const STORAGE_OBJECT_IN_USE_PROTECTION: &str = "StorageObjectInUseProtection";
 
 /// The plugins this apiserver can turn off; every other admission step always runs.
-pub const OPTIONAL_PLUGINS: [&str; 2] = [SERVICE_ACCOUNT, TAINT_NODES_BY_CONDITION];
+pub const OPTIONAL_PLUGINS: [&str; 3] = [
+    SERVICE_ACCOUNT,
+    TAINT_NODES_BY_CONDITION,
+    STORAGE_OBJECT_IN_USE_PROTECTION,
+];
 
 /// A name given to `--disable-admission-plugins` that is not a plugin we know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

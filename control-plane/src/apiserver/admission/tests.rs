@@ -1,12 +1,17 @@
 //! Tables for the pure admission rules: which plugins run, ServiceAccount's mirror-pod
-//! refusals, defaulting, automount and token volume, mountable secrets, and the node taint.
+//! refusals, defaulting, automount and token volume, mountable secrets, the node taint, and
+//! the storage protection finalizers.
 
 use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
 use serde_json::{Value, json};
 
 use super::node_taint::taint_new_node;
 use super::service_account::{self as sa, Refusal};
-use super::{AdmissionPlugins, SERVICE_ACCOUNT, TAINT_NODES_BY_CONDITION, UnknownPlugin};
+use super::storage_protection::{add_finalizer, finalizer_for};
+use super::{
+    AdmissionPlugins, SERVICE_ACCOUNT, STORAGE_OBJECT_IN_USE_PROTECTION, TAINT_NODES_BY_CONDITION,
+    UnknownPlugin,
+};
 
 fn pod(spec: Value) -> Pod {
     let mut pod = json!({"metadata": {"name": "p", "namespace": "ns"}});
@@ -31,16 +36,18 @@ fn account(extra: Value) -> ServiceAccount {
 
 #[test]
 fn plugins_can_be_disabled_by_upstream_name() {
-    // Disabled names → (ServiceAccount runs, TaintNodesByCondition runs), or the unknown name.
-    type Case<'a> = (&'a [&'a str], Result<(bool, bool), &'a str>);
+    // Disabled names → (ServiceAccount, TaintNodesByCondition, StorageObjectInUseProtection)
+    // running, or the unknown name.
+    type Case<'a> = (&'a [&'a str], Result<(bool, bool, bool), &'a str>);
     let cases: &[Case<'_>] = &[
-        (&[], Ok((true, true))),
-        (&[""], Ok((true, true))),
-        (&["ServiceAccount"], Ok((false, true))),
+        (&[], Ok((true, true, true))),
+        (&[""], Ok((true, true, true))),
+        (&["ServiceAccount"], Ok((false, true, true))),
         (
             &["TaintNodesByCondition", " ServiceAccount"],
-            Ok((false, false)),
+            Ok((false, false, true)),
         ),
+        (&["StorageObjectInUseProtection"], Ok((true, true, false))),
         (&["NamespaceLifecycle"], Err("NamespaceLifecycle")),
     ];
     for (names, want) in cases {
@@ -48,6 +55,7 @@ fn plugins_can_be_disabled_by_upstream_name() {
             (
                 p.enabled(SERVICE_ACCOUNT),
                 p.enabled(TAINT_NODES_BY_CONDITION),
+                p.enabled(STORAGE_OBJECT_IN_USE_PROTECTION),
             )
         });
         let want = want.map_err(|n| UnknownPlugin {
@@ -59,6 +67,53 @@ fn plugins_can_be_disabled_by_upstream_name() {
         UnknownPlugin { name: "X".into() }.to_string(),
         "disable-admission-plugins plugin \"X\" is unknown"
     );
+}
+
+#[test]
+fn new_claims_and_volumes_get_their_protection_finalizer_once() {
+    let pvc = "kubernetes.io/pvc-protection";
+    let pv = "kubernetes.io/pv-protection";
+    // (plural, metadata) → the finalizers after admission (`None`: the plugin leaves the
+    // kind alone).
+    let cases: Vec<(&str, Value, Option<Value>)> = vec![
+        (
+            "persistentvolumeclaims",
+            json!({"name": "c"}),
+            Some(json!([pvc])),
+        ),
+        ("persistentvolumes", json!({"name": "v"}), Some(json!([pv]))),
+        (
+            "persistentvolumeclaims",
+            json!({"name": "c", "finalizers": null}),
+            Some(json!([pvc])),
+        ),
+        (
+            "persistentvolumeclaims",
+            json!({"name": "c", "finalizers": ["example.com/keep"]}),
+            Some(json!(["example.com/keep", pvc])),
+        ),
+        (
+            "persistentvolumeclaims",
+            json!({"name": "c", "finalizers": [pvc, "example.com/keep"]}),
+            Some(json!([pvc, "example.com/keep"])),
+        ),
+        (
+            "persistentvolumes",
+            json!({"name": "v", "finalizers": [pv]}),
+            Some(json!([pv])),
+        ),
+        ("pods", json!({"name": "p"}), None),
+        ("configmaps", json!({"name": "m"}), None),
+    ];
+    for (plural, metadata, want) in cases {
+        let mut object = json!({"metadata": metadata.clone()});
+        let finalizer = finalizer_for(plural);
+        if let Some(f) = finalizer {
+            add_finalizer(&mut object, f);
+        }
+        let got = finalizer.map(|_| object["metadata"]["finalizers"].clone());
+        assert_eq!(got, want, "{plural} {metadata}");
+    }
 }
 
 #[test]

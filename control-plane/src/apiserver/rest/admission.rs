@@ -1,8 +1,10 @@
-//! The registry's side of the `ServiceAccount` and `TaintNodesByCondition` admission plugins
-//! (pure rules in `apiserver::admission`): on pod create, the pod's account looked up in the
-//! store — `default` a few more times over ~1.5 s, as upstream, since the serviceaccount
-//! controller creates it only after the namespace — and a refusal when it is missing; on
-//! node create, the `not-ready` taint. Which plugins run is [`Registry::admission`].
+//! The registry's side of the `ServiceAccount`, `TaintNodesByCondition` and
+//! `StorageObjectInUseProtection` admission plugins (pure rules in `apiserver::admission`):
+//! on pod create, the pod's account looked up in the store — `default` a few more times over
+//! ~1.5 s, as upstream, since the serviceaccount controller creates it only after the
+//! namespace — and a refusal when it is missing; on node create, the `not-ready` taint; on
+//! PersistentVolumeClaim and PersistentVolume create, the protection finalizer. Which
+//! plugins run is [`Registry::admission`].
 
 use std::time::Duration;
 
@@ -13,7 +15,10 @@ use super::object::decode_stored;
 use super::priority::admission_forbidden;
 use super::{Registry, Target};
 use crate::apiserver::admission::service_account::{self as sa, DEFAULT_SERVICE_ACCOUNT};
-use crate::apiserver::admission::{SERVICE_ACCOUNT, TAINT_NODES_BY_CONDITION, node_taint};
+use crate::apiserver::admission::{
+    SERVICE_ACCOUNT, STORAGE_OBJECT_IN_USE_PROTECTION, TAINT_NODES_BY_CONDITION, node_taint,
+    storage_protection,
+};
 use crate::apiserver::catalog::ResourceDef;
 use crate::apiserver::errors::ApiError;
 
@@ -42,6 +47,10 @@ impl Registry {
             };
             node_taint::taint_new_node(&mut node);
             *object = encode(&node)?;
+        } else if let Some(finalizer) = storage_protection::finalizer_for(&def.plural)
+            && self.admission().enabled(STORAGE_OBJECT_IN_USE_PROTECTION)
+        {
+            storage_protection::add_finalizer(object, finalizer);
         }
         Ok(())
     }
