@@ -46,11 +46,20 @@ impl Cluster {
         factory: ControllerFactory,
         options: ControllerOptions,
     ) -> Self {
+        Self::start_all(&[(name, factory)], options).await
+    }
+
+    /// An apiserver plus a controller manager running `controllers`.
+    async fn start_all(
+        controllers: &[(&'static str, ControllerFactory)],
+        options: ControllerOptions,
+    ) -> Self {
         let api = TestApiServer::start().await;
         let client = api.client().await;
-        let manager = ControllerManager::new(client.clone())
-            .with_options(options)
-            .register_with_options(name, factory);
+        let manager = controllers.iter().fold(
+            ControllerManager::new(client.clone()).with_options(options),
+            |manager, (name, factory)| manager.register_with_options(name, *factory),
+        );
         let token = CancellationToken::new();
         let manager = tokio::spawn(manager.run(token.clone()));
         Cluster {
@@ -122,7 +131,15 @@ fn contents(ns: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_namespace_deletes_everything_in_it() {
     let (name, factory, options) = namespace_cluster();
-    let cluster = Cluster::start(name, factory, options).await;
+    // The claim carries `kubernetes.io/pvc-protection` (StorageObjectInUseProtection
+    // admission): as in a full controller manager, pvc-protection lets it go.
+    let pvc_protection: ControllerFactory =
+        |c, _| kwk_controllers::volumeprotection::controller::pvc_controller(c);
+    let cluster = Cluster::start_all(
+        &[(name, factory), ("pvc-protection", pvc_protection)],
+        options,
+    )
+    .await;
     cluster
         .api
         .kubectl_ok(&["create", "namespace", "doomed"])
@@ -153,6 +170,7 @@ async fn deleting_a_namespace_deletes_everything_in_it() {
         "pods",
         "jobs",
         "leases",
+        "persistentvolumeclaims",
     ] {
         let left = cluster
             .jsonpath(&[kind, "-n", "doomed"], "{.items[*].metadata.name}")
