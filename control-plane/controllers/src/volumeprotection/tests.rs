@@ -31,7 +31,8 @@ fn ephemeral_claim(owner_uid: &str) -> PersistentVolumeClaim {
 
 /// A pod `web` in `ns` scheduled to `node` (unless empty) with `volumes`.
 fn pod(node: &str, volumes: Value) -> Pod {
-    let mut spec = json!({"containers": [{"name": "c", "image": "i"}], "volumes": volumes});
+    let mut spec = json!({"containers": [{"name": "c", "image": "i"}]});
+    spec["volumes"] = volumes;
     if !node.is_empty() {
         spec["nodeName"] = json!(node);
     }
