@@ -3,7 +3,8 @@
 //! `ServiceAccount`), the `persistentvolume-binder`, `pvc-protection` and `pv-protection`
 //! controllers, real kubectl. New claims and volumes carry their protection finalizer; a
 //! deleted claim stays `Terminating` while a scheduled pod uses it and goes as soon as the
-//! pod does; a deleted volume stays while `Bound` and goes once its claim is gone.
+//! pod does; a deleted volume stays while `Bound` and goes once its claim is gone. With
+//! the plugin disabled a claim is created without the finalizer.
 
 mod support;
 
@@ -261,4 +262,27 @@ async fn a_bound_volume_stays_terminating_until_its_claim_is_gone() {
         || async { cluster.volume("disk").await.is_none() },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_plugin_disabled_claims_are_created_unprotected() {
+    use kwk_control_plane::apiserver::admission::AdmissionPlugins;
+    let plugins = AdmissionPlugins::disabling(&["ServiceAccount", "StorageObjectInUseProtection"])
+        .expect("known plugins");
+    let api = TestApiServer::start_with_admission(plugins).await;
+    let claim = "apiVersion: v1\nkind: PersistentVolumeClaim\n\
+                 metadata: {name: data, namespace: default}\n\
+                 spec:\n  accessModes: [ReadWriteOnce]\n  \
+                 resources: {requests: {storage: 1Gi}}\n";
+    let out = api
+        .kubectl_stdin(
+            &["create", "-f", "-", "-o", "jsonpath={.metadata.finalizers}"],
+            Some(claim),
+        )
+        .await;
+    assert!(out.status.success(), "create: {}", support::stderr(&out));
+    assert_eq!(support::stdout(&out), "", "no finalizer without the plugin");
+    // No controller runs: the claim goes at once.
+    api.kubectl_ok(&["delete", "pvc", "data", "--timeout=10s"])
+        .await;
 }
