@@ -5,8 +5,10 @@
 //! in the volume's directory on the host; a `readOnly` mount of the claim is read-only; a
 //! pod whose claim cannot bind stays unscheduled (`pod has unbound immediate
 //! PersistentVolumeClaims`), and one bound to the node anyway waits in `ContainerCreating`
-//! with a `FailedMount` event naming the claim; deleting the claim releases the volume
-//! (`Released`, reclaim policy Retain).
+//! with a `FailedMount` event naming the claim; a claim deleted while a pod uses it stays
+//! (`pvc-protection`) and still serves that pod's restarting container, but a new pod is
+//! refused it (`FailedMount`: being deleted); once the pods are gone the claim goes and
+//! releases the volume (`Released`, reclaim policy Retain).
 //!
 //! Needs `kwk-control-plane` and `kwk-cni` built next to kwk-node: `cargo build -p
 //! kwk-control-plane -p kwk-cni` first.
@@ -53,7 +55,8 @@ spec:
   containers:
   - name: main
     image: localhost/busybox:latest
-    command: [sh, -c, "echo written-through-claim > /data/out && exec sleep 3600"]
+    # Exits once told to (/tmp is the container's own: a restarted container waits anew).
+    command: [sh, -c, "echo written-through-claim > /data/out && while [ ! -e /tmp/exit ]; do sleep 0.2; done"]
     volumeMounts:
     - {name: data, mountPath: /data}
     - {name: data, mountPath: /ro, readOnly: true}
@@ -83,6 +86,21 @@ spec:
     command: [sleep, "3600"]
     volumeMounts: [{name: big, mountPath: /big}]
   volumes: [{name: big, persistentVolumeClaim: {claimName: too-big}}]
+"#;
+
+const LATE: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: late}
+spec:
+  nodeName: kwkt-node
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: localhost/busybox:latest
+    command: [sleep, "3600"]
+    volumeMounts: [{name: data, mountPath: /data}]
+  volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]
 "#;
 
 fn field(cluster: &TestCluster, args: &[&str], pointer: &str) -> String {
@@ -211,13 +229,67 @@ async fn claims_bind_to_host_path_volumes_and_pods_write_through_them() {
         "ContainerCreating"
     );
 
-    // The claim goes: its volume is Released (Retain), the data stays.
+    // Deleting the claim while writer uses it only marks it (pvc-protection); writer's
+    // container restarts with it all the same, while a new pod is refused it.
     cluster
-        .kubectl(&["delete", "pod", "writer", "--wait=true", "--timeout=60s"])
+        .kubectl(&["delete", "pvc", "data", "--wait=false"])
         .unwrap();
     cluster
-        .kubectl(&["delete", "pvc", "data", "--timeout=60s"])
+        .wait_until(WAIT, "claim data Terminating", || {
+            !field(
+                &cluster,
+                &["get", "pvc", "data", "-o", "json"],
+                "/metadata/deletionTimestamp",
+            )
+            .is_empty()
+        })
+        .await;
+    cluster
+        .kubectl(&["exec", "writer", "--", "touch", "/tmp/exit"])
         .unwrap();
+    cluster
+        .wait_until(WAIT, "writer restarted with its claim", || {
+            let status = &cluster.pod_json("writer")["status"]["containerStatuses"][0];
+            status["restartCount"].as_u64().unwrap_or(0) >= 1 && status["ready"] == true
+        })
+        .await;
+    let read_back = cluster
+        .kubectl(&["exec", "writer", "--", "cat", "/data/out"])
+        .unwrap();
+    assert_eq!(read_back.trim_end(), "written-through-claim");
+    cluster.apply(LATE);
+    cluster
+        .wait_until(WAIT, "late's FailedMount event", || {
+            cluster.events_of("late").iter().any(|(reason, message)| {
+                reason == "FailedMount"
+                    && message.contains("can't start pod because PVC default/data is being deleted")
+            })
+        })
+        .await;
+    assert_eq!(
+        cluster.pod_json("late")["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "ContainerCreating"
+    );
+
+    // The claim goes with the pods that use it: its volume is Released (Retain), the data
+    // stays.
+    cluster
+        .kubectl(&[
+            "delete",
+            "pod",
+            "writer",
+            "late",
+            "--wait=true",
+            "--timeout=60s",
+        ])
+        .unwrap();
+    cluster
+        .wait_until(WAIT, "claim data gone", || {
+            cluster
+                .kubectl(&["get", "pvc", "data", "-o", "name"])
+                .is_err()
+        })
+        .await;
     cluster
         .wait_until(WAIT, "pv-small Released", || {
             field(

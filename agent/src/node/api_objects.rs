@@ -4,7 +4,7 @@
 //! (TokenRequest bound to the pod, kept in memory and renewed once 80% of their lifetime has
 //! passed or they are 24 h old, as upstream's token manager does).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
@@ -67,6 +67,8 @@ pub(super) struct ObjectFetcher {
     client: Option<kube::Client>,
     /// Tokens by pod UID and source.
     tokens: Mutex<HashMap<(String, TokenSource), IssuedToken>>,
+    /// By pod UID, the claims the pod was admitted to use (see [`Self::remember_claims`]).
+    claims_in_use: Mutex<HashMap<String, BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for ObjectFetcher {
@@ -82,6 +84,7 @@ impl ObjectFetcher {
         Self {
             client,
             tokens: Mutex::default(),
+            claims_in_use: Mutex::default(),
         }
     }
 
@@ -133,6 +136,9 @@ impl ObjectFetcher {
                 .and_then(|s| s.volume_name.clone())
                 .filter(|v| !v.is_empty());
             objects.insert_claim(name, found);
+            if self.claim_in_use(spec::uid(pod), name) {
+                objects.mark_claim_in_use(name);
+            }
             if let Some(volume) = bound_to {
                 let pv =
                     volumes
@@ -152,9 +158,35 @@ impl ObjectFetcher {
         Ok(objects)
     }
 
-    /// Drops the cached tokens of a pod that is gone.
+    /// Drops the cached tokens and claims in use of a pod that is gone.
     pub(super) fn forget_pod(&self, uid: &str) {
         self.lock().retain(|(pod, _), _| pod != uid);
+        self.lock_claims().remove(uid);
+    }
+
+    /// Records that pod `uid` uses `claims` (they resolved to a volume for it): their
+    /// deletion no longer keeps its containers from starting. Kept in memory only: after a
+    /// restart of kwk-node a claim being deleted is refused until seen anew.
+    pub(super) fn remember_claims(&self, uid: &str, claims: Vec<String>) {
+        if claims.is_empty() {
+            return;
+        }
+        self.lock_claims()
+            .entry(uid.to_string())
+            .or_default()
+            .extend(claims);
+    }
+
+    fn claim_in_use(&self, uid: &str, claim: &str) -> bool {
+        self.lock_claims()
+            .get(uid)
+            .is_some_and(|claims| claims.contains(claim))
+    }
+
+    fn lock_claims(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeSet<String>>> {
+        self.claims_in_use
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, TokenSource), IssuedToken>> {

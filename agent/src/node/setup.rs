@@ -18,6 +18,7 @@ use crate::pod::observed::ObservedContainer;
 use crate::pod::runtime::RuntimeError;
 use crate::pod::spec;
 use crate::runtime_spec::api_objects::ApiObjects;
+use crate::runtime_spec::claims::resolvable_claims;
 use crate::runtime_spec::container::container_config_with_env;
 use crate::runtime_spec::dns::DnsContext;
 use crate::runtime_spec::env::{DownwardContext, resolve_env};
@@ -156,6 +157,8 @@ impl PodSetup for NodeSetup {
         let host_network = spec::host_network(pod);
         let downward = self.downward(start.pod_ips);
         let objects = self.fetch_objects(pod).await?;
+        self.objects
+            .remember_claims(spec::uid(pod), resolvable_claims(pod, &objects));
         let env = resolve_env(pod, container, &field, &downward, &objects)
             .map_err(|e| config_error(start.name, e))?;
         let plan = plan_volumes(

@@ -156,6 +156,9 @@ pub struct ApiObjects {
     secrets: BTreeMap<String, Option<Secret>>,
     tokens: BTreeMap<TokenSource, String>,
     claims: BTreeMap<String, Option<PersistentVolumeClaim>>,
+    /// Claims the pod was admitted to use earlier (seen not being deleted): a deletion
+    /// since does not keep its containers from (re)starting.
+    claims_in_use: BTreeSet<String>,
     /// Cluster-scoped, by name.
     persistent_volumes: BTreeMap<String, Option<PersistentVolume>>,
 }
@@ -185,6 +188,17 @@ impl ApiObjects {
     /// Records a fetched PersistentVolumeClaim (`None`: it does not exist).
     pub fn insert_claim(&mut self, name: &str, object: Option<PersistentVolumeClaim>) {
         self.claims.insert(name.to_string(), object);
+    }
+
+    /// Records that the pod was admitted to use claim `name` before (see [`Self::claim_in_use`]).
+    pub fn mark_claim_in_use(&mut self, name: &str) {
+        self.claims_in_use.insert(name.to_string());
+    }
+
+    /// Whether the pod was admitted to use claim `name` before: upstream's volume manager
+    /// refuses a claim being deleted only to a pod that has not started with it yet.
+    pub fn claim_in_use(&self, name: &str) -> bool {
+        self.claims_in_use.contains(name)
     }
 
     /// Records a fetched PersistentVolume (`None`: it does not exist).

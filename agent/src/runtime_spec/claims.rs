@@ -2,11 +2,13 @@
 //! fetched [`ApiObjects`] to the PersistentVolume bound to it and that volume's host path.
 //! Only `hostPath` and `local` PersistentVolumes are mounted (both are directories on this
 //! node); the checks and their messages follow upstream's volume manager: the claim must be
-//! `Bound` with a `volumeName`, and the volume's `claimRef` must carry the claim's uid.
+//! `Bound` with a `volumeName`, and the volume's `claimRef` must carry the claim's uid; a
+//! claim being deleted is refused to a pod that has not used it yet (its deletion waits, by
+//! the `pvc-protection` finalizer, for the pods that do).
 
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaimVolumeSource, Pod};
 
 use super::api_objects::{ApiObjects, Lookup};
 use super::volumes::{HostPathType, parse_host_path_type};
@@ -33,6 +35,8 @@ pub enum ClaimError {
     ClaimNotFound { claim: String },
     #[error("persistentvolumeclaim {claim:?}: no apiserver to read it from (a static pod?)")]
     NotFetched { claim: String },
+    #[error("can't start pod because PVC {namespace}/{claim} is being deleted")]
+    BeingDeleted { namespace: String, claim: String },
     #[error(
         "PVC {namespace}/{claim} has non-bound phase ({phase:?}) or empty pvc.Spec.VolumeName ({volume:?})"
     )]
@@ -85,6 +89,12 @@ pub fn resolve_claim(
             });
         }
     };
+    if claim.metadata.deletion_timestamp.is_some() && !objects.claim_in_use(claim_name) {
+        return Err(ClaimError::BeingDeleted {
+            namespace: objects.namespace().to_string(),
+            claim: claim_name.clone(),
+        });
+    }
     let phase = claim
         .status
         .as_ref()
@@ -166,6 +176,18 @@ pub fn resolve_claim(
     })
 }
 
+/// The claims of `pod`'s `persistentVolumeClaim` volumes that resolve to a volume now: from
+/// here on the pod uses them ([`ApiObjects::mark_claim_in_use`]), as upstream's volume
+/// manager keeps a volume once it entered its desired state.
+pub fn resolvable_claims(pod: &Pod, objects: &ApiObjects) -> Vec<String> {
+    let volumes = pod.spec.iter().flat_map(|s| s.volumes.iter().flatten());
+    volumes
+        .filter_map(|v| v.persistent_volume_claim.as_ref())
+        .filter(|source| resolve_claim(source, objects).is_ok())
+        .map(|source| source.claim_name.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +214,17 @@ spec: {volumeName: pv1}
 status: {phase: Bound}
 "#;
 
+    const BEING_DELETED: &str = r#"
+metadata: {name: data, namespace: prod, uid: c1, deletionTimestamp: "2026-11-24T10:00:00Z", finalizers: [kubernetes.io/pvc-protection]}
+spec: {volumeName: pv1}
+status: {phase: Bound}
+"#;
+
+    const HOST_PV: &str = r#"
+metadata: {name: pv1}
+spec: {hostPath: {path: /srv/pv1, type: Directory}, claimRef: {namespace: prod, name: data, uid: c1}}
+"#;
+
     fn objects(claim_yaml: Option<&str>, pv_yaml: Option<&str>) -> ApiObjects {
         let mut objects = ApiObjects::new("prod");
         objects.insert_claim("data", claim_yaml.map(claim));
@@ -203,13 +236,9 @@ status: {phase: Bound}
 
     #[test]
     fn claims_resolve_to_their_bound_host_path_or_local_volume() {
-        let host_pv = r#"
-metadata: {name: pv1}
-spec: {hostPath: {path: /srv/pv1, type: Directory}, claimRef: {namespace: prod, name: data, uid: c1}}
-"#;
         let got = resolve_claim(
             &source("data", Some(true)),
-            &objects(Some(BOUND), Some(host_pv)),
+            &objects(Some(BOUND), Some(HOST_PV)),
         );
         assert_eq!(
             got,
@@ -237,6 +266,23 @@ spec: {local: {path: /mnt/disks/a}, claimRef: {namespace: prod, name: data, uid:
         );
     }
 
+    /// A pod that used the claim before its deletion (a container restarting) still mounts it.
+    #[test]
+    fn a_claim_being_deleted_still_serves_the_pods_already_using_it() {
+        let mut using = objects(Some(BEING_DELETED), Some(HOST_PV));
+        using.mark_claim_in_use("data");
+        let got = resolve_claim(&source("data", None), &using).map(|v| v.path);
+        assert_eq!(got, Ok(PathBuf::from("/srv/pv1")));
+        let other = resolve_claim(
+            &source("data", None),
+            &objects(Some(BEING_DELETED), Some(HOST_PV)),
+        );
+        assert!(
+            matches!(other, Err(ClaimError::BeingDeleted { .. })),
+            "{other:?}"
+        );
+    }
+
     #[test]
     fn unusable_claims_say_why_naming_the_claim_or_volume() {
         let pv = |spec: &str| format!("metadata: {{name: pv1}}\nspec: {spec}\n");
@@ -247,6 +293,12 @@ spec: {local: {path: /mnt/disks/a}, claimRef: {namespace: prod, name: data, uid:
                 None,
                 None,
                 r#"persistentvolumeclaim "data" not found"#,
+            ),
+            (
+                "claim being deleted, not used by the pod yet",
+                Some(BEING_DELETED),
+                None,
+                "can't start pod because PVC prod/data is being deleted",
             ),
             (
                 "claim pending",

@@ -13,8 +13,8 @@
 //!   generic ephemeral volume whose claim (`<pod>-<volume>`, controlled by the pod) it is,
 //!   unless the pod is shut down (deleted with grace period 0: the kubelet is done with it
 //!   or it was force-deleted). Pods not yet scheduled do not count: the scheduler does not
-//!   place a pod whose claim is being deleted (upstream's kubelet also refuses to start one;
-//!   kwk-node does not check).
+//!   place a pod whose claim is being deleted, and kwk-node, as upstream's kubelet, refuses
+//!   the claim to a pod bound to the node directly.
 //! - A volume is in use while its `status.phase` is `Bound`; the binder turns it `Released`
 //!   once its claim is gone.
 //!
