@@ -7,6 +7,8 @@
 
 mod support;
 
+use support::eventually;
+
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -69,21 +71,6 @@ impl Cluster {
     async fn pod(&self, namespace: &str, name: &str) -> Value {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         serde_json::to_value(pods.get(name).await.expect("get pod")).expect("json")
-    }
-}
-
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {within:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

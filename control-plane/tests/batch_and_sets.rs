@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::eventually;
+
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,22 +25,6 @@ use serde_json::{Value, json};
 use support::TestApiServer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-/// Polls `check` every 100 ms until it holds or `within` passes.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {within:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// An apiserver plus a controller manager running `controllers`; stops both when dropped.
 struct Cluster {

@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::eventually;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,22 +18,6 @@ use kwk_controllers::runtime::{
 };
 use support::TestApiServer;
 use tokio_util::sync::CancellationToken;
-
-/// Polls `check` every 100 ms until it holds or `within` passes.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {within:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn has_default_sa(api: &TestApiServer, namespace: &str) -> bool {
     api.kubectl(&[

@@ -8,6 +8,8 @@
 
 mod support;
 
+use support::eventually;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,22 +24,6 @@ use tokio_util::sync::CancellationToken;
 
 /// The watch requests a client sent: "path?labelSelector=..&fieldSelector=.." → how many.
 type WatchRequests = Arc<Mutex<BTreeMap<String, usize>>>;
-
-/// Polls `check` every 100 ms until it holds or `within` passes.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {within:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// The watch a request opens, if it is one: its path and selectors.
 fn watch_of(uri: &http::Uri) -> Option<String> {

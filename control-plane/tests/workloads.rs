@@ -11,6 +11,8 @@
 
 mod support;
 
+use support::eventually;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,22 +28,6 @@ use kwk_controllers::runtime::ControllerManager;
 use support::TestApiServer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-/// Polls `check` every 100 ms until it holds or `within` passes.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {within:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 const REVISION: &str = "deployment.kubernetes.io/revision";
 /// `maxSurge: 25%` of 5 replicas, rounded up.
