@@ -59,20 +59,24 @@ where
     Action::patch(object, None, json!({ "metadata": metadata }))
 }
 
+/// `object`'s finalizers other than `finalizer`, in order.
+fn other_finalizers<'a, K>(object: &'a K, finalizer: &str) -> Vec<&'a str>
+where
+    K: Metadata<Ty = ObjectMeta>,
+{
+    let finalizers = object.metadata().finalizers.iter().flatten();
+    finalizers
+        .map(String::as_str)
+        .filter(|f| *f != finalizer)
+        .collect()
+}
+
 /// The patch that drops `finalizer` from `object`, keeping the others in order.
 pub fn remove_finalizer<K>(object: &K, finalizer: &str) -> Action
 where
     K: Resource + Metadata<Ty = ObjectMeta>,
 {
-    let remaining: Vec<&str> = object
-        .metadata()
-        .finalizers
-        .iter()
-        .flatten()
-        .map(String::as_str)
-        .filter(|f| *f != finalizer)
-        .collect();
-    finalizers_patch(object, &remaining)
+    finalizers_patch(object, &other_finalizers(object, finalizer))
 }
 
 /// The patch that appends `finalizer` to `object`'s finalizers.
@@ -80,14 +84,7 @@ pub fn add_finalizer<K>(object: &K, finalizer: &str) -> Action
 where
     K: Resource + Metadata<Ty = ObjectMeta>,
 {
-    let mut list: Vec<&str> = object
-        .metadata()
-        .finalizers
-        .iter()
-        .flatten()
-        .map(String::as_str)
-        .filter(|f| *f != finalizer)
-        .collect();
+    let mut list = other_finalizers(object, finalizer);
     list.push(finalizer);
     finalizers_patch(object, &list)
 }
